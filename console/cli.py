@@ -1,0 +1,217 @@
+"""The ``omniops`` command: demo, console, ingest, report, schema.
+
+Heavy imports (Textual) happen inside the subcommands that need them, so ``ingest`` and
+``report`` start fast and work without a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from feeds.clock import Clock, FixedClock, ReplayClock, SystemClock
+from feeds.model import event_json_schema
+from store.metrics import MetricParams, compute_snapshots, open_reader
+from store.snapshots import Snapshots, to_jsonable
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time; a time without a zone is refused (ambiguous)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"--at: give a zone, e.g. {text}Z or {text}-05:00")
+    return moment.astimezone(timezone.utc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="omniops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="replay the fixture day through the pipeline, with the console")
+    demo.add_argument("--speed", type=float, default=60.0,
+                      help="simulated seconds per wall second (default 60: an hour a minute)")
+    demo.add_argument("--db", type=Path, default=None, help="store file (default: a temporary one)")
+    demo.add_argument("--fixtures", type=Path, default=FIXTURES, help="fixture folder to replay")
+    demo.add_argument("--refresh", type=float, default=5.0, help="panel refresh, wall seconds")
+
+    con = sub.add_parser("console", help="the console on an existing store")
+    con.add_argument("--db", type=Path, default=None, help="store file (default from config)")
+    con.add_argument("--read-only", action="store_true", help="never change rules or alerts")
+
+    ing = sub.add_parser("ingest", help="write canonical JSON Lines files or folders into a store")
+    ing.add_argument("paths", type=Path, nargs="+")
+    ing.add_argument("--db", type=Path, required=True)
+
+    rep = sub.add_parser("report", help="the panel snapshots and headline, as JSON or text")
+    rep.add_argument("--db", type=Path, required=True)
+    rep.add_argument("--json", action="store_true", help="print JSON")
+    rep.add_argument("--at", type=parse_time, default=None,
+                     help="evaluate as of this ISO time (default: now)")
+    rep.add_argument("--timezone", default=None, help="the store's local zone for 'today'")
+
+    sub.add_parser("schema", help="print the JSON Schema of a canonical event")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``omniops`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
+        return handler(args)
+    except FileNotFoundError as exc:
+        print(f"omniops: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the canonical event's JSON Schema."""
+    print(json.dumps(event_json_schema(), indent=2))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Ingest files; print applied / duplicate / quarantined counts."""
+    from feeds.ingest import ingest_paths
+
+    counts = asyncio.run(ingest_paths(args.paths, args.db))
+    print(
+        f"applied {counts['applied']}, duplicate {counts['duplicate']}, "
+        f"quarantined {counts['quarantined']}"
+    )
+    return 0
+
+
+def _metric_params(args: argparse.Namespace) -> MetricParams:
+    from console.settings import Settings
+
+    params = Settings().metrics
+    if getattr(args, "timezone", None):
+        params = params.model_copy(update={"timezone": args.timezone})
+    return params
+
+
+def report(db: Path, at: datetime, params: MetricParams) -> Snapshots:
+    """The same computation the console's panels show, for one moment."""
+    reader = open_reader(db)
+    try:
+        return compute_snapshots(reader, at, params)
+    finally:
+        reader.close()
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the snapshots as JSON (``--json``) or a short text summary."""
+    at = args.at or SystemClock().now()
+    snaps = report(args.db, at, _metric_params(args))
+    data = to_jsonable(snaps)
+    data.pop("computed_in_ms", None)  # keep the report reproducible
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    h = snaps.headline
+    print(f"as of {data['as_of']}: net sales today {h.net_sales:,.2f}, "
+          f"orders last hour {h.orders_per_hour:.0f}")
+    f = snaps.fulfillment
+    print(f"fulfilment: {f.total_open} open, {f.total_late} late, {f.total_at_risk} at risk")
+    s = snaps.stockout
+    print(f"stock: {s.total_out} out, {s.total_at_risk} at risk, {s.total_oversell} oversell "
+          f"of {s.total_pairs} SKU × locations")
+    print(f"returns: {snaps.returns.spikes} spikes")
+    for feed in h.feeds:
+        print(f"feed {feed.feed}: {'STALE' if feed.stale else 'ok'} last {feed.last_event_at}")
+    return 0
+
+
+def run_console(db: Path, clock: Clock, params: MetricParams, refresh: float,
+                title: str = "omniops") -> None:
+    """Start the Textual console on store ``db`` (which must exist)."""
+    from console.app import OmniopsApp
+    from console.settings import Settings
+    from store.export import export_snapshot
+
+    reader = open_reader(db)
+    settings = Settings()
+
+    def compute() -> Snapshots:
+        return compute_snapshots(reader, clock.now(), params)
+
+    app = OmniopsApp(compute=compute, clock=clock, tz=settings.display_tz(),
+                     refresh_interval=refresh, export=export_snapshot, title=title)
+    try:
+        app.run()
+    finally:
+        reader.close()
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """The console on a store another process writes."""
+    from console.settings import Settings
+
+    settings = Settings()
+    db = args.db or settings.db
+    if not Path(db).exists():
+        raise FileNotFoundError(f"{db}: no such store (start `omniops serve` or run `omniops ingest`)")
+    run_console(db, SystemClock(), settings.metrics, settings.refresh_interval)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Replay the fixture day through the real pipeline, with the console on the replay clock."""
+    from feeds.replay import ReplayFeed, load_manifest
+    from feeds.runner import PipelineThread
+
+    manifest = load_manifest(args.fixtures)
+    start_text = str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z"))
+    clock = ReplayClock(parse_time(start_text), speed=args.speed)
+    tmp = None
+    db = args.db
+    if db is None:
+        tmp = tempfile.TemporaryDirectory(prefix="omniops-demo-")
+        db = Path(tmp.name) / "demo.db"
+    params = MetricParams(
+        timezone=str(manifest.get("timezone", "America/New_York")),
+        stale_overrides={"catalog": 7 * 24 * 60, "purchasing": 7 * 24 * 60, "returns": 180},
+    )
+    pipeline = PipelineThread(db, [ReplayFeed([args.fixtures], clock)])
+    pipeline.start()
+    pipeline.ready.wait()
+    if pipeline.error is not None:
+        raise SystemExit(f"omniops demo: the pipeline failed: {pipeline.error}")
+    try:
+        run_console(db, clock, params, args.refresh, title="omniops demo")
+    finally:
+        pipeline.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo,
+    "console": cmd_console,
+    "ingest": cmd_ingest,
+    "report": cmd_report,
+    "schema": cmd_schema,
+}
+
+
+def run() -> None:
+    """Console-script wrapper: exit with :func:`main`'s status."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run()

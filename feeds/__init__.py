@@ -1,0 +1,1 @@
+"""Feed adapters and the canonical event model: everything that brings data in."""

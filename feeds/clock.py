@@ -1,0 +1,70 @@
+"""Injected clocks: everything that needs "now" asks one of these.
+
+* :class:`SystemClock`: wall time, for ``serve`` and ``console`` on a live store.
+* :class:`ReplayClock`: simulated time that runs ``speed`` times faster than the wall
+  from a chosen start; the demo runs the whole app (feeds, metrics, header) on it.
+* :class:`FixedClock`: a clock tests move by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Anything that can tell the current UTC time."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    """The machine's wall clock."""
+
+    def now(self) -> datetime:
+        """The current wall time in UTC."""
+        return datetime.now(timezone.utc)
+
+
+class FixedClock:
+    """A clock that only moves when told to (tests, ``report --at``)."""
+
+    def __init__(self, at: datetime) -> None:
+        self._at = at.astimezone(timezone.utc)
+
+    def now(self) -> datetime:
+        """The time last set."""
+        return self._at
+
+    def set(self, at: datetime) -> None:
+        """Jump to ``at``."""
+        self._at = at.astimezone(timezone.utc)
+
+    def advance(self, delta: timedelta) -> None:
+        """Move forward by ``delta``."""
+        self._at += delta
+
+
+class ReplayClock:
+    """Simulated time: ``start`` plus ``speed`` × the wall time elapsed since creation.
+
+    The default speed of 60 plays one simulated hour per wall minute.
+    """
+
+    def __init__(self, start: datetime, speed: float = 60.0) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start = start.astimezone(timezone.utc)
+        self.speed = speed
+        self._wall0 = time.monotonic()
+
+    def now(self) -> datetime:
+        """The simulated time now."""
+        return self.start + timedelta(seconds=(time.monotonic() - self._wall0) * self.speed)
+
+    def wall_seconds_until(self, at: datetime) -> float:
+        """Wall seconds to wait until simulated time reaches ``at`` (0 if past)."""
+        return max(0.0, (at - self.now()).total_seconds() / self.speed)

@@ -1,0 +1,389 @@
+"""The canonical model: every event omniops stores, whatever feed it came from.
+
+A canonical event is one JSON object (one line of a JSON Lines file)::
+
+    {"id": "shopify-8123", "type": "order.placed", "ts": "2026-11-23T14:05:00Z",
+     "source": "webshop", "body": {...}}
+
+* ``id``: unique per event, across every feed; the store is idempotent on it.
+* ``type``: one of :data:`EVENT_TYPES`; selects the shape of ``body``.
+* ``ts``: when the fact happened at the source, timezone-aware, normalised to UTC.
+  For an order it is the time it was placed, for a stock snapshot the time it was counted.
+* ``source``: the feed that delivered it (``webshop``, ``pos``, ``wms``, ...).
+* ``body``: the fact itself, one of the ``*Body`` models below.
+
+Money is a decimal with at most two places; quantities are integers.  Every model
+forbids unknown fields so a renamed field upstream is caught, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
+
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+"""A non-negative amount in the store's currency, two decimal places."""
+
+Identifier = Annotated[str, Field(min_length=1, max_length=200)]
+"""A non-empty external or canonical identifier."""
+
+HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+LocationKind = Literal["warehouse", "store", "dropship"]
+ChannelKind = Literal["web", "pos", "marketplace"]
+Method = Literal["ship", "bopis", "ship_from_store"]
+FulfillmentStatus = Literal[
+    "released",
+    "picked",
+    "packed",
+    "shipped",
+    "ready_for_pickup",
+    "picked_up",
+    "delivered",
+    "exception",
+]
+InboundStatus = Literal["open", "received", "cancelled"]
+
+
+class _Strict(BaseModel):
+    """Base for canonical bodies: unknown fields are an error, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SkuBody(_Strict):
+    """A sellable item of the catalogue (the golden record for one SKU)."""
+
+    sku: Identifier
+    name: str = ""
+    category: Identifier
+    product_type: Identifier
+    unit_cost: Money
+    price: Money
+    reorder_point: int = Field(default=0, ge=0)
+    """Available units below which a SKU × location is at risk."""
+    lead_time_days: float = Field(default=3.0, ge=0)
+    """Replenishment lead time; days of cover below it means at risk."""
+    hazmat: bool = False
+    weight_kg: float = Field(default=0.5, ge=0)
+
+
+class OpeningHours(_Strict):
+    """Daily opening hours and order cut-off in the node's own time zone (``HH:MM``)."""
+
+    opens: str = "00:00"
+    closes: str = "23:59"
+    cutoff: str | None = None
+    """Orders released after this local time leave the next day."""
+
+    @field_validator("opens", "closes", "cutoff")
+    @classmethod
+    def _hhmm(cls, value: str | None) -> str | None:
+        if value is not None and not HHMM.match(value):
+            raise ValueError(f"expected HH:MM (24 h), got {value!r}")
+        return value
+
+
+class LocationBody(_Strict):
+    """A fulfilment node: warehouse, store or drop-ship supplier."""
+
+    location_id: Identifier
+    name: str = ""
+    kind: LocationKind
+    region: Identifier
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    timezone: str = "UTC"
+    hours: OpeningHours = OpeningHours()
+    safety_buffer: int = Field(default=0, ge=0)
+    """Units held back from sale at this node (walk-in customers, miscounts)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class ChannelBody(_Strict):
+    """A sales channel: the web shop, store POS, a marketplace."""
+
+    channel_id: Identifier
+    name: str = ""
+    kind: ChannelKind
+
+
+class OrderLine(_Strict):
+    """One line of an order."""
+
+    sku: Identifier
+    quantity: int = Field(gt=0)
+    unit_price: Money
+    discount: Money = Decimal("0")
+    """Discount on the whole line (not per unit)."""
+
+
+class OrderPlacedBody(_Strict):
+    """An order was placed; ``ts`` of the event is the time it was placed."""
+
+    order_id: Identifier
+    channel: Identifier
+    method: Method
+    destination_region: Identifier
+    location_id: Identifier | None = None
+    """The node fulfilling it, when the channel already assigned one."""
+    promised_by: AwareDatetime
+    """Ship-by time for ship orders, ready-by time for BOPIS."""
+    lines: list[OrderLine] = Field(min_length=1)
+
+
+class OrderCancelledBody(_Strict):
+    """An order was cancelled before fulfilment."""
+
+    order_id: Identifier
+    reason: str = ""
+
+
+class FulfillmentBody(_Strict):
+    """A step in fulfilling an order; ``ts`` is when it happened."""
+
+    order_id: Identifier
+    status: FulfillmentStatus
+    location_id: Identifier | None = None
+    carrier: str | None = None
+    tracking: str | None = None
+    estimated_delivery: AwareDatetime | None = None
+    """The carrier's own delivery estimate, given when shipped or updated in transit."""
+    detail: str = ""
+
+
+class StockSnapshotBody(_Strict):
+    """A full count of one SKU at one node; ``ts`` is when it was counted."""
+
+    sku: Identifier
+    location_id: Identifier
+    on_hand: int
+    reserved: int = Field(default=0, ge=0)
+    source_system: str = ""
+
+
+class StockAdjustedBody(_Strict):
+    """A change to on-hand stock (sale, receipt, damage, recount)."""
+
+    sku: Identifier
+    location_id: Identifier
+    delta: int
+    reason: str = ""
+    source_system: str = ""
+
+
+class ListingBody(_Strict):
+    """The quantity a channel currently advertises for a SKU (for oversell risk)."""
+
+    channel: Identifier
+    sku: Identifier
+    location_id: Identifier
+    advertised: int = Field(ge=0)
+
+
+class InboundBody(_Strict):
+    """An inbound purchase-order line and its expected arrival."""
+
+    po_id: Identifier
+    sku: Identifier
+    location_id: Identifier
+    quantity: int = Field(gt=0)
+    eta: AwareDatetime
+    status: InboundStatus = "open"
+
+
+class ReturnBody(_Strict):
+    """Units returned; ``ts`` is when they were received."""
+
+    return_id: Identifier
+    order_id: Identifier | None = None
+    sku: Identifier
+    location_id: Identifier
+    channel: Identifier
+    quantity: int = Field(gt=0)
+    reason: str = "unspecified"
+    refund: Money = Decimal("0")
+
+
+class _EventBase(_Strict):
+    id: Identifier
+    ts: AwareDatetime
+    source: Identifier
+
+    @field_validator("ts")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(timezone.utc)
+
+
+class SkuUpserted(_EventBase):
+    """The catalogue record of a SKU was created or changed."""
+
+    type: Literal["sku.upserted"]
+    body: SkuBody
+
+
+class LocationUpserted(_EventBase):
+    """A node was created or changed."""
+
+    type: Literal["location.upserted"]
+    body: LocationBody
+
+
+class ChannelUpserted(_EventBase):
+    """A sales channel was created or changed."""
+
+    type: Literal["channel.upserted"]
+    body: ChannelBody
+
+
+class OrderPlaced(_EventBase):
+    """An order was placed."""
+
+    type: Literal["order.placed"]
+    body: OrderPlacedBody
+
+
+class OrderCancelled(_EventBase):
+    """An order was cancelled."""
+
+    type: Literal["order.cancelled"]
+    body: OrderCancelledBody
+
+
+class FulfillmentUpdated(_EventBase):
+    """An order moved through fulfilment."""
+
+    type: Literal["fulfillment.updated"]
+    body: FulfillmentBody
+
+
+class StockSnapshot(_EventBase):
+    """Stock of one SKU at one node was counted."""
+
+    type: Literal["stock.snapshot"]
+    body: StockSnapshotBody
+
+
+class StockAdjusted(_EventBase):
+    """Stock of one SKU at one node changed by a delta."""
+
+    type: Literal["stock.adjusted"]
+    body: StockAdjustedBody
+
+
+class ListingUpdated(_EventBase):
+    """A channel changed the quantity it advertises."""
+
+    type: Literal["listing.updated"]
+    body: ListingBody
+
+
+class InboundUpdated(_EventBase):
+    """An inbound purchase-order line was created or changed."""
+
+    type: Literal["inbound.updated"]
+    body: InboundBody
+
+
+class ReturnReceived(_EventBase):
+    """A return was received."""
+
+    type: Literal["return.received"]
+    body: ReturnBody
+
+
+Event = Annotated[
+    Union[
+        SkuUpserted,
+        LocationUpserted,
+        ChannelUpserted,
+        OrderPlaced,
+        OrderCancelled,
+        FulfillmentUpdated,
+        StockSnapshot,
+        StockAdjusted,
+        ListingUpdated,
+        InboundUpdated,
+        ReturnReceived,
+    ],
+    Field(discriminator="type"),
+]
+"""Any canonical event, discriminated by ``type``."""
+
+EVENT_TYPES: tuple[str, ...] = (
+    "sku.upserted",
+    "location.upserted",
+    "channel.upserted",
+    "order.placed",
+    "order.cancelled",
+    "fulfillment.updated",
+    "stock.snapshot",
+    "stock.adjusted",
+    "listing.updated",
+    "inbound.updated",
+    "return.received",
+)
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A payload that failed validation, on its way to the quarantine table.
+
+    ``raw`` is the payload as received (redacted where a feed must), ``error`` names the
+    file, line or field that failed.
+    """
+
+    source: str
+    raw: str
+    error: str
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> Event:
+    """Validate one canonical event from JSON text or a decoded object.
+
+    Raises :class:`pydantic.ValidationError` naming the failing field.
+    """
+    if isinstance(data, dict):
+        return EVENT_ADAPTER.validate_python(data)
+    return EVENT_ADAPTER.validate_json(data)
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The JSON Schema of one canonical event (what ``omniops schema`` prints)."""
+    schema = EVENT_ADAPTER.json_schema()
+    schema["title"] = "omniops canonical event"
+    schema["description"] = (
+        "One line of an omniops JSON Lines feed: a unique id, a type, a UTC timestamp, "
+        "the source feed and the body the type selects."
+    )
+    return schema
+
+
+def dump_event(event: Event) -> str:
+    """Serialise an event to its canonical one-line JSON form (``ts`` with ``Z``)."""
+    return event.model_dump_json(exclude_none=False)

@@ -1,0 +1,1 @@
+"""Operator rules: label matchers, alert thresholds and fulfilment routing."""

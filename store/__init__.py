@@ -1,0 +1,1 @@
+"""The SQLite store: schema, the single writer, and the metric queries behind the panels."""

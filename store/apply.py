@@ -1,0 +1,381 @@
+"""Applying a batch of canonical events to the store, in one transaction.
+
+This is the only code that changes current state.  Every rule here is independent of
+arrival order, because feeds do not deliver in order:
+
+* idempotent on event id: an id already in ``event_log`` (or twice in one batch) is a
+  duplicate, counted and never applied again;
+* catalogue rows (SKU, location, channel, listing, inbound) are last-write-wins on the
+  event's ``ts``;
+* a stock snapshot only replaces an older one, and the count is the snapshot plus every
+  adjustment stamped after it, so an adjustment that arrives before or after the snapshot
+  it follows gives the same on-hand;
+* fulfilment steps set their own timestamp column (the earliest report wins), and a step
+  for an order not seen yet creates a placeholder that the order fills in later;
+* a cancellation reverses the order's sales rollup exactly once, whichever arrives first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from feeds.model import (
+    ChannelUpserted,
+    Event,
+    FulfillmentUpdated,
+    InboundUpdated,
+    ListingUpdated,
+    LocationUpserted,
+    OrderCancelled,
+    OrderPlaced,
+    Quarantined,
+    ReturnReceived,
+    SkuUpserted,
+    StockAdjusted,
+    StockSnapshot,
+)
+
+Outcome = Literal["applied", "duplicate", "quarantined"]
+
+STEP_COLUMN: dict[str, str] = {
+    "released": "released_ts",
+    "picked": "picked_ts",
+    "packed": "packed_ts",
+    "shipped": "shipped_ts",
+    "ready_for_pickup": "ready_ts",
+    "picked_up": "picked_up_ts",
+    "delivered": "delivered_ts",
+    "exception": "exception_ts",
+}
+"""Which ``orders`` column records each fulfilment step."""
+
+UNASSIGNED = "-"
+"""Location key for sales of an order no node has been assigned to yet."""
+
+
+def epoch(moment: datetime) -> int:
+    """Seconds since the Unix epoch (UTC) for an aware datetime."""
+    return int(moment.timestamp())
+
+
+def cents(amount: Decimal) -> int:
+    """Integer cents of a decimal amount."""
+    return int((amount * 100).to_integral_value())
+
+
+def apply_batch(
+    db: sqlite3.Connection,
+    items: Sequence[Event | Quarantined],
+    received_at: int,
+) -> list[Outcome]:
+    """Apply ``items`` in one ``BEGIN IMMEDIATE`` transaction; return one outcome each.
+
+    On any database error the whole batch is rolled back and the error re-raised, so a
+    batch is either entirely durable or not at all.
+    """
+    outcomes: list[Outcome] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        ids = [item.id for item in items if not isinstance(item, Quarantined)]
+        known = _known_ids(db, ids)
+        feeds: dict[str, list[int]] = {}
+        for item in items:
+            if isinstance(item, Quarantined):
+                db.execute(
+                    "INSERT INTO quarantine (received_at, source, error, raw) VALUES (?, ?, ?, ?)",
+                    (received_at, item.source, item.error, item.raw),
+                )
+                _bump(feeds, item.source, 2)
+                outcomes.append("quarantined")
+                continue
+            if item.id in known:
+                _bump(feeds, item.source, 1)
+                outcomes.append("duplicate")
+                continue
+            known.add(item.id)
+            ts = epoch(item.ts)
+            db.execute(
+                "INSERT INTO event_log (event_id, type, ts, source, received_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (item.id, item.type, ts, item.source, received_at, item.body.model_dump_json()),
+            )
+            _apply(db, item, ts)
+            counters = _bump(feeds, item.source, 0)
+            counters[3] = max(counters[3], ts)
+            outcomes.append("applied")
+        for feed, (applied, duplicates, quarantined, last_ts) in feeds.items():
+            db.execute(
+                """
+                INSERT INTO feed_state (feed, last_event_ts, last_received_at, events, duplicates,
+                                        quarantined)
+                VALUES (?, NULLIF(?, 0), ?, ?, ?, ?)
+                ON CONFLICT (feed) DO UPDATE SET
+                    last_event_ts = MAX(COALESCE(last_event_ts, 0), COALESCE(excluded.last_event_ts, 0)),
+                    last_received_at = excluded.last_received_at,
+                    events = events + excluded.events,
+                    duplicates = duplicates + excluded.duplicates,
+                    quarantined = quarantined + excluded.quarantined
+                """,
+                (feed, last_ts, received_at, applied, duplicates, quarantined),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _bump(feeds: dict[str, list[int]], feed: str, slot: int) -> list[int]:
+    counters = feeds.setdefault(feed, [0, 0, 0, 0])
+    if slot < 3:
+        counters[slot] += 1
+    return counters
+
+
+def _known_ids(db: sqlite3.Connection, ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(f"SELECT event_id FROM event_log WHERE event_id IN ({marks})", chunk)
+        known.update(row[0] for row in rows)
+    return known
+
+
+def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
+    if isinstance(event, OrderPlaced):
+        _order_placed(db, event, ts)
+    elif isinstance(event, FulfillmentUpdated):
+        _fulfillment(db, event, ts)
+    elif isinstance(event, StockAdjusted):
+        _stock_adjusted(db, event, ts)
+    elif isinstance(event, StockSnapshot):
+        _stock_snapshot(db, event, ts)
+    elif isinstance(event, ReturnReceived):
+        b = event.body
+        db.execute(
+            "INSERT OR IGNORE INTO returns (return_id, order_id, sku, location_id, channel,"
+            " quantity, reason, refund_cents, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (b.return_id, b.order_id, b.sku, b.location_id, b.channel, b.quantity, b.reason,
+             cents(b.refund), ts),
+        )
+    elif isinstance(event, OrderCancelled):
+        _order_cancelled(db, event, ts)
+    elif isinstance(event, ListingUpdated):
+        lb = event.body
+        db.execute(
+            """INSERT INTO listings (channel, sku, location_id, advertised, updated_ts)
+               VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT DO UPDATE SET advertised = excluded.advertised,
+                   updated_ts = excluded.updated_ts
+               WHERE excluded.updated_ts >= listings.updated_ts""",
+            (lb.channel, lb.sku, lb.location_id, lb.advertised, ts),
+        )
+    elif isinstance(event, InboundUpdated):
+        ib = event.body
+        db.execute(
+            """INSERT INTO inbound (po_id, sku, location_id, quantity, eta_ts, status, updated_ts)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT DO UPDATE SET quantity = excluded.quantity, eta_ts = excluded.eta_ts,
+                   status = excluded.status, updated_ts = excluded.updated_ts
+               WHERE excluded.updated_ts >= inbound.updated_ts""",
+            (ib.po_id, ib.sku, ib.location_id, ib.quantity, epoch(ib.eta), ib.status, ts),
+        )
+    elif isinstance(event, SkuUpserted):
+        s = event.body
+        db.execute(
+            """INSERT INTO skus (sku, name, category, product_type, unit_cost_cents, price_cents,
+                   reorder_point, lead_time_days, hazmat, weight_kg, updated_ts)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (sku) DO UPDATE SET name = excluded.name,
+                   category = excluded.category, product_type = excluded.product_type,
+                   unit_cost_cents = excluded.unit_cost_cents, price_cents = excluded.price_cents,
+                   reorder_point = excluded.reorder_point,
+                   lead_time_days = excluded.lead_time_days, hazmat = excluded.hazmat,
+                   weight_kg = excluded.weight_kg, updated_ts = excluded.updated_ts
+               WHERE excluded.updated_ts >= skus.updated_ts""",
+            (s.sku, s.name, s.category, s.product_type, cents(s.unit_cost), cents(s.price),
+             s.reorder_point, s.lead_time_days, int(s.hazmat), s.weight_kg, ts),
+        )
+    elif isinstance(event, LocationUpserted):
+        loc = event.body
+        db.execute(
+            """INSERT INTO locations (location_id, name, kind, region, lat, lon, timezone, opens,
+                   closes, cutoff, safety_buffer, updated_ts)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (location_id) DO UPDATE SET name = excluded.name,
+                   kind = excluded.kind, region = excluded.region, lat = excluded.lat,
+                   lon = excluded.lon, timezone = excluded.timezone, opens = excluded.opens,
+                   closes = excluded.closes, cutoff = excluded.cutoff,
+                   safety_buffer = excluded.safety_buffer, updated_ts = excluded.updated_ts
+               WHERE excluded.updated_ts >= locations.updated_ts""",
+            (loc.location_id, loc.name, loc.kind, loc.region, loc.lat, loc.lon, loc.timezone,
+             loc.hours.opens, loc.hours.closes, loc.hours.cutoff, loc.safety_buffer, ts),
+        )
+    elif isinstance(event, ChannelUpserted):
+        c = event.body
+        db.execute(
+            """INSERT INTO channels (channel_id, name, kind, updated_ts) VALUES (?, ?, ?, ?)
+               ON CONFLICT (channel_id) DO UPDATE SET name = excluded.name,
+                   kind = excluded.kind, updated_ts = excluded.updated_ts
+               WHERE excluded.updated_ts >= channels.updated_ts""",
+            (c.channel_id, c.name, c.kind, ts),
+        )
+    else:  # pragma: no cover - the union is exhaustive
+        raise TypeError(f"no handler for event type {event.type!r}")
+
+
+def _order_placed(db: sqlite3.Connection, event: OrderPlaced, ts: int) -> None:
+    b = event.body
+    row = db.execute(
+        "SELECT has_order, cancelled_ts FROM orders WHERE order_id = ?", (b.order_id,)
+    ).fetchone()
+    if row is not None and row[0]:
+        # The same order placed again under another event id (a re-sent export): the first
+        # placement stands; the event stays in the log.
+        return
+    gross = sum(cents(line.unit_price) * line.quantity for line in b.lines)
+    discount = sum(cents(line.discount) for line in b.lines)
+    units = sum(line.quantity for line in b.lines)
+    db.execute(
+        """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
+               location_id, placed_ts, promised_ts, gross_cents, discount_cents, units)
+           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (order_id) DO UPDATE SET has_order = 1, channel = excluded.channel,
+               method = excluded.method, destination_region = excluded.destination_region,
+               location_id = excluded.location_id, placed_ts = excluded.placed_ts,
+               promised_ts = excluded.promised_ts, gross_cents = excluded.gross_cents,
+               discount_cents = excluded.discount_cents, units = excluded.units""",
+        (b.order_id, b.channel, b.method, b.destination_region, b.location_id, ts,
+         epoch(b.promised_by), gross, discount, units),
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents,"
+        " discount_cents) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (b.order_id, n, line.sku, line.quantity, cents(line.unit_price), cents(line.discount))
+            for n, line in enumerate(b.lines)
+        ],
+    )
+    cancelled = row is not None and row[1] is not None
+    if cancelled:
+        # Cancelled before it arrived: never counted as sales, so nothing to reverse later.
+        db.execute("UPDATE orders SET sales_reversed = 1 WHERE order_id = ?", (b.order_id,))
+    else:
+        _add_sales(db, b.order_id, sign=1)
+
+
+def _add_sales(db: sqlite3.Connection, order_id: str, sign: int) -> None:
+    db.execute(
+        """INSERT INTO sales_hourly (sku, location_id, channel, hour, units, net_cents)
+           SELECT l.sku, COALESCE(o.location_id, ?), o.channel, o.placed_ts / 3600,
+                  ? * SUM(l.quantity), ? * SUM(l.quantity * l.unit_price_cents - l.discount_cents)
+           FROM order_lines l JOIN orders o USING (order_id)
+           WHERE o.order_id = ?
+           GROUP BY l.sku
+           ON CONFLICT DO UPDATE SET units = units + excluded.units,
+               net_cents = net_cents + excluded.net_cents""",
+        (UNASSIGNED, sign, sign, order_id),
+    )
+
+
+def _order_cancelled(db: sqlite3.Connection, event: OrderCancelled, ts: int) -> None:
+    order_id = event.body.order_id
+    db.execute(
+        """INSERT INTO orders (order_id, cancelled_ts) VALUES (?, ?)
+           ON CONFLICT (order_id) DO UPDATE SET
+               cancelled_ts = MIN(COALESCE(cancelled_ts, excluded.cancelled_ts),
+                                  excluded.cancelled_ts)""",
+        (order_id, ts),
+    )
+    db.execute(_DONE_SQL, (order_id,))
+    row = db.execute(
+        "SELECT has_order, sales_reversed FROM orders WHERE order_id = ?", (order_id,)
+    ).fetchone()
+    if row[0] and not row[1]:
+        _add_sales(db, order_id, sign=-1)
+        db.execute("UPDATE orders SET sales_reversed = 1 WHERE order_id = ?", (order_id,))
+
+
+def _fulfillment(db: sqlite3.Connection, event: FulfillmentUpdated, ts: int) -> None:
+    b = event.body
+    column = STEP_COLUMN[b.status]
+    estimate = epoch(b.estimated_delivery) if b.estimated_delivery else None
+    db.execute("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", (b.order_id,))
+    detail_sql = ", exception_detail = ?" if b.status == "exception" else ""
+    params: list[object] = [ts, ts, b.carrier, b.tracking, estimate, b.location_id]
+    if b.status == "exception":
+        params.append(b.detail)
+    params.append(b.order_id)
+    db.execute(
+        f"""UPDATE orders SET {column} = MIN(COALESCE({column}, ?), ?),
+               carrier = COALESCE(?, carrier), tracking = COALESCE(?, tracking),
+               estimated_delivery_ts = COALESCE(?, estimated_delivery_ts),
+               fulfil_location_id = COALESCE(fulfil_location_id, ?){detail_sql}
+           WHERE order_id = ?""",
+        params,
+    )
+    db.execute(_DONE_SQL, (b.order_id,))
+
+
+_NEVER = 9_000_000_000_000_000_000
+
+_DONE_SQL = f"""UPDATE orders SET
+    fulfilled_ts = NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
+                              COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER})),
+                          {_NEVER}),
+    done_ts = NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
+                         COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER}),
+                         COALESCE(cancelled_ts, {_NEVER})), {_NEVER})
+    WHERE order_id = ?"""
+"""Keeps ``fulfilled_ts`` (shipped, ready or handed over) and ``done_ts`` (that or cancelled)."""
+
+
+def _stock_snapshot(db: sqlite3.Connection, event: StockSnapshot, ts: int) -> None:
+    b = event.body
+    current = db.execute(
+        "SELECT as_of_ts FROM stock WHERE sku = ? AND location_id = ?", (b.sku, b.location_id)
+    ).fetchone()
+    if current is not None and current[0] > ts:
+        return  # an older count never overwrites a newer one
+    later = db.execute(
+        "SELECT COALESCE(SUM(delta), 0) FROM stock_adjustments"
+        " WHERE sku = ? AND location_id = ? AND ts > ?",
+        (b.sku, b.location_id, ts),
+    ).fetchone()[0]
+    db.execute(
+        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
+           VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
+               as_of_ts = excluded.as_of_ts, source_system = excluded.source_system""",
+        (b.sku, b.location_id, b.on_hand + later, b.reserved, ts, b.source_system),
+    )
+
+
+def _stock_adjusted(db: sqlite3.Connection, event: StockAdjusted, ts: int) -> None:
+    b = event.body
+    db.execute(
+        "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason) VALUES (?, ?, ?, ?, ?)",
+        (b.sku, b.location_id, ts, b.delta, b.reason),
+    )
+    # Without a count yet, the pair starts at the sum of its adjustments (as_of 0), and the
+    # first snapshot replaces that with count + later adjustments.
+    db.execute(
+        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
+           VALUES (?, ?, ?, 0, 0, ?)
+           ON CONFLICT DO UPDATE SET on_hand = on_hand + excluded.on_hand
+           WHERE stock.as_of_ts < ?""",
+        (b.sku, b.location_id, b.delta, b.source_system, ts),
+    )
+
+
+def count_outcomes(outcomes: Iterable[Outcome]) -> dict[Outcome, int]:
+    """Tally outcomes into ``{"applied": n, "duplicate": n, "quarantined": n}``."""
+    tally: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "quarantined": 0}
+    for outcome in outcomes:
+        tally[outcome] += 1
+    return tally

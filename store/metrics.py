@@ -1,0 +1,660 @@
+"""Metric queries: one read transaction in, frozen panel snapshots out.
+
+Every function here follows the definition of its metric in the README's "Metrics"
+section; change both together.  Everything is evaluated *as of* ``now``: events stamped
+after ``now`` are ignored, so ``omniops report --at`` on a full store gives the numbers
+the console showed at that moment.
+
+These functions are blocking (plain :mod:`sqlite3` on a read connection) and are run off
+the event loop: in a Textual thread worker by the console, in ``asyncio.to_thread`` or
+directly by the command line.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from store.apply import epoch
+from store.snapshots import (
+    ChannelHeadline,
+    FeedFreshness,
+    FulfillmentRow,
+    FulfillmentSnapshot,
+    Headline,
+    ReturnSpikeRow,
+    ReturnSpikeSnapshot,
+    Snapshots,
+    StockoutRow,
+    StockoutSnapshot,
+)
+
+HOUR = 3600
+DAY = 86400
+
+
+class MetricParams(BaseModel):
+    """The knobs of the metric definitions (windows, horizons, thresholds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = "America/New_York"
+    """The store's local time zone: "today" and every day boundary are local."""
+    at_risk_horizon_hours: float = 2.0
+    """An open order due within this many hours and not yet packed is at risk."""
+    pick_window_hours: float = 24.0
+    """Pick times are taken over picks completed in this many trailing hours."""
+    velocity_window_days: int = 7
+    """Sales velocity is units sold over this many trailing days, per day."""
+    return_window_days: int = 7
+    """The current window for return rates."""
+    return_baseline_days: int = 28
+    """The baseline window, immediately before the current one (never overlapping it)."""
+    return_min_count: int = 5
+    """A spike needs at least this many units returned in the current window."""
+    return_z_threshold: float = 3.0
+    """A spike needs the rate test's z statistic at or above this (one-sided)."""
+    rolling_days: int = 7
+    """Headline figures are compared with the mean of this many previous local days."""
+    stale_feed_minutes: float = 15.0
+    """A feed with no event for this long is flagged stale."""
+    stale_overrides: dict[str, float] = {}
+    """Per-feed staleness in minutes, for feeds that deliver rarely (a catalogue, POs)."""
+    expected_feeds: tuple[str, ...] = ()
+    """Feeds that should deliver; one that never did is listed as stale with no time."""
+    top_n: int = 200
+    """Rows kept per panel (the ones that matter most)."""
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read connection to a store; never writes (``query_only``), usable from any thread."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such store (run `omniops ingest` or `serve` first)")
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute("PRAGMA query_only = 1")
+    return db
+
+
+def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParams) -> Snapshots:
+    """Every panel and the headline as of ``now``, from one read transaction."""
+    started = time.perf_counter()
+    t = epoch(now)
+    db.execute("BEGIN")
+    try:
+        headline = compute_headline(db, t, params)
+        fulfillment = compute_fulfillment(db, t, params)
+        stockout = compute_stockout(db, t, params)
+        returns = compute_returns(db, t, params)
+        counts = store_counts(db)
+    finally:
+        db.execute("COMMIT")
+    return Snapshots(
+        as_of=datetime.fromtimestamp(t, timezone.utc),
+        computed_in_ms=(time.perf_counter() - started) * 1000,
+        headline=headline,
+        fulfillment=fulfillment,
+        stockout=stockout,
+        returns=returns,
+        counts=counts,
+    )
+
+
+def store_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Totals over all feeds: events applied, duplicates dropped, payloads quarantined."""
+    row = db.execute(
+        "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(duplicates), 0) FROM feed_state"
+    ).fetchone()
+    quarantined = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
+    return {"events": int(row[0]), "duplicates": int(row[1]), "quarantined": int(quarantined)}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least ``q`` of values ≤ it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The instant a local day starts (DST-aware), in UTC."""
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(timezone.utc)
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+# --- fulfilment --------------------------------------------------------------------------
+
+
+def compute_fulfillment(db: sqlite3.Connection, t: int, params: MetricParams) -> FulfillmentSnapshot:
+    """Fulfilment health per location, channel and carrier (README: Fulfilment health)."""
+    horizon = t + int(params.at_risk_horizon_hours * HOUR)
+    # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
+    open_rows = db.execute(
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
+                  promised_ts, packed_ts, exception_ts
+           FROM orders
+           WHERE has_order = 1 AND placed_ts <= ? AND (done_ts IS NULL OR done_ts > ?)""",
+        (t, t),
+    ).fetchall()
+    day_ago = t - DAY
+    completed = db.execute(
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, method,
+                  fulfilled_ts, promised_ts, ready_ts
+           FROM orders
+           WHERE has_order = 1 AND fulfilled_ts > ? AND fulfilled_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > fulfilled_ts)""",
+        (day_ago, t),
+    ).fetchall()
+    pick_from = t - int(params.pick_window_hours * HOUR)
+    picks = db.execute(
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, picked_ts - released_ts
+           FROM orders
+           WHERE picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
+             AND released_ts <= picked_ts""",
+        (pick_from, t),
+    ).fetchall()
+
+    @dataclass
+    class Acc:
+        open: int = 0
+        oldest: int | None = None
+        late: int = 0
+        at_risk: int = 0
+        exceptions: int = 0
+        completed: int = 0
+        on_time: int = 0
+        bopis: int = 0
+        bopis_on_time: int = 0
+        picks: list[float] | None = None
+
+    accs: dict[tuple[str, str], Acc] = defaultdict(Acc)
+    for loc, channel, placed, promised, packed, exc in open_rows:
+        for key in (("location", loc), ("channel", channel or "-")):
+            a = accs[key]
+            a.open += 1
+            a.oldest = placed if a.oldest is None else min(a.oldest, placed)
+            if promised is not None and promised < t:
+                a.late += 1
+            elif promised is not None and promised <= horizon and (packed is None or packed > t):
+                a.at_risk += 1
+            if exc is not None and exc <= t:
+                a.exceptions += 1
+    for loc, channel, method, fulfilled, promised, ready in completed:
+        for key in (("location", loc), ("channel", channel or "-")):
+            a = accs[key]
+            a.completed += 1
+            if promised is not None and fulfilled <= promised:
+                a.on_time += 1
+            if method == "bopis" and ready is not None and ready <= t:
+                a.bopis += 1
+                if promised is not None and ready <= promised:
+                    a.bopis_on_time += 1
+    for loc, channel, seconds in picks:
+        for key in (("location", loc), ("channel", channel or "-")):
+            a = accs[key]
+            if a.picks is None:
+                a.picks = []
+            a.picks.append(seconds / 60)
+
+    rows: list[FulfillmentRow] = []
+    for (scope, key), a in accs.items():
+        status = "LATE" if a.late else "AT RISK" if a.at_risk else "OK"
+        rows.append(
+            FulfillmentRow(
+                scope=scope,  # type: ignore[arg-type]
+                key=key,
+                open_orders=a.open,
+                oldest_open_minutes=None if a.oldest is None else (t - a.oldest) / 60,
+                late=a.late,
+                at_risk=a.at_risk,
+                on_time_rate=_ratio(a.on_time, a.completed),
+                completed_24h=a.completed,
+                pick_p50_minutes=statistics.median(a.picks) if a.picks else None,
+                pick_p90_minutes=percentile(a.picks or [], 0.9),
+                bopis_ready_rate=_ratio(a.bopis_on_time, a.bopis),
+                carrier_delay_hours=None,
+                exceptions=a.exceptions,
+                status=status,  # type: ignore[arg-type]
+            )
+        )
+    rows.extend(_carrier_rows(db, t))
+    rank = {"LATE": 0, "AT RISK": 1, "OK": 2}
+    rows.sort(key=lambda r: (rank[r.status], -r.late, -r.at_risk, -r.open_orders, r.scope, r.key))
+    location_rows = [r for r in rows if r.scope == "location"]
+    return FulfillmentSnapshot(
+        rows=tuple(rows[: params.top_n]),
+        total_open=sum(r.open_orders for r in location_rows),
+        total_late=sum(r.late for r in location_rows),
+        total_at_risk=sum(r.at_risk for r in location_rows),
+    )
+
+
+def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
+    """Per carrier: shipments in transit, overdue against the carrier's estimate, delay."""
+    in_transit = db.execute(
+        """SELECT carrier, COUNT(*), MIN(shipped_ts),
+                  SUM(CASE WHEN estimated_delivery_ts < ? THEN 1 ELSE 0 END)
+           FROM orders
+           WHERE carrier IS NOT NULL AND shipped_ts <= ?
+             AND (delivered_ts IS NULL OR delivered_ts > ?)
+             AND shipped_ts > ? - 30 * 86400
+           GROUP BY carrier""",
+        (t, t, t, t),
+    ).fetchall()
+    delivered = db.execute(
+        """SELECT carrier, delivered_ts - estimated_delivery_ts
+           FROM orders
+           WHERE carrier IS NOT NULL AND delivered_ts > ? AND delivered_ts <= ?
+             AND estimated_delivery_ts IS NOT NULL""",
+        (t - DAY, t),
+    ).fetchall()
+    delays: dict[str, list[int]] = defaultdict(list)
+    for carrier, delay in delivered:
+        delays[carrier].append(delay)
+    transit = {c: (n, oldest, overdue) for c, n, oldest, overdue in in_transit}
+    rows = []
+    for carrier in sorted(set(transit) | set(delays)):
+        n, oldest, overdue = transit.get(carrier, (0, None, 0))
+        ds = delays.get(carrier, [])
+        rows.append(
+            FulfillmentRow(
+                scope="carrier",
+                key=carrier,
+                open_orders=n,
+                oldest_open_minutes=None if oldest is None else (t - oldest) / 60,
+                late=int(overdue or 0),
+                at_risk=0,
+                on_time_rate=_ratio(sum(1 for d in ds if d <= 0), len(ds)),
+                completed_24h=len(ds),
+                pick_p50_minutes=None,
+                pick_p90_minutes=None,
+                bopis_ready_rate=None,
+                carrier_delay_hours=(sum(ds) / len(ds) / HOUR) if ds else None,
+                exceptions=0,
+                status="LATE" if overdue else "OK",
+            )
+        )
+    return rows
+
+
+# --- stockout risk --------------------------------------------------------------------
+
+
+def _window_hours(t: int, days: float) -> tuple[int, int]:
+    """Hour buckets [first, last] whose start lies in [t − days, t]."""
+    first = -(-(t - int(days * DAY)) // HOUR)  # ceil
+    return first, t // HOUR
+
+
+def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> StockoutSnapshot:
+    """Stockout risk per SKU × location (README: Stockout risk)."""
+    first, last = _window_hours(t, params.velocity_window_days)
+    sold: dict[tuple[str, str], int] = {
+        (sku, loc): units
+        for sku, loc, units in db.execute(
+            """SELECT sku, location_id, SUM(units) FROM sales_hourly
+               WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id""",
+            (first, last),
+        )
+    }
+    inbound: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
+    for sku, loc, qty, eta in db.execute(
+        """SELECT sku, location_id, quantity, eta_ts FROM inbound
+           WHERE status = 'open' AND updated_ts <= ? ORDER BY eta_ts""",
+        (t,),
+    ):
+        inbound[(sku, loc)].append((qty, eta))
+    listings: dict[tuple[str, str], tuple[int, str]] = {}
+    for sku, loc, channel, advertised in db.execute(
+        "SELECT sku, location_id, channel, advertised FROM listings WHERE updated_ts <= ?", (t,)
+    ):
+        best = listings.get((sku, loc))
+        if best is None or advertised > best[0]:
+            listings[(sku, loc)] = (advertised, channel)
+
+    rows: list[StockoutRow] = []
+    counts = {"AT RISK": 0, "OUT": 0, "OVERSELL": 0}
+    total = 0
+    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(
+        """SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
+                  COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
+                  COALESCE(l.safety_buffer, 0)
+           FROM stock s
+           LEFT JOIN skus k ON k.sku = s.sku
+           LEFT JOIN locations l ON l.location_id = s.location_id"""
+    ):
+        total += 1
+        row = stockout_row(
+            sku=sku,
+            location_id=loc,
+            category=category,
+            on_hand=on_hand,
+            reserved=reserved,
+            safety_buffer=buffer,
+            units_sold=sold.get((sku, loc), 0),
+            window_days=params.velocity_window_days,
+            inbound=inbound.get((sku, loc), []),
+            lead_time_days=lead,
+            reorder_point=reorder,
+            listing=listings.get((sku, loc)),
+            t=t,
+        )
+        if row.status in counts:
+            counts[row.status] += 1
+        rows.append(row)
+    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2, "OK": 3, "NO SALES": 4}
+    rows.sort(
+        key=lambda r: (
+            rank[r.status],
+            math.inf if r.days_of_cover is None else r.days_of_cover,
+            -r.velocity_per_day,
+            r.sku,
+            r.location_id,
+        )
+    )
+    return StockoutSnapshot(
+        rows=tuple(rows[: params.top_n]),
+        total_at_risk=counts["AT RISK"],
+        total_out=counts["OUT"],
+        total_oversell=counts["OVERSELL"],
+        total_pairs=total,
+    )
+
+
+def stockout_row(
+    *,
+    sku: str,
+    location_id: str,
+    category: str,
+    on_hand: int,
+    reserved: int,
+    safety_buffer: int,
+    units_sold: int,
+    window_days: float,
+    inbound: Iterable[tuple[int, int]],
+    lead_time_days: float,
+    reorder_point: int,
+    listing: tuple[int, str] | None,
+    t: int,
+) -> StockoutRow:
+    """One SKU × location, following the definition exactly (pure: tested by hand)."""
+    available = on_hand - reserved - safety_buffer
+    velocity = units_sold / window_days if window_days else 0.0
+    pending = sorted(inbound, key=lambda qe: qe[1])
+    inbound_qty = sum(q for q, _ in pending)
+    inbound_eta = min((e for _, e in pending), default=None)
+    cover: float | None = None
+    stockout_at: int | None = None
+    if velocity > 0:
+        # Cover from what is available now, extended by each open inbound that lands before
+        # the projected stockout (an overdue inbound counts as landing now).
+        stock = max(available, 0)
+        cover = stock / velocity
+        for qty, eta in pending:
+            if eta <= t + cover * DAY:
+                stock += qty
+                cover = stock / velocity
+        stockout_at = t + int(cover * DAY)
+    advertised = listing[0] if listing else None
+    oversell = listing is not None and listing[0] > max(available, 0)
+    if available <= 0:
+        status = "OUT"
+    elif oversell:
+        status = "OVERSELL"
+    elif available < reorder_point or (cover is not None and cover < lead_time_days):
+        status = "AT RISK"
+    elif cover is None:
+        status = "NO SALES"
+    else:
+        status = "OK"
+    return StockoutRow(
+        sku=sku,
+        location_id=location_id,
+        category=category,
+        on_hand=on_hand,
+        reserved=reserved,
+        safety_buffer=safety_buffer,
+        available=available,
+        velocity_per_day=velocity,
+        days_of_cover=cover,
+        projected_stockout=None
+        if stockout_at is None
+        else datetime.fromtimestamp(stockout_at, timezone.utc),
+        inbound_qty=inbound_qty,
+        inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, timezone.utc),
+        lead_time_days=lead_time_days,
+        reorder_point=reorder_point,
+        advertised_max=advertised,
+        oversell_channel=listing[1] if oversell and listing else None,
+        status=status,  # type: ignore[arg-type]
+    )
+
+
+# --- return spike ----------------------------------------------------------------------
+
+
+def rate_z_score(returned: int, sold: int, base_returned: int, base_sold: int) -> float | None:
+    """Exposure-adjusted test of two return rates (conditional binomial, normal approx.).
+
+    Given n = returned + base_returned returns, if both windows had the same rate per unit
+    sold, the current window's share of them would be Binomial(n, π) with
+    π = sold / (sold + base_sold).  z = (returned − nπ) / √(nπ(1 − π)).
+    """
+    n = returned + base_returned
+    exposure = sold + base_sold
+    if n == 0 or sold <= 0 or base_sold <= 0:
+        return None
+    pi = sold / exposure
+    return (returned - n * pi) / math.sqrt(n * pi * (1 - pi))
+
+
+def _units_sold_by_sku(db: sqlite3.Connection, first: int, last: int) -> dict[str, int]:
+    return {
+        sku: units
+        for sku, units in db.execute(
+            "SELECT sku, SUM(units) FROM sales_hourly WHERE hour BETWEEN ? AND ? GROUP BY sku",
+            (first, last),
+        )
+    }
+
+
+def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> ReturnSpikeSnapshot:
+    """Return rate per SKU against its own baseline (README: Return spike)."""
+    w_start = t - params.return_window_days * DAY
+    b_start = w_start - params.return_baseline_days * DAY
+    first, last = _window_hours(t, params.return_window_days)
+    sold = _units_sold_by_sku(db, first, last)
+    base_sold = _units_sold_by_sku(db, first - params.return_baseline_days * 24, first - 1)
+    current: dict[str, int] = defaultdict(int)
+    reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for sku, qty, reason in db.execute(
+        "SELECT sku, quantity, reason FROM returns WHERE received_ts > ? AND received_ts <= ?",
+        (w_start, t),
+    ):
+        current[sku] += qty
+        reasons[sku][reason] += qty
+    baseline: dict[str, int] = {
+        sku: qty
+        for sku, qty in db.execute(
+            """SELECT sku, SUM(quantity) FROM returns
+               WHERE received_ts > ? AND received_ts <= ? GROUP BY sku""",
+            (b_start, w_start),
+        )
+    }
+    categories = dict(db.execute("SELECT sku, category FROM skus"))
+    rows = []
+    for sku, returned in current.items():
+        s, bs, br = sold.get(sku, 0), base_sold.get(sku, 0), baseline.get(sku, 0)
+        rate, base_rate = _ratio(returned, s), _ratio(br, bs)
+        z = rate_z_score(returned, s, br, bs)
+        spike = (
+            returned >= params.return_min_count
+            and z is not None
+            and z >= params.return_z_threshold
+        )
+        top = sorted(reasons[sku].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        rows.append(
+            ReturnSpikeRow(
+                sku=sku,
+                category=categories.get(sku, "-"),
+                returned=returned,
+                sold=s,
+                rate=rate,
+                baseline_returned=br,
+                baseline_sold=bs,
+                baseline_rate=base_rate,
+                z_score=z,
+                spike=spike,
+                top_reasons=tuple(top),
+            )
+        )
+    rows.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), -r.returned, r.sku))
+    return ReturnSpikeSnapshot(rows=tuple(rows[: params.top_n]), spikes=sum(r.spike for r in rows))
+
+
+# --- headline ----------------------------------------------------------------------------
+
+
+def _sales_between(db: sqlite3.Connection, start: int, end: int) -> tuple[int, int, int, int]:
+    """(gross, discounts, orders, returns refunded) in cents for [start, end], as of end."""
+    gross, disc, orders = db.execute(
+        """SELECT COALESCE(SUM(gross_cents), 0), COALESCE(SUM(discount_cents), 0), COUNT(*)
+           FROM orders
+           WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+        (start, end, end),
+    ).fetchone()
+    refunds = db.execute(
+        "SELECT COALESCE(SUM(refund_cents), 0) FROM returns WHERE received_ts >= ? AND received_ts <= ?",
+        (start, end),
+    ).fetchone()[0]
+    return int(gross), int(disc), int(orders), int(refunds)
+
+
+def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> Headline:
+    """Net sales today, orders per hour and AOV by channel against rolling means; feeds."""
+    tz = ZoneInfo(params.timezone)
+    now = datetime.fromtimestamp(t, timezone.utc)
+    local_now = now.astimezone(tz)
+    today = local_now.date()
+    day_start = epoch(local_midnight(today, tz))
+    gross, disc, _, refunds = _sales_between(db, day_start, t)
+    net = gross - disc - refunds
+
+    prior_nets: list[int] = []
+    prior_hour_orders: list[int] = []
+    for back in range(1, params.rolling_days + 1):
+        d = today - timedelta(days=back)
+        d_start = epoch(local_midnight(d, tz))
+        same_time = epoch(datetime.combine(d, local_now.time(), tz).astimezone(timezone.utc))
+        g, di, n_orders, r = _sales_between(db, d_start, same_time)
+        if n_orders == 0 and g == 0:
+            continue  # a day before the store had data does not drag the average down
+        prior_nets.append(g - di - r)
+        prior_hour_orders.append(_orders_between(db, same_time - HOUR, same_time))
+
+    channels = []
+    for channel, orders, value in db.execute(
+        """SELECT channel, COUNT(*), SUM(gross_cents - discount_cents) FROM orders
+           WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > ?)
+           GROUP BY channel ORDER BY channel""",
+        (day_start, t, t),
+    ).fetchall():
+        roll_start = epoch(local_midnight(today - timedelta(days=params.rolling_days), tz))
+        r_orders, r_value = db.execute(
+            """SELECT COUNT(*), COALESCE(SUM(gross_cents - discount_cents), 0) FROM orders
+               WHERE has_order = 1 AND channel = ? AND placed_ts >= ? AND placed_ts < ?
+                 AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+            (channel, roll_start, day_start, t),
+        ).fetchone()
+        channels.append(
+            ChannelHeadline(
+                channel=channel,
+                orders=orders,
+                net_sales=value / 100,
+                aov=value / orders / 100 if orders else None,
+                aov_rolling=r_value / r_orders / 100 if r_orders else None,
+            )
+        )
+
+    hourly: list[float] = []
+    hour_start = day_start
+    while hour_start <= t:
+        end = min(hour_start + HOUR - 1, t)
+        g, di, _, r = _sales_between(db, hour_start, end)
+        hourly.append((g - di - r) / 100)
+        hour_start += HOUR
+
+    return Headline(
+        day_start=datetime.fromtimestamp(day_start, timezone.utc),
+        net_sales=net / 100,
+        gross_sales=gross / 100,
+        returns_value=refunds / 100,
+        discounts=disc / 100,
+        net_sales_rolling=(sum(prior_nets) / len(prior_nets) / 100) if prior_nets else None,
+        orders_per_hour=float(_orders_between(db, t - HOUR, t)),
+        orders_per_hour_rolling=(
+            sum(prior_hour_orders) / len(prior_hour_orders) if prior_hour_orders else None
+        ),
+        channels=tuple(channels),
+        hourly_net_sales=tuple(hourly),
+        feeds=feed_freshness(db, t, params),
+    )
+
+
+def _orders_between(db: sqlite3.Connection, start: int, end: int) -> int:
+    """Orders placed in (start, end], not cancelled by ``end``."""
+    return int(
+        db.execute(
+            """SELECT COUNT(*) FROM orders WHERE has_order = 1 AND placed_ts > ? AND placed_ts <= ?
+               AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+            (start, end, end),
+        ).fetchone()[0]
+    )
+
+
+def feed_freshness(db: sqlite3.Connection, t: int, params: MetricParams) -> tuple[FeedFreshness, ...]:
+    """Last event per feed as of ``t``; stale after ``stale_feed_minutes`` or if never seen."""
+    known = {
+        feed: (events, quarantined)
+        for feed, events, quarantined in db.execute(
+            "SELECT feed, events, quarantined FROM feed_state WHERE events > 0 OR quarantined > 0"
+        )
+    }
+    out = []
+    for feed in sorted(set(known) | set(params.expected_feeds)):
+        last = db.execute(
+            "SELECT MAX(ts) FROM event_log WHERE source = ? AND ts <= ?", (feed, t)
+        ).fetchone()[0]
+        events, quarantined = known.get(feed, (0, 0))
+        limit = params.stale_overrides.get(feed, params.stale_feed_minutes)
+        stale = last is None or t - last > limit * 60
+        out.append(
+            FeedFreshness(
+                feed=feed,
+                last_event_at=None if last is None else datetime.fromtimestamp(last, timezone.utc),
+                events=int(events),
+                quarantined=int(quarantined),
+                stale=stale,
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,196 @@
+"""The SQLite schema, as an ordered list of versioned migrations.
+
+``PRAGMA user_version`` holds the number of migrations applied; :func:`migrate` applies
+the rest in one transaction each.  Times are integer seconds since the Unix epoch, UTC;
+money is integer cents.  Migrations are append-only: never edit a released one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the event log, quarantine, catalogue, current state and rollups.
+    """
+    CREATE TABLE event_log (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX event_log_source_ts ON event_log (source, ts);
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        received_at INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        error TEXT NOT NULL,
+        raw TEXT NOT NULL
+    );
+    CREATE TABLE feed_state (
+        feed TEXT PRIMARY KEY,
+        last_event_ts INTEGER,
+        last_received_at INTEGER,
+        events INTEGER NOT NULL DEFAULT 0,
+        duplicates INTEGER NOT NULL DEFAULT 0,
+        quarantined INTEGER NOT NULL DEFAULT 0,
+        cursor TEXT
+    );
+    CREATE TABLE skus (
+        sku TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        category TEXT NOT NULL,
+        product_type TEXT NOT NULL,
+        unit_cost_cents INTEGER NOT NULL,
+        price_cents INTEGER NOT NULL,
+        reorder_point INTEGER NOT NULL,
+        lead_time_days REAL NOT NULL,
+        hazmat INTEGER NOT NULL,
+        weight_kg REAL NOT NULL,
+        updated_ts INTEGER NOT NULL
+    );
+    CREATE TABLE locations (
+        location_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        lat REAL NOT NULL,
+        lon REAL NOT NULL,
+        timezone TEXT NOT NULL,
+        opens TEXT NOT NULL,
+        closes TEXT NOT NULL,
+        cutoff TEXT,
+        safety_buffer INTEGER NOT NULL,
+        updated_ts INTEGER NOT NULL
+    );
+    CREATE TABLE channels (
+        channel_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        updated_ts INTEGER NOT NULL
+    );
+    CREATE TABLE stock (
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        on_hand INTEGER NOT NULL,
+        reserved INTEGER NOT NULL,
+        as_of_ts INTEGER NOT NULL,
+        source_system TEXT NOT NULL,
+        PRIMARY KEY (sku, location_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE orders (
+        order_id TEXT PRIMARY KEY,
+        has_order INTEGER NOT NULL DEFAULT 0,
+        channel TEXT,
+        method TEXT,
+        destination_region TEXT,
+        location_id TEXT,
+        placed_ts INTEGER,
+        promised_ts INTEGER,
+        gross_cents INTEGER NOT NULL DEFAULT 0,
+        discount_cents INTEGER NOT NULL DEFAULT 0,
+        units INTEGER NOT NULL DEFAULT 0,
+        released_ts INTEGER,
+        picked_ts INTEGER,
+        packed_ts INTEGER,
+        shipped_ts INTEGER,
+        ready_ts INTEGER,
+        picked_up_ts INTEGER,
+        delivered_ts INTEGER,
+        exception_ts INTEGER,
+        exception_detail TEXT,
+        cancelled_ts INTEGER,
+        sales_reversed INTEGER NOT NULL DEFAULT 0,
+        carrier TEXT,
+        tracking TEXT,
+        estimated_delivery_ts INTEGER,
+        fulfil_location_id TEXT,
+        fulfilled_ts INTEGER,
+        done_ts INTEGER
+    );
+    CREATE INDEX orders_placed ON orders (placed_ts);
+    CREATE INDEX orders_done ON orders (done_ts);
+    CREATE INDEX orders_fulfilled ON orders (fulfilled_ts);
+    CREATE INDEX orders_picked ON orders (picked_ts);
+    CREATE INDEX orders_delivered ON orders (delivered_ts);
+    CREATE TABLE stock_adjustments (
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        delta INTEGER NOT NULL,
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX stock_adjustments_pair ON stock_adjustments (sku, location_id, ts);
+    CREATE TABLE order_lines (
+        order_id TEXT NOT NULL,
+        line_no INTEGER NOT NULL,
+        sku TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        unit_price_cents INTEGER NOT NULL,
+        discount_cents INTEGER NOT NULL,
+        PRIMARY KEY (order_id, line_no)
+    ) WITHOUT ROWID;
+    CREATE TABLE sales_hourly (
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        net_cents INTEGER NOT NULL,
+        PRIMARY KEY (sku, location_id, channel, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX sales_hourly_hour ON sales_hourly (hour);
+    CREATE TABLE returns (
+        return_id TEXT PRIMARY KEY,
+        order_id TEXT,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        refund_cents INTEGER NOT NULL,
+        received_ts INTEGER NOT NULL
+    );
+    CREATE INDEX returns_received ON returns (received_ts);
+    CREATE TABLE inbound (
+        po_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        eta_ts INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        updated_ts INTEGER NOT NULL,
+        PRIMARY KEY (po_id, sku, location_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE listings (
+        channel TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        advertised INTEGER NOT NULL,
+        updated_ts INTEGER NOT NULL,
+        PRIMARY KEY (sku, location_id, channel)
+    ) WITHOUT ROWID;
+    """,
+)
+"""Migration scripts; index + 1 is the schema version they bring the store to."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store at ``conn`` to :data:`SCHEMA_VERSION`; return the version found.
+
+    Refuses a store written by a newer omniops instead of corrupting it.
+    """
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"store schema version {found} is newer than this omniops ({SCHEMA_VERSION}); "
+            "upgrade omniops"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        script = MIGRATIONS[version]
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version + 1};\nCOMMIT;")
+    return found

@@ -1,0 +1,182 @@
+"""Frozen panel snapshots: what a metric computation returns and a panel renders.
+
+Every number here follows its definition in the README's "Metrics" section.  Nothing in
+this module queries anything; :mod:`store.metrics` builds these and ``console`` renders
+them.  ``None`` means "no data" (shown as ``—``), never zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+FulfillmentStatusWord = Literal["LATE", "AT RISK", "OK"]
+StockStatusWord = Literal["OUT", "AT RISK", "OVERSELL", "OK", "NO SALES"]
+
+
+@dataclass(frozen=True)
+class FulfillmentRow:
+    """Fulfilment health of one location, channel or carrier."""
+
+    scope: Literal["location", "channel", "carrier"]
+    key: str
+    open_orders: int
+    oldest_open_minutes: float | None
+    late: int
+    at_risk: int
+    on_time_rate: float | None
+    """Shipped or made ready by promised-by ÷ all shipped or made ready, last 24 h."""
+    completed_24h: int
+    pick_p50_minutes: float | None
+    pick_p90_minutes: float | None
+    bopis_ready_rate: float | None
+    carrier_delay_hours: float | None
+    """Mean of (delivered − carrier estimate) over deliveries in the last 24 h."""
+    exceptions: int
+    status: FulfillmentStatusWord
+
+
+@dataclass(frozen=True)
+class FulfillmentSnapshot:
+    """All fulfilment rows, the ones that matter first (late, at risk, healthy)."""
+
+    rows: tuple[FulfillmentRow, ...]
+    total_open: int
+    total_late: int
+    total_at_risk: int
+
+
+@dataclass(frozen=True)
+class StockoutRow:
+    """Stockout risk of one SKU at one location."""
+
+    sku: str
+    location_id: str
+    category: str
+    on_hand: int
+    reserved: int
+    safety_buffer: int
+    available: int
+    """on hand − reserved − safety buffer (may be negative)."""
+    velocity_per_day: float
+    days_of_cover: float | None
+    """available ÷ velocity; None when nothing sold in the window."""
+    projected_stockout: datetime | None
+    inbound_qty: int
+    inbound_eta: datetime | None
+    lead_time_days: float
+    reorder_point: int
+    advertised_max: int | None
+    """Largest quantity any channel advertises for this SKU × location."""
+    oversell_channel: str | None
+    status: StockStatusWord
+
+
+@dataclass(frozen=True)
+class StockoutSnapshot:
+    """SKU × location rows, shortest cover first, capped to the top N."""
+
+    rows: tuple[StockoutRow, ...]
+    total_at_risk: int
+    total_out: int
+    total_oversell: int
+    total_pairs: int
+
+
+@dataclass(frozen=True)
+class ReturnSpikeRow:
+    """Return rate of one SKU in the trailing window against its own baseline."""
+
+    sku: str
+    category: str
+    returned: int
+    sold: int
+    rate: float | None
+    baseline_returned: int
+    baseline_sold: int
+    baseline_rate: float | None
+    z_score: float | None
+    """Two-proportion z statistic, current window vs baseline window."""
+    spike: bool
+    top_reasons: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class ReturnSpikeSnapshot:
+    """SKUs with returns in the window, strongest spike first."""
+
+    rows: tuple[ReturnSpikeRow, ...]
+    spikes: int
+
+
+@dataclass(frozen=True)
+class FeedFreshness:
+    """When a feed last delivered, and whether that is too long ago."""
+
+    feed: str
+    last_event_at: datetime | None
+    events: int
+    quarantined: int
+    stale: bool
+
+
+@dataclass(frozen=True)
+class ChannelHeadline:
+    """Today's figures for one channel."""
+
+    channel: str
+    orders: int
+    net_sales: float
+    aov: float | None
+    aov_rolling: float | None
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The headline strip: today's trading against rolling averages, and feed freshness."""
+
+    day_start: datetime
+    net_sales: float
+    gross_sales: float
+    returns_value: float
+    discounts: float
+    net_sales_rolling: float | None
+    """Mean net sales of the previous days up to the same local time of day."""
+    orders_per_hour: float
+    orders_per_hour_rolling: float | None
+    channels: tuple[ChannelHeadline, ...]
+    hourly_net_sales: tuple[float, ...]
+    """Net sales per local hour of today so far, for the sparkline."""
+    feeds: tuple[FeedFreshness, ...]
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """One consistent refresh: every panel computed from one read transaction."""
+
+    as_of: datetime
+    """The "now" the metrics were evaluated at (UTC)."""
+    computed_in_ms: float
+    headline: Headline
+    fulfillment: FulfillmentSnapshot
+    stockout: StockoutSnapshot
+    returns: ReturnSpikeSnapshot
+    counts: dict[str, int] = field(default_factory=dict)
+    """Store counters: events, duplicates, quarantined."""
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn a snapshot (nested frozen dataclasses) into JSON-ready data."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return round(value, 4)
+    return value

@@ -1,0 +1,120 @@
+"""The store's single writer on a real SQLite file: idempotence, order, quarantine."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+from feeds.model import Quarantined
+from store.metrics import open_reader
+from store.schema import SCHEMA_VERSION
+from tests.builders import T0, adjust, at, order, snapshot, step
+from tests.conftest import write
+
+
+def q(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
+    conn = open_reader(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_store_is_wal_and_migrated(db_path: Path) -> None:
+    await write(db_path, [snapshot("A", "S1", 5, T0)])
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+async def test_duplicate_event_is_counted_not_applied(db_path: Path) -> None:
+    first = adjust("A", "S1", -2, at(1))
+    outcomes = await write(db_path, [snapshot("A", "S1", 10, T0), first, first])
+    assert outcomes == ["applied", "applied", "duplicate"]
+    # and again in a later batch, through a new writer (a restart)
+    assert await write(db_path, [first]) == ["duplicate"]
+    assert q(db_path, "SELECT on_hand FROM stock") == [(8,)]
+    assert q(db_path, "SELECT events, duplicates FROM feed_state WHERE feed='inventory'") == [(2, 2)]
+    assert q(db_path, "SELECT COUNT(*) FROM event_log") == [(2,)]
+
+
+async def test_quarantine_keeps_raw_payload_and_reason(db_path: Path) -> None:
+    bad = Quarantined(source="pos", raw='{"id": 1, "garbage": true}', error="pos.jsonl:7: id: bad")
+    assert await write(db_path, [bad]) == ["quarantined"]
+    assert q(db_path, "SELECT source, raw, error FROM quarantine") == [
+        ("pos", '{"id": 1, "garbage": true}', "pos.jsonl:7: id: bad")
+    ]
+    assert q(db_path, "SELECT quarantined FROM feed_state WHERE feed='pos'") == [(1,)]
+
+
+async def test_older_stock_snapshot_never_overwrites_newer(db_path: Path) -> None:
+    await write(db_path, [snapshot("A", "S1", 50, at(2))])
+    await write(db_path, [snapshot("A", "S1", 99, at(1))])  # late arrival, older count
+    assert q(db_path, "SELECT on_hand, as_of_ts FROM stock") == [(50, int(at(2).timestamp()))]
+
+
+async def test_adjustments_give_same_stock_in_any_arrival_order(tmp_path: Path) -> None:
+    events = [
+        snapshot("A", "S1", 20, at(1)),
+        adjust("A", "S1", -3, at(0.5)),  # before the count: already in it
+        adjust("A", "S1", -4, at(2)),  # after the count: applies
+        adjust("A", "S1", 5, at(3)),
+    ]
+    results = set()
+    for n, order_ in enumerate([events, events[::-1], [events[2], events[0], events[3], events[1]]]):
+        db = tmp_path / f"s{n}.db"
+        for e in order_:  # one batch each: the worst case for ordering
+            await write(db, [e])
+        results.add(q(db, "SELECT on_hand FROM stock")[0][0])
+    assert results == {21}
+
+
+async def test_shipment_before_its_order_is_kept(db_path: Path) -> None:
+    await write(db_path, [step("o1", "shipped", at(3), carrier="UPS", tracking="1Z")])
+    assert q(db_path, "SELECT has_order, shipped_ts, carrier FROM orders") == [
+        (0, int(at(3).timestamp()), "UPS")
+    ]
+    await write(db_path, [order("o1", at(1), [("A", 2)])])
+    assert q(db_path, "SELECT has_order, units, shipped_ts, carrier, fulfilled_ts FROM orders") == [
+        (1, 2, int(at(3).timestamp()), "UPS", int(at(3).timestamp()))
+    ]
+
+
+async def test_cancellation_reverses_sales_once_whatever_the_order(tmp_path: Path) -> None:
+    from tests.builders import ev
+
+    placed = order("o1", at(0), [("A", 3)])
+    cancel = ev("order.cancelled", at(1), {"order_id": "o1"})
+    cancel_again = ev("order.cancelled", at(2), {"order_id": "o1"})
+    for n, seq in enumerate([[placed, cancel, cancel_again], [cancel, placed, cancel_again]]):
+        db = tmp_path / f"c{n}.db"
+        for e in seq:
+            await write(db, [e])
+        assert q(db, "SELECT COALESCE(SUM(units), 0) FROM sales_hourly") == [(0,)]
+        assert q(db, "SELECT done_ts FROM orders") == [(int(at(1).timestamp()),)]
+
+
+async def test_sales_rollup_by_hour_location_channel(db_path: Path) -> None:
+    await write(db_path, [
+        order("o1", at(0, 5), [("A", 2), ("B", 1)], price="10.00", discount="1.00"),
+        order("o2", at(0, 50), [("A", 1)], loc="S1", channel="pos", method="bopis"),
+    ])
+    rows = q(db_path, "SELECT sku, location_id, channel, units, net_cents FROM sales_hourly "
+                      "ORDER BY sku, location_id")
+    assert rows == [("A", "S1", "pos", 1, 1000), ("A", "WH1", "webshop", 2, 1900),
+                    ("B", "WH1", "webshop", 1, 900)]
+
+
+async def test_same_order_placed_twice_under_new_id_counts_once(db_path: Path) -> None:
+    await write(db_path, [order("o1", at(0), [("A", 2)], id_="x1"),
+                          order("o1", at(0), [("A", 2)], id_="x2")])
+    assert q(db_path, "SELECT SUM(units) FROM sales_hourly") == [(2,)]
+
+
+async def test_writer_batches_and_resolves_each_future(db_path: Path) -> None:
+    events = [adjust("A", "S1", -1, T0 + timedelta(seconds=i)) for i in range(2500)]
+    outcomes = await write(db_path, events, batch_size=1000)
+    assert outcomes.count("applied") == 2500
+    assert q(db_path, "SELECT on_hand FROM stock") == [(-2500,)]

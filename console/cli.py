@@ -12,10 +12,10 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from feeds.clock import Clock, FixedClock, ReplayClock, SystemClock
+from feeds.clock import Clock, ReplayClock, SystemClock
 from feeds.model import event_json_schema
 from store.metrics import MetricParams, compute_snapshots, open_reader
 from store.snapshots import Snapshots, to_jsonable
@@ -31,7 +31,7 @@ def parse_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"--at: give a zone, e.g. {text}Z or {text}-05:00")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="omniops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="replay the fixture day through the pipeline, with the console")
-    demo.add_argument("--speed", type=float, default=60.0,
-                      help="simulated seconds per wall second (default 60: an hour a minute)")
+    demo = sub.add_parser(
+        "demo", help="replay the fixture day through the pipeline, with the console"
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated seconds per wall second (default 60: an hour a minute)",
+    )
     demo.add_argument("--db", type=Path, default=None, help="store file (default: a temporary one)")
     demo.add_argument("--fixtures", type=Path, default=FIXTURES, help="fixture folder to replay")
     demo.add_argument("--refresh", type=float, default=5.0, help="panel refresh, wall seconds")
@@ -57,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="the panel snapshots and headline, as JSON or text")
     rep.add_argument("--db", type=Path, required=True)
     rep.add_argument("--json", action="store_true", help="print JSON")
-    rep.add_argument("--at", type=parse_time, default=None,
-                     help="evaluate as of this ISO time (default: now)")
+    rep.add_argument(
+        "--at", type=parse_time, default=None, help="evaluate as of this ISO time (default: now)"
+    )
     rep.add_argument("--timezone", default=None, help="the store's local zone for 'today'")
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
@@ -122,25 +129,31 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
     h = snaps.headline
-    print(f"as of {data['as_of']}: net sales today {h.net_sales:,.2f}, "
-          f"orders last hour {h.orders_per_hour:.0f}")
+    print(
+        f"as of {data['as_of']}: net sales today {h.net_sales:,.2f}, "
+        f"orders last hour {h.orders_per_hour:.0f}"
+    )
     f = snaps.fulfillment
     print(f"fulfilment: {f.total_open} open, {f.total_late} late, {f.total_at_risk} at risk")
     s = snaps.stockout
-    print(f"stock: {s.total_out} out, {s.total_at_risk} at risk, {s.total_oversell} oversell "
-          f"of {s.total_pairs} SKU × locations")
+    print(
+        f"stock: {s.total_out} out, {s.total_at_risk} at risk, {s.total_oversell} oversell "
+        f"of {s.total_pairs} SKU × locations"
+    )
     print(f"returns: {snaps.returns.spikes} spikes")
     for feed in h.feeds:
         print(f"feed {feed.feed}: {'STALE' if feed.stale else 'ok'} last {feed.last_event_at}")
     return 0
 
 
-def run_console(db: Path, clock: Clock, params: MetricParams, refresh: float,
-                title: str = "omniops") -> None:
+def run_console(
+    db: Path, clock: Clock, params: MetricParams, refresh: float, title: str = "omniops"
+) -> None:
     """Start the Textual console on store ``db`` (which must exist)."""
+    from store.export import export_snapshot
+
     from console.app import OmniopsApp
     from console.settings import Settings
-    from store.export import export_snapshot
 
     reader = open_reader(db)
     settings = Settings()
@@ -148,8 +161,14 @@ def run_console(db: Path, clock: Clock, params: MetricParams, refresh: float,
     def compute() -> Snapshots:
         return compute_snapshots(reader, clock.now(), params)
 
-    app = OmniopsApp(compute=compute, clock=clock, tz=settings.display_tz(),
-                     refresh_interval=refresh, export=export_snapshot, title=title)
+    app = OmniopsApp(
+        compute=compute,
+        clock=clock,
+        tz=settings.display_tz(),
+        refresh_interval=refresh,
+        export=export_snapshot,
+        title=title,
+    )
     try:
         app.run()
     finally:
@@ -163,7 +182,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     settings = Settings()
     db = args.db or settings.db
     if not Path(db).exists():
-        raise FileNotFoundError(f"{db}: no such store (start `omniops serve` or run `omniops ingest`)")
+        raise FileNotFoundError(
+            f"{db}: no such store (start `omniops serve` or run `omniops ingest`)"
+        )
     run_console(db, SystemClock(), settings.metrics, settings.refresh_interval)
     return 0
 

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
             try:
                 return ZoneInfo(self.display_timezone)
             except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"display_timezone: unknown zone {self.display_timezone!r}") from exc
+                raise ValueError(
+                    f"display_timezone: unknown zone {self.display_timezone!r}"
+                ) from exc
         local = datetime.now().astimezone().tzinfo
         return local if local is not None else ZoneInfo("UTC")

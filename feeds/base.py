@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from feeds.model import Event, Quarantined
 
 if TYPE_CHECKING:
-        from store.writer import StoreWriter
+    from store.writer import StoreWriter
 
 
 class FeedState(StrEnum):

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -26,14 +26,14 @@ class SystemClock:
 
     def now(self) -> datetime:
         """The current wall time in UTC."""
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FixedClock:
     """A clock that only moves when told to (tests, ``report --at``)."""
 
     def __init__(self, at: datetime) -> None:
-        self._at = at.astimezone(timezone.utc)
+        self._at = at.astimezone(UTC)
 
     def now(self) -> datetime:
         """The time last set."""
@@ -41,7 +41,7 @@ class FixedClock:
 
     def set(self, at: datetime) -> None:
         """Jump to ``at``."""
-        self._at = at.astimezone(timezone.utc)
+        self._at = at.astimezone(UTC)
 
     def advance(self, delta: timedelta) -> None:
         """Move forward by ``delta``."""
@@ -57,7 +57,7 @@ class ReplayClock:
     def __init__(self, start: datetime, speed: float = 60.0) -> None:
         if speed <= 0:
             raise ValueError("speed must be positive")
-        self.start = start.astimezone(timezone.utc)
+        self.start = start.astimezone(UTC)
         self.speed = speed
         self._wall0 = time.monotonic()
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -235,7 +235,7 @@ class _EventBase(_Strict):
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
 
 class SkuUpserted(_EventBase):
@@ -316,19 +316,19 @@ class ReturnReceived(_EventBase):
 
 
 Event = Annotated[
-    Union[
-        SkuUpserted,
-        LocationUpserted,
-        ChannelUpserted,
-        OrderPlaced,
-        OrderCancelled,
-        FulfillmentUpdated,
-        StockSnapshot,
-        StockAdjusted,
-        ListingUpdated,
-        InboundUpdated,
-        ReturnReceived,
-    ],
+    (
+        SkuUpserted
+        | LocationUpserted
+        | ChannelUpserted
+        | OrderPlaced
+        | OrderCancelled
+        | FulfillmentUpdated
+        | StockSnapshot
+        | StockAdjusted
+        | ListingUpdated
+        | InboundUpdated
+        | ReturnReceived
+    ),
     Field(discriminator="type"),
 ]
 """Any canonical event, discriminated by ``type``."""

@@ -114,7 +114,8 @@ def apply_batch(
                                         quarantined)
                 VALUES (?, NULLIF(?, 0), ?, ?, ?, ?)
                 ON CONFLICT (feed) DO UPDATE SET
-                    last_event_ts = MAX(COALESCE(last_event_ts, 0), COALESCE(excluded.last_event_ts, 0)),
+                    last_event_ts = MAX(COALESCE(last_event_ts, 0),
+                                        COALESCE(excluded.last_event_ts, 0)),
                     last_received_at = excluded.last_received_at,
                     events = events + excluded.events,
                     duplicates = duplicates + excluded.duplicates,
@@ -160,8 +161,17 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
         db.execute(
             "INSERT OR IGNORE INTO returns (return_id, order_id, sku, location_id, channel,"
             " quantity, reason, refund_cents, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (b.return_id, b.order_id, b.sku, b.location_id, b.channel, b.quantity, b.reason,
-             cents(b.refund), ts),
+            (
+                b.return_id,
+                b.order_id,
+                b.sku,
+                b.location_id,
+                b.channel,
+                b.quantity,
+                b.reason,
+                cents(b.refund),
+                ts,
+            ),
         )
     elif isinstance(event, OrderCancelled):
         _order_cancelled(db, event, ts)
@@ -198,8 +208,19 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                    lead_time_days = excluded.lead_time_days, hazmat = excluded.hazmat,
                    weight_kg = excluded.weight_kg, updated_ts = excluded.updated_ts
                WHERE excluded.updated_ts >= skus.updated_ts""",
-            (s.sku, s.name, s.category, s.product_type, cents(s.unit_cost), cents(s.price),
-             s.reorder_point, s.lead_time_days, int(s.hazmat), s.weight_kg, ts),
+            (
+                s.sku,
+                s.name,
+                s.category,
+                s.product_type,
+                cents(s.unit_cost),
+                cents(s.price),
+                s.reorder_point,
+                s.lead_time_days,
+                int(s.hazmat),
+                s.weight_kg,
+                ts,
+            ),
         )
     elif isinstance(event, LocationUpserted):
         loc = event.body
@@ -213,8 +234,20 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                    closes = excluded.closes, cutoff = excluded.cutoff,
                    safety_buffer = excluded.safety_buffer, updated_ts = excluded.updated_ts
                WHERE excluded.updated_ts >= locations.updated_ts""",
-            (loc.location_id, loc.name, loc.kind, loc.region, loc.lat, loc.lon, loc.timezone,
-             loc.hours.opens, loc.hours.closes, loc.hours.cutoff, loc.safety_buffer, ts),
+            (
+                loc.location_id,
+                loc.name,
+                loc.kind,
+                loc.region,
+                loc.lat,
+                loc.lon,
+                loc.timezone,
+                loc.hours.opens,
+                loc.hours.closes,
+                loc.hours.cutoff,
+                loc.safety_buffer,
+                ts,
+            ),
         )
     elif isinstance(event, ChannelUpserted):
         c = event.body
@@ -250,8 +283,18 @@ def _order_placed(db: sqlite3.Connection, event: OrderPlaced, ts: int) -> None:
                location_id = excluded.location_id, placed_ts = excluded.placed_ts,
                promised_ts = excluded.promised_ts, gross_cents = excluded.gross_cents,
                discount_cents = excluded.discount_cents, units = excluded.units""",
-        (b.order_id, b.channel, b.method, b.destination_region, b.location_id, ts,
-         epoch(b.promised_by), gross, discount, units),
+        (
+            b.order_id,
+            b.channel,
+            b.method,
+            b.destination_region,
+            b.location_id,
+            ts,
+            epoch(b.promised_by),
+            gross,
+            discount,
+            units,
+        ),
     )
     db.executemany(
         "INSERT OR REPLACE INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents,"
@@ -359,7 +402,8 @@ def _stock_snapshot(db: sqlite3.Connection, event: StockSnapshot, ts: int) -> No
 def _stock_adjusted(db: sqlite3.Connection, event: StockAdjusted, ts: int) -> None:
     b = event.body
     db.execute(
-        "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason)"
+        " VALUES (?, ?, ?, ?, ?)",
         (b.sku, b.location_id, ts, b.delta, b.reason),
     )
     # Without a count yet, the pair starts at the sum of its adjustments (as_of 0), and the

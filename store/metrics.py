@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -100,7 +100,7 @@ def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParam
     finally:
         db.execute("COMMIT")
     return Snapshots(
-        as_of=datetime.fromtimestamp(t, timezone.utc),
+        as_of=datetime.fromtimestamp(t, UTC),
         computed_in_ms=(time.perf_counter() - started) * 1000,
         headline=headline,
         fulfillment=fulfillment,
@@ -133,7 +133,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def local_midnight(day: date, tz: ZoneInfo) -> datetime:
     """The instant a local day starts (DST-aware), in UTC."""
-    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -143,7 +143,9 @@ def _ratio(num: int, den: int) -> float | None:
 # --- fulfilment --------------------------------------------------------------------------
 
 
-def compute_fulfillment(db: sqlite3.Connection, t: int, params: MetricParams) -> FulfillmentSnapshot:
+def compute_fulfillment(
+    db: sqlite3.Connection, t: int, params: MetricParams
+) -> FulfillmentSnapshot:
     """Fulfilment health per location, channel and carrier (README: Fulfilment health)."""
     horizon = t + int(params.at_risk_horizon_hours * HOUR)
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
@@ -215,12 +217,12 @@ def compute_fulfillment(db: sqlite3.Connection, t: int, params: MetricParams) ->
             a.picks.append(seconds / 60)
 
     rows: list[FulfillmentRow] = []
-    for (scope, key), a in accs.items():
+    for (scope, name), a in accs.items():
         status = "LATE" if a.late else "AT RISK" if a.at_risk else "OK"
         rows.append(
             FulfillmentRow(
                 scope=scope,  # type: ignore[arg-type]
-                key=key,
+                key=name,
                 open_orders=a.open,
                 oldest_open_minutes=None if a.oldest is None else (t - a.oldest) / 60,
                 late=a.late,
@@ -437,9 +439,9 @@ def stockout_row(
         days_of_cover=cover,
         projected_stockout=None
         if stockout_at is None
-        else datetime.fromtimestamp(stockout_at, timezone.utc),
+        else datetime.fromtimestamp(stockout_at, UTC),
         inbound_qty=inbound_qty,
-        inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, timezone.utc),
+        inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, UTC),
         lead_time_days=lead_time_days,
         reorder_point=reorder_point,
         advertised_max=advertised,
@@ -506,9 +508,7 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         rate, base_rate = _ratio(returned, s), _ratio(br, bs)
         z = rate_z_score(returned, s, br, bs)
         spike = (
-            returned >= params.return_min_count
-            and z is not None
-            and z >= params.return_z_threshold
+            returned >= params.return_min_count and z is not None and z >= params.return_z_threshold
         )
         top = sorted(reasons[sku].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         rows.append(
@@ -543,7 +543,8 @@ def _sales_between(db: sqlite3.Connection, start: int, end: int) -> tuple[int, i
         (start, end, end),
     ).fetchone()
     refunds = db.execute(
-        "SELECT COALESCE(SUM(refund_cents), 0) FROM returns WHERE received_ts >= ? AND received_ts <= ?",
+        "SELECT COALESCE(SUM(refund_cents), 0) FROM returns"
+        " WHERE received_ts >= ? AND received_ts <= ?",
         (start, end),
     ).fetchone()[0]
     return int(gross), int(disc), int(orders), int(refunds)
@@ -552,7 +553,7 @@ def _sales_between(db: sqlite3.Connection, start: int, end: int) -> tuple[int, i
 def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> Headline:
     """Net sales today, orders per hour and AOV by channel against rolling means; feeds."""
     tz = ZoneInfo(params.timezone)
-    now = datetime.fromtimestamp(t, timezone.utc)
+    now = datetime.fromtimestamp(t, UTC)
     local_now = now.astimezone(tz)
     today = local_now.date()
     day_start = epoch(local_midnight(today, tz))
@@ -564,7 +565,7 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     for back in range(1, params.rolling_days + 1):
         d = today - timedelta(days=back)
         d_start = epoch(local_midnight(d, tz))
-        same_time = epoch(datetime.combine(d, local_now.time(), tz).astimezone(timezone.utc))
+        same_time = epoch(datetime.combine(d, local_now.time(), tz).astimezone(UTC))
         g, di, n_orders, r = _sales_between(db, d_start, same_time)
         if n_orders == 0 and g == 0:
             continue  # a day before the store had data does not drag the average down
@@ -605,7 +606,7 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         hour_start += HOUR
 
     return Headline(
-        day_start=datetime.fromtimestamp(day_start, timezone.utc),
+        day_start=datetime.fromtimestamp(day_start, UTC),
         net_sales=net / 100,
         gross_sales=gross / 100,
         returns_value=refunds / 100,
@@ -632,7 +633,9 @@ def _orders_between(db: sqlite3.Connection, start: int, end: int) -> int:
     )
 
 
-def feed_freshness(db: sqlite3.Connection, t: int, params: MetricParams) -> tuple[FeedFreshness, ...]:
+def feed_freshness(
+    db: sqlite3.Connection, t: int, params: MetricParams
+) -> tuple[FeedFreshness, ...]:
     """Last event per feed as of ``t``; stale after ``stale_feed_minutes`` or if never seen."""
     known = {
         feed: (events, quarantined)
@@ -651,7 +654,7 @@ def feed_freshness(db: sqlite3.Connection, t: int, params: MetricParams) -> tupl
         out.append(
             FeedFreshness(
                 feed=feed,
-                last_event_at=None if last is None else datetime.fromtimestamp(last, timezone.utc),
+                last_event_at=None if last is None else datetime.fromtimestamp(last, UTC),
                 events=int(events),
                 quarantined=int(quarantined),
                 stale=stale,

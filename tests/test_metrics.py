@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -50,21 +50,27 @@ def snap(db: Path, now: datetime, params: MetricParams = P) -> Snapshots:
 
 async def test_fulfillment_late_at_risk_on_time_and_pick_times(db_path: Path) -> None:
     # now = T0 = 10:00.  Horizon 2 h.
-    await write(db_path, [
-        order("late", at(-2), [("A", 1)], promised=at(-1)),          # open, past promise
-        step("late", "released", at(-1.8333)), step("late", "picked", at(-1.3333)),  # 30 min
-        order("risk", at(-0.5), [("A", 1)], promised=at(1)),          # due in 1 h, not packed
-        order("later", at(-1), [("A", 1)], promised=at(2.5)),         # due in 2.5 h: healthy
-        order("packed", at(-1), [("A", 1)], promised=at(1)),          # due in 1 h but packed
-        step("packed", "packed", at(-0.1)),
-        order("ontime", at(-1), [("A", 1)], promised=at(0.5)),
-        step("ontime", "released", at(-1)), step("ontime", "picked", at(-1) + timedelta(minutes=20)),
-        step("ontime", "shipped", at(-0.1666), carrier="UPS"),
-        order("tardy", at(-2), [("A", 1)], promised=at(-1)),
-        step("tardy", "released", at(-2)), step("tardy", "picked", at(-1)),      # 60 min
-        step("tardy", "shipped", at(-0.3333), carrier="UPS"),
-        order("future", at(1), [("A", 1)], promised=at(2)),          # placed after now: ignored
-    ])
+    await write(
+        db_path,
+        [
+            order("late", at(-2), [("A", 1)], promised=at(-1)),  # open, past promise
+            step("late", "released", at(-1.8333)),
+            step("late", "picked", at(-1.3333)),  # 30 min
+            order("risk", at(-0.5), [("A", 1)], promised=at(1)),  # due in 1 h, not packed
+            order("later", at(-1), [("A", 1)], promised=at(2.5)),  # due in 2.5 h: healthy
+            order("packed", at(-1), [("A", 1)], promised=at(1)),  # due in 1 h but packed
+            step("packed", "packed", at(-0.1)),
+            order("ontime", at(-1), [("A", 1)], promised=at(0.5)),
+            step("ontime", "released", at(-1)),
+            step("ontime", "picked", at(-1) + timedelta(minutes=20)),
+            step("ontime", "shipped", at(-0.1666), carrier="UPS"),
+            order("tardy", at(-2), [("A", 1)], promised=at(-1)),
+            step("tardy", "released", at(-2)),
+            step("tardy", "picked", at(-1)),  # 60 min
+            step("tardy", "shipped", at(-0.3333), carrier="UPS"),
+            order("future", at(1), [("A", 1)], promised=at(2)),  # placed after now: ignored
+        ],
+    )
     s = snap(db_path, T0)
     wh = next(r for r in s.fulfillment.rows if r.scope == "location" and r.key == "WH1")
     assert (wh.open_orders, wh.late, wh.at_risk) == (4, 1, 1)
@@ -79,14 +85,17 @@ async def test_fulfillment_late_at_risk_on_time_and_pick_times(db_path: Path) ->
 
 
 async def test_bopis_ready_rate_and_open_exceptions(db_path: Path) -> None:
-    await write(db_path, [
-        order("b1", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-1)),
-        step("b1", "ready_for_pickup", at(-1.5)),
-        order("b2", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-2)),
-        step("b2", "ready_for_pickup", at(-1)),
-        order("x", at(-3), [("A", 1)], loc="S1", promised=at(5)),
-        step("x", "exception", at(-1), detail="damaged"),
-    ])
+    await write(
+        db_path,
+        [
+            order("b1", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-1)),
+            step("b1", "ready_for_pickup", at(-1.5)),
+            order("b2", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-2)),
+            step("b2", "ready_for_pickup", at(-1)),
+            order("x", at(-3), [("A", 1)], loc="S1", promised=at(5)),
+            step("x", "exception", at(-1), detail="damaged"),
+        ],
+    )
     s = snap(db_path, T0)
     s1 = next(r for r in s.fulfillment.rows if r.key == "S1")
     assert s1.bopis_ready_rate == pytest.approx(0.5)
@@ -95,13 +104,16 @@ async def test_bopis_ready_rate_and_open_exceptions(db_path: Path) -> None:
 
 
 async def test_carrier_delay_is_mean_of_delivered_minus_estimate(db_path: Path) -> None:
-    await write(db_path, [
-        step("c1", "shipped", at(-48), carrier="FedEx", estimated_delivery=at(-2)),
-        step("c1", "delivered", at(-1.5)),                       # +0.5 h
-        step("c2", "shipped", at(-48), carrier="FedEx", estimated_delivery=at(-2)),
-        step("c2", "delivered", at(-3)),                         # -1 h
-        step("c3", "shipped", at(-30), carrier="FedEx", estimated_delivery=at(-1)),  # overdue
-    ])
+    await write(
+        db_path,
+        [
+            step("c1", "shipped", at(-48), carrier="FedEx", estimated_delivery=at(-2)),
+            step("c1", "delivered", at(-1.5)),  # +0.5 h
+            step("c2", "shipped", at(-48), carrier="FedEx", estimated_delivery=at(-2)),
+            step("c2", "delivered", at(-3)),  # -1 h
+            step("c3", "shipped", at(-30), carrier="FedEx", estimated_delivery=at(-1)),  # overdue
+        ],
+    )
     s = snap(db_path, T0)
     fx = next(r for r in s.fulfillment.rows if r.scope == "carrier")
     assert fx.carrier_delay_hours == pytest.approx(-0.25)
@@ -113,10 +125,21 @@ async def test_carrier_delay_is_mean_of_delivered_minus_estimate(db_path: Path) 
 
 
 def row(**kw: object):  # type: ignore[no-untyped-def]
-    base: dict[str, object] = dict(sku="A", location_id="S1", category="c", on_hand=10, reserved=0,
-                                   safety_buffer=0, units_sold=14, window_days=7, inbound=[],
-                                   lead_time_days=7, reorder_point=0, listing=None,
-                                   t=int(T0.timestamp()))
+    base: dict[str, object] = dict(
+        sku="A",
+        location_id="S1",
+        category="c",
+        on_hand=10,
+        reserved=0,
+        safety_buffer=0,
+        units_sold=14,
+        window_days=7,
+        inbound=[],
+        lead_time_days=7,
+        reorder_point=0,
+        listing=None,
+        t=int(T0.timestamp()),
+    )
     base.update(kw)
     return stockout_row(**base)  # type: ignore[arg-type]
 
@@ -161,14 +184,20 @@ def test_reorder_point_and_oversell() -> None:
 
 
 async def test_stockout_from_store_uses_window_buffer_and_sorts(db_path: Path) -> None:
-    await write(db_path, [
-        sku("A", lead=3), sku("B", lead=3), location("S1", buffer=2),
-        snapshot("A", "S1", 12, at(-1)), snapshot("B", "S1", 100, at(-1)),
-        # 7 units of A inside the 7-day window, 50 outside it
-        order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
-        order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
-        order("o2", at(-24 * 2), [("B", 14)], loc="S1", channel="pos", method="bopis"),
-    ])
+    await write(
+        db_path,
+        [
+            sku("A", lead=3),
+            sku("B", lead=3),
+            location("S1", buffer=2),
+            snapshot("A", "S1", 12, at(-1)),
+            snapshot("B", "S1", 100, at(-1)),
+            # 7 units of A inside the 7-day window, 50 outside it
+            order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
+            order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
+            order("o2", at(-24 * 2), [("B", 14)], loc="S1", channel="pos", method="bopis"),
+        ],
+    )
     s = snap(db_path, T0)
     a = next(r for r in s.stockout.rows if r.sku == "A")
     assert a.available == 10  # 12 on hand − 2 buffer
@@ -201,8 +230,11 @@ async def test_return_spike_needs_count_and_significance(db_path: Path) -> None:
     events.append(order("b-TINY", at(-24 * 20), [("TINY", 100)]))
     events.append(ret("TINY", 1, at(-24 * 20)))
     # current window: HOT 60 sold, 15 returned; STEADY 60 sold 3 returned; TINY 3 sold 3 returned
-    events += [order("c-HOT", at(-24), [("HOT", 60)]), ret("HOT", 10, at(-2), reason="defective"),
-               ret("HOT", 5, at(-1), reason="not as described")]
+    events += [
+        order("c-HOT", at(-24), [("HOT", 60)]),
+        ret("HOT", 10, at(-2), reason="defective"),
+        ret("HOT", 5, at(-1), reason="not as described"),
+    ]
     events += [order("c-STEADY", at(-24), [("STEADY", 60)]), ret("STEADY", 3, at(-1))]
     events += [order("c-TINY", at(-24), [("TINY", 3)]), ret("TINY", 3, at(-1))]
     # a return of an order sold long before the window still counts in the window
@@ -224,15 +256,20 @@ async def test_return_spike_needs_count_and_significance(db_path: Path) -> None:
 
 async def test_net_sales_today_across_a_dst_change(db_path: Path) -> None:
     # 2026-11-01: New York falls back from EDT to EST; the local day starts 04:00Z.
-    day_start = datetime(2026, 11, 1, 4, 0, tzinfo=timezone.utc)
-    now = datetime(2026, 11, 2, 4, 30, tzinfo=timezone.utc)  # 23:30 EST, still Nov 1
-    await write(db_path, [
-        order("yesterday", day_start - timedelta(minutes=1), [("A", 1)], price="99.00"),
-        order("t1", day_start + timedelta(minutes=30), [("A", 2)], price="10.00", discount="1.00"),
-        order("t2", now - timedelta(minutes=10), [("A", 1)], price="5.00"),
-        ret("A", 1, now - timedelta(hours=3), refund="4.00"),
-        ev("order.cancelled", now - timedelta(minutes=5), {"order_id": "t2"}),
-    ])
+    day_start = datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+    now = datetime(2026, 11, 2, 4, 30, tzinfo=UTC)  # 23:30 EST, still Nov 1
+    await write(
+        db_path,
+        [
+            order("yesterday", day_start - timedelta(minutes=1), [("A", 1)], price="99.00"),
+            order(
+                "t1", day_start + timedelta(minutes=30), [("A", 2)], price="10.00", discount="1.00"
+            ),
+            order("t2", now - timedelta(minutes=10), [("A", 1)], price="5.00"),
+            ret("A", 1, now - timedelta(hours=3), refund="4.00"),
+            ev("order.cancelled", now - timedelta(minutes=5), {"order_id": "t2"}),
+        ],
+    )
     s = snap(db_path, now)
     h = s.headline
     assert h.day_start == day_start
@@ -259,9 +296,12 @@ async def test_rolling_average_and_aov(db_path: Path) -> None:
 
 
 async def test_feed_freshness_and_a_feed_that_never_delivered(db_path: Path) -> None:
-    await write(db_path, [adjust("A", "S1", -1, at(-0.5)), listing("marketplace", "A", "S1", 1, at(-1))])
-    params = MetricParams(timezone="America/New_York", stale_feed_minutes=45,
-                          expected_feeds=("carrier",))
+    await write(
+        db_path, [adjust("A", "S1", -1, at(-0.5)), listing("marketplace", "A", "S1", 1, at(-1))]
+    )
+    params = MetricParams(
+        timezone="America/New_York", stale_feed_minutes=45, expected_feeds=("carrier",)
+    )
     feeds = {f.feed: f for f in snap(db_path, T0, params).headline.feeds}
     assert not feeds["inventory"].stale
     assert feeds["marketplace"].stale  # 60 min > 45
@@ -275,10 +315,13 @@ def test_percentile_nearest_rank() -> None:
 
 
 async def test_inbound_from_store(db_path: Path) -> None:
-    await write(db_path, [
-        snapshot("A", "S1", 10, at(-1)),
-        order("o", at(-24), [("A", 14)], loc="S1"),
-        inbound("PO1", "A", "S1", 20, at(24 * 3), at(-2)),
-    ])
+    await write(
+        db_path,
+        [
+            snapshot("A", "S1", 10, at(-1)),
+            order("o", at(-24), [("A", 14)], loc="S1"),
+            inbound("PO1", "A", "S1", 20, at(24 * 3), at(-2)),
+        ],
+    )
     a = snap(db_path, T0).stockout.rows[0]
     assert a.days_of_cover == pytest.approx(15)

@@ -36,7 +36,9 @@ async def test_duplicate_event_is_counted_not_applied(db_path: Path) -> None:
     # and again in a later batch, through a new writer (a restart)
     assert await write(db_path, [first]) == ["duplicate"]
     assert q(db_path, "SELECT on_hand FROM stock") == [(8,)]
-    assert q(db_path, "SELECT events, duplicates FROM feed_state WHERE feed='inventory'") == [(2, 2)]
+    assert q(db_path, "SELECT events, duplicates FROM feed_state WHERE feed='inventory'") == [
+        (2, 2)
+    ]
     assert q(db_path, "SELECT COUNT(*) FROM event_log") == [(2,)]
 
 
@@ -63,7 +65,9 @@ async def test_adjustments_give_same_stock_in_any_arrival_order(tmp_path: Path) 
         adjust("A", "S1", 5, at(3)),
     ]
     results = set()
-    for n, order_ in enumerate([events, events[::-1], [events[2], events[0], events[3], events[1]]]):
+    for n, order_ in enumerate(
+        [events, events[::-1], [events[2], events[0], events[3], events[1]]]
+    ):
         db = tmp_path / f"s{n}.db"
         for e in order_:  # one batch each: the worst case for ordering
             await write(db, [e])
@@ -97,19 +101,30 @@ async def test_cancellation_reverses_sales_once_whatever_the_order(tmp_path: Pat
 
 
 async def test_sales_rollup_by_hour_location_channel(db_path: Path) -> None:
-    await write(db_path, [
-        order("o1", at(0, 5), [("A", 2), ("B", 1)], price="10.00", discount="1.00"),
-        order("o2", at(0, 50), [("A", 1)], loc="S1", channel="pos", method="bopis"),
-    ])
-    rows = q(db_path, "SELECT sku, location_id, channel, units, net_cents FROM sales_hourly "
-                      "ORDER BY sku, location_id")
-    assert rows == [("A", "S1", "pos", 1, 1000), ("A", "WH1", "webshop", 2, 1900),
-                    ("B", "WH1", "webshop", 1, 900)]
+    await write(
+        db_path,
+        [
+            order("o1", at(0, 5), [("A", 2), ("B", 1)], price="10.00", discount="1.00"),
+            order("o2", at(0, 50), [("A", 1)], loc="S1", channel="pos", method="bopis"),
+        ],
+    )
+    rows = q(
+        db_path,
+        "SELECT sku, location_id, channel, units, net_cents FROM sales_hourly "
+        "ORDER BY sku, location_id",
+    )
+    assert rows == [
+        ("A", "S1", "pos", 1, 1000),
+        ("A", "WH1", "webshop", 2, 1900),
+        ("B", "WH1", "webshop", 1, 900),
+    ]
 
 
 async def test_same_order_placed_twice_under_new_id_counts_once(db_path: Path) -> None:
-    await write(db_path, [order("o1", at(0), [("A", 2)], id_="x1"),
-                          order("o1", at(0), [("A", 2)], id_="x2")])
+    await write(
+        db_path,
+        [order("o1", at(0), [("A", 2)], id_="x1"), order("o1", at(0), [("A", 2)], id_="x2")],
+    )
     assert q(db_path, "SELECT SUM(units) FROM sales_hourly") == [(2,)]
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from store.alerts_schema import ALERTS_DDL
+from store.routing_schema import ROUTING_DDL
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the event log, quarantine, catalogue, current state and rollups.
     """
@@ -173,6 +176,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sku, location_id, channel)
     ) WITHOUT ROWID;
     """,
+    # 2: alert state and its transitions (see store/alerts_schema.py).
+    ALERTS_DDL,
+    # 3: routing decisions (see store/routing_schema.py).
+    ROUTING_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -38,6 +39,7 @@ from feeds.model import (
     StockAdjusted,
     StockSnapshot,
 )
+from store.risk import MetricParams, flagged_pairs, refresh_risk_flags
 
 Outcome = Literal["applied", "duplicate", "quarantined"]
 
@@ -67,16 +69,40 @@ def cents(amount: Decimal) -> int:
     return int((amount * 100).to_integral_value())
 
 
+@dataclass
+class Touched:
+    """What a batch changed that stock risk depends on (see :mod:`store.risk`)."""
+
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+    skus: set[str] = field(default_factory=set)
+    locations: set[str] = field(default_factory=set)
+    latest: int = 0
+
+    def pair(self, sku: str, location_id: str | None, ts: int) -> None:
+        """Record a SKU × location touched by an event stamped ``ts``."""
+        if location_id is not None:
+            self.pairs.add((sku, location_id))
+            self.latest = max(self.latest, ts)
+
+
+RISK_SWEEP_SECONDS = 900
+"""How often (in event time) the writer re-checks every flagged pair, so flags stay tight."""
+
+
 def apply_batch(
     db: sqlite3.Connection,
     items: Sequence[Event | Quarantined],
     received_at: int,
+    params: MetricParams | None = None,
 ) -> list[Outcome]:
     """Apply ``items`` in one ``BEGIN IMMEDIATE`` transaction; return one outcome each.
 
     On any database error the whole batch is rolled back and the error re-raised, so a
-    batch is either entirely durable or not at all.
+    batch is either entirely durable or not at all.  ``params`` sets the velocity window
+    the stock-risk flags are computed with.
     """
+    params = params or MetricParams()
+    touched = Touched()
     outcomes: list[Outcome] = []
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -103,7 +129,7 @@ def apply_batch(
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (item.id, item.type, ts, item.source, received_at, item.body.model_dump_json()),
             )
-            _apply(db, item, ts)
+            _apply(db, item, ts, touched)
             counters = _bump(feeds, item.source, 0)
             counters[3] = max(counters[3], ts)
             outcomes.append("applied")
@@ -123,11 +149,28 @@ def apply_batch(
                 """,
                 (feed, last_ts, received_at, applied, duplicates, quarantined),
             )
+        _update_risk(db, touched, params)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
     return outcomes
+
+
+def _update_risk(db: sqlite3.Connection, touched: Touched, params: MetricParams) -> None:
+    pairs = set(touched.pairs)
+    for sku in touched.skus:
+        pairs.update(db.execute("SELECT sku, location_id FROM stock WHERE sku = ?", (sku,)))
+    for loc in touched.locations:
+        pairs.update(db.execute("SELECT sku, location_id FROM stock WHERE location_id = ?", (loc,)))
+    if not pairs:
+        return
+    at = touched.latest
+    refresh_risk_flags(db, pairs, at, params)
+    row = db.execute("SELECT value FROM meta WHERE key = 'risk_sweep_ts'").fetchone()
+    if row is None or at - int(row[0]) >= RISK_SWEEP_SECONDS:
+        refresh_risk_flags(db, flagged_pairs(db), at, params)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('risk_sweep_ts', ?)", (at,))
 
 
 def _bump(feeds: dict[str, list[int]], feed: str, slot: int) -> list[int]:
@@ -147,15 +190,19 @@ def _known_ids(db: sqlite3.Connection, ids: list[str]) -> set[str]:
     return known
 
 
-def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
+def _apply(db: sqlite3.Connection, event: Event, ts: int, touched: Touched) -> None:
     if isinstance(event, OrderPlaced):
         _order_placed(db, event, ts)
+        for line in event.body.lines:
+            touched.pair(line.sku, event.body.location_id, ts)
     elif isinstance(event, FulfillmentUpdated):
         _fulfillment(db, event, ts)
     elif isinstance(event, StockAdjusted):
         _stock_adjusted(db, event, ts)
+        touched.pair(event.body.sku, event.body.location_id, ts)
     elif isinstance(event, StockSnapshot):
         _stock_snapshot(db, event, ts)
+        touched.pair(event.body.sku, event.body.location_id, ts)
     elif isinstance(event, ReturnReceived):
         b = event.body
         db.execute(
@@ -175,6 +222,12 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
         )
     elif isinstance(event, OrderCancelled):
         _order_cancelled(db, event, ts)
+        for sku_, loc in db.execute(
+            "SELECT l.sku, o.location_id FROM order_lines l JOIN orders o USING (order_id)"
+            " WHERE order_id = ?",
+            (event.body.order_id,),
+        ).fetchall():
+            touched.pair(sku_, loc, ts)
     elif isinstance(event, ListingUpdated):
         lb = event.body
         db.execute(
@@ -185,6 +238,7 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                WHERE excluded.updated_ts >= listings.updated_ts""",
             (lb.channel, lb.sku, lb.location_id, lb.advertised, ts),
         )
+        touched.pair(lb.sku, lb.location_id, ts)
     elif isinstance(event, InboundUpdated):
         ib = event.body
         db.execute(
@@ -195,6 +249,7 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                WHERE excluded.updated_ts >= inbound.updated_ts""",
             (ib.po_id, ib.sku, ib.location_id, ib.quantity, epoch(ib.eta), ib.status, ts),
         )
+        touched.pair(ib.sku, ib.location_id, ts)
     elif isinstance(event, SkuUpserted):
         s = event.body
         db.execute(
@@ -222,6 +277,8 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                 ts,
             ),
         )
+        touched.skus.add(s.sku)
+        touched.latest = max(touched.latest, ts)
     elif isinstance(event, LocationUpserted):
         loc = event.body
         db.execute(
@@ -249,6 +306,8 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int) -> None:
                 ts,
             ),
         )
+        touched.locations.add(loc.location_id)
+        touched.latest = max(touched.latest, ts)
     elif isinstance(event, ChannelUpserted):
         c = event.body
         db.execute(
@@ -323,6 +382,15 @@ def _add_sales(db: sqlite3.Connection, order_id: str, sign: int) -> None:
            ON CONFLICT DO UPDATE SET units = units + excluded.units,
                net_cents = net_cents + excluded.net_cents""",
         (UNASSIGNED, sign, sign, order_id),
+    )
+    db.execute(
+        """INSERT INTO sku_hourly (sku, hour, units)
+           SELECT l.sku, o.placed_ts / 3600, ? * SUM(l.quantity)
+           FROM order_lines l JOIN orders o USING (order_id)
+           WHERE o.order_id = ?
+           GROUP BY l.sku
+           ON CONFLICT DO UPDATE SET units = units + excluded.units""",
+        (sign, order_id),
     )
 
 

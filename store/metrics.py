@@ -12,20 +12,26 @@ directly by the command line.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict
-
 from store.apply import epoch
+from store.risk import (
+    AT_RISK,
+    MetricParams,
+    evaluate_pairs,
+    flagged_pairs,
+    risk_flags_time,
+    window_hours,
+)
 from store.snapshots import (
     ChannelHeadline,
     FeedFreshness,
@@ -35,45 +41,11 @@ from store.snapshots import (
     ReturnSpikeRow,
     ReturnSpikeSnapshot,
     Snapshots,
-    StockoutRow,
     StockoutSnapshot,
 )
 
 HOUR = 3600
 DAY = 86400
-
-
-class MetricParams(BaseModel):
-    """The knobs of the metric definitions (windows, horizons, thresholds)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    timezone: str = "America/New_York"
-    """The store's local time zone: "today" and every day boundary are local."""
-    at_risk_horizon_hours: float = 2.0
-    """An open order due within this many hours and not yet packed is at risk."""
-    pick_window_hours: float = 24.0
-    """Pick times are taken over picks completed in this many trailing hours."""
-    velocity_window_days: int = 7
-    """Sales velocity is units sold over this many trailing days, per day."""
-    return_window_days: int = 7
-    """The current window for return rates."""
-    return_baseline_days: int = 28
-    """The baseline window, immediately before the current one (never overlapping it)."""
-    return_min_count: int = 5
-    """A spike needs at least this many units returned in the current window."""
-    return_z_threshold: float = 3.0
-    """A spike needs the rate test's z statistic at or above this (one-sided)."""
-    rolling_days: int = 7
-    """Headline figures are compared with the mean of this many previous local days."""
-    stale_feed_minutes: float = 15.0
-    """A feed with no event for this long is flagged stale."""
-    stale_overrides: dict[str, float] = {}
-    """Per-feed staleness in minutes, for feeds that deliver rarely (a catalogue, POs)."""
-    expected_feeds: tuple[str, ...] = ()
-    """Feeds that should deliver; one that never did is listed as stale with no time."""
-    top_n: int = 200
-    """Rows kept per panel (the ones that matter most)."""
 
 
 def open_reader(path: Path) -> sqlite3.Connection:
@@ -300,69 +272,19 @@ def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
 # --- stockout risk --------------------------------------------------------------------
 
 
-def _window_hours(t: int, days: float) -> tuple[int, int]:
-    """Hour buckets [first, last] whose start lies in [t − days, t]."""
-    first = -(-(t - int(days * DAY)) // HOUR)  # ceil
-    return first, t // HOUR
-
-
 def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> StockoutSnapshot:
-    """Stockout risk per SKU × location (README: Stockout risk)."""
-    first, last = _window_hours(t, params.velocity_window_days)
-    sold: dict[tuple[str, str], int] = {
-        (sku, loc): units
-        for sku, loc, units in db.execute(
-            """SELECT sku, location_id, SUM(units) FROM sales_hourly
-               WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id""",
-            (first, last),
-        )
-    }
-    inbound: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
-    for sku, loc, qty, eta in db.execute(
-        """SELECT sku, location_id, quantity, eta_ts FROM inbound
-           WHERE status = 'open' AND updated_ts <= ? ORDER BY eta_ts""",
-        (t,),
-    ):
-        inbound[(sku, loc)].append((qty, eta))
-    listings: dict[tuple[str, str], tuple[int, str]] = {}
-    for sku, loc, channel, advertised in db.execute(
-        "SELECT sku, location_id, channel, advertised FROM listings WHERE updated_ts <= ?", (t,)
-    ):
-        best = listings.get((sku, loc))
-        if best is None or advertised > best[0]:
-            listings[(sku, loc)] = (advertised, channel)
+    """Stockout risk per SKU × location (README: Stockout risk).
 
-    rows: list[StockoutRow] = []
-    counts = {"AT RISK": 0, "OUT": 0, "OVERSELL": 0}
-    total = 0
-    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(
-        """SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
-                  COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
-                  COALESCE(l.safety_buffer, 0)
-           FROM stock s
-           LEFT JOIN skus k ON k.sku = s.sku
-           LEFT JOIN locations l ON l.location_id = s.location_id"""
-    ):
-        total += 1
-        row = stockout_row(
-            sku=sku,
-            location_id=loc,
-            category=category,
-            on_hand=on_hand,
-            reserved=reserved,
-            safety_buffer=buffer,
-            units_sold=sold.get((sku, loc), 0),
-            window_days=params.velocity_window_days,
-            inbound=inbound.get((sku, loc), []),
-            lead_time_days=lead,
-            reorder_point=reorder,
-            listing=listings.get((sku, loc)),
-            t=t,
-        )
-        if row.status in counts:
-            counts[row.status] += 1
-        rows.append(row)
-    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2, "OK": 3, "NO SALES": 4}
+    Only pairs the writer flagged as at risk are evaluated (at risk can only stop being
+    true as time passes without writes, see :mod:`store.risk`), so the cost grows with
+    the pairs at risk, not with the catalogue or the history.  Asked about a moment before
+    the flags were last computed (``report --at`` in the past), every pair is evaluated.
+    """
+    flagged_at = risk_flags_time(db)
+    pairs = None if flagged_at is None or t < flagged_at else flagged_pairs(db)
+    rows = [r for r in evaluate_pairs(db, pairs, t, params) if r.status in AT_RISK]
+    counts = {status: sum(1 for r in rows if r.status == status) for status in AT_RISK}
+    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
     rows.sort(
         key=lambda r: (
             rank[r.status],
@@ -372,81 +294,13 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
             r.location_id,
         )
     )
+    total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),
         total_at_risk=counts["AT RISK"],
         total_out=counts["OUT"],
         total_oversell=counts["OVERSELL"],
-        total_pairs=total,
-    )
-
-
-def stockout_row(
-    *,
-    sku: str,
-    location_id: str,
-    category: str,
-    on_hand: int,
-    reserved: int,
-    safety_buffer: int,
-    units_sold: int,
-    window_days: float,
-    inbound: Iterable[tuple[int, int]],
-    lead_time_days: float,
-    reorder_point: int,
-    listing: tuple[int, str] | None,
-    t: int,
-) -> StockoutRow:
-    """One SKU × location, following the definition exactly (pure: tested by hand)."""
-    available = on_hand - reserved - safety_buffer
-    velocity = units_sold / window_days if window_days else 0.0
-    pending = sorted(inbound, key=lambda qe: qe[1])
-    inbound_qty = sum(q for q, _ in pending)
-    inbound_eta = min((e for _, e in pending), default=None)
-    cover: float | None = None
-    stockout_at: int | None = None
-    if velocity > 0:
-        # Cover from what is available now, extended by each open inbound that lands before
-        # the projected stockout (an overdue inbound counts as landing now).
-        stock = max(available, 0)
-        cover = stock / velocity
-        for qty, eta in pending:
-            if eta <= t + cover * DAY:
-                stock += qty
-                cover = stock / velocity
-        stockout_at = t + int(cover * DAY)
-    advertised = listing[0] if listing else None
-    oversell = listing is not None and listing[0] > max(available, 0)
-    if available <= 0:
-        status = "OUT"
-    elif oversell:
-        status = "OVERSELL"
-    elif available < reorder_point or (cover is not None and cover < lead_time_days):
-        status = "AT RISK"
-    elif cover is None:
-        status = "NO SALES"
-    else:
-        status = "OK"
-    return StockoutRow(
-        sku=sku,
-        location_id=location_id,
-        category=category,
-        on_hand=on_hand,
-        reserved=reserved,
-        safety_buffer=safety_buffer,
-        available=available,
-        velocity_per_day=velocity,
-        days_of_cover=cover,
-        projected_stockout=None
-        if stockout_at is None
-        else datetime.fromtimestamp(stockout_at, UTC),
-        inbound_qty=inbound_qty,
-        inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, UTC),
-        lead_time_days=lead_time_days,
-        reorder_point=reorder_point,
-        advertised_max=advertised,
-        oversell_channel=listing[1] if oversell and listing else None,
-        status=status,  # type: ignore[arg-type]
+        total_pairs=int(total),
     )
 
 
@@ -468,23 +322,16 @@ def rate_z_score(returned: int, sold: int, base_returned: int, base_sold: int) -
     return (returned - n * pi) / math.sqrt(n * pi * (1 - pi))
 
 
-def _units_sold_by_sku(db: sqlite3.Connection, first: int, last: int) -> dict[str, int]:
-    return {
-        sku: units
-        for sku, units in db.execute(
-            "SELECT sku, SUM(units) FROM sales_hourly WHERE hour BETWEEN ? AND ? GROUP BY sku",
-            (first, last),
-        )
-    }
-
-
 def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> ReturnSpikeSnapshot:
-    """Return rate per SKU against its own baseline (README: Return spike)."""
+    """Return rate per SKU against its own baseline (README: Return spike).
+
+    Only SKUs with at least ``return_min_count`` units returned in the window can spike,
+    so only they are listed and only their sales are read: the cost follows the returns
+    of the last week, not the catalogue or the history.
+    """
     w_start = t - params.return_window_days * DAY
     b_start = w_start - params.return_baseline_days * DAY
-    first, last = _window_hours(t, params.return_window_days)
-    sold = _units_sold_by_sku(db, first, last)
-    base_sold = _units_sold_by_sku(db, first - params.return_baseline_days * 24, first - 1)
+    first, last = window_hours(t, params.return_window_days)
     current: dict[str, int] = defaultdict(int)
     reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for sku, qty, reason in db.execute(
@@ -493,28 +340,39 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     ):
         current[sku] += qty
         reasons[sku][reason] += qty
-    baseline: dict[str, int] = {
-        sku: qty
-        for sku, qty in db.execute(
-            """SELECT sku, SUM(quantity) FROM returns
-               WHERE received_ts > ? AND received_ts <= ? GROUP BY sku""",
-            (b_start, w_start),
-        )
-    }
-    categories = dict(db.execute("SELECT sku, category FROM skus"))
+    candidates = sorted(sku for sku, n in current.items() if n >= params.return_min_count)
+    packed = json.dumps(candidates)
+    per_sku = db.execute(
+        """WITH c(sku) AS (SELECT value FROM json_each(?))
+           SELECT c.sku, COALESCE(k.category, '-'),
+               (SELECT COALESCE(SUM(units), 0) FROM sku_hourly h
+                 WHERE h.sku = c.sku AND h.hour BETWEEN ? AND ?),
+               (SELECT COALESCE(SUM(units), 0) FROM sku_hourly h
+                 WHERE h.sku = c.sku AND h.hour BETWEEN ? AND ?),
+               (SELECT COALESCE(SUM(quantity), 0) FROM returns r
+                 WHERE r.sku = c.sku AND r.received_ts > ? AND r.received_ts <= ?)
+           FROM c LEFT JOIN skus k ON k.sku = c.sku""",
+        (
+            packed,
+            first,
+            last,
+            first - params.return_baseline_days * 24,
+            first - 1,
+            b_start,
+            w_start,
+        ),
+    ).fetchall()
     rows = []
-    for sku, returned in current.items():
-        s, bs, br = sold.get(sku, 0), base_sold.get(sku, 0), baseline.get(sku, 0)
+    for sku, category, s, bs, br in per_sku:
+        returned = current[sku]
         rate, base_rate = _ratio(returned, s), _ratio(br, bs)
         z = rate_z_score(returned, s, br, bs)
-        spike = (
-            returned >= params.return_min_count and z is not None and z >= params.return_z_threshold
-        )
+        spike = z is not None and z >= params.return_z_threshold
         top = sorted(reasons[sku].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         rows.append(
             ReturnSpikeRow(
                 sku=sku,
-                category=categories.get(sku, "-"),
+                category=category,
                 returned=returned,
                 sold=s,
                 rate=rate,

@@ -81,8 +81,14 @@ MIGRATIONS: tuple[str, ...] = (
         reserved INTEGER NOT NULL,
         as_of_ts INTEGER NOT NULL,
         source_system TEXT NOT NULL,
+        risk INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (sku, location_id)
     ) WITHOUT ROWID;
+    CREATE INDEX stock_at_risk ON stock (risk) WHERE risk = 1;
+    CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     CREATE TABLE orders (
         order_id TEXT PRIMARY KEY,
         has_order INTEGER NOT NULL DEFAULT 0,
@@ -142,9 +148,15 @@ MIGRATIONS: tuple[str, ...] = (
         hour INTEGER NOT NULL,
         units INTEGER NOT NULL,
         net_cents INTEGER NOT NULL,
-        PRIMARY KEY (sku, location_id, channel, hour)
+        PRIMARY KEY (sku, location_id, hour, channel)
     ) WITHOUT ROWID;
     CREATE INDEX sales_hourly_hour ON sales_hourly (hour);
+    CREATE TABLE sku_hourly (
+        sku TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        PRIMARY KEY (sku, hour)
+    ) WITHOUT ROWID;
     CREATE TABLE returns (
         return_id TEXT PRIMARY KEY,
         order_id TEXT,
@@ -157,6 +169,7 @@ MIGRATIONS: tuple[str, ...] = (
         received_ts INTEGER NOT NULL
     );
     CREATE INDEX returns_received ON returns (received_ts);
+    CREATE INDEX returns_sku ON returns (sku, received_ts);
     CREATE TABLE inbound (
         po_id TEXT NOT NULL,
         sku TEXT NOT NULL,
@@ -167,6 +180,7 @@ MIGRATIONS: tuple[str, ...] = (
         updated_ts INTEGER NOT NULL,
         PRIMARY KEY (po_id, sku, location_id)
     ) WITHOUT ROWID;
+    CREATE INDEX inbound_pair ON inbound (sku, location_id);
     CREATE TABLE listings (
         channel TEXT NOT NULL,
         sku TEXT NOT NULL,

@@ -24,6 +24,7 @@ import aiosqlite
 from feeds.clock import Clock, SystemClock
 from feeds.model import Event, Quarantined
 from store.apply import Outcome, apply_batch, epoch
+from store.risk import MetricParams
 from store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,13 @@ class StoreWriter:
         batch_size: int = 1000,
         batch_wait: float = 0.02,
         queue_size: int = 20_000,
+        params: MetricParams | None = None,
     ) -> None:
         self.path = Path(path)
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.batch_wait = batch_wait
+        self.params = params or MetricParams()
         self.stats = WriterStats()
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]] | None] = asyncio.Queue(
             maxsize=queue_size
@@ -184,7 +187,7 @@ class StoreWriter:
         items = [item for item, _ in batch]
         received_at = epoch(self.clock.now())
         try:
-            outcomes = await self._run(lambda db: apply_batch(db, items, received_at))
+            outcomes = await self._run(lambda db: apply_batch(db, items, received_at, self.params))
         except sqlite3.IntegrityError:
             if len(batch) == 1:
                 outcomes = await self._quarantine_poison(items[0], received_at)
@@ -213,4 +216,4 @@ class StoreWriter:
         kept = Quarantined(
             source=item.source, raw=item.model_dump_json(), error="store refused the event"
         )
-        return await self._run(lambda db: apply_batch(db, [kept], received_at))
+        return await self._run(lambda db: apply_batch(db, [kept], received_at, self.params))

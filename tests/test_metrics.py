@@ -14,8 +14,8 @@ from store.metrics import (
     open_reader,
     percentile,
     rate_z_score,
-    stockout_row,
 )
+from store.risk import stockout_row
 from store.snapshots import Snapshots
 from tests.builders import (
     T0,
@@ -184,28 +184,41 @@ def test_reorder_point_and_oversell() -> None:
 
 
 async def test_stockout_from_store_uses_window_buffer_and_sorts(db_path: Path) -> None:
-    await write(
-        db_path,
-        [
-            sku("A", lead=3),
-            sku("B", lead=3),
-            location("S1", buffer=2),
-            snapshot("A", "S1", 12, at(-1)),
-            snapshot("B", "S1", 100, at(-1)),
-            # 7 units of A inside the 7-day window, 50 outside it
-            order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
-            order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
-            order("o2", at(-24 * 2), [("B", 14)], loc="S1", channel="pos", method="bopis"),
-        ],
-    )
+    await write(db_path, [
+        sku("A", lead=12), sku("B", lead=3), sku("C", lead=60), location("S1", buffer=2),
+        snapshot("A", "S1", 12, at(-1)), snapshot("B", "S1", 100, at(-1)),
+        snapshot("C", "S1", 100, at(-1)),
+        # 7 units of A inside the 7-day window, 50 outside it
+        order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
+        order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
+        order("o2", at(-24 * 2), [("B", 14), ("C", 14)], loc="S1", channel="pos",
+              method="bopis"),
+    ])
     s = snap(db_path, T0)
     a = next(r for r in s.stockout.rows if r.sku == "A")
     assert a.available == 10  # 12 on hand − 2 buffer
     assert a.velocity_per_day == pytest.approx(1.0)
     assert a.days_of_cover == pytest.approx(10)
-    b = next(r for r in s.stockout.rows if r.sku == "B")
-    assert b.days_of_cover == pytest.approx(98 / 2)
-    assert [r.sku for r in s.stockout.rows] == ["A", "B"]  # shortest cover first
+    assert a.status == "AT RISK"  # 10 days < 12 days lead time
+    c = next(r for r in s.stockout.rows if r.sku == "C")
+    assert c.days_of_cover == pytest.approx(98 / 2)  # 49 days < 60
+    # B (49 days of cover, 3 days lead) is healthy and not listed; shortest cover first
+    assert [r.sku for r in s.stockout.rows] == ["A", "C"]
+    assert (s.stockout.total_at_risk, s.stockout.total_pairs) == (2, 3)
+
+
+async def test_risk_flags_follow_writes_and_past_moments(db_path: Path) -> None:
+    await write(db_path, [sku("A", lead=5), snapshot("A", "S1", 4, at(-1)),
+                          order("o", at(-2), [("A", 7)], loc="S1")])
+    assert [r.status for r in snap(db_path, T0).stockout.rows] == ["AT RISK"]  # 4 days < 5
+    await write(db_path, [adjust("A", "S1", 100, at(0.5))])  # a receipt: healthy again
+    assert snap(db_path, at(1)).stockout.rows == ()
+    # asked about a moment before the flags were computed, every pair is evaluated (on
+    # the latest stock levels, which are not kept as of past moments)
+    assert snap(db_path, at(-0.5)).stockout.total_pairs == 1
+    # with no new events, risk only falls as time passes: 8 days on, no sales in window
+    later = snap(db_path, at(24 * 8))
+    assert later.stockout.rows == ()
 
 
 # --- return spike -------------------------------------------------------------------------
@@ -229,13 +242,13 @@ async def test_return_spike_needs_count_and_significance(db_path: Path) -> None:
         events.append(ret(code, 20, at(-24 * 20)))
     events.append(order("b-TINY", at(-24 * 20), [("TINY", 100)]))
     events.append(ret("TINY", 1, at(-24 * 20)))
-    # current window: HOT 60 sold, 15 returned; STEADY 60 sold 3 returned; TINY 3 sold 3 returned
+    # current window: HOT 60 sold, 15 returned; STEADY 60 sold 4 (+1) returned; TINY 3 and 3
     events += [
         order("c-HOT", at(-24), [("HOT", 60)]),
         ret("HOT", 10, at(-2), reason="defective"),
         ret("HOT", 5, at(-1), reason="not as described"),
     ]
-    events += [order("c-STEADY", at(-24), [("STEADY", 60)]), ret("STEADY", 3, at(-1))]
+    events += [order("c-STEADY", at(-24), [("STEADY", 60)]), ret("STEADY", 4, at(-1))]
     events += [order("c-TINY", at(-24), [("TINY", 3)]), ret("TINY", 3, at(-1))]
     # a return of an order sold long before the window still counts in the window
     events += [ret("STEADY", 1, at(-0.5))]
@@ -245,9 +258,8 @@ async def test_return_spike_needs_count_and_significance(db_path: Path) -> None:
     assert by["HOT"].spike and by["HOT"].rate == pytest.approx(0.25)
     assert by["HOT"].baseline_rate == pytest.approx(0.05)
     assert by["HOT"].top_reasons == (("defective", 10), ("not as described", 5))
-    assert not by["TINY"].spike  # 100 % on three units is not a spike
-    assert by["TINY"].rate == pytest.approx(1.0)
-    assert not by["STEADY"].spike and by["STEADY"].returned == 4
+    assert "TINY" not in by  # 100 % on three units is not a spike: below the minimum count
+    assert not by["STEADY"].spike and by["STEADY"].returned == 5  # 8 % vs 5 %: z ≈ 1.0
     assert s.returns.rows[0].sku == "HOT" and s.returns.spikes == 1
 
 
@@ -318,10 +330,12 @@ async def test_inbound_from_store(db_path: Path) -> None:
     await write(
         db_path,
         [
+            sku("A", lead=20),
             snapshot("A", "S1", 10, at(-1)),
             order("o", at(-24), [("A", 14)], loc="S1"),
             inbound("PO1", "A", "S1", 20, at(24 * 3), at(-2)),
         ],
     )
     a = snap(db_path, T0).stockout.rows[0]
-    assert a.days_of_cover == pytest.approx(15)
+    assert a.days_of_cover == pytest.approx(15)  # (10 + 20 landing on day 3) / 2 per day
+    assert a.status == "AT RISK"  # 15 days < 20 days lead time

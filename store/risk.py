@@ -1,0 +1,272 @@
+"""Stockout risk of SKU × location pairs, and the at-risk flags the writer keeps.
+
+:func:`stockout_row` is the definition (README: Stockout risk) as a pure function.
+:func:`evaluate_pairs` feeds it from the store for some pairs or all of them.
+
+Why flags: with no new events, a pair's risk can only fall as time passes (its sales
+window loses old sales, so velocity drops and cover grows; more inbound lands before the
+projected stockout; available, reorder point and listings do not move).  So a pair that
+is at risk at time t was already at risk when it was last written.  The writer therefore
+re-evaluates every pair an event touches and stores ``stock.risk`` (1 = at risk then);
+a refresh evaluates only flagged pairs, at its own time, and costs what the pairs at risk
+cost, not what the catalogue or the history costs.  ``meta.risk_ts`` records the latest
+time flags were computed for; a refresh for an earlier moment evaluates everything.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from store.snapshots import StockoutRow
+
+HOUR = 3600
+DAY = 86400
+AT_RISK = ("OUT", "OVERSELL", "AT RISK")
+"""Statuses the stockout panel lists."""
+
+Pair = tuple[str, str]
+
+
+class MetricParams(BaseModel):
+    """The knobs of the metric definitions (windows, horizons, thresholds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: str = "America/New_York"
+    """The store's local time zone: "today" and every day boundary are local."""
+    at_risk_horizon_hours: float = 2.0
+    """An open order due within this many hours and not yet packed is at risk."""
+    pick_window_hours: float = 24.0
+    """Pick times are taken over picks completed in this many trailing hours."""
+    velocity_window_days: int = 7
+    """Sales velocity is units sold over this many trailing days, per day."""
+    return_window_days: int = 7
+    """The current window for return rates."""
+    return_baseline_days: int = 28
+    """The baseline window, immediately before the current one (never overlapping it)."""
+    return_min_count: int = 5
+    """A spike needs at least this many units returned in the current window."""
+    return_z_threshold: float = 3.0
+    """A spike needs the rate test's z statistic at or above this (one-sided)."""
+    rolling_days: int = 7
+    """Headline figures are compared with the mean of this many previous local days."""
+    stale_feed_minutes: float = 15.0
+    """A feed with no event for this long is flagged stale."""
+    stale_overrides: dict[str, float] = {}
+    """Per-feed staleness in minutes, for feeds that deliver rarely (a catalogue, POs)."""
+    expected_feeds: tuple[str, ...] = ()
+    """Feeds that should deliver; one that never did is listed as stale with no time."""
+    top_n: int = 200
+    """Rows kept per panel (the ones that matter most)."""
+
+
+def stockout_row(
+    *,
+    sku: str,
+    location_id: str,
+    category: str,
+    on_hand: int,
+    reserved: int,
+    safety_buffer: int,
+    units_sold: int,
+    window_days: float,
+    inbound: Iterable[tuple[int, int]],
+    lead_time_days: float,
+    reorder_point: int,
+    listing: tuple[int, str] | None,
+    t: int,
+) -> StockoutRow:
+    """One SKU × location, following the definition exactly (pure: tested by hand)."""
+    available = on_hand - reserved - safety_buffer
+    velocity = units_sold / window_days if window_days else 0.0
+    pending = sorted(inbound, key=lambda qe: qe[1])
+    inbound_qty = sum(q for q, _ in pending)
+    inbound_eta = min((e for _, e in pending), default=None)
+    cover: float | None = None
+    stockout_at: int | None = None
+    if velocity > 0:
+        # Cover from what is available now, extended by each open inbound that lands before
+        # the projected stockout (an overdue inbound counts as landing now).
+        stock = max(available, 0)
+        cover = stock / velocity
+        for qty, eta in pending:
+            if eta <= t + cover * DAY:
+                stock += qty
+                cover = stock / velocity
+        stockout_at = t + int(cover * DAY)
+    advertised = listing[0] if listing else None
+    oversell = listing is not None and listing[0] > max(available, 0)
+    if available <= 0:
+        status = "OUT"
+    elif oversell:
+        status = "OVERSELL"
+    elif available < reorder_point or (cover is not None and cover < lead_time_days):
+        status = "AT RISK"
+    elif cover is None:
+        status = "NO SALES"
+    else:
+        status = "OK"
+    return StockoutRow(
+        sku=sku,
+        location_id=location_id,
+        category=category,
+        on_hand=on_hand,
+        reserved=reserved,
+        safety_buffer=safety_buffer,
+        available=available,
+        velocity_per_day=velocity,
+        days_of_cover=cover,
+        projected_stockout=None
+        if stockout_at is None
+        else datetime.fromtimestamp(stockout_at, UTC),
+        inbound_qty=inbound_qty,
+        inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, UTC),
+        lead_time_days=lead_time_days,
+        reorder_point=reorder_point,
+        advertised_max=advertised,
+        oversell_channel=listing[1] if oversell and listing else None,
+        status=status,  # type: ignore[arg-type]
+    )
+
+
+def window_hours(t: int, days: float) -> tuple[int, int]:
+    """Hour buckets [first, last] whose start lies in [t − days, t]."""
+    first = -(-(t - int(days * DAY)) // HOUR)  # ceil
+    return first, t // HOUR
+
+
+_PAIRS_CTE = """WITH p(sku, location_id) AS (
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"""
+
+
+def evaluate_pairs(
+    db: sqlite3.Connection, pairs: Sequence[Pair] | None, t: int, params: MetricParams
+) -> list[StockoutRow]:
+    """Stockout rows as of ``t`` for ``pairs`` (every stocked pair when None)."""
+    first, last = window_hours(t, params.velocity_window_days)
+    if pairs is None:
+        sold_sql = """SELECT sku, location_id, SUM(units) FROM sales_hourly
+                      WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id"""
+        sold_args: tuple[object, ...] = (first, last)
+        inbound_sql = """SELECT sku, location_id, quantity, eta_ts FROM inbound
+                         WHERE status = 'open' AND updated_ts <= ?"""
+        listing_sql = """SELECT sku, location_id, channel, advertised FROM listings
+                         WHERE updated_ts <= ?"""
+        stock_sql = """SELECT s.sku, s.location_id, s.on_hand, s.reserved,
+                              COALESCE(k.category, '-'), COALESCE(k.reorder_point, 0),
+                              COALESCE(k.lead_time_days, 0), COALESCE(l.safety_buffer, 0)
+                       FROM stock s LEFT JOIN skus k ON k.sku = s.sku
+                       LEFT JOIN locations l ON l.location_id = s.location_id"""
+        keys: tuple[object, ...] = ()
+    else:
+        if not pairs:
+            return []
+        packed = json.dumps([list(p) for p in pairs])
+        sold_sql = f"""{_PAIRS_CTE}
+            SELECT h.sku, h.location_id, SUM(h.units) FROM p
+            JOIN sales_hourly h ON h.sku = p.sku AND h.location_id = p.location_id
+                 AND h.hour BETWEEN ? AND ?
+            GROUP BY h.sku, h.location_id"""
+        sold_args = (packed, first, last)
+        inbound_sql = f"""{_PAIRS_CTE}
+            SELECT i.sku, i.location_id, i.quantity, i.eta_ts FROM p
+            JOIN inbound i ON i.sku = p.sku AND i.location_id = p.location_id
+            WHERE i.status = 'open' AND i.updated_ts <= ?"""
+        listing_sql = f"""{_PAIRS_CTE}
+            SELECT g.sku, g.location_id, g.channel, g.advertised FROM p
+            JOIN listings g ON g.sku = p.sku AND g.location_id = p.location_id
+            WHERE g.updated_ts <= ?"""
+        stock_sql = f"""{_PAIRS_CTE}
+            SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
+                   COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
+                   COALESCE(l.safety_buffer, 0)
+            FROM p JOIN stock s ON s.sku = p.sku AND s.location_id = p.location_id
+            LEFT JOIN skus k ON k.sku = s.sku
+            LEFT JOIN locations l ON l.location_id = s.location_id"""
+        keys = (packed,)
+
+    sold: dict[Pair, int] = {
+        (sku, loc): units for sku, loc, units in db.execute(sold_sql, sold_args)
+    }
+    inbound: dict[Pair, list[tuple[int, int]]] = defaultdict(list)
+    for sku, loc, qty, eta in db.execute(inbound_sql, (*keys, t)):
+        inbound[(sku, loc)].append((qty, eta))
+    listings: dict[Pair, tuple[int, str]] = {}
+    for sku, loc, channel, advertised in db.execute(listing_sql, (*keys, t)):
+        best = listings.get((sku, loc))
+        if best is None or advertised > best[0] or (advertised == best[0] and channel < best[1]):
+            listings[(sku, loc)] = (advertised, channel)
+    rows = []
+    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(stock_sql, keys):
+        rows.append(
+            stockout_row(
+                sku=sku,
+                location_id=loc,
+                category=category,
+                on_hand=on_hand,
+                reserved=reserved,
+                safety_buffer=buffer,
+                units_sold=sold.get((sku, loc), 0),
+                window_days=params.velocity_window_days,
+                inbound=inbound.get((sku, loc), []),
+                lead_time_days=lead,
+                reorder_point=reorder,
+                listing=listings.get((sku, loc)),
+                t=t,
+            )
+        )
+    return rows
+
+
+def flagged_pairs(db: sqlite3.Connection) -> list[Pair]:
+    """Pairs the writer last saw at risk."""
+    return [(s, loc) for s, loc in db.execute("SELECT sku, location_id FROM stock WHERE risk = 1")]
+
+
+def risk_flags_time(db: sqlite3.Connection) -> int | None:
+    """The latest moment flags were computed for, or None if never."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'risk_ts'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def refresh_risk_flags(
+    db: sqlite3.Connection, pairs: Iterable[Pair] | None, t: int, params: MetricParams
+) -> int:
+    """Re-evaluate ``pairs`` (all when None) as of ``t`` and store their flags.
+
+    Runs inside the writer's transaction.  Returns how many pairs are flagged at risk.
+    """
+    chosen = None if pairs is None else sorted(set(pairs))
+    rows = evaluate_pairs(db, chosen, t, params)
+    db.executemany(
+        "UPDATE stock SET risk = ? WHERE sku = ? AND location_id = ? AND risk != ?",
+        [
+            (flag, r.sku, r.location_id, flag)
+            for r in rows
+            for flag in (1 if r.status in AT_RISK else 0,)
+        ],
+    )
+    db.execute(
+        """INSERT INTO meta (key, value) VALUES ('risk_ts', ?)
+           ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)""",
+        (t,),
+    )
+    return sum(1 for r in rows if r.status in AT_RISK)
+
+
+def rebuild_risk_flags(db: sqlite3.Connection, t: int, params: MetricParams) -> int:
+    """Recompute every pair's flag in one transaction (after a bulk load or a migration)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        flagged = refresh_risk_flags(db, None, t, params)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return flagged

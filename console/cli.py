@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -125,8 +125,13 @@ def compute_fulfillment(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
                   promised_ts, packed_ts, exception_ts
            FROM orders
-           WHERE has_order = 1 AND placed_ts <= ? AND (done_ts IS NULL OR done_ts > ?)""",
-        (t, t),
+           WHERE done_ts IS NULL AND has_order = 1 AND +placed_ts <= ?
+           UNION ALL
+           SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
+                  promised_ts, packed_ts, exception_ts
+           FROM orders
+           WHERE done_ts > ? AND has_order = 1 AND +placed_ts <= ?""",
+        (t, t, t),
     ).fetchall()
     day_ago = t - DAY
     completed = db.execute(
@@ -329,8 +334,8 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     so only they are listed and only their sales are read: the cost follows the returns
     of the last week, not the catalogue or the history.
     """
-    w_start = t - params.return_window_days * DAY
-    b_start = w_start - params.return_baseline_days * DAY
+    w_start = t - int(params.return_window_days * DAY)
+    b_start = w_start - int(params.return_baseline_days * DAY)
     first, last = window_hours(t, params.return_window_days)
     current: dict[str, int] = defaultdict(int)
     reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -356,7 +361,7 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
             packed,
             first,
             last,
-            first - params.return_baseline_days * 24,
+            first - int(params.return_baseline_days * 24),
             first - 1,
             b_start,
             w_start,

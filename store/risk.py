@@ -46,8 +46,8 @@ class MetricParams(BaseModel):
     """Pick times are taken over picks completed in this many trailing hours."""
     velocity_window_days: int = 7
     """Sales velocity is units sold over this many trailing days, per day."""
-    return_window_days: int = 7
-    """The current window for return rates."""
+    return_window_days: float = 1.0
+    """The current window for return rates: short, so an afternoon's spike shows the same day."""
     return_baseline_days: int = 28
     """The baseline window, immediately before the current one (never overlapping it)."""
     return_min_count: int = 5

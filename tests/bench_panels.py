@@ -15,6 +15,7 @@ parameters match, because building it takes minutes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import sqlite3
@@ -26,7 +27,7 @@ from pathlib import Path
 from store.metrics import MetricParams, compute_snapshots, open_reader
 from store.risk import rebuild_risk_flags
 
-from store.schema import migrate
+from store.schema import MIGRATIONS, migrate
 
 END = datetime(2026, 11, 18, 17, 0, tzinfo=UTC)  # noon in New York on the last day
 
@@ -40,7 +41,7 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
     db.execute("PRAGMA synchronous = OFF")
     migrate(db)
     start = int((END - timedelta(days=days)).timestamp())
-    span = days * 86400 - 6 * 3600
+    span = days * 86400 - 600
     t0 = time.perf_counter()
     db.execute("BEGIN")
     db.execute(
@@ -130,7 +131,9 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
         (int(END.timestamp()), start),
     )
     db.execute(
-        """INSERT INTO listings SELECT 'marketplace', sku, location_id, on_hand, ?
+        """INSERT INTO listings SELECT 'marketplace', sku, location_id,
+               CASE WHEN CAST(substr(sku, 4) AS INTEGER) % 100 = 0 THEN on_hand + 5
+                    ELSE MAX(on_hand - 2, 0) END, ?
            FROM stock WHERE location_id IN ('L00', 'L01', 'L02')
              AND CAST(substr(sku, 4) AS INTEGER) % 5 = 0""",
         (start,),
@@ -160,11 +163,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     shape = {k: getattr(args, k) for k in ("skus", "locations", "days", "orders")}
+    schema = hashlib.sha256("".join(MIGRATIONS).encode()).hexdigest()[:12]
     meta = args.out.with_suffix(".json")
-    if not (args.out.exists() and meta.exists() and json.loads(meta.read_text()) == shape):
+    wanted = {**shape, "schema": schema}
+    if not (args.out.exists() and meta.exists() and json.loads(meta.read_text()) == wanted):
         args.out.parent.mkdir(parents=True, exist_ok=True)
         build(args.out, **shape)
-        meta.write_text(json.dumps(shape))
+        meta.write_text(json.dumps(wanted))
     db = open_reader(args.out)
     counts = {
         table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -12,12 +12,13 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from feeds.clock import Clock, ReplayClock, SystemClock
 from feeds.model import event_json_schema
-from store.metrics import MetricParams, compute_snapshots, open_reader
+from store.metrics import compute_snapshots, open_reader
+from store.risk import MetricParams
 from store.snapshots import Snapshots, to_jsonable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
@@ -150,26 +151,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def run_console(
-    db: Path, clock: Clock, params: MetricParams, refresh: float, title: str = "omniops"
+    db: Path,
+    clock: Clock,
+    params: MetricParams,
+    refresh: float,
+    title: str = "omniops",
+    tz: tzinfo | None = None,
 ) -> None:
     """Start the Textual console on store ``db`` (which must exist)."""
-    from store.export import export_snapshot
-
     from console.app import OmniopsApp
     from console.settings import Settings
+    from store.export import export_panel
 
     reader = open_reader(db)
     settings = Settings()
+    last: list[Snapshots] = []
 
     def compute() -> Snapshots:
-        return compute_snapshots(reader, clock.now(), params)
+        snaps = compute_snapshots(reader, clock.now(), params)
+        last[:] = [snaps]
+        return snaps
+
+    def export(panel: str, fmt: str, path: Path) -> Path:
+        if not last:
+            raise RuntimeError("nothing to export yet: the first refresh has not finished")
+        return export_panel(last[0], panel, fmt, path)
 
     app = OmniopsApp(
         compute=compute,
         clock=clock,
-        tz=settings.display_tz(),
+        tz=tz or settings.display_tz(),
         refresh_interval=refresh,
-        export=export_snapshot,
+        export=export,
         title=title,
     )
     try:
@@ -194,28 +207,33 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
+    from zoneinfo import ZoneInfo
+
+    from feeds.demo import prepare_demo_store
     from feeds.replay import ReplayFeed, load_manifest
     from feeds.runner import PipelineThread
 
     manifest = load_manifest(args.fixtures)
-    start_text = str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z"))
-    clock = ReplayClock(parse_time(start_text), speed=args.speed)
+    start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
+    zone = str(manifest.get("timezone", "America/New_York"))
     tmp = None
     db = args.db
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="omniops-demo-")
         db = Path(tmp.name) / "demo.db"
+    prepare_demo_store(args.fixtures, start, db)
     params = MetricParams(
-        timezone=str(manifest.get("timezone", "America/New_York")),
-        stale_overrides={"catalog": 7 * 24 * 60, "purchasing": 7 * 24 * 60, "returns": 180},
+        timezone=zone,
+        stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
-    pipeline = PipelineThread(db, [ReplayFeed([args.fixtures], clock)])
+    clock = ReplayClock(start, speed=args.speed)
+    pipeline = PipelineThread(db, [ReplayFeed([args.fixtures], clock, since=start)])
     pipeline.start()
     pipeline.ready.wait()
     if pipeline.error is not None:
         raise SystemExit(f"omniops demo: the pipeline failed: {pipeline.error}")
     try:
-        run_console(db, clock, params, args.refresh, title="omniops demo")
+        run_console(db, clock, params, args.refresh, title="omniops demo", tz=ZoneInfo(zone))
     finally:
         pipeline.stop()
         if tmp is not None:

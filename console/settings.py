@@ -20,7 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from store.metrics import MetricParams
+from store.risk import MetricParams
 
 DEFAULT_CONFIG = Path("~/.config/omniops/config.toml").expanduser()
 

@@ -13,13 +13,15 @@ import asyncio
 import heapq
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from feeds.base import Feed, FeedState
 from feeds.clock import ReplayClock
-from feeds.jsonl import feed_files, read_items
+from feeds.jsonl import feed_files, parse_line, read_lines, source_of
 from feeds.model import Event, Quarantined
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def load_manifest(folder: Path) -> dict[str, object]:
@@ -31,56 +33,79 @@ def load_manifest(folder: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+def _timed_lines(path: Path) -> Iterator[tuple[datetime, int, str, str]]:
+    """``(ts, line number, text, file name)`` per line; cheap: JSON only, no validation.
+
+    A line whose time cannot be read sorts first, so validation quarantines it at once.
+    """
+    for number, text in read_lines(path):
+        try:
+            ts = datetime.fromisoformat(str(json.loads(text)["ts"]).replace("Z", "+00:00"))
+            if ts.tzinfo is None:
+                raise ValueError("naive")
+        except (ValueError, KeyError, TypeError):
+            ts = EPOCH
+        yield ts, number, text, path.name
+
+
+def merged_lines(files: list[Path]) -> Iterator[tuple[datetime, int, str, str]]:
+    """Every line of ``files`` in timestamp order (ties in file, then line order)."""
+    streams = [_timed_lines(p) for p in files]
+    return heapq.merge(*streams, key=lambda t: (t[0], t[3], t[1]))
+
+
 def merged_items(files: list[Path]) -> Iterator[Event | Quarantined]:
-    """Every item of ``files`` in timestamp order; quarantined lines first (no valid time)."""
-    bad: list[Quarantined] = []
-
-    def good(path: Path) -> Iterator[tuple[datetime, int, Event]]:
-        for n, item in enumerate(read_items(path)):
-            if isinstance(item, Quarantined):
-                bad.append(item)
-            else:
-                yield item.ts, n, item
-
-    streams = [good(p) for p in files]
-    for _, _, event in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
-        while bad:
-            yield bad.pop(0)
-        yield event
-    while bad:
-        yield bad.pop(0)
+    """Every item of ``files`` in timestamp order, validated or quarantined."""
+    for _, number, text, name in merged_lines(files):
+        yield parse_line(text, source=source_of(Path(name)), where=f"{name}:{number}")
 
 
 class ReplayFeed(Feed):
-    """Replays a folder (or list) of canonical JSON Lines files on a replay clock."""
+    """Replays a folder (or list) of canonical JSON Lines files on a replay clock.
 
-    def __init__(self, paths: list[Path], clock: ReplayClock, *, name: str = "replay") -> None:
+    ``since`` skips events stamped before it (history already in the store); ``until``
+    delivers only events stamped before it, at once, and stops (building that history).
+    """
+
+    def __init__(
+        self,
+        paths: list[Path],
+        clock: ReplayClock,
+        *,
+        name: str = "replay",
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> None:
         super().__init__(name)
         self.files = [f for p in paths for f in feed_files(p)]
         self.clock = clock
-        self.backfill_done = asyncio.Event()
+        self.since = since
+        self.until = until
 
     async def items(self) -> AsyncIterator[Event | Quarantined]:
         """Deliver history at once, then each event when the replay clock reaches it."""
         skip = int(self.cursor or 0)
         delivered = 0
         self.health.state = FeedState.CONNECTED
-        for item in merged_items(self.files):
+        for ts, number, text, name in merged_lines(self.files):
+            if self.until is not None and ts >= self.until:
+                break
+            if self.since is not None and ts < self.since and ts != EPOCH:
+                continue
             delivered += 1
             if delivered <= skip:
                 continue
-            if not isinstance(item, Quarantined):
-                wait = self.clock.wall_seconds_until(item.ts)
+            item = parse_line(text, source=source_of(Path(name)), where=f"{name}:{number}")
+            if isinstance(item, Quarantined):
+                self.health.quarantined += 1
+            else:
+                wait = self.clock.wall_seconds_until(item.ts) if self.until is None else 0.0
                 if wait > 0:
-                    self.backfill_done.set()
                     await asyncio.sleep(wait)
                 self.health.last_event_at = item.ts
                 self.health.events += 1
-            else:
-                self.health.quarantined += 1
             self.cursor = str(delivered)
             yield item
             if delivered % 2000 == 0:
                 await asyncio.sleep(0)  # let the writer commit during a long backfill
-        self.backfill_done.set()
         self.health.state = FeedState.DONE

@@ -30,7 +30,7 @@ class PipelineThread(threading.Thread):
         """Set once the store exists and is migrated (readers may open it)."""
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._halt: asyncio.Event | None = None
 
     def run(self) -> None:
         """Thread body: an event loop running the writer and every feed's pump."""
@@ -44,21 +44,21 @@ class PipelineThread(threading.Thread):
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        self._halt = asyncio.Event()
         async with StoreWriter(self.db) as writer:
             self.ready.set()
             pumps = [asyncio.create_task(pump(feed, writer)) for feed in self.feeds]
-            stopper = asyncio.create_task(self._stop.wait())
+            stopper = asyncio.create_task(self._halt.wait())
             await asyncio.wait([stopper, *pumps], return_when=asyncio.FIRST_COMPLETED)
             if not stopper.done():
-                await self._stop.wait()
+                await self._halt.wait()
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the feeds, commit what is queued, close the store, join the thread."""
-        loop, stop = self._loop, self._stop
+        loop, stop = self._loop, self._halt
         if loop is not None and stop is not None and loop.is_running():
             loop.call_soon_threadsafe(stop.set)
         self.join(timeout)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from feeds.ingest import ingest_paths
 from feeds.jsonl import read_items
-from store.metrics import MetricParams, compute_snapshots, open_reader
+from store.metrics import compute_snapshots, open_reader
+from store.risk import MetricParams
 from store.writer import StoreWriter
 
 ROOT = Path(__file__).resolve().parent.parent

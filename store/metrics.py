@@ -27,8 +27,8 @@ from store.apply import epoch
 from store.risk import (
     AT_RISK,
     MetricParams,
-    evaluate_pairs,
-    flagged_pairs,
+    Scope,
+    pair_inputs,
     risk_flags_time,
     window_hours,
 )
@@ -286,19 +286,27 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     the flags were last computed (``report --at`` in the past), every pair is evaluated.
     """
     flagged_at = risk_flags_time(db)
-    pairs = None if flagged_at is None or t < flagged_at else flagged_pairs(db)
-    rows = [r for r in evaluate_pairs(db, pairs, t, params) if r.status in AT_RISK]
-    counts = {status: sum(1 for r in rows if r.status == status) for status in AT_RISK}
+    scope: Scope = "all" if flagged_at is None or t < flagged_at else "flagged"
+    window = params.velocity_window_days
+    assessed = []
+    for inputs in pair_inputs(db, scope, t, params):
+        status, cover, velocity = inputs.assess(window, t)
+        if status in AT_RISK:
+            assessed.append((status, cover, velocity, inputs))
+    counts = {status: 0 for status in AT_RISK}
+    for status, *_ in assessed:
+        counts[status] += 1
     rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
-    rows.sort(
-        key=lambda r: (
-            rank[r.status],
-            math.inf if r.days_of_cover is None else r.days_of_cover,
-            -r.velocity_per_day,
-            r.sku,
-            r.location_id,
+    assessed.sort(
+        key=lambda a: (
+            rank[a[0]],
+            math.inf if a[1] is None else a[1],
+            -a[2],
+            a[3].sku,
+            a[3].location_id,
         )
     )
+    rows = [a[3].row(window, t) for a in assessed[: params.top_n]]
     total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),

@@ -19,7 +19,9 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -66,6 +68,44 @@ class MetricParams(BaseModel):
     """Rows kept per panel (the ones that matter most)."""
 
 
+def assess(
+    available: int,
+    velocity: float,
+    pending: Sequence[tuple[int, int]],
+    lead_time_days: float,
+    reorder_point: int,
+    listing: tuple[int, str] | None,
+    t: int,
+) -> tuple[str, float | None, int | None]:
+    """Status, days of cover and projected stockout (epoch s) of one pair: the definition.
+
+    ``pending`` is the open inbound as (quantity, ETA) sorted by ETA.
+    """
+    cover: float | None = None
+    stockout_at: int | None = None
+    if velocity > 0:
+        # Cover from what is available now, extended by each open inbound that lands before
+        # the projected stockout (an overdue inbound counts as landing now).
+        stock = max(available, 0)
+        cover = stock / velocity
+        for qty, eta in pending:
+            if eta <= t + cover * DAY:
+                stock += qty
+                cover = stock / velocity
+        stockout_at = t + int(cover * DAY)
+    if available <= 0:
+        status = "OUT"
+    elif listing is not None and listing[0] > available:
+        status = "OVERSELL"
+    elif available < reorder_point or (cover is not None and cover < lead_time_days):
+        status = "AT RISK"
+    elif cover is None:
+        status = "NO SALES"
+    else:
+        status = "OK"
+    return status, cover, stockout_at
+
+
 def stockout_row(
     *,
     sku: str,
@@ -86,32 +126,11 @@ def stockout_row(
     available = on_hand - reserved - safety_buffer
     velocity = units_sold / window_days if window_days else 0.0
     pending = sorted(inbound, key=lambda qe: qe[1])
-    inbound_qty = sum(q for q, _ in pending)
+    status, cover, stockout_at = assess(
+        available, velocity, pending, lead_time_days, reorder_point, listing, t
+    )
     inbound_eta = min((e for _, e in pending), default=None)
-    cover: float | None = None
-    stockout_at: int | None = None
-    if velocity > 0:
-        # Cover from what is available now, extended by each open inbound that lands before
-        # the projected stockout (an overdue inbound counts as landing now).
-        stock = max(available, 0)
-        cover = stock / velocity
-        for qty, eta in pending:
-            if eta <= t + cover * DAY:
-                stock += qty
-                cover = stock / velocity
-        stockout_at = t + int(cover * DAY)
-    advertised = listing[0] if listing else None
-    oversell = listing is not None and listing[0] > max(available, 0)
-    if available <= 0:
-        status = "OUT"
-    elif oversell:
-        status = "OVERSELL"
-    elif available < reorder_point or (cover is not None and cover < lead_time_days):
-        status = "AT RISK"
-    elif cover is None:
-        status = "NO SALES"
-    else:
-        status = "OK"
+    oversell = status == "OVERSELL" or (listing is not None and listing[0] > max(available, 0))
     return StockoutRow(
         sku=sku,
         location_id=location_id,
@@ -125,11 +144,11 @@ def stockout_row(
         projected_stockout=None
         if stockout_at is None
         else datetime.fromtimestamp(stockout_at, UTC),
-        inbound_qty=inbound_qty,
+        inbound_qty=sum(q for q, _ in pending),
         inbound_eta=None if inbound_eta is None else datetime.fromtimestamp(inbound_eta, UTC),
         lead_time_days=lead_time_days,
         reorder_point=reorder_point,
-        advertised_max=advertised,
+        advertised_max=listing[0] if listing else None,
         oversell_channel=listing[1] if oversell and listing else None,
         status=status,  # type: ignore[arg-type]
     )
@@ -141,87 +160,151 @@ def window_hours(t: int, days: float) -> tuple[int, int]:
     return first, t // HOUR
 
 
-_PAIRS_CTE = """WITH p(sku, location_id) AS (
-    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"""
+Scope = Literal["all", "flagged"] | Sequence[Pair]
+"""Which pairs to evaluate: every stocked pair, the flagged ones, or a list."""
 
 
-def evaluate_pairs(
-    db: sqlite3.Connection, pairs: Sequence[Pair] | None, t: int, params: MetricParams
-) -> list[StockoutRow]:
-    """Stockout rows as of ``t`` for ``pairs`` (every stocked pair when None)."""
+@dataclass(frozen=True, slots=True)
+class PairInputs:
+    """What the definition needs about one pair, read from the store."""
+
+    sku: str
+    location_id: str
+    category: str
+    on_hand: int
+    reserved: int
+    safety_buffer: int
+    units_sold: int
+    inbound: tuple[tuple[int, int], ...]
+    lead_time_days: float
+    reorder_point: int
+    listing: tuple[int, str] | None
+
+    def row(self, window_days: float, t: int) -> StockoutRow:
+        """The full stockout row of this pair."""
+        return stockout_row(
+            sku=self.sku,
+            location_id=self.location_id,
+            category=self.category,
+            on_hand=self.on_hand,
+            reserved=self.reserved,
+            safety_buffer=self.safety_buffer,
+            units_sold=self.units_sold,
+            window_days=window_days,
+            inbound=self.inbound,
+            lead_time_days=self.lead_time_days,
+            reorder_point=self.reorder_point,
+            listing=self.listing,
+            t=t,
+        )
+
+    def assess(self, window_days: float, t: int) -> tuple[str, float | None, float]:
+        """(status, days of cover, velocity) without building the row."""
+        velocity = self.units_sold / window_days if window_days else 0.0
+        status, cover, _ = assess(
+            self.on_hand - self.reserved - self.safety_buffer,
+            velocity,
+            self.inbound,
+            self.lead_time_days,
+            self.reorder_point,
+            self.listing,
+            t,
+        )
+        return status, cover, velocity
+
+
+def _scope_cte(scope: Scope) -> tuple[str, tuple[object, ...]]:
+    if isinstance(scope, str):
+        where = " WHERE risk = 1" if scope == "flagged" else ""
+        return f"WITH scope(sku, location_id) AS (SELECT sku, location_id FROM stock{where})", ()
+    packed = json.dumps([list(p) for p in scope])
+    return (
+        """WITH scope(sku, location_id) AS (
+            SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))""",
+        (packed,),
+    )
+
+
+def pair_inputs(
+    db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams
+) -> list[PairInputs]:
+    """Read the definition's inputs for the pairs in ``scope``, as of ``t`` for sales."""
+    if not isinstance(scope, str) and not scope:
+        return []
     first, last = window_hours(t, params.velocity_window_days)
-    if pairs is None:
-        sold_sql = """SELECT sku, location_id, SUM(units) FROM sales_hourly
-                      WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id"""
-        sold_args: tuple[object, ...] = (first, last)
-        inbound_sql = """SELECT sku, location_id, quantity, eta_ts FROM inbound
-                         WHERE status = 'open' AND updated_ts <= ?"""
-        listing_sql = """SELECT sku, location_id, channel, advertised FROM listings
-                         WHERE updated_ts <= ?"""
-        stock_sql = """SELECT s.sku, s.location_id, s.on_hand, s.reserved,
-                              COALESCE(k.category, '-'), COALESCE(k.reorder_point, 0),
-                              COALESCE(k.lead_time_days, 0), COALESCE(l.safety_buffer, 0)
-                       FROM stock s LEFT JOIN skus k ON k.sku = s.sku
-                       LEFT JOIN locations l ON l.location_id = s.location_id"""
-        keys: tuple[object, ...] = ()
-    else:
-        if not pairs:
-            return []
-        packed = json.dumps([list(p) for p in pairs])
-        sold_sql = f"""{_PAIRS_CTE}
-            SELECT h.sku, h.location_id, SUM(h.units) FROM p
-            JOIN sales_hourly h ON h.sku = p.sku AND h.location_id = p.location_id
+    cte, keys = _scope_cte(scope)
+    if scope == "all":  # one pass over the window through the hour index
+        sold_rows = db.execute(
+            """SELECT sku, location_id, SUM(units) FROM sales_hourly
+               WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id""",
+            (first, last),
+        )
+    else:  # per pair, through the primary key (sku, location, hour)
+        sold_rows = db.execute(
+            f"""{cte}
+            SELECT h.sku, h.location_id, SUM(h.units) FROM scope
+            JOIN sales_hourly h ON h.sku = scope.sku AND h.location_id = scope.location_id
                  AND h.hour BETWEEN ? AND ?
-            GROUP BY h.sku, h.location_id"""
-        sold_args = (packed, first, last)
-        inbound_sql = f"""{_PAIRS_CTE}
-            SELECT i.sku, i.location_id, i.quantity, i.eta_ts FROM p
-            JOIN inbound i ON i.sku = p.sku AND i.location_id = p.location_id
-            WHERE i.status = 'open' AND i.updated_ts <= ?"""
-        listing_sql = f"""{_PAIRS_CTE}
-            SELECT g.sku, g.location_id, g.channel, g.advertised FROM p
-            JOIN listings g ON g.sku = p.sku AND g.location_id = p.location_id
-            WHERE g.updated_ts <= ?"""
-        stock_sql = f"""{_PAIRS_CTE}
-            SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
-                   COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
-                   COALESCE(l.safety_buffer, 0)
-            FROM p JOIN stock s ON s.sku = p.sku AND s.location_id = p.location_id
-            LEFT JOIN skus k ON k.sku = s.sku
-            LEFT JOIN locations l ON l.location_id = s.location_id"""
-        keys = (packed,)
-
-    sold: dict[Pair, int] = {
-        (sku, loc): units for sku, loc, units in db.execute(sold_sql, sold_args)
-    }
+            GROUP BY h.sku, h.location_id""",
+            (*keys, first, last),
+        )
+    sold: dict[Pair, int] = {(sku, loc): units for sku, loc, units in sold_rows}
     inbound: dict[Pair, list[tuple[int, int]]] = defaultdict(list)
-    for sku, loc, qty, eta in db.execute(inbound_sql, (*keys, t)):
+    for sku, loc, qty, eta in db.execute(
+        f"""{cte}
+        SELECT i.sku, i.location_id, i.quantity, i.eta_ts FROM scope
+        JOIN inbound i ON i.sku = scope.sku AND i.location_id = scope.location_id
+        WHERE i.status = 'open' AND i.updated_ts <= ? ORDER BY i.eta_ts""",
+        (*keys, t),
+    ):
         inbound[(sku, loc)].append((qty, eta))
     listings: dict[Pair, tuple[int, str]] = {}
-    for sku, loc, channel, advertised in db.execute(listing_sql, (*keys, t)):
+    for sku, loc, channel, advertised in db.execute(
+        f"""{cte}
+        SELECT g.sku, g.location_id, g.channel, g.advertised FROM scope
+        JOIN listings g ON g.sku = scope.sku AND g.location_id = scope.location_id
+        WHERE g.updated_ts <= ?""",
+        (*keys, t),
+    ):
         best = listings.get((sku, loc))
         if best is None or advertised > best[0] or (advertised == best[0] and channel < best[1]):
             listings[(sku, loc)] = (advertised, channel)
-    rows = []
-    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(stock_sql, keys):
-        rows.append(
-            stockout_row(
-                sku=sku,
-                location_id=loc,
-                category=category,
-                on_hand=on_hand,
-                reserved=reserved,
-                safety_buffer=buffer,
-                units_sold=sold.get((sku, loc), 0),
-                window_days=params.velocity_window_days,
-                inbound=inbound.get((sku, loc), []),
-                lead_time_days=lead,
-                reorder_point=reorder,
-                listing=listings.get((sku, loc)),
-                t=t,
+    out = []
+    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(
+        f"""{cte}
+        SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
+               COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
+               COALESCE(l.safety_buffer, 0)
+        FROM scope JOIN stock s ON s.sku = scope.sku AND s.location_id = scope.location_id
+        LEFT JOIN skus k ON k.sku = s.sku
+        LEFT JOIN locations l ON l.location_id = s.location_id""",
+        keys,
+    ):
+        pair = (sku, loc)
+        out.append(
+            PairInputs(
+                sku,
+                loc,
+                category,
+                on_hand,
+                reserved,
+                buffer,
+                sold.get(pair, 0),
+                tuple(inbound.get(pair, ())),
+                lead,
+                reorder,
+                listings.get(pair),
             )
         )
-    return rows
+    return out
+
+
+def evaluate_pairs(
+    db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams
+) -> list[StockoutRow]:
+    """Full stockout rows as of ``t`` for the pairs in ``scope``."""
+    window = params.velocity_window_days
+    return [inputs.row(window, t) for inputs in pair_inputs(db, scope, t, params)]
 
 
 def flagged_pairs(db: sqlite3.Connection) -> list[Pair]:
@@ -242,22 +325,22 @@ def refresh_risk_flags(
 
     Runs inside the writer's transaction.  Returns how many pairs are flagged at risk.
     """
-    chosen = None if pairs is None else sorted(set(pairs))
-    rows = evaluate_pairs(db, chosen, t, params)
+    scope: Scope = "all" if pairs is None else sorted(set(pairs))
+    window = params.velocity_window_days
+    flags = [
+        (1 if p.assess(window, t)[0] in AT_RISK else 0, p.sku, p.location_id)
+        for p in pair_inputs(db, scope, t, params)
+    ]
     db.executemany(
         "UPDATE stock SET risk = ? WHERE sku = ? AND location_id = ? AND risk != ?",
-        [
-            (flag, r.sku, r.location_id, flag)
-            for r in rows
-            for flag in (1 if r.status in AT_RISK else 0,)
-        ],
+        [(flag, sku, loc, flag) for flag, sku, loc in flags],
     )
     db.execute(
         """INSERT INTO meta (key, value) VALUES ('risk_ts', ?)
            ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)""",
         (t,),
     )
-    return sum(1 for r in rows if r.status in AT_RISK)
+    return sum(flag for flag, _, _ in flags)
 
 
 def rebuild_risk_flags(db: sqlite3.Connection, t: int, params: MetricParams) -> int:

@@ -1,1 +1,1 @@
-"""The omniops terminal console (Textual): renders panel snapshots it is handed; no I/O of its own."""
+"""The omniops terminal console (Textual): renders the panel snapshots it is handed; no I/O."""

@@ -1,4 +1,4 @@
-"""Label matchers: the small filter language operators type into the console.
+r"""Label matchers: the small filter language operators type into the console.
 
 A filter is a comma-separated list of matchers, all of which must hold (AND)::
 
@@ -13,7 +13,7 @@ Each matcher is ``name OP value`` with one of four operators, as in Prometheus:
 
 A label a row does not have counts as the empty string, so ``channel!=pos`` keeps rows
 without a channel.  A value may be wrapped in double quotes to hold commas or spaces
-(``reason="too small, runs short"``; ``\\"`` and ``\\\\`` escape inside quotes).  Values are
+(``reason="too small, runs short"``; ``\"`` and ``\\`` escape inside quotes).  Values are
 case-sensitive; use ``=~(?i)wh-tx`` to ignore case.
 
 This module is pure: no I/O and no ``textual`` import, so it is shared by the console and

@@ -84,7 +84,7 @@ def pct_change(value: float | None, baseline: float | None) -> float | None:
 
 
 def fmt_trend(value: float | None, baseline: float | None) -> str:
-    """An arrow and a percentage against a baseline: ``▲ 5%``, ``▼ 23%``, ``±0%``; a dash without one."""
+    """Arrow and percentage against a baseline: ``▲ 5%``, ``▼ 23%``, ``±0%``; else a dash."""
     change = pct_change(value, baseline)
     if change is None:
         return DASH
@@ -107,9 +107,14 @@ def fmt_clock(moment: datetime | None, tz: tzinfo, *, seconds: bool = False) -> 
 
 
 def fmt_when(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
-    """A local time relative to ``now``: ``14:05`` today, ``Tue 14:05`` within a week, else ``Dec 02``."""
+    """A coming local time, relative to ``now``.
+
+    ``now`` if already past, ``14:05`` today, ``Tue 14:05`` within a week, else ``Dec 02``.
+    """
     if moment is None:
         return DASH
+    if moment <= now:
+        return "now"
     local = to_local(moment, tz)
     local_now = to_local(now, tz)
     if local.date() == local_now.date():

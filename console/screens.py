@@ -1,0 +1,382 @@
+"""Screens pushed over the main console: a row's detail, and the export prompt.
+
+The detail screen renders only what the snapshot row carries (plus a projection computed
+from it); it fetches nothing.  The stock chart is drawn by plotext on a figure of its own,
+never on plotext's global figure, so two charts can never draw into each other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Static
+
+from console.widgets.formatting import (
+    DASH,
+    fmt_days,
+    fmt_hours_signed,
+    fmt_int,
+    fmt_minutes,
+    fmt_num,
+    fmt_pick,
+    fmt_rate,
+    fmt_when,
+    to_local,
+)
+from store.snapshots import FulfillmentRow, ReturnSpikeRow, StockoutRow
+
+DetailRow = FulfillmentRow | StockoutRow | ReturnSpikeRow
+
+
+# -- stock projection ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StockProjection:
+    """Projected available stock over the coming days, sampled every few hours."""
+
+    days: tuple[float, ...]
+    """Offsets from ``as_of`` in days."""
+    available: tuple[float, ...]
+    """Projected available units at each offset."""
+    horizon_days: int
+
+
+def projection_horizon(row: StockoutRow, as_of: datetime) -> int:
+    """How many days to project: past the stockout and the inbound ETA, 7 to 28 days."""
+    wanted = 7.0
+    if row.days_of_cover is not None:
+        wanted = max(wanted, row.days_of_cover * 1.5 + 1)
+    if row.inbound_eta is not None and row.inbound_qty > 0:
+        wanted = max(wanted, (row.inbound_eta - as_of).total_seconds() / 86400 + 2)
+    return int(min(28, math.ceil(wanted)))
+
+
+def project_stock(
+    row: StockoutRow, as_of: datetime, horizon_days: int | None = None, step_hours: float = 6.0
+) -> StockProjection:
+    """Available stock if sales go on at the current velocity and the open inbound lands at its ETA.
+
+    available(t) = available − velocity × t (+ inbound quantity from its ETA on); it may go
+    below zero (unfilled demand), which is what makes the stockout visible on the chart.
+    """
+    horizon = horizon_days if horizon_days is not None else projection_horizon(row, as_of)
+    steps = int(horizon * 24 / step_hours)
+    inbound_at: float | None = None
+    if row.inbound_eta is not None and row.inbound_qty > 0:
+        inbound_at = max(0.0, (row.inbound_eta - as_of).total_seconds() / 86400)
+    days: list[float] = []
+    values: list[float] = []
+    for i in range(steps + 1):
+        t = i * step_hours / 24
+        value = row.available - row.velocity_per_day * t
+        if inbound_at is not None and t >= inbound_at:
+            value += row.inbound_qty
+        days.append(round(t, 4))
+        values.append(round(value, 3))
+    return StockProjection(tuple(days), tuple(values), horizon)
+
+
+def render_stock_chart(
+    projection: StockProjection, *, reorder_point: int, width: int, height: int, title: str
+) -> str:
+    """The projection as a colourless plotext line chart, ``width`` × ``height`` cells.
+
+    A fresh plotext terminal (and so a fresh master figure) is created for every chart:
+    plotext's module-level ``plotext.figure`` is shared state and is never touched here.
+    """
+    import plotext  # local: plotext is only needed when a chart is drawn
+
+    figure = type(plotext.terminal)()._master  # a private figure, not plotext.figure
+    figure.plot_size(max(20, width), max(6, height))
+    figure.theme("colorless")
+    stock = figure.signal(list(projection.days), list(projection.available), marker="hd")
+    stock.lines()
+    figure.draw(stock)
+    floor = figure.signal(
+        [projection.days[0], projection.days[-1]], [reorder_point, reorder_point], marker="dot"
+    )
+    floor.lines()
+    figure.draw(floor)
+    figure.legend(False)  # a legend box would cover the line; the caption explains instead
+    figure.title(title)
+    figure.label("days from now", axis=0)
+    return str(figure.build().string(colorless=True))
+
+
+class StockChart(Static):
+    """A plotext chart of projected stock, redrawn to fit whenever the widget is resized."""
+
+    def __init__(self, row: StockoutRow, as_of: datetime, tz: tzinfo, *, id: str | None = None):
+        """Chart the projection of ``row`` from ``as_of``."""
+        super().__init__(id=id)
+        self.row = row
+        self.as_of = as_of
+        self.tz = tz
+        self._size_drawn: tuple[int, int] | None = None
+
+    def on_resize(self) -> None:
+        """Redraw at the new size."""
+        self._draw()
+
+    def on_mount(self) -> None:
+        """First drawing."""
+        self._draw()
+
+    def _draw(self) -> None:
+        width, height = self.content_size.width, self.content_size.height
+        if width < 20 or height < 6 or (width, height) == self._size_drawn:
+            return
+        self._size_drawn = (width, height)
+        projection = project_stock(self.row, self.as_of)
+        title = (
+            f"Projected available, next {projection.horizon_days} days "
+            f"(line; dots: reorder point {self.row.reorder_point:,})"
+        )
+        chart = render_stock_chart(
+            projection,
+            reorder_point=self.row.reorder_point,
+            width=width,
+            height=height,
+            title=title,
+        )
+        self.update(Text(chart, no_wrap=True, overflow="crop", end=""))
+
+
+# -- detail screen -----------------------------------------------------------------------
+
+
+def _kv(rows: list[tuple[str, str]]) -> Content:
+    """Aligned ``label  value`` lines."""
+    width = max((len(label) for label, _ in rows), default=0)
+    parts: list[str | tuple[str, str]] = []
+    for index, (label, value) in enumerate(rows):
+        if index:
+            parts.append("\n")
+        parts.append((label.ljust(width), "$text-muted"))
+        parts.append("  ")
+        parts.append(value)
+    return Content.assemble(*parts)
+
+
+def fulfillment_lines(row: FulfillmentRow) -> list[tuple[str, str]]:
+    """Every number of a fulfilment row, labelled."""
+    return [
+        ("Status", row.status),
+        ("Scope", f"{row.scope} {row.key}"),
+        ("Open orders", fmt_int(row.open_orders)),
+        ("Oldest open", fmt_minutes(row.oldest_open_minutes)),
+        ("Late (past promised-by)", fmt_int(row.late)),
+        ("At risk (due soon, not packed)", fmt_int(row.at_risk)),
+        ("On-time rate, 24 h", fmt_rate(row.on_time_rate, 1)),
+        ("Completed, 24 h", fmt_int(row.completed_24h)),
+        ("Pick time p50/p90", fmt_pick(row.pick_p50_minutes, row.pick_p90_minutes)),
+        ("BOPIS ready within promise", fmt_rate(row.bopis_ready_rate, 1)),
+        ("Carrier delay vs estimate", fmt_hours_signed(row.carrier_delay_hours)),
+        ("Exceptions", fmt_int(row.exceptions)),
+    ]
+
+
+def stock_reason(row: StockoutRow) -> str:
+    """Why a SKU × location has its status, in words."""
+    if row.status == "OUT":
+        return "nothing available to sell"
+    if row.status == "OVERSELL":
+        return (
+            f"{row.oversell_channel or 'a channel'} advertises {fmt_int(row.advertised_max)}"
+            f" but only {fmt_int(row.available)} available"
+        )
+    if row.status == "NO SALES":
+        return "no sales in the velocity window"
+    if row.status == "AT RISK":
+        reasons = []
+        if row.days_of_cover is not None and row.days_of_cover < row.lead_time_days:
+            reasons.append(
+                f"cover {fmt_days(row.days_of_cover)} < lead time {fmt_num(row.lead_time_days)}d"
+            )
+        if row.available < row.reorder_point:
+            reasons.append(f"available {row.available:,} < reorder point {row.reorder_point:,}")
+        return "; ".join(reasons) or "at risk"
+    return "cover above lead time and stock above reorder point"
+
+
+def stock_lines(row: StockoutRow, as_of: datetime, tz: tzinfo) -> list[tuple[str, str]]:
+    """Every number of a stockout row in six labelled lines, times in the operator's zone."""
+    inbound = "none open"
+    if row.inbound_qty > 0:
+        inbound = f"{row.inbound_qty:,} due {fmt_when(row.inbound_eta, tz, as_of)}"
+    return [
+        ("Status", f"{row.status}: {stock_reason(row)}"),
+        ("Category", row.category),
+        (
+            "Stock",
+            f"on hand {row.on_hand:,} − reserved {row.reserved:,} − buffer "
+            f"{row.safety_buffer:,} = available {row.available:,}",
+        ),
+        (
+            "Sales",
+            f"{fmt_num(row.velocity_per_day)} units/day · cover "
+            f"{fmt_days(row.days_of_cover, 'no sales')} · stockout "
+            f"{fmt_when(row.projected_stockout, tz, as_of)}",
+        ),
+        (
+            "Replenish",
+            f"lead time {fmt_num(row.lead_time_days)} d · reorder point {row.reorder_point:,}"
+            f" · inbound {inbound}",
+        ),
+        (
+            "Channels",
+            f"largest advertised {fmt_int(row.advertised_max)} · oversell "
+            f"{row.oversell_channel or DASH}",
+        ),
+    ]
+
+
+def returns_lines(row: ReturnSpikeRow) -> list[tuple[str, str]]:
+    """Rate against baseline, labelled."""
+    verdict = "SPIKE" if row.spike else "no spike"
+    return [
+        ("Verdict", verdict),
+        ("SKU / category", f"{row.sku} / {row.category}"),
+        (
+            "Return rate (window)",
+            f"{fmt_rate(row.rate, 1)}  ({row.returned:,} of {row.sold:,} sold)",
+        ),
+        (
+            "Baseline rate",
+            f"{fmt_rate(row.baseline_rate, 1)}  "
+            f"({row.baseline_returned:,} of {row.baseline_sold:,})",
+        ),
+        ("z (two-proportion)", fmt_num(row.z_score, 2)),
+    ]
+
+
+def reason_bars(reasons: tuple[tuple[str, int], ...], width: int = 30) -> Content:
+    """Top return reasons as labelled bars of full blocks."""
+    if not reasons:
+        return Content("No return reasons recorded.")
+    top = max(count for _, count in reasons) or 1
+    label_width = max(len(reason) for reason, _ in reasons)
+    parts: list[str | tuple[str, str]] = [("Top return reasons", "bold")]
+    for reason, count in reasons:
+        bar = "█" * max(1, round(count / top * width))
+        parts.append("\n")
+        parts.append(reason.ljust(label_width) + "  ")
+        parts.append((bar, "$accent"))
+        parts.append(f" {count:,}")
+    return Content.assemble(*parts)
+
+
+def detail_title(row: DetailRow) -> str:
+    """The heading of a row's detail screen."""
+    if isinstance(row, FulfillmentRow):
+        return f"Fulfillment · {row.scope} {row.key}"
+    if isinstance(row, StockoutRow):
+        return f"Stock · {row.sku} @ {row.location_id}"
+    return f"Returns · {row.sku}"
+
+
+class DetailScreen(Screen[None]):
+    """Everything one panel row says, with a chart for stock; Escape goes back."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="back"),
+    ]
+
+    def __init__(self, *, row: DetailRow, as_of: datetime, tz: tzinfo) -> None:
+        """Show ``row`` from the snapshot computed at ``as_of``, times in ``tz``."""
+        super().__init__()
+        self.row = row
+        self.as_of = as_of
+        self.tz = tz
+
+    def compose(self) -> ComposeResult:
+        """Title, the row's numbers, and its chart or reasons."""
+        row = self.row
+        stamp = to_local(self.as_of, self.tz).strftime("%H:%M:%S")
+        yield Static(
+            Content.assemble((detail_title(row), "bold"), (f"  as of {stamp}", "$text-muted")),
+            id="detail-title",
+        )
+        with VerticalScroll(id="detail-body"):
+            if isinstance(row, FulfillmentRow):
+                yield Static(_kv(fulfillment_lines(row)), classes="detail-numbers")
+            elif isinstance(row, StockoutRow):
+                yield Static(_kv(stock_lines(row, self.as_of, self.tz)), classes="detail-numbers")
+                yield StockChart(row, self.as_of, self.tz, id="stock-chart")
+            else:
+                yield Static(_kv(returns_lines(row)), classes="detail-numbers")
+                yield Static(reason_bars(row.top_reasons), id="reasons")
+        yield Footer()
+
+    def action_back(self) -> None:
+        """Return to the console."""
+        self.dismiss()
+
+
+# -- export prompt -----------------------------------------------------------------------
+
+
+class ExportScreen(ModalScreen[str | None]):
+    """Ask for the file to export a panel to; the extension picks the format."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="cancel-export"),
+    ]
+
+    def __init__(self, *, panel_name: str, suggested: str) -> None:
+        """Prompt for an export of ``panel_name``, pre-filled with ``suggested``."""
+        super().__init__()
+        self.panel_name = panel_name
+        self.suggested = suggested
+
+    def compose(self) -> ComposeResult:
+        """A small dialog: what, where, and how to answer."""
+        with Vertical(id="export-dialog"):
+            yield Static(
+                Content.assemble(("Export ", "bold"), (self.panel_name, "bold"), " to file"),
+                id="export-title",
+            )
+            yield Input(value=self.suggested, id="export-path", compact=True)
+            yield Static("Ends in .csv or .json.  Enter exports · Escape cancels", id="export-hint")
+
+    def on_mount(self) -> None:
+        """Put the cursor in the file name (steady, not blinking)."""
+        field = self.query_one(Input)
+        field.cursor_blink = False
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Answer with the file name typed (None when empty)."""
+        event.stop()
+        value = event.value.strip()
+        self.dismiss(value or None)
+
+    def action_cancel(self) -> None:
+        """Answer "no export"."""
+        self.dismiss(None)
+
+
+def export_format(path_text: str) -> str | None:
+    """``csv`` or ``json`` from a file name's extension, None for anything else."""
+    lowered = path_text.lower()
+    for fmt in ("csv", "json"):
+        if lowered.endswith("." + fmt):
+            return fmt
+    return None
+
+
+def default_export_name(panel_name: str, as_of: datetime | None, tz: tzinfo) -> str:
+    """``stockout-20251124-0830.csv`` (the snapshot's local time, not the wall clock)."""
+    if as_of is None:
+        return f"{panel_name}.csv"
+    return f"{panel_name}-{to_local(as_of, tz).strftime('%Y%m%d-%H%M')}.csv"

@@ -1,0 +1,209 @@
+"""The one-line bars around the panels: top bar (clock, data age), feeds, headline, status.
+
+Each bar is a ``Static`` whose text is rebuilt from plain values by a pure ``*_content``
+function (tested without an app) and only re-sent when it changed, so an idle console
+writes next to nothing to the terminal.  Colours are theme variables (``$text-error`` …)
+inside :class:`~textual.content.Content`; every state is also a word or a glyph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.widgets import Input, Sparkline, Static
+
+from console.widgets.formatting import (
+    fmt_clock,
+    fmt_header_clock,
+    fmt_minutes,
+    fmt_money,
+    fmt_num,
+    fmt_trend,
+    pct_change,
+)
+from store.snapshots import FeedFreshness, Headline, Snapshots
+
+OK_GLYPH = "●"
+STALE_GLYPH = "▲"
+SALES_ALERT_PCT = -20.0
+"""Net sales this far below the rolling average are flagged LOW (the classic alert)."""
+
+Part = str | Content | tuple[str, str]
+
+
+class TextBar(Static):
+    """A Static that only repaints when its content actually changes."""
+
+    def set_content(self, content: Content) -> None:
+        """Show ``content`` unless it is what is already shown."""
+        if getattr(self, "_shown", None) == content.markup:
+            return
+        self._shown = content.markup
+        self.update(content)
+
+
+def is_stale(data_age: float | None, refresh_interval: float) -> bool:
+    """Whether data ``data_age`` wall seconds old is older than two refresh intervals."""
+    return data_age is not None and data_age > 2 * refresh_interval
+
+
+def top_bar_content(
+    *,
+    title: str,
+    now: datetime,
+    tz: tzinfo,
+    snapshots: Snapshots | None,
+    data_age: float | None,
+    refresh_interval: float,
+) -> Content:
+    """``omniops │ Mon 24 Nov 08:30 CST │ data 08:29:55 (120 ms) │ STALE no refresh for 3 min``.
+
+    ``now`` and the data time are on the injected clock (simulated in the demo);
+    ``data_age`` is in wall seconds, like ``refresh_interval``, so a replay running
+    60 times faster than the wall is not "stale" just because its clock runs fast.
+    """
+    parts: list[Part] = [(title, "bold"), " │ ", fmt_header_clock(now, tz), " │ "]
+    if snapshots is None:
+        parts.append(("waiting for the first refresh…", "italic"))
+    else:
+        parts.append(f"data {fmt_clock(snapshots.as_of, tz, seconds=True)}")
+        parts.append((f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"))
+        if data_age is not None and is_stale(data_age, refresh_interval):
+            parts.append(" │ ")
+            parts.append(("STALE", "$text-error bold reverse"))
+            parts.append((f" no refresh for {fmt_minutes(data_age / 60)}", "$text-error"))
+    return Content.assemble(*parts)
+
+
+def feed_content(feeds: Sequence[FeedFreshness], tz: tzinfo, *, wide: bool = False) -> Content:
+    """``● web ● pos ▲ marketplace STALE last 13:52`` (``Feeds`` and last times when wide)."""
+    # Narrow terminals drop the label and the double spacing: the glyphs say "feed".
+    gap = "  " if wide else " "
+    parts: list[Part] = [("Feeds", "bold")] if wide else []
+    if not feeds:
+        parts.append(("  none reported yet" if wide else "Feeds: none reported yet", "italic"))
+    for index, feed in enumerate(feeds):
+        if wide or index:
+            parts.append(gap)
+        if feed.stale:
+            if feed.last_event_at is None:
+                since = " never delivered"
+            else:
+                since = f" last {fmt_clock(feed.last_event_at, tz)}"
+            parts.append((f"{STALE_GLYPH} {feed.feed} STALE", "$text-error bold"))
+            parts.append((since, "$text-error"))
+        else:
+            parts.append((OK_GLYPH, "$text-success"))
+            parts.append(f" {feed.feed}")
+            if wide and feed.last_event_at is not None:
+                parts.append((f" {fmt_clock(feed.last_event_at, tz)}", "$text-muted"))
+        if feed.quarantined:
+            parts.append((f" {feed.quarantined:,} quarantined", "$text-warning"))
+    return Content.assemble(*parts)
+
+
+def sales_content(headline: Headline | None, *, wide: bool = True) -> Content:
+    """``Net sales 12,346 ▼ 23% LOW vs 16,012 · Orders/h 42.0 ▲ 5%`` (no "vs" when narrow)."""
+    if headline is None:
+        return Content("Net sales — · Orders/h —")
+    parts: list[Part] = [("Net sales ", "bold"), fmt_money(headline.net_sales), " "]
+    change = pct_change(headline.net_sales, headline.net_sales_rolling)
+    trend = fmt_trend(headline.net_sales, headline.net_sales_rolling)
+    if change is not None and change <= SALES_ALERT_PCT:
+        parts.append((f"{trend} LOW", "$text-error bold"))
+    else:
+        parts.append(trend)
+    if wide and headline.net_sales_rolling is not None:
+        parts.append((f" vs {fmt_money(headline.net_sales_rolling)}", "$text-muted"))
+    parts.append(" · ")
+    parts.append(("Orders/h ", "bold"))
+    parts.append(f"{fmt_num(headline.orders_per_hour)} ")
+    parts.append(fmt_trend(headline.orders_per_hour, headline.orders_per_hour_rolling))
+    return Content.assemble(*parts)
+
+
+def aov_content(headline: Headline | None) -> Content:
+    """``AOV web 54.20 ▼ 3% · pos 31.10 ▲ 1%``."""
+    parts: list[Part] = [("AOV", "bold")]
+    if headline is None or not headline.channels:
+        parts.append(" —")
+        return Content.assemble(*parts)
+    for index, channel in enumerate(headline.channels):
+        parts.append(" " if index == 0 else " · ")
+        parts.append(f"{channel.channel} {fmt_money(channel.aov)} ")
+        change = pct_change(channel.aov, channel.aov_rolling)
+        trend = fmt_trend(channel.aov, channel.aov_rolling)
+        parts.append((trend, "$text-warning" if change is not None and change <= -10 else ""))
+    return Content.assemble(*parts)
+
+
+class HeadlineStrip(Vertical):
+    """Today's trading: net sales and orders/hour vs rolling, AOV per channel, hourly sparkline."""
+
+    def compose(self) -> ComposeResult:
+        """Sales line with the sparkline at its right, AOV line below."""
+        with Horizontal(id="sales-row"):
+            yield TextBar(id="sales")
+            yield Static("hourly net sales", id="spark-label")
+            yield Sparkline([], id="spark")
+        yield TextBar(id="aov")
+
+    def show(self, headline: Headline | None, *, wide: bool) -> None:
+        """Render ``headline`` (None before the first refresh)."""
+        self.query_one("#sales", TextBar).set_content(sales_content(headline, wide=wide))
+        self.query_one("#aov", TextBar).set_content(aov_content(headline))
+        data = list(headline.hourly_net_sales) if headline is not None else []
+        spark = self.query_one(Sparkline)
+        if list(spark.data or []) != data:
+            spark.data = data
+
+
+class FilterBar(Horizontal):
+    """The filter prompt: a label naming the panel and an Input for label matchers."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "app.close_filter", "Cancel", id="cancel-filter"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        """Label, then the input."""
+        yield Static("Filter", id="filter-label")
+        yield Input(
+            placeholder=(
+                "location=WH-TX, category=~app.*, channel!=pos  (Enter: apply, Esc: cancel)"
+            ),
+            id="filter-input",
+            compact=True,
+        )
+
+    def on_mount(self) -> None:
+        """No blinking cursor: an idle prompt must not keep a slow link busy."""
+        self.query_one(Input).cursor_blink = False
+
+    def open(self, panel_heading: str, text: str) -> None:
+        """Show the bar for a panel, pre-filled with its current filter, and focus it."""
+        self.query_one("#filter-label", Static).update(f"Filter {panel_heading} ›")
+        field = self.query_one(Input)
+        field.value = text
+        field.cursor_position = len(text)
+        # Shown and focused at once (not on the next style pass), so keys typed right
+        # after "f" already land in the input instead of triggering table bindings.
+        self.add_class("-open")
+        self.display = True
+        self.screen.set_focus(field)
+
+    def close(self) -> None:
+        """Hide the bar."""
+        self.remove_class("-open")
+        self.display = False
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the bar is showing."""
+        return self.has_class("-open")

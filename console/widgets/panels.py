@@ -1,0 +1,647 @@
+"""The three panel tables (fulfillment health, stockout risk, return spike).
+
+A panel holds the latest :class:`~store.snapshots.Snapshots` in a reactive and renders it;
+it never fetches anything.  Rendering turns snapshot rows into :class:`RowView` objects
+(cells, sort values and filter labels), filters them with the operator's label matchers,
+caps them, sorts them, and then patches the :class:`~textual.widgets.DataTable` by row key
+inside ``app.batch_update()``: changed cells are updated in place, new rows added, gone rows
+removed, and the order restored, so a refresh never clears and refills the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any, ClassVar, Literal, TypeAlias
+
+from rich.cells import cell_len
+from rich.style import Style
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.color import Color, ColorParseError
+from textual.containers import Vertical
+from textual.content import Content
+from textual.reactive import reactive
+from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
+
+from console.messages import PanelRowSelected
+from console.widgets.bars import TextBar
+from console.widgets.formatting import (
+    DASH,
+    fmt_day,
+    fmt_days,
+    fmt_hours_signed,
+    fmt_int,
+    fmt_minutes,
+    fmt_num,
+    fmt_pick,
+    fmt_rate,
+    fmt_when,
+)
+from rules.matchers import Matcher, format_matchers, matches_all
+from store.snapshots import FulfillmentRow, ReturnSpikeRow, Snapshots, StockoutRow
+
+SortValue: TypeAlias = "str | float | None"
+Justify = Literal["left", "right"]
+SourceRow: TypeAlias = "FulfillmentRow | StockoutRow | ReturnSpikeRow"
+
+# Severity ranks, worst first: the "status" column sorts by these, not alphabetically.
+_FULFILLMENT_RANK = {"LATE": 0, "AT RISK": 1, "OK": 2}
+_STOCK_RANK = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2, "NO SALES": 3, "OK": 4}
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Rich styles for status words, resolved from the running theme's variables.
+
+    DataTable cells are Rich renderables, which cannot refer to ``$error`` and friends
+    the way the stylesheet does, so the colours are looked up from the theme at render
+    time (no colour is hard-coded) and re-resolved when the theme changes.  Every status
+    is also a word, so the table reads the same with ``NO_COLOR`` or 16 colours.
+    """
+
+    bad: Style
+    warn: Style
+    good: Style
+    muted: Style
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, str]) -> Palette:
+        """Build the palette from ``App.theme_variables``."""
+
+        def colour(*names: str, bold: bool = False) -> Style:
+            for name in names:
+                value = variables.get(name)
+                if not value:
+                    continue
+                try:
+                    return Style(color=Color.parse(value).rich_color, bold=bold)
+                except ColorParseError:
+                    continue
+            return Style(bold=bold)
+
+        return cls(
+            bad=colour("text-error", "error", bold=True),
+            warn=colour("text-warning", "warning", bold=True),
+            good=colour("text-success", "success"),
+            muted=Style(dim=True),
+        )
+
+
+PLAIN = Palette(bad=Style(bold=True), warn=Style(bold=True), good=Style(), muted=Style(dim=True))
+"""The palette before a theme is known (tests of pure helpers, or an unmounted panel)."""
+
+
+class Cell(Text):
+    """A table cell that knows the key of its row, so the table can be reordered by key."""
+
+    def __init__(
+        self, text: str, *, row_key: str, style: Style | str = "", justify: Justify = "left"
+    ) -> None:
+        super().__init__(text, style=style, justify=justify, no_wrap=True, end="")
+        self.row_key = row_key
+
+    def signature(self) -> tuple[str, str, tuple[Any, ...]]:
+        """What the cell looks like: text, base style and spans (for change detection)."""
+        return (self.plain, str(self.style), tuple(self.spans))
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One table column: its key, header, and how it sorts."""
+
+    key: str
+    label: str
+    justify: Justify = "left"
+    compact: bool = False
+    """Shown in the compact (overview) version of the panel too."""
+    descending: bool = False
+    """The natural sort direction when the operator sorts by it (largest first)."""
+
+
+@dataclass(frozen=True)
+class RowView:
+    """A snapshot row ready for the table: cells, sort values and filter labels."""
+
+    key: str
+    cells: Mapping[str, tuple[str, Style | str]]
+    sort_values: Mapping[str, SortValue]
+    labels: Mapping[str, str]
+    source: SourceRow
+
+
+def sort_views(views: Sequence[RowView], column: str | None, descending: bool) -> list[RowView]:
+    """Order rows by one column, rows without a value last; no column keeps the snapshot order."""
+    if column is None:
+        return list(views)
+    present = [v for v in views if v.sort_values.get(column) is not None]
+    missing = [v for v in views if v.sort_values.get(column) is None]
+
+    def key(view: RowView) -> tuple[int, float, str]:
+        value = view.sort_values[column]
+        if isinstance(value, str):
+            return (1, 0.0, value.lower())
+        return (0, float(value or 0.0), "")
+
+    return sorted(present, key=key, reverse=descending) + missing
+
+
+class PanelTable(DataTable[Cell]):
+    """The DataTable inside a panel: row cursor, and Enter labelled as "Detail" in the footer."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Detail", id="detail"),
+    ]
+
+
+class Panel(Vertical):
+    """Base class of the three panels: a title line and a table rendered from snapshots."""
+
+    kind: ClassVar[str] = ""
+    """The panel name used by export and filters: fulfillment, stockout or returns."""
+    heading: ClassVar[str] = ""
+    columns: ClassVar[tuple[ColumnSpec, ...]] = ()
+    label_names: ClassVar[tuple[str, ...]] = ()
+    """The labels a filter may test on this panel's rows."""
+
+    snapshots: reactive[Snapshots | None] = reactive(
+        None, always_update=True, init=False, repaint=False
+    )
+    """The snapshots being shown; set by the app after every refresh."""
+    matchers: reactive[tuple[Matcher, ...]] = reactive((), init=False, repaint=False)
+    """The operator's row filter for this panel (all must match)."""
+    sort_column: reactive[str | None] = reactive(None, init=False, repaint=False)
+    """Column key the rows are sorted by, or None for the snapshot's own risk order."""
+    sort_descending: reactive[bool] = reactive(False, init=False, repaint=False)
+    """Direction of the sort by ``sort_column``."""
+    compact: reactive[bool] = reactive(False, init=False, toggle_class="-compact")
+    """Show only the key columns (the overview at narrow sizes)."""
+
+    def __init__(
+        self,
+        *,
+        tz: tzinfo,
+        compact: bool = False,
+        max_rows: int | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        """Create a panel showing times in ``tz``, at most ``max_rows`` rows (default 100).
+
+        A compact panel shows only the key columns.
+        """
+        super().__init__(id=id, classes=classes)
+        self.tz = tz
+        self.max_rows = max_rows if max_rows is not None else 100
+        self.palette = PLAIN
+        self._views: dict[str, RowView] = {}
+        self._total_rows = 0
+        self.set_reactive(Panel.compact, compact)
+        self.set_class(compact, "-compact")
+
+    @property
+    def visible_columns(self) -> tuple[ColumnSpec, ...]:
+        """The columns this panel shows (all, or the compact subset)."""
+        if self.compact:
+            return tuple(c for c in self.columns if c.compact)
+        return self.columns
+
+    @property
+    def table(self) -> PanelTable:
+        """The panel's table."""
+        return self.query_one(PanelTable)
+
+    def compose(self) -> ComposeResult:
+        """A title line above the table."""
+        yield TextBar(self.heading, classes="panel-title", markup=False)
+        yield PanelTable(cursor_type="row", fixed_columns=1, zebra_stripes=False)
+
+    def on_mount(self) -> None:
+        """Create the columns and follow theme changes."""
+        self._add_columns()
+        self.palette = Palette.from_variables(self.app.theme_variables)
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
+        self._render_title()
+
+    def _add_columns(self) -> None:
+        table = self.table
+        for spec in self.visible_columns:
+            table.add_column(Text(spec.label, justify=spec.justify), key=spec.key)
+
+    def watch_compact(self) -> None:
+        """Switching between compact and full changes the columns: rebuild the table once."""
+        if not self.is_mounted:
+            return
+        with self.app.batch_update():
+            self.table.clear(columns=True)
+            self._add_columns()
+            if self.sort_column not in {c.key for c in self.visible_columns}:
+                self.set_reactive(Panel.sort_column, None)
+            self._sync()
+
+    def _theme_changed(self, _theme: object) -> None:
+        self.palette = Palette.from_variables(self.app.theme_variables)
+        self._sync()
+
+    def watch_snapshots(self) -> None:
+        """New data: patch the table."""
+        self._sync()
+
+    def watch_matchers(self) -> None:
+        """New filter: patch the table."""
+        self._sync()
+
+    def watch_sort_column(self) -> None:
+        """New sort column: reorder."""
+        self._sync()
+
+    def watch_sort_descending(self) -> None:
+        """New sort direction: reorder."""
+        self._sync()
+
+    # -- what subclasses provide -------------------------------------------------------
+
+    def build_rows(self, snapshots: Snapshots) -> list[RowView]:
+        """Turn the snapshot's rows into row views, in the snapshot's order."""
+        raise NotImplementedError
+
+    def summary(self, snapshots: Snapshots) -> Content:
+        """The panel's totals for its title line."""
+        raise NotImplementedError
+
+    # -- operator actions ----------------------------------------------------------------
+
+    def cycle_sort(self) -> str:
+        """Sort by the next column (then back to risk order); returns a description."""
+        keys = [c.key for c in self.visible_columns]
+        if self.sort_column is None:
+            nxt: str | None = keys[0]
+        else:
+            index = keys.index(self.sort_column) if self.sort_column in keys else -1
+            nxt = keys[index + 1] if index + 1 < len(keys) else None
+        self.sort_by(nxt)
+        return self.sort_description()
+
+    def sort_by(self, column: str | None, descending: bool | None = None) -> None:
+        """Sort by ``column`` in its natural direction (or the one given)."""
+        if column is None:
+            natural = False
+        else:
+            spec = next(c for c in self.columns if c.key == column)
+            natural = spec.descending
+        # Set both without their watchers, then render once.
+        self.set_reactive(Panel.sort_descending, natural if descending is None else descending)
+        self.set_reactive(Panel.sort_column, column)
+        self._sync()
+
+    def reverse_sort(self) -> str:
+        """Flip the direction of the current sort; returns a description."""
+        if self.sort_column is not None:
+            self.sort_descending = not self.sort_descending
+        return self.sort_description()
+
+    def sort_description(self) -> str:
+        """``sorted by Late ▼`` or ``risk order``."""
+        if self.sort_column is None:
+            return "risk order"
+        label = next(c.label for c in self.columns if c.key == self.sort_column)
+        return f"sorted by {label} {'▼' if self.sort_descending else '▲'}"
+
+    def cursor_view(self) -> RowView | None:
+        """The row under the table cursor, if any."""
+        table = self.table
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return self._views.get(str(key.value))
+
+    def views(self) -> list[RowView]:
+        """The rows currently shown, in table order."""
+        return [self._views[str(row.key.value)] for row in self.table.ordered_rows]
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter (or a click) on a row asks the app for its detail screen."""
+        event.stop()
+        view = self._views.get(str(event.row_key.value))
+        if view is not None and self.snapshots is not None:
+            self.post_message(PanelRowSelected(self.kind, view.source, self.snapshots.as_of))
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        """A click (or Enter) on a header sorts by that column; again flips the direction."""
+        event.stop()
+        column = str(event.column_key.value)
+        if column == self.sort_column:
+            self.sort_descending = not self.sort_descending
+        else:
+            self.sort_by(column)
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Patch the table to show the current snapshot, filter and sort."""
+        if not self.is_mounted:
+            return
+        snapshots = self.snapshots
+        views = self.build_rows(snapshots) if snapshots is not None else []
+        self._total_rows = len(views)
+        if self.matchers:
+            views = [v for v in views if matches_all(self.matchers, v.labels)]
+        views = views[: self.max_rows]
+        views = sort_views(views, self.sort_column, self.sort_descending)
+        self._views = {v.key: v for v in views}
+        self._patch_table(views)
+        self._render_title()
+
+    def _make_cells(self, view: RowView) -> list[Cell]:
+        cells: list[Cell] = []
+        for spec in self.visible_columns:
+            text, style = view.cells[spec.key]
+            cells.append(Cell(text, row_key=view.key, style=style, justify=spec.justify))
+        return cells
+
+    def _patch_table(self, views: list[RowView]) -> None:
+        table = self.table
+        cursor = self.cursor_view()
+        cursor_key = cursor.key if cursor is not None else None
+        wanted = [v.key for v in views]
+        present = {str(k.value) for k in table.rows}
+        column_keys = [c.key for c in self.visible_columns]
+        with self.app.batch_update():
+            self._fit_columns(views)
+            for gone in present - set(wanted):
+                table.remove_row(gone)
+            for view in views:
+                cells = self._make_cells(view)
+                if view.key in present:
+                    for column, cell in zip(column_keys, cells, strict=True):
+                        old = table.get_cell(view.key, column)
+                        if old.signature() != cell.signature():
+                            table.update_cell(view.key, column, cell, update_width=True)
+                else:
+                    table.add_row(*cells, key=view.key)
+            order = [str(row.key.value) for row in table.ordered_rows]
+            if order != wanted:
+                rank = {key: index for index, key in enumerate(wanted)}
+                table.sort(column_keys[0], key=lambda cell: rank[cell.row_key])
+            if cursor_key is not None and cursor_key in self._views:
+                new_index = wanted.index(cursor_key)
+                if new_index != table.cursor_row:
+                    table.move_cursor(row=new_index, scroll=False)
+
+    def _fit_columns(self, views: list[RowView]) -> None:
+        """Size the columns for these rows now, before they are drawn.
+
+        DataTable's automatic widths are measured on its next idle, and a frame painted
+        before that is cached with the old widths (the caches are keyed by the table's
+        update count, not by width), which can leave a row drawn misaligned.  Fixed
+        widths set in the same batch as the cell changes avoid that.  Columns only grow,
+        so a refresh never makes them jump back and forth.
+        """
+        table = self.table
+        for spec in self.visible_columns:
+            column = table.columns.get(ColumnKey(spec.key))
+            if column is None:
+                continue
+            width = max([cell_len(spec.label)] + [cell_len(v.cells[spec.key][0]) for v in views])
+            current = column.content_width if column.auto_width else column.width
+            if column.auto_width or width > current:
+                column.auto_width = False
+                column.width = max(width, current)
+
+    def _render_title(self) -> None:
+        """Heading, then what narrows or orders the rows (it must not be cropped), then totals."""
+        title = self.query_one(".panel-title", TextBar)
+        parts: list[str | Content | tuple[str, str]] = [(self.heading, "bold")]
+        shown = len(self._views)
+        if self.matchers:
+            parts.append(("  filter ", "$text-accent bold"))
+            parts.append((format_matchers(self.matchers), "$text-accent"))
+            parts.append((f" ({shown} of {self._total_rows})", "$text-accent"))
+        if self.sort_column is not None:
+            parts.append((f"  {self.sort_description()}", "$text-accent"))
+        if self.snapshots is None:
+            parts.append(("  waiting for the first refresh…", "italic"))
+        else:
+            parts.append("  ")
+            parts.append(self.summary(self.snapshots))
+        if not self.matchers and self._total_rows > shown:
+            parts.append(f"  top {shown} of {self._total_rows}")
+        title.set_content(Content.assemble(*parts))
+
+
+class FulfillmentPanel(Panel):
+    """Fulfilment health per location, channel and carrier."""
+
+    kind = "fulfillment"
+    heading = "Fulfillment"
+    columns = (
+        ColumnSpec("where", "Where", compact=True),
+        ColumnSpec("status", "Status", compact=True),
+        ColumnSpec("open", "Open", "right", compact=True, descending=True),
+        ColumnSpec("late", "Late", "right", compact=True, descending=True),
+        ColumnSpec("at_risk", "Risk", "right", compact=True, descending=True),
+        ColumnSpec("on_time", "OnTime", "right", compact=True),
+        ColumnSpec("oldest", "Oldest", "right", descending=True),
+        ColumnSpec("pick", "Pick50/90", "right", descending=True),
+        ColumnSpec("carrier_delay", "Delay", "right", descending=True),
+        ColumnSpec("exceptions", "Exc", "right", descending=True),
+        ColumnSpec("scope", "Scope"),
+    )
+    label_names = ("scope", "key", "status", "location", "channel", "carrier")
+
+    def build_rows(self, snapshots: Snapshots) -> list[RowView]:
+        """One view per fulfilment row."""
+        p = self.palette
+        styles = {"LATE": p.bad, "AT RISK": p.warn, "OK": p.good}
+        views: list[RowView] = []
+        for row in snapshots.fulfillment.rows:
+            on_time_style: Style | str = ""
+            if row.on_time_rate is not None and row.on_time_rate < 0.9:
+                on_time_style = p.warn
+            cells: dict[str, tuple[str, Style | str]] = {
+                "where": (row.key, "bold"),
+                "scope": (row.scope, p.muted),
+                "status": (row.status, styles.get(row.status, Style())),
+                "open": (fmt_int(row.open_orders), ""),
+                "oldest": (fmt_minutes(row.oldest_open_minutes), ""),
+                "late": (fmt_int(row.late), p.bad if row.late else ""),
+                "at_risk": (fmt_int(row.at_risk), p.warn if row.at_risk else ""),
+                "on_time": (fmt_rate(row.on_time_rate), on_time_style),
+                "pick": (fmt_pick(row.pick_p50_minutes, row.pick_p90_minutes), ""),
+                "carrier_delay": (fmt_hours_signed(row.carrier_delay_hours), ""),
+                "exceptions": (fmt_int(row.exceptions), p.warn if row.exceptions else ""),
+            }
+            sort_values: dict[str, SortValue] = {
+                "where": row.key,
+                "scope": row.scope,
+                "status": float(_FULFILLMENT_RANK.get(row.status, 9)),
+                "open": row.open_orders,
+                "oldest": row.oldest_open_minutes,
+                "late": row.late,
+                "at_risk": row.at_risk,
+                "on_time": row.on_time_rate,
+                "pick": row.pick_p90_minutes,
+                "carrier_delay": row.carrier_delay_hours,
+                "exceptions": row.exceptions,
+            }
+            labels = {"scope": row.scope, "key": row.key, "status": row.status, row.scope: row.key}
+            views.append(RowView(f"{row.scope}:{row.key}", cells, sort_values, labels, row))
+        return views
+
+    def summary(self, snapshots: Snapshots) -> Content:
+        """Open, late and at-risk totals."""
+        f = snapshots.fulfillment
+        return Content.assemble(
+            f"{f.total_open:,} open  ",
+            (f"{f.total_late:,} LATE", "$text-error bold" if f.total_late else ""),
+            "  ",
+            (f"{f.total_at_risk:,} AT RISK", "$text-warning bold" if f.total_at_risk else ""),
+        )
+
+
+class StockoutPanel(Panel):
+    """Stockout risk per SKU × location."""
+
+    kind = "stockout"
+    heading = "Stock"
+    columns = (
+        ColumnSpec("sku", "SKU", compact=True),
+        ColumnSpec("location", "Loc", compact=True),
+        ColumnSpec("status", "Status", compact=True),
+        ColumnSpec("available", "Avail", "right", compact=True),
+        ColumnSpec("velocity", "Vel/d", "right", descending=True),
+        ColumnSpec("cover", "Cover", "right", compact=True),
+        ColumnSpec("stockout", "Stockout", "right"),
+        ColumnSpec("inbound", "Inbound", "right", descending=True),
+        ColumnSpec("oversell", "Oversell"),
+    )
+    label_names = ("sku", "location", "category", "status", "channel")
+
+    def build_rows(self, snapshots: Snapshots) -> list[RowView]:
+        """One view per SKU × location row."""
+        p = self.palette
+        styles = {"OUT": p.bad, "OVERSELL": p.bad, "AT RISK": p.warn, "OK": p.good}
+        now = snapshots.as_of
+        views: list[RowView] = []
+        for row in snapshots.stockout.rows:
+            if row.inbound_qty > 0:
+                inbound = f"{row.inbound_qty:,} {fmt_day(row.inbound_eta, self.tz, now)}"
+            else:
+                inbound = DASH
+            cells: dict[str, tuple[str, Style | str]] = {
+                "sku": (row.sku, "bold"),
+                "location": (row.location_id, ""),
+                "status": (row.status, styles.get(row.status, p.muted)),
+                "available": (fmt_int(row.available), p.bad if row.available <= 0 else ""),
+                "velocity": (fmt_num(row.velocity_per_day), ""),
+                "cover": (
+                    fmt_days(row.days_of_cover, "no sales"),
+                    p.muted if row.days_of_cover is None else "",
+                ),
+                "stockout": (fmt_when(row.projected_stockout, self.tz, now), ""),
+                "inbound": (inbound, ""),
+                "oversell": (row.oversell_channel or DASH, p.bad if row.oversell_channel else ""),
+            }
+            sort_values: dict[str, SortValue] = {
+                "sku": row.sku,
+                "location": row.location_id,
+                "status": float(_STOCK_RANK.get(row.status, 9)),
+                "available": row.available,
+                "velocity": row.velocity_per_day,
+                "cover": row.days_of_cover,
+                "stockout": row.projected_stockout.timestamp() if row.projected_stockout else None,
+                "inbound": row.inbound_qty,
+                "oversell": row.oversell_channel,
+            }
+            labels = {
+                "sku": row.sku,
+                "location": row.location_id,
+                "category": row.category,
+                "status": row.status,
+                "channel": row.oversell_channel or "",
+            }
+            views.append(RowView(f"{row.sku}@{row.location_id}", cells, sort_values, labels, row))
+        return views
+
+    def summary(self, snapshots: Snapshots) -> Content:
+        """Out, at-risk and oversell totals."""
+        s = snapshots.stockout
+        return Content.assemble(
+            (f"{s.total_out:,} OUT", "$text-error bold" if s.total_out else ""),
+            "  ",
+            (f"{s.total_at_risk:,} AT RISK", "$text-warning bold" if s.total_at_risk else ""),
+            "  ",
+            (f"{s.total_oversell:,} OVERSELL", "$text-error bold" if s.total_oversell else ""),
+            f"  of {s.total_pairs:,} SKU×loc",
+        )
+
+
+class ReturnsPanel(Panel):
+    """Return rate per SKU against its own baseline."""
+
+    kind = "returns"
+    heading = "Returns"
+    columns = (
+        ColumnSpec("sku", "SKU", compact=True),
+        ColumnSpec("category", "Category"),
+        ColumnSpec("ret_sold", "Ret/Sold", "right", descending=True),
+        ColumnSpec("rate", "Rate", "right", compact=True, descending=True),
+        ColumnSpec("baseline", "Base", "right", compact=True, descending=True),
+        ColumnSpec("z", "z", "right", compact=True, descending=True),
+        ColumnSpec("spike", "Spike", compact=True, descending=True),
+        ColumnSpec("reason", "Top reason"),
+    )
+    label_names = ("sku", "category", "spike", "reason")
+
+    def build_rows(self, snapshots: Snapshots) -> list[RowView]:
+        """One view per SKU with returns."""
+        p = self.palette
+        views: list[RowView] = []
+        for row in snapshots.returns.rows:
+            if row.top_reasons:
+                reason, count = row.top_reasons[0]
+                top_reason = f"{reason} ({count})"
+            else:
+                reason, top_reason = "", DASH
+            cells: dict[str, tuple[str, Style | str]] = {
+                "sku": (row.sku, "bold"),
+                "category": (row.category, ""),
+                "ret_sold": (f"{row.returned:,}/{row.sold:,}", ""),
+                "rate": (fmt_rate(row.rate, 1), p.bad if row.spike else ""),
+                "baseline": (fmt_rate(row.baseline_rate, 1), ""),
+                "z": (fmt_num(row.z_score), ""),
+                "spike": ("SPIKE", p.bad) if row.spike else ("no", p.muted),
+                "reason": (top_reason, ""),
+            }
+            sort_values: dict[str, SortValue] = {
+                "sku": row.sku,
+                "category": row.category,
+                "ret_sold": row.returned,
+                "rate": row.rate,
+                "baseline": row.baseline_rate,
+                "z": row.z_score,
+                "spike": 1.0 if row.spike else 0.0,
+                "reason": reason or None,
+            }
+            labels = {
+                "sku": row.sku,
+                "category": row.category,
+                "spike": "yes" if row.spike else "no",
+                "reason": reason,
+            }
+            views.append(RowView(row.sku, cells, sort_values, labels, row))
+        return views
+
+    def summary(self, snapshots: Snapshots) -> Content:
+        """Spike count."""
+        r = snapshots.returns
+        return Content.assemble(
+            (f"{r.spikes:,} SPIKE", "$text-error bold" if r.spikes else ""),
+            f"  of {len(r.rows):,} SKUs with returns",
+        )

@@ -1,0 +1,84 @@
+"""The console on a real store: it shows exactly what ``omniops report --json`` reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from console.app import OmniopsApp
+from console.cli import report
+from console.widgets.formatting import fmt_int, fmt_rate
+from feeds.clock import FixedClock
+from store.metrics import compute_snapshots, open_reader
+from store.risk import MetricParams
+from store.snapshots import to_jsonable
+from tests.builders import T0, at, location, order, ret, sku, snapshot, step
+from tests.conftest import write
+from tests.test_console import cell_text, row_keys, settle
+
+PARAMS = MetricParams(timezone="America/New_York")
+
+
+async def scenario(db: Path) -> None:
+    events = [
+        sku("A", lead=10),
+        sku("B"),
+        location("S1", buffer=1),
+        location("WH1", kind="warehouse"),
+    ]
+    events += [snapshot("A", "S1", 6, at(-3)), snapshot("B", "WH1", 0, at(-3))]
+    events += [
+        order(f"o{n}", at(-20 + n), [("A", 1)], loc="S1", channel="pos", method="bopis")
+        for n in range(6)
+    ]
+    events += [
+        order("late", at(-3), [("B", 1)], promised=at(-1)),
+        order("soon", at(-1), [("B", 1)], promised=at(1)),
+        order("done", at(-5), [("B", 1)], promised=at(-2)),
+        step("done", "shipped", at(-2.5), carrier="UPS"),
+    ]
+    events += [order("hist", at(-24 * 10), [("A", 100)], loc="S1"), ret("A", 2, at(-24 * 10))]
+    events += [ret("A", 6, at(-2), reason="defective", loc="S1")]
+    await write(db, events)
+
+
+async def test_console_and_report_show_the_same_numbers(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    await scenario(db)
+    clock = FixedClock(T0)
+    reader = open_reader(db)
+    app = OmniopsApp(
+        compute=lambda: compute_snapshots(reader, clock.now(), PARAMS),
+        clock=clock,
+        tz=ZoneInfo("America/New_York"),
+        refresh_interval=60,
+    )
+    reported = json.loads(json.dumps(to_jsonable(report(db, T0, PARAMS))))
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settle(pilot)
+            ful = reported["fulfillment"]["rows"]
+            assert row_keys(app, "fulfillment-panel") == [f"{r['scope']}:{r['key']}" for r in ful]
+            for r in ful:
+                key = f"{r['scope']}:{r['key']}"
+                assert cell_text(app, "fulfillment-panel", key, "status") == r["status"]
+                assert cell_text(app, "fulfillment-panel", key, "open") == fmt_int(r["open_orders"])
+                assert cell_text(app, "fulfillment-panel", key, "late") == fmt_int(r["late"])
+                assert cell_text(app, "fulfillment-panel", key, "on_time") == fmt_rate(
+                    r["on_time_rate"]
+                )
+            stock = reported["stockout"]["rows"]
+            assert {r["status"] for r in stock} == {"OUT", "AT RISK"}
+            assert row_keys(app, "stockout-panel") == [
+                f"{r['sku']}@{r['location_id']}" for r in stock
+            ]
+            for r in stock:
+                key = f"{r['sku']}@{r['location_id']}"
+                assert cell_text(app, "stockout-panel", key, "status") == r["status"]
+                assert cell_text(app, "stockout-panel", key, "available") == fmt_int(r["available"])
+            spikes = reported["returns"]["rows"]
+            assert [r["sku"] for r in spikes] == row_keys(app, "returns-panel") == ["A"]
+            assert spikes[0]["spike"] and cell_text(app, "returns-panel", "A", "spike") == "SPIKE"
+    finally:
+        reader.close()

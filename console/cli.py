@@ -185,6 +185,8 @@ def run_console(
         export=export,
         title=title,
     )
+    if settings.keys:
+        app.set_keymap(settings.keys)
     try:
         app.run()
     finally:

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     """Seconds between panel refreshes in the console (``r`` refreshes at once)."""
     display_timezone: str | None = None
     """Time zone times are shown in; default: the operator's own (the machine's) zone."""
+    keys: dict[str, str] = {}
+    """Key remapping by binding id, e.g. ``{refresh = "f5", quit = "ctrl+q"}``."""
     metrics: MetricParams = MetricParams()
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
 

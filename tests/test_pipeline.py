@@ -174,3 +174,24 @@ def test_cli_ingest_twice_on_the_fixture_day_applies_nothing_new(tmp_path: Path)
     assert report2.pop("counts") == {**data.pop("counts"), "duplicates": applied}
     assert report2 == data
     assert {"headline", "fulfillment", "stockout", "returns", "as_of"} <= set(data)
+
+
+def test_same_seed_regenerates_the_committed_fixture_day(tmp_path: Path) -> None:
+    out = tmp_path / "day"
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "fixtures" / "generate.py"),
+            "--seed",
+            "7",
+            "--out",
+            str(out),
+            "--no-check",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    committed = sorted(p.name for p in FIXTURES.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == committed
+    for name in committed:
+        assert (out / name).read_bytes() == (FIXTURES / name).read_bytes(), name

@@ -25,8 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from store.metrics import compute_snapshots, open_reader
-from store.risk import MetricParams
-from store.risk import rebuild_risk_flags
+from store.risk import MetricParams, rebuild_risk_flags
 from store.schema import MIGRATIONS, migrate
 
 END = datetime(2026, 11, 18, 17, 0, tzinfo=UTC)  # noon in New York on the last day

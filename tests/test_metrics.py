@@ -184,16 +184,24 @@ def test_reorder_point_and_oversell() -> None:
 
 
 async def test_stockout_from_store_uses_window_buffer_and_sorts(db_path: Path) -> None:
-    await write(db_path, [
-        sku("A", lead=12), sku("B", lead=3), sku("C", lead=60), location("S1", buffer=2),
-        snapshot("A", "S1", 12, at(-1)), snapshot("B", "S1", 100, at(-1)),
-        snapshot("C", "S1", 100, at(-1)),
-        # 7 units of A inside the 7-day window, 50 outside it
-        order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
-        order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
-        order("o2", at(-24 * 2), [("B", 14), ("C", 14)], loc="S1", channel="pos",
-              method="bopis"),
-    ])
+    await write(
+        db_path,
+        [
+            sku("A", lead=12),
+            sku("B", lead=3),
+            sku("C", lead=60),
+            location("S1", buffer=2),
+            snapshot("A", "S1", 12, at(-1)),
+            snapshot("B", "S1", 100, at(-1)),
+            snapshot("C", "S1", 100, at(-1)),
+            # 7 units of A inside the 7-day window, 50 outside it
+            order("o1", at(-24 * 3), [("A", 7)], loc="S1", channel="pos", method="bopis"),
+            order("o0", at(-24 * 9), [("A", 50)], loc="S1", channel="pos", method="bopis"),
+            order(
+                "o2", at(-24 * 2), [("B", 14), ("C", 14)], loc="S1", channel="pos", method="bopis"
+            ),
+        ],
+    )
     s = snap(db_path, T0)
     a = next(r for r in s.stockout.rows if r.sku == "A")
     assert a.available == 10  # 12 on hand − 2 buffer
@@ -208,8 +216,14 @@ async def test_stockout_from_store_uses_window_buffer_and_sorts(db_path: Path) -
 
 
 async def test_risk_flags_follow_writes_and_past_moments(db_path: Path) -> None:
-    await write(db_path, [sku("A", lead=5), snapshot("A", "S1", 4, at(-1)),
-                          order("o", at(-2), [("A", 7)], loc="S1")])
+    await write(
+        db_path,
+        [
+            sku("A", lead=5),
+            snapshot("A", "S1", 4, at(-1)),
+            order("o", at(-2), [("A", 7)], loc="S1"),
+        ],
+    )
     assert [r.status for r in snap(db_path, T0).stockout.rows] == ["AT RISK"]  # 4 days < 5
     await write(db_path, [adjust("A", "S1", 100, at(0.5))])  # a receipt: healthy again
     assert snap(db_path, at(1)).stockout.rows == ()

@@ -42,6 +42,7 @@ from textual.worker import Worker, WorkerState
 
 from console.messages import PanelRowSelected, SnapshotsComputed
 from console.screens import (
+    DetailFetch,
     DetailRow,
     DetailScreen,
     ExportScreen,
@@ -106,6 +107,7 @@ class OmniopsApp(App[None]):
         tz: tzinfo,
         refresh_interval: float = 60.0,
         export: ExportFn | None = None,
+        detail: DetailFetch | None = None,
         title: str = "omniops",
     ) -> None:
         """Create the console.
@@ -119,6 +121,8 @@ class OmniopsApp(App[None]):
                 data older than twice this is flagged STALE.
             export: ``export(panel_name, fmt, path) -> Path`` writing a panel's current
                 data; None disables export (the console says so and writes nothing).
+            detail: fetches a row's history or late orders for its detail screen, in a
+                worker thread; None shows the snapshot row alone.
             title: Shown at the left of the top bar.
         """
         super().__init__()
@@ -129,6 +133,7 @@ class OmniopsApp(App[None]):
         self.tz = tz
         self.refresh_interval = refresh_interval
         self._export = export
+        self._detail = detail
         self.title = title
         self._refresh_running = False
         self._refresh_pending = False
@@ -479,10 +484,14 @@ class OmniopsApp(App[None]):
 
     def on_panel_row_selected(self, message: PanelRowSelected) -> None:
         """Enter on a row: show its detail."""
-        self.push_screen(DetailScreen(row=message.row, as_of=message.as_of, tz=self.tz))
+        self.push_screen(
+            DetailScreen(row=message.row, as_of=message.as_of, tz=self.tz, fetch=self._detail)
+        )
 
     def _open_detail(self, row: DetailRow, snapshots: Snapshots) -> None:
-        self.push_screen(DetailScreen(row=row, as_of=snapshots.as_of, tz=self.tz))
+        self.push_screen(
+            DetailScreen(row=row, as_of=snapshots.as_of, tz=self.tz, fetch=self._detail)
+        )
 
     def action_export(self) -> None:
         """Ask for a file name and export the current panel through the injected exporter."""

@@ -14,12 +14,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feeds.clock import Clock, ReplayClock, SystemClock
 from feeds.model import event_json_schema
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 from store.snapshots import Snapshots, to_jsonable
+
+if TYPE_CHECKING:
+    from console.app import OmniopsApp
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -150,20 +154,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_console(
+def build_console(
     db: Path,
     clock: Clock,
     params: MetricParams,
     refresh: float,
     title: str = "omniops",
     tz: tzinfo | None = None,
-) -> None:
-    """Start the Textual console on store ``db`` (which must exist)."""
+) -> tuple[OmniopsApp, Callable[[], None]]:
+    """The console app wired to store ``db``, and the function that closes its readers."""
     from console.app import OmniopsApp
     from console.settings import Settings
+    from store.details import late_orders, stock_history
     from store.export import export_panel
+    from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
 
     reader = open_reader(db)
+    detail_reader = open_reader(db)  # detail fetches may overlap a refresh: own connection
     settings = Settings()
     last: list[Snapshots] = []
 
@@ -171,6 +178,14 @@ def run_console(
         snaps = compute_snapshots(reader, clock.now(), params)
         last[:] = [snaps]
         return snaps
+
+    def detail(row: object) -> StockHistory | LateOrders | None:
+        now = last[0].as_of if last else clock.now()
+        if isinstance(row, StockoutRow):
+            return stock_history(detail_reader, row.sku, row.location_id, now, params.timezone)
+        if isinstance(row, FulfillmentRow) and row.scope == "location":
+            return late_orders(detail_reader, row.key, now)
+        return None
 
     def export(panel: str, fmt: str, path: Path) -> Path:
         if not last:
@@ -183,14 +198,33 @@ def run_console(
         tz=tz or settings.display_tz(),
         refresh_interval=refresh,
         export=export,
+        detail=detail,
         title=title,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
+
+    def close() -> None:
+        reader.close()
+        detail_reader.close()
+
+    return app, close
+
+
+def run_console(
+    db: Path,
+    clock: Clock,
+    params: MetricParams,
+    refresh: float,
+    title: str = "omniops",
+    tz: tzinfo | None = None,
+) -> None:
+    """Start the Textual console on store ``db`` (which must exist)."""
+    app, close = build_console(db, clock, params, refresh, title, tz)
     try:
         app.run()
     finally:
-        reader.close()
+        close()
 
 
 def cmd_console(args: argparse.Namespace) -> int:

@@ -1,24 +1,27 @@
 """Screens pushed over the main console: a row's detail, and the export prompt.
 
-The detail screen renders only what the snapshot row carries (plus a projection computed
-from it); it fetches nothing.  The stock chart is drawn by plotext on a figure of its own,
+The detail screen renders what the snapshot row carries (plus a projection computed from
+it), and what an injected fetcher brings in a worker thread: a SKU × location's last
+days, a location's late orders.  The stock chart is drawn by plotext on a figure of its own,
 never on plotext's global figure, so two charts can never draw into each other.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Input, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from console.widgets.formatting import (
     DASH,
@@ -32,9 +35,18 @@ from console.widgets.formatting import (
     fmt_when,
     to_local,
 )
-from store.snapshots import FulfillmentRow, ReturnSpikeRow, StockoutRow
+from store.snapshots import (
+    FulfillmentRow,
+    LateOrders,
+    ReturnSpikeRow,
+    StockHistory,
+    StockoutRow,
+)
 
 DetailRow = FulfillmentRow | StockoutRow | ReturnSpikeRow
+DetailExtra = StockHistory | LateOrders
+DetailFetch = Callable[[DetailRow], DetailExtra | None]
+"""Fetches what a row's detail shows beyond the snapshot; runs in a worker thread."""
 
 
 # -- stock projection ---------------------------------------------------------------------
@@ -87,7 +99,13 @@ def project_stock(
 
 
 def render_stock_chart(
-    projection: StockProjection, *, reorder_point: int, width: int, height: int, title: str
+    projection: StockProjection,
+    *,
+    reorder_point: int,
+    width: int,
+    height: int,
+    title: str,
+    history: tuple[list[float], list[float], list[float]] | None = None,
 ) -> str:
     """The projection as a colourless plotext line chart, ``width`` × ``height`` cells.
 
@@ -102,8 +120,17 @@ def render_stock_chart(
     stock = figure.signal(list(projection.days), list(projection.available), marker="hd")
     stock.lines()
     figure.draw(stock)
+    start = projection.days[0]
+    if history is not None and history[0]:
+        days, available, sold = history
+        past = figure.signal(days, available, marker="braille")
+        past.lines()
+        figure.draw(past)
+        sales = figure.signal(days, sold, marker="x")
+        figure.draw(sales)
+        start = min(days)
     floor = figure.signal(
-        [projection.days[0], projection.days[-1]], [reorder_point, reorder_point], marker="dot"
+        [start, projection.days[-1]], [reorder_point, reorder_point], marker="dot"
     )
     floor.lines()
     figure.draw(floor)
@@ -122,7 +149,27 @@ class StockChart(Static):
         self.row = row
         self.as_of = as_of
         self.tz = tz
+        self.history: StockHistory | None = None
         self._size_drawn: tuple[int, int] | None = None
+
+    def set_history(self, history: StockHistory) -> None:
+        """Add the last days (available at each day's end, units sold) and redraw."""
+        self.history = history
+        self._size_drawn = None
+        self._draw()
+
+    def history_points(self) -> tuple[list[float], list[float], list[float]] | None:
+        """(days from now, available at day end, units sold that day) of the history."""
+        if self.history is None:
+            return None
+        held = self.row.reserved + self.row.safety_buffer
+        days = [
+            round((start - self.as_of).total_seconds() / 86400 + 1, 3)
+            for start in self.history.day_starts
+        ]
+        days[-1] = 0.0  # today ends now
+        available = [float(v - held) for v in self.history.on_hand_end]
+        return days, available, [float(v) for v in self.history.sold]
 
     def on_resize(self) -> None:
         """Redraw at the new size."""
@@ -139,8 +186,9 @@ class StockChart(Static):
         self._size_drawn = (width, height)
         projection = project_stock(self.row, self.as_of)
         title = (
-            f"Projected available, next {projection.horizon_days} days "
-            f"(line; dots: reorder point {self.row.reorder_point:,})"
+            f"Available: projected {projection.horizon_days} d (line)"
+            + (", last days (fine line), sold per day (x)" if self.history else "")
+            + f"; dots: reorder point {self.row.reorder_point:,}"
         )
         chart = render_stock_chart(
             projection,
@@ -148,6 +196,7 @@ class StockChart(Static):
             width=width,
             height=height,
             title=title,
+            history=self.history_points(),
         )
         self.update(Text(chart, no_wrap=True, overflow="crop", end=""))
 
@@ -256,7 +305,7 @@ def returns_lines(row: ReturnSpikeRow) -> list[tuple[str, str]]:
             f"{fmt_rate(row.baseline_rate, 1)}  "
             f"({row.baseline_returned:,} of {row.baseline_sold:,})",
         ),
-        ("z (two-proportion)", fmt_num(row.z_score, 2)),
+        ("z (rate test)", fmt_num(row.z_score, 2)),
     ]
 
 
@@ -276,6 +325,14 @@ def reason_bars(reasons: tuple[tuple[str, int], ...], width: int = 30) -> Conten
     return Content.assemble(*parts)
 
 
+def late_orders_heading(late: LateOrders) -> str:
+    """The heading above a location's late-order table."""
+    if not late.orders:
+        return f"No late orders at {late.location_id}."
+    more = f" (the {len(late.orders)} most late shown)" if late.total > len(late.orders) else ""
+    return f"Late orders at {late.location_id}: {late.total:,}{more}"
+
+
 def detail_title(row: DetailRow) -> str:
     """The heading of a row's detail screen."""
     if isinstance(row, FulfillmentRow):
@@ -292,12 +349,69 @@ class DetailScreen(Screen[None]):
         Binding("escape", "back", "Back", id="back"),
     ]
 
-    def __init__(self, *, row: DetailRow, as_of: datetime, tz: tzinfo) -> None:
-        """Show ``row`` from the snapshot computed at ``as_of``, times in ``tz``."""
+    def __init__(
+        self,
+        *,
+        row: DetailRow,
+        as_of: datetime,
+        tz: tzinfo,
+        fetch: DetailFetch | None = None,
+    ) -> None:
+        """Show ``row`` from the snapshot computed at ``as_of``, times in ``tz``.
+
+        ``fetch`` (run in a worker thread) brings what the snapshot row does not hold: a
+        SKU × location's last days, a location's late orders.
+        """
         super().__init__()
         self.row = row
         self.as_of = as_of
         self.tz = tz
+        self.fetch = fetch
+        self.extra: DetailExtra | None = None
+
+    def on_mount(self) -> None:
+        """Fetch the row's history or late orders off the UI thread."""
+        if self.fetch is not None:
+            self._fetch_extra()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="detail")
+    def _fetch_extra(self) -> None:
+        fetch = self.fetch
+        if fetch is None:
+            return
+        try:
+            extra = fetch(self.row)
+        except Exception as exc:  # shown, never fatal
+            self.app.call_from_thread(self._show_error, exc)
+            return
+        self.app.call_from_thread(self._show_extra, extra)
+
+    def _show_error(self, exc: Exception) -> None:
+        self.query_one("#detail-body", VerticalScroll).mount(
+            Static(f"Could not load the detail: {type(exc).__name__}: {exc}", id="detail-error")
+        )
+
+    def _show_extra(self, extra: DetailExtra | None) -> None:
+        self.extra = extra
+        body = self.query_one("#detail-body", VerticalScroll)
+        if isinstance(extra, StockHistory):
+            self.query_one("#stock-chart", StockChart).set_history(extra)
+        elif isinstance(extra, LateOrders):
+            body.mount(Static(late_orders_heading(extra), id="late-title"))
+            table: DataTable[str] = DataTable(id="late-orders", cursor_type="row")
+            body.mount(table)
+            table.add_columns("Order", "Channel", "Method", "Placed", "Promised", "Late", "Step")
+            for order in extra.orders:
+                table.add_row(
+                    order.order_id,
+                    order.channel,
+                    order.method,
+                    fmt_when(order.placed_at, self.tz, self.as_of),
+                    fmt_when(order.promised_by, self.tz, self.as_of),
+                    fmt_minutes(order.minutes_late),
+                    order.last_step,
+                    key=order.order_id,
+                )
 
     def compose(self) -> ComposeResult:
         """Title, the row's numbers, and its chart or reasons."""

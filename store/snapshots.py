@@ -180,3 +180,40 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, float):
         return round(value, 4)
     return value
+
+
+@dataclass(frozen=True)
+class StockHistory:
+    """Daily sales and end-of-day stock of one SKU × location, for its detail chart."""
+
+    sku: str
+    location_id: str
+    day_starts: tuple[datetime, ...]
+    """Start of each local day, oldest first; the last one is today (so far)."""
+    sold: tuple[int, ...]
+    """Units sold at the location that day, every channel."""
+    on_hand_end: tuple[int, ...]
+    """On hand at the end of the day (now, for today), from the current count backwards."""
+
+
+@dataclass(frozen=True)
+class LateOrder:
+    """One open order past its promised-by time, for a location's detail."""
+
+    order_id: str
+    channel: str
+    method: str
+    placed_at: datetime
+    promised_by: datetime
+    minutes_late: float
+    last_step: str
+    """The furthest fulfilment step reached (``placed`` if none)."""
+
+
+@dataclass(frozen=True)
+class LateOrders:
+    """A location's late orders, most late first."""
+
+    location_id: str
+    orders: tuple[LateOrder, ...]
+    total: int

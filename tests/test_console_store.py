@@ -82,3 +82,52 @@ async def test_console_and_report_show_the_same_numbers(tmp_path: Path) -> None:
             assert spikes[0]["spike"] and cell_text(app, "returns-panel", "A", "spike") == "SPIKE"
     finally:
         reader.close()
+
+
+async def test_details_bring_stock_history_and_late_orders(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from console.cli import build_console
+    from console.screens import DetailScreen, StockChart
+    from tests.test_console import panel
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    app, close = build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("3")  # the Stock tab
+            await pilot.pause()
+            table = panel(app, "stockout-panel").table
+            table.focus()
+            table.move_cursor(row=table.get_row_index("A@S1"))
+            await pilot.press("enter")
+            await pilot.pause()
+            screen = app.screen
+            assert isinstance(screen, DetailScreen)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            chart = screen.query_one("#stock-chart", StockChart)
+            assert chart.history is not None
+            # hand count: 6 on hand now; the six pos sales were not adjusted in this store
+            assert chart.history.on_hand_end[-1] == 6
+            # 14 local days, oldest first: the 100-unit order ten days ago, o0..o5 yesterday
+            assert chart.history.sold == (0, 0, 0, 100) + (0,) * 8 + (6, 0)
+            await pilot.press("escape")
+            await pilot.press("2")  # Fulfillment
+            await pilot.pause()
+            table = panel(app, "fulfillment-panel").table
+            table.focus()
+            table.move_cursor(row=table.get_row_index("location:WH1"))
+            await pilot.press("enter")
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            late = app.screen.query_one("#late-orders", DataTable)
+            assert [str(r.key.value) for r in late.ordered_rows] == ["late"]
+            await pilot.press("escape")
+            await pilot.pause()
+            assert not isinstance(app.screen, DetailScreen)
+    finally:
+        close()

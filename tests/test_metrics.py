@@ -353,3 +353,30 @@ async def test_inbound_from_store(db_path: Path) -> None:
     a = snap(db_path, T0).stockout.rows[0]
     assert a.days_of_cover == pytest.approx(15)  # (10 + 20 landing on day 3) / 2 per day
     assert a.status == "AT RISK"  # 15 days < 20 days lead time
+
+
+async def test_stock_history_rebuilds_day_end_stock_from_adjustments(db_path: Path) -> None:
+    from store.details import stock_history
+
+    await write(
+        db_path,
+        [
+            snapshot("A", "S1", 50, at(-24 * 3)),
+            adjust("A", "S1", -5, at(-24 * 2)),  # two days ago
+            adjust("A", "S1", -10, at(-1)),  # today, 09:00 local
+            order("o", at(-24 * 2), [("A", 5)], loc="S1"),
+        ],
+    )
+    conn = open_reader(db_path)
+    try:
+        h = stock_history(conn, "A", "S1", T0, "America/New_York", days=4)
+    finally:
+        conn.close()
+    assert [d.astimezone().isoformat()[:10] for d in h.day_starts] == [
+        "2026-11-15",
+        "2026-11-16",
+        "2026-11-17",
+        "2026-11-18",
+    ]
+    assert h.on_hand_end == (50, 45, 45, 35)
+    assert h.sold == (0, 5, 0, 0)

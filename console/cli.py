@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--timezone", default=None, help="the store's local zone for 'today'")
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
+
+    from feeds.server import add_serve_arguments
+
+    srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
+    add_serve_arguments(srv)
+
+    hist = sub.add_parser(
+        "import-history", help="import an order-line history CSV (Online Retail shape)"
+    )
+    hist.add_argument("csv", type=Path)
+    hist.add_argument("--db", type=Path, required=True)
+    hist.add_argument("--channel", default="history", help="channel the sales belong to")
+    hist.add_argument("--location", default="-", help="location the sales were made at")
+    hist.add_argument("--timezone", default="UTC", help="zone of the CSV's local times")
     return parser
 
 
@@ -277,12 +291,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run ``omniops serve`` until SIGINT / SIGTERM."""
+    from feeds.server import run_serve
+
+    return run_serve(args)
+
+
+def cmd_import_history(args: argparse.Namespace) -> int:
+    """Import a history CSV and print what it held and what was stored."""
+    from feeds.csv_import import import_history
+
+    result = asyncio.run(
+        import_history(args.csv, args.db, args.channel, args.location, args.timezone)
+    )
+    print(
+        f"rows {result.rows}: orders {result.orders}, lines {result.lines}, "
+        f"returns {result.returns}, skipped {sum(result.skipped.values())}, "
+        f"quarantined {result.quarantined_rows}; applied {result.applied}"
+    )
+    for problem in result.problems[:20]:
+        print(f"  {problem}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "console": cmd_console,
     "ingest": cmd_ingest,
     "report": cmd_report,
     "schema": cmd_schema,
+    "serve": cmd_serve,
+    "import-history": cmd_import_history,
 }
 
 

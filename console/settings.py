@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     keys: dict[str, str] = {}
     """Key remapping by binding id, e.g. ``{refresh = "f5", quit = "ctrl+q"}``."""
     metrics: MetricParams = MetricParams()
+    serve: dict[str, Any] = {}
+    """The ``[serve]`` table, read by ``omniops serve`` (see ``feeds.serve_config``)."""
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
 
     @classmethod

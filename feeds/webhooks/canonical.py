@@ -1,0 +1,77 @@
+"""``POST /events``: canonical events from systems omniops has no adapter for.
+
+The body is one canonical event (a JSON object), a JSON array of them, or JSON Lines
+(one event per line, ``application/x-ndjson``).  Every line is validated on its own:
+a bad line is quarantined (redacted, with ``POST /events line N`` and the failing field
+in the reason) and the others are still written, so the answer reports one outcome per
+line: ``applied``, ``duplicate`` (the id is already stored; resending is harmless) or
+``quarantined`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from feeds.jsonl import describe_validation_error
+from feeds.model import Event, Quarantined, parse_event
+from feeds.webhooks import PayloadError
+from feeds.webhooks.redact import redact_raw
+
+SOURCE = "events"
+"""Quarantine source of a line that names no valid ``source`` of its own."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One event of a ``POST /events`` body: its 1-based number and what it became."""
+
+    number: int
+    item: Event | Quarantined
+
+
+def _one(data: object, number: int, raw: str) -> Line:
+    where = f"POST /events line {number}"
+    source = SOURCE
+    if isinstance(data, dict) and isinstance(data.get("source"), str) and data["source"]:
+        source = data["source"][:200]
+    if not isinstance(data, dict):
+        error = f"{where}: expected a JSON object, got {type(data).__name__}"
+        return Line(number, Quarantined(source=source, raw=redact_raw(raw), error=error))
+    try:
+        return Line(number, parse_event(data))
+    except ValidationError as exc:
+        error = f"{where}: {describe_validation_error(exc)}"
+        return Line(number, Quarantined(source=source, raw=redact_raw(raw), error=error))
+
+
+def parse_events_body(body: bytes) -> list[Line]:
+    """Split and validate a ``POST /events`` body; :class:`PayloadError` if it is unreadable."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("(body)", f"not UTF-8 (byte {exc.start})", status=400) from None
+    if not text.strip():
+        raise PayloadError("(body)", "empty: send a canonical event or JSON Lines", status=400)
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    else:
+        if isinstance(whole, list):
+            return [_one(item, n, json.dumps(item)) for n, item in enumerate(whole, start=1)]
+        return [_one(whole, 1, text)]
+    lines: list[Line] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            error = f"POST /events line {number}: not JSON ({exc})"
+            lines.append(Line(number, Quarantined(source=SOURCE, raw=redact_raw(raw), error=error)))
+            continue
+        lines.append(_one(data, number, raw))
+    return lines

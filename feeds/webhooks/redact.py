@@ -1,0 +1,176 @@
+"""PII redaction: what of a customer's data omniops keeps, and what it never stores.
+
+omniops needs operations data, not people.  The adapters copy into canonical events only:
+
+* ids: order, line, fulfilment, refund, tracking number and carrier, external SKU and
+  location ids (mapped to canonical SKUs and locations);
+* where an order goes, coarsely: the destination *region* (Shopify ``country_code`` and
+  ``province_code`` as ``US-KY``; Square's country and state; Amazon's marketplace
+  country and the first three characters of ``DestinationPostalCode``);
+* quantities, prices, discounts, refund amounts, times, order states, and the carrier's
+  status and delivery estimate;
+* a refund's note, truncated to 80 characters, after :func:`scrub_text` removed e-mail
+  addresses and phone numbers (staff write these; they feed "top return reasons").
+
+Never stored, in events *or* in quarantine: customer names, e-mail addresses, phone
+numbers, street addresses (``address1``/``address2``/street lines), cities, companies,
+the whole ``customer`` object, customer ids (``CustomerID`` of order-history files),
+browser IP and client details, order notes and note attributes, line-item custom
+properties (engraving texts), cart/checkout tokens, landing and referring URLs, the
+name of whoever signed for a parcel, and a carrier's ``destination_location`` text.
+
+Quarantined raw payloads are redacted by :func:`redact_raw` before they are written:
+the fields above are replaced by ``"[redacted]"``, postal codes are cut to their first
+three characters (``"40202"`` → ``"402**"``), coordinates are rounded to one decimal
+(about 11 km), and e-mail addresses are scrubbed from every remaining string.  A body
+that is not JSON is scrubbed as text (e-mail addresses and phone-like numbers) and cut
+to :data:`RAW_LIMIT` characters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+REDACTED = "[redacted]"
+RAW_LIMIT = 64 * 1024
+"""Quarantined raw payloads are cut to this many characters."""
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
+
+
+def _norm(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+DROP_KEYS = frozenset(
+    _norm(k)
+    for k in (
+        "email",
+        "contact_email",
+        "buyer_email",
+        "buyer_email_address",
+        "BuyerEmail",
+        "phone",
+        "phone_number",
+        "first_name",
+        "last_name",
+        "given_name",
+        "family_name",
+        "buyer_name",
+        "BuyerName",
+        "recipient_name",
+        "address1",
+        "address2",
+        "address3",
+        "address_line_1",
+        "address_line_2",
+        "address_line_3",
+        "AddressLine1",
+        "AddressLine2",
+        "AddressLine3",
+        "street",
+        "street_address",
+        "city",
+        "company",
+        "customer",
+        "customer_id",
+        "CustomerID",
+        "browser_ip",
+        "client_details",
+        "note",
+        "note_attributes",
+        "properties",
+        "token",
+        "cart_token",
+        "checkout_token",
+        "order_status_url",
+        "landing_site",
+        "landing_site_ref",
+        "referring_site",
+        "signed_by",
+        "destination_location",
+        "BuyerInfo",
+    )
+)
+"""Keys whose values are replaced wherever they appear."""
+
+PERSON_CONTEXTS = frozenset(
+    _norm(k)
+    for k in (
+        "shipping_address",
+        "billing_address",
+        "default_address",
+        "address",
+        "addresses",
+        "recipient",
+        "destination_address",
+        "ShippingAddress",
+        "fulfillment_contact",
+        "buyer",
+    )
+)
+"""Objects that describe a person: their ``name`` is redacted too."""
+
+POSTAL_KEYS = frozenset(
+    _norm(k) for k in ("zip", "zip_code", "postal_code", "postcode", "DestinationPostalCode")
+)
+COORD_KEYS = frozenset(_norm(k) for k in ("latitude", "longitude", "lat", "lon", "lng"))
+
+
+def postal_prefix(code: str, keep: int = 3) -> str:
+    """The first ``keep`` characters of a postal code, the rest masked."""
+    code = code.strip()
+    if len(code) <= keep:
+        return code
+    return code[:keep] + "*" * min(len(code) - keep, 4)
+
+
+def scrub_text(value: str) -> str:
+    """Free text with e-mail addresses and phone numbers replaced by ``[redacted]``."""
+    return PHONE.sub(REDACTED, EMAIL.sub(REDACTED, value))
+
+
+def _round_coord(value: Any) -> Any:
+    try:
+        return round(float(value), 1)
+    except (TypeError, ValueError):
+        return REDACTED
+
+
+def redact_payload(data: Any, *, person: bool = False) -> Any:
+    """A copy of decoded JSON with every PII field of the module docstring removed."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            norm = _norm(str(key))
+            if norm in DROP_KEYS or (person and norm in ("name", "fullname", "displayname")):
+                out[key] = None if value is None else REDACTED
+            elif norm in POSTAL_KEYS and isinstance(value, str | int):
+                out[key] = postal_prefix(str(value))
+            elif norm in COORD_KEYS and value is not None:
+                out[key] = _round_coord(value)
+            else:
+                out[key] = redact_payload(value, person=norm in PERSON_CONTEXTS)
+        return out
+    if isinstance(data, list):
+        return [redact_payload(item, person=person) for item in data]
+    if isinstance(data, str):
+        return EMAIL.sub(REDACTED, data)
+    return data
+
+
+def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
+    """A request body made safe to keep in quarantine (see the module docstring)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    else:
+        if isinstance(data, dict | list):
+            redacted = json.dumps(redact_payload(data), ensure_ascii=False, separators=(",", ":"))
+            return redacted[:limit]
+    return scrub_text(text[:limit])

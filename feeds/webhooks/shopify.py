@@ -1,0 +1,549 @@
+"""Shopify webhooks → canonical events.
+
+Topics and what they become (``O`` is the Shopify order id; the canonical order id is
+``shopify-O``):
+
+* ``orders/create``, ``orders/updated``, ``orders/cancelled`` (and ``orders/paid``,
+  ``orders/fulfilled``, ``orders/partially_fulfilled``, which carry the same order object):
+  the order is reduced to the facts it states, each under an id of its own, so any
+  delivery of any of these topics, in any order and any number of times, stores each
+  fact once:
+
+  - ``order.placed`` (id ``shopify:order:O:placed``, ``ts`` = ``created_at``): channel
+    ``shopify.channel`` (``shopify.pos_channel`` when ``source_name`` is ``pos``);
+    method: ``bopis`` for Shopify POS orders and for orders whose shipping line code or
+    title names a pickup (``shopify.pickup_markers``), ``ship_from_store`` when a
+    fulfilment leaves from one of ``shopify.store_locations``, else ``ship``; location:
+    the mapped location of that fulfilment, else of the order's ``location_id`` (left
+    empty when unmapped, never guessed); destination region ``<country_code>-<province_code>``
+    of the shipping address (``shopify.default_region`` without one);
+    ``promised_by`` = ``created_at`` + ``shopify.sla_hours``; lines: the SKU from
+    ``shopify.variants`` by ``variant_id``, else the line's own ``sku``; a line with
+    neither sends the placement to quarantine; gift-card lines are skipped (not stock);
+    the discount of a line is the sum of its ``discount_allocations``.
+  - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
+  - each embedded fulfilment, as for ``fulfillments/create``.
+
+  Shopify does not deliver in order.  Last-write-wins on ``updated_at`` holds because
+  every fact keeps its own time and id: a stale delivery (older ``updated_at``) can only
+  repeat facts already stored, which the store drops as duplicates, and the store keeps
+  the *first* placement of an order.  **Not mapped** from order payloads: edits after
+  placement (changed quantities or prices, added or removed lines, a changed shipping
+  address), payment and financial status, tags, and the embedded ``refunds`` (use the
+  ``refunds/create`` topic: mapping them from every ``orders/updated`` would quarantine an
+  unmappable refund line once per delivery).
+* ``fulfillments/create``, ``fulfillments/update`` (id ``shopify:fulfillment:F:<step>``):
+  status ``pending``/``open`` → ``released``; ``success`` → ``shipped`` (carrier
+  ``tracking_company``, ``tracking_number``, mapped location) at ``created_at``;
+  ``failure``/``error`` → ``exception``; ``cancelled`` is not mapped (the model has no
+  un-ship).  ``shipment_status`` adds a step at ``updated_at``: ``label_printed``/
+  ``label_purchased`` → ``packed``, ``confirmed``/``in_transit``/``out_for_delivery`` →
+  ``shipped``, ``ready_for_pickup``, ``delivered``, ``attempted_delivery``/``failure`` →
+  ``exception``.
+* ``fulfillment_events/create`` (id ``shopify:fulfillment_event:E``): the same status
+  table at ``happened_at``, with ``estimated_delivery_at`` as the carrier's estimate;
+  ``picked_up`` → ``picked_up``.
+* ``refunds/create`` (id ``shopify:refund:R:<refund line id>``): one ``return.received``
+  per refund line, except lines with ``restock_type`` ``cancel`` (a cancellation, which
+  ``order.cancelled`` covers); location: the line's mapped ``location_id``, else
+  ``shopify.default_return_location``, else the line is quarantined; reason: the refund's
+  note, scrubbed of e-mail addresses and phone numbers, at most 80 characters.
+* ``inventory_levels/update`` (id ``shopify:<X-Shopify-Event-Id>``): keyed by
+  ``inventory_item_id`` and ``location_id`` through ``shopify.inventory_items`` and
+  ``shopify.locations``; unmapped ids are quarantined (``unmapped Shopify
+  inventory_item_id 808950810``); ``available`` becomes a ``stock.snapshot`` (on_hand =
+  available) or, with ``inventory_as = "listing"``, a ``listing.updated``.
+
+Any other topic is quarantined with the reason, so a subscription nobody maps is seen.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from feeds.model import (
+    Event,
+    FulfillmentBody,
+    FulfillmentStatus,
+    FulfillmentUpdated,
+    ListingBody,
+    ListingUpdated,
+    Method,
+    OrderCancelled,
+    OrderCancelledBody,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedBody,
+    Quarantined,
+    ReturnBody,
+    ReturnReceived,
+    StockSnapshot,
+    StockSnapshotBody,
+)
+from feeds.webhooks import (
+    JsonObject,
+    Mapped,
+    PayloadError,
+    arr,
+    ident,
+    integer,
+    join,
+    money,
+    opt_ident,
+    opt_obj,
+    opt_text,
+    opt_when,
+    when,
+)
+from feeds.webhooks.mapping import ShopifyMapping
+from feeds.webhooks.redact import redact_raw, scrub_text
+
+SOURCE = "shopify"
+
+ORDER_TOPICS = frozenset(
+    {
+        "orders/create",
+        "orders/updated",
+        "orders/cancelled",
+        "orders/paid",
+        "orders/fulfilled",
+        "orders/partially_fulfilled",
+    }
+)
+FULFILLMENT_TOPICS = frozenset({"fulfillments/create", "fulfillments/update"})
+TOPICS = (
+    ORDER_TOPICS
+    | FULFILLMENT_TOPICS
+    | {
+        "fulfillment_events/create",
+        "refunds/create",
+        "inventory_levels/update",
+    }
+)
+"""Every topic this adapter maps."""
+
+ENVELOPES = {
+    "orders": "order",
+    "fulfillments": "fulfillment",
+    "fulfillment_events": "fulfillment_event",
+    "refunds": "refund",
+    "inventory_levels": "inventory_level",
+}
+"""A REST-style ``{"order": {...}}`` envelope is unwrapped (real webhooks send the bare
+resource; exports and some relays wrap it)."""
+
+FULFILLMENT_STATUS: dict[str, FulfillmentStatus] = {
+    "pending": "released",
+    "open": "released",
+    "success": "shipped",
+    "failure": "exception",
+    "error": "exception",
+}
+SHIPMENT_STATUS: dict[str, FulfillmentStatus] = {
+    "label_printed": "packed",
+    "label_purchased": "packed",
+    "confirmed": "shipped",
+    "carrier_picked_up": "shipped",
+    "in_transit": "shipped",
+    "out_for_delivery": "shipped",
+    "ready_for_pickup": "ready_for_pickup",
+    "picked_up": "picked_up",
+    "delivered": "delivered",
+    "attempted_delivery": "exception",
+    "failure": "exception",
+}
+
+
+def order_id(shopify_id: str) -> str:
+    """The canonical order id of a Shopify order id."""
+    return f"shopify-{shopify_id}"
+
+
+def map_shopify(
+    topic: str, delivery_id: str, payload: JsonObject, mapping: ShopifyMapping
+) -> Mapped:
+    """Turn one verified Shopify delivery into canonical events.
+
+    ``delivery_id`` is ``X-Shopify-Event-Id`` (or ``X-Shopify-Webhook-Id``); it is the id
+    of facts that have no identity of their own (inventory levels).  Raises
+    :class:`~feeds.webhooks.PayloadError` naming the field when the payload cannot be
+    read.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError("(body)", "expected a JSON object")
+    resource = ENVELOPES.get(topic.split("/", 1)[0])
+    if resource and isinstance(payload.get(resource), dict) and len(payload) == 1:
+        payload = payload[resource]
+    if topic in ORDER_TOPICS:
+        return _order(payload, mapping)
+    if topic in FULFILLMENT_TOPICS:
+        out = Mapped()
+        _fulfillment(payload, "", mapping, out)
+        return out
+    if topic == "fulfillment_events/create":
+        return _fulfillment_event(payload)
+    if topic == "refunds/create":
+        return _refund(payload, mapping)
+    if topic == "inventory_levels/update":
+        return _inventory(payload, delivery_id, mapping)
+    known = ", ".join(sorted(TOPICS))
+    return Mapped(
+        items=[
+            Quarantined(
+                source=SOURCE,
+                raw=redact_raw(json.dumps(payload)),
+                error=f"unsupported Shopify topic {topic!r} (mapped topics: {known})",
+            )
+        ]
+    )
+
+
+def _quarantine(payload: JsonObject, error: str) -> Quarantined:
+    return Quarantined(source=SOURCE, raw=redact_raw(json.dumps(payload)), error=error)
+
+
+def _location(ext: str | None, mapping: ShopifyMapping) -> str | None:
+    return None if ext is None else mapping.locations.get(ext)
+
+
+def _region(order: JsonObject, mapping: ShopifyMapping) -> str:
+    address = opt_obj(order, "shipping_address")
+    if address is None:
+        return mapping.default_region
+    country = opt_text(address, "country_code", "shipping_address")
+    province = opt_text(address, "province_code", "shipping_address")
+    if country and province:
+        return f"{country}-{province}"
+    return country or mapping.default_region
+
+
+def _is_pickup(order: JsonObject, mapping: ShopifyMapping) -> bool:
+    for i, line in enumerate(arr(order, "shipping_lines", required=False)):
+        if not isinstance(line, dict):
+            raise PayloadError(join("shipping_lines", i), "expected an object")
+        label = " ".join(
+            filter(None, (opt_text(line, k, join("shipping_lines", i)) for k in ("code", "title")))
+        ).lower()
+        if any(marker in label for marker in mapping.pickup_markers):
+            return True
+    return False
+
+
+def _line_sku(line: JsonObject, path: str, mapping: ShopifyMapping) -> str | None:
+    variant = opt_ident(line, "variant_id", path)
+    if variant is not None and variant in mapping.variants:
+        return mapping.variants[variant]
+    return opt_text(line, "sku", path)
+
+
+def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
+    out = Mapped()
+    shop_id = ident(order, "id")
+    oid = order_id(shop_id)
+    created = when(order, "created_at")
+    pos = order.get("source_name") == "pos"
+    fulfillments = arr(order, "fulfillments", required=False)
+
+    lines: list[OrderLine] = []
+    problems: list[str] = []
+    for i, line in enumerate(arr(order, "line_items")):
+        path = join("line_items", i)
+        if not isinstance(line, dict):
+            raise PayloadError(path, "expected an object")
+        if line.get("gift_card") is True:
+            out.ignored.append(f"order {oid} {path}: gift card (not stock)")
+            continue
+        quantity = integer(line, "quantity", path)
+        price = money(line, "price", path)
+        discount = sum(
+            (
+                money(alloc, "amount", join(join(path, "discount_allocations"), j))
+                for j, alloc in enumerate(arr(line, "discount_allocations", path, required=False))
+            ),
+            Decimal("0.00"),
+        )
+        sku = _line_sku(line, path, mapping)
+        if sku is None:
+            variant = opt_ident(line, "variant_id", path)
+            problems.append(f"{path}: no sku and unmapped Shopify variant_id {variant}")
+            continue
+        if quantity <= 0:
+            raise PayloadError(join(path, "quantity"), f"must be positive, got {quantity}")
+        lines.append(OrderLine(sku=sku, quantity=quantity, unit_price=price, discount=discount))
+
+    method: Method = "ship"
+    location_ext = opt_ident(order, "location_id")
+    if pos or _is_pickup(order, mapping):
+        method = "bopis"
+    for i, f in enumerate(fulfillments):
+        if not isinstance(f, dict):
+            raise PayloadError(join("fulfillments", i), "expected an object")
+        f_loc = opt_ident(f, "location_id", join("fulfillments", i))
+        if f_loc is not None:
+            if method == "ship" and f_loc in mapping.store_locations:
+                method = "ship_from_store"
+            location_ext = location_ext if method == "bopis" and location_ext else f_loc
+            break
+    location = _location(location_ext, mapping)
+    if location_ext is not None and location is None:
+        out.ignored.append(
+            f"order {oid}: unmapped Shopify location_id {location_ext} (stored without a node)"
+        )
+
+    if problems:
+        out.items.append(_quarantine(order, f"order {oid} not placed: " + "; ".join(problems)))
+    elif not lines:
+        out.ignored.append(f"order {oid}: no stock lines (gift cards only)")
+    else:
+        out.items.append(
+            OrderPlaced(
+                id=f"shopify:order:{shop_id}:placed",
+                type="order.placed",
+                ts=created,
+                source=SOURCE,
+                body=OrderPlacedBody(
+                    order_id=oid,
+                    channel=mapping.pos_channel if pos else mapping.channel,
+                    method=method,
+                    destination_region=_region(order, mapping),
+                    location_id=location,
+                    promised_by=created + timedelta(hours=mapping.sla_hours),
+                    lines=lines,
+                ),
+            )
+        )
+
+    cancelled = opt_when(order, "cancelled_at")
+    if cancelled is not None:
+        out.items.append(
+            OrderCancelled(
+                id=f"shopify:order:{shop_id}:cancelled",
+                type="order.cancelled",
+                ts=cancelled,
+                source=SOURCE,
+                body=OrderCancelledBody(
+                    order_id=oid, reason=opt_text(order, "cancel_reason") or ""
+                ),
+            )
+        )
+    for i, f in enumerate(fulfillments):
+        _fulfillment(f, join("fulfillments", i), mapping, out, shop_order=shop_id)
+    return out
+
+
+def _step(
+    event_id: str,
+    oid: str,
+    status: FulfillmentStatus,
+    ts: datetime,
+    *,
+    location: str | None = None,
+    carrier: str | None = None,
+    tracking: str | None = None,
+    estimate: datetime | None = None,
+    detail: str = "",
+) -> FulfillmentUpdated:
+    return FulfillmentUpdated(
+        id=event_id,
+        type="fulfillment.updated",
+        ts=ts,
+        source=SOURCE,
+        body=FulfillmentBody(
+            order_id=oid,
+            status=status,
+            location_id=location,
+            carrier=carrier,
+            tracking=tracking,
+            estimated_delivery=estimate,
+            detail=detail,
+        ),
+    )
+
+
+def _fulfillment(
+    f: JsonObject,
+    path: str,
+    mapping: ShopifyMapping,
+    out: Mapped,
+    *,
+    shop_order: str | None = None,
+) -> None:
+    if not isinstance(f, dict):
+        raise PayloadError(path or "(body)", "expected an object")
+    fid = ident(f, "id", path)
+    oid = order_id(shop_order or ident(f, "order_id", path))
+    status = opt_text(f, "status", path) or ""
+    created = when(f, "created_at", path)
+    updated = opt_when(f, "updated_at", path) or created
+    location = _location(opt_ident(f, "location_id", path), mapping)
+    carrier = opt_text(f, "tracking_company", path)
+    tracking = opt_text(f, "tracking_number", path)
+    if tracking is None:
+        numbers = arr(f, "tracking_numbers", path, required=False)
+        tracking = next((n for n in numbers if isinstance(n, str) and n), None)
+    step = FULFILLMENT_STATUS.get(status)
+    if step is None:
+        out.ignored.append(f"fulfillment {fid}: status {status!r} not mapped")
+    else:
+        out.items.append(
+            _step(
+                f"shopify:fulfillment:{fid}:{step}",
+                oid,
+                step,
+                created if step in ("released", "shipped") else updated,
+                location=location,
+                carrier=carrier,
+                tracking=tracking,
+                detail=f"Shopify fulfillment {status}" if step == "exception" else "",
+            )
+        )
+    shipment = opt_text(f, "shipment_status", path)
+    if shipment:
+        ship_step = SHIPMENT_STATUS.get(shipment)
+        if ship_step is None:
+            out.ignored.append(f"fulfillment {fid}: shipment_status {shipment!r} not mapped")
+        elif ship_step != step:
+            out.items.append(
+                _step(
+                    f"shopify:fulfillment:{fid}:{ship_step}",
+                    oid,
+                    ship_step,
+                    updated,
+                    location=location,
+                    carrier=carrier,
+                    tracking=tracking,
+                    detail=f"Shopify shipment {shipment}" if ship_step == "exception" else "",
+                )
+            )
+
+
+def _fulfillment_event(payload: JsonObject) -> Mapped:
+    out = Mapped()
+    eid = ident(payload, "id")
+    oid = order_id(ident(payload, "order_id"))
+    status = opt_text(payload, "status") or ""
+    happened = opt_when(payload, "happened_at") or when(payload, "created_at")
+    step = SHIPMENT_STATUS.get(status)
+    if step is None:
+        out.ignored.append(f"fulfillment event {eid}: status {status!r} not mapped")
+        return out
+    message = opt_text(payload, "message")
+    detail = ""
+    if step == "exception":
+        detail = scrub_text(f"Shopify {status}" + (f": {message}" if message else ""))[:200]
+    out.items.append(
+        _step(
+            f"shopify:fulfillment_event:{eid}",
+            oid,
+            step,
+            happened,
+            estimate=opt_when(payload, "estimated_delivery_at"),
+            detail=detail,
+        )
+    )
+    return out
+
+
+def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
+    out = Mapped()
+    rid = ident(refund, "id")
+    oid = order_id(ident(refund, "order_id"))
+    created = when(refund, "created_at")
+    note = opt_text(refund, "note")
+    reason = scrub_text(note)[:80] if note else "refund"
+    for i, rli in enumerate(arr(refund, "refund_line_items")):
+        path = join("refund_line_items", i)
+        if not isinstance(rli, dict):
+            raise PayloadError(path, "expected an object")
+        line_id = ident(rli, "id", path)
+        if rli.get("restock_type") == "cancel":
+            out.ignored.append(f"refund {rid} {path}: restock_type cancel (a cancellation)")
+            continue
+        quantity = integer(rli, "quantity", path)
+        if quantity <= 0:
+            out.ignored.append(f"refund {rid} {path}: quantity {quantity}")
+            continue
+        line = opt_obj(rli, "line_item", path)
+        sku = _line_sku(line, join(path, "line_item"), mapping) if line else None
+        loc_ext = opt_ident(rli, "location_id", path)
+        location = _location(loc_ext, mapping) if loc_ext else mapping.default_return_location
+        problems = []
+        if sku is None:
+            problems.append(f"{path}: no SKU for the refunded line")
+        if location is None:
+            problems.append(
+                f"{path}: unmapped Shopify location_id {loc_ext}"
+                if loc_ext
+                else f"{path}: no location_id and shopify.default_return_location is not set"
+            )
+        if problems:
+            out.items.append(_quarantine(rli, f"refund {rid}: " + "; ".join(problems)))
+            continue
+        assert sku is not None and location is not None
+        subtotal = money(rli, "subtotal", path) if rli.get("subtotal") is not None else None
+        out.items.append(
+            ReturnReceived(
+                id=f"shopify:refund:{rid}:{line_id}",
+                type="return.received",
+                ts=created,
+                source=SOURCE,
+                body=ReturnBody(
+                    return_id=f"shopify-{rid}-{line_id}",
+                    order_id=oid,
+                    sku=sku,
+                    location_id=location,
+                    channel=mapping.channel,
+                    quantity=quantity,
+                    reason=reason,
+                    refund=max(subtotal, Decimal("0.00")) if subtotal is not None else Decimal(0),
+                ),
+            )
+        )
+    return out
+
+
+def _inventory(level: JsonObject, delivery_id: str, mapping: ShopifyMapping) -> Mapped:
+    out = Mapped()
+    item = ident(level, "inventory_item_id")
+    loc_ext = ident(level, "location_id")
+    updated = when(level, "updated_at")
+    if level.get("available") is None:
+        out.ignored.append(f"inventory_item_id {item} at {loc_ext}: not tracked (available null)")
+        return out
+    available = integer(level, "available")
+    sku = mapping.inventory_items.get(item)
+    location = mapping.locations.get(loc_ext)
+    problems = []
+    if sku is None:
+        problems.append(f"unmapped Shopify inventory_item_id {item}")
+    if location is None:
+        problems.append(f"unmapped Shopify location_id {loc_ext}")
+    if problems:
+        out.items.append(_quarantine(level, "; ".join(problems)))
+        return out
+    assert sku is not None and location is not None
+    event: Event
+    if mapping.inventory_as == "listing":
+        event = ListingUpdated(
+            id=f"shopify:{delivery_id}",
+            type="listing.updated",
+            ts=updated,
+            source=SOURCE,
+            body=ListingBody(
+                channel=mapping.channel, sku=sku, location_id=location, advertised=max(available, 0)
+            ),
+        )
+    else:
+        event = StockSnapshot(
+            id=f"shopify:{delivery_id}",
+            type="stock.snapshot",
+            ts=updated,
+            source=SOURCE,
+            body=StockSnapshotBody(
+                sku=sku, location_id=location, on_hand=available, source_system="shopify"
+            ),
+        )
+    out.items.append(event)
+    return out

@@ -1,0 +1,310 @@
+"""Square webhooks → canonical events.
+
+Square notifications are thin: ``order.created`` / ``order.updated`` carry the order's id,
+state, version and location, not its lines, and ``refund.*`` carry an amount, not the
+returned items.  So (ids: ``S`` is the Square order id, the canonical order id is
+``square-S``):
+
+* ``inventory.count.updated`` → one ``stock.snapshot`` per ``IN_STOCK`` count (id
+  ``square:<event_id>:<n>``, ``ts`` = ``calculated_at``), keyed by ``catalog_object_id``
+  and ``location_id`` through ``square.catalog_objects`` and ``square.locations``; an
+  unmapped id quarantines that count (``unmapped Square catalog_object_id ...``), the
+  others are still stored.  Counts in other states (SOLD, WASTE, ...) are not stock on
+  hand and are listed as ignored.
+* ``order.created`` / ``order.updated``: state ``CANCELED`` → ``order.cancelled`` (id
+  ``square:order:S:cancelled``).  When the payload carries the full order (a relay that
+  enriches the notification with the Orders API's ``Order`` under ``data.object.order``),
+  it also becomes ``order.placed`` (id ``square:order:S:placed``): lines by
+  ``catalog_object_id``, prices from ``base_price_money`` (cents), method ``bopis`` for a
+  PICKUP fulfilment and ``ship`` otherwise, ``promised_by`` the pickup time or
+  ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: it is
+  answered 200 and reported as ignored (not an error: Square would only retry it).
+* ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfilment
+  step (id ``square:fulfillment:<uid>:<state>``, ``ts`` = ``updated_at``): RESERVED →
+  ``released``; PREPARED → ``ready_for_pickup`` (``packed`` with ``square.fulfillment =
+  "shipment"``); COMPLETED → ``picked_up`` (``shipped``); FAILED → ``exception``.
+* ``refund.created`` / ``refund.updated``: not mapped (no SKU or quantity in the payload);
+  reported as ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+from feeds.model import (
+    FulfillmentBody,
+    FulfillmentStatus,
+    FulfillmentUpdated,
+    Method,
+    OrderCancelled,
+    OrderCancelledBody,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedBody,
+    Quarantined,
+    StockSnapshot,
+    StockSnapshotBody,
+)
+from feeds.webhooks import (
+    JsonObject,
+    Mapped,
+    PayloadError,
+    arr,
+    ident,
+    integer,
+    join,
+    obj,
+    opt_ident,
+    opt_obj,
+    opt_text,
+    opt_when,
+    text,
+    when,
+)
+from feeds.webhooks.mapping import SquareMapping
+from feeds.webhooks.redact import redact_raw
+
+SOURCE = "square"
+
+TYPES = (
+    "inventory.count.updated",
+    "order.created",
+    "order.updated",
+    "order.fulfillment.updated",
+    "refund.created",
+    "refund.updated",
+)
+
+
+def map_square(payload: JsonObject, mapping: SquareMapping) -> Mapped:
+    """Turn one verified Square notification into canonical events.
+
+    Raises :class:`~feeds.webhooks.PayloadError` naming the field when it cannot be read.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError("(body)", "expected a JSON object")
+    kind = text(payload, "type")
+    event_id = ident(payload, "event_id")
+    data = obj(payload, "data")
+    body = obj(data, "object", "data")
+    if kind == "inventory.count.updated":
+        return _counts(event_id, body, mapping)
+    if kind in ("order.created", "order.updated"):
+        return _order(kind, body, mapping)
+    if kind == "order.fulfillment.updated":
+        return _fulfillment(body, mapping)
+    if kind in ("refund.created", "refund.updated"):
+        refund = opt_obj(body, "refund", "data.object") or {}
+        return Mapped(
+            ignored=[f"{kind} {refund.get('id', '')}: Square refunds carry no SKU or quantity"]
+        )
+    return Mapped(
+        items=[
+            Quarantined(
+                source=SOURCE,
+                raw=redact_raw(json.dumps(payload)),
+                error=f"unsupported Square event type {kind!r} (mapped: {', '.join(TYPES)})",
+            )
+        ]
+    )
+
+
+def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
+    out = Mapped()
+    for i, count in enumerate(arr(body, "inventory_counts", "data.object")):
+        path = join("data.object.inventory_counts", i)
+        if not isinstance(count, dict):
+            raise PayloadError(path, "expected an object")
+        catalog = ident(count, "catalog_object_id", path)
+        loc_ext = ident(count, "location_id", path)
+        state = opt_text(count, "state", path) or ""
+        quantity = integer(count, "quantity", path)
+        calculated = when(count, "calculated_at", path)
+        if state != "IN_STOCK":
+            out.ignored.append(f"{path}: state {state!r} is not stock on hand")
+            continue
+        sku = mapping.catalog_objects.get(catalog)
+        location = mapping.locations.get(loc_ext)
+        problems = []
+        if sku is None:
+            problems.append(f"unmapped Square catalog_object_id {catalog}")
+        if location is None:
+            problems.append(f"unmapped Square location_id {loc_ext}")
+        if problems:
+            out.items.append(
+                Quarantined(
+                    source=SOURCE,
+                    raw=redact_raw(json.dumps(count)),
+                    error=f"event {event_id} {path}: " + "; ".join(problems),
+                )
+            )
+            continue
+        assert sku is not None and location is not None
+        out.items.append(
+            StockSnapshot(
+                id=f"square:{event_id}:{i}",
+                type="stock.snapshot",
+                ts=calculated,
+                source=SOURCE,
+                body=StockSnapshotBody(
+                    sku=sku, location_id=location, on_hand=quantity, source_system="square"
+                ),
+            )
+        )
+    return out
+
+
+def _cents(money_obj: JsonObject | None, path: str) -> Decimal:
+    if money_obj is None:
+        return Decimal("0.00")
+    cents = integer(money_obj, "amount", path)
+    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+
+
+def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
+    out = Mapped()
+    full = opt_obj(body, "order", "data.object")
+    summary_key = "order_created" if kind == "order.created" else "order_updated"
+    summary = opt_obj(body, summary_key, "data.object") or full
+    if summary is None:
+        raise PayloadError(f"data.object.{summary_key}", "required field is missing")
+    where = f"data.object.{summary_key}" if full is None else "data.object.order"
+    square_id = ident(summary, "order_id" if full is None else "id", where)
+    oid = f"square-{square_id}"
+    state = opt_text(summary, "state", where) or ""
+    if full is not None:
+        out.items.append(_placed(square_id, full, mapping))
+    else:
+        out.ignored.append(f"{kind} {square_id}: notification without line items")
+    if state == "CANCELED":
+        ts = opt_when(summary, "updated_at", where) or when(summary, "created_at", where)
+        out.items.append(
+            OrderCancelled(
+                id=f"square:order:{square_id}:cancelled",
+                type="order.cancelled",
+                ts=ts,
+                source=SOURCE,
+                body=OrderCancelledBody(order_id=oid, reason="Square order canceled"),
+            )
+        )
+    return out
+
+
+def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderPlaced | Quarantined:
+    path = "data.object.order"
+    created = when(order, "created_at", path)
+    loc_ext = opt_ident(order, "location_id", path)
+    location = mapping.locations.get(loc_ext) if loc_ext else None
+    lines: list[OrderLine] = []
+    problems: list[str] = []
+    for i, line in enumerate(arr(order, "line_items", path)):
+        lpath = join(join(path, "line_items"), i)
+        if not isinstance(line, dict):
+            raise PayloadError(lpath, "expected an object")
+        catalog = opt_ident(line, "catalog_object_id", lpath)
+        sku = mapping.catalog_objects.get(catalog) if catalog else None
+        if sku is None:
+            problems.append(f"{lpath}: unmapped Square catalog_object_id {catalog}")
+            continue
+        lines.append(
+            OrderLine(
+                sku=sku,
+                quantity=integer(line, "quantity", lpath),
+                unit_price=_cents(opt_obj(line, "base_price_money", lpath), lpath),
+                discount=_cents(opt_obj(line, "total_discount_money", lpath), lpath),
+            )
+        )
+    if problems:
+        return Quarantined(
+            source=SOURCE,
+            raw=redact_raw(json.dumps(order)),
+            error=f"order square-{square_id} not placed: " + "; ".join(problems),
+        )
+    method: Method = "ship"
+    promised = created + timedelta(hours=mapping.sla_hours)
+    region = mapping.default_region
+    for i, f in enumerate(arr(order, "fulfillments", path, required=False)):
+        fpath = join(join(path, "fulfillments"), i)
+        if not isinstance(f, dict):
+            raise PayloadError(fpath, "expected an object")
+        if f.get("type") == "PICKUP":
+            method = "bopis"
+            pickup = opt_obj(f, "pickup_details", fpath) or {}
+            promised = opt_when(pickup, "pickup_at", f"{fpath}.pickup_details") or promised
+        shipment = opt_obj(f, "shipment_details", fpath) or {}
+        recipient = opt_obj(shipment, "recipient", f"{fpath}.shipment_details") or {}
+        address = opt_obj(recipient, "address", f"{fpath}.shipment_details.recipient") or {}
+        country = opt_text(address, "country")
+        state = opt_text(address, "administrative_district_level_1")
+        if country:
+            region = f"{country}-{state}" if state else country
+        break
+    return OrderPlaced(
+        id=f"square:order:{square_id}:placed",
+        type="order.placed",
+        ts=created,
+        source=SOURCE,
+        body=OrderPlacedBody(
+            order_id=f"square-{square_id}",
+            channel=mapping.channel,
+            method=method,
+            destination_region=region,
+            location_id=location,
+            promised_by=promised,
+            lines=lines,
+        ),
+    )
+
+
+FULFILLMENT_STATES: dict[str, dict[str, FulfillmentStatus]] = {
+    "pickup": {
+        "RESERVED": "released",
+        "PREPARED": "ready_for_pickup",
+        "COMPLETED": "picked_up",
+        "FAILED": "exception",
+    },
+    "shipment": {
+        "RESERVED": "released",
+        "PREPARED": "packed",
+        "COMPLETED": "shipped",
+        "FAILED": "exception",
+    },
+}
+
+
+def _fulfillment(body: JsonObject, mapping: SquareMapping) -> Mapped:
+    out = Mapped()
+    where = "data.object.order_fulfillment_updated"
+    update = obj(body, "order_fulfillment_updated", "data.object")
+    square_id = ident(update, "order_id", where)
+    ts = opt_when(update, "updated_at", where) or when(update, "created_at", where)
+    loc_ext = opt_ident(update, "location_id", where)
+    location = mapping.locations.get(loc_ext) if loc_ext else None
+    table = FULFILLMENT_STATES[mapping.fulfillment]
+    for i, change in enumerate(arr(update, "fulfillment_update", where)):
+        path = join(join(where, "fulfillment_update"), i)
+        if not isinstance(change, dict):
+            raise PayloadError(path, "expected an object")
+        uid = ident(change, "fulfillment_uid", path)
+        new_state = opt_text(change, "new_state", path) or ""
+        step = table.get(new_state)
+        if step is None:
+            out.ignored.append(f"fulfillment {uid}: state {new_state!r} not mapped")
+            continue
+        out.items.append(
+            FulfillmentUpdated(
+                id=f"square:fulfillment:{uid}:{new_state}",
+                type="fulfillment.updated",
+                ts=ts,
+                source=SOURCE,
+                body=FulfillmentBody(
+                    order_id=f"square-{square_id}",
+                    status=step,
+                    location_id=location,
+                    detail="Square fulfillment failed" if step == "exception" else "",
+                ),
+            )
+        )
+    return out

@@ -1,0 +1,169 @@
+"""The watched drop folder and the order-history importer, on real files and a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feeds.csv_import import import_history
+from feeds.dropfolder import DropFolder
+from store.writer import StoreWriter
+from tests.builders import T0, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+RETAIL = ROOT / "fixtures" / "payloads" / "online_retail" / "online_retail_first400.csv"
+
+POS = """order_id,placed_at,store_id,region,sku,quantity,unit_price,discount
+BKN-1,2026-11-18 10:05:00,S-BKN,NE,APP-1,2,19.99,0
+BKN-1,2026-11-18 10:05:00,S-BKN,NE,APP-2,1,5.00,1.00
+BKN-2,2026-11-18 10:30:00,S-BKN,NE,APP-1,x,19.99,0
+BKN-2,2026-11-18 10:30:00,S-BKN,NE,APP-3,1,7.50,0
+BKN-3,2026-11-18T11:00:00-05:00,S-BKN,NE,APP-3,3,7.50,0
+"""
+
+COUNTS = """sku,location_id,on_hand,reserved,counted_at
+APP-1,S-BKN,12,1,2026-11-18 06:00:00
+APP-2,S-BKN,4,,2026-11-18 06:00:00
+"""
+
+
+def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def drop(folder: Path, name: str, text: str) -> Path:
+    """Write under a temporary name, then rename: how producers must drop files."""
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    target = folder / name
+    tmp.rename(target)
+    return target
+
+
+@pytest.fixture
+async def writer(tmp_path: Path) -> AsyncIterator[StoreWriter]:
+    async with StoreWriter(tmp_path / "store.db", batch_wait=0.002) as w:
+        yield w
+
+
+async def test_watched_folder_processes_each_file_once(tmp_path: Path, writer: StoreWriter) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    drop(folder, "counts.csv", COUNTS)  # already there at start
+    watcher = DropFolder(folder, writer, tz="America/New_York")
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop=stop))
+    first = await asyncio.wait_for(watcher.processed.get(), 10)
+    assert first.name == "counts.csv" and first.ok and first.kind == "stock count"
+    assert (folder / "done" / "counts.csv").exists()
+
+    drop(folder, "pos-2026-11-18.csv", POS)
+    report = await asyncio.wait_for(watcher.processed.get(), 10)
+    jsonl = snapshot("APP-9", "S-BKN", 3, T0).model_dump_json()
+    drop(folder, "wms.jsonl", jsonl + "\n" + jsonl + "\n")
+    third = await asyncio.wait_for(watcher.processed.get(), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+    # The POS file had a bad row: quarantined with file:line, the rest still stored.
+    assert not report.ok and report.moved_to == folder / "failed" / "pos-2026-11-18.csv"
+    reason = (folder / "failed" / "pos-2026-11-18.csv.reason.txt").read_text(encoding="utf-8")
+    assert "pos-2026-11-18.csv:4: quantity: expected a whole number, got 'x'" in reason
+    assert "The rest of the file was processed" in reason
+    assert "4 events applied" in reason and "2 rows quarantined" in reason
+    db = tmp_path / "store.db"
+    await writer.close()
+    assert rows(
+        db,
+        "SELECT order_id, channel, method, location_id, units, gross_cents,"
+        " discount_cents, picked_up_ts IS NOT NULL FROM orders ORDER BY order_id",
+    ) == [
+        ("BKN-1", "pos", "bopis", "S-BKN", 3, 4498, 100, 1),
+        ("BKN-3", "pos", "bopis", "S-BKN", 3, 2250, 0, 1),
+    ]
+    placed = rows(db, "SELECT placed_ts FROM orders WHERE order_id = 'BKN-1'")[0][0]
+    assert placed == int(datetime(2026, 11, 18, 15, 5, tzinfo=UTC).timestamp())  # 10:05 EST
+    errors = [e for (e,) in rows(db, "SELECT error FROM quarantine ORDER BY id")]
+    assert errors[0] == "pos-2026-11-18.csv:4: quantity: expected a whole number, got 'x'"
+    assert errors[1].startswith("pos-2026-11-18.csv:5: order 'BKN-2' held back by")
+    assert rows(
+        db, "SELECT sku, on_hand, reserved FROM stock WHERE location_id = 'S-BKN' ORDER BY sku"
+    ) == [("APP-1", 12, 1), ("APP-2", 4, 0), ("APP-9", 3, 0)]
+    assert third.ok and third.outcomes == {"applied": 1, "duplicate": 1, "quarantined": 0}
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == []
+
+
+async def test_unreadable_file_goes_to_failed_with_nothing_stored(
+    tmp_path: Path, writer: StoreWriter
+) -> None:
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    watcher = DropFolder(folder, writer)
+    path = drop(folder, "mystery.csv", "a,b,c\n1,2,3\n")
+    report = await watcher.process(path)
+    assert report.error is not None and "unknown CSV columns a, b, c" in report.error
+    reason = (folder / "failed" / "mystery.csv.reason.txt").read_text(encoding="utf-8")
+    assert "nothing was stored" in reason
+    (folder / "latin1.csv").write_bytes(
+        "sku,location_id,on_hand,counted_at\nÄ,1,2,3\n".encode("latin-1")
+    )
+    report = await watcher.process(folder / "latin1.csv")
+    assert report.error is not None and "not UTF-8" in report.error
+    await writer.close()
+    assert rows(tmp_path / "store.db", "SELECT COUNT(*) FROM quarantine") == [(0,)]
+
+
+async def test_import_history_of_online_retail_sample(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    report = await import_history(RETAIL, db, "webshop", "WH-UK", "Europe/London")
+    # Hand count of the 400-row slice: 389 sale lines in 37 invoices, 8 return lines
+    # (invoices C536383 and C536391), 3 non-product rows (2 POST, 1 D).
+    assert (report.rows, report.orders, report.lines, report.returns) == (400, 37, 389, 8)
+    assert dict(report.skipped) == {"POST": 2, "D": 1}
+    assert report.quarantined == 0 and report.applied == 37 * 2 + 8
+    assert rows(db, "SELECT COUNT(*), SUM(units), SUM(gross_cents) FROM orders") == [
+        (37, 7314, 1504124)
+    ]
+    assert rows(db, "SELECT SUM(quantity), COUNT(*) FROM returns") == [(133, 8)]
+    first = rows(
+        db, "SELECT placed_ts, destination_region, shipped_ts FROM orders WHERE order_id = '536365'"
+    )
+    ts = int(datetime(2010, 12, 1, 8, 26, tzinfo=UTC).timestamp())  # GMT in December
+    assert first == [(ts, "United Kingdom", ts)]
+    bodies = " ".join(b for (b,) in rows(db, "SELECT body FROM event_log"))
+    assert "17850" not in bodies and "HEART" not in bodies  # CustomerID, Description
+    again = await import_history(RETAIL, db, "webshop", "WH-UK", "Europe/London")
+    assert again.applied == 0 and again.duplicate == 37 * 2 + 8
+
+
+async def test_history_bad_row_holds_back_its_invoice(tmp_path: Path) -> None:
+    lines = RETAIL.read_text(encoding="utf-8").splitlines()[:10]
+    assert lines[3].startswith("536365,84406B")
+    lines[3] = lines[3].replace(",8,2010", ",eight,2010")
+    bad = tmp_path / "history.csv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    shutil.copy(bad, folder / "history.csv")
+    async with StoreWriter(tmp_path / "store.db") as writer:
+        report = await DropFolder(folder, writer, history_location="WH-UK").process(
+            folder / "history.csv"
+        )
+    assert report.kind == "order history" and not report.ok
+    assert report.outcomes["quarantined"] == 7  # the invoice 536365 has 7 lines
+    errors = [e for (e,) in rows(tmp_path / "store.db", "SELECT error FROM quarantine")]
+    assert "history.csv:4: Quantity: expected a whole number, got 'eight'" in errors
+    assert rows(tmp_path / "store.db", "SELECT order_id FROM orders") == [("536366",)]
+    raw = rows(tmp_path / "store.db", "SELECT raw FROM quarantine")[0][0]
+    assert "CustomerID" not in raw and "17850" not in raw

@@ -59,6 +59,7 @@ from feeds.dropfolder import DropFolder
 from feeds.jsonl import describe_validation_error
 from feeds.model import Quarantined
 from feeds.poll import PollFeed
+from feeds.route_api import add_routes
 from feeds.serve_config import ServeConfig, load_serve_config
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
@@ -71,8 +72,10 @@ from feeds.webhooks.signatures import (
     verify_shopify,
     verify_square,
 )
+from rules.routing import FulfilmentRouting
 from store.apply import Outcome
 from store.metrics import open_reader, store_counts
+from store.routing import StoreRoutingSource
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
 
@@ -217,6 +220,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     monitors: dict[str, FeedMonitor] = field(default_factory=dict)
     reader: StoreReader | None = None
+    routing_rules: Callable[[], FulfilmentRouting] = FulfilmentRouting
+    """The fulfilment routing rules in force, for ``POST /route`` (hot-reloaded)."""
     mapping_error: str = ""
     started_at: float = field(default_factory=time.monotonic)
 
@@ -599,6 +604,12 @@ def build_app(state: ServerState) -> web.Application:
     app.router.add_post("/events", post_events)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    add_routes(
+        app,
+        source=StoreRoutingSource(state.writer.path, timezone=state.writer.params.timezone),
+        rules=state.routing_rules,
+        clock=state.clock,
+    )
     return app
 
 

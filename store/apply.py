@@ -485,6 +485,51 @@ def _stock_adjusted(db: sqlite3.Connection, event: StockAdjusted, ts: int) -> No
     )
 
 
+def assign_node(
+    db: sqlite3.Connection, order_id: str, lines: Sequence[tuple[int, str]], params: MetricParams
+) -> None:
+    """An order that arrived without a node was routed: fulfil it at ``lines``' nodes.
+
+    ``lines`` are (line number, node) per routed line.  The order's fulfilment location
+    becomes the first node (if no feed reported one), and its sales move from the
+    unassigned bucket to each line's node, so velocity and risk at that node see them.
+    Only the first decision moves sales (an order whose node is already set is left alone).
+    """
+    row = db.execute(
+        "SELECT location_id, fulfil_location_id, placed_ts, sales_reversed, channel, has_order"
+        " FROM orders WHERE order_id = ?",
+        (order_id,),
+    ).fetchone()
+    if row is None or row[0] is not None or row[1] is not None or not lines:
+        return
+    _, _, placed, reversed_, channel, has_order = row
+    db.execute(
+        "UPDATE orders SET fulfil_location_id = ? WHERE order_id = ?", (lines[0][1], order_id)
+    )
+    if reversed_ or not has_order or placed is None:
+        return  # its sales were never counted, or are reversed: nothing to move
+    touched = Touched()
+    for line_no, node in lines:
+        line = db.execute(
+            "SELECT sku, quantity, quantity * unit_price_cents - discount_cents FROM order_lines"
+            " WHERE order_id = ? AND line_no = ?",
+            (order_id, line_no),
+        ).fetchone()
+        if line is None:
+            continue
+        sku, qty, net = line
+        for location, sign in ((UNASSIGNED, -1), (node, 1)):
+            db.execute(
+                """INSERT INTO sales_hourly (sku, location_id, channel, hour, units, net_cents)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET units = units + excluded.units,
+                       net_cents = net_cents + excluded.net_cents""",
+                (sku, location, channel, placed // 3600, sign * qty, sign * net),
+            )
+        touched.pair(sku, node, placed)
+    _update_risk(db, touched, params)
+
+
 def count_outcomes(outcomes: Iterable[Outcome]) -> dict[Outcome, int]:
     """Tally outcomes into ``{"applied": n, "duplicate": n, "quarantined": n}``."""
     tally: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "quarantined": 0}

@@ -6,6 +6,7 @@
   with its trace as JSON (what "why did it go there?" shows).  ``routed_for`` is the
   moment routed for (the order's placement time when replaying), ``decided_at`` when the
   row was written; both integer seconds since the epoch, UTC.
+  The status index covers remaining-capacity counts (status, time, node, splits).
 * ``routing_reservations``: the units each routed line reserved at its node; the same
   units were added to ``stock.reserved``.  ``released_at`` is set when they are given
   back (order shipped, picked up or cancelled), and ``stock.reserved`` reduced again.
@@ -30,7 +31,8 @@ CREATE TABLE routing_decisions (
     decision TEXT NOT NULL
 );
 CREATE INDEX routing_decisions_for ON routing_decisions (routed_for);
-CREATE INDEX routing_decisions_status ON routing_decisions (status, routed_for);
+CREATE INDEX routing_decisions_status
+    ON routing_decisions (status, routed_for, location_id, splits);
 CREATE TABLE routing_reservations (
     order_id TEXT NOT NULL,
     line_no INTEGER NOT NULL,

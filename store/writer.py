@@ -23,8 +23,10 @@ import aiosqlite
 
 from feeds.clock import Clock, SystemClock
 from feeds.model import Event, Quarantined
+from rules.routing import FulfilmentRouting
 from store.apply import Outcome, apply_batch, epoch
 from store.risk import MetricParams
+from store.routing import routing_after_batch
 from store.schema import migrate
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,16 @@ class StoreWriter:
         batch_wait: float = 0.02,
         queue_size: int = 20_000,
         params: MetricParams | None = None,
+        routing: Callable[[], FulfilmentRouting] | None = FulfilmentRouting,
     ) -> None:
         self.path = Path(path)
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.params = params or MetricParams()
+        self.routing = routing
+        """Gives the fulfilment routing rules in force (hot-reloaded); None: never route."""
+        self.routing_errors = 0
         self.stats = WriterStats()
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]] | None] = asyncio.Queue(
             maxsize=queue_size
@@ -208,6 +214,28 @@ class StoreWriter:
             self.stats.by_feed[item.source] = self.stats.by_feed.get(item.source, 0) + 1
             if not future.done():
                 future.set_result(outcome)
+        await self._route(items)
+
+    async def _route(self, items: list[Item]) -> None:
+        """Route orders that arrived without a node; release finished orders' reservations.
+
+        After the batch is durable (its futures already resolved), in a transaction of its
+        own: a routing failure is logged and counted, never loses the events.
+        """
+        if self.routing is None:
+            return
+        rules = self.routing()
+        decided_at = self.clock.now()
+        timezone = self.params.timezone
+        try:
+            await self._run(
+                lambda db: routing_after_batch(
+                    db, items, rules, decided_at=decided_at, timezone=timezone
+                )
+            )
+        except Exception:
+            self.routing_errors += 1
+            log.exception("routing after a batch of %d items failed", len(items))
 
     async def _quarantine_poison(self, item: Item, received_at: int) -> list[Outcome]:
         """Keep an event the database refused, in quarantine with the database's reason."""

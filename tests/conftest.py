@@ -18,6 +18,10 @@ def db_path(tmp_path: Path) -> Path:
 
 
 async def write(db: Path, items: Sequence[Event | Quarantined], **kw: object) -> list[Outcome]:
-    """Write items through a real writer and close it (everything committed)."""
+    """Write items through a real writer and close it (everything committed).
+
+    Routing is off unless asked for (``routing=...``): tests of the router drive it.
+    """
+    kw.setdefault("routing", None)
     async with StoreWriter(db, **kw) as writer:  # type: ignore[arg-type]
         return await writer.write(items)

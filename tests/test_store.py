@@ -133,3 +133,27 @@ async def test_writer_batches_and_resolves_each_future(db_path: Path) -> None:
     outcomes = await write(db_path, events, batch_size=1000)
     assert outcomes.count("applied") == 2500
     assert q(db_path, "SELECT on_hand FROM stock") == [(-2500,)]
+
+
+async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path: Path) -> None:
+    from rules.routing import FulfilmentRouting
+    from tests.builders import location, sku
+
+    await write(
+        db_path,
+        [
+            sku("A"),
+            location("WH1", kind="warehouse"),
+            snapshot("A", "WH1", 10, at(-1)),
+            order("web-1", at(0), [("A", 2)], loc=None),
+        ],
+        routing=FulfilmentRouting,
+    )
+    assert q(db_path, "SELECT status, location_id FROM routing_decisions") == [("routed", "WH1")]
+    assert q(db_path, "SELECT fulfil_location_id FROM orders") == [("WH1",)]
+    assert q(db_path, "SELECT reserved FROM stock") == [(2,)]
+    # the sale counts at the node it was routed to, not in the unassigned bucket
+    assert q(db_path, "SELECT location_id, SUM(units) FROM sales_hourly GROUP BY 1") == [
+        ("-", 0),
+        ("WH1", 2),
+    ]

@@ -32,7 +32,7 @@ from feeds.webhooks.signatures import (
     verify_shopify,
     verify_square,
 )
-from tests.builders import order, step
+from tests.builders import T0, order, step
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = ROOT / "fixtures" / "payloads"
@@ -569,3 +569,25 @@ async def test_mapping_file_reloads_and_a_bad_edit_keeps_the_last_good(served: S
     await until(lambda h: h["mapping_error"] is None)
     status, answer = await served.shopify("inventory_levels/update", level, event_id="r-2")
     assert status == 200, answer
+
+
+async def test_serve_answers_route_checks_and_routes_shopify_orders(served: Served) -> None:
+    """POST /route is mounted on serve; a webhook order without a node gets a decision."""
+    from tests.builders import location, sku, snapshot
+
+    stock = [sku("APP-1"), location("WH1", kind="warehouse"), snapshot("APP-1", "WH1", 9, T0)]
+    body = "\n".join(e.model_dump_json() for e in stock)
+    headers = {"Authorization": f"Bearer {EVENTS_TOKEN}"}
+    async with served.http.post("/events", data=body, headers=headers) as resp:
+        assert resp.status == 200
+    order = {"destination_region": "NE", "lines": [{"sku": "APP-1", "quantity": 2}]}
+    async with served.http.post("/route", json=order) as resp:
+        decision = await resp.json()
+        assert resp.status == 200, decision
+    assert decision["status"] == "routed"
+    assert [s["location_id"] for s in decision["shipments"]] == ["WH1"]
+    async with served.http.post(
+        "/route", json={"lines": [{"sku": "APP-1", "quantity": 0}]}
+    ) as resp:
+        assert resp.status == 400
+        assert "field" in await resp.json()

@@ -1,0 +1,203 @@
+"""The routing HTTP endpoint of ``omniops serve``: ``POST /route`` and ``GET /route/{order_id}``.
+
+``POST /route`` takes either an order or a BOPIS availability check and returns the
+routing decision with its trace, as JSON, **without reserving anything**:
+
+* an order: ``{"destination_region": "northeast", "method": "ship", "lines": [{"sku":
+  "APP-0001", "quantity": 2}], ...}``, the fields of :class:`rules.routing.RouteOrder`
+  (``order_id``, ``channel``, ``method``, ``destination_region``, ``location_id``,
+  ``promised_by``, ``lines``) plus an optional ``at`` (ISO time to route for; default now);
+* a BOPIS check: ``{"location_id": "ST-NYC", "cart": [{"sku": "APP-0001", "quantity":
+  1}]}`` (optional ``destination_region``, default the store's region, and ``at``): can
+  this store (or the next nearest ones) have the cart ready, and when; else ship-to-home.
+
+Answers: 200 with the decision (whatever its status: routed, held, unfulfillable);
+400 ``{"error", "field"}`` for a body that is not JSON or fails validation (``field`` is
+the dotted path of the first bad field, e.g. ``lines.0.quantity``); 422 for an unknown
+SKU (``field`` names the line) or an unknown pickup location.
+
+``GET /route/{order_id}`` returns the stored decision of an order (404 if none).
+
+The store is read in a worker thread (``asyncio.to_thread``), so the event loop only
+parses and serialises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from feeds.clock import Clock
+from feeds.model import Identifier, LocationBody
+from rules.routing import Decision, FulfilmentRouting, Inventory, RouteLine, RouteOrder, route
+
+
+class RoutingSource(Protocol):
+    """Where the endpoint reads stock, nodes and stored decisions (blocking calls)."""
+
+    def inputs(self, skus: Collection[str], now: datetime) -> tuple[Inventory, list[LocationBody]]:
+        """Stock view for ``skus`` and every node, at ``now``."""
+        ...
+
+    def decision(self, order_id: str) -> Decision | None:
+        """The stored decision of an order, or None."""
+        ...
+
+
+class RouteRequest(RouteOrder):
+    """``POST /route`` with an order."""
+
+    at: AwareDatetime | None = None
+    """Route as of this moment (default: the server clock's now)."""
+
+
+class AvailabilityRequest(BaseModel):
+    """``POST /route`` with a cart and a pickup store (a BOPIS availability check)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    location_id: Identifier
+    cart: list[RouteLine] = Field(min_length=1, max_length=500)
+    destination_region: Identifier | None = None
+    channel: Identifier = "web"
+    at: AwareDatetime | None = None
+
+
+def _error(status: int, message: str, field: str | None, **extra: Any) -> web.Response:
+    body = {"error": message, "field": field, **extra}
+    return web.json_response(body, status=status)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def _validation_error(exc: ValidationError) -> web.Response:
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0]
+    field = _field(tuple(first["loc"]))
+    return _error(
+        400,
+        f"{field}: {first['msg']}",
+        field,
+        errors=[{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in errors],
+    )
+
+
+def add_routes(
+    app: web.Application,
+    *,
+    source: RoutingSource,
+    rules: Callable[[], FulfilmentRouting],
+    clock: Clock,
+    prefix: str = "",
+) -> None:
+    """Mount ``POST {prefix}/route`` and ``GET {prefix}/route/{order_id}`` on ``app``.
+
+    Args:
+        app: The serve process's application (or a test's).
+        source: Blocking reads of the store, e.g. :class:`store.routing.StoreRoutingSource`;
+            called in a worker thread.  If it has a ``close()``, it is called on cleanup.
+        rules: Returns the ``[fulfilment]`` rules in force (the hot-reloaded ones).
+        clock: "Now" when a request gives no ``at``.
+        prefix: Path prefix, e.g. ``/api``.
+    """
+
+    async def post_route(request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _error(400, f"body is not valid JSON: {exc}", "body")
+        if not isinstance(data, dict):
+            return _error(400, "body must be a JSON object", "body")
+        check: AvailabilityRequest | None = None
+        req: RouteRequest | None = None
+        try:
+            if "cart" in data:
+                check = AvailabilityRequest.model_validate(data)
+                at = check.at
+                skus = [line.sku for line in check.cart]
+                lines_field = "cart"
+            else:
+                req = RouteRequest.model_validate(data)
+                at = req.at
+                skus = [line.sku for line in req.lines]
+                lines_field = "lines"
+        except ValidationError as exc:
+            return _validation_error(exc)
+        now = at or clock.now()
+        current = rules()
+
+        def decide() -> web.Response:
+            # One hop to a worker thread for the reads, the routing and the JSON, so the
+            # event loop only parses and validates.
+            inventory, nodes = source.inputs(skus, now)
+            for n, sku in enumerate(skus):
+                if sku not in inventory.skus:
+                    return _error(422, f"unknown SKU {sku!r}", f"{lines_field}.{n}.sku", sku=sku)
+            if check is not None:
+                store = next((n for n in nodes if n.location_id == check.location_id), None)
+                if store is None or store.kind != "store":
+                    what = "unknown location" if store is None else f"{store.kind}, not a store"
+                    return _error(
+                        422,
+                        f"{what}: {check.location_id!r}",
+                        "location_id",
+                        location=check.location_id,
+                    )
+                order = RouteOrder(
+                    order_id="availability-check",
+                    channel=check.channel,
+                    method="bopis",
+                    destination_region=check.destination_region or store.region,
+                    location_id=check.location_id,
+                    lines=check.cart,
+                )
+            else:
+                assert req is not None
+                order = RouteOrder.model_validate(req.model_dump(exclude={"at"}))
+            decision = route(order, inventory, nodes, current, now)
+            body = decision.model_dump(mode="json")
+            body["reserved"] = False
+            return web.json_response(body)
+
+        try:
+            return await asyncio.to_thread(decide)
+        except FileNotFoundError as exc:
+            return _error(503, f"store not available: {exc}", None)
+
+    async def get_route(request: web.Request) -> web.Response:
+        order_id = request.match_info["order_id"]
+        try:
+            decision = await asyncio.to_thread(source.decision, order_id)
+        except FileNotFoundError as exc:
+            return _error(503, f"store not available: {exc}", None)
+        if decision is None:
+            return _error(404, f"no routing decision for order {order_id!r}", "order_id")
+        return web.json_response(decision.model_dump(mode="json"))
+
+    app.router.add_post(f"{prefix}/route", post_route)
+    app.router.add_get(f"{prefix}/route/{{order_id}}", get_route)
+    close = getattr(source, "close", None)
+    if callable(close):
+
+        async def _close(_: web.Application) -> None:
+            close()
+
+        app.on_cleanup.append(_close)
+
+
+def make_app(
+    *, source: RoutingSource, rules: Callable[[], FulfilmentRouting], clock: Clock
+) -> web.Application:
+    """A standalone application with only the routing endpoint (tests, the benchmark)."""
+    app = web.Application()
+    add_routes(app, source=source, rules=rules, clock=clock)
+    return app

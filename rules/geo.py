@@ -1,0 +1,206 @@
+"""Distances and time windows for routing: haversine, opening hours, cut-offs, pickup windows.
+
+Everything here is pure (no I/O) and works in UTC in and out; a node's opening hours and
+cut-off are read in the node's own time zone, so "20:30 in New York" is 18:30 in Denver,
+before a Denver store's 19:00 cut-off.
+
+Two questions are answered for a node at a moment ``now``:
+
+* :func:`ship_slot`: when would an order released now leave the node?  Work starts at
+  ``now`` (or at opening, if the node is not open yet); when the work fits before the
+  day's cut-off (``hours.cutoff``, or closing time when there is none) the order ships
+  that day, at the cut-off; otherwise at the next day's cut-off.
+* :func:`pickup_slot`: when could a store have an order ready for pickup?  Preparation
+  starts at ``now`` (or at opening) and must start no later than the store's cut-off and
+  end before closing; otherwise it is ready the next day at opening + preparation.  The
+  pickup window is from ready until closing that day.
+
+Opening hours are daily (the canonical model has no weekly calendar); a closing time at
+or before the opening time means the node closes after midnight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from feeds.model import OpeningHours
+
+EARTH_RADIUS_KM = 6371.0088
+"""Mean Earth radius (IUGG), the usual constant for haversine distances."""
+
+SlotIssue = Literal["closed", "past_cutoff"]
+"""Why a slot is not on the node's current day."""
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in kilometres between two points given in degrees."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    dphi = phi2 - phi1
+    dlmb = math.radians(lon2 - lon1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo:
+    """A cached :class:`ZoneInfo` (constructing one per call is measurably slow)."""
+    return ZoneInfo(name)
+
+
+@lru_cache(maxsize=256)
+def _hhmm(text: str) -> time:
+    hours, minutes = text.split(":")
+    return time(int(hours), int(minutes))
+
+
+@dataclass(frozen=True)
+class DayTimes:
+    """A node's opening, cut-off and closing instants on one local day, in UTC."""
+
+    day: date
+    """The node's local date."""
+    opens: datetime
+    cutoff: datetime
+    """The order cut-off; closing time when the node has none."""
+    closes: datetime
+    has_cutoff: bool
+
+
+def day_times(hours: OpeningHours, tz: str, day: date) -> DayTimes:
+    """Opening, cut-off and closing of local ``day`` at a node in zone ``tz`` (DST-aware)."""
+    zinfo = zone(tz)
+    opens = datetime.combine(day, _hhmm(hours.opens), zinfo)
+    closes = datetime.combine(day, _hhmm(hours.closes), zinfo)
+    if closes <= opens:
+        closes = datetime.combine(day + timedelta(days=1), _hhmm(hours.closes), zinfo)
+    if hours.cutoff is not None:
+        cutoff = datetime.combine(day, _hhmm(hours.cutoff), zinfo)
+        if cutoff < opens:
+            cutoff = datetime.combine(day + timedelta(days=1), _hhmm(hours.cutoff), zinfo)
+        cutoff = min(cutoff, closes)
+    else:
+        cutoff = closes
+    return DayTimes(
+        day=day,
+        opens=opens.astimezone(UTC),
+        cutoff=cutoff.astimezone(UTC),
+        closes=closes.astimezone(UTC),
+        has_cutoff=hours.cutoff is not None,
+    )
+
+
+def local_day(now: datetime, tz: str) -> date:
+    """The node's local date at ``now``."""
+    return now.astimezone(zone(tz)).date()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """When a node can ship an order, or have it ready for pickup."""
+
+    at: datetime
+    """Ship-by (the cut-off it leaves at) or ready-for-pickup time, UTC."""
+    until: datetime
+    """End of the window: the same cut-off for shipping, closing time for pickup."""
+    same_day: bool
+    """True when the slot is on the node's local day at ``now``."""
+    issue: SlotIssue | None
+    """Why it is not the same day (None when it is)."""
+    detail: str
+    """A short human explanation in the node's local time."""
+
+
+def _local_hm(moment: datetime, tz: str) -> str:
+    return moment.astimezone(zone(tz)).strftime("%H:%M")
+
+
+def _local_day_hm(moment: datetime, tz: str) -> str:
+    return moment.astimezone(zone(tz)).strftime("%a %d %b %H:%M")
+
+
+def _days_from(hours: OpeningHours, tz: str, now: datetime) -> Iterator[DayTimes]:
+    """The node's day at ``now`` (an overnight day still open counts) and the next week."""
+    today = local_day(now, tz)
+    yesterday = day_times(hours, tz, today - timedelta(days=1))
+    if yesterday.closes > now:  # an overnight opening that started yesterday
+        yield yesterday
+    for n in range(8):
+        yield day_times(hours, tz, today + timedelta(days=n))
+
+
+def ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+    """When an order released at ``now`` leaves a node with ``hours`` in zone ``tz``.
+
+    The order ships at the first cut-off that the preparation (``prep``), started at
+    ``now`` or at opening, fits before.
+    """
+    first: DayTimes | None = None
+    for dt in _days_from(hours, tz, now):
+        first = first or dt
+        start = max(now, dt.opens)
+        if start + prep <= dt.cutoff:
+            if dt is first:
+                return Slot(
+                    dt.cutoff, dt.cutoff, True, None, f"ships today at {_local_hm(dt.cutoff, tz)}"
+                )
+            issue: SlotIssue = "closed" if now >= first.closes else "past_cutoff"
+            if issue == "closed":
+                why = f"closed since {_local_hm(first.closes, tz)}"
+            elif now > first.cutoff:
+                why = f"past the {_local_hm(first.cutoff, tz)} cut-off"
+            else:
+                why = (
+                    f"{int(prep.total_seconds() // 60)} min of work does not fit before the "
+                    f"{_local_hm(first.cutoff, tz)} cut-off"
+                )
+            return Slot(
+                dt.cutoff, dt.cutoff, False, issue, f"{why}; ships {_local_day_hm(dt.cutoff, tz)}"
+            )
+    raise ValueError(f"the work ({prep}) never fits between opening and cut-off ({hours})")
+
+
+def pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+    """When a store could have an order placed at ``now`` ready for pickup, and until when.
+
+    Preparation starts at ``now`` or at opening; it must start by the store's cut-off (if it
+    has one) and end by closing time; otherwise the order is ready the next day.
+    """
+    first: DayTimes | None = None
+    for dt in _days_from(hours, tz, now):
+        first = first or dt
+        start = max(now, dt.opens)
+        if start <= dt.cutoff and start + prep <= dt.closes:
+            ready = start + prep
+            if dt is first:
+                return Slot(
+                    ready,
+                    dt.closes,
+                    True,
+                    None,
+                    f"ready today {_local_hm(ready, tz)}–{_local_hm(dt.closes, tz)}",
+                )
+            issue: SlotIssue
+            if now >= first.closes:
+                issue, why = "closed", f"closed since {_local_hm(first.closes, tz)}"
+            elif first.has_cutoff and now > first.cutoff:
+                issue, why = "past_cutoff", f"past the {_local_hm(first.cutoff, tz)} pickup cut-off"
+            else:
+                issue = "closed"
+                why = (
+                    f"closes {_local_hm(first.closes, tz)}, too soon for "
+                    f"{int(prep.total_seconds() // 60)} min of preparation"
+                )
+            return Slot(
+                ready,
+                dt.closes,
+                False,
+                issue,
+                f"{why}; next pickup {_local_day_hm(ready, tz)}–{_local_hm(dt.closes, tz)}",
+            )
+    raise ValueError(f"preparation ({prep}) never fits in the opening hours ({hours})")

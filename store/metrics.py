@@ -218,11 +218,18 @@ def compute_fulfillment(
     rank = {"LATE": 0, "AT RISK": 1, "OK": 2}
     rows.sort(key=lambda r: (rank[r.status], -r.late, -r.at_risk, -r.open_orders, r.scope, r.key))
     location_rows = [r for r in rows if r.scope == "location"]
+    unroutable = db.execute(
+        """SELECT COUNT(*) FROM routing_decisions d JOIN orders o USING (order_id)
+           WHERE d.status IN ('held', 'unfulfillable') AND o.placed_ts <= ?
+             AND (o.done_ts IS NULL OR o.done_ts > ?)""",
+        (t, t),
+    ).fetchone()[0]
     return FulfillmentSnapshot(
         rows=tuple(rows[: params.top_n]),
         total_open=sum(r.open_orders for r in location_rows),
         total_late=sum(r.late for r in location_rows),
         total_at_risk=sum(r.at_risk for r in location_rows),
+        unroutable=int(unroutable),
     )
 
 

@@ -46,6 +46,8 @@ class FulfillmentSnapshot:
     total_open: int
     total_late: int
     total_at_risk: int
+    unroutable: int = 0
+    """Open orders the router could place nowhere (held for a person, or unfulfillable)."""
 
 
 @dataclass(frozen=True)

@@ -380,3 +380,21 @@ async def test_stock_history_rebuilds_day_end_stock_from_adjustments(db_path: Pa
     ]
     assert h.on_hand_end == (50, 45, 45, 35)
     assert h.sold == (0, 5, 0, 0)
+
+
+async def test_orders_no_node_could_take_are_counted_unroutable(db_path: Path) -> None:
+    from rules.routing import FulfilmentRouting
+
+    await write(
+        db_path,
+        [
+            sku("A"),
+            location("WH1", kind="warehouse"),
+            snapshot("A", "WH1", 1, at(-1)),
+            order("big", at(-0.5), [("A", 5)], loc=None),
+        ],  # 5 wanted, 1 in stock anywhere
+        routing=FulfilmentRouting,
+    )
+    f = snap(db_path, T0).fulfillment
+    assert f.unroutable == 1
+    assert snap(db_path, at(-1)).fulfillment.unroutable == 0  # not yet placed then

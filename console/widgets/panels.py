@@ -502,6 +502,11 @@ class FulfillmentPanel(Panel):
             (f"{f.total_late:,} LATE", "$text-error bold" if f.total_late else ""),
             "  ",
             (f"{f.total_at_risk:,} AT RISK", "$text-warning bold" if f.total_at_risk else ""),
+            *(
+                [("  ", ""), (f"{f.unroutable:,} UNROUTABLE", "$text-error bold")]
+                if f.unroutable
+                else []
+            ),
         )
 
 

@@ -285,7 +285,8 @@ def list_alerts(
 ) -> list[AlertRecord]:
     """Active alerts, plus those resolved at or after ``resolved_since`` if given.
 
-    Firing first (no-data with them), then pending, then resolved; newest first within.
+    Firing first (no-data with them), then pending, then resolved; critical first, then
+    newest first within.
     """
     if resolved_since is None:
         rows = conn.execute(
@@ -298,7 +299,15 @@ def list_alerts(
         ).fetchall()
     records = [_alert_from_row(row) for row in rows]
     rank = {"firing": 0, "nodata": 0, "pending": 1, "resolved": 2}
-    records.sort(key=lambda a: (rank[a.state], -a.since.timestamp(), a.fingerprint))
+    severity = {"critical": 0, "warning": 1, "info": 2}
+    records.sort(
+        key=lambda a: (
+            rank[a.state],
+            severity.get(a.severity, 3),
+            -a.since.timestamp(),
+            a.fingerprint,
+        )
+    )
     return records
 
 

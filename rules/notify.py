@@ -1,0 +1,625 @@
+"""Notification routing, grouping, inhibition and the asynchronous notifier.
+
+The ``[notify]`` section of the rules file follows Prometheus Alertmanager's semantics:
+
+* **Routing tree** (``[notify.route]`` and nested ``[[...routes]]``): an alert enters at the
+  root and goes down depth-first; the first child whose matchers all hold takes it, unless
+  that child says ``continue = true``, in which case the following siblings are tried too.
+  A route with no matching child handles the alert itself.  Children inherit ``receiver``,
+  ``group_by``, ``group_wait``, ``group_interval`` and ``repeat_interval`` from their parent
+  unless they set them.  The root matches every alert (it may not have matchers).
+* **Grouping**: alerts that reach the same route with equal values of its ``group_by``
+  labels (``["..."]``: all labels) form one group and one notification.  A new group waits
+  ``group_wait`` (to collect its siblings); later changes to it go out at most every
+  ``group_interval``; an unchanged firing group is re-sent every ``repeat_interval``.
+  Resolved alerts are sent once, to the groups that were told they fired.
+* **Inhibition** (``[[notify.inhibit]]``): while an alert matching ``source_matchers``
+  fires, alerts matching ``target_matchers`` that have the same values for every label in
+  ``equal`` are muted (an alert never inhibits itself).
+
+:class:`Notifier` runs this in the background: :meth:`Notifier.submit` is non-blocking and
+thread-safe (the evaluator calls it from a worker thread), a dispatcher task decides what is
+due against the injected clock, and each receiver delivers from its own queue
+(:mod:`rules.receivers`), so a receiver that is down never blocks evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from feeds.clock import Clock
+from rules.labels import Duration, MatcherList, format_duration, labels_text
+from rules.matchers import format_matchers, matches_all
+from rules.receivers import (
+    CONSOLE,
+    ConsoleReceiverConfig,
+    ConsoleSink,
+    Notification,
+    NotifyAlert,
+    ReceiverConfig,
+    ReceiverWorker,
+    RetryPolicy,
+    build_delivery,
+)
+from store.alerts import ReceiverStatus
+
+log = logging.getLogger(__name__)
+
+ALL_LABELS = "..."
+"""``group_by = ["..."]``: every label (one group per alert)."""
+
+
+class Route(BaseModel):
+    """One node of the routing tree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str | None = None
+    """Shown in the route tester's path (default: ``routes[i]``)."""
+    matchers: MatcherList = ()
+    """The alert labels this route takes, e.g. ``'severity=critical'``."""
+    receiver: str | None = None
+    """Where its alerts go (inherited when unset)."""
+    group_by: tuple[str, ...] | None = None
+    """Labels that split alerts into groups (inherited when unset)."""
+    group_wait: Duration | None = None
+    """How long a new group waits for more alerts before its first notification."""
+    group_interval: Duration | None = None
+    """Least time between notifications about changes to a group."""
+    repeat_interval: Duration | None = None
+    """How often an unchanged, still-firing group is notified again."""
+    continue_: bool = Field(default=False, alias="continue")
+    """After matching, also try the following siblings."""
+    routes: tuple[Route, ...] = ()
+    """Child routes, tried in order."""
+
+
+class InhibitRule(BaseModel):
+    """While a source alert fires, mute matching target alerts that share ``equal`` labels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source_matchers: MatcherList
+    """The inhibiting alerts, e.g. ``'alertname=stale_feed'``."""
+    target_matchers: MatcherList
+    """The alerts they mute, e.g. ``'alertname=~aov_drop|net_sales_drop'``."""
+    equal: tuple[str, ...] = ()
+    """Labels that must have the same value on source and target (e.g. ``channel``)."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> InhibitRule:
+        if not self.source_matchers or not self.target_matchers:
+            raise ValueError("an inhibit rule needs both source_matchers and target_matchers")
+        return self
+
+
+class NotifyConfig(BaseModel):
+    """The ``[notify]`` section: routing tree, receivers and inhibition rules."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    route: Route = Route()
+    """The root route; unset settings default to console, alertname, 30s, 5m, 4h."""
+    receivers: tuple[ReceiverConfig, ...] = ()
+    """Named receivers; ``console`` always exists."""
+    inhibit: tuple[InhibitRule, ...] = ()
+
+    def receiver_names(self) -> set[str]:
+        """Every receiver a route may name."""
+        return {CONSOLE, *(r.name for r in self.receivers)}
+
+
+def check_notify(config: NotifyConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """Cross-reference problems as (location in the file, message); empty when valid."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    names: set[str] = set()
+    for i, r in enumerate(config.receivers):
+        if r.name in names:
+            problems.append((("notify", "receivers", i, "name"), f"duplicate receiver {r.name!r}"))
+        if r.name == CONSOLE and not isinstance(r, ConsoleReceiverConfig):
+            problems.append(
+                (("notify", "receivers", i, "name"), "the name 'console' is the console's")
+            )
+        names.add(r.name)
+    known = config.receiver_names()
+    if config.route.matchers:
+        problems.append(
+            (
+                ("notify", "route", "matchers"),
+                "the root route matches every alert; put matchers on child routes",
+            )
+        )
+
+    def walk(route: Route, loc: tuple[str | int, ...]) -> None:
+        if route.receiver is not None and route.receiver not in known:
+            problems.append(
+                (
+                    (*loc, "receiver"),
+                    f"unknown receiver {route.receiver!r}; known: {', '.join(sorted(known))}",
+                )
+            )
+        for i, child in enumerate(route.routes):
+            walk(child, (*loc, "routes", i))
+
+    walk(config.route, ("notify", "route"))
+    return problems
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """A route's effective settings after inheritance."""
+
+    receiver: str = CONSOLE
+    group_by: tuple[str, ...] = ("alertname",)
+    group_wait: timedelta = timedelta(seconds=30)
+    group_interval: timedelta = timedelta(minutes=5)
+    repeat_interval: timedelta = timedelta(hours=4)
+
+    def inherit(self, route: Route) -> RouteSettings:
+        """These settings overridden by what ``route`` sets."""
+        return RouteSettings(
+            receiver=route.receiver if route.receiver is not None else self.receiver,
+            group_by=route.group_by if route.group_by is not None else self.group_by,
+            group_wait=route.group_wait if route.group_wait is not None else self.group_wait,
+            group_interval=(
+                route.group_interval if route.group_interval is not None else self.group_interval
+            ),
+            repeat_interval=(
+                route.repeat_interval if route.repeat_interval is not None else self.repeat_interval
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """A route that handles an alert: its path from the root and its settings."""
+
+    path: tuple[str, ...]
+    settings: RouteSettings
+
+    @property
+    def receiver(self) -> str:
+        """The receiver it delivers to."""
+        return self.settings.receiver
+
+    def group_labels(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """The values of the group_by labels (all labels for ``...``)."""
+        if ALL_LABELS in self.settings.group_by:
+            return dict(labels)
+        return {k: labels.get(k, "") for k in self.settings.group_by}
+
+    def group_key(self, labels: Mapping[str, str]) -> str:
+        """``root/routes[0]:{alertname=late}``: one group per route and group label values."""
+        return f"{'/'.join(self.path)}:{{{labels_text(self.group_labels(labels))}}}"
+
+
+def _step_name(route: Route, index: int) -> str:
+    if route.name:
+        return route.name
+    return f"routes[{index}]"
+
+
+def match_routes(route: Route, labels: Mapping[str, str]) -> list[RouteMatch]:
+    """The routes that handle an alert with ``labels`` (Alertmanager semantics)."""
+    root = RouteSettings().inherit(route)
+    return _match(route, labels, root, ("root",))
+
+
+def _match(
+    route: Route, labels: Mapping[str, str], settings: RouteSettings, path: tuple[str, ...]
+) -> list[RouteMatch]:
+    found: list[RouteMatch] = []
+    for i, child in enumerate(route.routes):
+        if not matches_all(child.matchers, labels):
+            continue
+        found.extend(_match(child, labels, settings.inherit(child), (*path, _step_name(child, i))))
+        if not child.continue_:
+            break
+    return found or [RouteMatch(path, settings)]
+
+
+@dataclass(frozen=True)
+class RouteTestResult:
+    """What the route tester answers for a set of labels."""
+
+    labels: Mapping[str, str]
+    matches: tuple[RouteMatch, ...]
+
+    @property
+    def receivers(self) -> list[str]:
+        """The receivers reached, in order, without repeats."""
+        out: list[str] = []
+        for m in self.matches:
+            if m.receiver not in out:
+                out.append(m.receiver)
+        return out
+
+    def text(self, route: Route | None = None) -> str:
+        """A readable answer: one line per receiver, with the path through the tree."""
+        lines = [f"labels: {labels_text(self.labels) or '(none)'}"]
+        for m in self.matches:
+            s = m.settings
+            path = " > ".join(_describe_path(route, m.path) if route else m.path)
+            lines.append(
+                f"→ {m.receiver}  via {path}  (group_by [{', '.join(s.group_by)}], wait "
+                f"{format_duration(s.group_wait)}, interval {format_duration(s.group_interval)}, "
+                f"repeat {format_duration(s.repeat_interval)})"
+            )
+        return "\n".join(lines)
+
+
+def _describe_path(root: Route, path: tuple[str, ...]) -> list[str]:
+    """Path steps with each route's matchers, e.g. ``routes[0] {severity=critical}``."""
+    out = [path[0]]
+    node = root
+    for step in path[1:]:
+        for i, child in enumerate(node.routes):
+            if _step_name(child, i) == step:
+                node = child
+                break
+        text = format_matchers(node.matchers)
+        out.append(f"{step} {{{text}}}" if text else step)
+    return out
+
+
+def route_test(config: NotifyConfig, labels: Mapping[str, str]) -> RouteTestResult:
+    """Which receivers an alert with ``labels`` reaches, and by which path."""
+    return RouteTestResult(dict(labels), tuple(match_routes(config.route, labels)))
+
+
+def parse_label_args(args: Sequence[str]) -> dict[str, str]:
+    """``["severity=critical", "location=WH-NJ"]`` → labels.
+
+    Raises:
+        ValueError: for an argument without ``=``.
+    """
+    labels: dict[str, str] = {}
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected key=value, got {arg!r}")
+        labels[name.strip()] = value.strip().strip('"')
+    return labels
+
+
+# -- inhibition --------------------------------------------------------------------------------
+
+
+def inhibiting_source(
+    fingerprint: str,
+    labels: Mapping[str, str],
+    firing: Sequence[tuple[str, Mapping[str, str]]],
+    rules: Sequence[InhibitRule],
+) -> str | None:
+    """The fingerprint of a firing alert that inhibits this one, or None."""
+    for rule in rules:
+        if not matches_all(rule.target_matchers, labels):
+            continue
+        for source_fp, source_labels in firing:
+            if source_fp == fingerprint:
+                continue
+            if not matches_all(rule.source_matchers, source_labels):
+                continue
+            if all(source_labels.get(k, "") == labels.get(k, "") for k in rule.equal):
+                return source_fp
+    return None
+
+
+# -- grouping ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    key: str
+    match: RouteMatch
+    group_labels: dict[str, str]
+    created_at: datetime
+    firing: dict[str, NotifyAlert] = field(default_factory=dict)
+    resolved: dict[str, NotifyAlert] = field(default_factory=dict)
+    notified: set[str] = field(default_factory=set)
+    last_sent_at: datetime | None = None
+    changed: bool = True
+
+
+class Dispatcher:
+    """Alert groups and the decision of what to send when.  Pure of I/O; the clock is passed in.
+
+    Each :meth:`update` takes the complete set of firing alerts to notify (silenced and
+    inhibited ones already left out) and those that just resolved; :meth:`due` returns the
+    notifications to send at ``now``.
+    """
+
+    def __init__(self, config: NotifyConfig) -> None:
+        self.config = config
+        self.groups: dict[str, _Group] = {}
+
+    def update(
+        self, firing: Sequence[NotifyAlert], resolved: Sequence[NotifyAlert], now: datetime
+    ) -> None:
+        """Fold one evaluation's alerts into the groups."""
+        seen: dict[str, set[str]] = {}
+        for alert in firing:
+            for match in match_routes(self.config.route, alert.labels):
+                key = match.group_key(alert.labels)
+                group = self.groups.get(key)
+                if group is None:
+                    group = _Group(key, match, match.group_labels(alert.labels), now)
+                    self.groups[key] = group
+                old = group.firing.get(alert.fingerprint)
+                if old is None or old.state != alert.state:
+                    group.changed = True
+                group.firing[alert.fingerprint] = alert
+                group.resolved.pop(alert.fingerprint, None)
+                seen.setdefault(key, set()).add(alert.fingerprint)
+        resolved_fps = {a.fingerprint for a in resolved}
+        for alert in resolved:
+            for match in match_routes(self.config.route, alert.labels):
+                group = self.groups.get(match.group_key(alert.labels))
+                if group is None:
+                    continue
+                group.firing.pop(alert.fingerprint, None)
+                if alert.fingerprint in group.notified:
+                    group.resolved[alert.fingerprint] = alert
+                    group.changed = True
+        # Alerts no longer submitted (silenced, inhibited, rerouted) leave their groups quietly.
+        for key, group in self.groups.items():
+            keep = seen.get(key, set())
+            for fp in list(group.firing):
+                if fp not in keep and fp not in resolved_fps:
+                    del group.firing[fp]
+                    group.notified.discard(fp)
+
+    def due(self, now: datetime) -> list[Notification]:
+        """The notifications to send at ``now``; marks them sent."""
+        out: list[Notification] = []
+        for key in list(self.groups):
+            group = self.groups[key]
+            s = group.match.settings
+            send = False
+            if group.last_sent_at is None:
+                if not group.firing:
+                    del self.groups[key]  # resolved before it was ever announced
+                    continue
+                send = now >= group.created_at + s.group_wait
+            elif group.changed and now >= group.last_sent_at + s.group_interval:
+                send = bool(group.firing or group.resolved)
+            elif group.firing and now >= group.last_sent_at + s.repeat_interval:
+                send = True
+            if send:
+                alerts = (*group.firing.values(), *group.resolved.values())
+                out.append(
+                    Notification(
+                        receiver=s.receiver,
+                        group_key=key,
+                        group_labels=dict(group.group_labels),
+                        alerts=tuple(alerts),
+                        created_at=now,
+                        route_path=group.match.path,
+                    )
+                )
+                group.notified = set(group.firing)
+                group.resolved.clear()
+                group.changed = False
+                group.last_sent_at = now
+            idle = not group.firing and not group.resolved and not group.changed
+            if idle and group.last_sent_at is not None:
+                del self.groups[key]
+        return out
+
+
+# -- the notifier ------------------------------------------------------------------------------
+
+
+class Notifier:
+    """Groups alerts and delivers notifications in the background.
+
+    Use ``async with Notifier(config, clock) as notifier`` (or :meth:`start` /
+    :meth:`close`) on the event loop of the process that evaluates alerts; call
+    :meth:`submit` after every evaluation, from any thread.
+    """
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        clock: Clock,
+        *,
+        console: ConsoleSink | None = None,
+        retry: RetryPolicy | None = None,
+        tick: float = 1.0,
+        status_sink: Callable[[list[ReceiverStatus]], None] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        """Create the notifier.
+
+        Args:
+            config: The ``[notify]`` section in force; replace with :meth:`set_config`.
+            clock: "now" for group_wait, group_interval and repeat_interval.
+            console: What the console receiver calls (e.g. the app's bell); default: log.
+            retry: Back-off between delivery attempts.
+            tick: Wall seconds between checks for due groups.
+            status_sink: Blocking; stores receiver counters (e.g. into the store), called
+                off the event loop after deliveries change them.
+            session: An aiohttp session to use (default: one of its own, closed on close).
+        """
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.tick = tick
+        self._console = console
+        self._status_sink = status_sink
+        self._session = session
+        self._own_session = session is None
+        self._dispatcher = Dispatcher(config)
+        self._workers: dict[str, ReceiverWorker] = {}
+        self._inbox: list[tuple[Sequence[NotifyAlert], Sequence[NotifyAlert]]] = []
+        self._inbox_lock = threading.Lock()
+        self._pending_config: NotifyConfig | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._status_dirty = False
+        self._config = config
+        self._stopping: set[asyncio.Future[None]] = set()
+
+    async def __aenter__(self) -> Notifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def config(self) -> NotifyConfig:
+        """The configuration in force."""
+        return self._config
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def start(self) -> None:
+        """Start the dispatcher and one delivery task per receiver."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._build_workers(self._config)
+        self._task = asyncio.create_task(self._run(), name="notifier")
+
+    async def close(self) -> None:
+        """Stop every task and close the session (undelivered notifications are lost)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for worker in self._workers.values():
+            await worker.stop()
+        await self._write_status()
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _build_workers(self, config: NotifyConfig) -> None:
+        configs: dict[str, Any] = {CONSOLE: ConsoleReceiverConfig(name=CONSOLE, type="console")}
+        configs.update({r.name: r for r in config.receivers})
+        for name in list(self._workers):
+            old = self._workers[name]
+            if name not in configs:
+                # A removed receiver: its undelivered notifications go with it.
+                self._stopping.add(asyncio.ensure_future(old.stop()))
+                del self._workers[name]
+        for name, rc in configs.items():
+            worker = self._workers.get(name)
+            delivery = build_delivery(rc, session=self._session_now, console=self._console)
+            if worker is None:
+                worker = ReceiverWorker(
+                    name, delivery, self.retry, self.clock.now, on_change=self._mark_status
+                )
+                self._workers[name] = worker
+                worker.start()
+            else:
+                worker.delivery = delivery  # keep its queue and counters
+
+    def set_config(self, config: NotifyConfig) -> None:
+        """Use a new ``[notify]`` section (the rules watcher's reload).  Thread-safe."""
+        with self._inbox_lock:
+            self._pending_config = config
+        self._poke()
+
+    def submit(self, firing: Sequence[NotifyAlert], resolved: Sequence[NotifyAlert]) -> None:
+        """Take the alerts of one evaluation.  Never blocks; safe from any thread."""
+        with self._inbox_lock:
+            self._inbox.append((tuple(firing), tuple(resolved)))
+        self._poke()
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            wake.set()
+        else:
+            loop.call_soon_threadsafe(wake.set)
+
+    def _mark_status(self) -> None:
+        self._status_dirty = True
+        self._poke()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as its own timeout fires, and close() would hang.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                self.process()
+                if self._status_dirty:
+                    await self._write_status()
+            except Exception:  # keep notifying whatever went wrong once
+                log.exception("notifier cycle failed")
+
+    def process(self) -> list[Notification]:
+        """Apply submitted alerts and config, enqueue what is due now; return it."""
+        with self._inbox_lock:
+            inbox, self._inbox = self._inbox, []
+            config, self._pending_config = self._pending_config, None
+        if config is not None:
+            self._config = config
+            self._dispatcher.config = config
+            self._build_workers(config)
+        now = self.clock.now()
+        for firing, resolved in inbox:
+            self._dispatcher.update(firing, resolved, now)
+        due = self._dispatcher.due(now)
+        for notification in due:
+            worker = self._workers.get(notification.receiver)
+            if worker is None:
+                log.error(
+                    "no receiver %r for group %s", notification.receiver, notification.group_key
+                )
+                continue
+            worker.enqueue(notification)
+        return due
+
+    async def flush(self) -> list[Notification]:
+        """Process now (instead of at the next tick); return the notifications enqueued."""
+        return self.process()
+
+    async def wait_delivered(self, timeout: float = 10.0) -> None:
+        """Until every receiver's queue is empty (or ``timeout`` seconds: TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            for worker in list(self._workers.values()):
+                await worker.wait_idle()
+
+    def stats(self) -> dict[str, ReceiverStatus]:
+        """Current counters per receiver."""
+        return {name: w.status() for name, w in self._workers.items()}
+
+    async def _write_status(self) -> None:
+        self._status_dirty = False
+        if self._status_sink is None or not self._workers:
+            return
+        statuses = [w.status() for w in self._workers.values()]
+        try:
+            await asyncio.to_thread(self._status_sink, statuses)
+        except Exception:
+            log.exception("storing receiver status failed")

@@ -124,7 +124,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
-    from console.settings import Settings
+    from rules.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
@@ -178,7 +178,7 @@ def build_console(
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers."""
     from console.app import OmniopsApp
-    from console.settings import Settings
+    from rules.settings import Settings
     from store.details import late_orders, stock_history
     from store.export import export_panel
     from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
@@ -243,7 +243,7 @@ def run_console(
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes."""
-    from console.settings import Settings
+    from rules.settings import Settings
 
     settings = Settings()
     db = args.db or settings.db

@@ -53,6 +53,7 @@ import watchfiles
 from aiohttp import web
 from pydantic import ValidationError
 
+from feeds.alerting import RulesRuntime, alert_loop
 from feeds.base import Feed, FeedState
 from feeds.clock import Clock, SystemClock
 from feeds.dropfolder import DropFolder
@@ -72,9 +73,12 @@ from feeds.webhooks.signatures import (
     verify_shopify,
     verify_square,
 )
+from rules.file import default_rules_path
 from rules.routing import FulfilmentRouting
+from rules.settings import Settings
 from store.apply import Outcome
 from store.metrics import open_reader, store_counts
+from store.risk import MetricParams
 from store.routing import StoreRoutingSource
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
@@ -668,14 +672,22 @@ class Server:
         clock: Clock | None = None,
         feeds: Sequence[Feed] | None = None,
         background: Sequence[Callable[[StoreWriter], Awaitable[None]]] = (),
+        rules: RulesRuntime | None = None,
+        params: MetricParams | None = None,
     ) -> None:
         self.config = config
+        self.rules = rules
+        """The hot-reloaded rules file: routing of new orders and ``POST /route``."""
         self.clock: Clock = clock or SystemClock()
         self.feeds = list(pull_feeds(config) if feeds is None else feeds)
         self.background = list(background)
         """Extra tasks given the writer (alert evaluation, notifications)."""
         self.writer = StoreWriter(
-            config.db, clock=self.clock, batch_wait=config.batch_wait_ms / 1000
+            config.db,
+            clock=self.clock,
+            batch_wait=config.batch_wait_ms / 1000,
+            routing=rules.fulfilment if rules is not None else FulfilmentRouting,
+            params=params,
         )
         self.state: ServerState | None = None
         self.runner: web.AppRunner | None = None
@@ -703,8 +715,14 @@ class Server:
         context = ssl_context(self.config)
         await self.writer.start()
         state = self.state = ServerState(
-            writer=self.writer, config=self.config, mapping=mapping, clock=self.clock
+            writer=self.writer,
+            config=self.config,
+            mapping=mapping,
+            clock=self.clock,
+            routing_rules=self.rules.fulfilment if self.rules is not None else FulfilmentRouting,
         )
+        if self.rules is not None:
+            self.rules.start()
         self.runner = web.AppRunner(
             build_app(state), access_log=None, handle_signals=False, shutdown_timeout=10
         )
@@ -766,6 +784,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.rules is not None:
+            await self.rules.stop()
         if self.state is not None and self.state.reader is not None:
             self.state.reader.close()
         await self.writer.close()
@@ -790,7 +810,20 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     log.info("omniops serve: %s", config.describe())
-    async with Server(config) as server:
+    settings = Settings()
+    rules_path = settings.rules_file or default_rules_path()
+    rules = RulesRuntime(rules_path)
+    if rules.current is None:
+        log.error("rules file %s is invalid: %s", rules_path, rules.watcher.error)
+    params = settings.metrics
+    clock = SystemClock()
+
+    async def alerting(writer: StoreWriter) -> None:
+        await alert_loop(writer.path, rules, clock, params, settings.refresh_interval)
+
+    async with Server(
+        config, clock=clock, rules=rules, params=params, background=[alerting]
+    ) as server:
         print(f"omniops serve: listening on {server.url}", flush=True)
         await stop.wait()
         log.info("omniops serve: stopping")

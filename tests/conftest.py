@@ -12,6 +12,15 @@ from store.apply import Outcome
 from store.writer import StoreWriter
 
 
+@pytest.fixture(autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's config, rules or cache."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(home / "config.toml"))
+    monkeypatch.setenv("OMNIOPS_RULES", str(home / "rules.toml"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "store.db"

@@ -38,6 +38,7 @@ MAPPING = """
 def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIOPS_")}
     env["OMNIOPS_CONFIG"] = str(tmp_path / "absent.toml")
+    env["OMNIOPS_RULES"] = str(tmp_path / "rules.toml")
     env["OMNIOPS_SHOPIFY_WEBHOOK_SECRET"] = SECRET
     env.update(extra)
     return env

@@ -1,4 +1,4 @@
-"""Configuration: defaults that work with no file, a TOML file, and environment variables.
+"""Configuration of every omniops process: no file needed, a TOML file, or the environment.
 
 The file is the one ``OMNIOPS_CONFIG`` names (default ``~/.config/omniops/config.toml``,
 used only if it exists).  Environment variables override the file: ``OMNIOPS_DB``,
@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from rules.alerts import Roles
 from store.risk import MetricParams
 
 DEFAULT_CONFIG = Path("~/.config/omniops/config.toml").expanduser()
@@ -47,6 +48,12 @@ class Settings(BaseSettings):
     keys: dict[str, str] = {}
     """Key remapping by binding id, e.g. ``{refresh = "f5", quit = "ctrl+q"}``."""
     metrics: MetricParams = MetricParams()
+    rules_file: Path | None = None
+    """The rules file (alerts, notifications, fulfilment routing); default
+    ``$OMNIOPS_RULES`` or ``~/.config/omniops/rules.toml``, written with the shipped
+    defaults on first run."""
+    roles: Roles = Roles()
+    """Who may edit rules, acknowledge and silence, by OS user; unknown users only view."""
     serve: dict[str, Any] = {}
     """The ``[serve]`` table, read by ``omniops serve`` (see ``feeds.serve_config``)."""
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""

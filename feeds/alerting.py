@@ -1,0 +1,120 @@
+"""The rules file at work in the process that writes the store (``serve`` or the demo).
+
+* :class:`RulesRuntime`: the hot-reloaded rules file, shared by the writer (fulfilment
+  routing of new orders), ``POST /route`` and the alert loop; an invalid edit keeps the
+  last good rules.
+* :func:`alert_loop`: every ``interval`` seconds, compute the panel snapshots (the same
+  function the consoles call), evaluate the alert rules on them, store the transitions
+  and hand notifications to the notifier, which delivers them in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from feeds.clock import Clock
+from rules.alerts import AlertEngine
+from rules.file import LoadedRules, RulesFileError
+from rules.notify import Notifier, NotifyConfig
+from rules.receivers import ConsoleSink
+from rules.routing import FulfilmentRouting
+from rules.watch import RulesWatcher
+from store import alerts as alert_store
+from store.metrics import compute_snapshots, open_reader
+from store.risk import MetricParams
+
+log = logging.getLogger(__name__)
+
+
+class RulesRuntime:
+    """One process's view of the rules file: the last good rules, reloaded on change."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Load ``path`` now (writing the shipped defaults first if it does not exist)."""
+        self.listeners: list[Callable[[LoadedRules], None]] = []
+        self.watcher = RulesWatcher(
+            path, on_reload=self._reloaded, on_error=self._refused, create=create
+        )
+        self.watcher.load_initial()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def current(self) -> LoadedRules | None:
+        """The rules in force (None if the file was invalid from the start)."""
+        return self.watcher.current
+
+    def fulfilment(self) -> FulfilmentRouting:
+        """The fulfilment routing rules in force (the built-in defaults without a file)."""
+        current = self.watcher.current
+        return current.rules.fulfilment if current is not None else FulfilmentRouting()
+
+    def start(self) -> None:
+        """Start watching the file (in the running event loop)."""
+        if self._task is None:
+            self._task = self.watcher.start()
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _reloaded(self, loaded: LoadedRules) -> None:
+        for listener in self.listeners:
+            listener(loaded)
+
+    def _refused(self, error: RulesFileError) -> None:
+        log.error("rules file change refused, the last good rules stay in force: %s", error)
+
+
+async def alert_loop(
+    db: Path,
+    runtime: RulesRuntime,
+    clock: Clock,
+    params: MetricParams,
+    interval: float,
+    *,
+    console: ConsoleSink | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Evaluate the alert rules every ``interval`` wall seconds until cancelled or ``stop``."""
+    current = runtime.current
+    reader = await asyncio.to_thread(open_reader, db)
+    status_conn = await asyncio.to_thread(alert_store.connect, db)
+    notifier = Notifier(
+        current.rules.notify if current else NotifyConfig(),
+        clock,
+        console=console,
+        status_sink=lambda s: alert_store.save_receiver_status(status_conn, s, at=clock.now()),
+    )
+    engine = AlertEngine(
+        current.rules if current else None, lambda: alert_store.connect(db), clock, notifier
+    )
+
+    def reloaded(loaded: LoadedRules) -> None:
+        engine.set_rules(loaded.rules)
+        notifier.set_config(loaded.rules.notify)
+
+    runtime.listeners.append(reloaded)
+    stop = stop or asyncio.Event()
+    try:
+        async with notifier:
+            while not stop.is_set():
+                try:
+                    snaps = await asyncio.to_thread(compute_snapshots, reader, clock.now(), params)
+                    await asyncio.to_thread(engine.evaluate, snaps)
+                except Exception:  # one bad cycle must not end alerting
+                    log.exception("alert evaluation failed; retrying in %.0f s", interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        runtime.listeners.remove(reloaded)
+        engine.close()
+        reader.close()
+        status_conn.close()

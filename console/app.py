@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import tzinfo
 from functools import partial
 from pathlib import Path
@@ -72,7 +72,20 @@ WIDE_COLUMNS = 160
 WIDE_SALES_COLUMNS = 100
 CLOCK_TICK_SECONDS = 10.0
 # Actions that act on the main console; they are off while a detail or dialog is shown.
-_MAIN_SCREEN_ACTIONS = {"filter", "sort", "reverse_sort", "export", "show_tab", "detail"}
+_MAIN_SCREEN_ACTIONS = {
+    "filter",
+    "sort",
+    "reverse_sort",
+    "export",
+    "show_tab",
+    "detail",
+    "open_view",
+}
+
+ViewFactory = Callable[["OmniopsApp"], Screen[None]]
+"""Builds a view (alerts, rules, routing) over the console; injected by the command line."""
+
+VIEW_TITLES = {"alerts": "Alerts", "rules": "Alert rules", "routing": "Fulfilment routing"}
 
 
 class OmniopsApp(App[None]):
@@ -94,6 +107,9 @@ class OmniopsApp(App[None]):
         Binding("2", "show_tab('fulfillment')", "Fulfillment", id="tab-fulfillment", show=False),
         Binding("3", "show_tab('stockout')", "Stock", id="tab-stockout", show=False),
         Binding("4", "show_tab('returns')", "Returns", id="tab-returns", show=False),
+        Binding("a", "open_view('alerts')", "Alerts", id="alerts"),
+        Binding("t", "open_view('rules')", "Rules", id="rules", show=False),
+        Binding("g", "open_view('routing')", "Routing", id="routing", show=False),
     ]
 
     snapshots: var[Snapshots | None] = var(None, always_update=True)
@@ -108,6 +124,7 @@ class OmniopsApp(App[None]):
         refresh_interval: float = 60.0,
         export: ExportFn | None = None,
         detail: DetailFetch | None = None,
+        views: Mapping[str, ViewFactory] | None = None,
         title: str = "omniops",
     ) -> None:
         """Create the console.
@@ -123,6 +140,7 @@ class OmniopsApp(App[None]):
                 data; None disables export (the console says so and writes nothing).
             detail: fetches a row's history or late orders for its detail screen, in a
                 worker thread; None shows the snapshot row alone.
+            views: builds the alerts (``a``), rules (``t``) and routing (``g``) views.
             title: Shown at the left of the top bar.
         """
         super().__init__()
@@ -134,6 +152,7 @@ class OmniopsApp(App[None]):
         self.refresh_interval = refresh_interval
         self._export = export
         self._detail = detail
+        self._views = dict(views or {})
         self.title = title
         self._refresh_running = False
         self._refresh_pending = False
@@ -493,6 +512,17 @@ class OmniopsApp(App[None]):
             DetailScreen(row=row, as_of=snapshots.as_of, tz=self.tz, fetch=self._detail)
         )
 
+    def action_open_view(self, name: str) -> None:
+        """Open the alerts, rules or routing view, if this console has it."""
+        factory = self._views.get(name)
+        if factory is None:
+            self.notify(
+                f"{VIEW_TITLES.get(name, name)} are not available in this console.",
+                severity="warning",
+            )
+            return
+        self.push_screen(factory(self))
+
     def action_export(self) -> None:
         """Ask for a file name and export the current panel through the injected exporter."""
         panel = self.current_panel()
@@ -553,6 +583,14 @@ class OmniopsApp(App[None]):
         yield SystemCommand(
             "Export", "Export the current panel to CSV or JSON (e)", self.action_export
         )
+        for name, letter in (("alerts", "a"), ("rules", "t"), ("routing", "g")):
+            if name in self._views:
+                title = VIEW_TITLES[name]
+                yield SystemCommand(
+                    title,
+                    f"Open the {title.lower()} view ({letter})",
+                    partial(self.action_open_view, name),
+                )
         for key, (tab, label) in enumerate(
             zip(TAB_IDS, ("Overview", "Fulfillment", "Stock", "Returns"), strict=True), start=1
         ):

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from feeds.clock import Clock, ReplayClock, SystemClock
 from feeds.model import event_json_schema
@@ -24,6 +24,7 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
+    from rules.alerts import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--db", type=Path, default=None, help="store file (default: a temporary one)")
     demo.add_argument("--fixtures", type=Path, default=FIXTURES, help="fixture folder to replay")
     demo.add_argument("--refresh", type=float, default=5.0, help="panel refresh, wall seconds")
+    demo.add_argument(
+        "--rules", default=None, help="rules file (default: a fresh copy of the defaults)"
+    )
 
     con = sub.add_parser("console", help="the console on an existing store")
     con.add_argument("--db", type=Path, default=None, help="store file (default from config)")
@@ -175,12 +179,29 @@ def build_console(
     refresh: float,
     title: str = "omniops",
     tz: tzinfo | None = None,
+    *,
+    rules_path: Path | None = None,
+    read_only: bool = False,
+    roles: Roles | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
-    """The console app wired to store ``db``, and the function that closes its readers."""
+    """The console app wired to store ``db``, and the function that closes its readers.
+
+    ``rules_path`` (default from the settings) is the rules file the alerts, rules and
+    routing views read and edit; ``roles`` overrides the configured roles (the demo makes
+    its user an editor); ``read_only`` forbids every change.
+    """
+    from console.alerts_view import AlertsScreen
     from console.app import OmniopsApp
+    from console.routing_view import RoutingScreen, RoutingServices
+    from console.rules_view import RulesScreen
+    from rules.alerts import AlertActions, PanelTarget, Permissions
+    from rules.file import RulesEditor, default_rules_path, ensure_rules_file
+    from rules.routing import FulfilmentRouting
     from rules.settings import Settings
+    from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
+    from store.routing import StoreRoutingSource
     from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
 
     reader = open_reader(db)
@@ -206,13 +227,50 @@ def build_console(
             raise RuntimeError("nothing to export yet: the first refresh has not finished")
         return export_panel(last[0], panel, fmt, path)
 
+    zone = tz or settings.display_tz()
+    path = rules_path or settings.rules_file or default_rules_path()
+    ensure_rules_file(path)
+    permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
+    editor = RulesEditor(path, permissions=permissions, clock=clock)
+    actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
+    routing_source = StoreRoutingSource(db, timezone=params.timezone)
+
+    def alerts_view(app: OmniopsApp) -> AlertsScreen:
+        def jump(target: PanelTarget) -> None:
+            app.pop_screen()
+            app.action_show_tab(target.panel)
+            app.apply_filter(target.panel, target.filter)
+
+        return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
+
+    def rules_view(app: OmniopsApp) -> RulesScreen:
+        return RulesScreen(
+            editor=editor,
+            tz=zone,
+            snapshots=lambda: app.snapshots,
+            fired_counts=actions.fired_counts,
+        )
+
+    def save_routing(routing: FulfilmentRouting) -> FulfilmentRouting:
+        return editor.save_fulfilment(editor.load(), routing).rules.fulfilment
+
+    def routing_view(app: OmniopsApp) -> RoutingScreen:
+        services = RoutingServices(
+            load_rules=lambda: editor.load().rules.fulfilment,
+            what_if=lambda current, draft: routing_source.what_if(current, draft, clock.now()),
+            explain=routing_source.decision,
+            save_rules=save_routing if permissions.can_edit_rules else None,
+        )
+        return RoutingScreen(services=services, tz=zone)
+
     app = OmniopsApp(
         compute=compute,
         clock=clock,
-        tz=tz or settings.display_tz(),
+        tz=zone,
         refresh_interval=refresh,
         export=export,
         detail=detail,
+        views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
         title=title,
     )
     if settings.keys:
@@ -221,6 +279,8 @@ def build_console(
     def close() -> None:
         reader.close()
         detail_reader.close()
+        routing_source.close()
+        actions.close()
 
     return app, close
 
@@ -232,9 +292,10 @@ def run_console(
     refresh: float,
     title: str = "omniops",
     tz: tzinfo | None = None,
+    **options: Any,
 ) -> None:
     """Start the Textual console on store ``db`` (which must exist)."""
-    app, close = build_console(db, clock, params, refresh, title, tz)
+    app, close = build_console(db, clock, params, refresh, title, tz, **options)
     try:
         app.run()
     finally:
@@ -251,7 +312,9 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{db}: no such store (start `omniops serve` or run `omniops ingest`)"
         )
-    run_console(db, SystemClock(), settings.metrics, settings.refresh_interval)
+    run_console(
+        db, SystemClock(), settings.metrics, settings.refresh_interval, read_only=args.read_only
+    )
     return 0
 
 
@@ -259,9 +322,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
+    from feeds.alerting import RulesRuntime, alert_loop
     from feeds.demo import prepare_demo_store
     from feeds.replay import ReplayFeed, load_manifest
     from feeds.runner import PipelineThread
+    from rules.alerts import Roles, current_user
+    from store.writer import StoreWriter
 
     manifest = load_manifest(args.fixtures)
     start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
@@ -277,13 +343,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
     clock = ReplayClock(start, speed=args.speed)
-    pipeline = PipelineThread(db, [ReplayFeed([args.fixtures], clock, since=start)])
+    rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
+    runtime = RulesRuntime(rules_path)  # the shipped defaults, in the demo's own folder
+
+    async def alerting(writer: StoreWriter) -> None:
+        await alert_loop(db, runtime, clock, params, args.refresh)
+
+    pipeline = PipelineThread(
+        db,
+        [ReplayFeed([args.fixtures], clock, since=start)],
+        background=[alerting],
+        rules=runtime,
+        writer_options={"clock": clock, "params": params, "routing": runtime.fulfilment},
+    )
     pipeline.start()
     pipeline.ready.wait()
     if pipeline.error is not None:
         raise SystemExit(f"omniops demo: the pipeline failed: {pipeline.error}")
     try:
-        run_console(db, clock, params, args.refresh, title="omniops demo", tz=ZoneInfo(zone))
+        run_console(
+            db,
+            clock,
+            params,
+            args.refresh,
+            title="omniops demo",
+            tz=ZoneInfo(zone),
+            rules_path=rules_path,
+            roles=Roles(editors=(current_user(),)),  # the demo is a sandbox: you may edit
+        )
     finally:
         pipeline.stop()
         if tmp is not None:

@@ -49,7 +49,7 @@ from rules.labels import format_duration, parse_duration, parse_matcher_field
 from rules.matchers import format_matchers
 from rules.notify import NotifyConfig, check_notify
 from rules.receivers import LogReceiverConfig
-from rules.routing import FulfilmentRouting
+from rules.routing import FulfilmentRouting, update_fulfilment_document
 
 try:  # advisory locking where the platform has it (not on Windows)
     import fcntl
@@ -786,6 +786,12 @@ class RulesEditor:
         if not save:
             return base
         return self._save(base, new_text, "edited notification routing [notify]")
+
+    def save_fulfilment(self, base: LoadedRules, routing: FulfilmentRouting) -> LoadedRules:
+        """Write ``routing`` as the ``[fulfilment]`` section (comments kept, audited)."""
+        document = base.document()
+        update_fulfilment_document(document, routing)
+        return self._save(base, tomlkit.dumps(document), "edited fulfilment routing")
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         """The latest audit entries, newest first."""

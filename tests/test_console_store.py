@@ -131,3 +131,37 @@ async def test_details_bring_stock_history_and_late_orders(tmp_path: Path) -> No
             assert not isinstance(app.screen, DetailScreen)
     finally:
         close()
+
+
+async def test_alerts_rules_and_routing_views_open_from_the_console(tmp_path: Path) -> None:
+    from console.alerts_view import AlertsScreen
+    from console.cli import build_console
+    from console.routing_view import RoutingScreen
+    from console.rules_view import RulesScreen
+    from rules.alerts import Roles
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    rules = tmp_path / "rules.toml"
+    app, close = build_console(
+        db,
+        FixedClock(T0),
+        PARAMS,
+        60.0,
+        tz=ZoneInfo("UTC"),
+        rules_path=rules,
+        roles=Roles(default_role="editor"),
+    )
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert rules.exists()  # the shipped defaults were written on first use
+            for key, screen in (("a", AlertsScreen), ("t", RulesScreen), ("g", RoutingScreen)):
+                await pilot.press(key)
+                await pilot.pause()
+                assert isinstance(app.screen, screen), key
+                await pilot.press("escape")
+                await pilot.pause()
+                assert app.screen is app.main_screen
+    finally:
+        close()

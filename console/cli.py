@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 
     from feeds.server import add_serve_arguments
+    from rules.cli import add_rules_arguments
+
+    add_rules_arguments(sub)
 
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
     add_serve_arguments(srv)
@@ -378,6 +381,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(args: argparse.Namespace) -> int:
+    """``omniops rules check|route-test|metrics|defaults``."""
+    from rules.cli import run_rules
+
+    return run_rules(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``omniops serve`` until SIGINT / SIGTERM."""
     from feeds.server import run_serve
@@ -409,6 +419,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": cmd_report,
     "schema": cmd_schema,
     "serve": cmd_serve,
+    "rules": cmd_rules,
     "import-history": cmd_import_history,
 }
 

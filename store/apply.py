@@ -384,6 +384,15 @@ def _add_sales(db: sqlite3.Connection, order_id: str, sign: int) -> None:
         (UNASSIGNED, sign, sign, order_id),
     )
     db.execute(
+        """INSERT INTO category_hourly (category, channel, hour, units)
+           SELECT COALESCE(k.category, '-'), o.channel, o.placed_ts / 3600, ? * SUM(l.quantity)
+           FROM order_lines l JOIN orders o USING (order_id) LEFT JOIN skus k ON k.sku = l.sku
+           WHERE o.order_id = ?
+           GROUP BY 1, 2
+           ON CONFLICT DO UPDATE SET units = units + excluded.units""",
+        (sign, order_id),
+    )
+    db.execute(
         """INSERT INTO sku_hourly (sku, hour, units)
            SELECT l.sku, o.placed_ts / 3600, ? * SUM(l.quantity)
            FROM order_lines l JOIN orders o USING (order_id)

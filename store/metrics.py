@@ -38,6 +38,7 @@ from store.snapshots import (
     FulfillmentRow,
     FulfillmentSnapshot,
     Headline,
+    ReturnRollupRow,
     ReturnSpikeRow,
     ReturnSpikeSnapshot,
     Snapshots,
@@ -405,7 +406,72 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
             )
         )
     rows.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), -r.returned, r.sku))
-    return ReturnSpikeSnapshot(rows=tuple(rows[: params.top_n]), spikes=sum(r.spike for r in rows))
+    return ReturnSpikeSnapshot(
+        rows=tuple(rows[: params.top_n]),
+        spikes=sum(r.spike for r in rows),
+        rollups=return_rollups(db, t, params),
+    )
+
+
+def return_rollups(
+    db: sqlite3.Connection, t: int, params: MetricParams
+) -> tuple[ReturnRollupRow, ...]:
+    """Return rate per category and per channel, same windows and test as per SKU.
+
+    Units sold come from the category × channel hourly rollup kept by the writer (a SKU's
+    sales count in the category it had when sold).
+    """
+    w_start = t - int(params.return_window_days * DAY)
+    b_start = w_start - int(params.return_baseline_days * DAY)
+    first, last = window_hours(t, params.return_window_days)
+    b_first = first - int(params.return_baseline_days * 24)
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+
+    def add(scope: str, key: str, slot: int, n: int) -> None:
+        counts[(scope, key)][slot] += int(n)
+
+    for category, channel, current, base in db.execute(
+        """SELECT category, channel,
+                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
+                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
+           FROM category_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
+        (first, first, b_first, last),
+    ):
+        for scope, key in (("category", category), ("channel", channel)):
+            add(scope, key, 1, current)
+            add(scope, key, 3, base)
+    for category, channel, current, base in db.execute(
+        """SELECT COALESCE(k.category, '-'), r.channel,
+                  SUM(CASE WHEN r.received_ts > ? THEN r.quantity ELSE 0 END),
+                  SUM(CASE WHEN r.received_ts <= ? THEN r.quantity ELSE 0 END)
+           FROM returns r LEFT JOIN skus k ON k.sku = r.sku
+           WHERE r.received_ts > ? AND r.received_ts <= ? GROUP BY 1, 2""",
+        (w_start, w_start, b_start, t),
+    ):
+        for scope, key in (("category", category), ("channel", channel)):
+            add(scope, key, 0, current)
+            add(scope, key, 2, base)
+    rollups = []
+    for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
+        z = rate_z_score(returned, sold, base_returned, base_sold)
+        rollups.append(
+            ReturnRollupRow(
+                scope=scope,  # type: ignore[arg-type]
+                key=key,
+                returned=returned,
+                sold=sold,
+                rate=_ratio(returned, sold),
+                baseline_returned=base_returned,
+                baseline_sold=base_sold,
+                baseline_rate=_ratio(base_returned, base_sold),
+                z_score=z,
+                spike=returned >= params.return_min_count
+                and z is not None
+                and z >= params.return_z_threshold,
+            )
+        )
+    rollups.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), r.scope, r.key))
+    return tuple(rollups)
 
 
 # --- headline ----------------------------------------------------------------------------

@@ -151,6 +151,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sku, location_id, hour, channel)
     ) WITHOUT ROWID;
     CREATE INDEX sales_hourly_hour ON sales_hourly (hour);
+    CREATE TABLE category_hourly (
+        category TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        PRIMARY KEY (category, channel, hour)
+    ) WITHOUT ROWID;
     CREATE TABLE sku_hourly (
         sku TEXT NOT NULL,
         hour INTEGER NOT NULL,

@@ -106,11 +106,29 @@ class ReturnSpikeRow:
 
 
 @dataclass(frozen=True)
+class ReturnRollupRow:
+    """Return rate of a whole category or channel, against its own baseline."""
+
+    scope: Literal["category", "channel"]
+    key: str
+    returned: int
+    sold: int
+    rate: float | None
+    baseline_returned: int
+    baseline_sold: int
+    baseline_rate: float | None
+    z_score: float | None
+    spike: bool
+
+
+@dataclass(frozen=True)
 class ReturnSpikeSnapshot:
-    """SKUs with returns in the window, strongest spike first."""
+    """SKUs with returns in the window, strongest spike first; category and channel roll-ups."""
 
     rows: tuple[ReturnSpikeRow, ...]
     spikes: int
+    rollups: tuple[ReturnRollupRow, ...] = ()
+    """Every category and channel with returns or sales in either window, spikes first."""
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,43 @@ def main() -> None:
         fn(db, int(END.timestamp()), params)
         db.execute("COMMIT")
         print(f"  {name}: {(time.perf_counter() - started) * 1000:.0f} ms")
-    print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (includes building the store if it did): {rss:.0f} MiB")
+    print(f"console under Pilot, 3 refreshes at 200x60: {console_rss(args.out):.0f} MiB peak RSS")
+
+
+def console_rss(db: Path) -> float:
+    """Peak RSS of a fresh process running the real console app on ``db`` (headless)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, resource
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+from console.cli import build_console
+from feeds.clock import FixedClock
+from store.risk import MetricParams
+async def main():
+    app, close = build_console(
+        {str(db)!r}, FixedClock(datetime(2026, 11, 18, 17, tzinfo=UTC)), MetricParams(), 60.0,
+        tz=ZoneInfo('UTC'), rules_path={str(db.parent / "rules.toml")!r})
+    async with app.run_test(size=(200, 60)) as pilot:
+        for _ in range(3):
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            await pilot.press('r')
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.snapshots is not None
+    close()
+asyncio.run(main())
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec (it would report the parent's)
+hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]
+print(int(hwm) / 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def _parts():  # type: ignore[no-untyped-def]

@@ -275,6 +275,13 @@ async def test_return_spike_needs_count_and_significance(db_path: Path) -> None:
     assert "TINY" not in by  # 100 % on three units is not a spike: below the minimum count
     assert not by["STEADY"].spike and by["STEADY"].returned == 5  # 8 % vs 5 %: z ≈ 1.0
     assert s.returns.rows[0].sku == "HOT" and s.returns.spikes == 1
+    # roll-ups: every SKU here is apparel, sold and returned on the webshop channel
+    rollups = {(r.scope, r.key): r for r in s.returns.rollups}
+    apparel = rollups[("category", "apparel")]
+    assert (apparel.returned, apparel.sold) == (15 + 5 + 3, 60 + 60 + 3)
+    assert (apparel.baseline_returned, apparel.baseline_sold) == (20 + 20 + 1, 400 + 400 + 100)
+    assert apparel.z_score == pytest.approx(rate_z_score(23, 123, 41, 900))
+    assert apparel.spike and rollups[("channel", "webshop")].returned == 23
 
 
 # --- headline -----------------------------------------------------------------------------

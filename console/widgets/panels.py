@@ -644,9 +644,11 @@ class ReturnsPanel(Panel):
         return views
 
     def summary(self, snapshots: Snapshots) -> Content:
-        """Spike count."""
+        """Spike count, and the categories and channels whose return rate spikes."""
         r = snapshots.returns
+        rolled = [f"{x.scope} {x.key}" for x in r.rollups if x.spike]
         return Content.assemble(
             (f"{r.spikes:,} SPIKE", "$text-error bold" if r.spikes else ""),
             f"  of {len(r.rows):,} SKUs with returns",
+            *([("  SPIKE in ", ""), (", ".join(rolled), "$text-error bold")] if rolled else []),
         )

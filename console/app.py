@@ -46,6 +46,7 @@ from console.screens import (
     DetailRow,
     DetailScreen,
     ExportScreen,
+    FeedsScreen,
     default_export_name,
     export_format,
 )
@@ -85,7 +86,12 @@ _MAIN_SCREEN_ACTIONS = {
 ViewFactory = Callable[["OmniopsApp"], Screen[None]]
 """Builds a view (alerts, rules, routing) over the console; injected by the command line."""
 
-VIEW_TITLES = {"alerts": "Alerts", "rules": "Alert rules", "routing": "Fulfilment routing"}
+VIEW_TITLES = {
+    "alerts": "Alerts",
+    "rules": "Alert rules",
+    "routing": "Fulfilment routing",
+    "feeds": "Feeds",
+}
 
 
 class OmniopsApp(App[None]):
@@ -110,6 +116,7 @@ class OmniopsApp(App[None]):
         Binding("a", "open_view('alerts')", "Alerts", id="alerts"),
         Binding("t", "open_view('rules')", "Rules", id="rules", show=False),
         Binding("g", "open_view('routing')", "Routing", id="routing", show=False),
+        Binding("h", "open_view('feeds')", "Feeds", id="feeds", show=False),
     ]
 
     snapshots: var[Snapshots | None] = var(None, always_update=True)
@@ -153,6 +160,7 @@ class OmniopsApp(App[None]):
         self._export = export
         self._detail = detail
         self._views = dict(views or {})
+        self._views.setdefault("feeds", lambda app: FeedsScreen(snapshots=app.snapshots, tz=app.tz))
         self.title = title
         self._refresh_running = False
         self._refresh_pending = False
@@ -339,9 +347,14 @@ class OmniopsApp(App[None]):
                 refresh_interval=self.refresh_interval,
             )
         )
-        feeds = self.snapshots.headline.feeds if self.snapshots is not None else ()
+        headline = self.snapshots.headline if self.snapshots is not None else None
         self.main_screen.query_one("#feeds", TextBar).set_content(
-            feed_content(feeds, self.tz, wide=self.size.width >= WIDE_COLUMNS)
+            feed_content(
+                headline.feeds if headline else (),
+                self.tz,
+                wide=self.size.width >= WIDE_COLUMNS,
+                adapters=headline.adapters if headline else (),
+            )
         )
 
     def _set_status(self, source: str, message: Content | str | None) -> None:
@@ -583,7 +596,7 @@ class OmniopsApp(App[None]):
         yield SystemCommand(
             "Export", "Export the current panel to CSV or JSON (e)", self.action_export
         )
-        for name, letter in (("alerts", "a"), ("rules", "t"), ("routing", "g")):
+        for name, letter in (("alerts", "a"), ("rules", "t"), ("routing", "g"), ("feeds", "h")):
             if name in self._views:
                 title = VIEW_TITLES[name]
                 yield SystemCommand(

@@ -81,6 +81,7 @@ from store.metrics import open_reader, store_counts
 from store.risk import MetricParams
 from store.routing import StoreRoutingSource
 from store.schema import SCHEMA_VERSION
+from store.snapshots import FeedHealthRow
 from store.writer import StoreWriter
 
 log = logging.getLogger("omniops.serve")
@@ -751,6 +752,35 @@ class Server:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
+        self._spawn(self._report_health(), "feed-health")
+
+    async def _report_health(self, every: float = 5.0) -> None:
+        """Write every feed adapter's state to the store, so each console can show it."""
+        assert self.state is not None
+        state = self.state
+        stale_after = self.config.stale_after_minutes * 60
+        while not self._stop_watch.is_set():
+            now = self.clock.now()
+            rows = [
+                FeedHealthRow(
+                    feed=name,
+                    kind=monitor.kind,
+                    state=monitor.state(stale_after).value,
+                    detail=monitor.health.detail,
+                    events_per_minute=float(monitor.events_per_minute()),
+                    errors=monitor.health.errors,
+                    quarantined=monitor.health.quarantined,
+                    last_event_at=monitor.health.last_event_at,
+                    updated_at=now,
+                )
+                for name, monitor in sorted(state.monitors.items())
+            ]
+            try:
+                await self.writer.save_feed_health(rows)
+            except Exception:
+                log.exception("could not record feed health; retrying in %.0f s", every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_watch.wait(), every)
 
     def _spawn(self, job: Awaitable[None], name: str) -> None:
         async def guarded() -> None:

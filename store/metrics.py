@@ -35,6 +35,7 @@ from store.risk import (
 from store.snapshots import (
     ChannelHeadline,
     FeedFreshness,
+    FeedHealthRow,
     FulfillmentRow,
     FulfillmentSnapshot,
     Headline,
@@ -563,7 +564,32 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         channels=tuple(channels),
         hourly_net_sales=tuple(hourly),
         feeds=feed_freshness(db, t, params),
+        adapters=feed_adapters(db, t),
     )
+
+
+def feed_adapters(db: sqlite3.Connection, t: int) -> tuple[FeedHealthRow, ...]:
+    """What ``serve`` last reported about each feed adapter (newest first per feed)."""
+    rows = []
+    for feed, kind, state, detail, epm, errors, quarantined, last, updated in db.execute(
+        "SELECT feed, kind, state, detail, events_per_minute, errors, quarantined,"
+        " last_event_at, updated_at FROM feed_health ORDER BY feed"
+    ):
+        rows.append(
+            FeedHealthRow(
+                feed=feed,
+                kind=kind,
+                state=state,
+                detail=detail,
+                events_per_minute=float(epm),
+                errors=int(errors),
+                quarantined=int(quarantined),
+                last_event_at=None if last is None else datetime.fromtimestamp(last, UTC),
+                updated_at=datetime.fromtimestamp(updated, UTC),
+                silent=t - updated > 120,
+            )
+        )
+    return tuple(rows)
 
 
 def _orders_between(db: sqlite3.Connection, start: int, end: int) -> int:

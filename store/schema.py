@@ -41,6 +41,17 @@ MIGRATIONS: tuple[str, ...] = (
         quarantined INTEGER NOT NULL DEFAULT 0,
         cursor TEXT
     );
+    CREATE TABLE feed_health (
+        feed TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        events_per_minute REAL NOT NULL,
+        errors INTEGER NOT NULL,
+        quarantined INTEGER NOT NULL,
+        last_event_at INTEGER,
+        updated_at INTEGER NOT NULL
+    );
     CREATE TABLE skus (
         sku TEXT PRIMARY KEY,
         name TEXT NOT NULL,

@@ -143,6 +143,25 @@ class FeedFreshness:
 
 
 @dataclass(frozen=True)
+class FeedHealthRow:
+    """Live state of one feed adapter of ``serve`` (a webhook, stream, poll, drop folder)."""
+
+    feed: str
+    kind: str
+    state: str
+    """connected, retrying, stale, failed, done, or starting."""
+    detail: str
+    events_per_minute: float
+    errors: int
+    quarantined: int
+    last_event_at: datetime | None
+    updated_at: datetime
+    """When ``serve`` last reported it; old means ``serve`` is not running."""
+    silent: bool = False
+    """``serve`` has not reported for over two minutes (the state shown may be old)."""
+
+
+@dataclass(frozen=True)
 class ChannelHeadline:
     """Today's figures for one channel."""
 
@@ -170,6 +189,8 @@ class Headline:
     hourly_net_sales: tuple[float, ...]
     """Net sales per local hour of today so far, for the sparkline."""
     feeds: tuple[FeedFreshness, ...]
+    adapters: tuple[FeedHealthRow, ...] = ()
+    """The feed adapters ``serve`` runs, as it last reported them."""
 
 
 @dataclass(frozen=True)

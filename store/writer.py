@@ -28,6 +28,7 @@ from store.apply import Outcome, apply_batch, epoch
 from store.risk import MetricParams
 from store.routing import routing_after_batch
 from store.schema import migrate
+from store.snapshots import FeedHealthRow
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,33 @@ class StoreWriter:
                 "INSERT INTO feed_state (feed, cursor) VALUES (?, ?)"
                 " ON CONFLICT (feed) DO UPDATE SET cursor = excluded.cursor",
                 (feed, cursor),
+            )
+
+        await self._run(run)
+
+    async def save_feed_health(self, rows: Iterable[FeedHealthRow]) -> None:
+        """Record the live state of the feed adapters (``serve``), for every console."""
+        values = [
+            (
+                r.feed,
+                r.kind,
+                r.state,
+                r.detail,
+                r.events_per_minute,
+                r.errors,
+                r.quarantined,
+                None if r.last_event_at is None else epoch(r.last_event_at),
+                epoch(r.updated_at),
+            )
+            for r in rows
+        ]
+
+        def run(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT OR REPLACE INTO feed_health (feed, kind, state, detail, events_per_minute,"
+                " errors, quarantined, last_event_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
             )
 
         await self._run(run)

@@ -165,3 +165,49 @@ async def test_alerts_rules_and_routing_views_open_from_the_console(tmp_path: Pa
                 assert app.screen is app.main_screen
     finally:
         close()
+
+
+def test_feeds_line_names_unhealthy_adapters() -> None:
+    from datetime import UTC, datetime
+
+    from console.widgets.bars import feed_content
+    from store.snapshots import FeedHealthRow
+
+    def row(feed: str, state: str, silent: bool = False) -> FeedHealthRow:
+        now = datetime(2026, 11, 18, tzinfo=UTC)
+        return FeedHealthRow(feed, "stream", state, "", 0.0, 0, 0, None, now, silent)
+
+    text = feed_content(
+        (),
+        ZoneInfo("UTC"),
+        adapters=[
+            row("stream:wms", "retrying"),
+            row("webhook:shopify", "connected"),
+            row("poll:erp", "connected", silent=True),
+        ],
+    ).plain
+    assert "stream:wms RETRYING" in text and "poll:erp SILENT" in text
+    assert "shopify" not in text
+
+
+async def test_feeds_view_opens_with_h(tmp_path: Path) -> None:
+    from console.cli import build_console
+    from console.screens import FeedsScreen
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    app, close = build_console(
+        db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("UTC"), rules_path=tmp_path / "rules.toml"
+    )
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            await pilot.press("h")
+            await pilot.pause()
+            assert isinstance(app.screen, FeedsScreen)
+            from textual.widgets import DataTable
+
+            sources = app.screen.query_one("#feed-sources", DataTable)
+            assert {str(r.key.value) for r in sources.ordered_rows} >= {"webshop", "pos"}
+    finally:
+        close()

@@ -591,3 +591,22 @@ async def test_serve_answers_route_checks_and_routes_shopify_orders(served: Serv
     ) as resp:
         assert resp.status == 400
         assert "field" in await resp.json()
+
+
+async def test_serve_records_adapter_health_for_every_console(served: Served) -> None:
+    from store.metrics import compute_snapshots, open_reader
+    from store.risk import MetricParams
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        reader = open_reader(served.db)
+        try:
+            snaps = compute_snapshots(reader, T0, MetricParams())
+        finally:
+            reader.close()
+        adapters = {a.feed: a for a in snaps.headline.adapters}
+        if "webhook:shopify" in adapters:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "serve never reported its feeds"
+        await asyncio.sleep(0.1)
+    assert adapters["webhook:shopify"].kind == "webhook"

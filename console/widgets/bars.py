@@ -27,7 +27,7 @@ from console.widgets.formatting import (
     fmt_trend,
     pct_change,
 )
-from store.snapshots import FeedFreshness, Headline, Snapshots
+from store.snapshots import FeedFreshness, FeedHealthRow, Headline, Snapshots
 
 OK_GLYPH = "●"
 STALE_GLYPH = "▲"
@@ -81,8 +81,17 @@ def top_bar_content(
     return Content.assemble(*parts)
 
 
-def feed_content(feeds: Sequence[FeedFreshness], tz: tzinfo, *, wide: bool = False) -> Content:
-    """``● web ● pos ▲ marketplace STALE last 13:52`` (``Feeds`` and last times when wide)."""
+def feed_content(
+    feeds: Sequence[FeedFreshness],
+    tz: tzinfo,
+    *,
+    wide: bool = False,
+    adapters: Sequence[FeedHealthRow] = (),
+) -> Content:
+    """``● web ● pos ▲ marketplace STALE last 13:52`` (``Feeds`` and last times when wide).
+
+    Feed adapters of ``serve`` that are not healthy follow: ``▲ stream:wms RETRYING``.
+    """
     # Narrow terminals drop the label and the double spacing: the glyphs say "feed".
     gap = "  " if wide else " "
     parts: list[Part] = [("Feeds", "bold")] if wide else []
@@ -105,6 +114,12 @@ def feed_content(feeds: Sequence[FeedFreshness], tz: tzinfo, *, wide: bool = Fal
                 parts.append((f" {fmt_clock(feed.last_event_at, tz)}", "$text-muted"))
         if feed.quarantined:
             parts.append((f" {feed.quarantined:,} quarantined", "$text-warning"))
+    for adapter in adapters:
+        word = "SILENT" if adapter.silent else adapter.state.upper()
+        if word in ("CONNECTED", "DONE", "STARTING"):
+            continue
+        parts.append(gap)
+        parts.append((f"{STALE_GLYPH} {adapter.feed} {word}", "$text-error bold"))
     return Content.assemble(*parts)
 
 

@@ -86,7 +86,11 @@ class Touched:
 
 
 RISK_SWEEP_SECONDS = 900
-"""How often (in event time) the writer re-checks every flagged pair, so flags stay tight."""
+"""How often (in event time) the writer re-checks every flagged pair, so flags stay tight.
+
+The writer also spaces sweeps in wall time (``sweep=False`` in between): a bulk load moves
+event time by days per second, and re-checking every flagged pair each batch would make
+it quadratic.  Sweeps only drop flags that no longer hold; correctness never needs one."""
 
 
 def apply_batch(
@@ -94,6 +98,8 @@ def apply_batch(
     items: Sequence[Event | Quarantined],
     received_at: int,
     params: MetricParams | None = None,
+    *,
+    sweep: bool = True,
 ) -> list[Outcome]:
     """Apply ``items`` in one ``BEGIN IMMEDIATE`` transaction; return one outcome each.
 
@@ -149,7 +155,7 @@ def apply_batch(
                 """,
                 (feed, last_ts, received_at, applied, duplicates, quarantined),
             )
-        _update_risk(db, touched, params)
+        _update_risk(db, touched, params, sweep=sweep)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -157,7 +163,9 @@ def apply_batch(
     return outcomes
 
 
-def _update_risk(db: sqlite3.Connection, touched: Touched, params: MetricParams) -> None:
+def _update_risk(
+    db: sqlite3.Connection, touched: Touched, params: MetricParams, *, sweep: bool = True
+) -> None:
     pairs = set(touched.pairs)
     for sku in touched.skus:
         pairs.update(db.execute("SELECT sku, location_id FROM stock WHERE sku = ?", (sku,)))
@@ -168,7 +176,7 @@ def _update_risk(db: sqlite3.Connection, touched: Touched, params: MetricParams)
     at = touched.latest
     refresh_risk_flags(db, pairs, at, params)
     row = db.execute("SELECT value FROM meta WHERE key = 'risk_sweep_ts'").fetchone()
-    if row is None or at - int(row[0]) >= RISK_SWEEP_SECONDS:
+    if sweep and (row is None or at - int(row[0]) >= RISK_SWEEP_SECONDS):
         refresh_risk_flags(db, flagged_pairs(db), at, params)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('risk_sweep_ts', ?)", (at,))
 
@@ -536,7 +544,7 @@ def assign_node(
                 (sku, location, channel, placed // 3600, sign * qty, sign * net),
             )
         touched.pair(sku, node, placed)
-    _update_risk(db, touched, params)
+    _update_risk(db, touched, params, sweep=False)
 
 
 def count_outcomes(outcomes: Iterable[Outcome]) -> dict[Outcome, int]:

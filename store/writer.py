@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,9 @@ class StoreWriter:
         self.routing = routing
         """Gives the fulfilment routing rules in force (hot-reloaded); None: never route."""
         self.routing_errors = 0
+        self.sweep_every = 60.0
+        """Wall seconds between sweeps of the stock-risk flags (see store.apply)."""
+        self._last_sweep = -math.inf
         self.stats = WriterStats()
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]] | None] = asyncio.Queue(
             maxsize=queue_size
@@ -221,7 +226,12 @@ class StoreWriter:
         items = [item for item, _ in batch]
         received_at = epoch(self.clock.now())
         try:
-            outcomes = await self._run(lambda db: apply_batch(db, items, received_at, self.params))
+            sweep = time.monotonic() - self._last_sweep >= self.sweep_every
+            outcomes = await self._run(
+                lambda db: apply_batch(db, items, received_at, self.params, sweep=sweep)
+            )
+            if sweep:
+                self._last_sweep = time.monotonic()
         except sqlite3.IntegrityError:
             if len(batch) == 1:
                 outcomes = await self._quarantine_poison(items[0], received_at)

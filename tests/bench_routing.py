@@ -90,7 +90,7 @@ async def build_store(db: Path) -> int:
                 raw = item.model_dump(mode="json")
                 raw["body"] = body
                 orders.append(parse_event(raw))
-    async with StoreWriter(db) as writer:
+    async with StoreWriter(db, routing=None) as writer:  # the benchmark routes them itself
         await writer.write(orders)
     print(
         f"store: fixture catalogue, stock and {len(orders):,} orders written in "

@@ -213,7 +213,7 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int, touched: Touched) -> N
         touched.pair(event.body.sku, event.body.location_id, ts)
     elif isinstance(event, ReturnReceived):
         b = event.body
-        db.execute(
+        inserted = db.execute(
             "INSERT OR IGNORE INTO returns (return_id, order_id, sku, location_id, channel,"
             " quantity, reason, refund_cents, received_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -228,6 +228,14 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int, touched: Touched) -> N
                 ts,
             ),
         )
+        if inserted.rowcount:
+            db.execute(
+                """INSERT INTO category_returns_hourly (category, channel, hour, units)
+                   SELECT COALESCE((SELECT category FROM skus WHERE sku = ?), '-'), ?, ?, ?
+                   WHERE true
+                   ON CONFLICT DO UPDATE SET units = units + excluded.units""",
+                (b.sku, b.channel, ts // 3600, b.quantity),
+            )
     elif isinstance(event, OrderCancelled):
         _order_cancelled(db, event, ts)
         for sku_, loc in db.execute(

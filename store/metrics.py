@@ -419,11 +419,10 @@ def return_rollups(
 ) -> tuple[ReturnRollupRow, ...]:
     """Return rate per category and per channel, same windows and test as per SKU.
 
-    Units sold come from the category × channel hourly rollup kept by the writer (a SKU's
-    sales count in the category it had when sold).
+    Units sold and returned come from the category × channel hourly rollups the writer
+    keeps (a unit counts in the category its SKU had then), so both windows are whole
+    hour buckets, like units sold per SKU.
     """
-    w_start = t - int(params.return_window_days * DAY)
-    b_start = w_start - int(params.return_baseline_days * DAY)
     first, last = window_hours(t, params.return_window_days)
     b_first = first - int(params.return_baseline_days * 24)
     counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
@@ -442,12 +441,11 @@ def return_rollups(
             add(scope, key, 1, current)
             add(scope, key, 3, base)
     for category, channel, current, base in db.execute(
-        """SELECT COALESCE(k.category, '-'), r.channel,
-                  SUM(CASE WHEN r.received_ts > ? THEN r.quantity ELSE 0 END),
-                  SUM(CASE WHEN r.received_ts <= ? THEN r.quantity ELSE 0 END)
-           FROM returns r LEFT JOIN skus k ON k.sku = r.sku
-           WHERE r.received_ts > ? AND r.received_ts <= ? GROUP BY 1, 2""",
-        (w_start, w_start, b_start, t),
+        """SELECT category, channel,
+                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
+                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
+           FROM category_returns_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
+        (first, first, b_first, last),
     ):
         for scope, key in (("category", category), ("channel", channel)):
             add(scope, key, 0, current)

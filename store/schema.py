@@ -169,6 +169,13 @@ MIGRATIONS: tuple[str, ...] = (
         units INTEGER NOT NULL,
         PRIMARY KEY (category, channel, hour)
     ) WITHOUT ROWID;
+    CREATE TABLE category_returns_hourly (
+        category TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        PRIMARY KEY (category, channel, hour)
+    ) WITHOUT ROWID;
     CREATE TABLE sku_hourly (
         sku TEXT NOT NULL,
         hour INTEGER NOT NULL,

@@ -112,6 +112,15 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
            GROUP BY l.sku, o.location_id, o.channel, o.placed_ts / 3600"""
     )
     db.execute(
+        """INSERT INTO sku_hourly
+           SELECT sku, hour, SUM(units) FROM sales_hourly GROUP BY sku, hour"""
+    )
+    db.execute(
+        """INSERT INTO category_hourly
+           SELECT k.category, h.channel, h.hour, SUM(h.units)
+           FROM sales_hourly h JOIN skus k USING (sku) GROUP BY 1, 2, 3"""
+    )
+    db.execute(
         """INSERT INTO returns
            SELECT 'r' || o.order_id || '-' || l.line_no, o.order_id, l.sku, o.location_id,
                o.channel, l.quantity,
@@ -121,6 +130,11 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
            FROM order_lines l JOIN orders o USING (order_id)
            WHERE (o.rowid * 7 + l.line_no) % 20 = 0 AND o.placed_ts + 5 * 86400 <= ?""",
         (int(END.timestamp()),),
+    )
+    db.execute(
+        """INSERT INTO category_returns_hourly
+           SELECT k.category, r.channel, r.received_ts / 3600, SUM(r.quantity)
+           FROM returns r JOIN skus k USING (sku) GROUP BY 1, 2, 3"""
     )
     db.execute(
         """INSERT INTO inbound SELECT 'PO-' || sku || location_id, sku, location_id, 50,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,23 +66,33 @@ class Feed(ABC):
         """
 
 
-async def pump(feed: Feed, writer: StoreWriter, *, checkpoint_every: int = 500) -> None:
+async def pump(feed: Feed, writer: StoreWriter, *, checkpoint_every: int = 1000) -> None:
     """Move every item of ``feed`` into ``writer``; persist the cursor after commits.
 
     The cursor is saved only after every item before it is durable, so a restart
-    resumes without losing anything (and duplicates are dropped by event id).
+    resumes without losing anything (and duplicates are dropped by event id).  Up to
+    four chunks of ``checkpoint_every`` items are in flight, so reading the feed and
+    committing overlap instead of taking turns.
     """
     start = await writer.get_cursor(feed.name)
     if start is not None:
         feed.cursor = start
+    in_flight: deque[tuple[list[asyncio.Future[object]], str | None]] = deque()
     pending: list[asyncio.Future[object]] = []
+
+    async def settle_oldest() -> None:
+        futures, cursor = in_flight.popleft()
+        await asyncio.gather(*futures)
+        if cursor is not None:
+            await writer.set_cursor(feed.name, cursor)
+
     async for item in feed.items():
         pending.append(await writer.submit(item))  # type: ignore[arg-type]
         if len(pending) >= checkpoint_every:
-            await asyncio.gather(*pending)
-            pending.clear()
-            if feed.cursor is not None:
-                await writer.set_cursor(feed.name, feed.cursor)
-    await asyncio.gather(*pending)
-    if feed.cursor is not None:
-        await writer.set_cursor(feed.name, feed.cursor)
+            in_flight.append((pending, feed.cursor))
+            pending = []
+            if len(in_flight) > 4:
+                await settle_oldest()
+    in_flight.append((pending, feed.cursor))
+    while in_flight:
+        await settle_oldest()

@@ -30,6 +30,7 @@ from console.widgets.formatting import (
     fmt_int,
     fmt_minutes,
     fmt_num,
+    fmt_past,
     fmt_pick,
     fmt_rate,
     fmt_when,
@@ -407,8 +408,8 @@ class DetailScreen(Screen[None]):
                     order.order_id,
                     order.channel,
                     order.method,
-                    fmt_when(order.placed_at, self.tz, self.as_of),
-                    fmt_when(order.promised_by, self.tz, self.as_of),
+                    fmt_past(order.placed_at, self.tz, self.as_of),
+                    fmt_past(order.promised_by, self.tz, self.as_of),
                     fmt_minutes(order.minutes_late),
                     order.last_step,
                     key=order.order_id,
@@ -457,7 +458,7 @@ class FeedsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Two tables: sources by their last event, adapters by their live state."""
         as_of = self.snapshots.as_of if self.snapshots else None
-        stamp = "no data yet" if as_of is None else f"as of {fmt_when(as_of, self.tz, as_of)}"
+        stamp = "no data yet" if as_of is None else f"as of {fmt_past(as_of, self.tz, as_of)}"
         yield Static(Content.assemble(("Feeds", "bold"), (f"  {stamp}", "$text-muted")))
         with VerticalScroll(id="feeds-body"):
             yield Static("Sources (by the events in the store)", classes="detail-numbers")
@@ -472,7 +473,7 @@ class FeedsScreen(Screen[None]):
                     sources.add_row(
                         feed.feed,
                         "STALE" if feed.stale else "ok",
-                        fmt_when(feed.last_event_at, self.tz, as_of)
+                        fmt_past(feed.last_event_at, self.tz, as_of)
                         if feed.last_event_at
                         else "never",
                         fmt_int(feed.events),

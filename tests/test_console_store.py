@@ -211,3 +211,15 @@ async def test_feeds_view_opens_with_h(tmp_path: Path) -> None:
             assert {str(r.key.value) for r in sources.ordered_rows} >= {"webshop", "pos"}
     finally:
         close()
+
+
+def test_past_times_read_as_times_not_now() -> None:
+    from datetime import UTC, datetime
+
+    from console.widgets.formatting import fmt_past
+
+    now = datetime(2026, 11, 18, 15, tzinfo=UTC)
+    utc = ZoneInfo("UTC")
+    assert fmt_past(datetime(2026, 11, 18, 4, tzinfo=UTC), utc, now) == "04:00"
+    assert fmt_past(datetime(2026, 11, 17, 4, tzinfo=UTC), utc, now) == "Tue 04:00"
+    assert fmt_past(datetime(2026, 10, 21, 4, tzinfo=UTC), utc, now) == "Oct 21"

@@ -124,6 +124,19 @@ def fmt_when(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
     return local.strftime("%b %d")
 
 
+def fmt_past(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
+    """A local time gone by: ``14:05`` today, ``Tue 14:05`` within a week, else ``Oct 21``."""
+    if moment is None:
+        return DASH
+    local = to_local(moment, tz)
+    local_now = to_local(now, tz)
+    if local.date() == local_now.date():
+        return local.strftime("%H:%M")
+    if 0 < (local_now.date() - local.date()).days < 7:
+        return local.strftime("%a %H:%M")
+    return local.strftime("%b %d")
+
+
 def fmt_day(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
     """A local date relative to ``now``: ``today``, ``Tue 25``, or ``Dec 02`` further out."""
     if moment is None:

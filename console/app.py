@@ -354,6 +354,7 @@ class OmniopsApp(App[None]):
                 self.tz,
                 wide=self.size.width >= WIDE_COLUMNS,
                 adapters=headline.adapters if headline else (),
+                now=self.snapshots.as_of if self.snapshots is not None else None,
             )
         )
 

@@ -24,6 +24,7 @@ from console.widgets.formatting import (
     fmt_minutes,
     fmt_money,
     fmt_num,
+    fmt_past,
     fmt_trend,
     pct_change,
 )
@@ -87,6 +88,7 @@ def feed_content(
     *,
     wide: bool = False,
     adapters: Sequence[FeedHealthRow] = (),
+    now: datetime | None = None,
 ) -> Content:
     """``● web ● pos ▲ marketplace STALE last 13:52`` (``Feeds`` and last times when wide).
 
@@ -104,7 +106,12 @@ def feed_content(
             if feed.last_event_at is None:
                 since = " never delivered"
             else:
-                since = f" last {fmt_clock(feed.last_event_at, tz)}"
+                when = (
+                    fmt_past(feed.last_event_at, tz, now)
+                    if now is not None
+                    else fmt_clock(feed.last_event_at, tz)
+                )
+                since = f" last {when}"
             parts.append((f"{STALE_GLYPH} {feed.feed} STALE", "$text-error bold"))
             parts.append((since, "$text-error"))
         else:

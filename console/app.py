@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import tzinfo
 from functools import partial
 from pathlib import Path
@@ -63,9 +63,10 @@ from feeds.clock import Clock
 from rules.matchers import Matcher, format_matchers, parse_matchers
 from store.snapshots import Snapshots
 
-ExportFn = Callable[[str, str, Path], Path]
-"""``export(panel_name, fmt, path) -> written path``; panel_name is fulfillment, stockout or
-returns; fmt is csv or json."""
+ExportFn = Callable[[str, str, Path, Sequence[object]], Path]
+"""``export(panel_name, fmt, path, rows) -> written path``; panel_name is fulfillment,
+stockout or returns; fmt is csv or json; rows are the snapshot rows the panel shows (its
+filter and sort applied), in table order."""
 
 PANEL_KINDS = ("fulfillment", "stockout", "returns")
 TAB_IDS = ("overview", *PANEL_KINDS)
@@ -565,13 +566,14 @@ class OmniopsApp(App[None]):
                 severity="error",
             )
             return
-        self._run_export(kind, fmt, Path(name).expanduser())
+        rows = [view.source for view in self.panels(kind)[-1].views()]
+        self._run_export(kind, fmt, Path(name).expanduser(), rows)
 
     @work(thread=True, exit_on_error=False, group="export")
-    def _run_export(self, kind: str, fmt: str, path: Path) -> Path:
+    def _run_export(self, kind: str, fmt: str, path: Path, rows: Sequence[object]) -> Path:
         """Thread worker: the exporter may write a large file."""
         assert self._export is not None
-        return self._export(kind, fmt, path)
+        return self._export(kind, fmt, path, rows)
 
     # -- command palette -----------------------------------------------------------------
 

@@ -225,10 +225,10 @@ def build_console(
             return late_orders(detail_reader, row.key, now)
         return None
 
-    def export(panel: str, fmt: str, path: Path) -> Path:
+    def export(panel: str, fmt: str, path: Path, rows: Sequence[object]) -> Path:
         if not last:
             raise RuntimeError("nothing to export yet: the first refresh has not finished")
-        return export_panel(last[0], panel, fmt, path)
+        return export_panel(last[0], panel, fmt, path, rows=rows)
 
     zone = tz or settings.display_tz()
     path = rules_path or settings.rules_file or default_rules_path()

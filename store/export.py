@@ -7,42 +7,51 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from store.snapshots import Snapshots, to_jsonable
+from store.snapshots import ReturnSpikeRow, Snapshots, to_jsonable
 
 PANELS = ("fulfillment", "stockout", "returns", "headline")
 
 
-def panel_records(snapshots: Snapshots, panel: str) -> list[dict[str, Any]]:
-    """The rows of one panel as flat JSON-ready records."""
-    if panel == "fulfillment":
-        rows: Any = snapshots.fulfillment.rows
-    elif panel == "stockout":
-        rows = snapshots.stockout.rows
-    elif panel == "returns":
-        rows = snapshots.returns.rows
-    elif panel == "headline":
-        rows = [snapshots.headline]
-    else:
+def panel_records(
+    snapshots: Snapshots, panel: str, rows: Sequence[object] | None = None
+) -> list[dict[str, Any]]:
+    """The rows of one panel (or the given ``rows`` of it) as flat JSON-ready records."""
+    everything: dict[str, Sequence[object]] = {
+        "fulfillment": snapshots.fulfillment.rows,
+        "stockout": snapshots.stockout.rows,
+        "returns": snapshots.returns.rows,
+        "headline": [snapshots.headline],
+    }
+    if panel not in everything:
         raise ValueError(f"unknown panel {panel!r}; choose one of {', '.join(PANELS)}")
     records = []
-    for row in rows:
+    for row in everything[panel] if rows is None else rows:
         record = to_jsonable(row)
-        if panel == "returns":
+        if isinstance(row, ReturnSpikeRow):
             record["top_reasons"] = "; ".join(f"{r} ({n})" for r, n in row.top_reasons)
         records.append(record)
     return records
 
 
-def export_panel(snapshots: Snapshots, panel: str, fmt: str, path: Path) -> Path:
+def export_panel(
+    snapshots: Snapshots,
+    panel: str,
+    fmt: str,
+    path: Path,
+    *,
+    rows: Sequence[object] | None = None,
+) -> Path:
     """Write ``panel`` of ``snapshots`` to ``path`` as ``csv`` or ``json``, atomically.
 
-    CSV holds one row per panel row (nested values as JSON text); JSON holds the panel
-    with the moment it was computed for.  Returns the path written.
+    ``rows``: only these rows of the panel, in this order (what the console shows with its
+    filter and sort); default every row.  CSV holds one row per panel row (nested values as
+    JSON text); JSON holds the panel with the moment it was computed for.
     """
-    records = panel_records(snapshots, panel)
+    records = panel_records(snapshots, panel, rows)
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

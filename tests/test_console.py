@@ -629,9 +629,11 @@ async def test_export_without_exporter_writes_nothing_and_says_so(tmp_path: Path
 @pytest.mark.asyncio
 async def test_export_asks_a_file_name_and_calls_the_exporter(tmp_path: Path) -> None:
     calls: list[tuple[str, str, Path]] = []
+    exported: list[list[object]] = []
 
-    def export(panel_name: str, fmt: str, path: Path) -> Path:
+    def export(panel_name: str, fmt: str, path: Path, rows: Any) -> Path:
         calls.append((panel_name, fmt, path))
+        exported.append(list(rows))
         return path
 
     app = make_app(export=export)
@@ -647,6 +649,8 @@ async def test_export_asks_a_file_name_and_calls_the_exporter(tmp_path: Path) ->
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert calls == [("stockout", "json", tmp_path / "stock.json")]
+        # the rows shown on the Stock tab, in table order
+        assert [f"{r.sku}@{r.location_id}" for r in exported[0]] == row_keys(app, "stockout-panel")
         assert any("Exported to" in n.message for n in app._notifications)
         # A file name without .csv/.json is refused before the exporter is called.
         await pilot.press("e")

@@ -223,3 +223,22 @@ def test_past_times_read_as_times_not_now() -> None:
     assert fmt_past(datetime(2026, 11, 18, 4, tzinfo=UTC), utc, now) == "04:00"
     assert fmt_past(datetime(2026, 11, 17, 4, tzinfo=UTC), utc, now) == "Tue 04:00"
     assert fmt_past(datetime(2026, 10, 21, 4, tzinfo=UTC), utc, now) == "Oct 21"
+
+
+async def test_export_writes_the_rows_shown_as_csv_and_json(tmp_path: Path) -> None:
+    import csv
+
+    from store.export import export_panel
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    snaps = report(db, T0, PARAMS)
+    shown = [r for r in snaps.fulfillment.rows if r.scope == "location"]  # a filter
+    out = export_panel(snaps, "fulfillment", "csv", tmp_path / "f.csv", rows=shown)
+    with out.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["key"] for r in rows] == [r.key for r in shown]
+    assert rows[0]["late"] == str(shown[0].late)
+    data = json.loads(export_panel(snaps, "returns", "json", tmp_path / "r.json").read_text())
+    assert data["panel"] == "returns" and data["rows"][0]["sku"] == "A"
+    assert data["rows"][0]["top_reasons"] == "defective (6)"

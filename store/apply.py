@@ -39,7 +39,7 @@ from feeds.model import (
     StockAdjusted,
     StockSnapshot,
 )
-from store.risk import MetricParams, flagged_pairs, refresh_risk_flags
+from store.risk import MetricParams, flagged_pairs, refresh_risk_flags, risk_flags_time
 
 Outcome = Literal["applied", "duplicate", "quarantined"]
 
@@ -173,7 +173,9 @@ def _update_risk(
         pairs.update(db.execute("SELECT sku, location_id FROM stock WHERE location_id = ?", (loc,)))
     if not pairs:
         return
-    at = touched.latest
+    # Never score as of a moment before flags were last computed for: an old event (a
+    # catalogue re-sync, a late adjustment) must not clear a flag that holds now.
+    at = max(touched.latest, risk_flags_time(db) or 0)
     refresh_risk_flags(db, pairs, at, params)
     row = db.execute("SELECT value FROM meta WHERE key = 'risk_sweep_ts'").fetchone()
     if sweep and (row is None or at - int(row[0]) >= RISK_SWEEP_SECONDS):
@@ -388,22 +390,38 @@ def _order_placed(db: sqlite3.Connection, event: OrderPlaced, ts: int) -> None:
 
 
 def _add_sales(db: sqlite3.Connection, order_id: str, sign: int) -> None:
+    """Add (+1) or reverse (-1) an order's lines in the sales rollups.
+
+    Adding records on each line where it was counted (node, category); reversing takes the
+    lines back out of exactly those buckets, even if the order was routed to a node or its
+    SKU moved category in between.
+    """
+    if sign > 0:
+        db.execute(
+            """UPDATE order_lines SET
+                   sales_location = COALESCE(
+                       (SELECT location_id FROM orders WHERE order_id = order_lines.order_id), ?),
+                   sales_category = COALESCE(
+                       (SELECT category FROM skus WHERE sku = order_lines.sku), '-')
+               WHERE order_id = ?""",
+            (UNASSIGNED, order_id),
+        )
     db.execute(
         """INSERT INTO sales_hourly (sku, location_id, channel, hour, units, net_cents)
-           SELECT l.sku, COALESCE(o.location_id, ?), o.channel, o.placed_ts / 3600,
+           SELECT l.sku, l.sales_location, o.channel, o.placed_ts / 3600,
                   ? * SUM(l.quantity), ? * SUM(l.quantity * l.unit_price_cents - l.discount_cents)
            FROM order_lines l JOIN orders o USING (order_id)
-           WHERE o.order_id = ?
-           GROUP BY l.sku
+           WHERE o.order_id = ? AND l.sales_location IS NOT NULL
+           GROUP BY l.sku, l.sales_location
            ON CONFLICT DO UPDATE SET units = units + excluded.units,
                net_cents = net_cents + excluded.net_cents""",
-        (UNASSIGNED, sign, sign, order_id),
+        (sign, sign, order_id),
     )
     db.execute(
         """INSERT INTO category_hourly (category, channel, hour, units)
-           SELECT COALESCE(k.category, '-'), o.channel, o.placed_ts / 3600, ? * SUM(l.quantity)
-           FROM order_lines l JOIN orders o USING (order_id) LEFT JOIN skus k ON k.sku = l.sku
-           WHERE o.order_id = ?
+           SELECT l.sales_category, o.channel, o.placed_ts / 3600, ? * SUM(l.quantity)
+           FROM order_lines l JOIN orders o USING (order_id)
+           WHERE o.order_id = ? AND l.sales_category IS NOT NULL
            GROUP BY 1, 2
            ON CONFLICT DO UPDATE SET units = units + excluded.units""",
         (sign, order_id),
@@ -536,14 +554,18 @@ def assign_node(
     touched = Touched()
     for line_no, node in lines:
         line = db.execute(
-            "SELECT sku, quantity, quantity * unit_price_cents - discount_cents FROM order_lines"
-            " WHERE order_id = ? AND line_no = ?",
+            "SELECT sku, quantity, quantity * unit_price_cents - discount_cents, sales_location"
+            " FROM order_lines WHERE order_id = ? AND line_no = ?",
             (order_id, line_no),
         ).fetchone()
-        if line is None:
+        if line is None or line[3] is None:
             continue
-        sku, qty, net = line
-        for location, sign in ((UNASSIGNED, -1), (node, 1)):
+        sku, qty, net, counted_at = line
+        db.execute(
+            "UPDATE order_lines SET sales_location = ? WHERE order_id = ? AND line_no = ?",
+            (node, order_id, line_no),
+        )
+        for location, sign in ((counted_at, -1), (node, 1)):
             db.execute(
                 """INSERT INTO sales_hourly (sku, location_id, channel, hour, units, net_cents)
                    VALUES (?, ?, ?, ?, ?, ?)

@@ -337,7 +337,8 @@ def refresh_risk_flags(
     )
     db.execute(
         """INSERT INTO meta (key, value) VALUES ('risk_ts', ?)
-           ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), excluded.value)""",
+           ON CONFLICT (key) DO UPDATE SET
+               value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))""",
         (t,),
     )
     return sum(flag for flag, _, _ in flags)

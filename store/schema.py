@@ -150,6 +150,8 @@ MIGRATIONS: tuple[str, ...] = (
         quantity INTEGER NOT NULL,
         unit_price_cents INTEGER NOT NULL,
         discount_cents INTEGER NOT NULL,
+        sales_location TEXT,
+        sales_category TEXT,
         PRIMARY KEY (order_id, line_no)
     ) WITHOUT ROWID;
     CREATE TABLE sales_hourly (

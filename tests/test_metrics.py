@@ -405,3 +405,15 @@ async def test_orders_no_node_could_take_are_counted_unroutable(db_path: Path) -
     f = snap(db_path, T0).fulfillment
     assert f.unroutable == 1
     assert snap(db_path, at(-1)).fulfillment.unroutable == 0  # not yet placed then
+
+
+async def test_an_old_event_never_clears_a_risk_flag_that_holds_now(db_path: Path) -> None:
+    # 10 on hand, 70 sold in the last day: cover 1 day < 5 days lead time
+    await write(
+        db_path,
+        [sku("A", lead=5), snapshot("A", "WH1", 10, at(-2)), order("o", at(-20), [("A", 70)])],
+    )
+    assert [r.status for r in snap(db_path, T0).stockout.rows] == ["AT RISK"]
+    # a catalogue re-sync stamped 90 days ago touches the pair
+    await write(db_path, [sku("A", lead=5, ts=T0 - timedelta(days=90))])
+    assert [r.status for r in snap(db_path, T0).stockout.rows] == ["AT RISK"]

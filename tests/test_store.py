@@ -157,3 +157,39 @@ async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path
         ("-", 0),
         ("WH1", 2),
     ]
+
+
+async def test_cancelling_a_routed_order_reverses_sales_where_they_were_counted(
+    db_path: Path,
+) -> None:
+    from rules.routing import FulfilmentRouting
+    from tests.builders import ev, location, sku
+
+    await write(
+        db_path,
+        [
+            sku("A"),
+            location("WH1", kind="warehouse"),
+            snapshot("A", "WH1", 10, at(-1)),
+            order("o1", at(0), [("A", 5)], loc=None),
+        ],
+        routing=FulfilmentRouting,
+    )
+    await write(db_path, [ev("order.cancelled", at(1), {"order_id": "o1"})])
+    assert q(db_path, "SELECT location_id, SUM(units) FROM sales_hourly GROUP BY 1") == [
+        ("-", 0),
+        ("WH1", 0),
+    ]
+
+
+async def test_cancellation_nets_to_zero_in_the_category_counted_at_sale(db_path: Path) -> None:
+    from tests.builders import ev, sku
+
+    await write(db_path, [sku("B", category="toys"), order("o1", at(0), [("B", 3)])])
+    await write(
+        db_path,
+        [sku("B", category="games", ts=at(0.5)), ev("order.cancelled", at(1), {"order_id": "o1"})],
+    )
+    assert q(db_path, "SELECT category, SUM(units) FROM category_hourly GROUP BY 1") == [
+        ("toys", 0)
+    ]

@@ -72,5 +72,7 @@ def prepare_demo_store(
         os.replace(building, cached)
         say(f"omniops demo: {events:,} events in {time.monotonic() - began:.0f} s, cached")
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in (target, *(target.with_name(target.name + s) for s in ("-wal", "-shm"))):
+        leftover.unlink(missing_ok=True)  # an old run's WAL would be replayed over the copy
     shutil.copyfile(cached, target)
     return target

@@ -38,6 +38,7 @@ def _timed_lines(path: Path) -> Iterator[tuple[datetime, int, str, str]]:
 
     A line whose time cannot be read sorts first, so validation quarantines it at once.
     """
+    latest = EPOCH
     for number, text in read_lines(path):
         try:
             ts = datetime.fromisoformat(str(json.loads(text)["ts"]).replace("Z", "+00:00"))
@@ -45,6 +46,15 @@ def _timed_lines(path: Path) -> Iterator[tuple[datetime, int, str, str]]:
                 raise ValueError("naive")
         except (ValueError, KeyError, TypeError):
             ts = EPOCH
+        else:
+            if ts < latest:
+                # Merging assumes each file is in time order; say so rather than drop events.
+                raise ValueError(
+                    f"{path.name}:{number}: not in time order ({ts.isoformat()} after "
+                    f"{latest.isoformat()}); replay needs files sorted by ts "
+                    "(`omniops ingest` takes them in any order)"
+                )
+            latest = ts
         yield ts, number, text, path.name
 
 
@@ -90,8 +100,8 @@ class ReplayFeed(Feed):
         for ts, number, text, name in merged_lines(self.files):
             if self.until is not None and ts >= self.until:
                 break
-            if self.since is not None and ts < self.since and ts != EPOCH:
-                continue
+            if self.since is not None and ts < self.since:
+                continue  # history (and unreadable times) went in with the history pass
             delivered += 1
             if delivered <= skip:
                 continue

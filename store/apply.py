@@ -231,13 +231,12 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int, touched: Touched) -> N
             ),
         )
         if inserted.rowcount:
+            category = db.execute("SELECT category FROM skus WHERE sku = ?", (b.sku,)).fetchone()
+            category = category[0] if category else "-"
             db.execute(
-                """INSERT INTO category_returns_hourly (category, channel, hour, units)
-                   SELECT COALESCE((SELECT category FROM skus WHERE sku = ?), '-'), ?, ?, ?
-                   WHERE true
-                   ON CONFLICT DO UPDATE SET units = units + excluded.units""",
-                (b.sku, b.channel, ts // 3600, b.quantity),
+                "UPDATE returns SET category = ? WHERE return_id = ?", (category, b.return_id)
             )
+            _add_category_returns(db, category, b.channel, ts // 3600, b.quantity)
     elif isinstance(event, OrderCancelled):
         _order_cancelled(db, event, ts)
         for sku_, loc in db.execute(
@@ -295,6 +294,7 @@ def _apply(db: sqlite3.Connection, event: Event, ts: int, touched: Touched) -> N
                 ts,
             ),
         )
+        _categorise_late(db, s.sku)
         touched.skus.add(s.sku)
         touched.latest = max(touched.latest, ts)
     elif isinstance(event, LocationUpserted):
@@ -389,6 +389,56 @@ def _order_placed(db: sqlite3.Connection, event: OrderPlaced, ts: int) -> None:
         _add_sales(db, b.order_id, sign=1)
 
 
+def _add_category_returns(
+    db: sqlite3.Connection, category: str, channel: str, hour: int, units: int
+) -> None:
+    db.execute(
+        """INSERT INTO category_returns_hourly (category, channel, hour, units)
+           VALUES (?, ?, ?, ?)
+           ON CONFLICT DO UPDATE SET units = units + excluded.units""",
+        (category, channel, hour, units),
+    )
+
+
+def _categorise_late(db: sqlite3.Connection, sku: str) -> None:
+    """Move ``sku``'s sales and returns counted under ``-`` to its catalogue category.
+
+    They were counted before its catalogue record arrived; moving them keeps the roll-ups
+    independent of arrival order.
+    """
+    row = db.execute("SELECT category FROM skus WHERE sku = ?", (sku,)).fetchone()
+    if row is None:
+        return
+    category = row[0]
+    for channel, hour, units in db.execute(
+        """SELECT o.channel, o.placed_ts / 3600, SUM(l.quantity)
+           FROM order_lines l JOIN orders o USING (order_id)
+           WHERE l.sku = ? AND l.sales_category = '-' GROUP BY 1, 2""",
+        (sku,),
+    ).fetchall():
+        for key, sign in (("-", -1), (category, 1)):
+            db.execute(
+                """INSERT INTO category_hourly (category, channel, hour, units)
+                   VALUES (?, ?, ?, ?)
+                   ON CONFLICT DO UPDATE SET units = units + excluded.units""",
+                (key, channel, hour, sign * units),
+            )
+    db.execute(
+        "UPDATE order_lines SET sales_category = ? WHERE sku = ? AND sales_category = '-'",
+        (category, sku),
+    )
+    for channel, hour, units in db.execute(
+        """SELECT channel, received_ts / 3600, SUM(quantity) FROM returns
+           WHERE sku = ? AND category = '-' GROUP BY 1, 2""",
+        (sku,),
+    ).fetchall():
+        _add_category_returns(db, "-", channel, hour, -units)
+        _add_category_returns(db, category, channel, hour, units)
+    db.execute("UPDATE returns SET category = ? WHERE sku = ? AND category = '-'", (category, sku))
+    db.execute("DELETE FROM category_hourly WHERE category = '-' AND units = 0")
+    db.execute("DELETE FROM category_returns_hourly WHERE category = '-' AND units = 0")
+
+
 def _add_sales(db: sqlite3.Connection, order_id: str, sign: int) -> None:
     """Add (+1) or reverse (-1) an order's lines in the sales rollups.
 
@@ -461,18 +511,24 @@ def _fulfillment(db: sqlite3.Connection, event: FulfillmentUpdated, ts: int) -> 
     estimate = epoch(b.estimated_delivery) if b.estimated_delivery else None
     db.execute("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", (b.order_id,))
     detail_sql = ", exception_detail = ?" if b.status == "exception" else ""
-    params: list[object] = [ts, ts, b.carrier, b.tracking, estimate, b.location_id]
+    params: list[object] = [ts, ts, b.carrier, b.tracking, b.location_id]
     if b.status == "exception":
         params.append(b.detail)
     params.append(b.order_id)
     db.execute(
         f"""UPDATE orders SET {column} = MIN(COALESCE({column}, ?), ?),
                carrier = COALESCE(?, carrier), tracking = COALESCE(?, tracking),
-               estimated_delivery_ts = COALESCE(?, estimated_delivery_ts),
                fulfil_location_id = COALESCE(fulfil_location_id, ?){detail_sql}
            WHERE order_id = ?""",
         params,
     )
+    if estimate is not None:
+        # The carrier's newest estimate wins, whatever order its updates arrive in.
+        db.execute(
+            """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
+               WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
+            (estimate, ts, b.order_id, ts),
+        )
     db.execute(_DONE_SQL, (b.order_id,))
 
 

@@ -148,7 +148,7 @@ def compute_fulfillment(
     picks = db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, picked_ts - released_ts
            FROM orders
-           WHERE picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
+           WHERE has_order = 1 AND picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
              AND released_ts <= picked_ts""",
         (pick_from, t),
     ).fetchall()
@@ -476,14 +476,19 @@ def return_rollups(
 # --- headline ----------------------------------------------------------------------------
 
 
-def _sales_between(db: sqlite3.Connection, start: int, end: int) -> tuple[int, int, int, int]:
-    """(gross, discounts, orders, returns refunded) in cents for [start, end], as of end."""
+def _sales_between(
+    db: sqlite3.Connection, start: int, end: int, as_of: int | None = None
+) -> tuple[int, int, int, int]:
+    """(gross, discounts, orders, returns refunded) in cents for [start, end].
+
+    Orders count unless cancelled by ``as_of`` (default ``end``).
+    """
     gross, disc, orders = db.execute(
         """SELECT COALESCE(SUM(gross_cents), 0), COALESCE(SUM(discount_cents), 0), COUNT(*)
            FROM orders
            WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
              AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
-        (start, end, end),
+        (start, end, end if as_of is None else as_of),
     ).fetchone()
     refunds = db.execute(
         "SELECT COALESCE(SUM(refund_cents), 0) FROM returns"
@@ -505,13 +510,15 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
 
     prior_nets: list[int] = []
     prior_hour_orders: list[int] = []
+    first = db.execute("SELECT MIN(placed_ts) FROM orders WHERE has_order = 1").fetchone()[0]
     for back in range(1, params.rolling_days + 1):
         d = today - timedelta(days=back)
         d_start = epoch(local_midnight(d, tz))
-        same_time = epoch(datetime.combine(d, local_now.time(), tz).astimezone(UTC))
-        g, di, n_orders, r = _sales_between(db, d_start, same_time)
-        if n_orders == 0 and g == 0:
+        d_end = epoch(local_midnight(d + timedelta(days=1), tz))
+        if first is None or first >= d_end:
             continue  # a day before the store had data does not drag the average down
+        same_time = epoch(datetime.combine(d, local_now.time(), tz).astimezone(UTC))
+        g, di, _, r = _sales_between(db, d_start, same_time)
         prior_nets.append(g - di - r)
         prior_hour_orders.append(_orders_between(db, same_time - HOUR, same_time))
 
@@ -544,7 +551,7 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     hour_start = day_start
     while hour_start <= t:
         end = min(hour_start + HOUR - 1, t)
-        g, di, _, r = _sales_between(db, hour_start, end)
+        g, di, _, r = _sales_between(db, hour_start, end, as_of=t)
         hourly.append((g - di - r) / 100)
         hour_start += HOUR
 

@@ -126,6 +126,7 @@ MIGRATIONS: tuple[str, ...] = (
         carrier TEXT,
         tracking TEXT,
         estimated_delivery_ts INTEGER,
+        estimate_ts INTEGER,
         fulfil_location_id TEXT,
         fulfilled_ts INTEGER,
         done_ts INTEGER
@@ -193,10 +194,13 @@ MIGRATIONS: tuple[str, ...] = (
         quantity INTEGER NOT NULL,
         reason TEXT NOT NULL,
         refund_cents INTEGER NOT NULL,
-        received_ts INTEGER NOT NULL
+        received_ts INTEGER NOT NULL,
+        category TEXT NOT NULL DEFAULT '-'
     );
     CREATE INDEX returns_received ON returns (received_ts);
     CREATE INDEX returns_sku ON returns (sku, received_ts);
+    CREATE INDEX returns_uncategorised ON returns (sku) WHERE category = '-';
+    CREATE INDEX order_lines_uncategorised ON order_lines (sku) WHERE sales_category = '-';
     CREATE TABLE inbound (
         po_id TEXT NOT NULL,
         sku TEXT NOT NULL,

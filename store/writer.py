@@ -220,7 +220,29 @@ class StoreWriter:
                     stopping = True
                     break
                 batch.append(nxt)
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                # The writer cannot go on: fail this batch and everything queued, so feeds
+                # and webhooks see an error instead of waiting forever.
+                self._failure = exc
+                log.exception("store writer stopped")
+                self._fail_all(batch, exc)
+                return
+
+    def _fail_all(
+        self, batch: list[tuple[Item, asyncio.Future[Outcome]]], exc: BaseException
+    ) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(exc)
+        while True:
+            try:
+                queued = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if queued is not None and not queued[1].done():
+                queued[1].set_exception(exc)
 
     async def _commit(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
         items = [item for item, _ in batch]

@@ -417,3 +417,38 @@ async def test_an_old_event_never_clears_a_risk_flag_that_holds_now(db_path: Pat
     # a catalogue re-sync stamped 90 days ago touches the pair
     await write(db_path, [sku("A", lead=5, ts=T0 - timedelta(days=90))])
     assert [r.status for r in snap(db_path, T0).stockout.rows] == ["AT RISK"]
+
+
+async def test_sparkline_hours_add_up_to_net_sales_after_a_cancellation(db_path: Path) -> None:
+    await write(
+        db_path,
+        [
+            order("c", at(0.2), [("A", 1)], price="50.00"),
+            order("k", at(0.5), [("A", 1)], price="20.00"),
+            ev("order.cancelled", at(1.5), {"order_id": "c"}),
+        ],
+    )
+    h = snap(db_path, at(2)).headline
+    assert h.net_sales == 20.0
+    assert sum(h.hourly_net_sales) == pytest.approx(20.0)
+
+
+async def test_a_quiet_morning_counts_as_zero_in_the_rolling_average(db_path: Path) -> None:
+    # every previous day sold at 10:00 local; now is 00:30, so nothing yet on any of them
+    await write(db_path, [order(f"d{n}", at(-24 * n), [("A", 1)]) for n in range(1, 8)])
+    h = snap(db_path, T0 - timedelta(hours=9, minutes=30)).headline
+    assert h.net_sales_rolling == 0.0
+    assert h.orders_per_hour_rolling == 0.0
+
+
+async def test_the_newest_carrier_estimate_wins_whatever_the_arrival_order(db_path: Path) -> None:
+    await write(
+        db_path,
+        [
+            step("p", "shipped", at(-20), carrier="FedEx"),
+            step("p", "packed", at(-10), carrier="FedEx", estimated_delivery=at(20)),
+        ],
+    )
+    await write(db_path, [step("p", "released", at(-21), estimated_delivery=at(-2))])
+    fx = next(r for r in snap(db_path, T0).fulfillment.rows if r.key == "FedEx")
+    assert (fx.late, fx.status) == (0, "OK")

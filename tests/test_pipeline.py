@@ -44,6 +44,9 @@ def dump(db: Path) -> dict[str, list[tuple[object, ...]]]:
         "order_lines",
         "sales_hourly",
         "returns",
+        "category_hourly",
+        "category_returns_hourly",
+        "sku_hourly",
         "inbound",
         "listings",
         "stock_adjustments",
@@ -195,3 +198,22 @@ def test_same_seed_regenerates_the_committed_fixture_day(tmp_path: Path) -> None
     assert sorted(p.name for p in out.iterdir()) == committed
     for name in committed:
         assert (out / name).read_bytes() == (FIXTURES / name).read_bytes(), name
+
+
+def test_replay_refuses_a_file_out_of_time_order_instead_of_losing_events(tmp_path: Path) -> None:
+    import pytest
+
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    write_jsonl(
+        folder / "inventory.jsonl",
+        [dump_event(snapshot("A", "S1", 5, at(2))), dump_event(adjust("A", "S1", -1, at(-1)))],
+    )
+    feed = ReplayFeed([folder], ReplayClock(T0, speed=1e9), since=T0)
+
+    async def drain() -> None:
+        async for _ in feed.items():
+            pass
+
+    with pytest.raises(ValueError, match=r"inventory.jsonl:2: not in time order"):
+        asyncio.run(drain())

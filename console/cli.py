@@ -11,6 +11,7 @@ import asyncio
 import json
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -212,17 +213,21 @@ def build_console(
     settings = Settings()
     last: list[Snapshots] = []
 
+    in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
+
     def compute() -> Snapshots:
-        snaps = compute_snapshots(reader, clock.now(), params)
+        with in_use:
+            snaps = compute_snapshots(reader, clock.now(), params)
         last[:] = [snaps]
         return snaps
 
     def detail(row: object) -> StockHistory | LateOrders | None:
         now = last[0].as_of if last else clock.now()
-        if isinstance(row, StockoutRow):
-            return stock_history(detail_reader, row.sku, row.location_id, now, params.timezone)
-        if isinstance(row, FulfillmentRow) and row.scope == "location":
-            return late_orders(detail_reader, row.key, now)
+        with in_use:
+            if isinstance(row, StockoutRow):
+                return stock_history(detail_reader, row.sku, row.location_id, now, params.timezone)
+            if isinstance(row, FulfillmentRow) and row.scope == "location":
+                return late_orders(detail_reader, row.key, now)
         return None
 
     def export(panel: str, fmt: str, path: Path, rows: Sequence[object]) -> Path:
@@ -280,8 +285,9 @@ def build_console(
         app.set_keymap(settings.keys)
 
     def close() -> None:
-        reader.close()
-        detail_reader.close()
+        with in_use:
+            reader.close()
+            detail_reader.close()
         routing_source.close()
         actions.close()
 

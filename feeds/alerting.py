@@ -103,17 +103,29 @@ async def alert_loop(
 
     runtime.listeners.append(reloaded)
     stop = stop or asyncio.Event()
+
+    def cycle() -> None:
+        engine.evaluate(compute_snapshots(reader, clock.now(), params))
+
+    running: asyncio.Future[None] | None = None
     try:
         async with notifier:
             while not stop.is_set():
+                running = asyncio.ensure_future(asyncio.to_thread(cycle))
                 try:
-                    snaps = await asyncio.to_thread(compute_snapshots, reader, clock.now(), params)
-                    await asyncio.to_thread(engine.evaluate, snaps)
+                    # Shielded: cancelling the loop must not abandon a thread that is
+                    # still using the connections closed below.
+                    await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    raise
                 except Exception:  # one bad cycle must not end alerting
                     log.exception("alert evaluation failed; retrying in %.0f s", interval)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
     finally:
+        if running is not None and not running.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait({running})
         runtime.listeners.remove(reloaded)
         engine.close()
         reader.close()

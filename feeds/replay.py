@@ -64,12 +64,6 @@ def merged_lines(files: list[Path]) -> Iterator[tuple[datetime, int, str, str]]:
     return heapq.merge(*streams, key=lambda t: (t[0], t[3], t[1]))
 
 
-def merged_items(files: list[Path]) -> Iterator[Event | Quarantined]:
-    """Every item of ``files`` in timestamp order, validated or quarantined."""
-    for _, number, text, name in merged_lines(files):
-        yield parse_line(text, source=source_of(Path(name)), where=f"{name}:{number}")
-
-
 class ReplayFeed(Feed):
     """Replays a folder (or list) of canonical JSON Lines files on a replay clock.
 

@@ -39,7 +39,7 @@ from feeds.model import (
     StockAdjusted,
     StockSnapshot,
 )
-from store.risk import MetricParams, flagged_pairs, refresh_risk_flags, risk_flags_time
+from store.risk import MetricParams, refresh_risk_flags, risk_flags_time
 
 Outcome = Literal["applied", "duplicate", "quarantined"]
 
@@ -176,10 +176,10 @@ def _update_risk(
     # Never score as of a moment before flags were last computed for: an old event (a
     # catalogue re-sync, a late adjustment) must not clear a flag that holds now.
     at = max(touched.latest, risk_flags_time(db) or 0)
-    refresh_risk_flags(db, pairs, at, params)
+    refresh_risk_flags(db, sorted(pairs), at, params)
     row = db.execute("SELECT value FROM meta WHERE key = 'risk_sweep_ts'").fetchone()
     if sweep and (row is None or at - int(row[0]) >= RISK_SWEEP_SECONDS):
-        refresh_risk_flags(db, flagged_pairs(db), at, params)
+        refresh_risk_flags(db, "flagged", at, params)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('risk_sweep_ts', ?)", (at,))
 
 

@@ -1,7 +1,7 @@
 """Stockout risk of SKU × location pairs, and the at-risk flags the writer keeps.
 
 :func:`stockout_row` is the definition (README: Stockout risk) as a pure function.
-:func:`evaluate_pairs` feeds it from the store for some pairs or all of them.
+:func:`pair_inputs` reads its inputs from the store for some pairs, the flagged ones, or all.
 
 Why flags: with no new events, a pair's risk can only fall as time passes (its sales
 window loses old sales, so velocity drops and cover grows; more inbound lands before the
@@ -299,33 +299,17 @@ def pair_inputs(
     return out
 
 
-def evaluate_pairs(
-    db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams
-) -> list[StockoutRow]:
-    """Full stockout rows as of ``t`` for the pairs in ``scope``."""
-    window = params.velocity_window_days
-    return [inputs.row(window, t) for inputs in pair_inputs(db, scope, t, params)]
-
-
-def flagged_pairs(db: sqlite3.Connection) -> list[Pair]:
-    """Pairs the writer last saw at risk."""
-    return [(s, loc) for s, loc in db.execute("SELECT sku, location_id FROM stock WHERE risk = 1")]
-
-
 def risk_flags_time(db: sqlite3.Connection) -> int | None:
     """The latest moment flags were computed for, or None if never."""
     row = db.execute("SELECT value FROM meta WHERE key = 'risk_ts'").fetchone()
     return None if row is None else int(row[0])
 
 
-def refresh_risk_flags(
-    db: sqlite3.Connection, pairs: Iterable[Pair] | None, t: int, params: MetricParams
-) -> int:
-    """Re-evaluate ``pairs`` (all when None) as of ``t`` and store their flags.
+def refresh_risk_flags(db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams) -> int:
+    """Re-evaluate the pairs in ``scope`` as of ``t`` and store their flags.
 
     Runs inside the writer's transaction.  Returns how many pairs are flagged at risk.
     """
-    scope: Scope = "all" if pairs is None else sorted(set(pairs))
     window = params.velocity_window_days
     flags = [
         (1 if p.assess(window, t)[0] in AT_RISK else 0, p.sku, p.location_id)
@@ -348,7 +332,7 @@ def rebuild_risk_flags(db: sqlite3.Connection, t: int, params: MetricParams) -> 
     """Recompute every pair's flag in one transaction (after a bulk load or a migration)."""
     db.execute("BEGIN IMMEDIATE")
     try:
-        flagged = refresh_risk_flags(db, None, t, params)
+        flagged = refresh_risk_flags(db, "all", t, params)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -17,7 +17,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -56,7 +56,6 @@ class WriterStats:
     duplicate: int = 0
     quarantined: int = 0
     batches: int = 0
-    by_feed: dict[str, int] = field(default_factory=dict)
 
     def add(self, outcome: Outcome) -> None:
         """Count one outcome."""
@@ -269,9 +268,8 @@ class StoreWriter:
                     future.set_exception(exc)
             return
         self.stats.batches += 1
-        for (item, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
             self.stats.add(outcome)
-            self.stats.by_feed[item.source] = self.stats.by_feed.get(item.source, 0) + 1
             if not future.done():
                 future.set_result(outcome)
         await self._route(items)

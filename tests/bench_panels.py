@@ -93,7 +93,7 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
            SELECT o.order_id, k.k,
                printf('SKU%06d', (abs(o.rowid * 2654435761 + k.k * 40503) % ?) *
                                  (abs(o.rowid * 97 + k.k * 13) % ?) / ?),
-               1 + (o.rowid + k.k) % 2, 1999, 0
+               1 + (o.rowid + k.k) % 2, 1999, 0, o.location_id, NULL
            FROM orders o JOIN (SELECT 0 AS k UNION ALL SELECT 1 UNION ALL SELECT 2) k
              ON k.k < 2 + (o.rowid % 2)""",
         (skus, skus, skus),
@@ -126,7 +126,8 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
                o.channel, l.quantity,
                CASE o.rowid % 4 WHEN 0 THEN 'defective' WHEN 1 THEN 'too small'
                     WHEN 2 THEN 'changed mind' ELSE 'not as described' END,
-               l.quantity * l.unit_price_cents, o.placed_ts + 5 * 86400
+               l.quantity * l.unit_price_cents, o.placed_ts + 5 * 86400,
+               (SELECT category FROM skus WHERE sku = l.sku)
            FROM order_lines l JOIN orders o USING (order_id)
            WHERE (o.rowid * 7 + l.line_no) % 20 = 0 AND o.placed_ts + 5 * 86400 <= ?""",
         (int(END.timestamp()),),

@@ -17,9 +17,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feeds.clock import Clock, ReplayClock, SystemClock
-from feeds.model import event_json_schema
+from store.clock import Clock, ReplayClock, SystemClock
 from store.metrics import compute_snapshots, open_reader
+from store.model import event_json_schema
 from store.risk import MetricParams
 from store.snapshots import Snapshots, to_jsonable
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 
-    from feeds.server import add_serve_arguments
+    from feeds.runtime.serve import add_serve_arguments
     from rules.cli import add_rules_arguments
 
     add_rules_arguments(sub)
@@ -121,7 +121,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
-    from feeds.ingest import ingest_paths
+    from feeds.runtime.ingest import ingest_paths
 
     counts = asyncio.run(ingest_paths(args.paths, args.db))
     print(
@@ -198,6 +198,7 @@ def build_console(
     from console.app import OmniopsApp
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
+    from feeds.runtime.routing import StoreRoutingSource
     from rules.alerts import AlertActions, PanelTarget, Permissions
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
     from rules.routing import FulfilmentRouting
@@ -205,7 +206,6 @@ def build_console(
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
-    from store.routing import StoreRoutingSource
     from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
 
     reader = open_reader(db)
@@ -331,10 +331,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
-    from feeds.alerting import RulesRuntime, alert_loop
-    from feeds.demo import prepare_demo_store
     from feeds.replay import ReplayFeed, load_manifest
-    from feeds.runner import PipelineThread
+    from feeds.runtime.alerting import RulesRuntime, alert_loop
+    from feeds.runtime.demo import prepare_demo_store
+    from feeds.runtime.pipeline import PipelineThread
+    from feeds.runtime.routing import router_hook
     from rules.alerts import Roles, current_user
     from store.writer import StoreWriter
 
@@ -363,7 +364,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         [ReplayFeed([args.fixtures], clock, since=start)],
         background=[alerting],
         rules=runtime,
-        writer_options={"clock": clock, "params": params, "routing": runtime.fulfilment},
+        writer_options={
+            "clock": clock,
+            "params": params,
+            "after_commit": router_hook(runtime.fulfilment),
+        },
     )
     pipeline.start()
     pipeline.ready.wait()
@@ -396,14 +401,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``omniops serve`` until SIGINT / SIGTERM."""
-    from feeds.server import run_serve
+    from feeds.runtime.serve import run_serve
 
     return run_serve(args)
 
 
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
-    from feeds.csv_import import import_history
+    from feeds.runtime.ingest import import_history
 
     result = asyncio.run(
         import_history(args.csv, args.db, args.channel, args.location, args.timezone)

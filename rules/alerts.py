@@ -736,6 +736,7 @@ def index_samples(all_samples: Iterable[Sample]) -> dict[str, list[Sample]]:
 def guard_lookup(
     by_metric: Mapping[str, list[Sample]], metric: str
 ) -> dict[tuple[tuple[str, str], ...], float | None]:
+    """The values of ``metric`` by their label tuples (a guard rule's lookup)."""
     return {s.labels: s.value for s in by_metric.get(metric, [])}
 
 

@@ -334,6 +334,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.replay import ReplayFeed, load_manifest
     from feeds.runtime.alerting import RulesRuntime, alert_loop
     from feeds.runtime.demo import prepare_demo_store
+    from feeds.runtime.demo_rules import ensure_demo_rules
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
     from rules.alerts import Roles, current_user
@@ -354,7 +355,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     clock = ReplayClock(start, speed=args.speed)
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
-    runtime = RulesRuntime(rules_path)  # the shipped defaults, in the demo's own folder
+    if not args.rules:  # the shipped alert defaults plus the demo retailer's routing
+        ensure_demo_rules(rules_path, args.fixtures)
+    runtime = RulesRuntime(rules_path)
 
     async def alerting(writer: StoreWriter) -> None:
         await alert_loop(db, runtime, clock, params, args.refresh)

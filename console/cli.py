@@ -311,8 +311,22 @@ def run_console(
         close()
 
 
+def console_clock(db: Path) -> tuple[Clock, str]:
+    """The clock and top-bar title of a console on ``db``.
+
+    A demo's store records its replay clock: a console on it follows that clock and says so
+    in the top bar.  Any other store is live: the wall clock.
+    """
+    from store.replay_clock import load_replay_clock
+
+    replay = load_replay_clock(db)
+    if replay is None:
+        return SystemClock(), "omniops"
+    return replay, f"omniops · demo replay clock ×{replay.speed:g}"
+
+
 def cmd_console(args: argparse.Namespace) -> int:
-    """The console on a store another process writes."""
+    """The console on a store another process writes (on its replay clock if a demo's)."""
     from rules.settings import Settings
 
     settings = Settings()
@@ -321,8 +335,9 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{db}: no such store (start `omniops serve` or run `omniops ingest`)"
         )
+    clock, title = console_clock(Path(db))
     run_console(
-        db, SystemClock(), settings.metrics, settings.refresh_interval, read_only=args.read_only
+        db, clock, settings.metrics, settings.refresh_interval, title, read_only=args.read_only
     )
     return 0
 
@@ -338,6 +353,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
     from rules.alerts import Roles, current_user
+    from store.replay_clock import record_replay_clock
     from store.writer import StoreWriter
 
     manifest = load_manifest(args.fixtures)
@@ -354,6 +370,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
     clock = ReplayClock(start, speed=args.speed)
+    record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
     if not args.rules:  # the shipped alert defaults plus the demo retailer's routing
         ensure_demo_rules(rules_path, args.fixtures)

@@ -49,6 +49,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from feeds.jsonl import describe_validation_error
+from feeds.kafka.debezium import DebeziumMapping
 
 
 class _Section(BaseModel):
@@ -123,6 +124,8 @@ class Mapping(_Section):
     shopify: ShopifyMapping = ShopifyMapping()
     square: SquareMapping = SquareMapping()
     amazon: AmazonMapping = AmazonMapping()
+    debezium: DebeziumMapping = DebeziumMapping()
+    """Debezium change events: table → canonical event (see :mod:`feeds.kafka.debezium`)."""
 
 
 class MappingError(ValueError):

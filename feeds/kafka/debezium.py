@@ -19,8 +19,11 @@ formatted; anything else is a constant.  Example (Magento)::
     [debezium.tables.sales_shipment_track]
     type = "fulfillment.updated"
     ts_column = "created_at"
-    body = { order_id = "{order_id}", status = "shipped", carrier = "{carrier_code}",
-             tracking = "{track_number}" }
+    [debezium.tables.sales_shipment_track.body]
+    order_id = "{order_increment_id}"
+    status = "shipped"
+    carrier = "{carrier_code}"
+    tracking = "{track_number}"
     [debezium.tables.sales_order]
     type = "order.cancelled"
     when = { state = "canceled" }          # only rows in this state
@@ -137,6 +140,8 @@ def map_change(value: Any, mapping: DebeziumMapping, *, fallback_table: str = ""
     if not table:
         raise PayloadError("source.table", "required field is missing")
     spec = mapping.tables.get(table)
+    if spec is None and op in ("d", "t", "m"):  # deletes, truncates, messages: no fact
+        return []
     if spec is None:
         raise PayloadError("source.table", f"no [debezium.tables.{table}] in the mapping file")
     if op not in spec.ops:

@@ -177,9 +177,7 @@ async def test_serve_consumes_a_partitioned_topic_into_the_store_ingest_builds(
     config = write_config(tmp_path / "config.toml", db, kafka_broker, topic, group)
     with serve(tmp_path, config, tmp_path / "serve.log") as (proc, url):
         await until(lambda: stored_ids(db) >= ids, "every event in the store")
-        state = await until(
-            lambda: _lag_zero(url), "lag 0 on every partition after the commits"
-        )
+        state = await until(lambda: _lag_zero(url), "lag 0 on every partition after the commits")
         feed = state["feeds"]["kafka:events"]
         assert feed["state"] == "connected"
         assert set(feed["partitions"]) == {f"{topic}/{p}" for p in range(4)}
@@ -187,14 +185,20 @@ async def test_serve_consumes_a_partitioned_topic_into_the_store_ingest_builds(
             text = await resp.text()
         assert f'omniops_feed_partition_lag{{feed="kafka:events",partition="{topic}/0"}} 0' in text
         assert "omniops_feed_partition_last_record_age_seconds" in text
+        # The feeds view reads the adapter's state from the store: lag is in its detail.
+        await until(lambda: feed_detail(db).startswith("lag 0 over 4 partitions"), "feeds view")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     assert dump(db) == dump(ingest_store(tmp_path, lines))
-    # The feeds view reads the adapter's state from the store: lag is in its detail.
+
+
+def feed_detail(db: Path) -> str:
     conn = sqlite3.connect(db)
-    detail = conn.execute("SELECT detail FROM feed_health WHERE feed = 'kafka:events'").fetchone()
-    conn.close()
-    assert detail is not None and detail[0].startswith("lag 0 over 4 partitions")
+    try:
+        row = conn.execute("SELECT detail FROM feed_health WHERE feed = 'kafka:events'").fetchone()
+    finally:
+        conn.close()
+    return "" if row is None else str(row[0])
 
 
 async def _lag_zero(url: str) -> dict[str, Any] | None:
@@ -257,6 +261,7 @@ async def test_two_serves_in_one_group_split_partitions_and_take_over(
         serve(tmp_path, configs[0], tmp_path / "a.log") as (proc_a, url_a),
         serve(tmp_path, configs[1], tmp_path / "b.log") as (proc_b, url_b),
     ):
+
         async def split() -> bool:
             a, b = await owned(url_a), await owned(url_b)
             return bool(a) and bool(b) and not (a & b) and len(a | b) == 4
@@ -323,8 +328,14 @@ def test_debezium_envelopes_with_and_without_schema_map_to_canonical_events() ->
     assert map_change(payloads["mysql_customers_delete"], mapping) == []
     assert map_change(None, mapping) == []
     customers = DebeziumMapping.model_validate(
-        {"tables": {"customers": {"type": "channel.upserted",
-                                  "body": {"channel_id": "c{id}", "kind": "web"}}}}
+        {
+            "tables": {
+                "customers": {
+                    "type": "channel.upserted",
+                    "body": {"channel_id": "c{id}", "kind": "web"},
+                }
+            }
+        }
     )
     created = map_change(payloads["mysql_customers_create"], customers)
     assert created[0].body.model_dump()["channel_id"] == "c1004"
@@ -368,8 +379,10 @@ async def test_debezium_topic_maps_and_quarantines_with_offset(
         monitor = server.state.monitors["kafka:magento"]
         await until(lambda: monitor.health.events + monitor.health.quarantined >= 4, "4 items")
         await until(
-            lambda: monitor.health.partitions.get(f"{topic}/0")
-            and monitor.health.partitions[f"{topic}/0"].committed == len(values),
+            lambda: (
+                monitor.health.partitions.get(f"{topic}/0")
+                and monitor.health.partitions[f"{topic}/0"].committed == len(values)
+            ),
             "the offset of every record committed",
         )
     conn = sqlite3.connect(tmp_path / "cdc.db")

@@ -45,7 +45,7 @@ def fixture_events(per_file: int = 40) -> list[str]:
 def key_of(line: str) -> bytes:
     """Partition key: per order, per SKU × location, else per event (keeps their order)."""
     body = json.loads(line)["body"]
-    if "order_id" in body and body["order_id"]:
+    if body.get("order_id"):
         return str(body["order_id"]).encode()
     if "sku" in body and "location_id" in body:
         return f"{body['sku']}|{body['location_id']}".encode()
@@ -216,16 +216,21 @@ async def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
     ids = [json.loads(line)["id"] for line in lines]
     topic, group = unique("crash"), unique("group")
     await kafka_broker.create_topic(topic, 4)
-    placed = await kafka_broker.produce(topic, records(lines))
-    where = dict(zip(placed, ids, strict=True))
     db = tmp_path / "serve.db"
     config = write_config(tmp_path / "config.toml", db, kafka_broker, topic, group)
     log = tmp_path / "serve.log"
-    with serve(tmp_path, config, log) as (proc, _url):
+    half = len(lines) // 2
+    with serve(tmp_path, config, log) as (proc, url):
+        await until(lambda: _owns_all(url), "serve to join the group")
+        placed = await kafka_broker.produce(topic, records(lines[:half]))
         await until(lambda: len(stored_ids(db)) >= len(ids) // 4, "a quarter stored")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
+    # The stream goes on while serve is down.
+    placed += await kafka_broker.produce(topic, records(lines[half:]))
+    where = dict(zip(placed, ids, strict=True))
     have = stored_ids(db)
+    assert len(have) < len(ids), "the kill came after the whole stream: nothing tested"
     offsets = await committed(kafka_broker, topic, group, 4)
     for (partition, offset), event_id in where.items():
         if offset < offsets[partition]:
@@ -415,6 +420,7 @@ async def test_broker_outage_is_retrying_then_consuming_without_loss(
                 "group_id": group,
                 "session_timeout_ms": 6000,
                 "lag_every_seconds": 0.3,
+                "probe_timeout_seconds": 1.0,
                 "max_backoff_seconds": 0.5,
             }
         ],

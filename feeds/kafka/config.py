@@ -83,6 +83,8 @@ class KafkaSubscription(BaseModel):
     """Longest wait between reconnection attempts while the cluster is unreachable."""
     lag_every_seconds: float = Field(default=2.0, gt=0)
     """How often the end offsets (lag) are read; also the liveness probe."""
+    probe_timeout_seconds: float = Field(default=5.0, gt=0)
+    """How long the lag probe waits for the cluster before the feed counts as ``retrying``."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a group without a committed offset starts."""
 

@@ -170,11 +170,12 @@ class KafkaFeed(Feed):
     async def _measure(self, consumer: AIOKafkaConsumer) -> None:
         """Lag per assigned partition; raises when the cluster does not answer."""
         assigned = sorted(consumer.assignment())
+        timeout = self.sub.probe_timeout_seconds
         ends: dict[TopicPartition, int] = {}
         if assigned:
-            ends = await asyncio.wait_for(consumer.end_offsets(assigned), 5.0)
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout)
         else:
-            await asyncio.wait_for(consumer.topics(), 5.0)
+            await asyncio.wait_for(consumer.topics(), timeout)
         total = 0
         for tp in assigned:
             highwater = consumer.highwater(tp)
@@ -260,9 +261,12 @@ class KafkaFeed(Feed):
                 await asyncio.wait_for(self._progress.wait(), deadline - time.monotonic())
         self._settle()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._commit(consumer, set(consumer.assignment())), 5.0)
+            await asyncio.wait_for(
+                self._commit(consumer, set(consumer.assignment())),
+                self.sub.probe_timeout_seconds,
+            )
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.stop(), 10.0)
+            await asyncio.wait_for(consumer.stop(), 2 * self.sub.probe_timeout_seconds)
 
     async def _consume(
         self, consumer: AIOKafkaConsumer

@@ -442,3 +442,38 @@ async def test_broker_outage_is_retrying_then_consuming_without_loss(
         await until(lambda: stored_ids(db) >= all_ids, "every event after the outage", 60)
         await until(lambda: monitor.health.state.value == "connected", "connected again")
     assert dump(db) == dump(ingest_store(tmp_path, lines))
+
+
+async def test_kafka_check_reports_partitions_offsets_and_lag_without_consuming(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    topic, group = unique("check"), unique("group")
+    await kafka_broker.create_topic(topic, 2)
+    for n in range(3):  # one record per batch: tansu's ListOffsets is exact then
+        await kafka_broker.produce(topic, [(None, f'{{"n": {n}}}'.encode(), [])])
+    config = write_config(tmp_path / "config.toml", tmp_path / "x.db", kafka_broker, topic, group)
+    env = child_env(tmp_path)
+    env["OMNIOPS_CONFIG"] = str(config)
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "kafka", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reachable, lag 3" in result.stdout
+    assert f"{topic}/0: committed none" in result.stdout
+    assert await committed(kafka_broker, topic, group, 2) == {0: -1, 1: -1}
+    down = write_config(tmp_path / "down.toml", tmp_path / "y.db", Broker(), topic, group)
+    env["OMNIOPS_CONFIG"] = str(down)
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "kafka", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "UNREACHABLE" in result.stdout

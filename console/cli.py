@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
     add_serve_arguments(srv)
 
+    kafka = sub.add_parser("kafka", help="Kafka subscriptions of serve")
+    kafka.add_argument("action", choices=["check"], help="check: brokers, topics, offsets, lag")
+
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
     )
@@ -426,6 +429,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def cmd_kafka(args: argparse.Namespace) -> int:
+    """``omniops kafka check``: 0 when every subscription is reachable with its topics."""
+    from feeds.kafka.check import check_all
+    from feeds.runtime.serve_config import load_serve_config
+
+    subs = load_serve_config().kafka
+    if not subs:
+        print("omniops kafka: no [[serve.kafka]] subscriptions configured")
+        return 2
+    reports = asyncio.run(check_all(subs))
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
     from feeds.runtime.ingest import import_history
@@ -452,6 +470,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
     "rules": cmd_rules,
     "import-history": cmd_import_history,
+    "kafka": cmd_kafka,
 }
 
 

@@ -56,6 +56,7 @@ from pydantic import ValidationError
 from feeds.base import Feed, FeedState
 from feeds.dropfolder import DropFolder
 from feeds.jsonl import describe_validation_error
+from feeds.kafka.consumer import kafka_feeds
 from feeds.poll import PollFeed
 from feeds.runtime.alerting import RulesRuntime, alert_loop
 from feeds.runtime.route_api import add_routes
@@ -566,6 +567,23 @@ async def metrics(request: web.Request) -> web.Response:
         gauges.append(
             ("omniops_feed_errors", "Errors since start.", {"feed": name}, m.health.errors)
         )
+    for name, m in sorted(state.monitors.items()):
+        for key, p in sorted(m.health.partitions.items()):
+            labels = {"feed": name, "partition": key}
+            if p.lag is not None:
+                gauges.append(
+                    ("omniops_feed_partition_lag", "Records not yet committed.", labels, p.lag)
+                )
+            if p.last_record_at is not None:
+                age = (state.clock.now() - p.last_record_at).total_seconds()
+                gauges.append(
+                    (
+                        "omniops_feed_partition_last_record_age_seconds",
+                        "Age of the newest record consumed.",
+                        labels,
+                        round(age, 3),
+                    )
+                )
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
     assert state.reader is not None
@@ -632,6 +650,7 @@ def pull_feeds(config: ServeConfig) -> list[Feed]:
                     s.name, s.url, headers=headers, backoff=backoff, cursor_param=s.cursor_param
                 )
             )
+    feeds.extend(kafka_feeds(config.kafka))
     for p in config.polls:
         headers = {"Authorization": f"Bearer {p.token.get_secret_value()}"} if p.token else {}
         feeds.append(
@@ -733,6 +752,10 @@ class Server:
         )
         await self.site.start()
         for feed in self.feeds:
+            attach = getattr(feed, "attach", None)
+            if attach is not None:  # Kafka: the live mapping and the tracking lookup
+                assert state.reader is not None
+                attach(lambda: state.mapping, state.reader.order_for_tracking)
             monitor = FeedMonitor(
                 feed.name, getattr(feed, "kind", "feed"), health=feed.health, clock=self.clock
             )

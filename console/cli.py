@@ -132,7 +132,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
@@ -199,10 +199,10 @@ def build_console(
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
+    from feeds.settings import Settings
     from rules.alerts import AlertActions, PanelTarget, Permissions
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
     from rules.routing import FulfilmentRouting
-    from rules.settings import Settings
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
@@ -313,7 +313,7 @@ def run_console(
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes."""
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     settings = Settings()
     db = args.db or settings.db

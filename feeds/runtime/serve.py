@@ -61,6 +61,7 @@ from feeds.runtime.alerting import RulesRuntime, alert_loop
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource, router_hook
 from feeds.runtime.serve_config import ServeConfig, load_serve_config
+from feeds.settings import Settings
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
@@ -74,7 +75,6 @@ from feeds.webhooks.signatures import (
 )
 from rules.file import default_rules_path
 from rules.routing import FulfilmentRouting
-from rules.settings import Settings
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts

@@ -14,18 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from rules.errors import describe_validation_error as describe_validation_error  # re-export
 from store.model import Event, Quarantined, parse_event
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per failing field: ``body.lines.0.quantity: Input should be greater than 0``."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
 
 
 def parse_line(line: str, *, source: str, where: str) -> Event | Quarantined:

@@ -24,7 +24,8 @@ from typing import Any
 import aiohttp
 
 from feeds.base import Feed, FeedState
-from feeds.stream import Backoff, Parse, Sleep, StreamError, parse_canonical
+from feeds.stream import Parse, Sleep, StreamError, parse_canonical
+from rules.backoff import Backoff
 from store.model import Event, Quarantined
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 * :class:`SseFeed` and :class:`NdjsonFeed` are :class:`feeds.base.Feed` subclasses: they
   hold one long GET open, yield canonical events as they arrive, and reconnect when the
   connection drops, fails or ends, with exponential back-off and full jitter
-  (:class:`Backoff`; delay = uniform(0, min(cap, base × 2^attempt))).  Both resume from
-  their cursor: an SSE stream sends it as ``Last-Event-ID`` (the ``id:`` of the last
+  (:class:`rules.backoff.Backoff`; delay = uniform(0, min(cap, base × 2^attempt))).  Both
+  resume from their cursor: an SSE stream sends it as ``Last-Event-ID`` (the ``id:`` of the last
   event), an NDJSON stream as a query parameter (the ``id`` of the last line).
 * :func:`pump_live` moves a live feed into the writer and saves the cursor as soon as the
   items before it are committed (never earlier), without waiting for a batch of 500 as
@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from abc import abstractmethod
 from collections import deque
@@ -36,6 +35,8 @@ import aiohttp
 
 from feeds.base import Feed, FeedHealth, FeedState
 from feeds.jsonl import parse_line
+from rules.backoff import Backoff as Backoff  # re-export: feeds.stream.Backoff
+from rules.errors import describe_error
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.model import Event, Quarantined
@@ -46,28 +47,6 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 Parse = Callable[[str, str], Event | Quarantined]
 """``parse(text, where)``: one payload to a canonical event or a quarantined item."""
-
-
-class Backoff:
-    """Exponential back-off with full jitter: the n-th delay is uniform(0, min(cap, base·2ⁿ))."""
-
-    def __init__(
-        self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and count the attempt)."""
-        ceiling = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return self.rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        """Back to the first delay (after a connection that worked)."""
-        self.attempt = 0
 
 
 class FeedMonitor:
@@ -283,24 +262,22 @@ class HttpStreamFeed(Feed):
                 except (aiohttp.ClientError, TimeoutError, StreamError, ValueError) as exc:
                     failures += 1
                     self.health.errors += 1
+                    problem = describe_error(exc, with_type=True)
                     if self.max_attempts is not None and failures >= self.max_attempts:
                         self.health.state = FeedState.FAILED
-                        self.health.detail = f"{_describe(exc)}; gave up after {failures} attempts"
+                        self.health.detail = f"{problem}; gave up after {failures} attempts"
                         log.error("feed %s failed: %s", self.name, self.health.detail)
                         return
                     delay = self.backoff.next_delay()
                     self.health.state = FeedState.RETRYING
-                    self.health.detail = f"{_describe(exc)}; retrying in {delay:.1f} s"
+                    self.health.detail = (
+                        f"{describe_error(exc, with_type=True)}; retrying in {delay:.1f} s"
+                    )
                     log.warning("feed %s: %s", self.name, self.health.detail)
                 await self.sleep(delay)
         finally:
             if owned:
                 await session.close()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class SseFeed(HttpStreamFeed):

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from feeds.base import FeedState, pump
 from feeds.poll import PollFeed
-from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
+from feeds.stream import FeedMonitor, NdjsonFeed, SseFeed, pump_live
+from rules.backoff import Backoff
 from store.writer import StoreWriter
 from tests.builders import T0, snapshot
 

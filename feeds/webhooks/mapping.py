@@ -48,7 +48,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from feeds.jsonl import describe_validation_error
+from rules.errors import describe_validation_error
 
 
 class _Section(BaseModel):

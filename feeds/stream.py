@@ -32,6 +32,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from feeds.base import Feed, FeedHealth, FeedState
 from feeds.jsonl import parse_line
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 Sleep = Callable[[float], Awaitable[None]]
 Parse = Callable[[str, str], Event | Quarantined]
 """``parse(text, where)``: one payload to a canonical event or a quarantined item."""
+
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+"""Longest stream line read by default (aiohttp's own limit, 128 KiB, is below what a large
+order with many lines can reach as one SSE ``data:`` line)."""
 
 
 class FeedMonitor:
@@ -207,9 +212,14 @@ class HttpStreamFeed(Feed):
         max_attempts: int | None = None,
         read_timeout: float = 90.0,
         parse: Parse | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         super().__init__(name)
         self.url = url
+        self.max_line_bytes = max_line_bytes
+        """Longest line accepted; a longer one ends the connection and the feed retries,
+        saying so in its health (it would otherwise end the task with the feed still shown
+        connected)."""
         self.headers = dict(headers or {})
         self.backoff = backoff or Backoff()
         self.sleep = sleep
@@ -245,7 +255,11 @@ class HttpStreamFeed(Feed):
                 try:
                     headers, params = self._request()
                     async with session.get(
-                        self.url, headers={**self.headers, **headers}, params=params
+                        self.url,
+                        headers={**self.headers, **headers},
+                        params=params,
+                        # aiohttp refuses a line longer than twice its read buffer
+                        read_bufsize=max(2**16, self.max_line_bytes // 2),
                     ) as response:
                         if response.status != 200:
                             raise StreamError(f"HTTP {response.status} from {self.url}")
@@ -259,10 +273,16 @@ class HttpStreamFeed(Feed):
                     delay = self.retry_after if self.retry_after is not None else 0.0
                     self.health.state = FeedState.RETRYING
                     self.health.detail = f"stream ended; reconnecting in {delay:.1f} s"
-                except (aiohttp.ClientError, TimeoutError, StreamError, ValueError) as exc:
+                except (
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    StreamError,
+                    ValueError,
+                    LineTooLong,
+                ) as exc:
                     failures += 1
                     self.health.errors += 1
-                    problem = describe_error(exc, with_type=True)
+                    problem = self._problem(exc)
                     if self.max_attempts is not None and failures >= self.max_attempts:
                         self.health.state = FeedState.FAILED
                         self.health.detail = f"{problem}; gave up after {failures} attempts"
@@ -270,14 +290,24 @@ class HttpStreamFeed(Feed):
                         return
                     delay = self.backoff.next_delay()
                     self.health.state = FeedState.RETRYING
-                    self.health.detail = (
-                        f"{describe_error(exc, with_type=True)}; retrying in {delay:.1f} s"
-                    )
+                    self.health.detail = f"{problem}; retrying in {delay:.1f} s"
                     log.warning("feed %s: %s", self.name, self.health.detail)
                 await self.sleep(delay)
+        except Exception as exc:  # a bug must not leave the feed shown as connected
+            self.health.state = FeedState.FAILED
+            self.health.detail = f"stopped: {describe_error(exc, with_type=True)}"
+            raise
         finally:
             if owned:
                 await session.close()
+
+    def _problem(self, exc: BaseException) -> str:
+        """What the health detail says about a failed connection."""
+        # aiohttp < 3.11 raises ValueError("Chunk too big"), later versions LineTooLong.
+        if isinstance(exc, LineTooLong) or "Chunk too big" in str(exc):
+            where = f" after cursor {self.cursor}" if self.cursor is not None else ""
+            return f"a line longer than {self.max_line_bytes} bytes{where}"
+        return describe_error(exc, with_type=True)
 
 
 class SseFeed(HttpStreamFeed):

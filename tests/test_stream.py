@@ -275,3 +275,75 @@ async def test_poller_sends_since_cursor_and_saves_it(writer: StoreWriter, tmp_p
     assert sinces[-1] == "c3"
     await writer.close()
     assert event_ids(tmp_path / "store.db") == ["stream-1", "stream-2", "stream-3"]
+
+
+async def test_sse_line_over_the_limit_retries_instead_of_dying(
+    writer: StoreWriter, tmp_path: Path
+) -> None:
+    """A huge ``data:`` line: the feed reports it and reconnects, the task lives on."""
+    huge = "x" * (300 * 1024)
+    connections: list[str | None] = []
+    retried = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        last_id = request.headers.get("Last-Event-ID")
+        connections.append(last_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if len(connections) == 1:
+            await response.write(f"id: 1\ndata: {event_line(1)}\n\n".encode())
+            await response.write(f"id: 2\ndata: {huge}\n\n".encode())
+            return response
+        # The producer fixed its payload: the stream goes on from the cursor.
+        for n in (2, 3):
+            await response.write(f"id: {n}\ndata: {event_line(n)}\n\n".encode())
+        retried.set()
+        await release.wait()
+        return response
+
+    runner, url = await start(handler)
+    sleep = Delays()
+    states: list[tuple[FeedState, str]] = []
+    feed = SseFeed("big", url, backoff=Backoff(rng=random.Random(2)), max_line_bytes=64 * 1024)
+
+    async def record(seconds: float) -> None:
+        states.append((feed.health.state, feed.health.detail))
+        await sleep(seconds)
+
+    feed.sleep = record
+    task = asyncio.create_task(pump_live(feed, writer))
+    await asyncio.wait_for(retried.wait(), 10)
+    async with asyncio.timeout(10):
+        while len(event_ids(writer.path)) < 3:
+            await asyncio.sleep(0.02)
+    assert not task.done()  # the huge line did not end the feed's task
+    assert connections == [None, "1"]
+    state, detail = states[0]
+    assert state == FeedState.RETRYING
+    assert detail.startswith(f"a line longer than {64 * 1024} bytes after cursor 1; retrying in")
+    assert feed.health.errors == 1 and feed.health.state == FeedState.CONNECTED
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    release.set()
+    await runner.cleanup()
+    assert event_ids(writer.path) == ["stream-1", "stream-2", "stream-3"]
+
+
+async def test_sse_line_of_a_mebibyte_is_read_by_default(writer: StoreWriter) -> None:
+    """Over aiohttp's own 128 KiB line limit, under ours: read as one event."""
+    text = "{" + " " * (1 << 20) + event_line(5)[1:]  # JSON padded with whitespace
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"id: 1\ndata: {text}\n\n".encode())
+        return response
+
+    runner, url = await start(handler)
+    feed = SseFeed("big", url, max_attempts=1)
+    items = feed.items()
+    item = await asyncio.wait_for(anext(items), 10)
+    await items.aclose()
+    await runner.cleanup()
+    assert getattr(item, "id", None) == "stream-5" and feed.health.errors == 0

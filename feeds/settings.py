@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -48,6 +48,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from feeds.localzone import local_zone
 from rules.alerts import Roles
 from store.paths import config_dir
 from store.risk import MetricParams
@@ -243,7 +244,7 @@ class Settings(BaseSettings):
         )
 
     def display_tz(self) -> tzinfo:
-        """The zone to show times in."""
+        """The zone to show times in: ``display_timezone``, else the machine's zone by name."""
         if self.display_timezone:
             try:
                 return ZoneInfo(self.display_timezone)
@@ -251,8 +252,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"display_timezone: unknown zone {self.display_timezone!r}"
                 ) from exc
-        local = datetime.now().astimezone().tzinfo
-        return local if local is not None else ZoneInfo("UTC")
+        return local_zone()
 
 
 class FlatServeEnvSource(EnvSettingsSource):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import tempfile
 import threading
@@ -43,11 +44,15 @@ def parse_time(text: str) -> datetime:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="omniops", description=__doc__)
+    from feeds.runtime.logs import log_help
+
+    parser = argparse.ArgumentParser(prog="omniops", description=__doc__, epilog=log_help())
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="replay the fixture day through the pipeline, with the console"
+        "demo",
+        help="replay the fixture day through the pipeline, with the console",
+        epilog=log_help(),
     )
     demo.add_argument(
         "--speed",
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules", default=None, help="rules file (default: a fresh copy of the defaults)"
     )
 
-    con = sub.add_parser("console", help="the console on an existing store")
+    con = sub.add_parser("console", help="the console on an existing store", epilog=log_help())
     con.add_argument("--db", type=Path, default=None, help="store file (default from config)")
     con.add_argument("--read-only", action="store_true", help="never change rules or alerts")
 
@@ -102,10 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniops`` command."""
     args = build_parser().parse_args(argv)
+    if args.command in ("console", "demo"):  # full screen: the terminal cannot show logs
+        from feeds.runtime.logs import log_to_file
+
+        log_to_file()
     try:
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         return handler(args)
     except FileNotFoundError as exc:
+        logging.getLogger("omniops").error("%s", exc)
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say

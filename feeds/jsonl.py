@@ -20,6 +20,26 @@ from store.model import Event, Quarantined, parse_event
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 
 
+def parse_record(record: object, *, source: str, where: str) -> Event | Quarantined:
+    """Validate one already-decoded JSON value (an entry of a poll page), as :func:`parse_line`.
+
+    The value is validated as it is, not written out and parsed again; only a quarantined
+    one is turned back into text, for its ``raw``.
+    """
+    if isinstance(record, dict):
+        try:
+            return parse_event(record)
+        except ValidationError as exc:
+            reason = describe_validation_error(exc)
+        named = record.get("source")
+        if isinstance(named, str) and named:
+            source = named
+    else:
+        reason = f"expected a JSON object, got {type(record).__name__}"
+    raw = json.dumps(record, ensure_ascii=False)
+    return Quarantined(source=source, raw=raw, error=f"{where}: {reason}")
+
+
 def parse_line(line: str, *, source: str, where: str) -> Event | Quarantined:
     """Validate one JSON line; a bad one comes back quarantined with ``where`` in the reason."""
     try:

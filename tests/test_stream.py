@@ -347,3 +347,29 @@ async def test_sse_line_of_a_mebibyte_is_read_by_default(writer: StoreWriter) ->
     await items.aclose()
     await runner.cleanup()
     assert getattr(item, "id", None) == "stream-5" and feed.health.errors == 0
+
+
+async def test_poller_validates_entries_as_decoded_and_quarantines_bad_ones(
+    writer: StoreWriter, tmp_path: Path
+) -> None:
+    bad = json.loads(event_line(2))
+    bad["body"]["on_hand"] = "lots"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"events": [json.loads(event_line(1)), bad, 7], "cursor": "c1"})
+
+    runner, url = await start(handler, "/api/events")
+    feed = PollFeed("erp", url, sleep=Delays(), max_polls=1)
+    await asyncio.wait_for(pump_live(feed, writer), 10)
+    await runner.cleanup()
+    assert await writer.get_cursor("erp") == "c1"
+    await writer.close()
+    assert event_ids(tmp_path / "store.db") == ["stream-1"]
+    conn = sqlite3.connect(tmp_path / "store.db")
+    rows = conn.execute("SELECT source, raw, error FROM quarantine ORDER BY rowid").fetchall()
+    conn.close()
+    (source2, raw2, error2), (source3, raw3, error3) = rows
+    assert source2 == "inventory" and json.loads(raw2) == bad  # the source the entry names
+    assert error2.startswith("erp poll 1 item 2: ") and "on_hand" in error2
+    assert (source3, raw3) == ("erp", "7")
+    assert error3 == "erp poll 1 item 3: expected a JSON object, got int"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import tempfile
 import threading
@@ -43,11 +44,15 @@ def parse_time(text: str) -> datetime:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="omniops", description=__doc__)
+    from feeds.runtime.logs import log_help
+
+    parser = argparse.ArgumentParser(prog="omniops", description=__doc__, epilog=log_help())
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="replay the fixture day through the pipeline, with the console"
+        "demo",
+        help="replay the fixture day through the pipeline, with the console",
+        epilog=log_help(),
     )
     demo.add_argument(
         "--speed",
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules", default=None, help="rules file (default: a fresh copy of the defaults)"
     )
 
-    con = sub.add_parser("console", help="the console on an existing store")
+    con = sub.add_parser("console", help="the console on an existing store", epilog=log_help())
     con.add_argument("--db", type=Path, default=None, help="store file (default from config)")
     con.add_argument("--read-only", action="store_true", help="never change rules or alerts")
 
@@ -105,10 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniops`` command."""
     args = build_parser().parse_args(argv)
+    if args.command in ("console", "demo"):  # full screen: the terminal cannot show logs
+        from feeds.runtime.logs import log_to_file
+
+        log_to_file()
     try:
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         return handler(args)
     except FileNotFoundError as exc:
+        logging.getLogger("omniops").error("%s", exc)
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
@@ -135,7 +145,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
@@ -202,10 +212,10 @@ def build_console(
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
+    from feeds.settings import Settings
     from rules.alerts import AlertActions, PanelTarget, Permissions
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
     from rules.routing import FulfilmentRouting
-    from rules.settings import Settings
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
@@ -330,7 +340,7 @@ def console_clock(db: Path) -> tuple[Clock, str]:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes (on its replay clock if a demo's)."""
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     settings = Settings()
     db = args.db or settings.db

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import watchfiles
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -62,10 +61,11 @@ from feeds.runtime.alerting import RulesRuntime, alert_loop
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource, router_hook
 from feeds.runtime.serve_config import ServeConfig, load_serve_config
+from feeds.settings import Settings
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
-from feeds.webhooks.mapping import Mapping, MappingError, load_mapping
+from feeds.webhooks.mapping import Mapping, MappingError, load_mapping, mapping_watcher
 from feeds.webhooks.redact import redact_raw
 from feeds.webhooks.signatures import (
     verify_bearer,
@@ -75,7 +75,6 @@ from feeds.webhooks.signatures import (
 )
 from rules.file import default_rules_path
 from rules.routing import FulfilmentRouting
-from rules.settings import Settings
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
@@ -818,14 +817,16 @@ class Server:
 
     async def _watch_mapping(self, path: Path) -> None:
         assert self.state is not None
-        async for _ in watchfiles.awatch(path, stop_event=self._stop_watch, debounce=200):
-            try:
-                self.state.mapping = await asyncio.to_thread(load_mapping, path)
-                self.state.mapping_error = ""
-                log.info("mapping reloaded from %s", path)
-            except MappingError as exc:
-                self.state.mapping_error = f"{exc} (kept the last good mapping)"
-                log.error("%s", self.state.mapping_error)
+        state = self.state
+
+        def reloaded(mapping: Mapping) -> None:
+            state.mapping, state.mapping_error = mapping, ""
+
+        def refused(exc: MappingError) -> None:
+            state.mapping_error = f"{exc} (kept the last good mapping)"
+
+        watcher = mapping_watcher(path, on_reload=reloaded, on_error=refused, current=state.mapping)
+        await watcher.run(self._stop_watch)
 
     async def stop(self) -> None:
         """Answer in-flight requests, stop feeds, commit the queue, close the store."""

@@ -1,6 +1,7 @@
 """The alerts view: what is firing, since when, for which scope; acknowledge, silence, jump.
 
-The screen is handed an :class:`AlertsSource` (in the app: :class:`rules.alerts.AlertActions`)
+The screen is handed an :class:`AlertsSource` (in the app:
+:class:`rules.alerts.actions.AlertActions`)
 and never touches the store itself.  Every call to the source is blocking, so it runs in a
 thread worker that hands the result back with ``call_from_thread``.  The list reloads every
 ``poll_seconds`` (another process may be the one evaluating) and whenever the app calls
@@ -33,22 +34,17 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from console.widgets.formatting import fmt_clock
-from rules.alerts import (
-    AlertView,
-    PanelTarget,
-    Permissions,
-    ReceiverStatus,
-    Silence,
-    Transition,
-    panel_target,
-)
+from rules.alerts.actions import PanelTarget, panel_target
+from rules.alerts.silences import AlertView
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
+from rules.roles import Permissions
+from store.alerts import ReceiverStatus, Silence, Transition
 from store.clock import Clock
 
 
 class AlertsSource(Protocol):
-    """What the alerts view needs (:class:`rules.alerts.AlertActions` provides it)."""
+    """What the alerts view needs (:class:`rules.alerts.actions.AlertActions` provides it)."""
 
     permissions: Permissions
 

@@ -25,7 +25,7 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
-    from rules.alerts import Roles
+    from rules.roles import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -199,9 +199,11 @@ def build_console(
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
-    from rules.alerts import AlertActions, PanelTarget, Permissions
-    from rules.file import RulesEditor, default_rules_path, ensure_rules_file
-    from rules.routing import FulfilmentRouting
+    from rules.alerts.actions import AlertActions, PanelTarget
+    from rules.editor import RulesEditor
+    from rules.file import default_rules_path, ensure_rules_file
+    from rules.roles import Permissions
+    from rules.routing.config import FulfilmentRouting
     from rules.settings import Settings
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
@@ -336,7 +338,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.runtime.demo import prepare_demo_store
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
-    from rules.alerts import Roles, current_user
+    from rules.roles import Roles, current_user
     from store.writer import StoreWriter
 
     manifest = load_manifest(args.fixtures)

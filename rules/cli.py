@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rules.alerts import METRICS
+from rules.alerts.metrics import METRICS
 from rules.file import (
     RulesFile,
     RulesFileError,

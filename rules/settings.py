@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from rules.alerts import Roles
+from rules.roles import Roles
 from store.risk import MetricParams
 
 DEFAULT_CONFIG = Path("~/.config/omniops/config.toml").expanduser()

@@ -16,19 +16,14 @@ from typing import Any
 
 import pytest
 
-from rules.alerts import (
-    AlertActions,
-    AlertRule,
-    PermissionDenied,
-    Permissions,
-    Roles,
-    panel_target,
-    preview_rule,
-    samples,
-)
+from rules.alerts.actions import AlertActions, panel_target
+from rules.alerts.preview import preview_rule
+from rules.alerts.rule import AlertRule
+from rules.alerts.samples import samples
 from rules.engine import AlertEngine
 from rules.file import RulesFile
 from rules.receivers import NotifyAlert
+from rules.roles import PermissionDenied, Permissions, Roles
 from store import alerts as store
 from store.clock import FixedClock
 from store.snapshots import FulfillmentRow, Snapshots

@@ -10,22 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from rules.alerts import PermissionDenied, Permissions
 from rules.cli import add_rules_arguments, run_rules
+from rules.editor import ConflictError, RulesEditor
 from rules.file import (
-    ConflictError,
-    FormError,
-    RulesEditor,
     RulesFileError,
     default_rules_text,
     ensure_rules_file,
-    form_values,
-    key_lines,
     load_rules,
     parse_rules,
-    rule_form_fields,
 )
 from rules.labels import format_duration, parse_duration
+from rules.roles import PermissionDenied, Permissions
+from rules.rule_form import FormError, form_values, rule_form_fields
+from rules.toml_lines import key_lines
 from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF
 

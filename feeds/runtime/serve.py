@@ -73,7 +73,7 @@ from feeds.webhooks.signatures import (
     verify_square,
 )
 from rules.file import default_rules_path
-from rules.routing import FulfilmentRouting
+from rules.routing.config import FulfilmentRouting
 from rules.settings import Settings
 from store.apply import Outcome
 from store.clock import Clock, SystemClock

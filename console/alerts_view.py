@@ -34,12 +34,11 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from console.widgets.formatting import fmt_clock
-from rules.alerts.actions import PanelTarget, panel_target
+from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
 from rules.alerts.silences import AlertView
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
 from rules.roles import Permissions
-from store.alerts import ReceiverStatus, Silence, Transition
 from store.clock import Clock
 
 

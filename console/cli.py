@@ -202,6 +202,7 @@ def build_console(
     from rules.alerts.actions import AlertActions, PanelTarget
     from rules.editor import RulesEditor
     from rules.file import default_rules_path, ensure_rules_file
+    from rules.highlights import RulesHighlights
     from rules.roles import Permissions
     from rules.routing.config import FulfilmentRouting
     from rules.settings import Settings
@@ -218,6 +219,7 @@ def build_console(
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
     def compute() -> Snapshots:
+        highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
             snaps = compute_snapshots(reader, clock.now(), params)
         last[:] = [snaps]
@@ -240,6 +242,7 @@ def build_console(
     zone = tz or settings.display_tz()
     path = rules_path or settings.rules_file or default_rules_path()
     ensure_rules_file(path)
+    highlights = RulesHighlights(path)
     permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
@@ -282,6 +285,7 @@ def build_console(
         detail=detail,
         views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
         title=title,
+        highlights=highlights.current,
     )
     if settings.keys:
         app.set_keymap(settings.keys)

@@ -33,7 +33,6 @@ from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState
 
-from rules.alerts.metrics import METRICS
 from rules.alerts.preview import RulePreview, preview_rule
 from rules.alerts.rule import AlertRule
 from rules.alerts.samples import Sample, samples
@@ -44,6 +43,7 @@ from rules.labels import format_duration
 from rules.matchers import format_matchers
 from rules.notify import parse_label_args, route_test
 from rules.rule_form import FORM_FIELDS, FormError, form_values, rule_form_fields
+from store.registry import METRICS
 from store.snapshots import Snapshots
 
 SnapshotsFn = Callable[[], Snapshots | None]

@@ -1,8 +1,7 @@
 """Alerts: rules over the panel snapshots, their state machine, silences and actions.
 
-* :mod:`rules.alerts.metrics`: the metric names a rule may reference;
 * :mod:`rules.alerts.samples`: every metric value of one refresh, read from the snapshots;
-* :mod:`rules.alerts.rule`: the ``[[alert]]`` rule model;
+* :mod:`rules.alerts.rule`: the ``[[alert]]`` rule model (metric names: :mod:`store.registry`);
 * :mod:`rules.alerts.state`: the state machine (:func:`~rules.alerts.state.step`);
 * :mod:`rules.alerts.silences`: silences and inhibition (what mutes an alert);
 * :mod:`rules.alerts.preview`: what a rule would do now, before it is saved;

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rules.alerts.metrics import METRICS
 from rules.alerts.silences import AlertView, build_views
 from rules.alerts.state import scope_of
 from rules.matchers import Matcher, parse_matchers
@@ -21,6 +20,7 @@ from rules.roles import Permissions
 from store import alerts as store
 from store.alerts import AlertRecord, ReceiverStatus, Silence, Transition
 from store.clock import Clock
+from store.registry import METRICS
 
 
 class AlertActions:
@@ -174,3 +174,15 @@ def panel_target(record: AlertRecord) -> PanelTarget:
         parts = [Matcher("sku", "=", scope["sku"])] if "sku" in scope else []
         return PanelTarget(panel, ", ".join(str(p) for p in parts))
     return PanelTarget("overview", "")
+
+
+__all__ = [
+    # What the actions hand the console: its own types and the store records it returns.
+    "AlertActions",
+    "AlertRecord",
+    "PanelTarget",
+    "ReceiverStatus",
+    "Silence",
+    "Transition",
+    "panel_target",
+]

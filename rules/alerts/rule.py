@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from rules.alerts.metrics import METRICS
 from rules.labels import Duration, MatcherList, check_label_names, format_duration
 from rules.matchers import Matcher
+from store.registry import METRICS
 
 Op = Literal[">", ">=", "<", "<="]
 NoData = Literal["alert", "ok", "keep"]

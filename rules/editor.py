@@ -240,6 +240,7 @@ class RulesEditor:
 
     def save_fulfilment(self, base: LoadedRules, routing: FulfilmentRouting) -> LoadedRules:
         """Write ``routing`` as the ``[fulfilment]`` section (comments kept, audited)."""
+        self.permissions.require("edit")
         document = base.document()
         update_fulfilment_document(document, routing)
         return self._save(base, tomlkit.dumps(document), "edited fulfilment routing")

@@ -21,6 +21,7 @@ from rules.file import (
 )
 from rules.labels import format_duration, parse_duration
 from rules.roles import PermissionDenied, Permissions
+from rules.routing.config import FulfilmentRouting
 from rules.rule_form import FormError, form_values, rule_form_fields
 from rules.toml_lines import key_lines
 from store.clock import FixedClock
@@ -259,6 +260,32 @@ def test_an_invalid_change_or_a_viewer_writes_nothing(rules_path: Path) -> None:
         with pytest.raises(PermissionDenied):
             who.delete_alert(base, 0)
     assert rules_path.read_text() == GOOD
+
+
+@pytest.mark.parametrize(
+    ("role", "read_only"), [("viewer", False), ("operator", False), ("editor", True)]
+)
+def test_every_mutating_editor_method_checks_the_role(
+    rules_path: Path, role: str, read_only: bool
+) -> None:
+    base = editor_for(rules_path).load()
+    who = editor_for(rules_path, role, read_only)
+    routing = FulfilmentRouting(default_carrier="UPS Ground")
+    calls = {
+        "save_alert": lambda: who.save_alert(base, 0, {"threshold": 1}),
+        "duplicate_alert": lambda: who.duplicate_alert(base, 0),
+        "delete_alert": lambda: who.delete_alert(base, 0),
+        "set_enabled": lambda: who.set_enabled(base, 0, False),
+        "replace_notify": lambda: who.replace_notify(base, who.notify_text(base)),
+        "save_fulfilment": lambda: who.save_fulfilment(base, routing),
+    }
+    for name, call in calls.items():
+        with pytest.raises(PermissionDenied, match="read-only" if read_only else role):
+            call()
+        assert rules_path.read_text() == GOOD, name
+    assert who.audit() == []
+    saved = editor_for(rules_path).save_fulfilment(base, routing)  # an editor may
+    assert saved.rules.fulfilment.default_carrier == "UPS Ground"
 
 
 def test_notify_section_edited_as_text_keeps_its_comments(rules_path: Path) -> None:

@@ -36,6 +36,7 @@ from textual.worker import Worker, WorkerState
 from console.widgets.formatting import fmt_clock
 from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
 from rules.alerts.silences import AlertView
+from rules.alerts.state import condition_text
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
 from rules.roles import Permissions
@@ -107,11 +108,8 @@ def fmt_since(moment: datetime, now: datetime, tz: tzinfo) -> str:
 
 
 def fmt_value(view: AlertView) -> str:
-    """``14 > 10`` (value, comparison, threshold) or ``no data``."""
-    r = view.record
-    if r.value is None:
-        return f"no data ({r.op} {r.threshold:g})"
-    return f"{r.value:.4g} {r.op} {r.threshold:g}"
+    """``14 > 10``, ``6 (clears ≤ 5)`` while held by hysteresis, or ``no data (> 10)``."""
+    return condition_text(view.record)
 
 
 def fmt_mute(view: AlertView) -> str:

@@ -13,24 +13,16 @@ file (blocking: call :meth:`RulesHighlights.refresh` from a worker thread).
 from __future__ import annotations
 
 import logging
-import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rules.alerts.rule import AlertRule
+from rules.alerts.rule import AlertRule, holds
 from rules.file import RulesFile, RulesFileError, load_rules
 from rules.matchers import matches_all
 from store.registry import METRICS, Op
 
 log = logging.getLogger(__name__)
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    ">=": operator.ge,
-    "<": operator.lt,
-    "<=": operator.le,
-}
 
 
 @dataclass(frozen=True)
@@ -45,7 +37,7 @@ class Level:
 
     def breached(self, value: float | None) -> bool:
         """Whether ``value op level`` (no data never is)."""
-        return value is not None and _OPS[self.op](value, self.level)
+        return value is not None and holds(self.op, value, self.level)
 
 
 @dataclass(frozen=True)

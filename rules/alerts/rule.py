@@ -30,6 +30,11 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+def holds(op: Op | str, value: float, level: float) -> bool:
+    """Whether ``value op level`` (``op`` one of ``> >= < <=``)."""
+    return _OPS[op](value, level)
+
+
 def _check_metric(name: str) -> str:
     if name not in METRICS:
         known = ", ".join(sorted(METRICS))

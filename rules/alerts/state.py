@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from rules.alerts.rule import AlertRule
+from rules.alerts.rule import AlertRule, holds
 from rules.labels import format_duration, labels_text
 from rules.matchers import parse_matchers
 from rules.receivers import NotifyAlert
@@ -181,6 +181,30 @@ def resolve_record(record: AlertRecord, now: datetime) -> AlertRecord:
     )
 
 
+_CLEARS_WHEN = {">": "≤", ">=": "<", "<": "≥", "<=": ">"}
+"""For each comparison, how a value must compare with the clear level to resolve."""
+
+
+def condition_text(record: AlertRecord) -> str:
+    """The value against the level that matters now, as the operator reads it.
+
+    ``14 > 10`` while the value breaches the threshold; ``6 (clears ≤ 5)`` while a firing
+    alert is held by hysteresis (past the clear level, no longer past the threshold);
+    ``no data (> 10)`` without a value.  A resolved alert shows its last value as
+    ``4 (cleared ≤ 5)``.
+    """
+    if record.value is None:
+        return f"no data ({record.op} {record.threshold:g})"
+    value = f"{record.value:.4g}"
+    if record.state == "resolved":
+        return f"{value} (cleared {_CLEARS_WHEN.get(record.op, '')} {record.clear:g})"
+    if record.state in ("firing", "nodata") and not holds(
+        record.op, record.value, record.threshold
+    ):
+        return f"{value} (clears {_CLEARS_WHEN.get(record.op, '')} {record.clear:g})"
+    return f"{value} {record.op} {record.threshold:g}"
+
+
 def notify_alert(record: AlertRecord) -> NotifyAlert:
     """The notification form of an alert record."""
     resolved = record.state == "resolved"
@@ -190,10 +214,7 @@ def notify_alert(record: AlertRecord) -> NotifyAlert:
         state=record.state,
         labels=dict(record.labels),
         description=record.description,
-        summary=(
-            f"{record.rule_id} {record.scope or '(all)'}: {fmt_value(record.value)} "
-            f"{record.op} {record.threshold:g}"
-        ),
+        summary=f"{record.rule_id} {record.scope or '(all)'}: {condition_text(record)}",
         value=record.value,
         threshold=record.threshold,
         op=record.op,

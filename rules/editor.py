@@ -90,6 +90,9 @@ def _set_key(table: Table, key: str, value: Any) -> None:
 
 
 def _alert_aot(document: TOMLDocument) -> AoT:
+    existing = document.get("alert")
+    if existing is not None and not isinstance(existing, AoT) and len(existing) == 0:
+        del document["alert"]  # `alert = []`: the first rule replaces the explicit empty list
     if "alert" not in document:
         document.append("alert", tomlkit.aot())
     return cast(AoT, document["alert"])
@@ -190,7 +193,10 @@ class RulesEditor:
         rule_id = aot[index].get("id", f"#{index + 1}")
         del aot[index]
         if len(aot) == 0:
+            # An explicit empty list: a file without one is refused (alerting switched off
+            # by accident), so deleting the last rule says "no alerts" on purpose.
             del document["alert"]
+            document["alert"] = tomlkit.array()  # tomlkit puts it before the tables
         return self._save(base, tomlkit.dumps(document), f"deleted alert {rule_id}")
 
     def set_enabled(self, base: LoadedRules, index: int, enabled: bool) -> LoadedRules:

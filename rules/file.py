@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -34,7 +34,7 @@ from tomlkit.toml_document import TOMLDocument
 from rules.alerts.rule import AlertRule
 from rules.notify import NotifyConfig, check_notify
 from rules.receivers import LogReceiverConfig
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfilmentRouting, check_references
 from rules.toml_lines import Loc, error_message, field_text, key_lines, line_of
 
 DEFAULT_RULES_PATH = Path("~/.config/omniops/rules.toml")
@@ -124,19 +124,50 @@ def syntax_problem(path: Path, exc: tomlkit.exceptions.ParseError) -> Problem:
     return Problem(path, exc.line, "", f"TOML syntax: {message}", column=exc.col + 1)
 
 
-def parse_rules(text: str, path: Path) -> RulesFile:
+_EMPTY = (
+    "the rules file is empty; refused so alerting is not switched off by accident "
+    "(write `alert = []` to turn every alert off on purpose)"
+)
+_NO_ALERTS = (
+    "the file has no alert list ([[alert]] tables); refused so alerting is not switched "
+    "off by accident (write `alert = []` to turn every alert off on purpose)"
+)
+
+
+def parse_rules(
+    text: str,
+    path: Path,
+    *,
+    known_nodes: Collection[str] | None = None,
+    known_carriers: Collection[str] | None = None,
+) -> RulesFile:
     """Validate rules file ``text`` (read from ``path``, used in messages).
+
+    A file that cannot silently switch alerting off: an empty (or whitespace-only) file,
+    or one without an alert list, is refused; ``alert = []`` (or ``enabled = false`` on
+    each rule) is how alerts are turned off on purpose.
+
+    Args:
+        text: The file's content.
+        path: Where it was read from (named in every problem).
+        known_nodes: The node (location) ids that exist; ``[fulfilment]`` may name no
+            other (None: node ids are not checked).
+        known_carriers: The carriers that exist, likewise (None: not checked).
 
     Raises:
         RulesFileError: TOML syntax errors with line and column; every validation error
             with its line and field.
     """
+    if not text.strip():
+        raise RulesFileError([Problem(path, None, "", _EMPTY)])
     try:
         document = tomlkit.parse(text)
     except tomlkit.exceptions.ParseError as exc:
         raise RulesFileError([syntax_problem(path, exc)]) from None
     data: dict[str, Any] = document.unwrap()
     index = key_lines(text)
+    if "alert" not in data:
+        raise RulesFileError([Problem(path, None, "alert", _NO_ALERTS)])
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
@@ -166,6 +197,9 @@ def parse_rules(text: str, path: Path) -> RulesFile:
         seen.setdefault(rule.id, i)
     for loc, message in check_notify(rules.notify):
         problems.append(Problem(path, line_of(index, loc), field_text(loc, data), message))
+    references = check_references(rules.fulfilment, nodes=known_nodes, carriers=known_carriers)
+    for loc, message in references:
+        problems.append(Problem(path, line_of(index, loc), field_text(loc, data), message))
     if problems:
         raise RulesFileError(problems)
     return _resolve_paths(rules, path)
@@ -190,8 +224,13 @@ def _resolve_paths(rules: RulesFile, path: Path) -> RulesFile:
     return rules.model_copy(update={"notify": notify})
 
 
-def load_rules(path: Path) -> LoadedRules:
-    """Read and validate the rules file at ``path``.
+def load_rules(
+    path: Path,
+    *,
+    known_nodes: Collection[str] | None = None,
+    known_carriers: Collection[str] | None = None,
+) -> LoadedRules:
+    """Read and validate the rules file at ``path`` (see :func:`parse_rules`).
 
     Raises:
         RulesFileError: the file is invalid, unreadable or missing (located problems).
@@ -206,7 +245,7 @@ def load_rules(path: Path) -> LoadedRules:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RulesFileError([Problem(path, None, "", f"not UTF-8 text: {exc}")]) from None
-    rules = parse_rules(text, path)
+    rules = parse_rules(text, path, known_nodes=known_nodes, known_carriers=known_carriers)
     return LoadedRules(path, rules, text, digest_of(text), stat.st_mtime_ns)
 
 

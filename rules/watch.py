@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from watchfiles import Change, awatch
@@ -46,6 +46,7 @@ class RulesWatcher:
         debounce_ms: int = 150,
         create: bool = False,
         force_polling: bool | None = None,
+        known_nodes: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """Watch ``path``.
 
@@ -56,6 +57,8 @@ class RulesWatcher:
             debounce_ms: Changes within this many milliseconds are taken as one.
             create: Write the shipped defaults first if the file does not exist.
             force_polling: Poll instead of OS notifications (network file systems).
+            known_nodes: The node ids in the store, read at each load: a ``[fulfilment]``
+                section naming another node is refused (None: node ids unchecked).
         """
         self.path = Path(path).expanduser().absolute()
         self.on_reload = on_reload
@@ -63,6 +66,7 @@ class RulesWatcher:
         self.debounce_ms = debounce_ms
         self.create = create
         self.force_polling = force_polling
+        self.known_nodes = known_nodes
         self.current: LoadedRules | None = None
         """The rules in force (None until a valid file was read)."""
         self.error: RulesFileError | None = None
@@ -80,7 +84,7 @@ class RulesWatcher:
         if self.create:
             ensure_rules_file(self.path)
         try:
-            self.current = load_rules(self.path)
+            self.current = self._load()
         except RulesFileError as exc:
             self.error = exc
             log.error("rules file refused, no rules in force: %s", exc)
@@ -89,10 +93,14 @@ class RulesWatcher:
         self.reloads += 1
         return self.current
 
+    def _load(self) -> LoadedRules:
+        nodes = self.known_nodes() if self.known_nodes is not None else None
+        return load_rules(self.path, known_nodes=nodes)
+
     async def check(self) -> bool:
         """Re-read the file now; True if new rules were applied."""
         try:
-            loaded = await asyncio.to_thread(load_rules, self.path)
+            loaded = await asyncio.to_thread(self._load)
         except RulesFileError as exc:
             if self.error is not None and str(self.error) == str(exc):
                 return False  # the same mistake reported again: say it once

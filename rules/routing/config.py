@@ -6,7 +6,7 @@ working default, so an absent section routes with :data:`DEFAULT_RULES`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -114,7 +114,12 @@ class CarrierRule(StrictModel):
     @field_validator("match")
     @classmethod
     def _valid_match(cls, value: str) -> str:
-        _check_matchers(value, CARRIER_LABELS, "match")
+        for m in _check_matchers(value, CARRIER_LABELS, "match"):
+            if m.name == "node_kind" and m.op in ("=", "!=") and m.value not in NODE_KINDS:
+                raise ValueError(
+                    f"match: unknown node kind {m.value!r} in {value!r}; "
+                    f"node kinds: {', '.join(NODE_KINDS)}"
+                )
         return value
 
     def model_post_init(self, context: Any, /) -> None:
@@ -301,3 +306,46 @@ DEFAULT_REGIONS: dict[str, RegionInfo] = {
 """Built-in destination centroids: ``northeast`` (NE), ``southeast`` (SE), ``midwest``
 (MW), ``south`` (S), ``mountain`` (MT), ``west`` (W); a short code's market is its long
 name.  ``[fulfilment.regions]`` entries take precedence."""
+
+
+def check_references(
+    routing: FulfilmentRouting,
+    *,
+    nodes: Collection[str] | None = None,
+    carriers: Collection[str] | None = None,
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Nodes and carriers the section names that do not exist, as (location, message).
+
+    Node kinds are checked when the section is parsed; node ids and carrier names live in
+    the store, so they are checked only against what the caller passes (None: unchecked).
+    Locations are paths in the rules file (``("fulfilment", "nodes", "WH-XX")``) so the
+    problem can name its line.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if nodes is not None:
+        known = ", ".join(sorted(nodes)) or "none yet"
+        for node_id in routing.nodes:
+            if node_id not in nodes:
+                problems.append(
+                    (("fulfilment", "nodes", node_id), f"unknown node {node_id!r}; nodes: {known}")
+                )
+        for i, entry in enumerate(routing.carriers):
+            for m in entry.matchers:
+                if m.name == "node" and m.op in ("=", "!=") and m.value not in nodes:
+                    problems.append(
+                        (
+                            ("fulfilment", "carriers", i, "match"),
+                            f"unknown node {m.value!r} in {entry.match!r}; nodes: {known}",
+                        )
+                    )
+    if carriers is not None:
+        known_carriers = ", ".join(sorted(carriers)) or "none yet"
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            (("fulfilment", "default_carrier"), routing.default_carrier)
+        ]
+        for i, c in enumerate(routing.carriers):
+            named.append((("fulfilment", "carriers", i, "carrier"), c.carrier))
+        for loc, name in named:
+            if name not in carriers:
+                problems.append((loc, f"unknown carrier {name!r}; carriers: {known_carriers}"))
+    return problems

@@ -26,7 +26,7 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
-    from rules.alerts import Roles
+    from rules.roles import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -213,9 +213,12 @@ def build_console(
     from console.rules_view import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
     from feeds.settings import Settings
-    from rules.alerts import AlertActions, PanelTarget, Permissions
-    from rules.file import RulesEditor, default_rules_path, ensure_rules_file
-    from rules.routing import FulfilmentRouting
+    from rules.alerts.actions import AlertActions, PanelTarget
+    from rules.editor import RulesEditor
+    from rules.file import default_rules_path, ensure_rules_file
+    from rules.highlights import RulesHighlights
+    from rules.roles import Permissions
+    from rules.routing.config import FulfilmentRouting
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
@@ -229,6 +232,7 @@ def build_console(
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
     def compute() -> Snapshots:
+        highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
             snaps = compute_snapshots(reader, clock.now(), params)
         last[:] = [snaps]
@@ -251,6 +255,7 @@ def build_console(
     zone = tz or settings.display_tz()
     path = rules_path or settings.rules_file or default_rules_path()
     ensure_rules_file(path)
+    highlights = RulesHighlights(path)
     permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
@@ -293,6 +298,7 @@ def build_console(
         detail=detail,
         views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
         title=title,
+        highlights=highlights.current,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -365,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.runtime.demo_rules import ensure_demo_rules
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
-    from rules.alerts import Roles, current_user
+    from rules.roles import Roles, current_user
     from store.replay_clock import record_replay_clock
     from store.writer import StoreWriter
 

@@ -50,7 +50,7 @@ from pydantic_settings import (
 
 from feeds.kafka.config import KafkaOut, KafkaSubscription
 from feeds.localzone import local_zone
-from rules.alerts import Roles
+from rules.roles import Roles
 from store.paths import config_dir
 from store.risk import MetricParams
 

@@ -22,7 +22,7 @@ import asyncio
 import inspect
 import logging
 import operator
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -186,6 +186,7 @@ class RulesWatcher(FileWatcher[LoadedRules, RulesFileError]):
         debounce_ms: int = 150,
         create: bool = False,
         force_polling: bool | None = None,
+        known_nodes: Callable[[], Collection[str]] | None = None,
     ) -> None:
         """Watch ``path``.
 
@@ -196,10 +197,18 @@ class RulesWatcher(FileWatcher[LoadedRules, RulesFileError]):
             debounce_ms: Changes within this many milliseconds are taken as one.
             create: Write the shipped defaults first if the file does not exist.
             force_polling: Poll instead of OS notifications (network file systems).
+            known_nodes: The node ids in the store, read at each load: a ``[fulfilment]``
+                section naming another node is refused (None: node ids unchecked).
         """
+        self.known_nodes = known_nodes
+
+        def load(file: Path) -> LoadedRules:
+            nodes = known_nodes() if known_nodes is not None else None
+            return load_rules(file, known_nodes=nodes)
+
         super().__init__(
             path,
-            load_rules,
+            load,
             RulesFileError,
             what="rules file",
             on_reload=on_reload,

@@ -4,7 +4,7 @@
 routing decision with its trace, as JSON, **without reserving anything**:
 
 * an order: ``{"destination_region": "northeast", "method": "ship", "lines": [{"sku":
-  "APP-0001", "quantity": 2}], ...}``, the fields of :class:`rules.routing.RouteOrder`
+  "APP-0001", "quantity": 2}], ...}``, the fields of :class:`rules.routing.orders.RouteOrder`
   (``order_id``, ``channel``, ``method``, ``destination_region``, ``location_id``,
   ``promised_by``, ``lines``) plus an optional ``at`` (ISO time to route for; default now);
 * a BOPIS check: ``{"location_id": "ST-NYC", "cart": [{"sku": "APP-0001", "quantity":
@@ -33,7 +33,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from rules.routing import Decision, FulfilmentRouting, Inventory, RouteLine, RouteOrder, route
+from rules.routing.config import FulfilmentRouting
+from rules.routing.orders import Decision, Inventory, RouteLine, RouteOrder
+from rules.routing.router import route
 from store.clock import Clock
 from store.model import Identifier, LocationBody
 

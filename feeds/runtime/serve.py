@@ -74,7 +74,7 @@ from feeds.webhooks.signatures import (
     verify_square,
 )
 from rules.file import default_rules_path
-from rules.routing import FulfilmentRouting
+from rules.routing.config import FulfilmentRouting
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts

@@ -192,7 +192,10 @@ def parse_time(value: object, where: str) -> datetime:
         raise PayloadError(where, f"expected an ISO 8601 time, got {value!r}") from None
     if moment.tzinfo is None:
         raise PayloadError(where, f"time {value!r} has no zone offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PayloadError(where, f"time {value!r} is out of range") from None
 
 
 def when(data: JsonObject, key: str, path: str = "") -> datetime:

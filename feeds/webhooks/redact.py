@@ -23,8 +23,15 @@ Quarantined raw payloads are redacted by :func:`redact_raw` before they are writ
 the fields above are replaced by ``"[redacted]"``, postal codes are cut to their first
 three characters (``"40202"`` → ``"402**"``), coordinates are rounded to one decimal
 (about 11 km), and e-mail addresses are scrubbed from every remaining string.  A body
-that is not JSON is scrubbed as text (e-mail addresses and phone-like numbers) and cut
-to :data:`RAW_LIMIT` characters.
+that is not JSON (or nested too deeply to decode safely, see :mod:`feeds.webhooks.bounded`)
+is scrubbed as text (e-mail addresses and phone-like numbers) and cut to :data:`TEXT_LIMIT`
+characters.
+
+Every step takes time linear in its input: a string is cut to :data:`STRING_LIMIT`
+characters *before* it is scrubbed, e-mail addresses are found by a scan from each ``@``
+(no backtracking pattern), and the phone pattern's repetition is bounded.  What comes out
+is always valid UTF-8 (a lone surrogate is kept as its backslash escape), so the
+quarantine row can be stored whatever came in.
 """
 
 from __future__ import annotations
@@ -33,12 +40,26 @@ import json
 import re
 from typing import Any
 
+from feeds.webhooks.bounded import MAX_DEPTH, ShapeError
+from feeds.webhooks.bounded import loads as bounded_loads
+
 REDACTED = "[redacted]"
 RAW_LIMIT = 64 * 1024
 """Quarantined raw payloads are cut to this many characters."""
+TEXT_LIMIT = 8 * 1024
+"""A quarantined body that is not JSON is cut to this many characters (it is kept only to
+show the sender what arrived; the phone scan over it stays a few milliseconds)."""
+STRING_LIMIT = 4096
+"""A string of a quarantined payload is cut to this many characters before it is scrubbed."""
+TOO_DEEP = "[too deep]"
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
+"""The shape of an e-mail address (reference only: it backtracks quadratically on long
+words, so :func:`scrub_emails` finds the same matches by a linear scan)."""
+_LOCAL_RUN = re.compile(r"[\w.+-]+")
+_DOMAIN = re.compile(r"[\w-]++(?:\.[\w-]++)+")
+PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,24}\d(?![\w-])")
+"""Phone-like numbers; the repetition is bounded so a long run of digits costs linear time."""
 
 
 def _norm(key: str) -> str:
@@ -128,9 +149,56 @@ def postal_prefix(code: str, keep: int = 3) -> str:
     return code[:keep] + "*" * min(len(code) - keep, 4)
 
 
-def scrub_text(value: str) -> str:
-    """Free text with e-mail addresses and phone numbers replaced by ``[redacted]``."""
-    return PHONE.sub(REDACTED, EMAIL.sub(REDACTED, value))
+def scrub_emails(value: str) -> str:
+    """``value`` with every match of :data:`EMAIL` replaced by ``[redacted]``, in linear time.
+
+    The same matches as ``EMAIL.sub`` (leftmost, longest local part), found from each
+    ``@``: the local part is the run of word characters, ``.``, ``+`` and ``-`` before
+    it (read on the reversed text, never before the end of the previous match), the
+    domain is matched forward with possessive quantifiers.  Each character is looked at
+    a bounded number of times.
+    """
+    at = value.find("@")
+    if at == -1:
+        return value
+    reverse = value[::-1]
+    size = len(value)
+    out: list[str] = []
+    last = 0
+    while at != -1:
+        local = _LOCAL_RUN.match(reverse, size - at, size - last)
+        domain = _DOMAIN.match(value, at + 1) if local is not None else None
+        if local is not None and domain is not None:
+            out.append(value[last : size - local.end()])
+            out.append(REDACTED)
+            last = domain.end()
+            at = value.find("@", last)
+        else:
+            at = value.find("@", at + 1)
+    out.append(value[last:])
+    return "".join(out)
+
+
+def scrub_text(value: str, limit: int | None = None) -> str:
+    """Free text with e-mail addresses and phone numbers replaced by ``[redacted]``.
+
+    With ``limit``, the result is at most that long; the text is cut (with a margin, so an
+    address across the cut is still recognised) *before* scrubbing, which keeps the work
+    proportional to ``limit`` however long the input.
+    """
+    if limit is not None:
+        value = value[: limit + 256]
+    scrubbed = PHONE.sub(REDACTED, scrub_emails(value))
+    return scrubbed if limit is None else scrubbed[:limit]
+
+
+def valid_utf8(value: str) -> str:
+    """``value`` if it encodes as UTF-8, else with lone surrogates as backslash escapes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _round_coord(value: Any) -> Any:
@@ -140,8 +208,14 @@ def _round_coord(value: Any) -> Any:
         return REDACTED
 
 
-def redact_payload(data: Any, *, person: bool = False) -> Any:
-    """A copy of decoded JSON with every PII field of the module docstring removed."""
+def redact_payload(data: Any, *, person: bool = False, _depth: int = 0) -> Any:
+    """A copy of decoded JSON with every PII field of the module docstring removed.
+
+    Strings are cut to :data:`STRING_LIMIT` before scrubbing; anything nested deeper than
+    :data:`~feeds.webhooks.bounded.MAX_DEPTH` is replaced by ``"[too deep]"``.
+    """
+    if _depth > MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -153,12 +227,12 @@ def redact_payload(data: Any, *, person: bool = False) -> Any:
             elif norm in COORD_KEYS and value is not None:
                 out[key] = _round_coord(value)
             else:
-                out[key] = redact_payload(value, person=norm in PERSON_CONTEXTS)
+                out[key] = redact_payload(value, person=norm in PERSON_CONTEXTS, _depth=_depth + 1)
         return out
     if isinstance(data, list):
-        return [redact_payload(item, person=person) for item in data]
+        return [redact_payload(item, person=person, _depth=_depth + 1) for item in data]
     if isinstance(data, str):
-        return EMAIL.sub(REDACTED, data)
+        return scrub_emails(data[:STRING_LIMIT])
     return data
 
 
@@ -166,11 +240,11 @@ def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
     """A request body made safe to keep in quarantine (see the module docstring)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = bounded_loads(text)
+    except (ShapeError, ValueError, RecursionError):
         data = None
     else:
         if isinstance(data, dict | list):
             redacted = json.dumps(redact_payload(data), ensure_ascii=False, separators=(",", ":"))
-            return redacted[:limit]
-    return scrub_text(text[:limit])
+            return valid_utf8(redacted[:limit])
+    return valid_utf8(scrub_text(text, min(limit, TEXT_LIMIT)))

@@ -432,7 +432,7 @@ def _fulfillment_event(payload: JsonObject) -> Mapped:
     message = opt_text(payload, "message")
     detail = ""
     if step == "exception":
-        detail = scrub_text(f"Shopify {status}" + (f": {message}" if message else ""))[:200]
+        detail = scrub_text(f"Shopify {status}" + (f": {message}" if message else ""), 200)
     out.items.append(
         _step(
             f"shopify:fulfillment_event:{eid}",
@@ -452,7 +452,7 @@ def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
     oid = order_id(ident(refund, "order_id"))
     created = when(refund, "created_at")
     note = opt_text(refund, "note")
-    reason = scrub_text(note)[:80] if note else "refund"
+    reason = scrub_text(note, 80) if note else "refund"
     for i, rli in enumerate(arr(refund, "refund_line_items")):
         path = join("refund_line_items", i)
         if not isinstance(rli, dict):

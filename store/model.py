@@ -25,10 +25,10 @@ poison value never reaches the writer):
   and weights;
 * text that is valid UTF-8 (no lone surrogates such as ``U+D800``);
 * money with at most two decimals (``1.005`` is refused, never rounded);
-* event times within :class:`TimeWindow` around the server's clock (default 10 years
-  back, 1 year ahead); promises, ETAs and delivery estimates within their own window
-  (default up to 2 years ahead).  ``omniops serve`` sets the window from its config
-  (``max_past_days``, ``max_future_days``, ``max_promise_days``) and its clock.
+* event times within :class:`TimeWindow` around the clock: 1 year ahead at most, and
+  100 years back for a bulk import of history (``omniops serve`` narrows it to its config,
+  10 years back by default: ``max_past_days``, ``max_future_days``, ``max_promise_days``,
+  with its clock); promises, ETAs and delivery estimates up to 2 years ahead.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class TimeWindow:
     or ``promise``, whichever is longer).  ``now`` is the server's clock.
     """
 
-    past: timedelta = timedelta(days=3650)
+    past: timedelta = timedelta(days=36500)
     future: timedelta = timedelta(days=365)
     promise: timedelta = timedelta(days=730)
     now: Callable[[], datetime] = field(default=_utcnow, compare=False)

@@ -157,6 +157,7 @@ class Server:
         self.dropfolder: DropFolder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
+        self._previous_window: TimeWindow | None = None
 
     @property
     def port(self) -> int:
@@ -176,7 +177,7 @@ class Server:
         mapping = load_mapping(self.config.mapping_file)
         context = ssl_context(self.config)
         log_secret_problems(self.config)
-        set_time_window(
+        self._previous_window = set_time_window(
             TimeWindow(
                 past=timedelta(days=self.config.max_past_days),
                 future=timedelta(days=self.config.max_future_days),
@@ -288,6 +289,9 @@ class Server:
             await self.rules.stop()
         if self.state is not None:
             self.state.close()
+        if self._previous_window is not None:
+            set_time_window(self._previous_window)
+            self._previous_window = None
         await self.writer.close()
 
     async def __aenter__(self) -> Server:

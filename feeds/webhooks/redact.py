@@ -52,6 +52,7 @@ show the sender what arrived; the phone scan over it stays a few milliseconds)."
 STRING_LIMIT = 4096
 """A string of a quarantined payload is cut to this many characters before it is scrubbed."""
 TOO_DEEP = "[too deep]"
+CUT = "[cut]"
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 """The shape of an e-mail address (reference only: it backtracks quadratically on long
@@ -208,17 +209,28 @@ def _round_coord(value: Any) -> Any:
         return REDACTED
 
 
-def redact_payload(data: Any, *, person: bool = False, _depth: int = 0) -> Any:
+def redact_payload(
+    data: Any, *, person: bool = False, _depth: int = 0, _budget: list[int] | None = None
+) -> Any:
     """A copy of decoded JSON with every PII field of the module docstring removed.
 
     Strings are cut to :data:`STRING_LIMIT` before scrubbing; anything nested deeper than
-    :data:`~feeds.webhooks.bounded.MAX_DEPTH` is replaced by ``"[too deep]"``.
+    :data:`~feeds.webhooks.bounded.MAX_DEPTH` is replaced by ``"[too deep]"``.  With a
+    budget (characters still to produce, see :func:`redact_json`), the walk stops once
+    it is spent: the rest becomes ``"[cut]"``, so a 2 MB payload costs what 64 KB does.
     """
     if _depth > MAX_DEPTH:
         return TOO_DEEP
+    if _budget is not None:
+        if _budget[0] <= 0:
+            return CUT
+        _budget[0] -= 8
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
+            if _budget is not None and _budget[0] <= 0:
+                out[CUT] = f"{len(data) - len(out)} more keys"
+                break
             norm = _norm(str(key))
             if norm in DROP_KEYS or (person and norm in ("name", "fullname", "displayname")):
                 out[key] = None if value is None else REDACTED
@@ -227,13 +239,35 @@ def redact_payload(data: Any, *, person: bool = False, _depth: int = 0) -> Any:
             elif norm in COORD_KEYS and value is not None:
                 out[key] = _round_coord(value)
             else:
-                out[key] = redact_payload(value, person=norm in PERSON_CONTEXTS, _depth=_depth + 1)
+                out[key] = redact_payload(
+                    value, person=norm in PERSON_CONTEXTS, _depth=_depth + 1, _budget=_budget
+                )
         return out
     if isinstance(data, list):
-        return [redact_payload(item, person=person, _depth=_depth + 1) for item in data]
+        items: list[Any] = []
+        for item in data:
+            if _budget is not None and _budget[0] <= 0:
+                items.append(f"{CUT} {len(data) - len(items)} more items")
+                break
+            items.append(redact_payload(item, person=person, _depth=_depth + 1, _budget=_budget))
+        return items
     if isinstance(data, str):
-        return scrub_emails(data[:STRING_LIMIT])
+        text = scrub_emails(data[:STRING_LIMIT])
+        if _budget is not None:
+            _budget[0] -= len(text)
+        return text
     return data
+
+
+def redact_json(data: Any, *, limit: int = RAW_LIMIT) -> str:
+    """Decoded JSON made safe to keep in quarantine, as text of at most ``limit`` characters.
+
+    Walks only as much of ``data`` as fits in ``limit`` (the rest is marked ``[cut]``), so
+    the work is bounded by the limit, not by the payload.
+    """
+    redacted = redact_payload(data, _budget=[limit])
+    text = json.dumps(redacted, ensure_ascii=False, separators=(",", ":"), default=str)
+    return valid_utf8(text[:limit])
 
 
 def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
@@ -245,6 +279,5 @@ def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
         data = None
     else:
         if isinstance(data, dict | list):
-            redacted = json.dumps(redact_payload(data), ensure_ascii=False, separators=(",", ":"))
-            return valid_utf8(redacted[:limit])
+            return redact_json(data, limit=limit)
     return valid_utf8(scrub_text(text, min(limit, TEXT_LIMIT)))

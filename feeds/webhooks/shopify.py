@@ -59,7 +59,6 @@ Any other topic is quarantined with the reason, so a subscription nobody maps is
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -79,7 +78,7 @@ from feeds.webhooks import (
     when,
 )
 from feeds.webhooks.mapping import ShopifyMapping
-from feeds.webhooks.redact import redact_raw, scrub_text
+from feeds.webhooks.redact import redact_json, scrub_text
 from store.model import (
     Event,
     FulfillmentBody,
@@ -193,7 +192,7 @@ def map_shopify(
         items=[
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(payload)),
+                raw=redact_json(payload),
                 error=f"unsupported Shopify topic {topic!r} (mapped topics: {known})",
             )
         ]
@@ -201,7 +200,7 @@ def map_shopify(
 
 
 def _quarantine(payload: JsonObject, error: str) -> Quarantined:
-    return Quarantined(source=SOURCE, raw=redact_raw(json.dumps(payload)), error=error)
+    return Quarantined(source=SOURCE, raw=redact_json(payload), error=error)
 
 
 def _location(ext: str | None, mapping: ShopifyMapping) -> str | None:

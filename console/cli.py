@@ -169,7 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = to_jsonable(snaps)
     data.pop("computed_in_ms", None)  # keep the report reproducible
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return 0
     h = snaps.headline
     print(

@@ -165,6 +165,18 @@ class ServeConfig(BaseModel):
     """HTTP streams to subscribe to (``[[serve.streams]]``)."""
     polls: list[PollSubscription] = []
     """REST endpoints to poll (``[[serve.polls]]``)."""
+    api_token: SecretStr | None = None
+    """Bearer token for the read endpoints (``GET /health``, ``GET /metrics``, ``POST /route``,
+    ``GET /route/{order_id}``); unset: they are open (keep them on loopback or behind the
+    proxy).  Set but empty is a configuration error: they answer 503."""
+    max_past_days: float = Field(default=3650.0, gt=0)
+    """Event times (``ts``) older than this many days before the server's clock are refused
+    (422, quarantined): a year-0001 order is a sender's bug, not history."""
+    max_future_days: float = Field(default=365.0, gt=0)
+    """Event times more than this many days after the server's clock are refused."""
+    max_promise_days: float = Field(default=730.0, gt=0)
+    """Promises, ETAs and delivery estimates are accepted up to this many days either side
+    of the server's clock."""
     kafka: list[KafkaSubscription] = []
     """Kafka consumer-group subscriptions (``[[serve.kafka]]``, see :mod:`feeds.kafka`)."""
     kafka_out: KafkaOut | None = None

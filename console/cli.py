@@ -246,8 +246,8 @@ def build_console(
     def alerts_view(app: OmniopsApp) -> AlertsScreen:
         def jump(target: PanelTarget) -> None:
             app.pop_screen()
-            app.action_show_tab(target.panel)
-            app.apply_filter(target.panel, target.filter)
+            app.main_screen.action_show_tab(target.panel)
+            app.main_screen.apply_filter(target.panel, target.filter)
 
         return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
 

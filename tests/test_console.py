@@ -24,7 +24,7 @@ from textual.widgets import Input, Static, TabbedContent
 from console.app import OmniopsApp
 from console.screens import (
     DetailScreen,
-    ExportScreen,
+    PromptScreen,
     default_export_name,
     export_format,
     project_stock,
@@ -641,7 +641,7 @@ async def test_export_asks_a_file_name_and_calls_the_exporter(tmp_path: Path) ->
         await settle(pilot)
         await pilot.press("3", "e")
         await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
+        assert isinstance(app.screen, PromptScreen)
         field = app.screen.query_one(Input)
         assert field.value == "stockout-20251124-1430.csv"
         field.value = str(tmp_path / "stock.json")
@@ -694,7 +694,8 @@ async def test_every_action_is_in_the_command_palette() -> None:
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         assert "SKU-1042" in static_text(app.screen.query_one("#detail-title", Static))
-        ids = {b.id for b in app.BINDINGS if isinstance(b, Binding)}
+        bindings = [*app.BINDINGS, *app.main_screen.BINDINGS]
+        ids = {b.id for b in bindings if isinstance(b, Binding)}
         assert {"quit", "refresh", "filter", "sort", "export", "tab-stockout"} <= ids
 
 

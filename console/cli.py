@@ -194,10 +194,10 @@ def build_console(
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
     its user an editor); ``read_only`` forbids every change.
     """
-    from console.alerts_view import AlertsScreen
     from console.app import OmniopsApp
-    from console.routing_view import RoutingScreen, RoutingServices
-    from console.rules_view import RulesScreen
+    from console.screens.alerts import AlertsScreen
+    from console.screens.routing import RoutingScreen, RoutingServices
+    from console.screens.rules import RulesScreen
     from rules.alerts import AlertActions, PanelTarget, Permissions
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
     from rules.routing import FulfilmentRouting

@@ -13,8 +13,11 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 
-from console.alerts_view import AlertsScreen, PromptScreen
-from console.rules_view import RouteTestScreen, RuleFormScreen, RulesScreen
+from console.screens.alerts import AlertsScreen
+from console.screens.dialogs import PromptScreen
+from console.screens.route_test import RouteTestScreen
+from console.screens.rule_form import AlertRuleFormScreen
+from console.screens.rules import RulesScreen
 from feeds.clock import FixedClock
 from rules.alerts import AlertActions, AlertEngine, Permissions
 from rules.file import LoadedRules, RulesEditor, load_rules
@@ -94,18 +97,18 @@ def alert_rows(screen: AlertsScreen) -> dict[str, str]:
     return {v.record.fingerprint: v.record.state for v in screen.views}
 
 
-async def open_form(pilot: Pilot[Any]) -> RuleFormScreen:
+async def open_form(pilot: Pilot[Any]) -> AlertRuleFormScreen:
     await settle(pilot)
     rules = pilot.app.screen
     assert isinstance(rules, RulesScreen) and rules.loaded is not None
     await pilot.press("enter")
     await pilot.pause()
     form = pilot.app.screen
-    assert isinstance(form, RuleFormScreen)
+    assert isinstance(form, AlertRuleFormScreen)
     return form
 
 
-async def set_field(pilot: Pilot[Any], form: RuleFormScreen, name: str, value: str) -> None:
+async def set_field(pilot: Pilot[Any], form: AlertRuleFormScreen, name: str, value: str) -> None:
     field = form.field(name)
     field.focus()
     field.value = ""

@@ -8,15 +8,10 @@ from typing import Any
 from textual.app import App
 from textual.widgets import DataTable, Input, Static
 
-from console.routing_view import (
-    DecisionScreen,
-    RoutingScreen,
-    RoutingServices,
-    RuleFormScreen,
-    WhatIfScreen,
-    form_to_rule,
-    rule_to_form,
-)
+from console.screens.decision import DecisionScreen
+from console.screens.routing import RoutingScreen, RoutingServices
+from console.screens.routing_form import RoutingRuleFormScreen, form_to_rule, rule_to_form
+from console.screens.whatif import WhatIfScreen
 from rules.routing import Decision, FulfilmentRouting, RouteLine, RouteOrder, RoutingRule, route
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
 from tests.routing_world import NODES, inventory, ny
@@ -136,7 +131,7 @@ async def test_edit_form_validates_and_changes_the_draft() -> None:
         await settle(pilot)
         await pilot.press("e")
         form = app.screen
-        assert isinstance(form, RuleFormScreen)
+        assert isinstance(form, RoutingRuleFormScreen)
         match = form.query_one("#rf-match", Input)
         match.value = "regoin=west"
         await pilot.press("enter")
@@ -162,7 +157,7 @@ async def test_new_rule_with_a_duplicate_id_is_refused() -> None:
         await settle(pilot)
         await pilot.press("n")
         form = app.screen
-        assert isinstance(form, RuleFormScreen)
+        assert isinstance(form, RoutingRuleFormScreen)
         form.query_one("#rf-id", Input).value = "stores"
         form.action_accept()
         assert "rule id 'stores' is used twice" in text(app, "#routing-form-error")

@@ -143,7 +143,7 @@ async def test_editing_a_threshold_makes_the_alert_fire_then_resolve(tmp_path: P
         alerts = app.screen
         assert isinstance(alerts, AlertsScreen)
         assert alert_rows(alerts) == {WH_TX: "firing"}
-        assert alerts.table.get_row_at(0)[0].plain == "FIRING"
+        assert alerts.table.get_row_at(0)[3].plain == "FIRING"
 
         # back to the rules, raise the threshold above the value: it resolves
         app.pop_screen()
@@ -216,7 +216,7 @@ async def test_acknowledge_and_silence_from_the_alerts_view(tmp_path: Path) -> N
         await pilot.press("enter")
         await settle(pilot)
         assert alerts.views[0].silenced_by is not None
-        assert "silenced #" in alerts.table.get_row_at(0)[5].plain
+        assert "silenced #" in alerts.table.get_row_at(0)[6].plain
 
 
 async def test_read_only_users_can_look_but_not_change(tmp_path: Path) -> None:

@@ -276,13 +276,19 @@ async def test_starts_and_shows_every_panel_at_80x24() -> None:
         assert compute.calls == 1
         assert all(name != threading.main_thread().name for name in compute.threads)
         assert app.query_one(TabbedContent).active == "overview"
-        assert row_keys(app, "overview-fulfillment")[:3] == [
+        # The Overview answers "where": locations only, worst first; every scope on tab 2.
+        assert row_keys(app, "overview-fulfillment") == [
+            "location:WH-TX",
+            "location:STORE-AUS-01",
+            "location:WH-NJ",
+        ]
+        assert row_keys(app, "fulfillment-panel")[:3] == [
             "location:WH-TX",
             "carrier:UPS",
             "location:STORE-AUS-01",
         ]
         table = panel(app, "overview-fulfillment").table
-        assert table.row_count == 8
+        assert table.row_count == 3
         assert [c.plain for c in table.get_row("location:WH-TX")] == [
             "WH-TX",
             "LATE",
@@ -450,7 +456,7 @@ async def test_failed_refresh_shows_error_and_keeps_data() -> None:
         assert "RuntimeError: database is locked" in app.status_text
         assert "showing data from 14:30:00" in app.status_text
         assert "#status" and not app.query_one("#status").has_class("-empty")
-        assert panel(app, "overview-fulfillment").table.row_count == 8
+        assert panel(app, "fulfillment-panel").table.row_count == 8
         assert app.snapshots is not None and app.snapshots.as_of == AS_OF
         assert app.next_refresh_armed
         await pilot.press("r")

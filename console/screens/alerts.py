@@ -34,7 +34,7 @@ from console.messages import AlertActionDone, AlertHistoryRead, AlertsLoaded, Wo
 from console.screens.alert_history import HistoryScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.cursor import cursor_key, place_cursor
-from console.widgets.formatting import fmt_clock
+from console.widgets.formatting import fmt_age_seconds, fmt_past
 from feeds.clock import Clock
 from rules.alerts import (
     AlertView,
@@ -94,23 +94,13 @@ STATE_WORDS = {
 
 
 def fmt_age(delta: timedelta) -> str:
-    """``45s``, ``12m``, ``3h05``, ``2d04h``."""
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    """``45s``, ``12m``, ``3h05``, ``2d04h``, ``287 d``."""
+    return fmt_age_seconds(delta.total_seconds())
 
 
 def fmt_since(moment: datetime, now: datetime, tz: tzinfo) -> str:
-    """``14:05 (12m)``: local time and how long ago."""
-    return f"{fmt_clock(moment, tz)} ({fmt_age(now - moment)})"
+    """``14:05 (12m)``, ``Tue 09:10 (2d04h)``: local time (its day when not today), age."""
+    return f"{fmt_past(moment, tz, now)} ({fmt_age(now - moment)})"
 
 
 def fmt_value(view: AlertView) -> str:
@@ -119,6 +109,26 @@ def fmt_value(view: AlertView) -> str:
     if r.value is None:
         return f"no data ({r.op} {r.threshold:g})"
     return f"{r.value:.4g} {r.op} {r.threshold:g}"
+
+
+def scope_key(scope: str) -> str:
+    """Where an alert is, in a word: ``WH-TX`` for ``location=WH-TX, scope=location``.
+
+    A scope naming its kind (``scope=carrier, carrier=UPS``) reads as that kind's value;
+    one of several labels (a SKU at a location) as the values joined by ``@``; none as
+    ``(all)``.
+    """
+    if not scope:
+        return "(all)"
+    try:
+        labels = {m.name: m.value for m in parse_matchers(scope)}
+    except ValueError:
+        return scope
+    kind = labels.pop("scope", None)
+    if kind is not None and kind in labels:
+        return labels[kind]
+    ordered = [labels.pop(n) for n in ("sku", "location") if n in labels]
+    return "@".join(ordered + list(labels.values())) or (kind or "(all)")
 
 
 def fmt_mute(view: AlertView) -> str:
@@ -235,12 +245,14 @@ class AlertsScreen(Screen[None]):
     def on_mount(self) -> None:
         """Columns, first load, and the poll timer."""
         table = self.table
-        # The scope can be long: it goes last, so 80 columns show everything else.
+        # What and where first (rule, the scope's key, value vs threshold): at 80 columns
+        # they are on screen without scrolling; the full scope text goes last.
         for key, label in (
+            ("alert", "Alert"),
+            ("where", "Where"),
+            ("value", "Value"),
             ("state", "State"),
             ("severity", "Sev"),
-            ("alert", "Alert"),
-            ("value", "Value"),
             ("since", "Since"),
             ("mute", "Ack / mute"),
             ("scope", "Scope"),
@@ -330,10 +342,11 @@ class AlertsScreen(Screen[None]):
         r = v.record
         bold = "bold" if r.state in ("firing", "nodata") else ""
         return [
+            Text(r.rule_id, style=bold),
+            Text(scope_key(r.scope)),
+            Text(fmt_value(v)),
             Text(STATE_WORDS.get(r.state, r.state), style=bold),
             Text(r.severity[:4], style="bold" if r.severity == "critical" else ""),
-            Text(r.rule_id),
-            Text(fmt_value(v)),
             Text(fmt_since(r.since, now, self.tz)),
             Text(fmt_mute(v), style="dim" if v.muted else ""),
             Text(r.scope or "(all)"),

@@ -116,7 +116,9 @@ class ConsoleScreen(Screen[None]):
         yield HeadlineStrip(id="headline")
         with TabbedContent(initial="overview", id="tabs"):
             with TabPane("1 Overview", id="overview"), Container(id="overview-grid"):
-                yield FulfillmentPanel(tz=tz, compact=True, id="overview-fulfillment")
+                yield FulfillmentPanel(
+                    tz=tz, compact=True, scopes=("location",), id="overview-fulfillment"
+                )
                 yield StockoutPanel(tz=tz, compact=True, id="overview-stockout")
                 yield ReturnsPanel(tz=tz, compact=True, id="overview-returns")
             with TabPane("2 Fulfillment", id="fulfillment"):

@@ -43,6 +43,7 @@ from console.errors import describe_error
 from console.messages import ExportWritten, RefreshFailed, SnapshotsComputed, WorkFailed
 from console.screens.detail import DetailFetch
 from console.screens.feeds import FeedsScreen
+from console.screens.help import HelpScreen
 from console.screens.main import (
     TAB_IDS,
     TAB_LABELS,
@@ -79,6 +80,7 @@ class OmniopsApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit"),
         Binding("r", "refresh", "Refresh", id="refresh"),
+        Binding("question_mark", "help", "Help", id="help"),
     ]
 
     snapshots: var[Snapshots | None] = var(None, always_update=True)
@@ -247,6 +249,15 @@ class OmniopsApp(App[None]):
     def action_refresh(self) -> None:
         """Refresh every panel now."""
         self.refresh_snapshots()
+
+    def action_help(self) -> None:
+        """Show every key of the current view (``?``), generated from its bindings."""
+        screen = self.screen
+        if isinstance(screen, HelpScreen):
+            return
+        title = "Console" if screen is self.main_screen else type(screen).__name__
+        title = title.removesuffix("Screen")
+        self.push_screen(HelpScreen(screen, title))
 
     # -- clock and status ---------------------------------------------------------------------
 

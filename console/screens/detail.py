@@ -22,6 +22,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.reactive import Reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -44,6 +45,7 @@ from store.snapshots import (
     FulfillmentRow,
     LateOrders,
     ReturnSpikeRow,
+    Snapshots,
     StockHistory,
     StockoutRow,
 )
@@ -347,6 +349,19 @@ def detail_title(row: DetailRow) -> str:
     return f"Returns · {row.sku}"
 
 
+def same_row(row: DetailRow, snapshots: Snapshots) -> DetailRow | None:
+    """The row of ``snapshots`` that is ``row`` (same scope and key, SKU and location)."""
+    if isinstance(row, FulfillmentRow):
+        return next(
+            (r for r in snapshots.fulfillment.rows if (r.scope, r.key) == (row.scope, row.key)),
+            None,
+        )
+    if isinstance(row, StockoutRow):
+        where = (row.sku, row.location_id)
+        return next((r for r in snapshots.stockout.rows if (r.sku, r.location_id) == where), None)
+    return next((r for r in snapshots.returns.rows if r.sku == row.sku), None)
+
+
 class DetailScreen(Screen[None]):
     """Everything one panel row says, with a chart for stock; Escape goes back."""
 
@@ -376,7 +391,21 @@ class DetailScreen(Screen[None]):
         self.extra: DetailExtra | None = None
 
     def on_mount(self) -> None:
-        """Fetch the row's history or late orders off the UI thread."""
+        """Fetch the row's history or late orders off the UI thread; follow the refreshes."""
+        if self.fetch is not None:
+            self._fetch_extra()
+        if isinstance(getattr(type(self.app), "snapshots", None), Reactive):
+            self.watch(self.app, "snapshots", self._snapshots_changed, init=False)
+
+    async def _snapshots_changed(self, snapshots: Snapshots | None) -> None:
+        """The panels refreshed: show the same row of the new snapshots (by its key)."""
+        if snapshots is None or snapshots.as_of == self.as_of:
+            return
+        row = same_row(self.row, snapshots)
+        if row is None:
+            return  # the row left the snapshot: keep showing the last one, with its time
+        self.row, self.as_of, self.extra = row, snapshots.as_of, None
+        await self.recompose()
         if self.fetch is not None:
             self._fetch_extra()
 

@@ -27,6 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
+from console.screens.command import CommandScreen
 from console.screens.detail import DetailScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
@@ -58,6 +59,15 @@ VIEW_TITLES = {
     "feeds": "Feeds",
 }
 VIEW_KEYS = {"alerts": "a", "rules": "t", "routing": "g", "feeds": "h"}
+TAB_WORDS = {
+    "overview": "overview",
+    "fulfillment": "fulfillment",
+    "stock": "stockout",
+    "returns": "returns",
+}
+"""``:`` words that show a tab (and filter its panel with what follows)."""
+COMMAND_WORDS = (*VIEW_KEYS, *TAB_WORDS, "sort", "filter", "help", "quit")
+MAX_VALUE_COMPLETIONS = 50
 
 
 def export_format(path_text: str) -> str | None:
@@ -92,6 +102,7 @@ class ConsoleScreen(Screen[None]):
         Binding("t", "open_view('rules')", "Rules", id="rules"),
         Binding("g", "open_view('routing')", "Routing", id="routing"),
         Binding("h", "open_view('feeds')", "Feeds", id="feeds"),
+        Binding("colon", "command", "Command", id="command"),
     ]
 
     def __init__(self) -> None:
@@ -395,3 +406,116 @@ class ConsoleScreen(Screen[None]):
             return
         rows: Sequence[object] = [view.source for view in self.panels(kind)[-1].views()]
         self.omniops.start_export(kind, fmt, Path(name).expanduser(), rows)
+
+    # -- command mode ----------------------------------------------------------------------------
+
+    def action_command(self) -> None:
+        """Open the ``:`` command line (completion from the views, columns and rows)."""
+
+        def answered(text: str | None) -> None:
+            if text:
+                self.run_command(text)
+
+        self.app.push_screen(CommandScreen(self.completions), answered)
+
+    def _panel_for(self, word: str) -> Panel | None:
+        """The full-tab panel a ``:`` word names (None for the current panel)."""
+        kind = TAB_WORDS.get(word)
+        if kind is None or kind == "overview":
+            return None
+        return self.query_one(f"#{kind}-panel", Panel)
+
+    def completions(self, text: str) -> list[str]:
+        """Whole command lines that extend ``text``, best first.
+
+        ``al`` → ``alerts``; ``sort c`` → ``sort cover`` (the current panel's columns);
+        ``stock loc`` → ``stock location=``; ``stock location=WH`` → ``stock location=WH-TX``
+        (the values in the panel's rows).
+        """
+        lowered = text.lower()
+        word, space, rest = lowered.partition(" ")
+        if not space:
+            return [w for w in COMMAND_WORDS if w.startswith(lowered)]
+        head = text[: len(word) + 1]
+        if word == "sort":
+            panel = self.current_panel()
+            keys = [c.key for c in panel.visible_columns]
+            keys += [c.label.lower() for c in panel.visible_columns if c.label.lower() not in keys]
+            return [head + k for k in keys if k.startswith(rest)]
+        if word == "filter" or (word in TAB_WORDS and word != "overview"):
+            panel = self._panel_for(word) or self.current_panel()
+            return [head + c for c in self._label_completions(panel, text[len(head) :])]
+        return []
+
+    def _label_completions(self, panel: Panel, typed: str) -> list[str]:
+        """``location=`` for ``loc``; ``location=WH-TX`` for ``location=WH`` (last matcher)."""
+        before, comma, last = typed.rpartition(",")
+        prefix = before + comma + (" " if comma and not last.startswith(" ") else "")
+        last = last.strip()
+        name, eq, value = last.partition("=")
+        if not eq:
+            return [prefix + n + "=" for n in panel.label_names if n.startswith(name.lower())]
+        snapshots = self.omniops.snapshots
+        if snapshots is None or name not in panel.label_names:
+            return []
+        values = sorted({v.labels.get(name, "") for v in panel.build_rows(snapshots)} - {""})
+        wanted = value.lower()
+        found = [prefix + f"{name}={v}" for v in values if v.lower().startswith(wanted)]
+        return found[:MAX_VALUE_COMPLETIONS]
+
+    def run_command(self, text: str) -> bool:
+        """Carry out one ``:`` line; False (and the status line says why) when it is not one."""
+        word, _, rest = text.strip().lstrip(":").partition(" ")
+        word, rest = word.lower(), rest.strip()
+        self.set_status("command", None)
+        if word in VIEW_KEYS:
+            self.action_open_view(word)
+            return True
+        if word in TAB_WORDS:
+            tab = TAB_WORDS[word]
+            self.action_show_tab(tab)
+            if tab != "overview" and rest:
+                return self.apply_filter(tab, rest)
+            return True
+        if word == "filter":
+            return self.apply_filter(self.current_panel().kind, rest)
+        if word == "sort":
+            return self._sort_command(rest)
+        if word == "help":
+            self.omniops.action_help()
+            return True
+        if word in ("quit", "q"):
+            self.app.exit()
+            return True
+        self.set_status(
+            "command",
+            Content.assemble(
+                ("UNKNOWN COMMAND", "$text-error bold"),
+                f" {word!r}; try :alerts, :stock location=WH-TX, :sort cover or :help.",
+            ),
+        )
+        return False
+
+    def _sort_command(self, rest: str) -> bool:
+        panel = self.current_panel()
+        name, _, direction = rest.lower().partition(" ")
+        if not name:
+            panel.sort_by(None)
+            return True
+        spec = next(
+            (c for c in panel.visible_columns if name in (c.key, c.label.lower())),
+            None,
+        )
+        if spec is None:
+            columns = ", ".join(c.key for c in panel.visible_columns)
+            self.set_status(
+                "command",
+                Content.assemble(
+                    ("NOT SORTED", "$text-error bold"),
+                    f" {panel.heading} has no column {name!r}; use {columns}.",
+                ),
+            )
+            return False
+        descending = {"desc": True, "asc": False}.get(direction.strip())
+        panel.sort_by(spec.key, descending)
+        return True

@@ -423,3 +423,33 @@ async def test_alerts_view_at_80x24_shows_rule_where_and_value_of_each_alert(
         wheres = {str(table.get_row_at(i)[1]) for i in range(table.row_count)}
         assert "WH-TX" in wheres and len(wheres) > 1
         assert all(">" in str(table.get_row_at(i)[2]) for i in range(table.row_count))
+
+
+async def test_escape_in_the_routing_rule_form_asks_before_dropping_edits() -> None:
+    from console.screens.routing import RoutingScreen
+    from console.screens.routing_form import RoutingRuleFormScreen
+    from tests.test_routing_console import Fake, Host
+    from tests.test_routing_console import settle as settle_routing
+
+    app = Host(Fake())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle_routing(pilot)
+        await pilot.press("e", "escape")  # untouched: leaves at once
+        await pilot.pause()
+        assert isinstance(app.screen, RoutingScreen)
+        await pilot.press("e")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, RoutingRuleFormScreen)
+        form.query_one("#rf-description", Input).value = "edited"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is form
+        assert form.query_one("#rf-description", Input).value == "edited"
+        await pilot.press("escape", "y")
+        await pilot.pause()
+        view = app.screen
+        assert isinstance(view, RoutingScreen) and not view.dirty

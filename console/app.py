@@ -53,7 +53,7 @@ from console.screens.main import (
     ConsoleScreen,
 )
 from console.widgets.formatting import fmt_clock
-from feeds.clock import Clock
+from store.clock import Clock
 from store.snapshots import Snapshots
 
 ExportFn = Callable[[str, str, Path, Sequence[object]], Path]
@@ -134,6 +134,11 @@ class OmniopsApp(App[None]):
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
         self._received_at: float | None = None  # monotonic time the shown data arrived
         self._console_screen = ConsoleScreen()
+
+    def build_view(self, name: str) -> Screen[None] | None:
+        """The alerts, rules, routing or feeds view over this console, if it has it."""
+        factory = self.views.get(name)
+        return None if factory is None else factory(self)
 
     def get_default_screen(self) -> Screen[None]:
         """The console screen is the bottom of the stack; every other view goes on top."""

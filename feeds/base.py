@@ -13,12 +13,12 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from feeds.model import Event, Quarantined
+from store.model import Event, Quarantined
 
 if TYPE_CHECKING:
     from store.writer import StoreWriter
@@ -36,6 +36,22 @@ class FeedState(StrEnum):
 
 
 @dataclass
+class PartitionHealth:
+    """Position of a partitioned feed (Kafka) in one partition."""
+
+    lag: int | None = None
+    """Records after the committed offset (None until measured)."""
+    committed: int | None = None
+    """The group's committed offset (the next record to read after a restart)."""
+    position: int | None = None
+    """The next offset this process reads."""
+    end: int | None = None
+    """The partition's end offset (high-water mark)."""
+    last_record_at: datetime | None = None
+    """Timestamp of the newest record consumed from it."""
+
+
+@dataclass
 class FeedHealth:
     """Mutable health of one feed, read by the header, ``/health`` and ``/metrics``."""
 
@@ -45,6 +61,8 @@ class FeedHealth:
     errors: int = 0
     quarantined: int = 0
     detail: str = ""
+    partitions: dict[str, PartitionHealth] = field(default_factory=dict)
+    """Per partition (``topic/partition``), for partitioned feeds; empty otherwise."""
 
 
 class Feed(ABC):
@@ -63,6 +81,12 @@ class Feed(ABC):
         """Yield events (and quarantined payloads) from ``self.cursor`` onwards.
 
         After yielding an item, ``self.cursor`` is the position just past it.
+        """
+
+    async def durable(self, cursor: str) -> None:  # noqa: B027 - optional hook
+        """Called by the pump once every item up to ``cursor`` is committed to the store.
+
+        A feed whose source keeps the cursor (a Kafka group's offsets) acknowledges here.
         """
 
 

@@ -35,10 +35,10 @@ from typing import Any
 import aiohttp
 
 from feeds.base import Feed, FeedHealth, FeedState
-from feeds.clock import Clock, SystemClock
 from feeds.jsonl import parse_line
-from feeds.model import Event, Quarantined
 from store.apply import Outcome
+from store.clock import Clock, SystemClock
+from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,25 @@ class FeedMonitor:
             "errors": self.health.errors,
             "quarantined": self.health.quarantined,
             "detail": self.health.detail,
+            **({"partitions": self._partitions()} if self.health.partitions else {}),
         }
+
+    def _partitions(self) -> dict[str, dict[str, Any]]:
+        now = self.clock.now()
+        out: dict[str, dict[str, Any]] = {}
+        for key, p in sorted(self.health.partitions.items()):
+            last = p.last_record_at
+            out[key] = {
+                "lag": p.lag,
+                "committed": p.committed,
+                "position": p.position,
+                "end": p.end,
+                "last_record_at": None if last is None else _iso(last),
+                "last_record_age_seconds": None
+                if last is None
+                else round((now - last).total_seconds(), 1),
+            }
+        return out
 
 
 def _iso(moment: datetime) -> str:
@@ -179,9 +197,11 @@ async def pump_live(
                 latest, unsaved = cursor, unsaved + 1
             if latest is not None and unsaved and (queue.empty() or unsaved >= checkpoint_every):
                 await writer.set_cursor(feed.name, latest)
+                await feed.durable(latest)
                 unsaved = 0
         if latest is not None and unsaved:
             await writer.set_cursor(feed.name, latest)
+            await feed.durable(latest)
 
     saver = asyncio.create_task(checkpoint(), name=f"checkpoint:{feed.name}")
     try:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from feeds.model import Event, Quarantined
+from feeds.runtime.routing import router_hook
 from store.apply import Outcome
+from store.model import Event, Quarantined
 from store.writer import StoreWriter
+from tests.kafka_broker import Broker
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +33,19 @@ async def write(db: Path, items: Sequence[Event | Quarantined], **kw: object) ->
 
     Routing is off unless asked for (``routing=...``): tests of the router drive it.
     """
-    kw.setdefault("routing", None)
+    routing = kw.pop("routing", None)
+    if routing is not None:
+        kw["after_commit"] = router_hook(routing)  # type: ignore[arg-type]
     async with StoreWriter(db, **kw) as writer:  # type: ignore[arg-type]
         return await writer.write(items)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One tansu broker for the session (tests use their own topics and groups)."""
+    broker = Broker(log=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -18,10 +18,11 @@ from console.screens.dialogs import PromptScreen
 from console.screens.route_test import RouteTestScreen
 from console.screens.rule_form import AlertRuleFormScreen
 from console.screens.rules import RulesScreen
-from feeds.clock import FixedClock
-from rules.alerts import AlertActions, AlertEngine, Permissions
+from rules.alerts import AlertActions, Permissions
+from rules.engine import AlertEngine
 from rules.file import LoadedRules, RulesEditor, load_rules
 from store import alerts as store
+from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF, build_snapshots
 
 RULES = """\

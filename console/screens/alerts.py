@@ -35,7 +35,6 @@ from console.screens.alert_history import HistoryScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.cursor import cursor_key, place_cursor
 from console.widgets.formatting import fmt_age_seconds, fmt_past
-from feeds.clock import Clock
 from rules.alerts import (
     AlertView,
     PanelTarget,
@@ -47,6 +46,7 @@ from rules.alerts import (
 )
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
+from store.clock import Clock
 
 
 class AlertsSource(Protocol):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar, Protocol, cast
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -28,7 +28,7 @@ from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
 from console.screens.command import CommandScreen
-from console.screens.detail import DetailScreen
+from console.screens.detail import DetailFetch, DetailScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
 from console.widgets.formatting import to_local
@@ -40,10 +40,49 @@ from console.widgets.panels import (
     StockoutPanel,
 )
 from rules.matchers import format_matchers, parse_matchers
+from store.clock import Clock
 from store.snapshots import Snapshots
 
-if TYPE_CHECKING:
-    from console.app import OmniopsApp
+
+class ConsoleHost(Protocol):
+    """What the console screen reads from its app (:class:`console.app.OmniopsApp`).
+
+    A protocol rather than an import, so the screens never import the app module.
+    """
+
+    tz: tzinfo
+    clock: Clock
+    title: str
+    refresh_interval: float
+    detail_fetch: DetailFetch | None
+
+    @property
+    def snapshots(self) -> Snapshots | None:
+        """The latest snapshots (None before the first refresh)."""
+        ...
+
+    @property
+    def data_age(self) -> float | None:
+        """Wall seconds since the data on screen arrived."""
+        ...
+
+    @property
+    def can_export(self) -> bool:
+        """Whether an exporter was given."""
+        ...
+
+    def start_export(self, kind: str, fmt: str, path: Path, rows: Sequence[object]) -> None:
+        """Export rows in a worker."""
+        ...
+
+    def build_view(self, name: str) -> Screen[None] | None:
+        """The alerts, rules, routing or feeds view, or None when this console has none."""
+        ...
+
+    def action_help(self) -> None:
+        """Show the help of the current view."""
+        ...
+
 
 PANEL_KINDS = ("fulfillment", "stockout", "returns")
 TAB_IDS = ("overview", *PANEL_KINDS)
@@ -113,9 +152,9 @@ class ConsoleScreen(Screen[None]):
         self._ready = False
 
     @property
-    def omniops(self) -> OmniopsApp:
-        """The app this screen belongs to, typed."""
-        return cast("OmniopsApp", self.app)
+    def omniops(self) -> ConsoleHost:
+        """The app this screen belongs to, as what the screen needs of it."""
+        return cast("ConsoleHost", self.app)
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -355,14 +394,14 @@ class ConsoleScreen(Screen[None]):
 
     def action_open_view(self, name: str) -> None:
         """Open the alerts, rules, routing or feeds view, if this console has it."""
-        factory = self.omniops.views.get(name)
-        if factory is None:
+        view = self.omniops.build_view(name)
+        if view is None:
             self.notify(
                 f"{VIEW_TITLES.get(name, name)} are not available in this console.",
                 severity="warning",
             )
             return
-        self.app.push_screen(factory(self.omniops))
+        self.app.push_screen(view)
 
     def action_export(self) -> None:
         """Ask for a file name and export the current panel through the injected exporter."""

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -117,12 +117,41 @@ class AmazonMapping(_Section):
     """SellerSKU → canonical SKU, where they differ (default: the SellerSKU itself)."""
 
 
+class DebeziumTable(BaseModel):
+    """How the rows of one table become canonical events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1)
+    """The canonical event type (``stock.snapshot``, ``order.cancelled``, ...)."""
+    body: dict[str, Any]
+    """Canonical body field → template over the row's columns."""
+    when: dict[str, str] = {}
+    """Only rows whose columns have these values (as text)."""
+    ts_column: str | None = None
+    """Column holding the fact's time (default: the source's ``ts_ms``)."""
+    ops: tuple[str, ...] = ("c", "u", "r")
+    """Which operations produce an event (``r`` is a snapshot read)."""
+
+
+class DebeziumMapping(BaseModel):
+    """The ``[debezium]`` section of the mapping file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = "cdc"
+    """Canonical ``source`` of the events."""
+    tables: dict[str, DebeziumTable] = {}
+
+
 class Mapping(_Section):
     """The whole mapping file; every section is optional."""
 
     shopify: ShopifyMapping = ShopifyMapping()
     square: SquareMapping = SquareMapping()
     amazon: AmazonMapping = AmazonMapping()
+    debezium: DebeziumMapping = DebeziumMapping()
+    """Debezium change events: table → canonical event (mapped by :mod:`feeds.kafka.debezium`)."""
 
 
 class MappingError(ValueError):

@@ -28,6 +28,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from feeds.kafka.config import KafkaOut, KafkaSubscription
+
 DEFAULT_CONFIG = Path("~/.config/omniops/config.toml")
 
 
@@ -127,6 +129,10 @@ class ServeConfig(BaseSettings):
     """HTTP streams to subscribe to (``[[serve.streams]]``)."""
     polls: list[PollSubscription] = []
     """REST endpoints to poll (``[[serve.polls]]``)."""
+    kafka: list[KafkaSubscription] = []
+    """Kafka consumer-group subscriptions (``[[serve.kafka]]``, see :mod:`feeds.kafka`)."""
+    kafka_out: KafkaOut | None = None
+    """Publish routing decisions and alert notifications to Kafka (``[serve.kafka_out]``)."""
     stale_after_minutes: float = Field(default=15.0, gt=0)
     """A feed with nothing for this long shows as stale in ``/health``."""
     batch_wait_ms: float = Field(default=2.0, ge=0)
@@ -160,7 +166,8 @@ class ServeConfig(BaseSettings):
         on = ", ".join(k for k, v in enabled.items() if v) or "none"
         return (
             f"store {self.db}; webhooks: {on}; streams {len(self.streams)}, "
-            f"polls {len(self.polls)}; drop folder {self.drop_folder or 'off'}; "
+            f"polls {len(self.polls)}, kafka {len(self.kafka)}; "
+            f"drop folder {self.drop_folder or 'off'}; "
             f"mapping {self.mapping_file or 'none'}"
         )
 

@@ -1,0 +1,324 @@
+"""The Kafka feed adapter: a consumer-group member whose cursor is the committed offset.
+
+Delivery is at least once, and each fact is applied once: offsets are committed to the
+group only after the writer has committed the events read before them to SQLite (the
+pump's durability hook, :meth:`KafkaFeed.durable`), and the store drops a redelivered
+event by its id.  So after a crash or a rebalance the group resumes at or before what the
+store holds, never after it.
+
+* **Assign**: the group hands out partitions; the consumer resumes from their committed
+  offsets (or ``auto_offset_reset`` for a new group).
+* **Revoke**: before giving a partition away, the adapter waits (bounded) until what it
+  read from it is durable and commits that.
+* **Cluster unreachable**: the state is ``retrying`` with exponential back-off
+  (:class:`feeds.stream.Backoff`); the consumer is rebuilt and rejoins by itself.
+* **Lag**: per partition, the end offset (the larger of the fetch high-water mark and the
+  broker's ``ListOffsets`` answer) minus the committed offset, and the age of the newest
+  record consumed; on ``/health``, ``/metrics`` and, summarised, in the feeds view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from feeds.base import Feed, FeedState, PartitionHealth
+from feeds.kafka.config import KafkaSubscription
+from feeds.kafka.formats import Record, TrackingLookup, decode
+from feeds.kafka.scope import Scope
+from feeds.stream import Backoff, Sleep
+from feeds.webhooks.mapping import Mapping
+from store.model import Event, Quarantined
+
+log = logging.getLogger(__name__)
+
+REVOKE_WAIT_SECONDS = 20.0
+"""Longest a revoke waits for the store before committing what is durable so far."""
+
+
+def partition_key(tp: TopicPartition) -> str:
+    """``topic/partition``: how a partition is named in health and metrics."""
+    return f"{tp.topic}/{tp.partition}"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, feed: KafkaFeed, consumer: AIOKafkaConsumer) -> None:
+        self.feed = feed
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.feed._on_revoked(self.consumer, set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.feed._on_assigned(self.consumer, set(assigned))
+
+
+class KafkaFeed(Feed):
+    """One ``[[serve.kafka]]`` subscription as a live feed (see the module docstring)."""
+
+    kind = "kafka"
+
+    def __init__(
+        self,
+        sub: KafkaSubscription,
+        *,
+        mapping: Callable[[], Mapping] = Mapping,
+        order_for_tracking: TrackingLookup | None = None,
+        backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        max_records: int = 500,
+    ) -> None:
+        super().__init__(f"kafka:{sub.name}")
+        self.sub = sub
+        self.mapping = mapping
+        self.order_for_tracking = order_for_tracking
+        self.backoff = backoff or Backoff(cap=sub.max_backoff_seconds)
+        self.sleep = sleep
+        self.max_records = max_records
+        self.scope = Scope(sub.locations, sub.regions)
+        self.filtered = 0
+        """Events left out by the location scope."""
+        self._seq = 0
+        self._durable_seq = 0
+        self._pending: deque[tuple[int, TopicPartition, int]] = deque()
+        """(last item seq, partition, next offset) per record read, in reading order."""
+        self._durable: dict[TopicPartition, int] = {}
+        """Next offset per partition whose records are all in the store."""
+        self._committed: dict[TopicPartition, int] = {}
+        self._read: dict[TopicPartition, int] = {}
+        self._last_record_ms: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Event()
+        self._at_yield = False
+        self.connections = 0
+
+    def attach(
+        self, mapping: Callable[[], Mapping], order_for_tracking: TrackingLookup | None
+    ) -> None:
+        """Use the server's hot-reloaded mapping and its tracking-number lookup."""
+        self.mapping = mapping
+        if order_for_tracking is not None:
+            self.order_for_tracking = order_for_tracking
+
+    # -- durability ----------------------------------------------------------------------
+
+    async def durable(self, cursor: str) -> None:
+        """The pump's hook: every item up to ``cursor`` is committed to the store."""
+        seq = int(cursor.split(" ", 1)[0])
+        self._durable_seq = max(self._durable_seq, seq)
+        self._settle()
+
+    def _settle(self) -> None:
+        while self._pending and self._pending[0][0] <= self._durable_seq:
+            _, tp, offset = self._pending.popleft()
+            self._durable[tp] = max(offset, self._durable.get(tp, 0))
+        self._progress.set()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, only: set[TopicPartition]) -> None:
+        offsets = {
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self._durable.items()
+            if tp in only and offset > self._committed.get(tp, -1)
+        }
+        if not offsets:
+            return
+        await consumer.commit(offsets)
+        for tp, meta in offsets.items():
+            self._committed[tp] = meta.offset
+
+    async def _on_revoked(self, consumer: AIOKafkaConsumer, revoked: set[TopicPartition]) -> None:
+        deadline = time.monotonic() + REVOKE_WAIT_SECONDS
+        while any(self._durable.get(tp, -1) < self._read.get(tp, -1) for tp in revoked):
+            self._progress.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("%s: revoke before the store caught up; committing less", self.name)
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        try:
+            await self._commit(consumer, revoked)
+        except KafkaError as exc:
+            log.warning("%s: commit on revoke failed (%s); the next owner re-reads", self.name, exc)
+        for tp in revoked:
+            self.health.partitions.pop(partition_key(tp), None)
+            self._read.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    async def _on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            committed = await consumer.committed(tp)
+            self._committed[tp] = committed if committed is not None else -1
+            # What another member stored since we last held it is not ours to re-commit.
+            self._durable[tp] = max(self._committed[tp], 0)
+            self.health.partitions[partition_key(tp)] = PartitionHealth(
+                committed=committed, position=committed
+            )
+        log.info("%s: assigned %s", self.name, sorted(partition_key(tp) for tp in assigned))
+
+    # -- health --------------------------------------------------------------------------
+
+    async def _measure(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag per assigned partition; raises when the cluster does not answer."""
+        assigned = sorted(consumer.assignment())
+        timeout = self.sub.probe_timeout_seconds
+        ends: dict[TopicPartition, int] = {}
+        if assigned:
+            ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout)
+        else:
+            await asyncio.wait_for(consumer.topics(), timeout)
+        total = 0
+        for tp in assigned:
+            highwater = consumer.highwater(tp)
+            end = max(ends.get(tp, 0), highwater or 0)
+            committed = self._committed.get(tp, -1)
+            base = committed if committed >= 0 else self._read.get(tp, 0)
+            lag = max(0, end - base)
+            total += lag
+            last_ms = self._last_record_ms.get(tp)
+            self.health.partitions[partition_key(tp)] = PartitionHealth(
+                lag=lag,
+                committed=committed if committed >= 0 else None,
+                position=self._read.get(tp),
+                end=end,
+                last_record_at=None
+                if last_ms is None
+                else datetime.fromtimestamp(last_ms / 1000, UTC),
+            )
+        ages = [p.last_record_at for p in self.health.partitions.values() if p.last_record_at]
+        newest = ""
+        if ages:
+            age = (datetime.now(UTC) - max(ages)).total_seconds()
+            newest = f"; newest record {age:.0f} s old"
+        self.health.detail = f"lag {total} over {len(assigned)} partitions{newest}"
+
+    # -- the feed ------------------------------------------------------------------------
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        sub = self.sub
+        return AIOKafkaConsumer(
+            bootstrap_servers=sub.bootstrap_servers,
+            group_id=sub.group_id,
+            client_id=f"omniops-{sub.name}",
+            enable_auto_commit=False,
+            auto_offset_reset=sub.auto_offset_reset,
+            session_timeout_ms=sub.session_timeout_ms,
+            heartbeat_interval_ms=max(300, sub.session_timeout_ms // 5),
+            request_timeout_ms=max(5000, sub.session_timeout_ms + 1000),
+            retry_backoff_ms=200,
+            **sub.security.client_options(),
+        )
+
+    async def items(self) -> AsyncIterator[Event | Quarantined]:
+        """Events from the group's committed offsets on, across reconnects, until cancelled."""
+        while True:
+            delay = 0.0
+            consumer = self._consumer()
+            listener = _Listener(self, consumer)
+            started = False
+            inner = self._consume(consumer)
+            try:
+                await consumer.start()
+                started = True
+                consumer.subscribe(self.sub.topics, listener=listener)
+                self.connections += 1
+                async for item in inner:
+                    self._at_yield = True
+                    yield item
+                    self._at_yield = False
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.health.errors += 1
+                delay = self.backoff.next_delay()
+                self.health.state = FeedState.RETRYING
+                self.health.detail = f"{type(exc).__name__}: {exc}; retrying in {delay:.1f} s"
+                log.warning("%s: %s", self.name, self.health.detail)
+            finally:
+                await inner.aclose()
+                if started:
+                    await self._close(consumer)
+                else:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(consumer.stop(), 5.0)
+            await self.sleep(delay)
+
+    async def _close(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit what is durable (waiting briefly for the store), then leave the group."""
+        # The item handed out last may never have reached the writer (closed at the yield).
+        target = self._seq - (1 if self._at_yield else 0)
+        deadline = time.monotonic() + REVOKE_WAIT_SECONDS
+        while self._durable_seq < target and time.monotonic() < deadline:
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), deadline - time.monotonic())
+        self._settle()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self._commit(consumer, set(consumer.assignment())),
+                self.sub.probe_timeout_seconds,
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 2 * self.sub.probe_timeout_seconds)
+
+    async def _consume(
+        self, consumer: AIOKafkaConsumer
+    ) -> AsyncGenerator[Event | Quarantined, None]:
+        next_measure = 0.0
+        while True:
+            batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            for tp, records in batch.items():
+                for message in records:
+                    record = Record(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.value,
+                        tuple(message.headers or ()),
+                    )
+                    items = await decode(
+                        record,
+                        self.sub.format,
+                        feed=self.name,
+                        mapping=self.mapping(),
+                        channel_header=self.sub.channel_header,
+                        **(
+                            {"order_for_tracking": self.order_for_tracking}
+                            if self.order_for_tracking
+                            else {}
+                        ),
+                    )
+                    for item in items:
+                        if isinstance(item, Quarantined) or self.scope.keeps(item):
+                            self._seq += 1
+                            self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
+                            yield item
+                        else:
+                            self.filtered += 1
+                    self._pending.append((self._seq, tp, message.offset + 1))
+                    self._read[tp] = message.offset + 1
+                    self._last_record_ms[tp] = message.timestamp
+            self._settle()
+            await self._commit(consumer, set(consumer.assignment()))
+            now = time.monotonic()
+            if now >= next_measure:
+                await self._measure(consumer)
+                next_measure = now + self.sub.lag_every_seconds
+                if consumer.assignment() or self.health.state != FeedState.CONNECTED:
+                    self.health.state = FeedState.CONNECTED
+                self.backoff.reset()
+
+
+def kafka_feeds(
+    subscriptions: list[KafkaSubscription],
+    mapping: Callable[[], Mapping] = Mapping,
+) -> list[Feed]:
+    """The ``[[serve.kafka]]`` subscriptions as feeds."""
+    return [KafkaFeed(sub, mapping=mapping) for sub in subscriptions]

@@ -1,0 +1,151 @@
+"""One Kafka record → canonical events or a quarantined payload.
+
+* ``canonical``: the value is what ``POST /events`` takes (one event, an array, or JSON
+  Lines), parsed by :func:`feeds.webhooks.canonical.parse_events_body`.
+* ``channel``: the value is a channel's webhook payload relayed through a topic; a header
+  (``channel`` by default) names the channel (``shopify``, ``square``, ``easypost``,
+  ``amazon``) and the webhook mappers of :mod:`feeds.webhooks` map it.  The topic is
+  trusted (the cluster authenticates producers), so no signature is checked.  Shopify's
+  ``X-Shopify-Topic`` / ``X-Shopify-Event-Id`` travel as headers of the same names; a
+  record without an event id header is identified by its topic, partition and offset.
+* ``debezium``: a change envelope mapped by the ``[debezium]`` table mapping
+  (:mod:`feeds.kafka.debezium`).
+
+Whatever cannot be mapped is quarantined with ``kafka <topic>/<partition>@<offset>`` in
+the reason, so the operator can find the record on the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from feeds.jsonl import describe_validation_error
+from feeds.kafka.config import Format
+from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
+from feeds.webhooks.canonical import parse_events_body
+from feeds.webhooks.mapping import Mapping
+from feeds.webhooks.redact import redact_raw
+from store.model import Event, Quarantined
+
+from .debezium import map_change
+
+TrackingLookup = Callable[[str], Awaitable[str | None]]
+"""Tracking number → order id (the store's lookup, for EasyPost trackers)."""
+
+CHANNELS = ("shopify", "square", "easypost", "amazon")
+
+
+@dataclass(frozen=True)
+class Record:
+    """The parts of a Kafka record the formats read."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+    @property
+    def where(self) -> str:
+        """``kafka topic/partition@offset``: where the record is on the cluster."""
+        return f"kafka {self.topic}/{self.partition}@{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        """A header's value as text (names compare case-insensitively)."""
+        wanted = name.lower()
+        for key, raw in self.headers:
+            if key.lower() == wanted:
+                return raw.decode("utf-8", "replace") if raw is not None else None
+        return None
+
+
+async def _no_lookup(code: str) -> str | None:
+    return None
+
+
+async def decode(
+    record: Record,
+    fmt: Format,
+    *,
+    feed: str,
+    mapping: Mapping,
+    channel_header: str = "channel",
+    order_for_tracking: TrackingLookup = _no_lookup,
+) -> list[Event | Quarantined]:
+    """The items of one record (empty for a tombstone or a payload with no fact)."""
+    raw = record.value
+    try:
+        if fmt == "canonical":
+            if raw is None:
+                return []
+            items: list[Event | Quarantined] = []
+            for line in parse_events_body(raw):
+                item = line.item
+                if isinstance(item, Quarantined):
+                    reason = item.error.replace("POST /events", record.where, 1)
+                    item = Quarantined(source=item.source, raw=item.raw, error=reason)
+                items.append(item)
+            return items
+        if raw is None:
+            return []
+        data = _json(raw)
+        if fmt == "debezium":
+            return list(map_change(data, mapping.debezium))
+        mapped = await _channel(record, data, mapping, channel_header, order_for_tracking)
+        return list(mapped.items)
+    except PayloadError as exc:
+        message = str(exc)
+    except ValidationError as exc:
+        message = describe_validation_error(exc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        message = f"could not map the payload ({type(exc).__name__}: {exc})"
+    text = "" if raw is None else raw.decode("utf-8", "replace")
+    return [Quarantined(source=feed, raw=redact_raw(text), error=f"{record.where}: {message}")]
+
+
+def _json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError as exc:
+        raise PayloadError("(value)", f"not UTF-8 (byte {exc.start})") from None
+    except ValueError as exc:
+        raise PayloadError("(value)", f"not valid JSON: {exc}") from None
+
+
+async def _channel(
+    record: Record,
+    data: object,
+    mapping: Mapping,
+    channel_header: str,
+    order_for_tracking: TrackingLookup,
+) -> Mapped:
+    if not isinstance(data, dict):
+        raise PayloadError("(value)", "expected a JSON object")
+    channel = (record.header(channel_header) or "").strip().lower()
+    if channel not in CHANNELS:
+        raise PayloadError(
+            channel_header, f"header must name one of {', '.join(CHANNELS)}; got {channel!r}"
+        )
+    if channel == "shopify":
+        topic = record.header("X-Shopify-Topic")
+        if not topic:
+            raise PayloadError("X-Shopify-Topic", "missing header")
+        delivery = (
+            record.header("X-Shopify-Event-Id")
+            or record.header("X-Shopify-Webhook-Id")
+            or f"{record.topic}-{record.partition}-{record.offset}"
+        )
+        return shopify.map_shopify(topic, delivery, data, mapping.shopify)
+    if channel == "square":
+        return square.map_square(data, mapping.square)
+    if channel == "amazon":
+        return amazon.map_amazon(data, mapping.amazon)
+    tracker = easypost.parse_tracker(data)
+    order = None
+    if tracker.status in easypost.STATUS:
+        order = await order_for_tracking(tracker.tracking_code)
+    return easypost.map_tracker(tracker, order)

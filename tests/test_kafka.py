@@ -1,0 +1,479 @@
+"""The Kafka feed adapter against a real broker (tansu on 127.0.0.1), over real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from feeds.kafka.debezium import map_change
+from feeds.runtime.serve import Server
+from feeds.runtime.serve_config import ServeConfig
+from feeds.webhooks.mapping import DebeziumMapping, parse_mapping
+from tests.kafka_broker import Broker
+from tests.test_pipeline import dump
+from tests.test_serve import LISTENING, child_env
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = ROOT / "fixtures" / "day"
+DEBEZIUM = ROOT / "fixtures" / "payloads" / "debezium"
+_names = itertools.count()
+
+
+def fixture_events(per_file: int = 40) -> list[str]:
+    """A small slice of the fixture day: the first lines of every feed file."""
+    lines: list[str] = []
+    for path in sorted(DAY.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            lines.extend(line.strip() for line in itertools.islice(handle, per_file))
+    return lines
+
+
+def key_of(line: str) -> bytes:
+    """Partition key: per order, per SKU × location, else per event (keeps their order)."""
+    body = json.loads(line)["body"]
+    if body.get("order_id"):
+        return str(body["order_id"]).encode()
+    if "sku" in body and "location_id" in body:
+        return f"{body['sku']}|{body['location_id']}".encode()
+    return str(json.loads(line)["id"]).encode()
+
+
+def ingest_store(tmp_path: Path, lines: list[str]) -> Path:
+    src = tmp_path / "events.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = tmp_path / "ingest.db"
+    subprocess.run(
+        [sys.executable, "-m", "console.cli", "ingest", str(src), "--db", str(db)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return db
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{next(_names)}"
+
+
+def write_config(path: Path, db: Path, broker: Broker, topic: str, group: str) -> Path:
+    path.write_text(
+        f"""
+[serve]
+db = "{db}"
+port = 0
+[[serve.kafka]]
+name = "events"
+bootstrap_servers = "{broker.bootstrap}"
+topics = ["{topic}"]
+group_id = "{group}"
+session_timeout_ms = 6000
+lag_every_seconds = 0.5
+max_backoff_seconds = 1.0
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@contextmanager
+def serve(tmp_path: Path, config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    env = child_env(tmp_path)
+    env["OMNIOPS_CONFIG"] = str(config)
+    with log.open("a", encoding="utf-8") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feeds.runtime.serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = LISTENING.search(line)
+        assert match, f"no listening line: {line!r}; log: {log.read_text()}"
+        yield proc, match.group(1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def health(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/health") as resp:
+        return dict(await resp.json())
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``check`` (sync or async) until it returns something truthy, bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def stored_ids(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    conn = sqlite3.connect(db)
+    try:
+        return {row[0] for row in conn.execute("SELECT event_id FROM event_log")}
+    except sqlite3.Error:
+        return set()
+    finally:
+        conn.close()
+
+
+async def committed(broker: Broker, topic: str, group: str, partitions: int) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(partitions):
+            offset = await consumer.committed(TopicPartition(topic, p))
+            out[p] = -1 if offset is None else offset
+        return out
+    finally:
+        await consumer.stop()
+
+
+def records(lines: list[str]) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:
+    return [(key_of(line), line.encode(), []) for line in lines]
+
+
+async def test_serve_consumes_a_partitioned_topic_into_the_store_ingest_builds(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(35)
+    ids = {json.loads(line)["id"] for line in lines}
+    topic, group = unique("events"), unique("group")
+    await kafka_broker.create_topic(topic, 4)
+    placed = await kafka_broker.produce(topic, records(lines))
+    assert {p for p, _ in placed} == {0, 1, 2, 3}
+    db = tmp_path / "serve.db"
+    config = write_config(tmp_path / "config.toml", db, kafka_broker, topic, group)
+    with serve(tmp_path, config, tmp_path / "serve.log") as (proc, url):
+        await until(lambda: stored_ids(db) >= ids, "every event in the store")
+        state = await until(lambda: _lag_zero(url), "lag 0 on every partition after the commits")
+        feed = state["feeds"]["kafka:events"]
+        assert feed["state"] == "connected"
+        assert set(feed["partitions"]) == {f"{topic}/{p}" for p in range(4)}
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        assert f'omniops_feed_partition_lag{{feed="kafka:events",partition="{topic}/0"}} 0' in text
+        assert "omniops_feed_partition_last_record_age_seconds" in text
+        # The feeds view reads the adapter's state from the store: lag is in its detail.
+        await until(lambda: feed_detail(db).startswith("lag 0 over 4 partitions"), "feeds view")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert dump(db) == dump(ingest_store(tmp_path, lines))
+
+
+def feed_detail(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT detail FROM feed_health WHERE feed = 'kafka:events'").fetchone()
+    finally:
+        conn.close()
+    return "" if row is None else str(row[0])
+
+
+async def _lag_zero(url: str) -> dict[str, Any] | None:
+    state = await health(url)
+    parts = state["feeds"].get("kafka:events", {}).get("partitions", {})
+    if len(parts) == 4 and all(p["lag"] == 0 for p in parts.values()):
+        return state
+    return None
+
+
+async def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(50)
+    ids = [json.loads(line)["id"] for line in lines]
+    topic, group = unique("crash"), unique("group")
+    await kafka_broker.create_topic(topic, 4)
+    db = tmp_path / "serve.db"
+    config = write_config(tmp_path / "config.toml", db, kafka_broker, topic, group)
+    log = tmp_path / "serve.log"
+    half = len(lines) // 2
+    with serve(tmp_path, config, log) as (proc, url):
+        await until(lambda: _owns_all(url), "serve to join the group")
+        placed = await kafka_broker.produce(topic, records(lines[:half]))
+        await until(lambda: len(stored_ids(db)) >= len(ids) // 4, "a quarter stored")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    # The stream goes on while serve is down.
+    placed += await kafka_broker.produce(topic, records(lines[half:]))
+    where = dict(zip(placed, ids, strict=True))
+    have = stored_ids(db)
+    assert len(have) < len(ids), "the kill came after the whole stream: nothing tested"
+    offsets = await committed(kafka_broker, topic, group, 4)
+    for (partition, offset), event_id in where.items():
+        if offset < offsets[partition]:
+            assert event_id in have, f"offset {partition}@{offset} committed before stored"
+    with serve(tmp_path, config, log) as (proc, _url):
+        await until(lambda: stored_ids(db) >= set(ids), "every event after the restart")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    assert dump(db) == dump(ingest_store(tmp_path, lines))
+
+
+async def test_two_serves_in_one_group_split_partitions_and_take_over(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(40)
+    first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
+    topic, group = unique("split"), unique("group")
+    await kafka_broker.create_topic(topic, 4)
+    await kafka_broker.produce(topic, records(first))
+    dbs = [tmp_path / "a.db", tmp_path / "b.db"]
+    configs = [
+        write_config(tmp_path / f"{n}.toml", db, kafka_broker, topic, group)
+        for n, db in zip("ab", dbs, strict=True)
+    ]
+
+    def union() -> set[str]:
+        return stored_ids(dbs[0]) | stored_ids(dbs[1])
+
+    async def owned(url: str) -> set[str]:
+        return set((await health(url))["feeds"]["kafka:events"].get("partitions", {}))
+
+    with (
+        serve(tmp_path, configs[0], tmp_path / "a.log") as (proc_a, url_a),
+        serve(tmp_path, configs[1], tmp_path / "b.log") as (proc_b, url_b),
+    ):
+
+        async def split() -> bool:
+            a, b = await owned(url_a), await owned(url_b)
+            return bool(a) and bool(b) and not (a & b) and len(a | b) == 4
+
+        await until(split, "the group to split the partitions between the two")
+        ids_first = {json.loads(x)["id"] for x in first}
+        await until(lambda: union() >= ids_first, "the first half in the two stores")
+        assert stored_ids(dbs[0]) and stored_ids(dbs[1])
+        b_parts = await owned(url_b)
+        proc_b.send_signal(signal.SIGTERM)
+        assert proc_b.wait(30) == 0
+        await until(lambda: _owns_all(url_a), "serve A to take every partition", timeout=40)
+        await kafka_broker.produce(topic, records(second))
+        ids_second = {json.loads(x)["id"] for x in second}
+        await until(lambda: stored_ids(dbs[0]) >= ids_second, "the second half in A")
+        assert b_parts
+        proc_a.send_signal(signal.SIGTERM)
+        assert proc_a.wait(20) == 0
+    # Taking over from B's committed offsets: A did not re-read B's first half.
+    from_b_first = stored_ids(dbs[1]) & ids_first
+    assert from_b_first and not (stored_ids(dbs[0]) & from_b_first)
+
+
+async def _owns_all(url: str) -> bool:
+    return len((await health(url))["feeds"]["kafka:events"].get("partitions", {})) == 4
+
+
+MAGENTO = """
+[debezium]
+source = "magento"
+[debezium.tables.cataloginventory_stock_item]
+type = "stock.snapshot"
+body = { sku = "{sku}", location_id = "WH-NJ", on_hand = "{qty}", source_system = "magento" }
+[debezium.tables.sales_shipment_track]
+type = "fulfillment.updated"
+ts_column = "created_at"
+[debezium.tables.sales_shipment_track.body]
+order_id = "{order_increment_id}"
+status = "shipped"
+carrier = "{carrier_code}"
+tracking = "{track_number}"
+[debezium.tables.sales_order]
+type = "order.cancelled"
+when = { state = "canceled" }
+body = { order_id = "{increment_id}", reason = "cancelled in Magento" }
+"""
+
+
+def debezium_payloads() -> dict[str, Any]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(DEBEZIUM.glob("*.json"))}
+
+
+def test_debezium_envelopes_with_and_without_schema_map_to_canonical_events() -> None:
+    mapping = parse_mapping(MAGENTO).debezium
+    payloads = debezium_payloads()
+    stock = map_change(payloads["magento_stock_item_update"], mapping)
+    assert [(e.type, e.body.model_dump()["on_hand"]) for e in stock] == [("stock.snapshot", 7)]
+    track = map_change(payloads["magento_shipment_track_create"], mapping)
+    assert track[0].type == "fulfillment.updated"
+    assert track[0].ts.isoformat() == "2026-11-18T14:05:00+00:00"
+    assert map_change(payloads["magento_order_cancel"], mapping)[0].type == "order.cancelled"
+    # Debezium's documented MySQL examples: the schema wrapper and a delete are understood;
+    # their table (inventory.customers) is not mapped.
+    assert map_change(payloads["mysql_customers_delete"], mapping) == []
+    assert map_change(None, mapping) == []
+    customers = DebeziumMapping.model_validate(
+        {
+            "tables": {
+                "customers": {
+                    "type": "channel.upserted",
+                    "body": {"channel_id": "c{id}", "kind": "web"},
+                }
+            }
+        }
+    )
+    created = map_change(payloads["mysql_customers_create"], customers)
+    assert created[0].body.model_dump()["channel_id"] == "c1004"
+    # Same change, same id: a redelivered record is a duplicate.
+    assert map_change(payloads["mysql_customers_create"], customers)[0].id == created[0].id
+
+
+async def test_debezium_topic_maps_and_quarantines_with_offset(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    topic, group = unique("cdc"), unique("group")
+    await kafka_broker.create_topic(topic, 1)
+    payloads = debezium_payloads()
+    values = [
+        json.dumps(payloads["magento_stock_item_update"]).encode(),
+        b'{"before": null, "after": {"sku": "X"}',  # malformed JSON
+        json.dumps(payloads["mysql_customers_create"]).encode(),  # table not mapped
+        None,  # tombstone
+        json.dumps(payloads["magento_shipment_track_create"]).encode(),
+    ]
+    placed = await kafka_broker.produce(topic, [(b"k", v, []) for v in values])
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAGENTO, encoding="utf-8")
+    config = ServeConfig(
+        db=tmp_path / "cdc.db",
+        port=0,
+        mapping_file=mapping,
+        kafka=[
+            {
+                "name": "magento",
+                "bootstrap_servers": kafka_broker.bootstrap,
+                "topics": [topic],
+                "group_id": group,
+                "format": "debezium",
+                "lag_every_seconds": 0.2,
+            }
+        ],
+    )
+    async with Server(config) as server:
+        assert server.state is not None
+        monitor = server.state.monitors["kafka:magento"]
+        await until(lambda: monitor.health.events + monitor.health.quarantined >= 4, "4 items")
+        await until(
+            lambda: (
+                monitor.health.partitions.get(f"{topic}/0")
+                and monitor.health.partitions[f"{topic}/0"].committed == len(values)
+            ),
+            "the offset of every record committed",
+        )
+    conn = sqlite3.connect(tmp_path / "cdc.db")
+    reasons = [r[0] for r in conn.execute("SELECT error FROM quarantine ORDER BY id")]
+    types = sorted(r[0] for r in conn.execute("SELECT type FROM event_log"))
+    conn.close()
+    assert types == ["fulfillment.updated", "stock.snapshot"]
+    assert len(reasons) == 2
+    assert reasons[0].startswith(f"kafka {topic}/0@{placed[1][1]}: (value): not valid JSON")
+    assert reasons[1].startswith(f"kafka {topic}/0@{placed[2][1]}: source.table")
+
+
+async def test_broker_outage_is_retrying_then_consuming_without_loss(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(20)
+    first, second = lines[:80], lines[80:]
+    topic, group = unique("outage"), unique("group")
+    await kafka_broker.create_topic(topic, 4)
+    await kafka_broker.produce(topic, records(first))
+    db = tmp_path / "outage.db"
+    config = ServeConfig(
+        db=db,
+        port=0,
+        kafka=[
+            {
+                "name": "events",
+                "bootstrap_servers": kafka_broker.bootstrap,
+                "topics": [topic],
+                "group_id": group,
+                "session_timeout_ms": 6000,
+                "lag_every_seconds": 0.3,
+                "probe_timeout_seconds": 1.0,
+                "max_backoff_seconds": 0.5,
+            }
+        ],
+    )
+    async with Server(config) as server:
+        assert server.state is not None
+        monitor = server.state.monitors["kafka:events"]
+        first_ids = {json.loads(x)["id"] for x in first}
+        await until(lambda: stored_ids(db) >= first_ids, "the first batch")
+        kafka_broker.pause()
+        try:
+            await until(lambda: monitor.health.state.value == "retrying", "retrying", 40)
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/health") as r:
+                assert (await r.json())["feeds"]["kafka:events"]["state"] == "retrying"
+        finally:
+            kafka_broker.resume()
+        await kafka_broker.produce(topic, records(second))
+        all_ids = {json.loads(x)["id"] for x in lines}
+        await until(lambda: stored_ids(db) >= all_ids, "every event after the outage", 60)
+        await until(lambda: monitor.health.state.value == "connected", "connected again")
+    assert dump(db) == dump(ingest_store(tmp_path, lines))
+
+
+async def test_kafka_check_reports_partitions_offsets_and_lag_without_consuming(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    topic, group = unique("check"), unique("group")
+    await kafka_broker.create_topic(topic, 2)
+    for n in range(3):  # one record per batch: tansu's ListOffsets is exact then
+        await kafka_broker.produce(topic, [(None, f'{{"n": {n}}}'.encode(), [])])
+    config = write_config(tmp_path / "config.toml", tmp_path / "x.db", kafka_broker, topic, group)
+    env = child_env(tmp_path)
+    env["OMNIOPS_CONFIG"] = str(config)
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "kafka", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reachable, lag 3" in result.stdout
+    assert f"{topic}/0: committed none" in result.stdout
+    assert await committed(kafka_broker, topic, group, 2) == {0: -1, 1: -1}
+    down = write_config(tmp_path / "down.toml", tmp_path / "y.db", Broker(), topic, group)
+    env["OMNIOPS_CONFIG"] = str(down)
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "kafka", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "UNREACHABLE" in result.stdout

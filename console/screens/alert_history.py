@@ -34,8 +34,12 @@ class HistoryScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """One line per transition."""
         lines: list[str] = []
+        newest = max((t.at for t in self.transitions), default=None)
+        this_year = newest.astimezone(self.tz).year if newest is not None else 0
         for t in self.transitions:
-            when = t.at.astimezone(self.tz).strftime("%b %d %H:%M:%S")
+            local = t.at.astimezone(self.tz)
+            day = local.strftime("%b %d %Y" if local.year != this_year else "%b %d")
+            when = f"{day} {local.strftime('%H:%M:%S')}"
             what = f"{t.from_state or '-'} → {t.to_state}" if t.kind == "state" else t.kind
             lines.append(f"{when}  {what:22}  by {t.by}  {t.note}")
         body = "\n".join(lines) or "No transitions recorded."

@@ -207,10 +207,10 @@ def build_console(
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
     its user an editor); ``read_only`` forbids every change.
     """
-    from console.alerts_view import AlertsScreen
     from console.app import OmniopsApp
-    from console.routing_view import RoutingScreen, RoutingServices
-    from console.rules_view import RulesScreen
+    from console.screens.alerts import AlertsScreen
+    from console.screens.routing import RoutingScreen, RoutingServices
+    from console.screens.rules import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
     from feeds.settings import Settings
     from rules.alerts.actions import AlertActions, PanelTarget
@@ -264,8 +264,8 @@ def build_console(
     def alerts_view(app: OmniopsApp) -> AlertsScreen:
         def jump(target: PanelTarget) -> None:
             app.pop_screen()
-            app.action_show_tab(target.panel)
-            app.apply_filter(target.panel, target.filter)
+            app.main_screen.action_show_tab(target.panel)
+            app.main_screen.apply_filter(target.panel, target.filter)
 
         return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
 

@@ -1,13 +1,51 @@
-"""Messages the console posts to itself: dataclasses, named in the past tense."""
+"""Messages the console's workers and widgets post: dataclasses, named in the past tense.
+
+The one worker convention of the console: a thread worker never touches a widget and never
+calls back into the UI; it ends by posting exactly one of these messages to the screen (or
+app) that started it, a success message carrying its result or :class:`WorkFailed`
+carrying the error.  Messages that may arrive faster than they are handled (a refresh, a
+reload of a list) replace an older one still queued (``can_replace``), so a burst renders
+once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from textual.message import Message
 
-from store.snapshots import FulfillmentRow, ReturnSpikeRow, Snapshots, StockoutRow
+from rules.alerts.actions import ReceiverStatus, Transition
+from rules.alerts.silences import AlertView
+from rules.audit import AuditEntry
+from rules.file import LoadedRules
+from rules.routing.config import FulfilmentRouting
+from rules.routing.orders import Decision
+from rules.whatif import WhatIfReport
+from store.snapshots import (
+    FulfillmentRow,
+    LateOrders,
+    ReturnSpikeRow,
+    Snapshots,
+    StockHistory,
+    StockoutRow,
+)
+
+# -- generic -------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkFailed(Message):
+    """A worker's task raised; nothing it was meant to do may be assumed done."""
+
+    what: str
+    """What did not happen, as the status line says it: ``Not saved``, ``What-if failed``."""
+    error: BaseException
+
+
+# -- the console (refresh, export, panels, detail) -----------------------------------------
 
 
 @dataclass
@@ -26,6 +64,20 @@ class SnapshotsComputed(Message):
 
 
 @dataclass
+class RefreshFailed(Message):
+    """A refresh worker raised: the last good snapshots stay on screen."""
+
+    error: BaseException
+
+
+@dataclass
+class ExportWritten(Message):
+    """An export worker wrote a panel's rows to ``path``."""
+
+    path: Path
+
+
+@dataclass
 class PanelRowSelected(Message):
     """The operator chose a row of a panel (Enter or click): the app opens its detail."""
 
@@ -34,3 +86,112 @@ class PanelRowSelected(Message):
     row: FulfillmentRow | StockoutRow | ReturnSpikeRow
     as_of: datetime
     """When the snapshot the row comes from was computed (UTC)."""
+
+
+@dataclass
+class DetailFetched(Message):
+    """A detail worker brought what a row's snapshot does not hold (history, late orders)."""
+
+    extra: StockHistory | LateOrders | None
+
+    def can_replace(self, message: Message) -> bool:
+        """Only the newest fetch matters."""
+        return isinstance(message, DetailFetched)
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+@dataclass
+class AlertsLoaded(Message):
+    """One load of the alert list and the receivers' delivery state."""
+
+    views: tuple[AlertView, ...]
+    receivers: tuple[ReceiverStatus, ...]
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer list supersedes an older one not shown yet."""
+        return isinstance(message, AlertsLoaded)
+
+
+@dataclass
+class AlertActionDone(Message):
+    """An acknowledgement, silence or expiry was carried out; ``text`` says which."""
+
+    text: str
+
+
+@dataclass
+class AlertHistoryRead(Message):
+    """The transitions of one alert were read."""
+
+    title: str
+    transitions: tuple[Transition, ...]
+
+
+# -- rules file ----------------------------------------------------------------------------
+
+
+@dataclass
+class RulesRead(Message):
+    """The rules file (and how often each rule fired in 24 h) was read."""
+
+    loaded: LoadedRules
+    fired: Mapping[str, int]
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer read supersedes an older one."""
+        return isinstance(message, RulesRead)
+
+
+@dataclass
+class RulesSaved(Message):
+    """A change to the rules file was written; ``loaded`` is the file as it is now."""
+
+    loaded: LoadedRules
+
+
+@dataclass
+class RulesReread(Message):
+    """A form re-read the file after a conflict; ``loaded`` is the file as it is now."""
+
+    loaded: LoadedRules
+
+
+@dataclass
+class AuditRead(Message):
+    """The audit log of the rules file was read (newest first)."""
+
+    entries: list[AuditEntry]
+
+
+# -- fulfilment routing --------------------------------------------------------------------
+
+
+@dataclass
+class RoutingLoaded(Message):
+    """The ``[fulfilment]`` routing rules in force were read."""
+
+    routing: FulfilmentRouting
+
+
+@dataclass
+class WhatIfComputed(Message):
+    """Today's orders were replayed under the current rules and under a draft."""
+
+    report: WhatIfReport
+
+
+@dataclass
+class RoutingSaved(Message):
+    """A routing draft was saved; ``routing`` is what is now in force."""
+
+    routing: FulfilmentRouting
+
+
+@dataclass
+class DecisionLooked(Message):
+    """The stored routing decision of ``order_id`` was looked up (None: none stored)."""
+
+    order_id: str
+    decision: Decision | None

@@ -13,8 +13,11 @@ import pytest
 from textual.app import App
 from textual.pilot import Pilot
 
-from console.alerts_view import AlertsScreen, PromptScreen
-from console.rules_view import RouteTestScreen, RuleFormScreen, RulesScreen
+from console.screens.alerts import AlertsScreen
+from console.screens.dialogs import PromptScreen
+from console.screens.route_test import RouteTestScreen
+from console.screens.rule_form import AlertRuleFormScreen
+from console.screens.rules import RulesScreen
 from rules.alerts.actions import AlertActions
 from rules.editor import RulesEditor
 from rules.engine import AlertEngine
@@ -97,18 +100,18 @@ def alert_rows(screen: AlertsScreen) -> dict[str, str]:
     return {v.record.fingerprint: v.record.state for v in screen.views}
 
 
-async def open_form(pilot: Pilot[Any]) -> RuleFormScreen:
+async def open_form(pilot: Pilot[Any]) -> AlertRuleFormScreen:
     await settle(pilot)
     rules = pilot.app.screen
     assert isinstance(rules, RulesScreen) and rules.loaded is not None
     await pilot.press("enter")
     await pilot.pause()
     form = pilot.app.screen
-    assert isinstance(form, RuleFormScreen)
+    assert isinstance(form, AlertRuleFormScreen)
     return form
 
 
-async def set_field(pilot: Pilot[Any], form: RuleFormScreen, name: str, value: str) -> None:
+async def set_field(pilot: Pilot[Any], form: AlertRuleFormScreen, name: str, value: str) -> None:
     field = form.field(name)
     field.focus()
     field.value = ""
@@ -143,7 +146,7 @@ async def test_editing_a_threshold_makes_the_alert_fire_then_resolve(tmp_path: P
         alerts = app.screen
         assert isinstance(alerts, AlertsScreen)
         assert alert_rows(alerts) == {WH_TX: "firing"}
-        assert alerts.table.get_row_at(0)[0].plain == "FIRING"
+        assert alerts.table.get_row_at(0)[3].plain == "FIRING"
 
         # back to the rules, raise the threshold above the value: it resolves
         app.pop_screen()
@@ -216,7 +219,7 @@ async def test_acknowledge_and_silence_from_the_alerts_view(tmp_path: Path) -> N
         await pilot.press("enter")
         await settle(pilot)
         assert alerts.views[0].silenced_by is not None
-        assert "silenced #" in alerts.table.get_row_at(0)[5].plain
+        assert "silenced #" in alerts.table.get_row_at(0)[6].plain
 
 
 async def test_read_only_users_can_look_but_not_change(tmp_path: Path) -> None:

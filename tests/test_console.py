@@ -24,7 +24,7 @@ from textual.widgets import Input, Static, TabbedContent
 from console.app import OmniopsApp
 from console.screens import (
     DetailScreen,
-    ExportScreen,
+    PromptScreen,
     default_export_name,
     export_format,
     project_stock,
@@ -280,13 +280,19 @@ async def test_starts_and_shows_every_panel_at_80x24() -> None:
         assert compute.calls == 1
         assert all(name != threading.main_thread().name for name in compute.threads)
         assert app.query_one(TabbedContent).active == "overview"
-        assert row_keys(app, "overview-fulfillment")[:3] == [
+        # The Overview answers "where": locations only, worst first; every scope on tab 2.
+        assert row_keys(app, "overview-fulfillment") == [
+            "location:WH-TX",
+            "location:STORE-AUS-01",
+            "location:WH-NJ",
+        ]
+        assert row_keys(app, "fulfillment-panel")[:3] == [
             "location:WH-TX",
             "carrier:UPS",
             "location:STORE-AUS-01",
         ]
         table = panel(app, "overview-fulfillment").table
-        assert table.row_count == 8
+        assert table.row_count == 3
         assert [c.plain for c in table.get_row("location:WH-TX")] == [
             "WH-TX",
             "LATE",
@@ -454,7 +460,7 @@ async def test_failed_refresh_shows_error_and_keeps_data() -> None:
         assert "RuntimeError: database is locked" in app.status_text
         assert "showing data from 14:30:00" in app.status_text
         assert "#status" and not app.query_one("#status").has_class("-empty")
-        assert panel(app, "overview-fulfillment").table.row_count == 8
+        assert panel(app, "fulfillment-panel").table.row_count == 8
         assert app.snapshots is not None and app.snapshots.as_of == AS_OF
         assert app.next_refresh_armed
         await pilot.press("r")
@@ -645,7 +651,7 @@ async def test_export_asks_a_file_name_and_calls_the_exporter(tmp_path: Path) ->
         await settle(pilot)
         await pilot.press("3", "e")
         await pilot.pause()
-        assert isinstance(app.screen, ExportScreen)
+        assert isinstance(app.screen, PromptScreen)
         field = app.screen.query_one(Input)
         assert field.value == "stockout-20251124-1430.csv"
         field.value = str(tmp_path / "stock.json")
@@ -698,7 +704,8 @@ async def test_every_action_is_in_the_command_palette() -> None:
         await pilot.pause()
         assert isinstance(app.screen, DetailScreen)
         assert "SKU-1042" in static_text(app.screen.query_one("#detail-title", Static))
-        ids = {b.id for b in app.BINDINGS if isinstance(b, Binding)}
+        bindings = [*app.BINDINGS, *app.main_screen.BINDINGS]
+        ids = {b.id for b in bindings if isinstance(b, Binding)}
         assert {"quit", "refresh", "filter", "sort", "export", "tab-stockout"} <= ids
 
 

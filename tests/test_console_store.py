@@ -134,10 +134,10 @@ async def test_details_bring_stock_history_and_late_orders(tmp_path: Path) -> No
 
 
 async def test_alerts_rules_and_routing_views_open_from_the_console(tmp_path: Path) -> None:
-    from console.alerts_view import AlertsScreen
     from console.cli import build_console
-    from console.routing_view import RoutingScreen
-    from console.rules_view import RulesScreen
+    from console.screens.alerts import AlertsScreen
+    from console.screens.routing import RoutingScreen
+    from console.screens.rules import RulesScreen
     from rules.roles import Roles
 
     db = tmp_path / "s.db"

@@ -8,15 +8,10 @@ from typing import Any
 from textual.app import App
 from textual.widgets import DataTable, Input, Static
 
-from console.routing_view import (
-    DecisionScreen,
-    RoutingScreen,
-    RoutingServices,
-    RuleFormScreen,
-    WhatIfScreen,
-    form_to_rule,
-    rule_to_form,
-)
+from console.screens.decision import DecisionScreen
+from console.screens.routing import RoutingScreen, RoutingServices
+from console.screens.routing_form import RoutingRuleFormScreen, form_to_rule, rule_to_form
+from console.screens.whatif import WhatIfScreen
 from rules.routing.config import FulfilmentRouting, RoutingRule
 from rules.routing.orders import Decision, RouteLine, RouteOrder
 from rules.routing.router import route
@@ -138,7 +133,7 @@ async def test_edit_form_validates_and_changes_the_draft() -> None:
         await settle(pilot)
         await pilot.press("e")
         form = app.screen
-        assert isinstance(form, RuleFormScreen)
+        assert isinstance(form, RoutingRuleFormScreen)
         match = form.query_one("#rf-match", Input)
         match.value = "regoin=west"
         await pilot.press("enter")
@@ -164,7 +159,7 @@ async def test_new_rule_with_a_duplicate_id_is_refused() -> None:
         await settle(pilot)
         await pilot.press("n")
         form = app.screen
-        assert isinstance(form, RuleFormScreen)
+        assert isinstance(form, RoutingRuleFormScreen)
         form.query_one("#rf-id", Input).value = "stores"
         form.action_accept()
         assert "rule id 'stores' is used twice" in text(app, "#routing-form-error")

@@ -208,7 +208,7 @@ class FilterBar(Horizontal):
     """The filter prompt: a label naming the panel and an Input for label matchers."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.close_filter", "Cancel", id="cancel-filter"),
+        Binding("escape", "screen.close_filter", "Cancel", id="cancel-filter"),
     ]
 
     def compose(self) -> ComposeResult:

@@ -39,8 +39,12 @@ def fmt_rate(rate: float | None, digits: int = 0) -> str:
     return DASH if rate is None else f"{rate * 100:.{digits}f}%"
 
 
+AGE_DAYS_FROM = 3
+"""From this many days on an age reads in whole days (``287 d``), not days and hours."""
+
+
 def fmt_minutes(minutes: float | None) -> str:
-    """An age or a duration in minutes, compact: ``45m``, ``3h05``, ``2d04h``."""
+    """An age or a duration in minutes, compact: ``45m``, ``3h05``, ``2d04h``, ``287 d``."""
     if minutes is None:
         return DASH
     total = max(0, round(minutes))
@@ -50,7 +54,17 @@ def fmt_minutes(minutes: float | None) -> str:
     if hours < 48:
         return f"{hours}h{mins:02d}"
     days, hours = divmod(hours, 24)
+    if days >= AGE_DAYS_FROM:
+        return f"{days:,} d"
     return f"{days}d{hours:02d}h"
+
+
+def fmt_age_seconds(seconds: float) -> str:
+    """An age in seconds: ``45s`` under a minute, else as :func:`fmt_minutes` (``287 d``)."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    return fmt_minutes(whole // 60)
 
 
 def fmt_hours_signed(hours: float | None) -> str:
@@ -94,6 +108,13 @@ def fmt_trend(value: float | None, baseline: float | None) -> str:
     return f"{arrow} {abs(change):.0f}%"
 
 
+def _date(local: datetime, local_now: datetime) -> str:
+    """``Dec 02``, with the year when it is not the current one (``Jan 10 2025``)."""
+    if local.year != local_now.year:
+        return local.strftime("%b %d %Y")
+    return local.strftime("%b %d")
+
+
 def to_local(moment: datetime, tz: tzinfo) -> datetime:
     """A stored UTC time in the operator's zone."""
     return moment.astimezone(tz)
@@ -109,7 +130,8 @@ def fmt_clock(moment: datetime | None, tz: tzinfo, *, seconds: bool = False) -> 
 def fmt_when(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
     """A coming local time, relative to ``now``.
 
-    ``now`` if already past, ``14:05`` today, ``Tue 14:05`` within a week, else ``Dec 02``.
+    ``now`` if already past, ``14:05`` today, ``Tue 14:05`` within a week, else ``Dec 02``
+    (``Jan 10 2027`` in another year).
     """
     if moment is None:
         return DASH
@@ -121,11 +143,14 @@ def fmt_when(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
         return local.strftime("%H:%M")
     if abs((local.date() - local_now.date()).days) < 7:
         return local.strftime("%a %H:%M")
-    return local.strftime("%b %d")
+    return _date(local, local_now)
 
 
 def fmt_past(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
-    """A local time gone by: ``14:05`` today, ``Tue 14:05`` within a week, else ``Oct 21``."""
+    """A local time gone by: ``14:05`` today, ``Tue 14:05`` within a week, else ``Oct 21``.
+
+    A day of another year carries its year: ``Jan 10 2025``.
+    """
     if moment is None:
         return DASH
     local = to_local(moment, tz)
@@ -134,11 +159,11 @@ def fmt_past(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
         return local.strftime("%H:%M")
     if 0 < (local_now.date() - local.date()).days < 7:
         return local.strftime("%a %H:%M")
-    return local.strftime("%b %d")
+    return _date(local, local_now)
 
 
 def fmt_day(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
-    """A local date relative to ``now``: ``today``, ``Tue 25``, or ``Dec 02`` further out."""
+    """A local date relative to ``now``: ``today``, ``Tue 25``, ``Dec 02``, ``Jan 10 2027``."""
     if moment is None:
         return DASH
     local = to_local(moment, tz)
@@ -147,7 +172,7 @@ def fmt_day(moment: datetime | None, tz: tzinfo, now: datetime) -> str:
         return "today"
     if abs((local.date() - local_now.date()).days) < 7:
         return local.strftime("%a %d")
-    return local.strftime("%b %d")
+    return _date(local, local_now)
 
 
 def fmt_header_clock(moment: datetime, tz: tzinfo) -> str:

@@ -29,6 +29,7 @@ from textual.widgets.data_table import ColumnKey
 
 from console.messages import PanelRowSelected
 from console.widgets.bars import TextBar
+from console.widgets.cursor import cursor_key, place_cursor
 from console.widgets.formatting import (
     DASH,
     fmt_day,
@@ -132,6 +133,8 @@ class RowView:
     sort_values: Mapping[str, SortValue]
     labels: Mapping[str, str]
     source: SourceRow
+    rank: int = 0
+    """Severity of the row's status, 0 the worst: without a sort column rows go worst first."""
 
 
 def sort_views(views: Sequence[RowView], column: str | None, descending: bool) -> list[RowView]:
@@ -187,20 +190,26 @@ class Panel(Vertical):
         tz: tzinfo,
         compact: bool = False,
         max_rows: int | None = None,
+        scopes: tuple[str, ...] = (),
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         """Create a panel showing times in ``tz``, at most ``max_rows`` rows (default 100).
 
-        A compact panel shows only the key columns.
+        A compact panel shows only the key columns.  ``scopes`` (fulfillment: location,
+        channel, carrier) keeps only rows of those scopes, and the title then counts what
+        those rows count.
         """
         super().__init__(id=id, classes=classes)
+        self.scopes = scopes
         self.tz = tz
         self.max_rows = max_rows if max_rows is not None else 100
         self.palette = PLAIN
         self.highlights = Highlights()
         """The thresholds cells are highlighted at (the app sets the rules in force)."""
         self._views: dict[str, RowView] = {}
+        self._scoped: list[RowView] = []
+        self._headers: tuple[str, ...] | None = None
         self._total_rows = 0
         self.set_reactive(Panel.compact, compact)
         self.set_class(compact, "-compact")
@@ -229,21 +238,37 @@ class Panel(Vertical):
         self.app.theme_changed_signal.subscribe(self, self._theme_changed)
         self._render_title()
 
+    def header_label(self, spec: ColumnSpec) -> str:
+        """A column's header: its label, with ``▲``/``▼`` when the rows are sorted by it."""
+        if spec.key != self.sort_column:
+            return spec.label
+        return f"{spec.label} {'▼' if self.sort_descending else '▲'}"
+
     def _add_columns(self) -> None:
         table = self.table
         for spec in self.visible_columns:
-            table.add_column(Text(spec.label, justify=spec.justify), key=spec.key)
+            table.add_column(Text(self.header_label(spec), justify=spec.justify), key=spec.key)
+        self._headers = self._header_signature()
+
+    def _header_signature(self) -> tuple[str, ...]:
+        return tuple(self.header_label(spec) for spec in self.visible_columns)
+
+    def _rebuild(self) -> None:
+        """New columns or headers: rebuild the table once, keeping the row under the cursor."""
+        if not self.is_mounted:
+            return
+        cursor = self.cursor_view()
+        with self.app.batch_update():
+            self.table.clear(columns=True)
+            if self.sort_column not in {c.key for c in self.visible_columns}:
+                self.set_reactive(Panel.sort_column, None)
+            self._add_columns()
+            self._sync()
+            place_cursor(self.table, cursor.key if cursor is not None else None, scroll=True)
 
     def watch_compact(self) -> None:
         """Switching between compact and full changes the columns: rebuild the table once."""
-        if not self.is_mounted:
-            return
-        with self.app.batch_update():
-            self.table.clear(columns=True)
-            self._add_columns()
-            if self.sort_column not in {c.key for c in self.visible_columns}:
-                self.set_reactive(Panel.sort_column, None)
-            self._sync()
+        self._rebuild()
 
     def _theme_changed(self, _theme: object) -> None:
         self.palette = Palette.from_variables(self.app.theme_variables)
@@ -258,11 +283,11 @@ class Panel(Vertical):
         self._sync()
 
     def watch_sort_column(self) -> None:
-        """New sort column: reorder."""
+        """New sort column: reorder and mark its header."""
         self._sync()
 
     def watch_sort_descending(self) -> None:
-        """New sort direction: reorder."""
+        """New sort direction: reorder and flip the header's arrow."""
         self._sync()
 
     # -- what subclasses provide -------------------------------------------------------
@@ -271,8 +296,8 @@ class Panel(Vertical):
         """Turn the snapshot's rows into row views, in the snapshot's order."""
         raise NotImplementedError
 
-    def summary(self, snapshots: Snapshots) -> Content:
-        """The panel's totals for its title line."""
+    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+        """The panel's totals for its title line (``views``: every row before the cap)."""
         raise NotImplementedError
 
     # -- operator actions ----------------------------------------------------------------
@@ -315,14 +340,8 @@ class Panel(Vertical):
 
     def cursor_view(self) -> RowView | None:
         """The row under the table cursor, if any."""
-        table = self.table
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return self._views.get(str(key.value))
+        key = cursor_key(self.table)
+        return None if key is None else self._views.get(key)
 
     def views(self) -> list[RowView]:
         """The rows currently shown, in table order."""
@@ -350,8 +369,16 @@ class Panel(Vertical):
         """Patch the table to show the current snapshot, filter and sort."""
         if not self.is_mounted:
             return
+        if self._header_signature() != getattr(self, "_headers", None):
+            self._rebuild()  # it syncs
+            return
         snapshots = self.snapshots
         views = self.build_rows(snapshots) if snapshots is not None else []
+        if self.scopes:
+            views = [v for v in views if v.labels.get("scope") in self.scopes]
+        if self.sort_column is None:
+            views.sort(key=lambda v: v.rank)  # stable: the snapshot's order within a status
+        self._scoped = views
         self._total_rows = len(views)
         if self.matchers:
             views = [v for v in views if matches_all(self.matchers, v.labels)]
@@ -411,7 +438,8 @@ class Panel(Vertical):
             column = table.columns.get(ColumnKey(spec.key))
             if column is None:
                 continue
-            width = max([cell_len(spec.label)] + [cell_len(v.cells[spec.key][0]) for v in views])
+            header = cell_len(self.header_label(spec))
+            width = max([header] + [cell_len(v.cells[spec.key][0]) for v in views])
             current = column.content_width if column.auto_width else column.width
             if column.auto_width or width > current:
                 column.auto_width = False
@@ -432,7 +460,7 @@ class Panel(Vertical):
             parts.append(("  waiting for the first refresh…", "italic"))
         else:
             parts.append("  ")
-            parts.append(self.summary(self.snapshots))
+            parts.append(self.summary(self.snapshots, self._scoped))
         if not self.matchers and self._total_rows > shown:
             parts.append(f"  top {shown} of {self._total_rows}")
         title.set_content(Content.assemble(*parts))
@@ -495,12 +523,25 @@ class FulfillmentPanel(Panel):
                 "exceptions": row.exceptions,
             }
             labels = {"scope": row.scope, "key": row.key, "status": row.status, row.scope: row.key}
-            views.append(RowView(f"{row.scope}:{row.key}", cells, sort_values, labels, row))
+            rank = _FULFILLMENT_RANK.get(row.status, 9)
+            views.append(RowView(f"{row.scope}:{row.key}", cells, sort_values, labels, row, rank))
         return views
 
-    def summary(self, snapshots: Snapshots) -> Content:
-        """Open, late and at-risk totals."""
+    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+        """Open, late and at-risk totals (of the rows' scope when the panel keeps some)."""
         f = snapshots.fulfillment
+        if self.scopes:
+            rows = [v.source for v in views if isinstance(v.source, FulfillmentRow)]
+            late = sum(r.late for r in rows)
+            risk = sum(r.at_risk for r in rows)
+            return Content.assemble(
+                (f"by {', '.join(self.scopes)}  ", "$text-muted"),
+                f"{sum(r.open_orders for r in rows):,} open  ",
+                (f"{late:,} LATE", "$text-error bold" if late else ""),
+                "  ",
+                (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
+                ("  2: carriers, channels", "$text-muted"),
+            )
         return Content.assemble(
             f"{f.total_open:,} open  ",
             (f"{f.total_late:,} LATE", "$text-error bold" if f.total_late else ""),
@@ -575,10 +616,13 @@ class StockoutPanel(Panel):
                 "status": row.status,
                 "channel": row.oversell_channel or "",
             }
-            views.append(RowView(f"{row.sku}@{row.location_id}", cells, sort_values, labels, row))
+            rank = _STOCK_RANK.get(row.status, 9)
+            views.append(
+                RowView(f"{row.sku}@{row.location_id}", cells, sort_values, labels, row, rank)
+            )
         return views
 
-    def summary(self, snapshots: Snapshots) -> Content:
+    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
         """Out, at-risk and oversell totals."""
         s = snapshots.stockout
         return Content.assemble(
@@ -644,10 +688,10 @@ class ReturnsPanel(Panel):
                 "spike": "yes" if row.spike else "no",
                 "reason": reason,
             }
-            views.append(RowView(row.sku, cells, sort_values, labels, row))
+            views.append(RowView(row.sku, cells, sort_values, labels, row, 0 if row.spike else 1))
         return views
 
-    def summary(self, snapshots: Snapshots) -> Content:
+    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
         """Spike count, and the categories and channels whose return rate spikes."""
         r = snapshots.returns
         rolled = [f"{x.scope} {x.key}" for x in r.rollups if x.spike]

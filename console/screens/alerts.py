@@ -3,7 +3,7 @@
 The screen is handed an :class:`AlertsSource` (in the app:
 :class:`rules.alerts.actions.AlertActions`)
 and never touches the store itself.  Every call to the source is blocking, so it runs in a
-thread worker that hands the result back with ``call_from_thread``.  The list reloads every
+thread worker that posts its result as a message (:mod:`console.messages`).  The list reloads every
 ``poll_seconds`` (another process may be the one evaluating) and whenever the app calls
 :meth:`AlertsScreen.refresh_alerts` (after each refresh).  A newly firing alert that is not
 silenced or inhibited rings the terminal bell and shows a notice.
@@ -18,8 +18,7 @@ allow them; the source checks the role again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, ClassVar, Protocol
 
@@ -27,13 +26,16 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
-from textual.worker import Worker, WorkerState
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
 
-from console.widgets.formatting import fmt_clock
+from console.errors import describe_error
+from console.messages import AlertActionDone, AlertHistoryRead, AlertsLoaded, WorkFailed
+from console.screens.alert_history import HistoryScreen
+from console.screens.dialogs import PromptField, PromptScreen
+from console.widgets.cursor import cursor_key, place_cursor
+from console.widgets.formatting import fmt_age_seconds, fmt_past
 from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
 from rules.alerts.silences import AlertView
 from rules.alerts.state import condition_text
@@ -88,28 +90,38 @@ STATE_WORDS = {
 
 
 def fmt_age(delta: timedelta) -> str:
-    """``45s``, ``12m``, ``3h05``, ``2d04h``."""
-    seconds = max(0, int(delta.total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    """``45s``, ``12m``, ``3h05``, ``2d04h``, ``287 d``."""
+    return fmt_age_seconds(delta.total_seconds())
 
 
 def fmt_since(moment: datetime, now: datetime, tz: tzinfo) -> str:
-    """``14:05 (12m)``: local time and how long ago."""
-    return f"{fmt_clock(moment, tz)} ({fmt_age(now - moment)})"
+    """``14:05 (12m)``, ``Tue 09:10 (2d04h)``: local time (its day when not today), age."""
+    return f"{fmt_past(moment, tz, now)} ({fmt_age(now - moment)})"
 
 
 def fmt_value(view: AlertView) -> str:
     """``14 > 10``, ``6 (clears ≤ 5)`` while held by hysteresis, or ``no data (> 10)``."""
     return condition_text(view.record)
+
+
+def scope_key(scope: str) -> str:
+    """Where an alert is, in a word: ``WH-TX`` for ``location=WH-TX, scope=location``.
+
+    A scope naming its kind (``scope=carrier, carrier=UPS``) reads as that kind's value;
+    one of several labels (a SKU at a location) as the values joined by ``@``; none as
+    ``(all)``.
+    """
+    if not scope:
+        return "(all)"
+    try:
+        labels = {m.name: m.value for m in parse_matchers(scope)}
+    except ValueError:
+        return scope
+    kind = labels.pop("scope", None)
+    if kind is not None and kind in labels:
+        return labels[kind]
+    ordered = [labels.pop(n) for n in ("sku", "location") if n in labels]
+    return "@".join(ordered + list(labels.values())) or (kind or "(all)")
 
 
 def fmt_mute(view: AlertView) -> str:
@@ -131,100 +143,7 @@ def silence_matchers_for(view: AlertView) -> str:
     return format_matchers([Matcher("alertname", "=", record.rule_id), *scope])
 
 
-@dataclass(frozen=True)
-class AlertsLoaded:
-    """One load of the alert list (passed from the worker to the screen)."""
-
-    views: tuple[AlertView, ...]
-    receivers: tuple[ReceiverStatus, ...]
-
-
-# -- prompt ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptField:
-    """One labelled input of a :class:`PromptScreen`."""
-
-    name: str
-    label: str
-    value: str = ""
-    check: Callable[[str], str | None] | None = None
-    """Returns an error message for a bad value, or None."""
-
-
-class PromptScreen(ModalScreen[dict[str, str] | None]):
-    """A small dialog of labelled inputs, validated as you type; Enter confirms."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="prompt-cancel"),
-    ]
-    DEFAULT_CSS = """
-    PromptScreen { align: center middle; }
-    PromptScreen > Vertical {
-        width: 76; max-width: 100%; height: auto; padding: 0 1;
-        background: $panel; border: round $primary;
-    }
-    PromptScreen .prompt-title { text-style: bold; }
-    PromptScreen Label { color: $text-muted; }
-    PromptScreen #prompt-error { color: $text-error; height: auto; }
-    PromptScreen #prompt-hint { color: $text-muted; }
-    """
-
-    def __init__(self, title: str, fields: Sequence[PromptField], hint: str = "") -> None:
-        """A dialog titled ``title`` asking for ``fields``."""
-        super().__init__()
-        self.title_text = title
-        self.fields = tuple(fields)
-        self.hint = hint or "Enter confirms · Escape cancels"
-
-    def compose(self) -> ComposeResult:
-        """Title, one label and input per field, error line, hint."""
-        with Vertical():
-            yield Static(self.title_text, classes="prompt-title")
-            for f in self.fields:
-                yield Label(f.label)
-                yield Input(value=f.value, id=f"prompt-{f.name}", compact=True)
-            yield Static("", id="prompt-error")
-            yield Static(self.hint, id="prompt-hint")
-
-    def on_mount(self) -> None:
-        """Focus the first input."""
-        first = self.query(Input).first()
-        first.cursor_blink = False
-        first.focus()
-        self._check()
-
-    def values(self) -> dict[str, str]:
-        """The current text of every field."""
-        return {f.name: self.query_one(f"#prompt-{f.name}", Input).value for f in self.fields}
-
-    def _check(self) -> str | None:
-        values = self.values()
-        for f in self.fields:
-            if f.check is not None:
-                problem = f.check(values[f.name])
-                if problem:
-                    message = f"{f.label}: {problem}"
-                    self.query_one("#prompt-error", Static).update(message)
-                    return message
-        self.query_one("#prompt-error", Static).update("")
-        return None
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        event.stop()
-        self._check()
-
-    @on(Input.Submitted)
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if self._check() is None:
-            self.dismiss(self.values())
-
-    def action_cancel(self) -> None:
-        """Close without an answer."""
-        self.dismiss(None)
+# -- silence checks ----------------------------------------------------------------------
 
 
 def check_matchers(text: str) -> str | None:
@@ -247,48 +166,13 @@ def check_duration(text: str) -> str | None:
     return None
 
 
-class HistoryScreen(ModalScreen[None]):
-    """The recorded transitions of one alert (read-only)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "close", "Back", id="history-close"),
-    ]
-    DEFAULT_CSS = """
-    HistoryScreen { align: center middle; }
-    HistoryScreen > VerticalScroll {
-        width: 90%; height: 80%; background: $panel; border: round $primary; padding: 0 1;
-    }
-    """
-
-    def __init__(self, title: str, transitions: Sequence[Transition], tz: tzinfo) -> None:
-        """Show ``transitions`` of the alert named ``title``, times in ``tz``."""
-        super().__init__()
-        self.title_text = title
-        self.transitions = tuple(transitions)
-        self.tz = tz
-
-    def compose(self) -> ComposeResult:
-        """One line per transition."""
-        lines: list[str] = []
-        for t in self.transitions:
-            when = t.at.astimezone(self.tz).strftime("%b %d %H:%M:%S")
-            what = f"{t.from_state or '-'} → {t.to_state}" if t.kind == "state" else t.kind
-            lines.append(f"{when}  {what:22}  by {t.by}  {t.note}")
-        body = "\n".join(lines) or "No transitions recorded."
-        with VerticalScroll():
-            yield Static(Content.assemble((self.title_text, "bold"), "\n", body))
-
-    def action_close(self) -> None:
-        """Back to the alerts."""
-        self.dismiss(None)
-
-
 # -- the screen --------------------------------------------------------------------------------
 
 
 class AlertsScreen(Screen[None]):
     """Firing and pending alerts, worst first; keys to acknowledge, silence and jump."""
 
+    CSS_PATH = "alerts.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "acknowledge", "Ack", id="alert-ack"),
         Binding("u", "unacknowledge", "Unack", id="alert-unack", show=False),
@@ -300,15 +184,6 @@ class AlertsScreen(Screen[None]):
         Binding("r", "reload", "Reload", id="alert-reload", show=False),
         Binding("escape", "back", "Back", id="alert-back"),
     ]
-    DEFAULT_CSS = """
-    AlertsScreen { layout: vertical; }
-    AlertsScreen #alerts-header { height: 1; padding: 0 1; background: $panel; }
-    AlertsScreen #alerts-receivers { height: auto; padding: 0 1; color: $text-warning; }
-    AlertsScreen #alerts-receivers.-empty { display: none; }
-    AlertsScreen #alerts-table { height: 1fr; }
-    AlertsScreen #alerts-status { height: auto; padding: 0 1; background: $error 15%; }
-    AlertsScreen #alerts-status.-empty { display: none; }
-    """
 
     def __init__(
         self,
@@ -363,12 +238,14 @@ class AlertsScreen(Screen[None]):
     def on_mount(self) -> None:
         """Columns, first load, and the poll timer."""
         table = self.table
-        # The scope can be long: it goes last, so 80 columns show everything else.
+        # What and where first (rule, the scope's key, value vs threshold): at 80 columns
+        # they are on screen without scrolling; the full scope text goes last.
         for key, label in (
+            ("alert", "Alert"),
+            ("where", "Where"),
+            ("value", "Value"),
             ("state", "State"),
             ("severity", "Sev"),
-            ("alert", "Alert"),
-            ("value", "Value"),
             ("since", "Since"),
             ("mute", "Ack / mute"),
             ("scope", "Scope"),
@@ -391,31 +268,44 @@ class AlertsScreen(Screen[None]):
         self._load()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="alerts-load")
-    def _load(self) -> AlertsLoaded:
-        within = timedelta(hours=24) if self.show_resolved else None
-        views = self.source.alerts(resolved_within=within)
-        receivers = self.source.receiver_status()
-        return AlertsLoaded(tuple(views), tuple(receivers))
+    def _load(self) -> None:
+        """Thread worker: read the list, post :class:`AlertsLoaded` or :class:`WorkFailed`."""
+        try:
+            within = timedelta(hours=24) if self.show_resolved else None
+            views = self.source.alerts(resolved_within=within)
+            receivers = self.source.receiver_status()
+        except Exception as exc:  # shown on the status line; the last list stays
+            self.post_message(WorkFailed("ALERTS NOT RELOADED", exc))
+            return
+        self.post_message(AlertsLoaded(tuple(views), tuple(receivers)))
 
-    @on(Worker.StateChanged)
-    def _worker_changed(self, event: Worker.StateChanged) -> None:
-        worker = event.worker
-        if worker.group == "alerts-load":
-            if event.state == WorkerState.SUCCESS and isinstance(worker.result, AlertsLoaded):
-                self._set_status("")
-                self.show(worker.result)
-            elif event.state == WorkerState.ERROR:
-                self._set_status(
-                    f"ALERTS NOT RELOADED: {_describe(worker.error)}; showing the last list, "
-                    f"retrying in {self.poll_seconds:.0f} s (r retries now)."
-                )
-        elif worker.group == "alerts-action":
-            if event.state == WorkerState.SUCCESS:
-                self._set_status("")
-                self.notify(str(worker.result), title="Alerts")
-                self.refresh_alerts()
-            elif event.state == WorkerState.ERROR:
-                self._set_status(f"NOT DONE: {_describe(worker.error)}")
+    @on(AlertsLoaded)
+    def _loaded(self, message: AlertsLoaded) -> None:
+        message.stop()
+        self._set_status("")
+        self.show(message)
+
+    @on(WorkFailed)
+    def _failed(self, message: WorkFailed) -> None:
+        message.stop()
+        text = f"{message.what}: {describe_error(message.error)}"
+        if message.what == "ALERTS NOT RELOADED":
+            text += (
+                f"; showing the last list, retrying in {self.poll_seconds:.0f} s (r retries now)."
+            )
+        self._set_status(text)
+
+    @on(AlertActionDone)
+    def _action_done(self, message: AlertActionDone) -> None:
+        message.stop()
+        self._set_status("")
+        self.notify(message.text, title="Alerts")
+        self.refresh_alerts()
+
+    @on(AlertHistoryRead)
+    def _history_read(self, message: AlertHistoryRead) -> None:
+        message.stop()
+        self.app.push_screen(HistoryScreen(message.title, message.transitions, self.tz))
 
     def show(self, loaded: AlertsLoaded) -> None:
         """Render a loaded list: header, receivers, table rows by key; ring for new alerts."""
@@ -445,10 +335,11 @@ class AlertsScreen(Screen[None]):
         r = v.record
         bold = "bold" if r.state in ("firing", "nodata") else ""
         return [
+            Text(r.rule_id, style=bold),
+            Text(scope_key(r.scope)),
+            Text(fmt_value(v)),
             Text(STATE_WORDS.get(r.state, r.state), style=bold),
             Text(r.severity[:4], style="bold" if r.severity == "critical" else ""),
-            Text(r.rule_id),
-            Text(fmt_value(v)),
             Text(fmt_since(r.since, now, self.tz)),
             Text(fmt_mute(v), style="dim" if v.muted else ""),
             Text(r.scope or "(all)"),
@@ -460,12 +351,11 @@ class AlertsScreen(Screen[None]):
         wanted = [key for key, _ in rows]
         with self.app.batch_update():
             if current != wanted:
-                cursor_key = self.selected_fingerprint()
+                selected = self.selected_fingerprint()
                 table.clear()
                 for key, cells in rows:
                     table.add_row(*cells, key=key)
-                if cursor_key in wanted:
-                    table.move_cursor(row=wanted.index(cursor_key))
+                place_cursor(table, selected)
                 return
             columns = [str(c.value) for c in table.columns]
             for key, cells in rows:
@@ -525,14 +415,7 @@ class AlertsScreen(Screen[None]):
 
     def selected_fingerprint(self) -> str | None:
         """The fingerprint of the alert under the cursor."""
-        table = self.table
-        if table.row_count == 0:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return None if key.value is None else str(key.value)
+        return cursor_key(self.table)
 
     def selected(self) -> AlertView | None:
         """The alert under the cursor."""
@@ -559,9 +442,14 @@ class AlertsScreen(Screen[None]):
     # -- actions -------------------------------------------------------------------------------
 
     @work(thread=True, exit_on_error=False, group="alerts-action")
-    def _act(self, done: str, action: Callable[[], object]) -> str:
-        action()
-        return done
+    def _act(self, done: str, action: Callable[[], object]) -> None:
+        """Thread worker: carry out one change, post :class:`AlertActionDone` or a failure."""
+        try:
+            action()
+        except Exception as exc:  # refused or failed: said on the status line
+            self.post_message(WorkFailed("NOT DONE", exc))
+            return
+        self.post_message(AlertActionDone(done))
 
     def action_acknowledge(self) -> None:
         """Acknowledge the selected alert (asks for an optional comment)."""
@@ -667,10 +555,13 @@ class AlertsScreen(Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="alerts-history")
     def _history(self, fingerprint: str, title: str) -> None:
-        transitions = self.source.history(fingerprint)
-        self.app.call_from_thread(
-            self.app.push_screen, HistoryScreen(f"History · {title}", transitions, self.tz)
-        )
+        """Thread worker: read the transitions, post :class:`AlertHistoryRead`."""
+        try:
+            transitions = self.source.history(fingerprint)
+        except Exception as exc:  # said on the status line
+            self.post_message(WorkFailed("HISTORY NOT READ", exc))
+            return
+        self.post_message(AlertHistoryRead(f"History · {title}", tuple(transitions)))
 
     def action_toggle_resolved(self) -> None:
         """Show or hide the alerts resolved in the last 24 h."""
@@ -683,12 +574,5 @@ class AlertsScreen(Screen[None]):
 
     def action_back(self) -> None:
         """Leave the alerts view (when it was pushed over the console)."""
-        if len(self.app.screen_stack) > 1 and self.app.screen is self:
-            self.app.pop_screen()
-
-
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "unknown error"
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    return text or type(error).__name__
+        if self.is_active:
+            self.dismiss()

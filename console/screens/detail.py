@@ -1,8 +1,10 @@
-"""Screens pushed over the main console: a row's detail, and the export prompt.
+"""The detail screen of a panel row: every number it carries, a stock chart, late orders.
 
 The detail screen renders what the snapshot row carries (plus a projection computed from
 it), and what an injected fetcher brings in a worker thread: a SKU × location's last
-days, a location's late orders.  The stock chart is drawn by plotext on a figure of its own,
+days, a location's late orders.  It follows the console: after every refresh it shows the
+same row of the new snapshots (found by its key), so a detail left open never goes stale.
+The stock chart is drawn by plotext on a figure of its own,
 never on plotext's global figure, so two charts can never draw into each other.
 """
 
@@ -15,14 +17,17 @@ from datetime import datetime, tzinfo
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.reactive import Reactive
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
 
+from console.errors import describe_error
+from console.messages import DetailFetched, WorkFailed
 from console.widgets.formatting import (
     DASH,
     fmt_days,
@@ -344,9 +349,23 @@ def detail_title(row: DetailRow) -> str:
     return f"Returns · {row.sku}"
 
 
+def same_row(row: DetailRow, snapshots: Snapshots) -> DetailRow | None:
+    """The row of ``snapshots`` that is ``row`` (same scope and key, SKU and location)."""
+    if isinstance(row, FulfillmentRow):
+        return next(
+            (r for r in snapshots.fulfillment.rows if (r.scope, r.key) == (row.scope, row.key)),
+            None,
+        )
+    if isinstance(row, StockoutRow):
+        where = (row.sku, row.location_id)
+        return next((r for r in snapshots.stockout.rows if (r.sku, r.location_id) == where), None)
+    return next((r for r in snapshots.returns.rows if r.sku == row.sku), None)
+
+
 class DetailScreen(Screen[None]):
     """Everything one panel row says, with a chart for stock; Escape goes back."""
 
+    CSS_PATH = "detail.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="back"),
     ]
@@ -372,26 +391,50 @@ class DetailScreen(Screen[None]):
         self.extra: DetailExtra | None = None
 
     def on_mount(self) -> None:
-        """Fetch the row's history or late orders off the UI thread."""
+        """Fetch the row's history or late orders off the UI thread; follow the refreshes."""
+        if self.fetch is not None:
+            self._fetch_extra()
+        if isinstance(getattr(type(self.app), "snapshots", None), Reactive):
+            self.watch(self.app, "snapshots", self._snapshots_changed, init=False)
+
+    async def _snapshots_changed(self, snapshots: Snapshots | None) -> None:
+        """The panels refreshed: show the same row of the new snapshots (by its key)."""
+        if snapshots is None or snapshots.as_of == self.as_of:
+            return
+        row = same_row(self.row, snapshots)
+        if row is None:
+            return  # the row left the snapshot: keep showing the last one, with its time
+        self.row, self.as_of, self.extra = row, snapshots.as_of, None
+        await self.recompose()
         if self.fetch is not None:
             self._fetch_extra()
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="detail")
     def _fetch_extra(self) -> None:
+        """Thread worker: fetch, then post :class:`DetailFetched` or :class:`WorkFailed`."""
         fetch = self.fetch
         if fetch is None:
             return
         try:
             extra = fetch(self.row)
         except Exception as exc:  # shown, never fatal
-            self.app.call_from_thread(self._show_error, exc)
+            self.post_message(WorkFailed("Could not load the detail", exc))
             return
-        self.app.call_from_thread(self._show_extra, extra)
+        self.post_message(DetailFetched(extra))
 
-    def _show_error(self, exc: Exception) -> None:
+    @on(WorkFailed)
+    def _fetch_failed(self, message: WorkFailed) -> None:
+        message.stop()
+        for old in self.query("#detail-error"):
+            old.remove()
         self.query_one("#detail-body", VerticalScroll).mount(
-            Static(f"Could not load the detail: {type(exc).__name__}: {exc}", id="detail-error")
+            Static(f"{message.what}: {describe_error(message.error)}", id="detail-error")
         )
+
+    @on(DetailFetched)
+    def _fetched(self, message: DetailFetched) -> None:
+        message.stop()
+        self._show_extra(message.extra)
 
     def _show_extra(self, extra: DetailExtra | None) -> None:
         self.extra = extra
@@ -437,129 +480,3 @@ class DetailScreen(Screen[None]):
     def action_back(self) -> None:
         """Return to the console."""
         self.dismiss()
-
-
-# -- feeds view --------------------------------------------------------------------------
-
-
-class FeedsScreen(Screen[None]):
-    """Every feed: when each source last delivered, and the state of serve's adapters."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "back", "Back", id="back"),
-    ]
-
-    def __init__(self, *, snapshots: Snapshots | None, tz: tzinfo) -> None:
-        """Show the feeds of ``snapshots`` (the latest refresh), times in ``tz``."""
-        super().__init__()
-        self.snapshots = snapshots
-        self.tz = tz
-
-    def compose(self) -> ComposeResult:
-        """Two tables: sources by their last event, adapters by their live state."""
-        as_of = self.snapshots.as_of if self.snapshots else None
-        stamp = "no data yet" if as_of is None else f"as of {fmt_past(as_of, self.tz, as_of)}"
-        yield Static(Content.assemble(("Feeds", "bold"), (f"  {stamp}", "$text-muted")))
-        with VerticalScroll(id="feeds-body"):
-            yield Static("Sources (by the events in the store)", classes="detail-numbers")
-            sources: DataTable[str] = DataTable(id="feed-sources", cursor_type="row")
-            sources.add_columns("Feed", "Status", "Last event", "Events", "Quarantined")
-            adapters: DataTable[str] = DataTable(id="feed-adapters", cursor_type="row")
-            adapters.add_columns(
-                "Adapter", "Kind", "State", "Events/min", "Errors", "Quar.", "Detail"
-            )
-            if self.snapshots is not None and as_of is not None:
-                for feed in self.snapshots.headline.feeds:
-                    sources.add_row(
-                        feed.feed,
-                        "STALE" if feed.stale else "ok",
-                        fmt_past(feed.last_event_at, self.tz, as_of)
-                        if feed.last_event_at
-                        else "never",
-                        fmt_int(feed.events),
-                        fmt_int(feed.quarantined),
-                        key=feed.feed,
-                    )
-                for row in self.snapshots.headline.adapters:
-                    adapters.add_row(
-                        row.feed,
-                        row.kind,
-                        "SILENT (serve not reporting)" if row.silent else row.state.upper(),
-                        fmt_num(row.events_per_minute),
-                        fmt_int(row.errors),
-                        fmt_int(row.quarantined),
-                        row.detail or DASH,
-                        key=row.feed,
-                    )
-            yield sources
-            yield Static(
-                "Adapters of omniops serve (webhooks, streams, polls, drop folder)"
-                if self.snapshots is None or self.snapshots.headline.adapters
-                else "No omniops serve has reported adapters to this store.",
-                classes="detail-numbers",
-            )
-            yield adapters
-        yield Footer()
-
-    def action_back(self) -> None:
-        """Return to the console."""
-        self.dismiss()
-
-
-# -- export prompt -----------------------------------------------------------------------
-
-
-class ExportScreen(ModalScreen[str | None]):
-    """Ask for the file to export a panel to; the extension picks the format."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Cancel", id="cancel-export"),
-    ]
-
-    def __init__(self, *, panel_name: str, suggested: str) -> None:
-        """Prompt for an export of ``panel_name``, pre-filled with ``suggested``."""
-        super().__init__()
-        self.panel_name = panel_name
-        self.suggested = suggested
-
-    def compose(self) -> ComposeResult:
-        """A small dialog: what, where, and how to answer."""
-        with Vertical(id="export-dialog"):
-            yield Static(
-                Content.assemble(("Export ", "bold"), (self.panel_name, "bold"), " to file"),
-                id="export-title",
-            )
-            yield Input(value=self.suggested, id="export-path", compact=True)
-            yield Static("Ends in .csv or .json.  Enter exports · Escape cancels", id="export-hint")
-
-    def on_mount(self) -> None:
-        """Put the cursor in the file name (steady, not blinking)."""
-        field = self.query_one(Input)
-        field.cursor_blink = False
-        field.focus()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Answer with the file name typed (None when empty)."""
-        event.stop()
-        value = event.value.strip()
-        self.dismiss(value or None)
-
-    def action_cancel(self) -> None:
-        """Answer "no export"."""
-        self.dismiss(None)
-
-
-def export_format(path_text: str) -> str | None:
-    """``csv`` or ``json`` from a file name's extension, None for anything else."""
-    lowered = path_text.lower()
-    for fmt in ("csv", "json"):
-        if lowered.endswith("." + fmt):
-            return fmt
-    return None
-
-
-def default_export_name(panel_name: str, as_of: datetime | None, tz: tzinfo) -> str:
-    """``stockout-20251124-0830.csv`` (the snapshot's local time, not the wall clock)."""
-    if as_of is None:
-        return f"{panel_name}.csv"
-    return f"{panel_name}-{to_local(as_of, tz).strftime('%Y%m%d-%H%M')}.csv"

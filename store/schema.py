@@ -225,6 +225,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALERTS_DDL,
     # 3: routing decisions (see store/routing_schema.py).
     ROUTING_DDL,
+    # 4: indexes that keep the refresh's cost off the store's age: the flagged pairs' stock
+    # (what the stockout panel reads about them, without a lookup into the whole stock
+    # table) and the shipments not yet delivered (the carrier rows, without a scan of
+    # every order ever placed).
+    """
+    DROP INDEX stock_at_risk;
+    CREATE INDEX stock_flagged ON stock (risk, sku, location_id, on_hand, reserved)
+        WHERE risk = 1;
+    CREATE INDEX orders_in_transit ON orders (shipped_ts)
+        WHERE carrier IS NOT NULL AND delivered_ts IS NULL;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -237,15 +237,22 @@ def compute_fulfillment(
 
 def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
     """Per carrier: shipments in transit, overdue against the carrier's estimate, delay."""
+    # In transit as of t: not delivered yet (the index of undelivered shipments) or
+    # delivered only after t (the delivered index; empty unless t is in the past).
     in_transit = db.execute(
         """SELECT carrier, COUNT(*), MIN(shipped_ts),
                   SUM(CASE WHEN estimated_delivery_ts < ? THEN 1 ELSE 0 END)
-           FROM orders
-           WHERE carrier IS NOT NULL AND shipped_ts <= ?
-             AND (delivered_ts IS NULL OR delivered_ts > ?)
-             AND shipped_ts > ? - 30 * 86400
+           FROM (SELECT carrier, shipped_ts, estimated_delivery_ts
+                 FROM orders INDEXED BY orders_in_transit
+                 WHERE carrier IS NOT NULL AND delivered_ts IS NULL
+                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400
+                 UNION ALL
+                 SELECT carrier, shipped_ts, estimated_delivery_ts
+                 FROM orders INDEXED BY orders_delivered
+                 WHERE carrier IS NOT NULL AND delivered_ts > ?
+                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400)
            GROUP BY carrier""",
-        (t, t, t, t),
+        (t, t, t, t, t, t),
     ).fetchall()
     delivered = db.execute(
         """SELECT carrier, delivered_ts - estimated_delivery_ts
@@ -414,6 +421,39 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     )
 
 
+def _windows_by_key(table: str) -> str:
+    """Units of the current and baseline windows per (category, channel) of a rollup.
+
+    The rollup's key is (category, channel, hour) and it has no index on the hour, so a
+    plain ``WHERE hour BETWEEN`` reads every hour the store ever had.  Instead the
+    (category, channel) keys are walked one index seek each (a recursive "loose index
+    scan": the next key is the smallest one above the last), and each key reads only its
+    hours in the windows, so the cost follows the keys and the windows, not the history.
+    Parameters: current window's first hour (twice), baseline's first hour, last hour.
+    """
+    return f"""
+        WITH RECURSIVE
+          cats(category) AS (
+            SELECT (SELECT MIN(category) FROM {table})
+            UNION ALL
+            SELECT (SELECT MIN(category) FROM {table} WHERE category > cats.category)
+            FROM cats WHERE cats.category IS NOT NULL),
+          keys(category, channel) AS (
+            SELECT category, (SELECT MIN(channel) FROM {table} r WHERE r.category = cats.category)
+            FROM cats WHERE category IS NOT NULL
+            UNION ALL
+            SELECT category, (SELECT MIN(channel) FROM {table} r
+                              WHERE r.category = keys.category AND r.channel > keys.channel)
+            FROM keys WHERE channel IS NOT NULL)
+        SELECT k.category, k.channel,
+               SUM(CASE WHEN h.hour >= ? THEN h.units ELSE 0 END),
+               SUM(CASE WHEN h.hour < ? THEN h.units ELSE 0 END)
+        FROM keys k CROSS JOIN {table} h
+          ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
+        WHERE k.channel IS NOT NULL
+        GROUP BY k.category, k.channel"""
+
+
 def return_rollups(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[ReturnRollupRow, ...]:
@@ -430,26 +470,13 @@ def return_rollups(
     def add(scope: str, key: str, slot: int, n: int) -> None:
         counts[(scope, key)][slot] += int(n)
 
-    for category, channel, current, base in db.execute(
-        """SELECT category, channel,
-                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
-                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
-           FROM category_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
-        (first, first, b_first, last),
-    ):
-        for scope, key in (("category", category), ("channel", channel)):
-            add(scope, key, 1, current)
-            add(scope, key, 3, base)
-    for category, channel, current, base in db.execute(
-        """SELECT category, channel,
-                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
-                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
-           FROM category_returns_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
-        (first, first, b_first, last),
-    ):
-        for scope, key in (("category", category), ("channel", channel)):
-            add(scope, key, 0, current)
-            add(scope, key, 2, base)
+    for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
+        for category, channel, current, base in db.execute(
+            _windows_by_key(table), (first, first, b_first, last)
+        ):
+            for scope, key in (("category", category), ("channel", channel)):
+                add(scope, key, slot, current)
+                add(scope, key, slot + 2, base)
     rollups = []
     for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
         z = rate_z_score(returned, sold, base_returned, base_sold)
@@ -519,6 +546,17 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
 
     channels = []
     roll_start = epoch(local_midnight(today - timedelta(days=params.rolling_days), tz))
+    # The rolling days of every channel in one pass (not one pass per channel).
+    rolling = {
+        channel: (orders, value)
+        for channel, orders, value in db.execute(
+            """SELECT channel, COUNT(*), SUM(gross_cents - discount_cents) FROM orders
+               WHERE has_order = 1 AND placed_ts >= ? AND placed_ts < ?
+                 AND (cancelled_ts IS NULL OR cancelled_ts > ?)
+               GROUP BY channel""",
+            (roll_start, day_start, t),
+        )
+    }
     for channel, orders, value in db.execute(
         """SELECT channel, COUNT(*), SUM(gross_cents - discount_cents) FROM orders
            WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
@@ -526,12 +564,8 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
            GROUP BY channel ORDER BY channel""",
         (day_start, t, t),
     ).fetchall():
-        r_orders, r_value = db.execute(
-            """SELECT COUNT(*), COALESCE(SUM(gross_cents - discount_cents), 0) FROM orders
-               WHERE has_order = 1 AND channel = ? AND placed_ts >= ? AND placed_ts < ?
-                 AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
-            (channel, roll_start, day_start, t),
-        ).fetchone()
+        # A NULL channel never matched the per-channel comparison; it still does not.
+        r_orders, r_value = rolling.get(channel, (0, 0)) if channel is not None else (0, 0)
         channels.append(
             ChannelHeadline(
                 channel=channel,

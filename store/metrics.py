@@ -12,6 +12,7 @@ directly by the command line.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sqlite3
@@ -304,25 +305,27 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     flagged_at = risk_flags_time(db)
     scope: Scope = "all" if flagged_at is None or t < flagged_at else "flagged"
     window = params.velocity_window_days
-    assessed = []
+    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
+    counts = dict.fromkeys(AT_RISK, 0)
+    # Tens of thousands of pairs at retailer scale: count them all, but order only what
+    # is shown (a heap of top_n), and build the sort key once per pair.
+    keyed = []
     for inputs in pair_inputs(db, scope, t, params):
         status, cover, velocity = inputs.assess(window, t)
-        if status in AT_RISK:
-            assessed.append((status, cover, velocity, inputs))
-    counts = {status: 0 for status in AT_RISK}
-    for status, *_ in assessed:
-        counts[status] += 1
-    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
-    assessed.sort(
-        key=lambda a: (
-            rank[a[0]],
-            math.inf if a[1] is None else a[1],
-            -a[2],
-            a[3].sku,
-            a[3].location_id,
-        )
-    )
-    rows = [a[3].row(window, t) for a in assessed[: params.top_n]]
+        if status in rank:
+            counts[status] += 1
+            keyed.append(
+                (
+                    rank[status],
+                    math.inf if cover is None else cover,
+                    -velocity,
+                    inputs.sku,
+                    inputs.location_id,
+                    inputs,
+                )
+            )
+    top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
+    rows = [k[5].row(window, t) for k in top]
     total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),

@@ -291,31 +291,31 @@ def pair_inputs(
         pairs = (
             "scope CROSS JOIN stock s ON s.sku = scope.sku AND s.location_id = scope.location_id"
         )
-    out = []
-    for sku, loc, on_hand, reserved, category, reorder, lead, units in db.execute(
+    rows = db.execute(
         f"""{cte}
         SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
                COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0), {units_sold}
         FROM {pairs} LEFT JOIN skus k ON k.sku = s.sku {where}""",
         (*keys, *sold_keys),
-    ):
-        pair = (sku, loc)
-        out.append(
+    )
+    # One comprehension, dictionaries looked up once: this runs once per flagged pair.
+    pending = {pair: tuple(lines) for pair, lines in inbound.items()}
+    if scope == "all":
+        return [
             PairInputs(
-                sku,
-                loc,
-                category,
-                on_hand,
-                reserved,
-                buffers.get(loc, 0),
-                sold.get(pair, 0) if scope == "all" else units,
-                tuple(inbound.get(pair, ())),
-                lead,
-                reorder,
-                listings.get(pair),
+                sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
+                sold.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+                listings.get((sku, loc)),
             )
+            for sku, loc, on_hand, reserved, category, reorder, lead, _ in rows
+        ]  # fmt: skip
+    return [
+        PairInputs(
+            sku, loc, category, on_hand, reserved, buffers.get(loc, 0), units,
+            pending.get((sku, loc), ()), lead, reorder, listings.get((sku, loc)),
         )
-    return out
+        for sku, loc, on_hand, reserved, category, reorder, lead, units in rows
+    ]  # fmt: skip
 
 
 def risk_flags_time(db: sqlite3.Connection) -> int | None:

@@ -12,6 +12,7 @@ directly by the command line.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sqlite3
@@ -237,15 +238,22 @@ def compute_fulfillment(
 
 def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
     """Per carrier: shipments in transit, overdue against the carrier's estimate, delay."""
+    # In transit as of t: not delivered yet (the index of undelivered shipments) or
+    # delivered only after t (the delivered index; empty unless t is in the past).
     in_transit = db.execute(
         """SELECT carrier, COUNT(*), MIN(shipped_ts),
                   SUM(CASE WHEN estimated_delivery_ts < ? THEN 1 ELSE 0 END)
-           FROM orders
-           WHERE carrier IS NOT NULL AND shipped_ts <= ?
-             AND (delivered_ts IS NULL OR delivered_ts > ?)
-             AND shipped_ts > ? - 30 * 86400
+           FROM (SELECT carrier, shipped_ts, estimated_delivery_ts
+                 FROM orders INDEXED BY orders_in_transit
+                 WHERE carrier IS NOT NULL AND delivered_ts IS NULL
+                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400
+                 UNION ALL
+                 SELECT carrier, shipped_ts, estimated_delivery_ts
+                 FROM orders INDEXED BY orders_delivered
+                 WHERE carrier IS NOT NULL AND delivered_ts > ?
+                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400)
            GROUP BY carrier""",
-        (t, t, t, t),
+        (t, t, t, t, t, t),
     ).fetchall()
     delivered = db.execute(
         """SELECT carrier, delivered_ts - estimated_delivery_ts
@@ -297,25 +305,27 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     flagged_at = risk_flags_time(db)
     scope: Scope = "all" if flagged_at is None or t < flagged_at else "flagged"
     window = params.velocity_window_days
-    assessed = []
+    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
+    counts = dict.fromkeys(AT_RISK, 0)
+    # Tens of thousands of pairs at retailer scale: count them all, but order only what
+    # is shown (a heap of top_n), and build the sort key once per pair.
+    keyed = []
     for inputs in pair_inputs(db, scope, t, params):
         status, cover, velocity = inputs.assess(window, t)
-        if status in AT_RISK:
-            assessed.append((status, cover, velocity, inputs))
-    counts = {status: 0 for status in AT_RISK}
-    for status, *_ in assessed:
-        counts[status] += 1
-    rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
-    assessed.sort(
-        key=lambda a: (
-            rank[a[0]],
-            math.inf if a[1] is None else a[1],
-            -a[2],
-            a[3].sku,
-            a[3].location_id,
-        )
-    )
-    rows = [a[3].row(window, t) for a in assessed[: params.top_n]]
+        if status in rank:
+            counts[status] += 1
+            keyed.append(
+                (
+                    rank[status],
+                    math.inf if cover is None else cover,
+                    -velocity,
+                    inputs.sku,
+                    inputs.location_id,
+                    inputs,
+                )
+            )
+    top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
+    rows = [k[5].row(window, t) for k in top]
     total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),
@@ -414,6 +424,39 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     )
 
 
+def _windows_by_key(table: str) -> str:
+    """Units of the current and baseline windows per (category, channel) of a rollup.
+
+    The rollup's key is (category, channel, hour) and it has no index on the hour, so a
+    plain ``WHERE hour BETWEEN`` reads every hour the store ever had.  Instead the
+    (category, channel) keys are walked one index seek each (a recursive "loose index
+    scan": the next key is the smallest one above the last), and each key reads only its
+    hours in the windows, so the cost follows the keys and the windows, not the history.
+    Parameters: current window's first hour (twice), baseline's first hour, last hour.
+    """
+    return f"""
+        WITH RECURSIVE
+          cats(category) AS (
+            SELECT (SELECT MIN(category) FROM {table})
+            UNION ALL
+            SELECT (SELECT MIN(category) FROM {table} WHERE category > cats.category)
+            FROM cats WHERE cats.category IS NOT NULL),
+          keys(category, channel) AS (
+            SELECT category, (SELECT MIN(channel) FROM {table} r WHERE r.category = cats.category)
+            FROM cats WHERE category IS NOT NULL
+            UNION ALL
+            SELECT category, (SELECT MIN(channel) FROM {table} r
+                              WHERE r.category = keys.category AND r.channel > keys.channel)
+            FROM keys WHERE channel IS NOT NULL)
+        SELECT k.category, k.channel,
+               SUM(CASE WHEN h.hour >= ? THEN h.units ELSE 0 END),
+               SUM(CASE WHEN h.hour < ? THEN h.units ELSE 0 END)
+        FROM keys k CROSS JOIN {table} h
+          ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
+        WHERE k.channel IS NOT NULL
+        GROUP BY k.category, k.channel"""
+
+
 def return_rollups(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[ReturnRollupRow, ...]:
@@ -430,26 +473,13 @@ def return_rollups(
     def add(scope: str, key: str, slot: int, n: int) -> None:
         counts[(scope, key)][slot] += int(n)
 
-    for category, channel, current, base in db.execute(
-        """SELECT category, channel,
-                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
-                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
-           FROM category_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
-        (first, first, b_first, last),
-    ):
-        for scope, key in (("category", category), ("channel", channel)):
-            add(scope, key, 1, current)
-            add(scope, key, 3, base)
-    for category, channel, current, base in db.execute(
-        """SELECT category, channel,
-                  SUM(CASE WHEN hour >= ? THEN units ELSE 0 END),
-                  SUM(CASE WHEN hour < ? THEN units ELSE 0 END)
-           FROM category_returns_hourly WHERE hour BETWEEN ? AND ? GROUP BY 1, 2""",
-        (first, first, b_first, last),
-    ):
-        for scope, key in (("category", category), ("channel", channel)):
-            add(scope, key, 0, current)
-            add(scope, key, 2, base)
+    for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
+        for category, channel, current, base in db.execute(
+            _windows_by_key(table), (first, first, b_first, last)
+        ):
+            for scope, key in (("category", category), ("channel", channel)):
+                add(scope, key, slot, current)
+                add(scope, key, slot + 2, base)
     rollups = []
     for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
         z = rate_z_score(returned, sold, base_returned, base_sold)
@@ -519,19 +549,33 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
 
     channels = []
     roll_start = epoch(local_midnight(today - timedelta(days=params.rolling_days), tz))
-    for channel, orders, value in db.execute(
+    today_rows = db.execute(
         """SELECT channel, COUNT(*), SUM(gross_cents - discount_cents) FROM orders
            WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
              AND (cancelled_ts IS NULL OR cancelled_ts > ?)
            GROUP BY channel ORDER BY channel""",
         (day_start, t, t),
-    ).fetchall():
-        r_orders, r_value = db.execute(
-            """SELECT COUNT(*), COALESCE(SUM(gross_cents - discount_cents), 0) FROM orders
-               WHERE has_order = 1 AND channel = ? AND placed_ts >= ? AND placed_ts < ?
-                 AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
-            (channel, roll_start, day_start, t),
+    ).fetchall()
+    # The rolling days of today's channels in one pass over the placed-time index, a pair
+    # of sums per channel (no pass per channel, no sort of a week of orders to group it).
+    # A NULL channel never matches a comparison, as it never matched before.
+    names = [channel for channel, _, _ in today_rows]
+    sums = ", ".join(
+        "SUM(channel = ?), TOTAL(CASE WHEN channel = ? THEN gross_cents - discount_cents END)"
+        for _ in names
+    )
+    rolled = (
+        db.execute(
+            f"""SELECT {sums} FROM orders
+                WHERE has_order = 1 AND placed_ts >= ? AND placed_ts < ?
+                  AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+            (*(name for name in names for _ in range(2)), roll_start, day_start, t),
         ).fetchone()
+        if names
+        else ()
+    )
+    for i, (channel, orders, value) in enumerate(today_rows):
+        r_orders, r_value = int(rolled[2 * i] or 0), int(rolled[2 * i + 1])
         channels.append(
             ChannelHeadline(
                 channel=channel,

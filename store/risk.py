@@ -19,9 +19,8 @@ import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -164,9 +163,12 @@ Scope = Literal["all", "flagged"] | Sequence[Pair]
 """Which pairs to evaluate: every stocked pair, the flagged ones, or a list."""
 
 
-@dataclass(frozen=True, slots=True)
-class PairInputs:
-    """What the definition needs about one pair, read from the store."""
+class PairInputs(NamedTuple):
+    """What the definition needs about one pair, read from the store.
+
+    A named tuple, not a frozen dataclass: a refresh builds one per flagged pair (tens of
+    thousands at retailer scale) and a tuple is several times cheaper to build.
+    """
 
     sku: str
     location_id: str
@@ -215,7 +217,7 @@ class PairInputs:
 
 def _scope_cte(scope: Scope) -> tuple[str, tuple[object, ...]]:
     if isinstance(scope, str):
-        where = " WHERE risk = 1" if scope == "flagged" else ""
+        where = " INDEXED BY stock_flagged WHERE risk = 1" if scope == "flagged" else ""
         return f"WITH scope(sku, location_id) AS (SELECT sku, location_id FROM stock{where})", ()
     packed = json.dumps([list(p) for p in scope])
     return (
@@ -228,32 +230,38 @@ def _scope_cte(scope: Scope) -> tuple[str, tuple[object, ...]]:
 def pair_inputs(
     db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams
 ) -> list[PairInputs]:
-    """Read the definition's inputs for the pairs in ``scope``, as of ``t`` for sales."""
+    """Read the definition's inputs for the pairs in ``scope``, as of ``t`` for sales.
+
+    The plans are pinned, not left to ANALYZE statistics (``tests/test_query_plans.py``
+    checks them): the pairs drive every join (``CROSS JOIN`` keeps them the outer loop),
+    so each roll-up is reached by its key.  Left free, SQLite walks ``sales_hourly`` over
+    the whole window on a young store, where the window is most of the table, and the
+    refresh of a store in its first weeks becomes the slowest one.
+    """
     if not isinstance(scope, str) and not scope:
         return []
     first, last = window_hours(t, params.velocity_window_days)
     cte, keys = _scope_cte(scope)
-    if scope == "all":  # one pass over the window through the hour index
+    sold: dict[Pair, int] = {}
+    sold_keys: tuple[int, ...] = ()
+    if scope == "all":  # every pair: one pass over the window through the hour index
         sold_rows = db.execute(
-            """SELECT sku, location_id, SUM(units) FROM sales_hourly
+            """SELECT sku, location_id, SUM(units) FROM sales_hourly INDEXED BY sales_hourly_hour
                WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id""",
             (first, last),
         )
+        sold = {(sku, loc): units for sku, loc, units in sold_rows}
+        units_sold = "0"
     else:  # per pair, through the primary key (sku, location, hour)
-        sold_rows = db.execute(
-            f"""{cte}
-            SELECT h.sku, h.location_id, SUM(h.units) FROM scope
-            JOIN sales_hourly h ON h.sku = scope.sku AND h.location_id = scope.location_id
-                 AND h.hour BETWEEN ? AND ?
-            GROUP BY h.sku, h.location_id""",
-            (*keys, first, last),
-        )
-    sold: dict[Pair, int] = {(sku, loc): units for sku, loc, units in sold_rows}
+        units_sold = """(SELECT COALESCE(SUM(h.units), 0) FROM sales_hourly h
+                 WHERE h.sku = s.sku AND h.location_id = s.location_id
+                   AND h.hour BETWEEN ? AND ?)"""
+        sold_keys = (first, last)
     inbound: dict[Pair, list[tuple[int, int]]] = defaultdict(list)
     for sku, loc, qty, eta in db.execute(
         f"""{cte}
         SELECT i.sku, i.location_id, i.quantity, i.eta_ts FROM scope
-        JOIN inbound i ON i.sku = scope.sku AND i.location_id = scope.location_id
+        CROSS JOIN inbound i ON i.sku = scope.sku AND i.location_id = scope.location_id
         WHERE i.status = 'open' AND i.updated_ts <= ? ORDER BY i.eta_ts""",
         (*keys, t),
     ):
@@ -262,41 +270,52 @@ def pair_inputs(
     for sku, loc, channel, advertised in db.execute(
         f"""{cte}
         SELECT g.sku, g.location_id, g.channel, g.advertised FROM scope
-        JOIN listings g ON g.sku = scope.sku AND g.location_id = scope.location_id
+        CROSS JOIN listings g ON g.sku = scope.sku AND g.location_id = scope.location_id
         WHERE g.updated_ts <= ?""",
         (*keys, t),
     ):
         best = listings.get((sku, loc))
         if best is None or advertised > best[0] or (advertised == best[0] and channel < best[1]):
             listings[(sku, loc)] = (advertised, channel)
-    out = []
-    for sku, loc, on_hand, reserved, category, reorder, lead, buffer in db.execute(
+    buffers: dict[str, int] = dict(
+        db.execute("SELECT location_id, safety_buffer FROM locations").fetchall()
+    )
+    # The pairs themselves: the flagged ones straight from their own index (it holds on hand
+    # and reserved), every pair from the table, a list by key.
+    where = ""
+    if scope == "flagged":
+        cte, keys, pairs, where = "", (), "stock s INDEXED BY stock_flagged", "WHERE s.risk = 1"
+    elif scope == "all":
+        cte, keys, pairs = "", (), "stock s"
+    else:
+        pairs = (
+            "scope CROSS JOIN stock s ON s.sku = scope.sku AND s.location_id = scope.location_id"
+        )
+    rows = db.execute(
         f"""{cte}
         SELECT s.sku, s.location_id, s.on_hand, s.reserved, COALESCE(k.category, '-'),
-               COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0),
-               COALESCE(l.safety_buffer, 0)
-        FROM scope JOIN stock s ON s.sku = scope.sku AND s.location_id = scope.location_id
-        LEFT JOIN skus k ON k.sku = s.sku
-        LEFT JOIN locations l ON l.location_id = s.location_id""",
-        keys,
-    ):
-        pair = (sku, loc)
-        out.append(
+               COALESCE(k.reorder_point, 0), COALESCE(k.lead_time_days, 0), {units_sold}
+        FROM {pairs} LEFT JOIN skus k ON k.sku = s.sku {where}""",
+        (*keys, *sold_keys),
+    )
+    # One comprehension, dictionaries looked up once: this runs once per flagged pair.
+    pending = {pair: tuple(lines) for pair, lines in inbound.items()}
+    if scope == "all":
+        return [
             PairInputs(
-                sku,
-                loc,
-                category,
-                on_hand,
-                reserved,
-                buffer,
-                sold.get(pair, 0),
-                tuple(inbound.get(pair, ())),
-                lead,
-                reorder,
-                listings.get(pair),
+                sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
+                sold.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+                listings.get((sku, loc)),
             )
+            for sku, loc, on_hand, reserved, category, reorder, lead, _ in rows
+        ]  # fmt: skip
+    return [
+        PairInputs(
+            sku, loc, category, on_hand, reserved, buffers.get(loc, 0), units,
+            pending.get((sku, loc), ()), lead, reorder, listings.get((sku, loc)),
         )
-    return out
+        for sku, loc, on_hand, reserved, category, reorder, lead, units in rows
+    ]  # fmt: skip
 
 
 def risk_flags_time(db: sqlite3.Connection) -> int | None:

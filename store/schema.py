@@ -225,6 +225,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALERTS_DDL,
     # 3: routing decisions (see store/routing_schema.py).
     ROUTING_DDL,
+    # 4: indexes that keep the refresh's cost off the store's age: the flagged pairs' stock
+    # (what the stockout panel reads about them, without a lookup into the whole stock
+    # table), the shipments not yet delivered (the carrier rows, without a scan of every
+    # order ever placed), units returned per SKU in the index (a SKU's baseline returns
+    # without a lookup per return), the headline's order columns in the placed-time index
+    # (the day and rolling-week sums read the index alone) and the SKU columns the stockout
+    # definition needs (one seek per flagged pair instead of two).
+    """
+    DROP INDEX stock_at_risk;
+    CREATE INDEX stock_flagged ON stock (risk, sku, location_id, on_hand, reserved)
+        WHERE risk = 1;
+    CREATE INDEX orders_in_transit ON orders (shipped_ts)
+        WHERE carrier IS NOT NULL AND delivered_ts IS NULL;
+    DROP INDEX returns_sku;
+    CREATE INDEX returns_sku_quantity ON returns (sku, received_ts, quantity);
+    DROP INDEX orders_placed;
+    CREATE INDEX orders_placed_cover
+        ON orders (placed_ts, has_order, channel, cancelled_ts, gross_cents, discount_cents);
+    CREATE INDEX skus_risk_inputs ON skus (sku, reorder_point, lead_time_days, category);
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
     add_serve_arguments(srv)
 
+    from feeds.web_config import add_web_arguments
+
+    web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
+    add_web_arguments(web)
+
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
     )
@@ -198,8 +203,9 @@ def build_console(
     from console.app import OmniopsApp
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
-    from rules.alerts import AlertActions, PanelTarget, Permissions
+    from rules.alerts import AlertActions, PanelTarget
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
+    from rules.identity import console_permissions
     from rules.routing import FulfilmentRouting
     from rules.settings import Settings
     from store import alerts as alert_store
@@ -238,7 +244,8 @@ def build_console(
     zone = tz or settings.display_tz()
     path = rules_path or settings.rules_file or default_rules_path()
     ensure_rules_file(path)
-    permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
+    # a browser session (``omniops web``) acts as its web user, checked like an SSH login
+    permissions = console_permissions(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
     routing_source = StoreRoutingSource(db, timezone=params.timezone)
@@ -401,6 +408,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_serve(args)
 
 
+def console_command(db: Path) -> list[str]:
+    """The argument list that starts ``omniops console`` on ``db`` (one per browser session)."""
+    return [sys.executable, "-m", "console.cli", "console", "--db", str(Path(db).resolve())]
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Run ``omniops web`` until SIGINT / SIGTERM."""
+    from feeds.web import run_web
+
+    return run_web(args, console_command)
+
+
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
     from feeds.csv_import import import_history
@@ -425,6 +444,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": cmd_report,
     "schema": cmd_schema,
     "serve": cmd_serve,
+    "web": cmd_web,
     "rules": cmd_rules,
     "import-history": cmd_import_history,
 }

@@ -185,6 +185,8 @@ class WebConsoleServer(Server):
         """Sessions whose console is starting or running, by id."""
         self.refused = 0
         """Requests answered 401 or 503 (for the log and the tests)."""
+        self.consoles_started = 0
+        """Console processes started since the server began."""
 
     # -- credentials ---------------------------------------------------------------------------
 
@@ -303,8 +305,8 @@ class WebConsoleServer(Server):
         if ticket is not None and "token" in request.query:
             # keep the token out of the address bar and history: the cookie carries on
             query = {k: v for k, v in request.query.items() if k != "token"}
-            response: web.StreamResponse = web.HTTPSeeOther(
-                request.rel_url.with_query(query).path_qs
+            response: web.StreamResponse = web.Response(
+                status=303, headers={"Location": request.rel_url.with_query(query).path_qs}
             )
         else:
             base = self._base_url(request)
@@ -365,6 +367,7 @@ class WebConsoleServer(Server):
                 download_manager=self.download_manager,
             )
             await console.start(width, height)
+            self.consoles_started += 1
             log.info(
                 "session %s: %s started console pid %s",
                 session.id,
@@ -522,8 +525,8 @@ def run_web(args: Namespace, console_command: Callable[[Path], list[str]]) -> in
         roles = Settings().roles
         for user in capped_users(roles, sorted(tokens)):
             log.warning(
-                "web user %s is a %s in [roles], but the OS user %s running omniops web is "
-                "only a %s, so %s's sessions get that; list %s in [roles] to lift it",
+                "web user %s has the role %s in [roles], but the OS user %s running omniops web is "
+                "only %s, so %s's sessions get that; list %s in [roles] to lift it",
                 user,
                 roles.role_of(user),
                 current_user(),

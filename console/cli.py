@@ -415,7 +415,11 @@ def console_command(db: Path) -> list[str]:
 
 def cmd_web(args: argparse.Namespace) -> int:
     """Run ``omniops web`` until SIGINT / SIGTERM."""
-    from feeds.web import run_web
+    try:
+        from feeds.web import run_web
+    except ImportError as exc:  # textual-serve is the `web` extra
+        print(f"omniops web: {exc}; install it with pip install 'omniops[web]'", file=sys.stderr)
+        return 2
 
     return run_web(args, console_command)
 

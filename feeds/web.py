@@ -31,6 +31,7 @@ import signal
 import ssl
 import sys
 from argparse import Namespace
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,8 @@ class WebConsoleServer(Server):
         """Requests answered 401 or 503 (for the log and the tests)."""
         self.consoles_started = 0
         """Console processes started since the server began."""
+        self.ended_sessions: deque[WebSession] = deque(maxlen=100)
+        """The latest sessions that ended, newest last (who, why, their process)."""
 
     # -- credentials ---------------------------------------------------------------------------
 
@@ -436,7 +439,8 @@ class WebConsoleServer(Server):
             if session.console is not None:
                 await session.console.stop()
         finally:
-            self.sessions.pop(session.id, None)
+            if self.sessions.pop(session.id, None) is not None:
+                self.ended_sessions.append(session)
             session.ended.set()
 
 

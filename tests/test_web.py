@@ -403,16 +403,21 @@ async def test_the_session_limit_is_enforced(start: StartWeb, browser: Any) -> N
 async def test_an_idle_session_is_closed_and_its_process_ends(
     start: StartWeb, browser: Any
 ) -> None:
-    web = await start(idle_timeout_minutes=0.05)  # 3 s
-    page = await open_console(browser, web, "erin")
-    session = session_of(web, "erin")
-    assert session.console is not None and session.console.process is not None
-    process = session.console.process
+    web = await start(idle_timeout_minutes=0.05)  # 3 s: shorter than a slow console start
+    page = await new_page(browser)
+    response = await page.goto(f"{web.url}/?token={TOKENS['erin']}")
+    assert response is not None and response.status == 200
+    # nobody types: the server closes the session, and the page says so
+    await page.wait_for_function("document.body.classList.contains('-closed')", timeout=TIMEOUT_MS)
+    assert "Session ended" in await page.inner_text("body")
+    # (the page may learn of the close before the server has reaped the process)
+    [session] = [*web.server.sessions.values(), *web.server.ended_sessions]
     await ended(session)
     assert session.closed_for == "idle"
+    assert session.console is not None and session.console.process is not None
+    process = session.console.process
     assert process.returncode is not None and _gone(process.pid)
-    await page.wait_for_function("document.body.classList.contains('-closed')")
-    assert "Session ended" in await page.inner_text("body")
+    assert not web.server.sessions
 
 
 # -- configuration and identity (no browser) --------------------------------------------------

@@ -33,7 +33,6 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from console.widgets.formatting import fmt_clock
-from feeds.clock import Clock
 from rules.alerts import (
     AlertView,
     PanelTarget,
@@ -45,6 +44,7 @@ from rules.alerts import (
 )
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
+from store.clock import Clock
 
 
 class AlertsSource(Protocol):

@@ -59,8 +59,8 @@ from console.widgets.panels import (
     ReturnsPanel,
     StockoutPanel,
 )
-from feeds.clock import Clock
 from rules.matchers import Matcher, format_matchers, parse_matchers
+from store.clock import Clock
 from store.snapshots import Snapshots
 
 ExportFn = Callable[[str, str, Path, Sequence[object]], Path]

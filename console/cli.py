@@ -17,9 +17,9 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from feeds.clock import Clock, ReplayClock, SystemClock
-from feeds.model import event_json_schema
+from store.clock import Clock, ReplayClock, SystemClock
 from store.metrics import compute_snapshots, open_reader
+from store.model import event_json_schema
 from store.risk import MetricParams
 from store.snapshots import Snapshots, to_jsonable
 
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 
-    from feeds.server import add_serve_arguments
+    from feeds.runtime.serve import add_serve_arguments
     from rules.cli import add_rules_arguments
 
     add_rules_arguments(sub)
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
     add_serve_arguments(srv)
 
-    from feeds.web_config import add_web_arguments
+    from feeds.runtime.web_config import add_web_arguments
 
     web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
     add_web_arguments(web)
@@ -126,7 +126,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
-    from feeds.ingest import ingest_paths
+    from feeds.runtime.ingest import ingest_paths
 
     counts = asyncio.run(ingest_paths(args.paths, args.db))
     print(
@@ -203,6 +203,7 @@ def build_console(
     from console.app import OmniopsApp
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
+    from feeds.runtime.routing import StoreRoutingSource
     from rules.alerts import AlertActions, PanelTarget
     from rules.file import RulesEditor, default_rules_path, ensure_rules_file
     from rules.identity import console_permissions
@@ -211,7 +212,6 @@ def build_console(
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
-    from store.routing import StoreRoutingSource
     from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
 
     reader = open_reader(db)
@@ -318,8 +318,22 @@ def run_console(
         close()
 
 
+def console_clock(db: Path) -> tuple[Clock, str]:
+    """The clock and top-bar title of a console on ``db``.
+
+    A demo's store records its replay clock: a console on it follows that clock and says so
+    in the top bar.  Any other store is live: the wall clock.
+    """
+    from store.replay_clock import load_replay_clock
+
+    replay = load_replay_clock(db)
+    if replay is None:
+        return SystemClock(), "omniops"
+    return replay, f"omniops · demo replay clock ×{replay.speed:g}"
+
+
 def cmd_console(args: argparse.Namespace) -> int:
-    """The console on a store another process writes."""
+    """The console on a store another process writes (on its replay clock if a demo's)."""
     from rules.settings import Settings
 
     settings = Settings()
@@ -328,8 +342,9 @@ def cmd_console(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"{db}: no such store (start `omniops serve` or run `omniops ingest`)"
         )
+    clock, title = console_clock(Path(db))
     run_console(
-        db, SystemClock(), settings.metrics, settings.refresh_interval, read_only=args.read_only
+        db, clock, settings.metrics, settings.refresh_interval, title, read_only=args.read_only
     )
     return 0
 
@@ -338,11 +353,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
-    from feeds.alerting import RulesRuntime, alert_loop
-    from feeds.demo import prepare_demo_store
     from feeds.replay import ReplayFeed, load_manifest
-    from feeds.runner import PipelineThread
+    from feeds.runtime.alerting import RulesRuntime, alert_loop
+    from feeds.runtime.demo import prepare_demo_store
+    from feeds.runtime.demo_rules import ensure_demo_rules
+    from feeds.runtime.pipeline import PipelineThread
+    from feeds.runtime.routing import router_hook
     from rules.alerts import Roles, current_user
+    from store.replay_clock import record_replay_clock
     from store.writer import StoreWriter
 
     manifest = load_manifest(args.fixtures)
@@ -359,8 +377,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
     clock = ReplayClock(start, speed=args.speed)
+    record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
-    runtime = RulesRuntime(rules_path)  # the shipped defaults, in the demo's own folder
+    if not args.rules:  # the shipped alert defaults plus the demo retailer's routing
+        ensure_demo_rules(rules_path, args.fixtures)
+    runtime = RulesRuntime(rules_path)
 
     async def alerting(writer: StoreWriter) -> None:
         await alert_loop(db, runtime, clock, params, args.refresh)
@@ -370,7 +391,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         [ReplayFeed([args.fixtures], clock, since=start)],
         background=[alerting],
         rules=runtime,
-        writer_options={"clock": clock, "params": params, "routing": runtime.fulfilment},
+        writer_options={
+            "clock": clock,
+            "params": params,
+            "after_commit": router_hook(runtime.fulfilment),
+        },
     )
     pipeline.start()
     pipeline.ready.wait()
@@ -403,7 +428,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run ``omniops serve`` until SIGINT / SIGTERM."""
-    from feeds.server import run_serve
+    from feeds.runtime.serve import run_serve
 
     return run_serve(args)
 
@@ -416,7 +441,7 @@ def console_command(db: Path) -> list[str]:
 def cmd_web(args: argparse.Namespace) -> int:
     """Run ``omniops web`` until SIGINT / SIGTERM."""
     try:
-        from feeds.web import run_web
+        from feeds.runtime.web import run_web
     except ImportError as exc:  # textual-serve is the `web` extra
         print(f"omniops web: {exc}; install it with pip install 'omniops[web]'", file=sys.stderr)
         return 2
@@ -426,7 +451,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
-    from feeds.csv_import import import_history
+    from feeds.runtime.ingest import import_history
 
     result = asyncio.run(
         import_history(args.csv, args.db, args.channel, args.location, args.timezone)

@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from feeds.model import Event, Quarantined
+from store.model import Event, Quarantined
 
 if TYPE_CHECKING:
     from store.writer import StoreWriter

@@ -24,7 +24,6 @@ could never be completed by re-importing that line: the order id would be a dupl
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 from collections import Counter
@@ -35,7 +34,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from feeds.model import (
+from store.model import (
     Event,
     FulfillmentBody,
     FulfillmentUpdated,
@@ -46,8 +45,6 @@ from feeds.model import (
     ReturnBody,
     ReturnReceived,
 )
-from store.apply import count_outcomes
-from store.writer import StoreWriter
 
 COLUMNS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
 """Columns an order-history file must have (``Description`` and ``CustomerID`` are ignored)."""
@@ -277,45 +274,3 @@ def read_history(
                 detail="imported history",
             ),
         )
-
-
-async def import_history(
-    csv_path: Path,
-    db: Path,
-    channel: str,
-    location_id: str,
-    tz: str,
-    *,
-    order_prefix: str = "",
-    writer: StoreWriter | None = None,
-) -> HistoryReport:
-    """Import an order-history CSV into the store at ``db`` (or through ``writer``).
-
-    Parsing runs in a thread; events go through the single writer like any feed's, so
-    importing the same file twice applies nothing the second time.
-    """
-    report = HistoryReport()
-
-    def parse() -> list[Event | Quarantined]:
-        return list(
-            read_history(
-                Path(csv_path),
-                channel=channel,
-                location_id=location_id,
-                tz=tz,
-                order_prefix=order_prefix,
-                report=report,
-            )
-        )
-
-    items = await asyncio.to_thread(parse)
-    if writer is None:
-        async with StoreWriter(db) as own:
-            outcomes = await own.write(items)
-    else:
-        outcomes = await writer.write(items)
-    tally = count_outcomes(outcomes)
-    report.applied = tally["applied"]
-    report.duplicate = tally["duplicate"]
-    report.quarantined = tally["quarantined"]
-    return report

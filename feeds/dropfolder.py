@@ -59,7 +59,10 @@ from feeds.csv_import import (
     read_history,
 )
 from feeds.jsonl import parse_line, read_lines
-from feeds.model import (
+from feeds.stream import FeedMonitor
+from feeds.webhooks.redact import redact_payload
+from store.apply import Outcome, count_outcomes
+from store.model import (
     Event,
     FulfillmentBody,
     FulfillmentUpdated,
@@ -70,9 +73,6 @@ from feeds.model import (
     StockSnapshot,
     StockSnapshotBody,
 )
-from feeds.stream import FeedMonitor
-from feeds.webhooks.redact import redact_payload
-from store.apply import Outcome, count_outcomes
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Reading canonical JSON Lines: files, gzip files and folders of them.
 
 A line that is not JSON or not a valid canonical event becomes a
-:class:`feeds.model.Quarantined` item holding the raw line and a reason that names the
+:class:`store.model.Quarantined` item holding the raw line and a reason that names the
 file, the line number and the failing field; nothing is dropped.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from feeds.model import Event, Quarantined, parse_event
+from store.model import Event, Quarantined, parse_event
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 

@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 
 from feeds.base import Feed, FeedState
-from feeds.model import Event, Quarantined
 from feeds.stream import Backoff, Parse, Sleep, StreamError, parse_canonical
+from store.model import Event, Quarantined
 
 log = logging.getLogger(__name__)
 

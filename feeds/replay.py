@@ -2,7 +2,7 @@
 
 Events are merged across files in timestamp order.  Everything stamped before the
 clock's start is history and is delivered at once (the backfill); the rest is delivered
-when the :class:`~feeds.clock.ReplayClock` reaches its timestamp, so the demo day
+when the :class:`~store.clock.ReplayClock` reaches its timestamp, so the demo day
 unfolds at ``speed`` × real time.  Lines that fail validation are quarantined, as on any
 live feed.  The cursor is the number of items delivered, so a restarted replay resumes.
 """
@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from feeds.base import Feed, FeedState
-from feeds.clock import ReplayClock
 from feeds.jsonl import feed_files, parse_line, read_lines, source_of
-from feeds.model import Event, Quarantined
+from store.clock import ReplayClock
+from store.model import Event, Quarantined
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

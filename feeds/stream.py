@@ -35,10 +35,10 @@ from typing import Any
 import aiohttp
 
 from feeds.base import Feed, FeedHealth, FeedState
-from feeds.clock import Clock, SystemClock
 from feeds.jsonl import parse_line
-from feeds.model import Event, Quarantined
 from store.apply import Outcome
+from store.clock import Clock, SystemClock
+from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -70,21 +70,18 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from feeds.clock import Clock
 from rules.labels import Duration, MatcherList, check_label_names, format_duration, labels_text
 from rules.matchers import Matcher, matches_all, parse_matchers
 from rules.notify import InhibitRule, inhibiting_source
 from rules.receivers import NotifyAlert
 from store import alerts as store
 from store.alerts import AlertRecord, AlertState, ReceiverStatus, Silence, Transition
+from store.clock import Clock
 from store.snapshots import Snapshots
-
-if TYPE_CHECKING:
-    from rules.file import RulesFile
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +504,7 @@ def step(
             why = f"condition no longer holds ({_fmt(value)}) before {rule.id} fired"
         else:
             why = f"{_fmt(value)} is back past the clear level {rule.clear_level:g}"
-        return _resolve(base, now), why
+        return resolve_record(base, now), why
     if prev.state == "pending":
         assert verdict == "breach"
         if now - prev.started_at >= rule.for_:
@@ -533,7 +530,8 @@ def _breach_note(rule: AlertRule, value: float) -> str:
     return f"{value:g} {rule.op} {rule.threshold:g}"
 
 
-def _resolve(record: AlertRecord, now: datetime) -> AlertRecord:
+def resolve_record(record: AlertRecord, now: datetime) -> AlertRecord:
+    """``record`` resolved at ``now``."""
     return replace(
         record,
         state="resolved",
@@ -735,16 +733,17 @@ def index_samples(all_samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     return by_metric
 
 
-def _guard_lookup(
+def guard_lookup(
     by_metric: Mapping[str, list[Sample]], metric: str
 ) -> dict[tuple[tuple[str, str], ...], float | None]:
+    """The values of ``metric`` by their label tuples (a guard rule's lookup)."""
     return {s.labels: s.value for s in by_metric.get(metric, [])}
 
 
 def preview_rule(rule: AlertRule, all_samples: Sequence[Sample]) -> RulePreview:
     """How many scopes ``rule`` selects and would fire for on these samples.  Pure."""
     by_metric = index_samples(all_samples)
-    guard = _guard_lookup(by_metric, rule.only_when.metric) if rule.only_when else None
+    guard = guard_lookup(by_metric, rule.only_when.metric) if rule.only_when else None
     scopes = firing = no_data = 0
     hits: list[tuple[str, float | None]] = []
     for s in by_metric.get(rule.metric, []):
@@ -777,228 +776,7 @@ def preview_rule(rule: AlertRule, all_samples: Sequence[Sample]) -> RulePreview:
     return RulePreview(scopes, firing, no_data, tuple(hits[:5]))
 
 
-# -- the engine --------------------------------------------------------------------------------
-
-
-class NotifierLike(Protocol):
-    """What the engine hands notifications to (:class:`rules.notify.Notifier`)."""
-
-    def submit(self, firing: Sequence[NotifyAlert], resolved: Sequence[NotifyAlert]) -> None:
-        """Take the complete set of alerts to notify now; must not block."""
-        ...
-
-
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What one evaluation did."""
-
-    at: datetime
-    alerts: tuple[AlertView, ...]
-    """Every active alert after this evaluation, plus those it resolved."""
-    transitions: tuple[Transition, ...]
-    """The state changes it recorded."""
-    rules: int
-    """Enabled rules evaluated."""
-    samples: int
-
-    @property
-    def newly_firing(self) -> tuple[AlertView, ...]:
-        """Alerts that started firing (or firing on no data) in this evaluation."""
-        fps = {
-            t.fingerprint
-            for t in self.transitions
-            if t.to_state in ("firing", "nodata") and t.from_state in (None, "pending", "resolved")
-        }
-        return tuple(a for a in self.alerts if a.record.fingerprint in fps)
-
-    @property
-    def firing(self) -> tuple[AlertView, ...]:
-        """Alerts firing now (including no-data)."""
-        return tuple(a for a in self.alerts if a.record.state in ("firing", "nodata"))
-
-
-@dataclass
-class _Rules:
-    alerts: tuple[AlertRule, ...] = ()
-    inhibit: tuple[InhibitRule, ...] = ()
-
-
-class AlertEngine:
-    """Evaluates the alert rules on each refresh's snapshots and persists the transitions.
-
-    ``evaluate`` is blocking (SQLite): call it from a thread (``asyncio.to_thread``) after
-    every refresh in the process that writes the store.  It hands the alerts to the
-    notifier, which delivers asynchronously and never blocks evaluation.
-    """
-
-    def __init__(
-        self,
-        rules: RulesFile | None,
-        connect: Callable[[], sqlite3.Connection],
-        clock: Clock,
-        notifier: NotifierLike | None = None,
-        *,
-        user: str | None = None,
-    ) -> None:
-        """Create the engine.
-
-        Args:
-            rules: The rules in force (``None``: none yet); replace with :meth:`set_rules`.
-            connect: Opens a writable store connection (e.g. ``lambda:
-                store.alerts.connect(path)``); called once, on first use.
-            clock: "now" for every transition.
-            notifier: Receives firing and resolved alerts after each evaluation.
-            user: Recorded as who made state changes (default: the OS user).
-        """
-        self._rules = _Rules()
-        if rules is not None:
-            self.set_rules(rules)
-        self._connect = connect
-        self._conn: sqlite3.Connection | None = None
-        self.clock = clock
-        self.notifier = notifier
-        self.user = user or current_user()
-        self._lock = threading.Lock()
-
-    def set_rules(self, rules: RulesFile) -> None:
-        """Use new rules from the next evaluation on (the watcher's reload callback)."""
-        self._rules = _Rules(tuple(rules.alert), tuple(rules.notify.inhibit))
-
-    @property
-    def rules(self) -> tuple[AlertRule, ...]:
-        """The alert rules in force."""
-        return self._rules.alerts
-
-    def close(self) -> None:
-        """Close the store connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def evaluate(self, snapshots: Snapshots) -> EvaluationResult:
-        """Evaluate every enabled rule on ``snapshots``; persist; notify.  Blocking."""
-        with self._lock:
-            if self._conn is None:
-                self._conn = self._connect()
-            conn = self._conn
-            now = self.clock.now()
-            current = self._rules
-            all_samples = samples(snapshots)
-            with store.immediate(conn):
-                prev = store.load_active(conn)
-                changes, touched = self._step_all(current.alerts, all_samples, prev, now)
-                store.write_changes(conn, changes)
-                silences = store.list_silences(conn, now)
-            records = [r for r in touched if r.active or r.fingerprint in _resolved(changes)]
-            views = build_views(records, silences, current.inhibit, now)
-        self._notify(views, changes)
-        enabled = sum(1 for r in current.alerts if r.enabled)
-        return EvaluationResult(
-            now, tuple(views), tuple(changes.transitions), enabled, len(all_samples)
-        )
-
-    def _step_all(
-        self,
-        rules: Sequence[AlertRule],
-        all_samples: Sequence[Sample],
-        prev: Mapping[str, AlertRecord],
-        now: datetime,
-    ) -> tuple[store.AlertChanges, list[AlertRecord]]:
-        changes = store.AlertChanges()
-        touched: list[AlertRecord] = []
-        by_metric = index_samples(all_samples)
-        enabled = {r.id: r for r in rules if r.enabled}
-        by_rule: dict[str, dict[str, AlertRecord]] = defaultdict(dict)
-        for fp, record in prev.items():
-            by_rule[record.rule_id][fp] = record
-
-        def record_change(new: AlertRecord, old: AlertRecord | None, note: str | None) -> None:
-            changes.alerts.append(new)
-            touched.append(new)
-            if note is not None:
-                changes.transitions.append(
-                    Transition(
-                        fingerprint=new.fingerprint,
-                        rule_id=new.rule_id,
-                        at=now,
-                        kind="state",
-                        from_state=None if old is None or not old.active else old.state,
-                        to_state=new.state,
-                        value=new.value,
-                        by=self.user,
-                        note=note,
-                    )
-                )
-
-        # Alerts of rules that were removed or disabled resolve, saying why.
-        all_ids = {r.id for r in rules}
-        for rule_id, records in by_rule.items():
-            if rule_id in enabled:
-                continue
-            why = "rule disabled" if rule_id in all_ids else "rule removed from the rules file"
-            for old in records.values():
-                record_change(_resolve(replace(old, updated_at=now), now), old, why)
-
-        for rule in enabled.values():
-            existing = by_rule.get(rule.id, {})
-            guard = _guard_lookup(by_metric, rule.only_when.metric) if rule.only_when else None
-            seen: set[str] = set()
-            for s in by_metric.get(rule.metric, []):
-                scope = s.label_map
-                if not matches_all(rule.matchers, scope):
-                    continue
-                fp = fingerprint(rule.id, scope)
-                seen.add(fp)
-                ok = True
-                if rule.only_when is not None and guard is not None:
-                    ok = rule.only_when.holds(guard.get(s.labels))
-                before = existing.get(fp)
-                new, note = step(rule, before, Observation(s.value, True, ok), now, scope)
-                if new is not None:
-                    record_change(new, before, note)
-            for fp, old in existing.items():
-                if fp in seen:
-                    continue
-                # The scope vanished from the snapshot (or the rule's matchers changed).
-                scope = _scope_of(old)
-                if not matches_all(rule.matchers, scope):
-                    resolved = _resolve(replace(old, updated_at=now), now)
-                    record_change(resolved, old, "scope no longer matches the rule")
-                    continue
-                new, note = step(rule, old, Observation(None, present=False), now, scope)
-                if new is not None:
-                    record_change(new, old, note)
-        return changes, touched
-
-    def _notify(self, views: Sequence[AlertView], changes: store.AlertChanges) -> None:
-        if self.notifier is None:
-            return
-        resolved_now = _resolved(changes)
-        fired_before = {
-            t.fingerprint for t in changes.transitions if t.from_state in ("firing", "nodata")
-        }
-        firing = [
-            notify_alert(v.record)
-            for v in views
-            if v.record.state in ("firing", "nodata") and not v.muted
-        ]
-        resolved = [
-            notify_alert(v.record)
-            for v in views
-            if v.record.fingerprint in resolved_now and v.record.fingerprint in fired_before
-        ]
-        try:
-            self.notifier.submit(firing, resolved)
-        except Exception:  # a notifier problem must never stop evaluation
-            log.exception("handing alerts to the notifier failed")
-
-
-def _resolved(changes: store.AlertChanges) -> set[str]:
-    return {a.fingerprint for a in changes.alerts if a.state == "resolved"}
-
-
-def _scope_of(record: AlertRecord) -> dict[str, str]:
+def scope_of(record: AlertRecord) -> dict[str, str]:
     """The scope labels of a stored alert (parsed back from its scope text)."""
     return {m.name: m.value for m in parse_matchers(record.scope)}
 
@@ -1147,7 +925,7 @@ def panel_target(record: AlertRecord) -> PanelTarget:
     """The panel row behind an alert, as a tab and a filter the panel understands."""
     info = METRICS.get(record.metric)
     panel = info.panel if info is not None else "overview"
-    scope = _scope_of(record)
+    scope = scope_of(record)
     if panel == "fulfillment":
         kind = scope.get("scope", "")
         key = scope.get(kind, "")
@@ -1165,12 +943,10 @@ def panel_target(record: AlertRecord) -> PanelTarget:
 __all__ = [
     "METRICS",
     "AlertActions",
-    "AlertEngine",
     "AlertRecord",
     "AlertRule",
     "AlertView",
     "Condition",
-    "EvaluationResult",
     "Observation",
     "PanelTarget",
     "PermissionDenied",

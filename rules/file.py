@@ -43,13 +43,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tomlkit.items import AoT, Table
 from tomlkit.toml_document import TOMLDocument
 
-from feeds.clock import Clock, SystemClock
 from rules.alerts import AlertRule, Permissions
 from rules.labels import format_duration, parse_duration, parse_matcher_field
 from rules.matchers import format_matchers
 from rules.notify import NotifyConfig, check_notify
 from rules.receivers import LogReceiverConfig
 from rules.routing import FulfilmentRouting, update_fulfilment_document
+from store.clock import Clock, SystemClock
 
 try:  # advisory locking where the platform has it (not on Windows)
     import fcntl

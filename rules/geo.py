@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from feeds.model import OpeningHours
+from store.model import OpeningHours
 
 EARTH_RADIUS_KM = 6371.0088
 """Mean Earth radius (IUGG), the usual constant for haversine distances."""

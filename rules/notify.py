@@ -37,7 +37,6 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from feeds.clock import Clock
 from rules.labels import Duration, MatcherList, format_duration, labels_text
 from rules.matchers import format_matchers, matches_all
 from rules.receivers import (
@@ -52,6 +51,7 @@ from rules.receivers import (
     build_delivery,
 )
 from store.alerts import ReceiverStatus
+from store.clock import Clock
 
 log = logging.getLogger(__name__)
 

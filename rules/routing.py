@@ -66,9 +66,9 @@ from pydantic import (
     model_validator,
 )
 
-from feeds.model import Identifier, LocationBody, Method, Money, OrderPlacedBody, SkuBody
 from rules.geo import Slot, haversine_km, pickup_slot, ship_slot, zone
 from rules.matchers import Matcher, parse_matchers
+from store.model import Identifier, LocationBody, Method, Money, OrderPlacedBody, SkuBody
 
 NodeKind = Literal["warehouse", "store", "dropship"]
 NODE_KINDS: tuple[NodeKind, ...] = ("warehouse", "store", "dropship")

@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     roles: Roles = Roles()
     """Who may edit rules, acknowledge and silence, by OS user; unknown users only view."""
     serve: dict[str, Any] = {}
-    """The ``[serve]`` table, read by ``omniops serve`` (see ``feeds.serve_config``)."""
+    """The ``[serve]`` table, read by ``omniops serve`` (see ``feeds.runtime.serve_config``)."""
     web: dict[str, Any] = {}
-    """The ``[web]`` table, read by ``omniops web`` (see ``feeds.web_config``)."""
+    """The ``[web]`` table, read by ``omniops web`` (see ``feeds.runtime.web_config``)."""
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
 
     @classmethod

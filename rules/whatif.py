@@ -18,7 +18,7 @@ Definitions (what the console's what-if view shows):
 * **newly unfulfillable / held**: that status under the draft, another one now.
 * **load per node**: orders routed to each node (a split order counts at each node).
 
-Pure: no I/O.  The store module loads the inputs (:func:`store.routing.load_replay`).
+Pure: no I/O.  The store module loads the inputs (:func:`feeds.runtime.routing.load_replay`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from feeds.model import LocationBody
 from rules.routing import Decision, FulfilmentRouting, Inventory, RouteOrder, route_sequence
+from store.model import LocationBody
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from feeds.model import (
+from store.model import (
     ChannelUpserted,
     Event,
     FulfillmentUpdated,

@@ -16,19 +16,18 @@ import logging
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 
-from feeds.clock import Clock, SystemClock
-from feeds.model import Event, Quarantined
-from rules.routing import FulfilmentRouting
 from store.apply import Outcome, apply_batch, epoch
+from store.clock import Clock, SystemClock
+from store.model import Event, Quarantined
 from store.risk import MetricParams
-from store.routing import routing_after_batch
 from store.schema import migrate
 from store.snapshots import FeedHealthRow
 
@@ -37,6 +36,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Item = Event | Quarantined
+
+
+class AfterCommit(Protocol):
+    """A hook the writer runs on its connection after each committed batch.
+
+    The store does not know the fulfilment router: the runtime that owns the writer hands
+    it one (``feeds.runtime.routing.router_hook``), so the layers point one way.
+    """
+
+    def __call__(
+        self,
+        db: sqlite3.Connection,
+        items: Sequence[Item],
+        *,
+        decided_at: datetime,
+        timezone: str,
+    ) -> object:
+        """Run after ``items`` are durable; a failure is logged and counted, never fatal."""
 
 
 def configure_connection(db: sqlite3.Connection) -> None:
@@ -74,15 +91,15 @@ class StoreWriter:
         batch_wait: float = 0.02,
         queue_size: int = 20_000,
         params: MetricParams | None = None,
-        routing: Callable[[], FulfilmentRouting] | None = FulfilmentRouting,
+        after_commit: AfterCommit | None = None,
     ) -> None:
         self.path = Path(path)
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.batch_wait = batch_wait
         self.params = params or MetricParams()
-        self.routing = routing
-        """Gives the fulfilment routing rules in force (hot-reloaded); None: never route."""
+        self.after_commit = after_commit
+        """Runs after each committed batch (the router, when the runtime hands one)."""
         self.routing_errors = 0
         self.sweep_every = 60.0
         """Wall seconds between sweeps of the stock-risk flags (see store.apply)."""
@@ -280,17 +297,13 @@ class StoreWriter:
         After the batch is durable (its futures already resolved), in a transaction of its
         own: a routing failure is logged and counted, never loses the events.
         """
-        if self.routing is None:
+        hook = self.after_commit
+        if hook is None:
             return
-        rules = self.routing()
         decided_at = self.clock.now()
         timezone = self.params.timezone
         try:
-            await self._run(
-                lambda db: routing_after_batch(
-                    db, items, rules, decided_at=decided_at, timezone=timezone
-                )
-            )
+            await self._run(lambda db: hook(db, items, decided_at=decided_at, timezone=timezone))
         except Exception:
             self.routing_errors += 1
             log.exception("routing after a batch of %d items failed", len(items))

@@ -20,8 +20,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from feeds.ingest import ingest_paths
 from feeds.jsonl import read_items
+from feeds.runtime.ingest import ingest_paths
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 from store.writer import StoreWriter

@@ -226,7 +226,7 @@ import asyncio, resource
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 from console.cli import build_console
-from feeds.clock import FixedClock
+from store.clock import FixedClock
 from store.risk import MetricParams
 async def main():
     app, close = build_console(

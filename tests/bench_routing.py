@@ -4,7 +4,7 @@
    after another by :func:`rules.routing.route_sequence` (the what-if's path), with the
    built-in rules; and a what-if (both sides) of a draft that disables WH-NJ.
 2. **Whole day, through the store**: the same orders written into a store *without* a
-   node, then :func:`store.routing.route_pending_orders` routes, stores and reserves all of
+   node, then :func:`feeds.runtime.routing.route_pending_orders` routes, stores and reserves all of
    them (the ingest path), and a batch of 100 at a time (as the writer would call it).
 3. **POST /route latency on loopback**: the endpoint served by a separate process
    (``aiohttp`` AppRunner on 127.0.0.1, a port chosen by the OS) over the store from 2,
@@ -32,14 +32,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from feeds.clock import FixedClock
-from feeds.ingest import ingest_paths
 from feeds.jsonl import read_items
-from feeds.model import OrderPlaced, parse_event
-from feeds.route_api import add_routes
+from feeds.runtime.ingest import ingest_paths
+from feeds.runtime.route_api import add_routes
+from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
 from rules.routing import FulfilmentRouting, route_sequence
 from rules.whatif import what_if
-from store.routing import StoreRoutingSource, route_pending_orders
+from store.clock import FixedClock
+from store.model import OrderPlaced, parse_event
 from store.writer import StoreWriter
 from tests.routing_world import FIXTURE_DAY, fixture_day_inputs
 
@@ -90,7 +90,7 @@ async def build_store(db: Path) -> int:
                 raw = item.model_dump(mode="json")
                 raw["body"] = body
                 orders.append(parse_event(raw))
-    async with StoreWriter(db, routing=None) as writer:  # the benchmark routes them itself
+    async with StoreWriter(db) as writer:  # the benchmark routes them itself
         await writer.write(orders)
     print(
         f"store: fixture catalogue, stock and {len(orders):,} orders written in "

@@ -1,6 +1,6 @@
 """Webhook ingest benchmark (not a test): ``python -m tests.bench_webhooks``.
 
-1. starts ``python -m feeds.server`` on 127.0.0.1 (its own process, as in production)
+1. starts ``python -m feeds.runtime.serve`` on 127.0.0.1 (its own process, as in production)
    with a fresh store;
 2. a local load generator (one aiohttp session, ``--concurrency`` connections) sends
    ``--requests`` signed Shopify ``inventory_levels/update`` webhooks (or single
@@ -91,7 +91,7 @@ def start_server(
         [
             sys.executable,
             "-m",
-            "feeds.server",
+            "feeds.runtime.serve",
             "--db",
             str(db),
             "--port",

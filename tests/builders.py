@@ -6,7 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from feeds.model import Event, parse_event
+from store.model import Event, parse_event
 
 T0 = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
 """10:00 in New York on the fixture day."""

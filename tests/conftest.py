@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from feeds.model import Event, Quarantined
+from feeds.runtime.routing import router_hook
 from store.apply import Outcome
+from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
 
@@ -31,6 +32,8 @@ async def write(db: Path, items: Sequence[Event | Quarantined], **kw: object) ->
 
     Routing is off unless asked for (``routing=...``): tests of the router drive it.
     """
-    kw.setdefault("routing", None)
+    routing = kw.pop("routing", None)
+    if routing is not None:
+        kw["after_commit"] = router_hook(routing)  # type: ignore[arg-type]
     async with StoreWriter(db, **kw) as writer:  # type: ignore[arg-type]
         return await writer.write(items)

@@ -13,9 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from feeds.model import Event, LocationBody, OpeningHours, OrderPlacedBody, SkuBody
 from rules.routing import Inventory, RouteLine, RouteOrder, StockLevel
 from rules.whatif import ReplayInputs
+from store.model import Event, LocationBody, OpeningHours, OrderPlacedBody, SkuBody
 from tests.builders import ev, iso
 from tests.conftest import write
 

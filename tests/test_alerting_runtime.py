@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from feeds.alerting import RulesRuntime, alert_loop
-from feeds.clock import FixedClock
+from feeds.runtime.alerting import RulesRuntime, alert_loop
+from store.clock import FixedClock
 from store.risk import MetricParams
 from tests.builders import T0, at, location, order
 from tests.conftest import write

@@ -16,10 +16,8 @@ from typing import Any
 
 import pytest
 
-from feeds.clock import FixedClock
 from rules.alerts import (
     AlertActions,
-    AlertEngine,
     AlertRule,
     PermissionDenied,
     Permissions,
@@ -28,9 +26,11 @@ from rules.alerts import (
     preview_rule,
     samples,
 )
+from rules.engine import AlertEngine
 from rules.file import RulesFile
 from rules.receivers import NotifyAlert
 from store import alerts as store
+from store.clock import FixedClock
 from store.snapshots import FulfillmentRow, Snapshots
 from tests.snapshot_factory import AS_OF, build_snapshots
 

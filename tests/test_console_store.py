@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from console.app import OmniopsApp
 from console.cli import report
 from console.widgets.formatting import fmt_int, fmt_rate
-from feeds.clock import FixedClock
+from store.clock import FixedClock
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 from store.snapshots import to_jsonable

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from feeds.csv_import import import_history
 from feeds.dropfolder import DropFolder
+from feeds.runtime.ingest import import_history
 from store.writer import StoreWriter
 from tests.builders import T0, snapshot
 

@@ -37,7 +37,8 @@ def test_console_never_runs_sql_or_opens_sockets() -> None:
 
 def test_importing_the_core_loads_no_textual() -> None:
     code = (
-        "import sys, feeds.model, feeds.replay, feeds.ingest, store.writer, store.metrics, rules;"
+        "import sys, store.model, feeds.replay, feeds.runtime.ingest, store.writer, store.metrics;"
+        "import rules;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'console')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

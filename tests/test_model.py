@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from feeds.jsonl import describe_validation_error
-from feeds.model import EVENT_TYPES, OrderPlaced, dump_event, event_json_schema, parse_event
+from store.model import EVENT_TYPES, OrderPlaced, dump_event, event_json_schema, parse_event
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from feeds.clock import FixedClock
 from rules.notify import (
     Dispatcher,
     Notifier,
@@ -29,6 +28,7 @@ from rules.receivers import (
     chat_text,
     generic_payload,
 )
+from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF
 
 TREE = NotifyConfig.model_validate(

@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from feeds.base import pump
-from feeds.clock import ReplayClock
-from feeds.ingest import ingest_paths
-from feeds.model import dump_event
 from feeds.replay import ReplayFeed
+from feeds.runtime.ingest import ingest_paths
+from store.clock import ReplayClock
+from store.model import dump_event
 from store.writer import StoreWriter
 from tests.builders import T0, adjust, at, location, order, ret, sku, snapshot, step
 

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from feeds.clock import FixedClock
-from feeds.route_api import make_app
+from feeds.runtime.route_api import make_app
+from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
 from rules.routing import FulfilmentRouting
-from store.routing import StoreRoutingSource, route_pending_orders
+from store.clock import FixedClock
 from tests.routing_world import DAY, ny, seed
 
 RULES = FulfilmentRouting.model_validate(

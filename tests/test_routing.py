@@ -9,7 +9,6 @@ import pytest
 import tomlkit
 from pydantic import ValidationError
 
-from feeds.model import OpeningHours
 from rules.geo import haversine_km, pickup_slot, ship_slot
 from rules.routing import (
     Decision,
@@ -19,6 +18,7 @@ from rules.routing import (
     route_sequence,
     update_fulfilment_document,
 )
+from store.model import OpeningHours
 from tests.routing_world import NODES, inventory, ny, order
 
 NOON = ny(12)  # 12:00 in New York

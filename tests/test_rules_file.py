@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from feeds.clock import FixedClock
 from rules.alerts import PermissionDenied, Permissions
 from rules.cli import add_rules_arguments, run_rules
 from rules.file import (
@@ -27,6 +26,7 @@ from rules.file import (
     rule_form_fields,
 )
 from rules.labels import format_duration, parse_duration
+from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF
 
 GOOD = """\

@@ -20,8 +20,8 @@ import aiohttp
 import pytest
 from pydantic import SecretStr
 
-from feeds.serve_config import ServeConfig, load_serve_config
-from feeds.server import Server
+from feeds.runtime.serve import Server
+from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.webhooks.signatures import sign_shopify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def serve_process(
             [
                 sys.executable,
                 "-m",
-                "feeds.server",
+                "feeds.runtime.serve",
                 "--db",
                 str(db),
                 "--port",
@@ -151,7 +151,15 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_webhook(tmp_path: Path) -
 
 def test_configuration_errors_exit_2_without_leaking_secrets(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "feeds.server", "--db", str(tmp_path / "s.db"), "--port", "70000"],
+        [
+            sys.executable,
+            "-m",
+            "feeds.runtime.serve",
+            "--db",
+            str(tmp_path / "s.db"),
+            "--port",
+            "70000",
+        ],
         cwd=ROOT,
         env=child_env(tmp_path),
         capture_output=True,
@@ -166,7 +174,7 @@ def test_configuration_errors_exit_2_without_leaking_secrets(tmp_path: Path) -> 
         [
             sys.executable,
             "-m",
-            "feeds.server",
+            "feeds.runtime.serve",
             "--db",
             str(tmp_path / "s.db"),
             "--port",

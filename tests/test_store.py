@@ -6,8 +6,8 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from feeds.model import Quarantined
 from store.metrics import open_reader
+from store.model import Quarantined
 from store.schema import SCHEMA_VERSION
 from tests.builders import T0, adjust, at, order, snapshot, step
 from tests.conftest import write

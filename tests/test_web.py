@@ -25,13 +25,14 @@ from pydantic import ValidationError
 
 from console.app import WIDE_COLUMNS
 from console.cli import console_command
-from feeds.clock import FixedClock
-from feeds.web import RunningWeb, WebConsoleServer, WebSession, start_web
-from feeds.web_config import WebConfig, WebConfigError, load_web_config
-from rules.alerts import AlertEngine, Roles, current_user
+from feeds.runtime.web import RunningWeb, WebConsoleServer, WebSession, start_web
+from feeds.runtime.web_config import WebConfig, WebConfigError, load_web_config
+from rules.alerts import Roles, current_user
+from rules.engine import AlertEngine
 from rules.file import load_rules
 from rules.identity import WEB_USER_ENV, console_permissions
 from store import alerts as alert_store
+from store.clock import FixedClock
 from tests import builders as b
 from tests.conftest import write
 from tests.snapshot_factory import AS_OF, build_snapshots

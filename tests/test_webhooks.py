@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from feeds.serve_config import ServeConfig
-from feeds.server import Server
+from feeds.runtime.serve import Server
+from feeds.runtime.serve_config import ServeConfig
 from feeds.webhooks.redact import redact_raw
 from feeds.webhooks.signatures import (
     sign_easypost,

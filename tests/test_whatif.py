@@ -10,9 +10,7 @@ from typing import Any
 
 import pytest
 
-from rules.routing import FulfilmentRouting, NodeSettings, route_sequence
-from rules.whatif import compare, replay, what_if
-from store.routing import (
+from feeds.runtime.routing import (
     StoreRoutingSource,
     list_decisions,
     load_decision,
@@ -22,6 +20,8 @@ from store.routing import (
     routing_after_batch,
     what_if_on_store,
 )
+from rules.routing import FulfilmentRouting, NodeSettings, route_sequence
+from rules.whatif import compare, replay, what_if
 from store.writer import configure_connection
 from tests.builders import ev
 from tests.conftest import write

@@ -4,7 +4,7 @@ Each vendor module (:mod:`~feeds.webhooks.shopify`, :mod:`~feeds.webhooks.square
 :mod:`~feeds.webhooks.easypost`, :mod:`~feeds.webhooks.amazon`,
 :mod:`~feeds.webhooks.canonical`) is a pure function from a decoded, already
 authenticated payload to a :class:`Mapped` result; the HTTP side (size limit,
-signatures, status codes, waiting for the commit) lives in :mod:`feeds.server`.
+signatures, status codes, waiting for the commit) lives in :mod:`feeds.runtime.serve`.
 
 This module holds what they share: :class:`PayloadError` (the payload cannot be read;
 the message names the field), :class:`Mapped`, and small typed accessors that raise
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from feeds.model import Event, Quarantined
+from store.model import Event, Quarantined
 
 
 class PayloadError(ValueError):

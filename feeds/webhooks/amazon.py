@@ -38,19 +38,6 @@ import json
 from datetime import datetime
 from decimal import Decimal
 
-from feeds.model import (
-    Event,
-    FulfillmentBody,
-    FulfillmentUpdated,
-    OrderCancelled,
-    OrderCancelledBody,
-    OrderLine,
-    OrderPlaced,
-    OrderPlacedBody,
-    Quarantined,
-    StockSnapshot,
-    StockSnapshotBody,
-)
 from feeds.webhooks import (
     JsonObject,
     Mapped,
@@ -69,6 +56,19 @@ from feeds.webhooks import (
 )
 from feeds.webhooks.mapping import AmazonMapping
 from feeds.webhooks.redact import redact_raw
+from store.model import (
+    Event,
+    FulfillmentBody,
+    FulfillmentUpdated,
+    OrderCancelled,
+    OrderCancelledBody,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedBody,
+    Quarantined,
+    StockSnapshot,
+    StockSnapshotBody,
+)
 
 SOURCE = "amazon"
 

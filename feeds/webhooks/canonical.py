@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from feeds.jsonl import describe_validation_error
-from feeds.model import Event, Quarantined, parse_event
 from feeds.webhooks import PayloadError
 from feeds.webhooks.redact import redact_raw
+from store.model import Event, Quarantined, parse_event
 
 SOURCE = "events"
 """Quarantine source of a line that names no valid ``source`` of its own."""

@@ -25,7 +25,6 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from feeds.model import Event, FulfillmentBody, FulfillmentStatus, FulfillmentUpdated, Quarantined
 from feeds.webhooks import (
     JsonObject,
     Mapped,
@@ -41,6 +40,7 @@ from feeds.webhooks import (
     when,
 )
 from feeds.webhooks.redact import redact_raw
+from store.model import Event, FulfillmentBody, FulfillmentStatus, FulfillmentUpdated, Quarantined
 
 SOURCE = "easypost"
 

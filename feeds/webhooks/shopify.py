@@ -63,7 +63,24 @@ import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from feeds.model import (
+from feeds.webhooks import (
+    JsonObject,
+    Mapped,
+    PayloadError,
+    arr,
+    ident,
+    integer,
+    join,
+    money,
+    opt_ident,
+    opt_obj,
+    opt_text,
+    opt_when,
+    when,
+)
+from feeds.webhooks.mapping import ShopifyMapping
+from feeds.webhooks.redact import redact_raw, scrub_text
+from store.model import (
     Event,
     FulfillmentBody,
     FulfillmentStatus,
@@ -82,23 +99,6 @@ from feeds.model import (
     StockSnapshot,
     StockSnapshotBody,
 )
-from feeds.webhooks import (
-    JsonObject,
-    Mapped,
-    PayloadError,
-    arr,
-    ident,
-    integer,
-    join,
-    money,
-    opt_ident,
-    opt_obj,
-    opt_text,
-    opt_when,
-    when,
-)
-from feeds.webhooks.mapping import ShopifyMapping
-from feeds.webhooks.redact import redact_raw, scrub_text
 
 SOURCE = "shopify"
 

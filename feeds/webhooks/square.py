@@ -33,20 +33,6 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
-from feeds.model import (
-    FulfillmentBody,
-    FulfillmentStatus,
-    FulfillmentUpdated,
-    Method,
-    OrderCancelled,
-    OrderCancelledBody,
-    OrderLine,
-    OrderPlaced,
-    OrderPlacedBody,
-    Quarantined,
-    StockSnapshot,
-    StockSnapshotBody,
-)
 from feeds.webhooks import (
     JsonObject,
     Mapped,
@@ -65,6 +51,20 @@ from feeds.webhooks import (
 )
 from feeds.webhooks.mapping import SquareMapping
 from feeds.webhooks.redact import redact_raw
+from store.model import (
+    FulfillmentBody,
+    FulfillmentStatus,
+    FulfillmentUpdated,
+    Method,
+    OrderCancelled,
+    OrderCancelledBody,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedBody,
+    Quarantined,
+    StockSnapshot,
+    StockSnapshotBody,
+)
 
 SOURCE = "square"
 

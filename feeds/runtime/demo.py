@@ -18,9 +18,10 @@ from datetime import datetime
 from pathlib import Path
 
 from feeds.base import pump
-from feeds.clock import ReplayClock
 from feeds.jsonl import feed_files
 from feeds.replay import ReplayFeed
+from feeds.runtime.routing import router_hook
+from store.clock import ReplayClock
 from store.schema import MIGRATIONS
 from store.writer import StoreWriter
 
@@ -47,7 +48,7 @@ def history_key(fixtures: Path, start: datetime) -> str:
 async def load_history(fixtures: Path, db: Path, start: datetime) -> int:
     """Write every fixture event stamped before ``start`` into the store at ``db``."""
     feed = ReplayFeed([fixtures], ReplayClock(start), name=HISTORY_FEED, until=start)
-    async with StoreWriter(db) as writer:
+    async with StoreWriter(db, after_commit=router_hook()) as writer:
         await pump(feed, writer)
     return feed.health.events
 

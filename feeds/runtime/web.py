@@ -44,7 +44,7 @@ from pydantic import SecretStr, ValidationError
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
-from feeds.web_config import WebConfig, WebConfigError, load_web_config
+from feeds.runtime.web_config import WebConfig, WebConfigError, load_web_config
 from rules.identity import WEB_USER_ENV, capped_users
 
 log = logging.getLogger("omniops.web")

@@ -26,7 +26,7 @@ Endpoints (all answers are JSON except ``/metrics``):
   ``omniops_webhook_rejected_total{source,reason}``, ``omniops_webhook_durable_seconds``,
   ``omniops_feed_state``, ``omniops_feed_events_per_minute``, writer and store gauges).
 
-Run it as ``omniops serve`` or ``python -m feeds.server``; it prints
+Run it as ``omniops serve`` or ``python -m feeds.runtime.serve``; it prints
 ``omniops serve: listening on http://127.0.0.1:<port>`` once it accepts requests.
 """
 
@@ -53,15 +53,14 @@ import watchfiles
 from aiohttp import web
 from pydantic import ValidationError
 
-from feeds.alerting import RulesRuntime, alert_loop
 from feeds.base import Feed, FeedState
-from feeds.clock import Clock, SystemClock
 from feeds.dropfolder import DropFolder
 from feeds.jsonl import describe_validation_error
-from feeds.model import Quarantined
 from feeds.poll import PollFeed
-from feeds.route_api import add_routes
-from feeds.serve_config import ServeConfig, load_serve_config
+from feeds.runtime.alerting import RulesRuntime, alert_loop
+from feeds.runtime.route_api import add_routes
+from feeds.runtime.routing import StoreRoutingSource, router_hook
+from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
@@ -77,9 +76,10 @@ from rules.file import default_rules_path
 from rules.routing import FulfilmentRouting
 from rules.settings import Settings
 from store.apply import Outcome
+from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
+from store.model import Quarantined
 from store.risk import MetricParams
-from store.routing import StoreRoutingSource
 from store.schema import SCHEMA_VERSION
 from store.snapshots import FeedHealthRow
 from store.writer import StoreWriter
@@ -687,7 +687,7 @@ class Server:
             config.db,
             clock=self.clock,
             batch_wait=config.batch_wait_ms / 1000,
-            routing=rules.fulfilment if rules is not None else FulfilmentRouting,
+            after_commit=router_hook(rules.fulfilment if rules is not None else FulfilmentRouting),
             params=params,
         )
         self.state: ServerState | None = None
@@ -899,7 +899,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m feeds.server [options]``."""
+    """``python -m feeds.runtime.serve [options]``."""
     parser = argparse.ArgumentParser(prog="omniops serve", description=__doc__.split("\n")[0])
     add_serve_arguments(parser)
     return run_serve(parser.parse_args(argv))

@@ -1,6 +1,6 @@
 """Configuration of ``omniops web``: defaults, the ``[web]`` table of the TOML file, env.
 
-Precedence as for ``serve`` (see :mod:`feeds.serve_config`): command-line options, then
+Precedence as for ``serve`` (see :mod:`feeds.runtime.serve_config`): command-line options, then
 environment variables (``OMNIOPS_WEB_<FIELD>``, e.g. ``OMNIOPS_WEB_PORT``), then the
 ``[web]`` table of the config file (its top-level ``db`` too), then the defaults.
 
@@ -11,7 +11,7 @@ variable* that holds their token, never the token itself::
     users = { ana = "$OMNIOPS_WEB_TOKEN_ANA", olga = "$OMNIOPS_WEB_TOKEN_OLGA" }
 
 A web user's role is looked up in the ``[roles]`` section by that name, exactly as an SSH
-login's OS user is (see :mod:`feeds.web_identity`).  A variable that is unset or empty, a
+login's OS user is (see :mod:`rules.identity`).  A variable that is unset or empty, a
 token shorter than :data:`MIN_TOKEN_CHARS`, a token written literally in the file, or two
 users sharing one token is a configuration error: ``omniops web`` refuses to start rather
 than open a door.
@@ -35,7 +35,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from feeds.serve_config import config_file
+from feeds.runtime.serve_config import config_file
 
 MIN_TOKEN_CHARS = 16
 """Shortest token accepted (``python -c 'import secrets; print(secrets.token_urlsafe())'``)."""

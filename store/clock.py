@@ -54,12 +54,22 @@ class ReplayClock:
     The default speed of 60 plays one simulated hour per wall minute.
     """
 
-    def __init__(self, start: datetime, speed: float = 60.0) -> None:
+    def __init__(
+        self, start: datetime, speed: float = 60.0, *, wall_epoch: float | None = None
+    ) -> None:
+        """Start at ``start`` now, or (``wall_epoch``) at the Unix time another clock started.
+
+        ``wall_epoch`` lets a second process follow a clock the first one recorded
+        (:mod:`store.replay_clock`): both then tell the same simulated time.
+        """
         if speed <= 0:
             raise ValueError("speed must be positive")
         self.start = start.astimezone(UTC)
         self.speed = speed
-        self._wall0 = time.monotonic()
+        now_epoch = time.time()
+        self.wall_epoch = now_epoch if wall_epoch is None else wall_epoch
+        """Unix time at which the simulated time was ``start``."""
+        self._wall0 = time.monotonic() - (now_epoch - self.wall_epoch)
 
     def now(self) -> datetime:
         """The simulated time now."""

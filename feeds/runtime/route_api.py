@@ -33,9 +33,9 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from feeds.clock import Clock
-from feeds.model import Identifier, LocationBody
 from rules.routing import Decision, FulfilmentRouting, Inventory, RouteLine, RouteOrder, route
+from store.clock import Clock
+from store.model import Identifier, LocationBody
 
 
 class RoutingSource(Protocol):
@@ -102,7 +102,7 @@ def add_routes(
 
     Args:
         app: The serve process's application (or a test's).
-        source: Blocking reads of the store, e.g. :class:`store.routing.StoreRoutingSource`;
+        source: Blocking reads of the store, e.g. :class:`feeds.runtime.routing.StoreRoutingSource`;
             called in a worker thread.  If it has a ``close()``, it is called on cleanup.
         rules: Returns the ``[fulfilment]`` rules in force (the hot-reloaded ones).
         clock: "Now" when a request gives no ``at``.

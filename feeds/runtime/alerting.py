@@ -16,14 +16,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from feeds.clock import Clock
-from rules.alerts import AlertEngine
+from rules.engine import AlertEngine
 from rules.file import LoadedRules, RulesFileError
 from rules.notify import Notifier, NotifyConfig
 from rules.receivers import ConsoleSink
 from rules.routing import FulfilmentRouting
 from rules.watch import RulesWatcher
 from store import alerts as alert_store
+from store.clock import Clock
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 

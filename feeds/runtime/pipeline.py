@@ -14,8 +14,8 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from feeds.alerting import RulesRuntime
 from feeds.base import Feed, pump
+from feeds.runtime.alerting import RulesRuntime
 from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -28,20 +28,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from feeds.model import (
-    FulfillmentUpdated,
-    LocationBody,
-    OpeningHours,
-    OrderCancelled,
-    OrderPlaced,
-    SkuBody,
-)
 from rules.geo import zone
 from rules.routing import (
     Decision,
@@ -54,7 +46,16 @@ from rules.routing import (
 )
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
 from store.apply import assign_node
+from store.model import (
+    FulfillmentUpdated,
+    LocationBody,
+    OpeningHours,
+    OrderCancelled,
+    OrderPlaced,
+    SkuBody,
+)
 from store.risk import MetricParams
+from store.writer import AfterCommit
 
 DEFAULT_TIMEZONE = "America/New_York"
 
@@ -691,3 +692,22 @@ class StoreRoutingSource:
                 db.close()
             self._all.clear()
         self._local = threading.local()
+
+
+def router_hook(routing: Callable[[], FulfilmentRouting] = FulfilmentRouting) -> AfterCommit:
+    """The writer's after-commit hook: route new orders with the rules ``routing()`` gives.
+
+    ``routing`` is called once per batch, so a hot-reloaded rules file applies from the
+    next batch on; the default is the built-in rules.
+    """
+
+    def hook(
+        db: sqlite3.Connection,
+        items: Sequence[object],
+        *,
+        decided_at: datetime,
+        timezone: str,
+    ) -> list[Decision]:
+        return routing_after_batch(db, items, routing(), decided_at=decided_at, timezone=timezone)
+
+    return hook

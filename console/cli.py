@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="Kafka subscriptions of serve")
     kafka.add_argument("action", choices=["check"], help="check: brokers, topics, offsets, lag")
 
+    from feeds.runtime.web_config import add_web_arguments
+
+    web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
+    add_web_arguments(web)
+
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
     )
@@ -217,7 +222,7 @@ def build_console(
     from rules.editor import RulesEditor
     from rules.file import default_rules_path, ensure_rules_file
     from rules.highlights import RulesHighlights
-    from rules.roles import Permissions
+    from rules.identity import console_permissions
     from rules.routing.config import FulfilmentRouting
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
@@ -256,7 +261,8 @@ def build_console(
     path = rules_path or settings.rules_file or default_rules_path()
     ensure_rules_file(path)
     highlights = RulesHighlights(path)
-    permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
+    # a browser session (``omniops web``) acts as its web user, checked like an SSH login
+    permissions = console_permissions(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
     routing_source = StoreRoutingSource(db, timezone=params.timezone)
@@ -460,6 +466,22 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def console_command(db: Path) -> list[str]:
+    """The argument list that starts ``omniops console`` on ``db`` (one per browser session)."""
+    return [sys.executable, "-m", "console.cli", "console", "--db", str(Path(db).resolve())]
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Run ``omniops web`` until SIGINT / SIGTERM."""
+    try:
+        from feeds.runtime.web import run_web
+    except ImportError as exc:  # textual-serve is the `web` extra
+        print(f"omniops web: {exc}; install it with pip install 'omniops[web]'", file=sys.stderr)
+        return 2
+
+    return run_web(args, console_command)
+
+
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
     from feeds.runtime.ingest import import_history
@@ -484,6 +506,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": cmd_report,
     "schema": cmd_schema,
     "serve": cmd_serve,
+    "web": cmd_web,
     "rules": cmd_rules,
     "import-history": cmd_import_history,
     "kafka": cmd_kafka,

@@ -232,6 +232,9 @@ class Settings(BaseSettings):
     """Who may edit rules, acknowledge and silence, by OS user; unknown users only view."""
     serve: ServeConfig = ServeConfig()
     """The ``[serve]`` table, read by ``omniops serve``."""
+    web: dict[str, Any] = {}
+    """The ``[web]`` table, read and validated by ``omniops web``
+    (:class:`feeds.runtime.web_config.WebConfig`)."""
 
     @model_validator(mode="before")
     @classmethod

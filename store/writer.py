@@ -1,11 +1,19 @@
 """The store's single writer: one task, one connection, batched transactions.
 
-Feeds hand validated events (or quarantined payloads) to :meth:`StoreWriter.submit`,
-which returns a future that resolves once the batch holding the item has committed, so a
-webhook can answer 2xx only when its event is durable.  The writer task drains the queue
-into batches (up to ``batch_size`` items or ``batch_wait`` seconds after the first one)
-and applies each batch in one ``BEGIN IMMEDIATE`` transaction on the aiosqlite
-connection's own thread.
+Feeds hand validated events (or quarantined payloads) to :meth:`StoreWriter.submit`
+(one item) or :meth:`StoreWriter.write_many` (many at once: ingest, history imports,
+``POST /events`` batches); both resolve once the batch holding the items has committed,
+so a webhook can answer 2xx only when its event is durable.  The writer task drains the
+queue into batches (up to ``batch_size`` items or ``batch_wait`` seconds after the first
+one) and applies each batch set-wise (:func:`store.apply.apply_batch`) in one
+``BEGIN IMMEDIATE`` transaction on the connection's own thread (a one-thread executor:
+one hop per batch, never per statement).
+
+A poison item (a value SQLite refuses to bind or store: an integer beyond 64 bits, a
+string with a lone surrogate, a constraint it breaks) never fails its neighbours: the
+batch is split until the item is alone, the item is quarantined with the database's
+reason, and the rest commits.  Only errors a retry can fix (the store unavailable:
+locked, full, I/O) fail a batch's futures.
 """
 
 from __future__ import annotations
@@ -17,12 +25,11 @@ import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
-
-import aiosqlite
 
 from store.apply import Outcome, apply_batch, epoch
 from store.clock import Clock, SystemClock
@@ -74,9 +81,48 @@ class WriterStats:
     quarantined: int = 0
     batches: int = 0
 
+    poison: int = 0
+    """Items the database refused, isolated from their batch and quarantined."""
+
     def add(self, outcome: Outcome) -> None:
         """Count one outcome."""
         setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+POISON_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    OverflowError,
+    ValueError,  # UnicodeEncodeError (lone surrogates), serialisation errors
+    TypeError,
+    KeyError,
+)
+"""Errors caused by an item itself: retrying the same item can never succeed.
+
+Anything else (``sqlite3.OperationalError``: locked, full, I/O; ``OSError``) is the store
+being unavailable, and fails the batch so its senders retry."""
+
+
+WRITER_CACHE_KIB = 64 * 1024
+"""The writer's page cache: a bulk load touches orders, lines and roll-ups at random keys."""
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    """Items handed over together, and the future their outcomes resolve."""
+
+    items: list[Item]
+    future: asyncio.Future[Any]
+    single: bool = False
+    """Resolve the future with the one outcome (``submit``), not a list."""
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+def _safe_text(text: str) -> str:
+    """``text`` with lone surrogates escaped, so SQLite can store it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class StoreWriter:
@@ -88,6 +134,7 @@ class StoreWriter:
         *,
         clock: Clock | None = None,
         batch_size: int = 1000,
+        bulk_batch_size: int = 5000,
         batch_wait: float = 0.02,
         queue_size: int = 20_000,
         params: MetricParams | None = None,
@@ -96,6 +143,8 @@ class StoreWriter:
         self.path = Path(path)
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
+        self.bulk_batch_size = max(batch_size, bulk_batch_size)
+        """Items per transaction for :meth:`write_many` (fewer commits, roll-ups, risk passes)."""
         self.batch_wait = batch_wait
         self.params = params or MetricParams()
         self.after_commit = after_commit
@@ -105,10 +154,9 @@ class StoreWriter:
         """Wall seconds between sweeps of the stock-risk flags (see store.apply)."""
         self._last_sweep = -math.inf
         self.stats = WriterStats()
-        self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Outcome]] | None] = asyncio.Queue(
-            maxsize=queue_size
-        )
-        self._conn: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=queue_size)
+        self._db: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
@@ -122,9 +170,14 @@ class StoreWriter:
     async def start(self) -> None:
         """Open (creating and migrating) the store and start the writer task."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._conn = conn
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"store-writer:{self.path.name}")
+        loop = asyncio.get_running_loop()
+        self._db = await loop.run_in_executor(
+            self._executor,
+            lambda: sqlite3.connect(self.path, isolation_level=None, check_same_thread=False),
+        )
         await self._run(configure_connection)
+        await self._run(lambda db: db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}"))
         await self._run(migrate)
         self._task = asyncio.create_task(self._loop(), name=f"store-writer:{self.path.name}")
 
@@ -136,13 +189,34 @@ class StoreWriter:
         if self._failure is not None:
             raise RuntimeError("store writer stopped") from self._failure
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, future))
+        await self._queue.put(_Job([item], future, single=True))
         return future
+
+    async def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[list[Outcome]]]:
+        """Queue ``items`` in chunks of at most ``bulk_batch_size``; one future per chunk.
+
+        Each future resolves to the chunk's outcomes, in order, once committed.  One queue
+        entry and one future per chunk instead of per item.
+        """
+        if self._failure is not None:
+            raise RuntimeError("store writer stopped") from self._failure
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[list[Outcome]]] = []
+        size = self.bulk_batch_size
+        for start in range(0, len(items), size):
+            future: asyncio.Future[list[Outcome]] = loop.create_future()
+            await self._queue.put(_Job(list(items[start : start + size]), future))
+            futures.append(future)
+        return futures
+
+    async def write_many(self, items: Sequence[Item]) -> list[Outcome]:
+        """Write ``items`` and wait until all are committed; return their outcomes in order."""
+        futures = await self.submit_many(items)
+        return [outcome for chunk in await asyncio.gather(*futures) for outcome in chunk]
 
     async def write(self, items: Iterable[Item]) -> list[Outcome]:
         """Submit ``items`` and wait until all are committed; return their outcomes."""
-        futures = [await self.submit(item) for item in items]
-        return list(await asyncio.gather(*futures))
+        return await self.write_many(list(items))
 
     async def close(self) -> None:
         """Commit everything queued, stop the task and close the connection."""
@@ -151,9 +225,12 @@ class StoreWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._db is not None:
+            await self._run(lambda db: db.close())
+            self._db = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def set_cursor(self, feed: str, cursor: str) -> None:
         """Store a feed's resume cursor (e.g. a stream's Last-Event-ID, a file offset)."""
@@ -205,27 +282,26 @@ class StoreWriter:
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection's own thread: one hop per batch, not per statement."""
-        conn = self._conn
-        if conn is None:
+        db, executor = self._db, self._executor
+        if db is None or executor is None:
             raise RuntimeError("store writer is not started")
-        # aiosqlite serialises work on one thread per connection; _execute is how its own
-        # methods reach it.  A whole batch as one call keeps the event loop free and fast.
-        runner = cast(Any, conn)
-        return cast(T, await runner._execute(fn, runner._conn))
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, db)
 
     async def _loop(self) -> None:
         stopping = False
+        loop = asyncio.get_running_loop()
         while not stopping:
             first = await self._queue.get()
             if first is None:
                 break
             batch = [first]
-            deadline = asyncio.get_running_loop().time() + self.batch_wait
-            while len(batch) < self.batch_size:
+            size = len(first.items)
+            deadline = loop.time() + self.batch_wait
+            while size < self.batch_size:
                 try:
                     nxt = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
-                    timeout = deadline - asyncio.get_running_loop().time()
+                    timeout = deadline - loop.time()
                     if timeout <= 0:
                         break
                     try:
@@ -236,6 +312,7 @@ class StoreWriter:
                     stopping = True
                     break
                 batch.append(nxt)
+                size += len(nxt.items)
             try:
                 await self._commit(batch)
             except Exception as exc:
@@ -246,50 +323,71 @@ class StoreWriter:
                 self._fail_all(batch, exc)
                 return
 
-    def _fail_all(
-        self, batch: list[tuple[Item, asyncio.Future[Outcome]]], exc: BaseException
-    ) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(exc)
+    def _fail_all(self, batch: list[_Job], exc: BaseException) -> None:
+        for job in batch:
+            if not job.future.done():
+                job.future.set_exception(exc)
         while True:
             try:
                 queued = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            if queued is not None and not queued[1].done():
-                queued[1].set_exception(exc)
+            if queued is not None and not queued.future.done():
+                queued.future.set_exception(exc)
 
-    async def _commit(self, batch: list[tuple[Item, asyncio.Future[Outcome]]]) -> None:
-        items = [item for item, _ in batch]
+    async def _commit(self, batch: list[_Job]) -> None:
+        items = [item for job in batch for item in job.items]
         received_at = epoch(self.clock.now())
+        sweep = time.monotonic() - self._last_sweep >= self.sweep_every
+        poisoned: set[int] = set()
         try:
-            sweep = time.monotonic() - self._last_sweep >= self.sweep_every
-            outcomes = await self._run(
+            outcomes = await self._apply_isolating(items, 0, received_at, sweep, poisoned)
+        except Exception as exc:  # the store is unavailable: fail the batch, keep running
+            log.exception("store batch of %d items failed", len(items))
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        if sweep:
+            self._last_sweep = time.monotonic()
+        self.stats.batches += 1
+        position = 0
+        for job in batch:
+            mine = outcomes[position : position + len(job.items)]
+            position += len(job.items)
+            for outcome in mine:
+                self.stats.add(outcome)
+            if not job.future.done():
+                job.future.set_result(mine[0] if job.single else mine)
+        if poisoned:
+            items = [item for n, item in enumerate(items) if n not in poisoned]
+        await self._route(items)
+
+    async def _apply_isolating(
+        self, items: list[Item], offset: int, received_at: int, sweep: bool, poisoned: set[int]
+    ) -> list[Outcome]:
+        """Apply ``items``; on an error an item causes, split until it is alone, quarantine it.
+
+        ``offset`` is the position of ``items[0]`` in the batch; poisoned positions are added
+        to ``poisoned``.  Halves commit in order, so arrival order (and so which of two
+        copies of an id is the duplicate) is kept.
+        """
+        try:
+            return await self._run(
                 lambda db: apply_batch(db, items, received_at, self.params, sweep=sweep)
             )
-            if sweep:
-                self._last_sweep = time.monotonic()
-        except sqlite3.IntegrityError:
-            if len(batch) == 1:
-                outcomes = await self._quarantine_poison(items[0], received_at)
-            else:
-                # One item the schema refuses must not sink its neighbours: retry one by one.
-                for single in batch:
-                    await self._commit([single])
-                return
-        except Exception as exc:  # the batch rolled back: fail its futures, keep running
-            log.exception("store batch of %d items failed", len(items))
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.stats.batches += 1
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            self.stats.add(outcome)
-            if not future.done():
-                future.set_result(outcome)
-        await self._route(items)
+        except POISON_ERRORS as exc:
+            if len(items) == 1:
+                poisoned.add(offset)
+                return await self._quarantine_poison(items[0], received_at, exc)
+            middle = len(items) // 2
+            first = await self._apply_isolating(
+                items[:middle], offset, received_at, sweep, poisoned
+            )
+            second = await self._apply_isolating(
+                items[middle:], offset + middle, received_at, sweep, poisoned
+            )
+            return first + second
 
     async def _route(self, items: list[Item]) -> None:
         """Route orders that arrived without a node; release finished orders' reservations.
@@ -308,11 +406,23 @@ class StoreWriter:
             self.routing_errors += 1
             log.exception("routing after a batch of %d items failed", len(items))
 
-    async def _quarantine_poison(self, item: Item, received_at: int) -> list[Outcome]:
-        """Keep an event the database refused, in quarantine with the database's reason."""
+    async def _quarantine_poison(
+        self, item: Item, received_at: int, error: BaseException
+    ) -> list[Outcome]:
+        """Keep an item the database refused, in quarantine with the database's reason."""
+        reason = f"store refused the event: {type(error).__name__}: {error}"
         if isinstance(item, Quarantined):
-            raise RuntimeError("quarantine insert failed")
+            raw, source = item.raw, item.source
+            reason = f"{item.error}; {reason}"
+        else:
+            source = item.source
+            try:
+                raw = item.model_dump_json()
+            except ValueError:  # a string JSON cannot encode: keep what Python can show
+                raw = repr(item.model_dump(mode="python"))
+        log.warning("quarantined an item the store refused (%s): %s", source, reason)
         kept = Quarantined(
-            source=item.source, raw=item.model_dump_json(), error="store refused the event"
+            source=_safe_text(source)[:200], raw=_safe_text(raw), error=_safe_text(reason)
         )
+        self.stats.poison += 1
         return await self._run(lambda db: apply_batch(db, [kept], received_at, self.params))

@@ -4,13 +4,16 @@
    with a fresh store;
 2. a local load generator (one aiohttp session, ``--concurrency`` connections) sends
    ``--requests`` signed Shopify ``inventory_levels/update`` webhooks (or single
-   canonical events to ``POST /events`` with ``--mode events``), each answered only once
-   its event is committed, and measures events per second and the latency to durable
-   (request sent → 2xx received) at p50 / p99;
+   canonical events to ``POST /events`` with ``--mode events``, or ``--batch`` events a
+   request as JSON Lines with ``--mode batch``), each answered only once its events are
+   committed, and measures events per second and the latency to durable (request sent →
+   2xx received) at p50 / p99;
 3. stops the server, reads back the rows it stored in ``event_log`` and inserts the
    same rows with one plain ``sqlite3.executemany`` into an identical table of a fresh
    file with the same pragmas (WAL, synchronous=NORMAL), in one transaction;
-4. prints both rates and their ratio.
+4. prints both rates and their ratio;
+5. with ``--mode batch``, also sends the same bodies to a bare aiohttp handler (its own
+   process, reads the body and answers 200) and prints events/s of both and the ratio.
 
 Everything stays on this machine (loopback only) and the run is bounded in count.
 """
@@ -77,6 +80,53 @@ def events_request(n: int) -> tuple[str, bytes, dict[str, str]]:
     return "/events", json.dumps(event).encode(), headers
 
 
+BATCH = 100
+
+
+def batch_request(n: int) -> tuple[str, bytes, dict[str, str]]:
+    """Request ``n`` of ``--mode batch``: events ``n * BATCH`` to ``(n + 1) * BATCH - 1``."""
+    lines = [events_request(n * BATCH + k)[1] for k in range(BATCH)]
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}
+    return "/events", b"\n".join(lines), headers
+
+
+def bare_server() -> None:
+    """The anchor: an aiohttp app whose ``POST /events`` reads the body and answers 200."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"outcome": "applied"})
+
+    async def run() -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/events", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(f"listening on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+def start_bare() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.bench_webhooks", "--bare-server"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    match = re.search(r"listening on (\S+)", proc.stdout.readline())
+    if not match:
+        proc.kill()
+        raise SystemExit("bare server did not start")
+    return proc, match.group(1)
+
+
 def start_server(
     db: Path, mapping: Path, batch_wait_ms: float
 ) -> tuple[subprocess.Popen[str], str]:
@@ -117,7 +167,7 @@ def start_server(
 async def load(
     url: str, mode: str, first: int, count: int, concurrency: int
 ) -> tuple[float, list[float]]:
-    make = shopify_request if mode == "shopify" else events_request
+    make = {"shopify": shopify_request, "events": events_request, "batch": batch_request}[mode]
     requests = [make(n) for n in range(first, first + count)]
     latencies: list[float] = []
     queue: asyncio.Queue[tuple[str, bytes, dict[str, str]]] = asyncio.Queue()
@@ -176,9 +226,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--mode", choices=("shopify", "events"), default="shopify")
+    parser.add_argument("--mode", choices=("shopify", "events", "batch"), default="shopify")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bare_server:
+        bare_server()
+        return
+    per_request = BATCH if args.mode == "batch" else 1
+    bare_rate: float | None = None
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         mapping = root / "mapping.toml"
@@ -190,22 +246,33 @@ def main() -> None:
         proc, url = start_server(db, mapping, args.batch_wait_ms)
         try:
             warm = min(200, args.requests)
-            asyncio.run(load(url, args.mode, 10_000_000, warm, args.concurrency))
+            asyncio.run(load(url, args.mode, 10_000_000 // per_request, warm, args.concurrency))
             elapsed, latencies = asyncio.run(
                 load(url, args.mode, 0, args.requests, args.concurrency)
             )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+        if args.mode == "batch":
+            bare, bare_url = start_bare()
+            try:
+                asyncio.run(load(bare_url, args.mode, 0, warm, args.concurrency))
+                bare_elapsed, _ = asyncio.run(
+                    load(bare_url, args.mode, 0, args.requests, args.concurrency)
+                )
+            finally:
+                bare.kill()
+                bare.wait(30)
+            bare_rate = args.requests * per_request / bare_elapsed
         conn = sqlite3.connect(db)
         rows = conn.execute(
             "SELECT event_id, type, ts, source, received_at, body FROM event_log"
-            " WHERE event_id NOT LIKE '%bench-1000____'"
+            " WHERE event_id NOT GLOB '*bench-1[0-9][0-9][0-9][0-9][0-9][0-9][0-9]'"
         ).fetchall()
         conn.close()
         raw_seconds = raw_executemany(rows, root / "raw.db")
 
-    rate = args.requests / elapsed
+    rate = args.requests * per_request / elapsed
     raw_rate = len(rows) / raw_seconds
     print(f"webhook ingest ({args.mode}, {args.requests} requests, {args.concurrency} connections,")
     print(f"  writer batch wait {args.batch_wait_ms:g} ms, server in its own process):")
@@ -218,6 +285,9 @@ def main() -> None:
     print(f"raw sqlite3 executemany of the same {len(rows)} rows (one transaction):")
     print(f"  {raw_rate:,.0f} rows/s")
     print(f"ratio raw / webhook: {raw_rate / rate:,.1f}x")
+    if bare_rate is not None:
+        print(f"bare aiohttp handler, same bodies: {bare_rate:,.0f} events/s")
+        print(f"ratio omniops / bare aiohttp: {rate / bare_rate:.2f}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from feeds.base import pump
 from feeds.replay import ReplayFeed
 from feeds.runtime.ingest import ingest_paths
@@ -217,3 +219,16 @@ def test_replay_refuses_a_file_out_of_time_order_instead_of_losing_events(tmp_pa
 
     with pytest.raises(ValueError, match=r"inventory.jsonl:2: not in time order"):
         asyncio.run(drain())
+
+
+def test_cli_ingest_of_a_folder_without_event_files_fails_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from console.cli import main
+
+    db = tmp_path / "store.db"
+    assert main(["ingest", str(ROOT / "fixtures"), "--db", str(db)]) == 2  # events are in day/
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no event files" in err and "fixtures" in err
+    assert not db.exists()

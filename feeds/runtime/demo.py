@@ -17,9 +17,9 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from feeds.base import pump
 from feeds.jsonl import feed_files
 from feeds.replay import ReplayFeed
+from feeds.runtime.ingest import Progress, write_stream
 from feeds.runtime.routing import router_hook
 from store.clock import ReplayClock
 from store.schema import MIGRATIONS
@@ -45,11 +45,17 @@ def history_key(fixtures: Path, start: datetime) -> str:
     return digest.hexdigest()[:16]
 
 
-async def load_history(fixtures: Path, db: Path, start: datetime) -> int:
-    """Write every fixture event stamped before ``start`` into the store at ``db``."""
+async def load_history(
+    fixtures: Path, db: Path, start: datetime, *, progress: Progress | None = None
+) -> int:
+    """Write every fixture event stamped before ``start`` into the store at ``db``.
+
+    Through the writer's bulk path, in time order, parsed in a worker thread while the
+    writer commits.
+    """
     feed = ReplayFeed([fixtures], ReplayClock(start), name=HISTORY_FEED, until=start)
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        await pump(feed, writer)
+        await write_stream(writer, feed.backfill(), progress=progress)
     return feed.health.events
 
 

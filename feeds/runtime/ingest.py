@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import gc
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from feeds.csv_import import HistoryReport, read_history
@@ -13,20 +17,103 @@ from store.apply import Outcome, count_outcomes
 from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
+Item = Event | Quarantined
 
-async def ingest_paths(paths: Sequence[Path], db: Path) -> dict[Outcome, int]:
+Progress = Callable[[int], None]
+"""Called with the number of items committed so far, after each chunk."""
+
+IN_FLIGHT = 4
+"""Chunks handed to the writer ahead of the oldest uncommitted one (reading overlaps writing)."""
+
+
+class NoEventFiles(FileNotFoundError):
+    """``ingest`` was given folders that hold no event files (``*.jsonl``, ``*.jsonl.gz``)."""
+
+
+async def write_stream(
+    writer: StoreWriter,
+    items: Iterable[Item],
+    *,
+    progress: Progress | None = None,
+) -> dict[Outcome, int]:
+    """Write ``items`` through the writer's bulk path; return the tally of outcomes.
+
+    Items are read (parsed, validated) a chunk at a time in a worker thread while the
+    writer commits earlier chunks on its own thread; up to :data:`IN_FLIGHT` chunks wait.
+    """
+    source: Iterator[Item] = iter(items)
+    size = writer.bulk_batch_size
+
+    def next_chunk() -> list[Item]:
+        return list(itertools.islice(source, size))
+
+    tally: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "quarantined": 0}
+    in_flight: deque[list[asyncio.Future[list[Outcome]]]] = deque()
+    done = 0
+
+    async def settle() -> None:
+        nonlocal done
+        for chunk in await asyncio.gather(*in_flight.popleft()):
+            for outcome, n in count_outcomes(chunk).items():
+                tally[outcome] += n
+            done += len(chunk)
+        if progress is not None:
+            progress(done)
+
+    with bulk_gc():
+        while chunk := await asyncio.to_thread(next_chunk):
+            in_flight.append(await writer.submit_many(chunk))
+            if len(in_flight) > IN_FLIGHT:
+                await settle()
+        while in_flight:
+            await settle()
+    return tally
+
+
+BULK_GC_THRESHOLD = (50_000, 20, 100)
+"""Collector thresholds while a bulk load runs.
+
+A load allocates millions of short-lived, acyclic objects (parsed events, row tuples);
+at the default thresholds the cycle collector's full passes over the heap cost about a
+third of an ingest's CPU (measured: 30 -> 20 CPU-s on the fixture day)."""
+
+
+@contextlib.contextmanager
+def bulk_gc() -> Iterator[None]:
+    """Raise the collector's thresholds for the duration of a bulk load, then restore."""
+    before = gc.get_threshold()
+    gc.set_threshold(*(max(a, b) for a, b in zip(before, BULK_GC_THRESHOLD, strict=True)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+def event_files(paths: Sequence[Path]) -> list[Path]:
+    """The event files of ``paths``; raises :class:`NoEventFiles` when there are none."""
+    files = [f for p in paths for f in feed_files(Path(p))]
+    if not files:
+        names = ", ".join(str(p) for p in paths)
+        raise NoEventFiles(
+            f"{names}: no event files (*.jsonl, *.jsonl.gz, *.ndjson) in "
+            f"{'this folder' if len(paths) == 1 else 'these folders'}"
+        )
+    return files
+
+
+async def ingest_paths(
+    paths: Sequence[Path], db: Path, *, progress: Progress | None = None
+) -> dict[Outcome, int]:
     """Validate and write every line of ``paths`` (files or folders) into the store at ``db``.
 
-    Returns how many events were applied, were duplicates, and were quarantined.
+    Returns how many events were applied, were duplicates, and were quarantined.  Raises
+    :class:`NoEventFiles` when the folders hold no event files.
     """
-    files = [f for p in paths for f in feed_files(Path(p))]
-    outcomes: list[Outcome] = []
+    files = event_files(paths)
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        for path in files:
-            futures = [await writer.submit(item) for item in read_items(path)]
-            for future in futures:
-                outcomes.append(await future)
-    return count_outcomes(outcomes)
+        return await write_stream(
+            writer, (item for path in files for item in read_items(path)), progress=progress
+        )
 
 
 async def import_history(
@@ -58,12 +145,13 @@ async def import_history(
             )
         )
 
-    items = await asyncio.to_thread(parse)
+    with bulk_gc():
+        items = await asyncio.to_thread(parse)
     if writer is None:
         async with StoreWriter(db, after_commit=router_hook()) as own:
-            outcomes = await own.write(items)
+            outcomes = await own.write_many(items)
     else:
-        outcomes = await writer.write(items)
+        outcomes = await writer.write_many(items)
     tally = count_outcomes(outcomes)
     report.applied = tally["applied"]
     report.duplicate = tally["duplicate"]

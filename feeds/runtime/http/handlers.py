@@ -236,8 +236,7 @@ Mapper = Callable[[web.Request, bytes, ServerState], Awaitable[Mapped]]
 async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int, dict[str, Any]]:
     writer = state.writer
     try:
-        futures = [await writer.submit(item) for item in mapped.items]
-        outcomes: list[Outcome] = list(await asyncio.gather(*futures))
+        outcomes: list[Outcome] = await writer.write_many(mapped.items)
     except Exception as exc:
         log.exception("store write failed for %s", source)
         raise Rejected(

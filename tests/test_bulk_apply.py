@@ -1,0 +1,194 @@
+"""The bulk (set-wise) apply path gives the same store as applying events one at a time.
+
+A slice of the fixture day (the first hours of every feed, so orders meet their steps,
+cancellations and returns) is shuffled, salted with duplicates, re-sent orders under new
+ids, cancellations and carrier estimates out of order, then applied twice to real SQLite
+files: one event per transaction, and in batches of 500 and of 2,000.  Every table must
+come out identical.  Risk flags are an over-approximation that depends on when pairs
+were scored, so both stores are compared after the console's own refresh of the flagged
+pairs at the end time (which must then give exactly the pairs at risk).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import random
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from feeds.jsonl import parse_line, source_of
+from store.apply import apply_batch
+from store.model import (
+    ChannelUpserted,
+    Event,
+    LocationUpserted,
+    OrderPlaced,
+    Quarantined,
+    SkuUpserted,
+    StockSnapshot,
+    parse_event,
+)
+from store.risk import MetricParams, refresh_risk_flags
+from store.schema import migrate
+from store.writer import configure_connection
+
+ROOT = Path(__file__).resolve().parent.parent
+RECEIVED = 1_800_000_000
+CATALOGUE = (SkuUpserted, LocationUpserted, ChannelUpserted)
+
+
+def fixture_slice(lines_per_file: int) -> list[Event | Quarantined]:
+    """The first lines of every fixture feed (the earliest events of each), validated."""
+    items: list[Event | Quarantined] = []
+    for path in sorted((ROOT / "fixtures" / "day").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(itertools.islice(handle, lines_per_file), 1):
+                items.append(
+                    parse_line(line, source=source_of(path), where=f"{path.name}:{number}")
+                )
+    return items
+
+
+def salted(items: list[Event | Quarantined], seed: int) -> list[Event | Quarantined]:
+    """``items`` shuffled, with duplicates, re-sent orders, cancellations and bad lines."""
+    rng = random.Random(seed)
+    events = [i for i in items if not isinstance(i, Quarantined)]
+    orders = [e for e in events if isinstance(e, OrderPlaced)]
+    snapshots = [e for e in events if isinstance(e, StockSnapshot)]
+    skus = [e for e in events if isinstance(e, SkuUpserted)]
+    extra: list[Event | Quarantined] = list(rng.sample(events, len(events) // 20))  # same ids
+    for n, placed in enumerate(rng.sample(orders, len(orders) // 10)):
+        data = placed.model_dump(mode="json")
+        data["id"] = f"resent-{n}"
+        extra.append(parse_event(data))
+    for n, placed in enumerate(rng.sample(orders, len(orders) // 8)):
+        extra.append(
+            parse_event(
+                {
+                    "id": f"cancel-{n}",
+                    "type": "order.cancelled",
+                    "ts": _iso(placed.ts.timestamp() + rng.randrange(-600, 7200)),
+                    "source": "webshop",
+                    "body": {"order_id": placed.body.order_id, "reason": "test"},
+                }
+            )
+        )
+        for k, (status, hours) in enumerate((("shipped", 3), ("shipped", 5), ("delivered", 30))):
+            moment = placed.ts.timestamp() + hours * 3600
+            extra.append(
+                parse_event(
+                    {
+                        "id": f"step-{n}-{k}",
+                        "type": "fulfillment.updated",
+                        "ts": _iso(moment),
+                        "source": "carrier",
+                        "body": {
+                            "order_id": placed.body.order_id,
+                            "status": status,
+                            "carrier": rng.choice(["UPS", "FedEx", None]),
+                            "estimated_delivery": _iso(moment + rng.randrange(1, 4) * 86400),
+                        },
+                    }
+                )
+            )
+    for n, counted in enumerate(rng.sample(snapshots, len(snapshots) // 2)):
+        for k in range(3):
+            extra.append(
+                parse_event(
+                    {
+                        "id": f"adjust-{n}-{k}",
+                        "type": "stock.adjusted",
+                        "ts": _iso(counted.ts.timestamp() + rng.randrange(-7200, 7200)),
+                        "source": "inventory",
+                        "body": {
+                            "sku": counted.body.sku,
+                            "location_id": f"{counted.body.location_id}" if k else f"NEW-{n % 7}",
+                            "delta": rng.randrange(-5, 6),
+                            "source_system": f"sys-{k}",
+                        },
+                    }
+                )
+            )
+    for n, record in enumerate(rng.sample(skus, 10)):
+        data = record.model_dump(mode="json")
+        data["id"] = f"recat-{n}"
+        data["ts"] = _iso(record.ts.timestamp() + 86400)
+        data["body"]["category"] = "moved"
+        extra.append(parse_event(data))
+    extra += [Quarantined(source="webshop", raw="{", error=f"bad {n}") for n in range(5)]
+    # Catalogue first (as feeds deliver it), then everything else in any order, with a
+    # few catalogue changes among it.
+    catalogue = [i for i in items if isinstance(i, CATALOGUE)]
+    rest = [i for i in items if not isinstance(i, CATALOGUE)] + extra
+    rng.shuffle(catalogue)
+    rng.shuffle(rest)
+    late = catalogue[: len(catalogue) // 10]
+    mixed = catalogue[len(late) :] + rest
+    for item in late:
+        mixed.insert(rng.randrange(len(mixed)), item)
+    return mixed
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(int(seconds), UTC).isoformat().replace("+00:00", "Z")
+
+
+def build(path: Path, items: Sequence[Event | Quarantined], batch: int) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    configure_connection(db)
+    migrate(db)
+    for start in range(0, len(items), batch):
+        apply_batch(db, items[start : start + batch], RECEIVED, sweep=True)
+    return db
+
+
+def dump(db: sqlite3.Connection, at: int) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows, sorted; flags as the console refreshes them at ``at``."""
+    db.execute("BEGIN IMMEDIATE")
+    refresh_risk_flags(db, "flagged", at, MetricParams())
+    db.execute("COMMIT")
+    tables = [
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    out: dict[str, list[tuple[object, ...]]] = {}
+    for table in tables:
+        rows = db.execute(f"SELECT * FROM {table}").fetchall()
+        if table == "meta":  # sweeps are spaced in event time, per batch
+            rows = [r for r in rows if r[0] != "risk_sweep_ts"]
+        out[table] = sorted(rows, key=repr)
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bulk_and_single_paths_give_identical_stores(tmp_path: Path, seed: int) -> None:
+    items = salted(fixture_slice(700), seed)
+    assert len(items) > 6000
+    end = max(int(i.ts.timestamp()) for i in items if not isinstance(i, Quarantined))
+    single = dump(build(tmp_path / "single.db", items, 1), end)
+    assert sum(len(rows) for rows in single.values()) > 10_000
+    assert single["orders"] and single["sales_hourly"] and single["quarantine"]
+    assert any(row[0] == "-" for row in single["category_hourly"]) or single["skus"]
+    for batch in (500, 2000):
+        bulk = dump(build(tmp_path / f"bulk-{batch}.db", items, batch), end)
+        for table, rows in single.items():
+            assert bulk[table] == rows, f"{table} differs with batches of {batch}"
+
+
+def test_flags_after_refresh_are_exactly_the_pairs_at_risk(tmp_path: Path) -> None:
+    items = salted(fixture_slice(400), 3)
+    end = max(int(i.ts.timestamp()) for i in items if not isinstance(i, Quarantined))
+    db = build(tmp_path / "bulk.db", items, 1000)
+    flagged = {row[:2] for row in dump(db, end)["stock"] if row[6]}
+    db.execute("BEGIN IMMEDIATE")
+    refresh_risk_flags(db, "all", end, MetricParams())
+    db.execute("COMMIT")
+    truth = {r[:2] for r in db.execute("SELECT sku, location_id FROM stock WHERE risk = 1")}
+    assert flagged == truth

@@ -477,3 +477,167 @@ async def test_kafka_check_reports_partitions_offsets_and_lag_without_consuming(
         timeout=60,
     )
     assert result.returncode == 1 and "UNREACHABLE" in result.stdout
+
+
+# -- decisions out ([serve.kafka_out]) ---------------------------------------------------------
+
+LATE_RULES = """
+[[alert]]
+id = "late_orders"
+metric = "fulfillment.late"
+matchers = 'scope=location'
+op = ">"
+threshold = 0
+for = "0s"
+severity = "critical"
+description = "Orders past their promise"
+
+[notify.route]
+receiver = "console"
+group_by = ["alertname"]
+group_wait = "0s"
+group_interval = "0s"
+"""
+
+
+async def topic_records(
+    broker: Broker, topic: str, enough: Callable[[list[Any]], bool], timeout: float = 20.0
+) -> list[Any]:
+    """Every record of ``topic`` (one partition) once ``enough`` of them are there."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        seen: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not enough(seen):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic}: only {[(r.key, r.value) for r in seen]}")
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            seen.extend(batch.get(tp, []))
+        return seen
+    finally:
+        await consumer.stop()
+
+
+def keys(records: list[Any]) -> set[str]:
+    return {r.key.decode() for r in records}
+
+
+def gauge(text: str, name: str, stream: str) -> float:
+    prefix = f'{name}{{stream="{stream}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    raise AssertionError(f"no {prefix!r} in /metrics")
+
+
+async def test_decisions_and_notifications_go_out_keyed_and_survive_a_broker_pause(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    from feeds.kafka.publish import KafkaPublisher
+    from feeds.runtime.alerting import RulesRuntime, alert_loop
+    from store.clock import FixedClock
+    from store.risk import MetricParams
+    from tests.builders import T0, at, location, order, sku, snapshot, step
+
+    decisions, alerts = unique("decisions"), unique("alerts")
+    await kafka_broker.create_topic(decisions, 1)
+    await kafka_broker.create_topic(alerts, 1)
+    config = ServeConfig(
+        db=tmp_path / "out.db",
+        port=0,
+        events_token="t0ken",
+        kafka_out={
+            "bootstrap_servers": kafka_broker.bootstrap,
+            "decisions_topic": decisions,
+            "alerts_topic": alerts,
+            "retry_initial_seconds": 0.2,
+            "retry_max_seconds": 0.5,
+            "send_timeout_seconds": 1.0,
+        },
+    )
+    assert config.kafka_out is not None
+    publisher = KafkaPublisher(config.kafka_out)
+    rules_path = tmp_path / "rules.toml"
+    rules_path.write_text(LATE_RULES, encoding="utf-8")
+    runtime = RulesRuntime(rules_path)
+
+    async def alerting(writer: Any) -> None:
+        params = MetricParams(timezone="America/New_York")
+        await alert_loop(writer.path, runtime, FixedClock(T0), params, 0.1, taps=publisher.taps)
+
+    async def post(*events: Any) -> None:
+        body = "\n".join(e.model_dump_json() for e in events)
+        headers = {"Authorization": "Bearer t0ken"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{server.url}/events", data=body, headers=headers) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+
+    async def metrics_text() -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            return await resp.text()
+
+    async with Server(config, publisher=publisher, background=[alerting]) as server:
+        await post(
+            sku("A"),
+            location("WH1", kind="warehouse"),
+            snapshot("A", "WH1", 50, at(-5)),
+            order("web-1", at(-1), [("A", 1)], loc=None),
+            order("web-2", at(-1), [("A", 2)], loc=None),
+            order("late", at(-3), [("A", 1)], promised=at(-1)),
+        )
+        out = await topic_records(kafka_broker, decisions, lambda r: keys(r) >= {"web-1", "web-2"})
+        for record in out:
+            assert json.loads(record.value)["order_id"] == record.key.decode()
+        conn = sqlite3.connect(config.db)
+        (fingerprint,) = conn.execute("SELECT fingerprint FROM alerts").fetchone()
+        conn.close()
+        fired = await topic_records(kafka_broker, alerts, lambda r: fingerprint in keys(r))
+        assert keys(fired) == {fingerprint}
+        assert json.loads(fired[0].value)["alert"]["status"] == "firing"
+
+        kafka_broker.pause()
+        try:
+            # Committed while the cluster is unreachable: a new decision, and the late
+            # order shipped (its alert resolves): both wait and are retried.
+            await post(order("web-3", at(0), [("A", 1)], loc=None), step("late", "shipped", at(0)))
+
+            async def failing() -> bool:
+                text = await metrics_text()
+                return all(
+                    gauge(text, "omniops_kafka_out_failed_attempts", s) >= 1
+                    and gauge(text, "omniops_kafka_out_pending", s) >= 1
+                    for s in ("decisions", "alerts")
+                )
+
+            await until(failing, "both streams retrying while the broker is paused")
+        finally:
+            kafka_broker.resume()
+        out = await topic_records(kafka_broker, decisions, lambda r: "web-3" in keys(r))
+        resolved = await topic_records(
+            kafka_broker,
+            alerts,
+            lambda r: any(json.loads(x.value)["alert"]["status"] == "resolved" for x in r),
+        )
+        assert keys(resolved) == {fingerprint}
+
+        async def delivered() -> bool:
+            text = await metrics_text()
+            return (
+                gauge(text, "omniops_kafka_out_pending", "decisions") == 0
+                and gauge(text, "omniops_kafka_out_delivered", "decisions") >= 3
+                and gauge(text, "omniops_kafka_out_delivered", "alerts") >= 2
+                and gauge(text, "omniops_kafka_out_pending", "alerts") == 0
+            )
+
+        await until(delivered, "the counters to show the deliveries")
+    await runtime.stop()
+    conn = sqlite3.connect(config.db)
+    stored = dict(conn.execute("SELECT receiver, delivered FROM receiver_status").fetchall())
+    conn.close()
+    assert stored["kafka_out"] >= 2

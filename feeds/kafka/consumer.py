@@ -100,6 +100,13 @@ class KafkaFeed(Feed):
         self._progress = asyncio.Event()
         self._at_yield = False
         self.connections = 0
+        self.sources: set[str] = set()
+        """The event sources (channels, systems) this feed has delivered."""
+        self.lagging: str | None = None
+        """Why the feed counts as stale for alerts (lag over its limits), or None."""
+        self.stale_for_alerts: frozenset[str] = frozenset()
+        """What counts as stale while it lags: its sources and the feed itself (read by the
+        alert loop's thread: replaced whole, never changed in place)."""
 
     def attach(
         self, mapping: Callable[[], Mapping], order_for_tracking: TrackingLookup | None
@@ -199,7 +206,34 @@ class KafkaFeed(Feed):
         if ages:
             age = (datetime.now(UTC) - max(ages)).total_seconds()
             newest = f"; newest record {age:.0f} s old"
-        self.health.detail = f"lag {total} over {len(assigned)} partitions{newest}"
+        self.assess_lag()
+        lagging = f"; stale for alerts: {self.lagging}" if self.lagging else ""
+        self.health.detail = f"lag {total} over {len(assigned)} partitions{newest}{lagging}"
+
+    def assess_lag(self, now: datetime | None = None) -> str | None:
+        """Judge the partitions' lag against ``stale_lag`` / ``stale_lag_seconds``.
+
+        Sets :attr:`lagging` and :attr:`stale_for_alerts`, and returns the reason.
+        """
+        now = now or datetime.now(UTC)
+        parts = self.health.partitions.values()
+        total = sum(p.lag or 0 for p in parts)
+        reason: str | None = None
+        if total > self.sub.stale_lag:
+            reason = f"lag {total} > stale_lag {self.sub.stale_lag}"
+        else:
+            behind = [
+                (now - p.last_record_at).total_seconds()
+                for p in parts
+                if p.lag and p.last_record_at is not None
+            ]
+            if behind and max(behind) > self.sub.stale_lag_seconds:
+                reason = (
+                    f"{max(behind):.0f} s behind > stale_lag_seconds {self.sub.stale_lag_seconds:g}"
+                )
+        self.lagging = reason
+        self.stale_for_alerts = frozenset({*self.sources, self.name}) if reason else frozenset()
+        return reason
 
     # -- the feed ------------------------------------------------------------------------
 
@@ -297,6 +331,8 @@ class KafkaFeed(Feed):
                     )
                     for item in items:
                         if isinstance(item, Quarantined) or self.scope.keeps(item):
+                            if not isinstance(item, Quarantined):
+                                self.sources.add(item.source)
                             self._seq += 1
                             self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
                             yield item
@@ -312,7 +348,7 @@ class KafkaFeed(Feed):
                 await self._measure(consumer)
                 next_measure = now + self.sub.lag_every_seconds
                 if consumer.assignment() or self.health.state != FeedState.CONNECTED:
-                    self.health.state = FeedState.CONNECTED
+                    self.health.state = FeedState.STALE if self.lagging else FeedState.CONNECTED
                 self.backoff.reset()
 
 

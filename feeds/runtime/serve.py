@@ -57,6 +57,8 @@ from feeds.base import Feed, FeedState
 from feeds.dropfolder import DropFolder
 from feeds.jsonl import describe_validation_error
 from feeds.kafka.consumer import kafka_feeds
+from feeds.kafka.publish import KafkaPublisher
+from feeds.kafka.staleness import lagging_sources
 from feeds.poll import PollFeed
 from feeds.runtime.alerting import RulesRuntime, alert_loop
 from feeds.runtime.route_api import add_routes
@@ -83,7 +85,7 @@ from store.model import Quarantined
 from store.risk import MetricParams
 from store.schema import SCHEMA_VERSION
 from store.snapshots import FeedHealthRow
-from store.writer import StoreWriter
+from store.writer import AfterCommit, StoreWriter
 
 log = logging.getLogger("omniops.serve")
 
@@ -230,6 +232,10 @@ class ServerState:
     """The fulfilment routing rules in force, for ``POST /route`` (hot-reloaded)."""
     mapping_error: str = ""
     started_at: float = field(default_factory=time.monotonic)
+    gauges: list[Callable[[], list[tuple[str, str, dict[str, str], float]]]] = field(
+        default_factory=list
+    )
+    """More ``/metrics`` gauges (``[serve.kafka_out]``'s counters)."""
 
     def __post_init__(self) -> None:
         if self.reader is None:
@@ -584,6 +590,8 @@ async def metrics(request: web.Request) -> web.Response:
                         round(age, 3),
                     )
                 )
+    for extra in state.gauges:
+        gauges.extend(extra())
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
     assert state.reader is not None
@@ -694,8 +702,13 @@ class Server:
         background: Sequence[Callable[[StoreWriter], Awaitable[None]]] = (),
         rules: RulesRuntime | None = None,
         params: MetricParams | None = None,
+        publisher: KafkaPublisher | None = None,
     ) -> None:
         self.config = config
+        self.publisher = publisher or (
+            KafkaPublisher(config.kafka_out) if config.kafka_out is not None else None
+        )
+        """``[serve.kafka_out]``: routing decisions and notifications to Kafka."""
         self.rules = rules
         """The hot-reloaded rules file: routing of new orders and ``POST /route``."""
         self.clock: Clock = clock or SystemClock()
@@ -706,7 +719,7 @@ class Server:
             config.db,
             clock=self.clock,
             batch_wait=config.batch_wait_ms / 1000,
-            after_commit=router_hook(rules.fulfilment if rules is not None else FulfilmentRouting),
+            after_commit=self._after_commit(rules),
             params=params,
         )
         self.state: ServerState | None = None
@@ -715,6 +728,10 @@ class Server:
         self.dropfolder: DropFolder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
+
+    def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
+        hook = router_hook(rules.fulfilment if rules is not None else FulfilmentRouting)
+        return hook if self.publisher is None else self.publisher.wrap(hook)
 
     @property
     def port(self) -> int:
@@ -743,6 +760,9 @@ class Server:
         )
         if self.rules is not None:
             self.rules.start()
+        if self.publisher is not None:
+            await self.publisher.start()
+            state.gauges.append(self.publisher.gauges)
         self.runner = web.AppRunner(
             build_app(state), access_log=None, handle_signals=False, shutdown_timeout=10
         )
@@ -837,6 +857,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.rules is not None:
             await self.rules.stop()
         if self.state is not None and self.state.reader is not None:
@@ -870,12 +892,29 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
         log.error("rules file %s is invalid: %s", rules_path, rules.watcher.error)
     params = settings.metrics
     clock = SystemClock()
+    feeds = pull_feeds(config)
+    publisher = KafkaPublisher(config.kafka_out) if config.kafka_out is not None else None
+    lagging = lagging_sources(feeds)
 
     async def alerting(writer: StoreWriter) -> None:
-        await alert_loop(writer.path, rules, clock, params, settings.refresh_interval)
+        await alert_loop(
+            writer.path,
+            rules,
+            clock,
+            params,
+            settings.refresh_interval,
+            taps=publisher.taps if publisher is not None else (),
+            adjust=lagging,
+        )
 
     async with Server(
-        config, clock=clock, rules=rules, params=params, background=[alerting]
+        config,
+        clock=clock,
+        rules=rules,
+        params=params,
+        background=[alerting],
+        feeds=feeds,
+        publisher=publisher,
     ) as server:
         print(f"omniops serve: listening on {server.url}", flush=True)
         await stop.wait()

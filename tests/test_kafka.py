@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import itertools
 import json
@@ -641,3 +642,99 @@ async def test_decisions_and_notifications_go_out_keyed_and_survive_a_broker_pau
     stored = dict(conn.execute("SELECT receiver, delivered FROM receiver_status").fetchall())
     conn.close()
     assert stored["kafka_out"] >= 2
+
+
+# -- a lagging feed is stale for the alerts ------------------------------------------------------
+
+
+async def test_a_lagging_feed_makes_its_sources_stale_so_their_alerts_are_inhibited(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    from feeds.kafka.config import KafkaSubscription
+    from feeds.kafka.consumer import KafkaFeed
+    from feeds.kafka.staleness import lagging_sources
+    from rules.engine import AlertEngine
+    from store import alerts as alert_store
+    from store.clock import FixedClock
+    from tests.builders import at, order
+    from tests.snapshot_factory import AS_OF
+    from tests.test_alerts import BASE, FakeNotifier, rule, rules_file
+
+    topic = unique("lag")
+    await kafka_broker.create_topic(topic, 1)
+    web = [order(f"w{n}", at(-1), [("A", 1)], channel="web").model_dump_json() for n in range(30)]
+    await kafka_broker.produce(topic, [(None, line.encode(), []) for line in web])
+    sub = KafkaSubscription(
+        name="orders",
+        bootstrap_servers=kafka_broker.bootstrap,
+        topics=[topic],
+        group_id=unique("group"),
+        session_timeout_ms=3000,
+        lag_every_seconds=0.2,
+        stale_lag=5,
+    )
+    feed = KafkaFeed(sub, max_records=1)  # one record per poll: the lag is measured early
+    adjust = lagging_sources([feed])
+    assert adjust is not None
+    lagged: dict[str, Any] = {}
+    got = 0
+
+    async def consume() -> None:
+        nonlocal got
+        async for _item in feed.items():
+            got += 1
+            await feed.durable(feed.cursor)  # what the pump does once the item is stored
+            if got == 2:  # the first poll (1 of 30 records) has been measured
+                lagged.update(state=feed.health.state.value, snapshots=adjust(BASE))
+
+    task = asyncio.create_task(consume())
+    try:
+        await until(lambda: lagged, "two records consumed")
+        assert lagged["state"] == "stale"
+        await until(lambda: got == 30 and feed.lagging is None, "caught up: not stale any more")
+        assert adjust(BASE) is BASE
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stale = {f.feed for f in lagged["snapshots"].headline.feeds if f.stale}
+    assert stale == {"web", "marketplace", "kafka:orders"}  # marketplace is stale in BASE
+    # The stock inhibition: a stale source mutes its channel's AOV alert.
+    engine = AlertEngine(
+        rules_file(
+            rule(
+                id="stale_feed",
+                metric="feed.stale",
+                matchers="",
+                op=">=",
+                threshold=1,
+                clear=None,
+                **{"for": "0s"},
+            ),
+            rule(
+                id="aov_drop",
+                metric="headline.aov_vs_rolling",
+                matchers="",
+                op="<",
+                threshold=10,
+                clear=None,
+                **{"for": "0s"},
+            ),
+            inhibit=[
+                {
+                    "source_matchers": "alertname=stale_feed",
+                    "target_matchers": "alertname=aov_drop",
+                    "equal": ["channel"],
+                }
+            ],
+        ),
+        lambda: alert_store.connect(tmp_path / "alerts.db", create=True),
+        FixedClock(AS_OF),
+        notifier := FakeNotifier(),
+        user="ops-bot",
+    )
+    engine.evaluate(lagged["snapshots"])
+    firing = {(a.labels["alertname"], a.labels.get("channel")) for a in notifier.calls[-1][0]}
+    assert ("stale_feed", "web") in firing and ("stale_feed", "kafka:orders") in firing
+    assert ("aov_drop", "web") not in firing and ("aov_drop", "pos") in firing
+    engine.close()

@@ -76,14 +76,15 @@ def write_config(path: Path, db: Path, broker: Broker, topic: str, group: str) -
 [serve]
 db = "{db}"
 port = 0
+feed_health_seconds = 0.2
 [[serve.kafka]]
 name = "events"
 bootstrap_servers = "{broker.bootstrap}"
 topics = ["{topic}"]
 group_id = "{group}"
-session_timeout_ms = 6000
-lag_every_seconds = 0.5
-max_backoff_seconds = 1.0
+session_timeout_ms = 2000
+lag_every_seconds = 0.2
+max_backoff_seconds = 0.5
 """,
         encoding="utf-8",
     )
@@ -376,6 +377,7 @@ async def test_debezium_topic_maps_and_quarantines_with_offset(
                 "topics": [topic],
                 "group_id": group,
                 "format": "debezium",
+                "session_timeout_ms": 2000,
                 "lag_every_seconds": 0.2,
             }
         ],
@@ -419,8 +421,8 @@ async def test_broker_outage_is_retrying_then_consuming_without_loss(
                 "bootstrap_servers": kafka_broker.bootstrap,
                 "topics": [topic],
                 "group_id": group,
-                "session_timeout_ms": 6000,
-                "lag_every_seconds": 0.3,
+                "session_timeout_ms": 2000,
+                "lag_every_seconds": 0.2,
                 "probe_timeout_seconds": 1.0,
                 "max_backoff_seconds": 0.5,
             }
@@ -669,7 +671,7 @@ async def test_a_lagging_feed_makes_its_sources_stale_so_their_alerts_are_inhibi
         bootstrap_servers=kafka_broker.bootstrap,
         topics=[topic],
         group_id=unique("group"),
-        session_timeout_ms=3000,
+        session_timeout_ms=2000,
         lag_every_seconds=0.2,
         stale_lag=5,
     )

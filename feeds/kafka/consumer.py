@@ -183,6 +183,11 @@ class KafkaFeed(Feed):
             ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout)
         else:
             await asyncio.wait_for(consumer.topics(), timeout)
+        # A rebalance may have happened during the await: report what is assigned now.
+        current = consumer.assignment()
+        assigned = [tp for tp in assigned if tp in current]
+        for key in set(self.health.partitions) - {partition_key(tp) for tp in current}:
+            del self.health.partitions[key]
         total = 0
         for tp in assigned:
             highwater = consumer.highwater(tp)

@@ -795,7 +795,7 @@ class Server:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
-        self._spawn(self._report_health(), "feed-health")
+        self._spawn(self._report_health(self.config.feed_health_seconds), "feed-health")
 
     async def _report_health(self, every: float = 5.0) -> None:
         """Write every feed adapter's state to the store, so each console can show it."""

@@ -740,3 +740,86 @@ async def test_a_lagging_feed_makes_its_sources_stale_so_their_alerts_are_inhibi
     assert ("stale_feed", "web") in firing and ("stale_feed", "kafka:orders") in firing
     assert ("aov_drop", "web") not in firing and ("aov_drop", "pos") in firing
     engine.close()
+
+
+# -- scope, and a broker that is not there yet -------------------------------------------------
+
+
+def kafka_config(db: Path, bootstrap: str, topic: str, **extra: Any) -> ServeConfig:
+    return ServeConfig(
+        db=db,
+        port=0,
+        kafka=[
+            {
+                "name": "events",
+                "bootstrap_servers": bootstrap,
+                "topics": [topic],
+                "group_id": unique("group"),
+                "session_timeout_ms": 2000,
+                "lag_every_seconds": 0.2,
+                "probe_timeout_seconds": 1.0,
+                "max_backoff_seconds": 0.5,
+                **extra,
+            }
+        ],
+    )
+
+
+SCOPE = {"WH-NJ", "ST-NYC"}
+
+
+def in_scope(line: str) -> bool:
+    """The scope's rule, written out: at a listed node, or naming none (not a node-less order)."""
+    event = json.loads(line)
+    location = event["body"].get("location_id")
+    if location is None:
+        return bool(event["type"] != "order.placed")
+    return location in SCOPE
+
+
+async def test_a_location_scope_keeps_only_its_nodes_and_what_names_none(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(30)
+    kept = [line for line in lines if in_scope(line)]
+    assert 0 < len(kept) < len(lines)
+    topic = unique("scope")
+    await kafka_broker.create_topic(topic, 4)
+    await kafka_broker.produce(topic, records(lines))
+    db = tmp_path / "scope.db"
+    config = kafka_config(db, kafka_broker.bootstrap, topic, locations=sorted(SCOPE))
+    async with Server(config) as server:
+        feed = server.feeds[0]
+        await until(
+            lambda: (
+                stored_ids(db) >= {json.loads(x)["id"] for x in kept}
+                and getattr(feed, "filtered", 0) == len(lines) - len(kept)
+            ),
+            "the scope's events stored, the others filtered",
+        )
+    assert stored_ids(db) == {json.loads(x)["id"] for x in kept}
+    assert dump(db) == dump(ingest_store(tmp_path, kept))
+
+
+async def test_serve_started_before_the_broker_retries_until_it_is_there(tmp_path: Path) -> None:
+    broker = Broker(log=tmp_path / "late-tansu.log")
+    topic = unique("late")
+    lines = fixture_events(5)
+    db = tmp_path / "late.db"
+    try:
+        async with Server(kafka_config(db, broker.bootstrap, topic)) as server:
+            monitor = server.state.monitors["kafka:events"] if server.state else None
+            assert monitor is not None
+            await until(lambda: monitor.health.state.value == "retrying", "retrying, no broker")
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/health") as resp:
+                body = await resp.json()
+            assert body["status"] == "degraded"
+            assert "retrying in" in body["feeds"]["kafka:events"]["detail"]
+            broker.start()
+            await broker.create_topic(topic, 2)
+            await broker.produce(topic, records(lines))
+            ids = {json.loads(x)["id"] for x in lines}
+            await until(lambda: stored_ids(db) >= ids, "every event once the broker is up")
+            await until(lambda: monitor.health.state.value == "connected", "connected")
+    finally:
+        broker.stop()

@@ -823,3 +823,53 @@ async def test_serve_started_before_the_broker_retries_until_it_is_there(tmp_pat
             await until(lambda: monitor.health.state.value == "connected", "connected")
     finally:
         broker.stop()
+
+
+async def test_kafka_out_gives_up_after_max_attempts_and_counts_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from feeds.kafka.config import KafkaOut
+    from feeds.kafka.publish import KafkaPublisher
+    from feeds.runtime.routing import router_hook
+    from rules.receivers import Notification, NotifyAlert
+    from store.writer import StoreWriter
+    from tests.builders import at, location, order, sku, snapshot
+
+    nobody = Broker()  # a free port nothing listens on: every send is refused
+    publisher = KafkaPublisher(
+        KafkaOut(
+            bootstrap_servers=nobody.bootstrap,
+            max_attempts=2,
+            retry_initial_seconds=0.05,
+            send_timeout_seconds=1.0,
+        )
+    )
+    assert publisher.decisions is not None and publisher.alerts is not None
+    await publisher.start()
+    try:
+        async with StoreWriter(tmp_path / "s.db", after_commit=publisher.wrap(router_hook())) as w:
+            await w.write(
+                [
+                    sku("A"),
+                    location("WH1", kind="warehouse"),
+                    snapshot("A", "WH1", 9, at(-1)),
+                    order("o1", at(0), [("A", 1)], loc=None),
+                    order("o2", at(0), [("A", 1)], loc=None),
+                ]
+            )
+        now = datetime.now(UTC)
+        alert = NotifyAlert(
+            "fp", "firing", "firing", {"alertname": "x"}, "d", "s", 1.0, 0, ">", now
+        )
+        publisher.alerts.enqueue(Notification("kafka_out", "g", {}, (alert,), now))
+        await asyncio.wait_for(publisher.decisions.wait_idle(), 20)
+        await asyncio.wait_for(publisher.alerts.wait_idle(), 20)
+    finally:
+        await publisher.stop()
+    gauges = {(name, labels["stream"]): value for name, _, labels, value in publisher.gauges()}
+    assert gauges[("omniops_kafka_out_failed_attempts", "decisions")] == 2
+    assert gauges[("omniops_kafka_out_dropped", "decisions")] == 2  # o1 and o2
+    assert gauges[("omniops_kafka_out_delivered", "decisions")] == 0
+    assert gauges[("omniops_kafka_out_failed_attempts", "alerts")] == 2
+    assert gauges[("omniops_kafka_out_dropped", "alerts")] == 1
+    assert "gave up after 2 attempts" in (publisher.alerts.stats.last_error or "")

@@ -1,6 +1,7 @@
 """The alerts view: what is firing, since when, for which scope; acknowledge, silence, jump.
 
-The screen is handed an :class:`AlertsSource` (in the app: :class:`rules.alerts.AlertActions`)
+The screen is handed an :class:`AlertsSource` (in the app:
+:class:`rules.alerts.actions.AlertActions`)
 and never touches the store itself.  Every call to the source is blocking, so it runs in a
 thread worker that hands the result back with ``call_from_thread``.  The list reloads every
 ``poll_seconds`` (another process may be the one evaluating) and whenever the app calls
@@ -33,22 +34,17 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
 from console.widgets.formatting import fmt_clock
-from rules.alerts import (
-    AlertView,
-    PanelTarget,
-    Permissions,
-    ReceiverStatus,
-    Silence,
-    Transition,
-    panel_target,
-)
+from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
+from rules.alerts.silences import AlertView
+from rules.alerts.state import condition_text
 from rules.labels import parse_duration
 from rules.matchers import Matcher, format_matchers, parse_matchers
+from rules.roles import Permissions
 from store.clock import Clock
 
 
 class AlertsSource(Protocol):
-    """What the alerts view needs (:class:`rules.alerts.AlertActions` provides it)."""
+    """What the alerts view needs (:class:`rules.alerts.actions.AlertActions` provides it)."""
 
     permissions: Permissions
 
@@ -112,11 +108,8 @@ def fmt_since(moment: datetime, now: datetime, tz: tzinfo) -> str:
 
 
 def fmt_value(view: AlertView) -> str:
-    """``14 > 10`` (value, comparison, threshold) or ``no data``."""
-    r = view.record
-    if r.value is None:
-        return f"no data ({r.op} {r.threshold:g})"
-    return f"{r.value:.4g} {r.op} {r.threshold:g}"
+    """``14 > 10``, ``6 (clears ≤ 5)`` while held by hysteresis, or ``no data (> 10)``."""
+    return condition_text(view.record)
 
 
 def fmt_mute(view: AlertView) -> str:

@@ -59,6 +59,7 @@ from console.widgets.panels import (
     ReturnsPanel,
     StockoutPanel,
 )
+from rules.highlights import Highlights
 from rules.matchers import Matcher, format_matchers, parse_matchers
 from store.clock import Clock
 from store.snapshots import Snapshots
@@ -134,6 +135,7 @@ class OmniopsApp(App[None]):
         detail: DetailFetch | None = None,
         views: Mapping[str, ViewFactory] | None = None,
         title: str = "omniops",
+        highlights: Callable[[], Highlights] | None = None,
     ) -> None:
         """Create the console.
 
@@ -150,6 +152,8 @@ class OmniopsApp(App[None]):
                 worker thread; None shows the snapshot row alone.
             views: builds the alerts (``a``), rules (``t``) and routing (``g``) views.
             title: Shown at the left of the top bar.
+            highlights: The thresholds in force for panel highlights (cheap, called on
+                every render); None: the registry's defaults.
         """
         super().__init__()
         if refresh_interval <= 0:
@@ -163,6 +167,7 @@ class OmniopsApp(App[None]):
         self._views = dict(views or {})
         self._views.setdefault("feeds", lambda app: FeedsScreen(snapshots=app.snapshots, tz=app.tz))
         self.title = title
+        self._highlights = highlights or Highlights
         self._refresh_running = False
         self._refresh_pending = False
         self._refresh_timer: Timer | None = None
@@ -240,7 +245,9 @@ class OmniopsApp(App[None]):
             panel.compact = not wide
         self._render_bars()
         if self.snapshots is not None:
-            self.main_screen.query_one(HeadlineStrip).show(self.snapshots.headline, wide=self._wide)
+            self.main_screen.query_one(HeadlineStrip).show(
+                self.snapshots.headline, wide=self._wide, highlights=self._highlights()
+            )
 
     # -- refresh coordinator ----------------------------------------------------------------
 
@@ -273,9 +280,13 @@ class OmniopsApp(App[None]):
         if not self._console_ready:
             return
         self._render_bars()
+        highlights = self._highlights()
         if snapshots is not None:
-            self.main_screen.query_one(HeadlineStrip).show(snapshots.headline, wide=self._wide)
+            self.main_screen.query_one(HeadlineStrip).show(
+                snapshots.headline, wide=self._wide, highlights=highlights
+            )
         for panel in self.main_screen.query(Panel):
+            panel.highlights = highlights
             panel.snapshots = snapshots
 
     @on(Worker.StateChanged)

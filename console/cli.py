@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
-    from rules.alerts import Roles
+    from rules.roles import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -43,11 +44,15 @@ def parse_time(text: str) -> datetime:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="omniops", description=__doc__)
+    from feeds.runtime.logs import log_help
+
+    parser = argparse.ArgumentParser(prog="omniops", description=__doc__, epilog=log_help())
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="replay the fixture day through the pipeline, with the console"
+        "demo",
+        help="replay the fixture day through the pipeline, with the console",
+        epilog=log_help(),
     )
     demo.add_argument(
         "--speed",
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules", default=None, help="rules file (default: a fresh copy of the defaults)"
     )
 
-    con = sub.add_parser("console", help="the console on an existing store")
+    con = sub.add_parser("console", help="the console on an existing store", epilog=log_help())
     con.add_argument("--db", type=Path, default=None, help="store file (default from config)")
     con.add_argument("--read-only", action="store_true", help="never change rules or alerts")
 
@@ -105,10 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniops`` command."""
     args = build_parser().parse_args(argv)
+    if args.command in ("console", "demo"):  # full screen: the terminal cannot show logs
+        from feeds.runtime.logs import log_to_file
+
+        log_to_file()
     try:
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         return handler(args)
     except FileNotFoundError as exc:
+        logging.getLogger("omniops").error("%s", exc)
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
@@ -135,7 +145,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
@@ -159,7 +169,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = to_jsonable(snaps)
     data.pop("computed_in_ms", None)  # keep the report reproducible
     if args.json:
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return 0
     h = snaps.headline
     print(
@@ -202,10 +212,13 @@ def build_console(
     from console.routing_view import RoutingScreen, RoutingServices
     from console.rules_view import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
-    from rules.alerts import AlertActions, PanelTarget, Permissions
-    from rules.file import RulesEditor, default_rules_path, ensure_rules_file
-    from rules.routing import FulfilmentRouting
-    from rules.settings import Settings
+    from feeds.settings import Settings
+    from rules.alerts.actions import AlertActions, PanelTarget
+    from rules.editor import RulesEditor
+    from rules.file import default_rules_path, ensure_rules_file
+    from rules.highlights import RulesHighlights
+    from rules.roles import Permissions
+    from rules.routing.config import FulfilmentRouting
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
@@ -219,6 +232,7 @@ def build_console(
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
     def compute() -> Snapshots:
+        highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
             snaps = compute_snapshots(reader, clock.now(), params)
         last[:] = [snaps]
@@ -241,6 +255,7 @@ def build_console(
     zone = tz or settings.display_tz()
     path = rules_path or settings.rules_file or default_rules_path()
     ensure_rules_file(path)
+    highlights = RulesHighlights(path)
     permissions = Permissions.for_user(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
@@ -283,6 +298,7 @@ def build_console(
         detail=detail,
         views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
         title=title,
+        highlights=highlights.current,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -330,7 +346,7 @@ def console_clock(db: Path) -> tuple[Clock, str]:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes (on its replay clock if a demo's)."""
-    from rules.settings import Settings
+    from feeds.settings import Settings
 
     settings = Settings()
     db = args.db or settings.db
@@ -355,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.runtime.demo_rules import ensure_demo_rules
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
-    from rules.alerts import Roles, current_user
+    from rules.roles import Roles, current_user
     from store.replay_clock import record_replay_clock
     from store.writer import StoreWriter
 

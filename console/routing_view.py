@@ -31,12 +31,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState
 
-from rules.routing import (
-    DEFAULT_RULES,
-    Decision,
-    FulfilmentRouting,
-    RoutingRule,
-)
+from rules.routing.config import DEFAULT_RULES, FulfilmentRouting, RoutingRule
+from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
 
 DASH = "—"

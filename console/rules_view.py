@@ -1,6 +1,6 @@
 """The rules view: alert rules in a table, an edit form validated as you type, routing.
 
-The screen is handed a :class:`rules.file.RulesEditor` (which reads and writes the file,
+The screen is handed a :class:`rules.editor.RulesEditor` (which reads and writes the file,
 checks the role, detects conflicts and writes the audit log) and a ``snapshots`` callable
 (the latest panel snapshots, for "would fire now"); it reads no file and runs no SQL of its
 own.  Editor calls that touch the disk run in thread workers.
@@ -33,21 +33,17 @@ from textual.suggester import SuggestFromList
 from textual.widgets import DataTable, Footer, Input, Label, Static, TextArea
 from textual.worker import Worker, WorkerState
 
-from rules.alerts import METRICS, AlertRule, RulePreview, Sample, preview_rule, samples
-from rules.file import (
-    FORM_FIELDS,
-    AuditEntry,
-    ConflictError,
-    FormError,
-    LoadedRules,
-    RulesEditor,
-    RulesFileError,
-    form_values,
-    rule_form_fields,
-)
+from rules.alerts.preview import RulePreview, preview_rule
+from rules.alerts.rule import AlertRule
+from rules.alerts.samples import Sample, samples
+from rules.audit import AuditEntry
+from rules.editor import ConflictError, RulesEditor
+from rules.file import LoadedRules, RulesFileError
 from rules.labels import format_duration
 from rules.matchers import format_matchers
 from rules.notify import parse_label_args, route_test
+from rules.rule_form import FORM_FIELDS, FormError, form_values, rule_form_fields
+from store.registry import METRICS
 from store.snapshots import Snapshots
 
 SnapshotsFn = Callable[[], Snapshots | None]

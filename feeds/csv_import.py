@@ -122,13 +122,15 @@ def parse_quantity(value: str, column: str) -> int:
 
 
 def parse_price(value: str, column: str) -> Decimal:
-    """A non-negative amount, rounded to cents."""
+    """A non-negative amount with at most two decimals (more is refused, never rounded)."""
     try:
         amount = Decimal(value.strip())
     except InvalidOperation:
         raise RowError(f"{column}: expected an amount, got {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise RowError(f"{column}: expected a non-negative amount, got {value!r}")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise RowError(f"{column}: more than two decimal places: {value!r}")
     return amount.quantize(Decimal("0.01"))
 
 

@@ -14,18 +14,30 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from rules.errors import describe_validation_error as describe_validation_error  # re-export
 from store.model import Event, Quarantined, parse_event
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One line per failing field: ``body.lines.0.quantity: Input should be greater than 0``."""
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
+def parse_record(record: object, *, source: str, where: str) -> Event | Quarantined:
+    """Validate one already-decoded JSON value (an entry of a poll page), as :func:`parse_line`.
+
+    The value is validated as it is, not written out and parsed again; only a quarantined
+    one is turned back into text, for its ``raw``.
+    """
+    if isinstance(record, dict):
+        try:
+            return parse_event(record)
+        except ValidationError as exc:
+            reason = describe_validation_error(exc)
+        named = record.get("source")
+        if isinstance(named, str) and named:
+            source = named
+    else:
+        reason = f"expected a JSON object, got {type(record).__name__}"
+    raw = json.dumps(record, ensure_ascii=False)
+    return Quarantined(source=source, raw=raw, error=f"{where}: {reason}")
 
 
 def parse_line(line: str, *, source: str, where: str) -> Event | Quarantined:

@@ -18,16 +18,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from feeds.base import Feed, FeedState
-from feeds.stream import Backoff, Parse, Sleep, StreamError, parse_canonical
+from feeds.jsonl import parse_record
+from feeds.stream import Parse, Sleep, StreamError
+from rules.backoff import Backoff
 from store.model import Event, Quarantined
 
 log = logging.getLogger(__name__)
+
+ParseEntry = Callable[[Any, str], Event | Quarantined]
+"""``parse_entry(entry, where)``: one decoded JSON entry to an event or a quarantined item."""
 
 
 class PollFeed(Feed):
@@ -49,6 +54,7 @@ class PollFeed(Feed):
         max_attempts: int | None = None,
         max_polls: int | None = None,
         parse: Parse | None = None,
+        parse_entry: ParseEntry | None = None,
     ) -> None:
         super().__init__(name)
         self.url = url
@@ -60,7 +66,12 @@ class PollFeed(Feed):
         self.max_attempts = max_attempts
         self.max_polls = max_polls
         """Stop after this many successful polls (tests, one-shot imports); None: never."""
-        self.parse: Parse = parse or (lambda text, where: parse_canonical(text, where, source=name))
+        self.parse = parse
+        """A text parser (as the streams take): entries are then written back to JSON for it."""
+        self.parse_entry: ParseEntry = parse_entry or (
+            lambda entry, where: parse_record(entry, source=name, where=where)
+        )
+        """Validates one decoded entry (default: a canonical event, no text round trip)."""
         self._session = session
         self.polls = 0
 
@@ -95,8 +106,11 @@ class PollFeed(Feed):
                 self.health.detail = ""
                 last = len(page) - 1
                 for n, entry in enumerate(page):
-                    text = json.dumps(entry)
-                    item = self.parse(text, f"{self.name} poll {self.polls} item {n + 1}")
+                    where = f"{self.name} poll {self.polls} item {n + 1}"
+                    if self.parse is not None:
+                        item = self.parse(json.dumps(entry), where)
+                    else:
+                        item = self.parse_entry(entry, where)
                     if next_cursor is not None:
                         if n == last:
                             self.cursor = next_cursor

@@ -3,8 +3,8 @@
 * :class:`SseFeed` and :class:`NdjsonFeed` are :class:`feeds.base.Feed` subclasses: they
   hold one long GET open, yield canonical events as they arrive, and reconnect when the
   connection drops, fails or ends, with exponential back-off and full jitter
-  (:class:`Backoff`; delay = uniform(0, min(cap, base × 2^attempt))).  Both resume from
-  their cursor: an SSE stream sends it as ``Last-Event-ID`` (the ``id:`` of the last
+  (:class:`rules.backoff.Backoff`; delay = uniform(0, min(cap, base × 2^attempt))).  Both
+  resume from their cursor: an SSE stream sends it as ``Last-Event-ID`` (the ``id:`` of the last
   event), an NDJSON stream as a query parameter (the ``id`` of the last line).
 * :func:`pump_live` moves a live feed into the writer and saves the cursor as soon as the
   items before it are committed (never earlier), without waiting for a batch of 500 as
@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from abc import abstractmethod
 from collections import deque
@@ -33,9 +32,12 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import LineTooLong
 
 from feeds.base import Feed, FeedHealth, FeedState
 from feeds.jsonl import parse_line
+from rules.backoff import Backoff as Backoff  # re-export: feeds.stream.Backoff
+from rules.errors import describe_error
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.model import Event, Quarantined
@@ -47,27 +49,9 @@ Sleep = Callable[[float], Awaitable[None]]
 Parse = Callable[[str, str], Event | Quarantined]
 """``parse(text, where)``: one payload to a canonical event or a quarantined item."""
 
-
-class Backoff:
-    """Exponential back-off with full jitter: the n-th delay is uniform(0, min(cap, base·2ⁿ))."""
-
-    def __init__(
-        self, base: float = 0.5, cap: float = 60.0, rng: random.Random | None = None
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.rng = rng or random.Random()
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and count the attempt)."""
-        ceiling = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return self.rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        """Back to the first delay (after a connection that worked)."""
-        self.attempt = 0
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+"""Longest stream line read by default (aiohttp's own limit, 128 KiB, is below what a large
+order with many lines can reach as one SSE ``data:`` line)."""
 
 
 class FeedMonitor:
@@ -248,9 +232,14 @@ class HttpStreamFeed(Feed):
         max_attempts: int | None = None,
         read_timeout: float = 90.0,
         parse: Parse | None = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         super().__init__(name)
         self.url = url
+        self.max_line_bytes = max_line_bytes
+        """Longest line accepted; a longer one ends the connection and the feed retries,
+        saying so in its health (it would otherwise end the task with the feed still shown
+        connected)."""
         self.headers = dict(headers or {})
         self.backoff = backoff or Backoff()
         self.sleep = sleep
@@ -286,7 +275,11 @@ class HttpStreamFeed(Feed):
                 try:
                     headers, params = self._request()
                     async with session.get(
-                        self.url, headers={**self.headers, **headers}, params=params
+                        self.url,
+                        headers={**self.headers, **headers},
+                        params=params,
+                        # aiohttp refuses a line longer than twice its read buffer
+                        read_bufsize=max(2**16, self.max_line_bytes // 2),
                     ) as response:
                         if response.status != 200:
                             raise StreamError(f"HTTP {response.status} from {self.url}")
@@ -300,27 +293,41 @@ class HttpStreamFeed(Feed):
                     delay = self.retry_after if self.retry_after is not None else 0.0
                     self.health.state = FeedState.RETRYING
                     self.health.detail = f"stream ended; reconnecting in {delay:.1f} s"
-                except (aiohttp.ClientError, TimeoutError, StreamError, ValueError) as exc:
+                except (
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    StreamError,
+                    ValueError,
+                    LineTooLong,
+                ) as exc:
                     failures += 1
                     self.health.errors += 1
+                    problem = self._problem(exc)
                     if self.max_attempts is not None and failures >= self.max_attempts:
                         self.health.state = FeedState.FAILED
-                        self.health.detail = f"{_describe(exc)}; gave up after {failures} attempts"
+                        self.health.detail = f"{problem}; gave up after {failures} attempts"
                         log.error("feed %s failed: %s", self.name, self.health.detail)
                         return
                     delay = self.backoff.next_delay()
                     self.health.state = FeedState.RETRYING
-                    self.health.detail = f"{_describe(exc)}; retrying in {delay:.1f} s"
+                    self.health.detail = f"{problem}; retrying in {delay:.1f} s"
                     log.warning("feed %s: %s", self.name, self.health.detail)
                 await self.sleep(delay)
+        except Exception as exc:  # a bug must not leave the feed shown as connected
+            self.health.state = FeedState.FAILED
+            self.health.detail = f"stopped: {describe_error(exc, with_type=True)}"
+            raise
         finally:
             if owned:
                 await session.close()
 
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    def _problem(self, exc: BaseException) -> str:
+        """What the health detail says about a failed connection."""
+        # aiohttp < 3.11 raises ValueError("Chunk too big"), later versions LineTooLong.
+        if isinstance(exc, LineTooLong) or "Chunk too big" in str(exc):
+            where = f" after cursor {self.cursor}" if self.cursor is not None else ""
+            return f"a line longer than {self.max_line_bytes} bytes{where}"
+        return describe_error(exc, with_type=True)
 
 
 class SseFeed(HttpStreamFeed):

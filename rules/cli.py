@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rules.alerts import METRICS
 from rules.file import (
     RulesFile,
     RulesFileError,
@@ -26,6 +25,7 @@ from rules.file import (
     parse_rules,
 )
 from rules.notify import parse_label_args, route_test
+from store.registry import METRICS, markdown_table
 
 
 def add_rules_arguments(subparsers: Any) -> argparse.ArgumentParser:
@@ -46,7 +46,14 @@ def add_rules_arguments(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="rules file (default: $OMNIOPS_RULES or ~/.config/omniops/rules.toml)",
     )
-    sub.add_parser("metrics", help="the metric names alert rules can use, with their labels")
+    metrics = sub.add_parser(
+        "metrics", help="the metric names alert rules can use, with their labels"
+    )
+    metrics.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's metric table (units, panels, default thresholds) instead",
+    )
     sub.add_parser("defaults", help="print the shipped default rules file")
     return parser
 
@@ -63,9 +70,12 @@ def run_rules(
     if command == "route-test":
         return _route_test(args.labels, args.file, out, err)
     if command == "metrics":
+        if getattr(args, "markdown", False):
+            out.write(markdown_table())
+            return 0
         for name, info in sorted(METRICS.items()):
             labels = ", ".join(info.labels) or "-"
-            print(f"{name:38} labels: {labels:32} {info.description}", file=out)
+            print(f"{name:38} labels: {labels:32} {info.definition}", file=out)
         return 0
     if command == "defaults":
         out.write(default_rules_text())

@@ -2,7 +2,7 @@
 
 It persists every transition (:mod:`store.alerts`) and hands firing and resolved alerts
 to the notifier.  The rules, the state machine and the operator actions it builds on
-live in :mod:`rules.alerts`.
+live in :mod:`rules.alerts` (its modules) and :mod:`rules.roles`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from rules.alerts import (
-    AlertRule,
-    AlertView,
+from rules.alerts.rule import AlertRule
+from rules.alerts.samples import Sample, guard_lookup, index_samples, samples
+from rules.alerts.silences import AlertView, build_views
+from rules.alerts.state import (
     Observation,
-    Sample,
-    build_views,
-    current_user,
     fingerprint,
-    guard_lookup,
-    index_samples,
     notify_alert,
     resolve_record,
-    samples,
     scope_of,
     step,
 )
@@ -36,6 +31,7 @@ from rules.file import RulesFile
 from rules.matchers import matches_all
 from rules.notify import InhibitRule
 from rules.receivers import NotifyAlert
+from rules.roles import current_user
 from store import alerts as store
 from store.alerts import AlertRecord, Transition
 from store.clock import Clock

@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rules.backoff import Backoff
 from rules.labels import Duration, MatcherList, format_duration, labels_text
 from rules.matchers import format_matchers, matches_all
 from rules.receivers import (
@@ -48,8 +49,8 @@ from rules.receivers import (
     NotifyAlert,
     ReceiverConfig,
     ReceiverWorker,
-    RetryPolicy,
     build_delivery,
+    delivery_backoff,
 )
 from store.alerts import ReceiverStatus
 from store.clock import Clock
@@ -438,7 +439,7 @@ class Notifier:
         clock: Clock,
         *,
         console: ConsoleSink | None = None,
-        retry: RetryPolicy | None = None,
+        retry: Backoff | None = None,
         tick: float = 1.0,
         status_sink: Callable[[list[ReceiverStatus]], None] | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -459,7 +460,7 @@ class Notifier:
                 notification whatever the routing tree says, e.g. ``serve``'s Kafka topic.
         """
         self.clock = clock
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or delivery_backoff()
         self.tick = tick
         self._console = console
         self._status_sink = status_sink

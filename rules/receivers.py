@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal, Protocol
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
+from rules.backoff import Backoff
 from rules.labels import Duration, labels_text
 from store.alerts import ReceiverStatus
 
@@ -314,19 +315,9 @@ class LogDelivery:
             raise DeliveryError(f"cannot write {self.path}: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential back-off between delivery attempts."""
-
-    initial: float = 1.0
-    """Seconds before the first retry."""
-    maximum: float = 60.0
-    """Longest wait between retries."""
-    factor: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after the ``attempt``-th consecutive failure (1-based)."""
-        return float(min(self.maximum, self.initial * self.factor ** max(0, attempt - 1)))
+def delivery_backoff() -> Backoff:
+    """The receivers' default: 1 s, 2 s, 4 s … up to 60 s, without jitter (the status says when)."""
+    return Backoff(base=1.0, cap=60.0, jitter=False)
 
 
 @dataclass
@@ -350,7 +341,7 @@ class ReceiverWorker:
 
     name: str
     delivery: Delivery
-    retry: RetryPolicy
+    retry: Backoff
     now: Callable[[], datetime]
     on_change: Callable[[], None] = lambda: None
     stats: ReceiverStats = field(default_factory=ReceiverStats)

@@ -1,6 +1,6 @@
 """What-if: replay orders under draft rules and under the current rules, and compare.
 
-Both sides go through :func:`rules.routing.route_sequence`, the very function ingest
+Both sides go through :func:`rules.routing.router.route_sequence`, the very function ingest
 routes with, from the same starting stock and load: orders are routed one after another
 in placement order, each at the moment it was placed, each seeing the reservations of the
 orders before it.  So the "current" side of a what-if is exactly what the router does
@@ -28,7 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from rules.routing import Decision, FulfilmentRouting, Inventory, RouteOrder, route_sequence
+from rules.routing.config import FulfilmentRouting
+from rules.routing.orders import Decision, Inventory, RouteOrder
+from rules.routing.router import route_sequence
 from store.model import LocationBody
 
 

@@ -14,13 +14,29 @@ A canonical event is one JSON object (one line of a JSON Lines file)::
 
 Money is a decimal with at most two places; quantities are integers.  Every model
 forbids unknown fields so a renamed field upstream is caught, not silently dropped.
+
+Only what the store can hold, and what is plausible, passes (a :class:`ValidationError`
+naming the field otherwise, which every feed turns into a 422 / quarantine row, so a
+poison value never reaches the writer):
+
+* counts and quantities within ±10^12 (:data:`COUNT_LIMIT`: far inside SQLite's 64-bit
+  integers, with room for sums over millions of rows);
+* finite numbers only (no ``NaN`` or ``Infinity``), with plausible bounds on lead times
+  and weights;
+* text that is valid UTF-8 (no lone surrogates such as ``U+D800``);
+* money with at most two decimals (``1.005`` is refused, never rounded);
+* event times within :class:`TimeWindow` around the clock: 1 year ahead at most, and
+  100 years back for a bulk import of history (``omniops serve`` narrows it to its config,
+  10 years back by default: ``max_past_days``, ``max_future_days``, ``max_promise_days``,
+  with its clock); promises, ETAs and delivery estimates up to 2 years ahead.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -32,6 +48,74 @@ from pydantic import (
     TypeAdapter,
     field_validator,
 )
+
+COUNT_LIMIT = 10**12
+"""Largest magnitude of a count or quantity (well inside SQLite's 64-bit integers)."""
+
+Count = Annotated[int, Field(ge=-COUNT_LIMIT, le=COUNT_LIMIT)]
+"""A stock count or delta the store can hold and sum."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The plausible times around "now": older or later ones are a sender's bug.
+
+    ``past`` / ``future`` bound an event's ``ts``; ``promise`` bounds how far ahead
+    promises, ETAs and delivery estimates may lie (back, they may go as far as ``past``
+    or ``promise``, whichever is longer).  ``now`` is the server's clock.
+    """
+
+    past: timedelta = timedelta(days=36500)
+    future: timedelta = timedelta(days=365)
+    promise: timedelta = timedelta(days=730)
+    now: Callable[[], datetime] = field(default=_utcnow, compare=False)
+
+    def check(self, value: datetime, *, promise: bool = False) -> datetime:
+        """``value`` if inside the window, else :class:`ValueError` saying which bound."""
+        now = self.now()
+        # A promise may lie as far back as history goes; ahead, it has its own bound.
+        before = max(self.past, self.promise) if promise else self.past
+        after = self.promise if promise else self.future
+        if value < now - before:
+            raise ValueError(
+                f"time {value.isoformat()} is more than {before.days} days before now "
+                f"({now:%Y-%m-%d}): refused as implausible"
+            )
+        if value > now + after:
+            raise ValueError(
+                f"time {value.isoformat()} is more than {after.days} days after now "
+                f"({now:%Y-%m-%d}): refused as implausible"
+            )
+        return value
+
+
+_window = TimeWindow()
+
+
+def set_time_window(window: TimeWindow) -> TimeWindow:
+    """Make ``window`` the one every validation uses; returns the previous one."""
+    global _window
+    previous, _window = _window, window
+    return previous
+
+
+def time_window() -> TimeWindow:
+    """The window in force."""
+    return _window
+
+
+def _text_storable(value: str) -> str:
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid UTF-8: lone surrogate at character {exc.start}") from None
+    return value
+
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 """A non-negative amount in the store's currency, two decimal places."""
@@ -60,7 +144,15 @@ InboundStatus = Literal["open", "received", "cancelled"]
 class _Strict(BaseModel):
     """Base for canonical bodies: unknown fields are an error, models are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Every text field, whatever its name: SQLite binds only valid UTF-8.
+        if isinstance(value, str):
+            return _text_storable(value)
+        return value
 
 
 class SkuBody(_Strict):
@@ -72,12 +164,12 @@ class SkuBody(_Strict):
     product_type: Identifier
     unit_cost: Money
     price: Money
-    reorder_point: int = Field(default=0, ge=0)
+    reorder_point: int = Field(default=0, ge=0, le=COUNT_LIMIT)
     """Available units below which a SKU × location is at risk."""
-    lead_time_days: float = Field(default=3.0, ge=0)
+    lead_time_days: float = Field(default=3.0, ge=0, le=3650)
     """Replenishment lead time; days of cover below it means at risk."""
     hazmat: bool = False
-    weight_kg: float = Field(default=0.5, ge=0)
+    weight_kg: float = Field(default=0.5, ge=0, le=1_000_000)
 
 
 class OpeningHours(_Strict):
@@ -107,7 +199,7 @@ class LocationBody(_Strict):
     lon: float = Field(ge=-180, le=180)
     timezone: str = "UTC"
     hours: OpeningHours = OpeningHours()
-    safety_buffer: int = Field(default=0, ge=0)
+    safety_buffer: int = Field(default=0, ge=0, le=COUNT_LIMIT)
     """Units held back from sale at this node (walk-in customers, miscounts)."""
 
     @field_validator("timezone")
@@ -134,7 +226,7 @@ class OrderLine(_Strict):
     """One line of an order."""
 
     sku: Identifier
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=COUNT_LIMIT)
     unit_price: Money
     discount: Money = Decimal("0")
     """Discount on the whole line (not per unit)."""
@@ -152,6 +244,11 @@ class OrderPlacedBody(_Strict):
     promised_by: AwareDatetime
     """Ship-by time for ship orders, ready-by time for BOPIS."""
     lines: list[OrderLine] = Field(min_length=1)
+
+    @field_validator("promised_by")
+    @classmethod
+    def _plausible_promise(cls, value: datetime) -> datetime:
+        return _window.check(value, promise=True)
 
 
 class OrderCancelledBody(_Strict):
@@ -173,14 +270,19 @@ class FulfillmentBody(_Strict):
     """The carrier's own delivery estimate, given when shipped or updated in transit."""
     detail: str = ""
 
+    @field_validator("estimated_delivery")
+    @classmethod
+    def _plausible_estimate(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _window.check(value, promise=True)
+
 
 class StockSnapshotBody(_Strict):
     """A full count of one SKU at one node; ``ts`` is when it was counted."""
 
     sku: Identifier
     location_id: Identifier
-    on_hand: int
-    reserved: int = Field(default=0, ge=0)
+    on_hand: Count
+    reserved: int = Field(default=0, ge=0, le=COUNT_LIMIT)
     source_system: str = ""
 
 
@@ -189,7 +291,7 @@ class StockAdjustedBody(_Strict):
 
     sku: Identifier
     location_id: Identifier
-    delta: int
+    delta: Count
     reason: str = ""
     source_system: str = ""
 
@@ -200,7 +302,7 @@ class ListingBody(_Strict):
     channel: Identifier
     sku: Identifier
     location_id: Identifier
-    advertised: int = Field(ge=0)
+    advertised: int = Field(ge=0, le=COUNT_LIMIT)
 
 
 class InboundBody(_Strict):
@@ -209,9 +311,14 @@ class InboundBody(_Strict):
     po_id: Identifier
     sku: Identifier
     location_id: Identifier
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=COUNT_LIMIT)
     eta: AwareDatetime
     status: InboundStatus = "open"
+
+    @field_validator("eta")
+    @classmethod
+    def _plausible_eta(cls, value: datetime) -> datetime:
+        return _window.check(value, promise=True)
 
 
 class ReturnBody(_Strict):
@@ -222,7 +329,7 @@ class ReturnBody(_Strict):
     sku: Identifier
     location_id: Identifier
     channel: Identifier
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=COUNT_LIMIT)
     reason: str = "unspecified"
     refund: Money = Decimal("0")
 
@@ -235,7 +342,11 @@ class _EventBase(_Strict):
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        try:
+            moment = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"time {value.isoformat()} is out of range") from None
+        return _window.check(moment)
 
 
 class SkuUpserted(_EventBase):
@@ -361,6 +472,17 @@ class Quarantined:
     source: str
     raw: str
     error: str
+
+    def __post_init__(self) -> None:
+        # A quarantine row must always be storable, whatever arrived: lone surrogates
+        # become their escapes, so the row that explains a refusal cannot fail itself.
+        for name in ("source", "raw", "error"):
+            value = getattr(self, name)
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                fixed = value.encode("utf-8", "backslashreplace").decode("utf-8")
+                object.__setattr__(self, name, fixed)
 
 
 def parse_event(data: str | bytes | dict[str, Any]) -> Event:

@@ -8,6 +8,7 @@ them.  ``None`` means "no data" (shown as ``—``), never zero.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -209,7 +210,7 @@ class Snapshots:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Turn a snapshot (nested frozen dataclasses) into JSON-ready data."""
+    """Turn a snapshot (nested frozen dataclasses) into JSON-ready data (non-finite → None)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, datetime):
@@ -219,7 +220,9 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, float):
-        return round(value, 4)
+        # JSON has no NaN or Infinity: a non-finite figure (e.g. days of cover with no
+        # sales) is reported as null, so ``report --json`` is always valid JSON.
+        return round(value, 4) if math.isfinite(value) else None
     return value
 
 

@@ -1,7 +1,7 @@
 """Routing benchmark (a fixed workload, not a test): ``python -m tests.bench_routing``.
 
 1. **Whole day, pure**: the fixture trading day's web and marketplace orders routed one
-   after another by :func:`rules.routing.route_sequence` (the what-if's path), with the
+   after another by :func:`rules.routing.router.route_sequence` (the what-if's path), with the
    built-in rules; and a what-if (both sides) of a draft that disables WH-NJ.
 2. **Whole day, through the store**: the same orders written into a store *without* a
    node, then :func:`feeds.runtime.routing.route_pending_orders` routes, stores and reserves all of
@@ -36,7 +36,8 @@ from feeds.jsonl import read_items
 from feeds.runtime.ingest import ingest_paths
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
-from rules.routing import FulfilmentRouting, route_sequence
+from rules.routing.config import FulfilmentRouting
+from rules.routing.router import route_sequence
 from rules.whatif import what_if
 from store.clock import FixedClock
 from store.model import OrderPlaced, parse_event

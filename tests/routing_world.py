@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from rules.routing import Inventory, RouteLine, RouteOrder, StockLevel
+from rules.routing.orders import Inventory, RouteLine, RouteOrder, StockLevel
 from rules.whatif import ReplayInputs
 from store.model import Event, LocationBody, OpeningHours, OrderPlacedBody, SkuBody
 from tests.builders import ev, iso

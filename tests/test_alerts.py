@@ -16,19 +16,15 @@ from typing import Any
 
 import pytest
 
-from rules.alerts import (
-    AlertActions,
-    AlertRule,
-    PermissionDenied,
-    Permissions,
-    Roles,
-    panel_target,
-    preview_rule,
-    samples,
-)
+from rules.alerts.actions import AlertActions, panel_target
+from rules.alerts.preview import preview_rule
+from rules.alerts.rule import AlertRule
+from rules.alerts.samples import samples
+from rules.alerts.state import Observation, condition_text, step
 from rules.engine import AlertEngine
 from rules.file import RulesFile
 from rules.receivers import NotifyAlert
+from rules.roles import PermissionDenied, Permissions, Roles
 from store import alerts as store
 from store.clock import FixedClock
 from store.snapshots import FulfillmentRow, Snapshots
@@ -214,6 +210,46 @@ def test_hysteresis_keeps_a_hovering_value_firing(
     assert states(engine.evaluate(snap(location_row("WH-TX", 5)))) == {WH_TX: "resolved"}
     transitions = store.transitions(connect(), fingerprint=FP)
     assert [t.to_state for t in transitions] == ["resolved", "firing"]  # no flapping
+
+
+def test_an_alert_held_by_hysteresis_shows_its_clear_level(
+    connect: Callable[[], sqlite3.Connection], clock: FixedClock
+) -> None:
+    notifier = FakeNotifier()
+    engine = engine_for(connect, clock, rule(**{"for": "0s"}), notifier=notifier)
+
+    def shown(late: int) -> tuple[str, str, str]:
+        clock.advance(timedelta(minutes=1))
+        (view,) = engine.evaluate(snap(location_row("WH-TX", late))).alerts
+        summary = notifier.calls[-1][0][0].summary if notifier.calls[-1][0] else ""
+        return view.record.state, condition_text(view.record), summary
+
+    assert shown(14) == ("firing", "14 > 10", f"late_orders {WH_TX}: 14 > 10")
+    assert shown(6) == ("firing", "6 (clears ≤ 5)", f"late_orders {WH_TX}: 6 (clears ≤ 5)")
+    assert shown(10) == ("firing", "10 (clears ≤ 5)", f"late_orders {WH_TX}: 10 (clears ≤ 5)")
+    assert shown(4)[:2] == ("resolved", "4 (cleared ≤ 5)")
+
+
+@pytest.mark.parametrize(
+    ("op", "threshold", "clear", "value", "text"),
+    [
+        ("<", 0.9, 0.93, 0.91, "0.91 (clears ≥ 0.93)"),
+        ("<", 0.9, 0.93, 0.85, "0.85 < 0.9"),
+        (">=", 10, 5, 7, "7 (clears < 5)"),
+        ("<=", 0.8, 0.9, 0.85, "0.85 (clears > 0.9)"),
+    ],
+)
+def test_condition_text_names_the_level_that_matters_now(
+    op: str, threshold: float, clear: float, value: float, text: str
+) -> None:
+    r = rule(op=op, threshold=threshold, clear=clear, **{"for": "0s"})
+    scope = {"scope": "location", "location": "WH-TX"}
+    breach = threshold - 1 if op.startswith("<") else threshold + 1
+    fired, _ = step(r, None, Observation(breach), AS_OF, scope)
+    assert fired is not None
+    record = replace(fired, state="firing", value=value)
+    assert condition_text(record) == text
+    assert condition_text(replace(record, value=None)) == f"no data ({op} {threshold:g})"
 
 
 def test_pending_needs_the_condition_throughout(

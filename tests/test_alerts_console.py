@@ -15,9 +15,11 @@ from textual.pilot import Pilot
 
 from console.alerts_view import AlertsScreen, PromptScreen
 from console.rules_view import RouteTestScreen, RuleFormScreen, RulesScreen
-from rules.alerts import AlertActions, Permissions
+from rules.alerts.actions import AlertActions
+from rules.editor import RulesEditor
 from rules.engine import AlertEngine
-from rules.file import LoadedRules, RulesEditor, load_rules
+from rules.file import LoadedRules, load_rules
+from rules.roles import Permissions
 from store import alerts as store
 from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF, build_snapshots

@@ -244,8 +244,8 @@ def test_sort_views_keeps_missing_values_last() -> None:
     assert sort_views(views, None, False) == views
 
 
-PURE_STORE_MODULES = {"store.snapshots", "store.clock", "store.model"}
-"""The store modules without I/O: frozen snapshots, the injected clock, the canonical model."""
+PURE_STORE_MODULES = {"store.snapshots", "store.clock", "store.model", "store.registry"}
+"""The store modules without I/O: snapshots, the clock, the canonical model, the metric registry."""
 
 
 def test_console_does_no_io_of_its_own() -> None:

@@ -138,7 +138,7 @@ async def test_alerts_rules_and_routing_views_open_from_the_console(tmp_path: Pa
     from console.cli import build_console
     from console.routing_view import RoutingScreen
     from console.rules_view import RulesScreen
-    from rules.alerts import Roles
+    from rules.roles import Roles
 
     db = tmp_path / "s.db"
     await scenario(db)

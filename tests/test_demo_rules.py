@@ -7,7 +7,8 @@ from pathlib import Path
 
 from feeds.runtime.demo_rules import ensure_demo_rules
 from rules.file import load_rules
-from rules.routing import NodeSettings, route_sequence
+from rules.routing.config import NodeSettings
+from rules.routing.router import route_sequence
 from rules.whatif import what_if
 from tests.routing_world import FIXTURE_DAY, fixture_day_inputs
 

@@ -390,7 +390,7 @@ async def test_stock_history_rebuilds_day_end_stock_from_adjustments(db_path: Pa
 
 
 async def test_orders_no_node_could_take_are_counted_unroutable(db_path: Path) -> None:
-    from rules.routing import FulfilmentRouting
+    from rules.routing.config import FulfilmentRouting
 
     await write(
         db_path,

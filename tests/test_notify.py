@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from rules.backoff import Backoff
 from rules.notify import (
     Dispatcher,
     Notifier,
@@ -23,7 +24,6 @@ from rules.notify import (
 from rules.receivers import (
     Notification,
     NotifyAlert,
-    RetryPolicy,
     alertmanager_payload,
     chat_text,
     generic_payload,
@@ -309,7 +309,7 @@ async def test_a_down_receiver_is_retried_and_counted_then_delivered(hook: Hook)
             "receivers": [{"name": "hook", "type": "webhook", "url": hook.url}],
         }
     )
-    retry = RetryPolicy(initial=0.05, maximum=0.2)
+    retry = Backoff(base=0.05, cap=0.2, jitter=False)
     statuses: list[Any] = []
     async with Notifier(
         config,
@@ -344,7 +344,10 @@ async def test_a_down_receiver_is_retried_and_counted_then_delivered(hook: Hook)
 async def test_a_refused_notification_is_dropped_not_retried_forever(hook: Hook) -> None:
     hook.status = 400
     async with Notifier(
-        webhook_config(hook.url), FixedClock(AS_OF), tick=0.05, retry=RetryPolicy(initial=0.05)
+        webhook_config(hook.url),
+        FixedClock(AS_OF),
+        tick=0.05,
+        retry=Backoff(base=0.05, jitter=False),
     ) as notifier:
         notifier.submit([alert("a")], [])
         await notifier.flush()

@@ -10,14 +10,10 @@ import tomlkit
 from pydantic import ValidationError
 
 from rules.geo import haversine_km, pickup_slot, ship_slot
-from rules.routing import (
-    Decision,
-    FulfilmentRouting,
-    RoutingRule,
-    route,
-    route_sequence,
-    update_fulfilment_document,
-)
+from rules.routing.config import FulfilmentRouting, RoutingRule
+from rules.routing.document import update_fulfilment_document
+from rules.routing.orders import Decision
+from rules.routing.router import route, route_sequence
 from store.model import OpeningHours
 from tests.routing_world import NODES, inventory, ny, order
 

@@ -17,7 +17,9 @@ from console.routing_view import (
     form_to_rule,
     rule_to_form,
 )
-from rules.routing import Decision, FulfilmentRouting, RouteLine, RouteOrder, RoutingRule, route
+from rules.routing.config import FulfilmentRouting, RoutingRule
+from rules.routing.orders import Decision, RouteLine, RouteOrder
+from rules.routing.router import route
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
 from tests.routing_world import NODES, inventory, ny
 

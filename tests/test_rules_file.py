@@ -10,22 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from rules.alerts import PermissionDenied, Permissions
 from rules.cli import add_rules_arguments, run_rules
+from rules.editor import ConflictError, RulesEditor
 from rules.file import (
-    ConflictError,
-    FormError,
-    RulesEditor,
     RulesFileError,
     default_rules_text,
     ensure_rules_file,
-    form_values,
-    key_lines,
     load_rules,
     parse_rules,
-    rule_form_fields,
 )
 from rules.labels import format_duration, parse_duration
+from rules.roles import PermissionDenied, Permissions
+from rules.routing.config import FulfilmentRouting
+from rules.rule_form import FormError, form_values, rule_form_fields
+from rules.toml_lines import key_lines
 from store.clock import FixedClock
 from tests.snapshot_factory import AS_OF
 
@@ -264,6 +262,32 @@ def test_an_invalid_change_or_a_viewer_writes_nothing(rules_path: Path) -> None:
     assert rules_path.read_text() == GOOD
 
 
+@pytest.mark.parametrize(
+    ("role", "read_only"), [("viewer", False), ("operator", False), ("editor", True)]
+)
+def test_every_mutating_editor_method_checks_the_role(
+    rules_path: Path, role: str, read_only: bool
+) -> None:
+    base = editor_for(rules_path).load()
+    who = editor_for(rules_path, role, read_only)
+    routing = FulfilmentRouting(default_carrier="UPS Ground")
+    calls = {
+        "save_alert": lambda: who.save_alert(base, 0, {"threshold": 1}),
+        "duplicate_alert": lambda: who.duplicate_alert(base, 0),
+        "delete_alert": lambda: who.delete_alert(base, 0),
+        "set_enabled": lambda: who.set_enabled(base, 0, False),
+        "replace_notify": lambda: who.replace_notify(base, who.notify_text(base)),
+        "save_fulfilment": lambda: who.save_fulfilment(base, routing),
+    }
+    for name, call in calls.items():
+        with pytest.raises(PermissionDenied, match="read-only" if read_only else role):
+            call()
+        assert rules_path.read_text() == GOOD, name
+    assert who.audit() == []
+    saved = editor_for(rules_path).save_fulfilment(base, routing)  # an editor may
+    assert saved.rules.fulfilment.default_carrier == "UPS Ground"
+
+
 def test_notify_section_edited_as_text_keeps_its_comments(rules_path: Path) -> None:
     editor = editor_for(rules_path)
     base = editor.load()
@@ -316,3 +340,59 @@ def test_route_test_prints_receivers_and_path(rules_path: Path) -> None:
     assert "→ hook  via root > routes[0] {severity=critical} > routes[0] {location=~WH-.*}" in out
     code, _, err = run("rules", "route-test", "--file", str(rules_path), "severity")
     assert code == 2 and "key=value" in err
+
+
+def test_fulfilment_kinds_and_known_nodes_and_carriers_are_checked_with_their_line() -> None:
+    text = (
+        "alert = []\n"
+        "[fulfilment]\n"
+        'default_carrier = "ground"\n'
+        "[[fulfilment.rules]]\n"
+        'id = "stores"\n'
+        'kinds = ["store", "shop"]\n'
+        "[[fulfilment.carriers]]\n"
+        'match = "node_kind=wherehouse"\n'
+        'carrier = "UPS"\n'
+    )
+    found = problems(text)
+    assert any(p.startswith("rules.toml:6: fulfilment.rules[stores].kinds") for p in found)
+    assert any("rules.toml:8:" in p and "unknown node kind 'wherehouse'" in p for p in found)
+    references = (
+        "alert = []\n"
+        "[fulfilment]\n"
+        'default_carrier = "ground"\n'
+        "[[fulfilment.carriers]]\n"
+        'match = "node=WH-XX"\n'
+        'carrier = "Pigeon"\n'
+        "[fulfilment.nodes.STORE-9]\n"
+        "rank = 1\n"
+    )
+    rules = parse_rules(references, Path("rules.toml"))  # ids unknown to a static check
+    assert rules.fulfilment.carriers[0].carrier == "Pigeon"
+    with pytest.raises(RulesFileError) as caught:
+        parse_rules(
+            references,
+            Path("rules.toml"),
+            known_nodes={"WH-NJ"},
+            known_carriers={"UPS", "ground"},
+        )
+    found = sorted((p.line, p.message.split(";")[0]) for p in caught.value.problems)
+    assert found == [
+        (5, "unknown node 'WH-XX' in 'node=WH-XX'"),
+        (6, "unknown carrier 'Pigeon'"),
+        (7, "unknown node 'STORE-9'"),
+    ]
+
+
+def test_deleting_the_last_alert_writes_an_explicit_empty_list(rules_path: Path) -> None:
+    editor = editor_for(rules_path)
+    first = editor.delete_alert(editor.load(), 1)
+    emptied = editor.delete_alert(first, 0)
+    assert emptied.rules.alert == ()
+    text = rules_path.read_text()
+    assert "alert = []" in text and text.index("alert = []") < text.index("[notify.route]")
+    again = editor.save_alert(
+        emptied, None, {"id": "x", "metric": "feed.stale", "op": ">=", "threshold": 1}
+    )
+    assert [r.id for r in again.rules.alert] == ["x"]
+    assert "alert = []" not in rules_path.read_text()

@@ -118,3 +118,49 @@ async def test_a_deleted_file_keeps_the_last_good_rules(
     error = await seen.next_error()
     assert "cannot read" in str(error)
     assert watcher.current is good
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "the rules file is empty"),
+        ("  \n\t\n", "the rules file is empty"),
+        ('[notify.route]\nreceiver = "console"\n', "no alert list"),
+    ],
+)
+async def test_an_empty_file_or_one_without_alerts_is_refused_and_the_last_good_stays(
+    watched: tuple[RulesWatcher, Seen], text: str, why: str
+) -> None:
+    watcher, seen = watched
+    good = await seen.next_reload()
+    replace_file(watcher.path, text)
+    error = await seen.next_error()
+    assert why in str(error.first) and "alert = []" in str(error.first)
+    assert watcher.current is good and len(watcher.current.rules.alert) == 9
+
+
+async def test_an_explicit_empty_alert_list_turns_alerts_off(
+    watched: tuple[RulesWatcher, Seen],
+) -> None:
+    watcher, seen = watched
+    await seen.next_reload()
+    replace_file(watcher.path, "alert = []\n")
+    loaded = await seen.next_reload()
+    assert loaded.rules.alert == ()
+
+
+async def test_a_fulfilment_section_naming_an_unknown_node_is_refused_naming_the_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rules.toml"
+    text = (
+        "alert = []\n\n[fulfilment.nodes.WH-NJ]\nrank = 1\n\n[fulfilment.nodes.WH-XX]\nrank = 2\n"
+    )
+    path.write_text(text)
+    watcher = RulesWatcher(path, known_nodes=lambda: {"WH-NJ", "WH-TX"})
+    assert watcher.load_initial() is None
+    assert watcher.error is not None
+    (problem,) = watcher.error.problems
+    assert problem.line == 6
+    assert "unknown node 'WH-XX'" in problem.message and "WH-NJ, WH-TX" in problem.message
+    assert RulesWatcher(path).load_initial() is not None  # no node list: not checked

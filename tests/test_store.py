@@ -136,7 +136,7 @@ async def test_writer_batches_and_resolves_each_future(db_path: Path) -> None:
 
 
 async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path: Path) -> None:
-    from rules.routing import FulfilmentRouting
+    from rules.routing.config import FulfilmentRouting
     from tests.builders import location, sku
 
     await write(
@@ -162,7 +162,7 @@ async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path
 async def test_cancelling_a_routed_order_reverses_sales_where_they_were_counted(
     db_path: Path,
 ) -> None:
-    from rules.routing import FulfilmentRouting
+    from rules.routing.config import FulfilmentRouting
     from tests.builders import ev, location, sku
 
     await write(

@@ -20,7 +20,8 @@ from aiohttp import web
 
 from feeds.base import FeedState, pump
 from feeds.poll import PollFeed
-from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
+from feeds.stream import FeedMonitor, NdjsonFeed, SseFeed, pump_live
+from rules.backoff import Backoff
 from store.writer import StoreWriter
 from tests.builders import T0, snapshot
 
@@ -274,3 +275,101 @@ async def test_poller_sends_since_cursor_and_saves_it(writer: StoreWriter, tmp_p
     assert sinces[-1] == "c3"
     await writer.close()
     assert event_ids(tmp_path / "store.db") == ["stream-1", "stream-2", "stream-3"]
+
+
+async def test_sse_line_over_the_limit_retries_instead_of_dying(
+    writer: StoreWriter, tmp_path: Path
+) -> None:
+    """A huge ``data:`` line: the feed reports it and reconnects, the task lives on."""
+    huge = "x" * (300 * 1024)
+    connections: list[str | None] = []
+    retried = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        last_id = request.headers.get("Last-Event-ID")
+        connections.append(last_id)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if len(connections) == 1:
+            await response.write(f"id: 1\ndata: {event_line(1)}\n\n".encode())
+            await response.write(f"id: 2\ndata: {huge}\n\n".encode())
+            return response
+        # The producer fixed its payload: the stream goes on from the cursor.
+        for n in (2, 3):
+            await response.write(f"id: {n}\ndata: {event_line(n)}\n\n".encode())
+        retried.set()
+        await release.wait()
+        return response
+
+    runner, url = await start(handler)
+    sleep = Delays()
+    states: list[tuple[FeedState, str]] = []
+    feed = SseFeed("big", url, backoff=Backoff(rng=random.Random(2)), max_line_bytes=64 * 1024)
+
+    async def record(seconds: float) -> None:
+        states.append((feed.health.state, feed.health.detail))
+        await sleep(seconds)
+
+    feed.sleep = record
+    task = asyncio.create_task(pump_live(feed, writer))
+    await asyncio.wait_for(retried.wait(), 10)
+    async with asyncio.timeout(10):
+        while len(event_ids(writer.path)) < 3:
+            await asyncio.sleep(0.02)
+    assert not task.done()  # the huge line did not end the feed's task
+    assert connections == [None, "1"]
+    state, detail = states[0]
+    assert state == FeedState.RETRYING
+    assert detail.startswith(f"a line longer than {64 * 1024} bytes after cursor 1; retrying in")
+    assert feed.health.errors == 1 and feed.health.state == FeedState.CONNECTED
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    release.set()
+    await runner.cleanup()
+    assert event_ids(writer.path) == ["stream-1", "stream-2", "stream-3"]
+
+
+async def test_sse_line_of_a_mebibyte_is_read_by_default(writer: StoreWriter) -> None:
+    """Over aiohttp's own 128 KiB line limit, under ours: read as one event."""
+    text = "{" + " " * (1 << 20) + event_line(5)[1:]  # JSON padded with whitespace
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"id: 1\ndata: {text}\n\n".encode())
+        return response
+
+    runner, url = await start(handler)
+    feed = SseFeed("big", url, max_attempts=1)
+    items = feed.items()
+    item = await asyncio.wait_for(anext(items), 10)
+    await items.aclose()
+    await runner.cleanup()
+    assert getattr(item, "id", None) == "stream-5" and feed.health.errors == 0
+
+
+async def test_poller_validates_entries_as_decoded_and_quarantines_bad_ones(
+    writer: StoreWriter, tmp_path: Path
+) -> None:
+    bad = json.loads(event_line(2))
+    bad["body"]["on_hand"] = "lots"
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"events": [json.loads(event_line(1)), bad, 7], "cursor": "c1"})
+
+    runner, url = await start(handler, "/api/events")
+    feed = PollFeed("erp", url, sleep=Delays(), max_polls=1)
+    await asyncio.wait_for(pump_live(feed, writer), 10)
+    await runner.cleanup()
+    assert await writer.get_cursor("erp") == "c1"
+    await writer.close()
+    assert event_ids(tmp_path / "store.db") == ["stream-1"]
+    conn = sqlite3.connect(tmp_path / "store.db")
+    rows = conn.execute("SELECT source, raw, error FROM quarantine ORDER BY rowid").fetchall()
+    conn.close()
+    (source2, raw2, error2), (source3, raw3, error3) = rows
+    assert source2 == "inventory" and json.loads(raw2) == bad  # the source the entry names
+    assert error2.startswith("erp poll 1 item 2: ") and "on_hand" in error2
+    assert (source3, raw3) == ("erp", "7")
+    assert error3 == "erp poll 1 item 3: expected a JSON object, got int"

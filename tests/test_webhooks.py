@@ -120,6 +120,7 @@ async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
         mapping_file=mapping,
         max_body_bytes=256 * 1024,
         batch_wait_ms=2,
+        max_past_days=36500,  # the vendors' sample payloads are dated 2008 and 2014
     )
     async with Server(config, feeds=[]) as server:
         assert server.url.startswith("http://127.0.0.1:")

@@ -20,7 +20,8 @@ from feeds.runtime.routing import (
     routing_after_batch,
     what_if_on_store,
 )
-from rules.routing import FulfilmentRouting, NodeSettings, route_sequence
+from rules.routing.config import FulfilmentRouting, NodeSettings
+from rules.routing.router import route_sequence
 from rules.whatif import compare, replay, what_if
 from store.writer import configure_connection
 from tests.builders import ev
@@ -179,7 +180,7 @@ def test_compare_refuses_different_orders() -> None:
 
 
 def fixture_inputs_small() -> Any:
-    from rules.routing import Inventory, RouteLine, RouteOrder, StockLevel
+    from rules.routing.orders import Inventory, RouteLine, RouteOrder, StockLevel
     from rules.whatif import ReplayInputs
 
     orders = [

@@ -28,12 +28,13 @@ from console.widgets.formatting import (
     fmt_trend,
     pct_change,
 )
+from rules.highlights import Highlights
 from store.snapshots import FeedFreshness, FeedHealthRow, Headline, Snapshots
 
 OK_GLYPH = "●"
 STALE_GLYPH = "▲"
-SALES_ALERT_PCT = -20.0
-"""Net sales this far below the rolling average are flagged LOW (the classic alert)."""
+DEFAULT_HIGHLIGHTS = Highlights()
+"""The registry's default levels (before the rules file is read)."""
 
 Part = str | Content | tuple[str, str]
 
@@ -130,14 +131,24 @@ def feed_content(
     return Content.assemble(*parts)
 
 
-def sales_content(headline: Headline | None, *, wide: bool = True) -> Content:
-    """``Net sales 12,346 ▼ 23% LOW vs 16,012 · Orders/h 42.0 ▲ 5%`` (no "vs" when narrow)."""
+def sales_content(
+    headline: Headline | None, *, wide: bool = True, highlights: Highlights = DEFAULT_HIGHLIGHTS
+) -> Content:
+    """``Net sales 12,346 ▼ 23% LOW vs 16,012 · Orders/h 42.0 ▲ 5%`` (no "vs" when narrow).
+
+    LOW follows the threshold in force for ``headline.net_sales_vs_rolling`` (the
+    operator's rule, else the registry's default).
+    """
     if headline is None:
         return Content("Net sales — · Orders/h —")
     parts: list[Part] = [("Net sales ", "bold"), fmt_money(headline.net_sales), " "]
-    change = pct_change(headline.net_sales, headline.net_sales_rolling)
     trend = fmt_trend(headline.net_sales, headline.net_sales_rolling)
-    if change is not None and change <= SALES_ALERT_PCT:
+    ratio = (
+        headline.net_sales / headline.net_sales_rolling
+        if headline.net_sales is not None and headline.net_sales_rolling
+        else None
+    )
+    if highlights.flags("headline.net_sales_vs_rolling", {}, ratio):
         parts.append((f"{trend} LOW", "$text-error bold"))
     else:
         parts.append(trend)
@@ -176,9 +187,16 @@ class HeadlineStrip(Vertical):
             yield Sparkline([], id="spark")
         yield TextBar(id="aov")
 
-    def show(self, headline: Headline | None, *, wide: bool) -> None:
-        """Render ``headline`` (None before the first refresh)."""
-        self.query_one("#sales", TextBar).set_content(sales_content(headline, wide=wide))
+    def show(
+        self,
+        headline: Headline | None,
+        *,
+        wide: bool,
+        highlights: Highlights = DEFAULT_HIGHLIGHTS,
+    ) -> None:
+        """Render ``headline`` (None before the first refresh), LOW at ``highlights``."""
+        sales = sales_content(headline, wide=wide, highlights=highlights)
+        self.query_one("#sales", TextBar).set_content(sales)
         self.query_one("#aov", TextBar).set_content(aov_content(headline))
         data = list(headline.hourly_net_sales) if headline is not None else []
         spark = self.query_one(Sparkline)

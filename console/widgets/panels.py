@@ -41,6 +41,7 @@ from console.widgets.formatting import (
     fmt_rate,
     fmt_when,
 )
+from rules.highlights import Highlights
 from rules.matchers import Matcher, format_matchers, matches_all
 from store.snapshots import FulfillmentRow, ReturnSpikeRow, Snapshots, StockoutRow
 
@@ -197,6 +198,8 @@ class Panel(Vertical):
         self.tz = tz
         self.max_rows = max_rows if max_rows is not None else 100
         self.palette = PLAIN
+        self.highlights = Highlights()
+        """The thresholds cells are highlighted at (the app sets the rules in force)."""
         self._views: dict[str, RowView] = {}
         self._total_rows = 0
         self.set_reactive(Panel.compact, compact)
@@ -462,7 +465,8 @@ class FulfillmentPanel(Panel):
         views: list[RowView] = []
         for row in snapshots.fulfillment.rows:
             on_time_style: Style | str = ""
-            if row.on_time_rate is not None and row.on_time_rate < 0.9:
+            scope = {"scope": row.scope, row.scope: row.key}
+            if self.highlights.flags("fulfillment.on_time_rate", scope, row.on_time_rate):
                 on_time_style = p.warn
             cells: dict[str, tuple[str, Style | str]] = {
                 "where": (row.key, "bold"),

@@ -38,15 +38,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from feeds.kafka.config import KafkaOut
+from rules.backoff import Backoff
 from rules.receivers import (
     DeliveryError,
     Notification,
     ReceiverStats,
     ReceiverWorker,
-    RetryPolicy,
     generic_payload,
 )
-from rules.routing import Decision
+from rules.routing.orders import Decision
 from store.writer import AfterCommit
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class DecisionOutbox:
         producer: Producer,
         topic: str,
         *,
-        retry: RetryPolicy,
+        retry: Backoff,
         max_attempts: int = 0,
         max_pending: int = 100_000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -293,7 +293,9 @@ class KafkaPublisher:
     ) -> None:
         self.config = config
         self.producer = Producer(config)
-        retry = RetryPolicy(initial=config.retry_initial_seconds, maximum=config.retry_max_seconds)
+        retry = Backoff(
+            base=config.retry_initial_seconds, cap=config.retry_max_seconds, jitter=False
+        )
         self.decisions = (
             DecisionOutbox(
                 self.producer,

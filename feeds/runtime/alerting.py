@@ -20,7 +20,7 @@ from rules.engine import AlertEngine
 from rules.file import LoadedRules, RulesFileError
 from rules.notify import Notifier, NotifyConfig
 from rules.receivers import ConsoleSink, ReceiverWorker
-from rules.routing import FulfilmentRouting
+from rules.routing.config import FulfilmentRouting
 from rules.watch import RulesWatcher
 from store import alerts as alert_store
 from store.clock import Clock

@@ -4,7 +4,7 @@
 routing decision with its trace, as JSON, **without reserving anything**:
 
 * an order: ``{"destination_region": "northeast", "method": "ship", "lines": [{"sku":
-  "APP-0001", "quantity": 2}], ...}``, the fields of :class:`rules.routing.RouteOrder`
+  "APP-0001", "quantity": 2}], ...}``, the fields of :class:`rules.routing.orders.RouteOrder`
   (``order_id``, ``channel``, ``method``, ``destination_region``, ``location_id``,
   ``promised_by``, ``lines``) plus an optional ``at`` (ISO time to route for; default now);
 * a BOPIS check: ``{"location_id": "ST-NYC", "cart": [{"sku": "APP-0001", "quantity":
@@ -12,11 +12,15 @@ routing decision with its trace, as JSON, **without reserving anything**:
   this store (or the next nearest ones) have the cart ready, and when; else ship-to-home.
 
 Answers: 200 with the decision (whatever its status: routed, held, unfulfillable);
-400 ``{"error", "field"}`` for a body that is not JSON or fails validation (``field`` is
+400 ``{"error", "field"}`` for a body that is not JSON (or nested deeper than 64 levels)
+or fails validation (``field`` is
 the dotted path of the first bad field, e.g. ``lines.0.quantity``); 422 for an unknown
 SKU (``field`` names the line) or an unknown pickup location.
 
 ``GET /route/{order_id}`` returns the stored decision of an order (404 if none).
+
+Within ``omniops serve`` both need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when that
+is set (401 without it); see :mod:`feeds.runtime.http.auth`.
 
 The store is read in a worker thread (``asyncio.to_thread``), so the event loop only
 parses and serialises.
@@ -33,7 +37,11 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from rules.routing import Decision, FulfilmentRouting, Inventory, RouteLine, RouteOrder, route
+from feeds.webhooks.bounded import ShapeError
+from feeds.webhooks.bounded import loads as bounded_loads
+from rules.routing.config import FulfilmentRouting
+from rules.routing.orders import Decision, Inventory, RouteLine, RouteOrder
+from rules.routing.router import route
 from store.clock import Clock
 from store.model import Identifier, LocationBody
 
@@ -112,7 +120,9 @@ def add_routes(
     async def post_route(request: web.Request) -> web.Response:
         raw = await request.read()
         try:
-            data = json.loads(raw)
+            data = bounded_loads(raw)
+        except ShapeError as exc:
+            return _error(400, exc.message, "body")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             return _error(400, f"body is not valid JSON: {exc}", "body")
         if not isinstance(data, dict):

@@ -2,7 +2,7 @@
 
 Every function here is blocking :mod:`sqlite3` (run it on the writer's connection thread,
 in ``asyncio.to_thread`` or in a console worker), and the routing itself is
-:func:`rules.routing.route_sequence`, the one code path ingest, the HTTP check and the
+:func:`rules.routing.router.route_sequence`, the one code path ingest, the HTTP check and the
 what-if share.
 
 * :func:`route_pending_orders` (writer connection): routes every placed order that has no
@@ -35,15 +35,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rules.geo import zone
-from rules.routing import (
-    Decision,
-    FulfilmentRouting,
-    Inventory,
-    RouteLine,
-    RouteOrder,
-    StockLevel,
-    route_sequence,
-)
+from rules.routing.config import FulfilmentRouting
+from rules.routing.orders import Decision, Inventory, RouteLine, RouteOrder, StockLevel
+from rules.routing.router import route_sequence
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
 from store.apply import assign_node
 from store.model import (

@@ -169,7 +169,11 @@ def integer(data: JsonObject, key: str, path: str = "") -> int:
 
 
 def money(data: JsonObject, key: str, path: str = "") -> Decimal:
-    """A required amount (``"199.00"`` or ``199``) as a two-place decimal."""
+    """A required amount (``"199.00"`` or ``199``) as a two-place decimal.
+
+    More than two decimals (``"1.005"``) is refused with the field named, as the canonical
+    model refuses it on ``/events``: money is never rounded on the way in.
+    """
     value = require(data, key, path)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise PayloadError(join(path, key), f"expected an amount, got {_kind(value)}")
@@ -179,6 +183,9 @@ def money(data: JsonObject, key: str, path: str = "") -> Decimal:
         raise PayloadError(join(path, key), f"expected an amount, got {value!r}") from None
     if not amount.is_finite():
         raise PayloadError(join(path, key), f"expected an amount, got {value!r}")
+    if amount != amount.quantize(Decimal("0.01")):
+        # The same rule as the canonical model (and /events): never round money silently.
+        raise PayloadError(join(path, key), f"more than two decimal places: {value!r}")
     return amount.quantize(Decimal("0.01"))
 
 
@@ -192,7 +199,10 @@ def parse_time(value: object, where: str) -> datetime:
         raise PayloadError(where, f"expected an ISO 8601 time, got {value!r}") from None
     if moment.tzinfo is None:
         raise PayloadError(where, f"time {value!r} has no zone offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PayloadError(where, f"time {value!r} is out of range") from None
 
 
 def when(data: JsonObject, key: str, path: str = "") -> datetime:

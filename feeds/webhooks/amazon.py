@@ -34,7 +34,6 @@ schemas (there is no captured Amazon payload in this repository).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -55,7 +54,7 @@ from feeds.webhooks import (
     when,
 )
 from feeds.webhooks.mapping import AmazonMapping
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import redact_json
 from store.model import (
     Event,
     FulfillmentBody,
@@ -115,7 +114,7 @@ def map_amazon(payload: JsonObject, mapping: AmazonMapping) -> Mapped:
         items=[
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(payload)),
+                raw=redact_json(payload),
                 error=(
                     f"unsupported Amazon NotificationType {kind!r} "
                     "(mapped: ORDER_CHANGE, FBA_INVENTORY_AVAILABILITY_CHANGES)"
@@ -253,7 +252,7 @@ def _fba_inventory(
         out.items.append(
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(payload)),
+                raw=redact_json(payload),
                 error=f"FBA inventory of {seller_sku}: no marketplace in amazon.marketplaces",
             )
         )

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from feeds.jsonl import describe_validation_error
 from feeds.webhooks import PayloadError
+from feeds.webhooks.bounded import ShapeError, check_shape
 from feeds.webhooks.redact import redact_raw
 from store.model import Event, Quarantined, parse_event
 
@@ -55,6 +56,10 @@ def parse_events_body(body: bytes) -> list[Line]:
         raise PayloadError("(body)", f"not UTF-8 (byte {exc.start})", status=400) from None
     if not text.strip():
         raise PayloadError("(body)", "empty: send a canonical event or JSON Lines", status=400)
+    try:
+        check_shape(text)
+    except ShapeError as exc:
+        raise PayloadError(exc.field, exc.message, status=400) from None
     try:
         whole = json.loads(text)
     except ValueError:

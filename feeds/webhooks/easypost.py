@@ -21,7 +21,6 @@ else the tracker's ``updated_at``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,7 +38,7 @@ from feeds.webhooks import (
     text,
     when,
 )
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import redact_json
 from store.model import Event, FulfillmentBody, FulfillmentStatus, FulfillmentUpdated, Quarantined
 
 SOURCE = "easypost"
@@ -116,7 +115,7 @@ def map_tracker(tracker: Tracker, order_id: str | None) -> Mapped:
         out.items.append(
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(tracker.raw)),
+                raw=redact_json(tracker.raw),
                 error=(
                     f"EasyPost tracker {tracker.tracker_id} ({tracker.carrier} "
                     f"{tracker.tracking_code}): no order with this tracking number in the store"

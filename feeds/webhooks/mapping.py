@@ -43,12 +43,14 @@ Example::
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from feeds.jsonl import describe_validation_error
+from rules.errors import describe_validation_error
+from rules.watch import FileWatcher
 
 
 class _Section(BaseModel):
@@ -183,3 +185,32 @@ def load_mapping(path: Path | None) -> Mapping:
     except OSError as exc:
         raise MappingError(f"{path}: {exc.strerror or exc}") from exc
     return parse_mapping(text, where=str(path))
+
+
+def _load_file(path: Path) -> Mapping:
+    return load_mapping(path)
+
+
+def mapping_watcher(
+    path: Path,
+    *,
+    on_reload: Callable[[Mapping], Awaitable[None] | None] | None = None,
+    on_error: Callable[[MappingError], Awaitable[None] | None] | None = None,
+    current: Mapping | None = None,
+    debounce_ms: int = 200,
+) -> FileWatcher[Mapping, MappingError]:
+    """A watcher of the mapping file: the rules file's watcher, reading mappings.
+
+    It watches the folder, so every save is seen, atomic renames included; a bad edit
+    calls ``on_error`` and the last good mapping stays in force.
+    """
+    return FileWatcher(
+        path,
+        _load_file,
+        MappingError,
+        what="mapping file",
+        on_reload=on_reload,
+        on_error=on_error,
+        current=current,
+        debounce_ms=debounce_ms,
+    )

@@ -23,8 +23,15 @@ Quarantined raw payloads are redacted by :func:`redact_raw` before they are writ
 the fields above are replaced by ``"[redacted]"``, postal codes are cut to their first
 three characters (``"40202"`` → ``"402**"``), coordinates are rounded to one decimal
 (about 11 km), and e-mail addresses are scrubbed from every remaining string.  A body
-that is not JSON is scrubbed as text (e-mail addresses and phone-like numbers) and cut
-to :data:`RAW_LIMIT` characters.
+that is not JSON (or nested too deeply to decode safely, see :mod:`feeds.webhooks.bounded`)
+is scrubbed as text (e-mail addresses and phone-like numbers) and cut to :data:`TEXT_LIMIT`
+characters.
+
+Every step takes time linear in its input: a string is cut to :data:`STRING_LIMIT`
+characters *before* it is scrubbed, e-mail addresses are found by a scan from each ``@``
+(no backtracking pattern), and the phone pattern's repetition is bounded.  What comes out
+is always valid UTF-8 (a lone surrogate is kept as its backslash escape), so the
+quarantine row can be stored whatever came in.
 """
 
 from __future__ import annotations
@@ -33,12 +40,27 @@ import json
 import re
 from typing import Any
 
+from feeds.webhooks.bounded import MAX_DEPTH, ShapeError
+from feeds.webhooks.bounded import loads as bounded_loads
+
 REDACTED = "[redacted]"
 RAW_LIMIT = 64 * 1024
 """Quarantined raw payloads are cut to this many characters."""
+TEXT_LIMIT = 8 * 1024
+"""A quarantined body that is not JSON is cut to this many characters (it is kept only to
+show the sender what arrived; the phone scan over it stays a few milliseconds)."""
+STRING_LIMIT = 4096
+"""A string of a quarantined payload is cut to this many characters before it is scrubbed."""
+TOO_DEEP = "[too deep]"
+CUT = "[cut]"
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
+"""The shape of an e-mail address (reference only: it backtracks quadratically on long
+words, so :func:`scrub_emails` finds the same matches by a linear scan)."""
+_LOCAL_RUN = re.compile(r"[\w.+-]+")
+_DOMAIN = re.compile(r"[\w-]++(?:\.[\w-]++)+")
+PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,24}\d(?![\w-])")
+"""Phone-like numbers; the repetition is bounded so a long run of digits costs linear time."""
 
 
 def _norm(key: str) -> str:
@@ -128,9 +150,56 @@ def postal_prefix(code: str, keep: int = 3) -> str:
     return code[:keep] + "*" * min(len(code) - keep, 4)
 
 
-def scrub_text(value: str) -> str:
-    """Free text with e-mail addresses and phone numbers replaced by ``[redacted]``."""
-    return PHONE.sub(REDACTED, EMAIL.sub(REDACTED, value))
+def scrub_emails(value: str) -> str:
+    """``value`` with every match of :data:`EMAIL` replaced by ``[redacted]``, in linear time.
+
+    The same matches as ``EMAIL.sub`` (leftmost, longest local part), found from each
+    ``@``: the local part is the run of word characters, ``.``, ``+`` and ``-`` before
+    it (read on the reversed text, never before the end of the previous match), the
+    domain is matched forward with possessive quantifiers.  Each character is looked at
+    a bounded number of times.
+    """
+    at = value.find("@")
+    if at == -1:
+        return value
+    reverse = value[::-1]
+    size = len(value)
+    out: list[str] = []
+    last = 0
+    while at != -1:
+        local = _LOCAL_RUN.match(reverse, size - at, size - last)
+        domain = _DOMAIN.match(value, at + 1) if local is not None else None
+        if local is not None and domain is not None:
+            out.append(value[last : size - local.end()])
+            out.append(REDACTED)
+            last = domain.end()
+            at = value.find("@", last)
+        else:
+            at = value.find("@", at + 1)
+    out.append(value[last:])
+    return "".join(out)
+
+
+def scrub_text(value: str, limit: int | None = None) -> str:
+    """Free text with e-mail addresses and phone numbers replaced by ``[redacted]``.
+
+    With ``limit``, the result is at most that long; the text is cut (with a margin, so an
+    address across the cut is still recognised) *before* scrubbing, which keeps the work
+    proportional to ``limit`` however long the input.
+    """
+    if limit is not None:
+        value = value[: limit + 256]
+    scrubbed = PHONE.sub(REDACTED, scrub_emails(value))
+    return scrubbed if limit is None else scrubbed[:limit]
+
+
+def valid_utf8(value: str) -> str:
+    """``value`` if it encodes as UTF-8, else with lone surrogates as backslash escapes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _round_coord(value: Any) -> Any:
@@ -140,11 +209,28 @@ def _round_coord(value: Any) -> Any:
         return REDACTED
 
 
-def redact_payload(data: Any, *, person: bool = False) -> Any:
-    """A copy of decoded JSON with every PII field of the module docstring removed."""
+def redact_payload(
+    data: Any, *, person: bool = False, _depth: int = 0, _budget: list[int] | None = None
+) -> Any:
+    """A copy of decoded JSON with every PII field of the module docstring removed.
+
+    Strings are cut to :data:`STRING_LIMIT` before scrubbing; anything nested deeper than
+    :data:`~feeds.webhooks.bounded.MAX_DEPTH` is replaced by ``"[too deep]"``.  With a
+    budget (characters still to produce, see :func:`redact_json`), the walk stops once
+    it is spent: the rest becomes ``"[cut]"``, so a 2 MB payload costs what 64 KB does.
+    """
+    if _depth > MAX_DEPTH:
+        return TOO_DEEP
+    if _budget is not None:
+        if _budget[0] <= 0:
+            return CUT
+        _budget[0] -= 8
     if isinstance(data, dict):
         out: dict[str, Any] = {}
         for key, value in data.items():
+            if _budget is not None and _budget[0] <= 0:
+                out[CUT] = f"{len(data) - len(out)} more keys"
+                break
             norm = _norm(str(key))
             if norm in DROP_KEYS or (person and norm in ("name", "fullname", "displayname")):
                 out[key] = None if value is None else REDACTED
@@ -153,24 +239,45 @@ def redact_payload(data: Any, *, person: bool = False) -> Any:
             elif norm in COORD_KEYS and value is not None:
                 out[key] = _round_coord(value)
             else:
-                out[key] = redact_payload(value, person=norm in PERSON_CONTEXTS)
+                out[key] = redact_payload(
+                    value, person=norm in PERSON_CONTEXTS, _depth=_depth + 1, _budget=_budget
+                )
         return out
     if isinstance(data, list):
-        return [redact_payload(item, person=person) for item in data]
+        items: list[Any] = []
+        for item in data:
+            if _budget is not None and _budget[0] <= 0:
+                items.append(f"{CUT} {len(data) - len(items)} more items")
+                break
+            items.append(redact_payload(item, person=person, _depth=_depth + 1, _budget=_budget))
+        return items
     if isinstance(data, str):
-        return EMAIL.sub(REDACTED, data)
+        text = scrub_emails(data[:STRING_LIMIT])
+        if _budget is not None:
+            _budget[0] -= len(text)
+        return text
     return data
+
+
+def redact_json(data: Any, *, limit: int = RAW_LIMIT) -> str:
+    """Decoded JSON made safe to keep in quarantine, as text of at most ``limit`` characters.
+
+    Walks only as much of ``data`` as fits in ``limit`` (the rest is marked ``[cut]``), so
+    the work is bounded by the limit, not by the payload.
+    """
+    redacted = redact_payload(data, _budget=[limit])
+    text = json.dumps(redacted, ensure_ascii=False, separators=(",", ":"), default=str)
+    return valid_utf8(text[:limit])
 
 
 def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
     """A request body made safe to keep in quarantine (see the module docstring)."""
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = bounded_loads(text)
+    except (ShapeError, ValueError, RecursionError):
         data = None
     else:
         if isinstance(data, dict | list):
-            redacted = json.dumps(redact_payload(data), ensure_ascii=False, separators=(",", ":"))
-            return redacted[:limit]
-    return scrub_text(text[:limit])
+            return redact_json(data, limit=limit)
+    return valid_utf8(scrub_text(text, min(limit, TEXT_LIMIT)))

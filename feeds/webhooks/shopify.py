@@ -59,7 +59,6 @@ Any other topic is quarantined with the reason, so a subscription nobody maps is
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -79,7 +78,7 @@ from feeds.webhooks import (
     when,
 )
 from feeds.webhooks.mapping import ShopifyMapping
-from feeds.webhooks.redact import redact_raw, scrub_text
+from feeds.webhooks.redact import redact_json, scrub_text
 from store.model import (
     Event,
     FulfillmentBody,
@@ -193,7 +192,7 @@ def map_shopify(
         items=[
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(payload)),
+                raw=redact_json(payload),
                 error=f"unsupported Shopify topic {topic!r} (mapped topics: {known})",
             )
         ]
@@ -201,7 +200,7 @@ def map_shopify(
 
 
 def _quarantine(payload: JsonObject, error: str) -> Quarantined:
-    return Quarantined(source=SOURCE, raw=redact_raw(json.dumps(payload)), error=error)
+    return Quarantined(source=SOURCE, raw=redact_json(payload), error=error)
 
 
 def _location(ext: str | None, mapping: ShopifyMapping) -> str | None:
@@ -432,7 +431,7 @@ def _fulfillment_event(payload: JsonObject) -> Mapped:
     message = opt_text(payload, "message")
     detail = ""
     if step == "exception":
-        detail = scrub_text(f"Shopify {status}" + (f": {message}" if message else ""))[:200]
+        detail = scrub_text(f"Shopify {status}" + (f": {message}" if message else ""), 200)
     out.items.append(
         _step(
             f"shopify:fulfillment_event:{eid}",
@@ -452,7 +451,7 @@ def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
     oid = order_id(ident(refund, "order_id"))
     created = when(refund, "created_at")
     note = opt_text(refund, "note")
-    reason = scrub_text(note)[:80] if note else "refund"
+    reason = scrub_text(note, 80) if note else "refund"
     for i, rli in enumerate(arr(refund, "refund_line_items")):
         path = join("refund_line_items", i)
         if not isinstance(rli, dict):

@@ -29,7 +29,6 @@ returned items.  So (ids: ``S`` is the Square order id, the canonical order id i
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -50,7 +49,7 @@ from feeds.webhooks import (
     when,
 )
 from feeds.webhooks.mapping import SquareMapping
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import redact_json
 from store.model import (
     FulfillmentBody,
     FulfillmentStatus,
@@ -104,7 +103,7 @@ def map_square(payload: JsonObject, mapping: SquareMapping) -> Mapped:
         items=[
             Quarantined(
                 source=SOURCE,
-                raw=redact_raw(json.dumps(payload)),
+                raw=redact_json(payload),
                 error=f"unsupported Square event type {kind!r} (mapped: {', '.join(TYPES)})",
             )
         ]
@@ -136,7 +135,7 @@ def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
             out.items.append(
                 Quarantined(
                     source=SOURCE,
-                    raw=redact_raw(json.dumps(count)),
+                    raw=redact_json(count),
                     error=f"event {event_id} {path}: " + "; ".join(problems),
                 )
             )
@@ -219,7 +218,7 @@ def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderP
     if problems:
         return Quarantined(
             source=SOURCE,
-            raw=redact_raw(json.dumps(order)),
+            raw=redact_json(order),
             error=f"order square-{square_id} not placed: " + "; ".join(problems),
         )
     method: Method = "ship"

@@ -1,0 +1,103 @@
+"""Prometheus text exposition of ``serve``'s counters, latency histogram and gauges.
+
+Counter names end in ``_total`` (``omniops_events_total{feed,outcome}``,
+``omniops_webhook_requests_total{source,status}``,
+``omniops_webhook_rejected_total{source,reason}``,
+``omniops_webhook_ignored_total{source}``); the histogram is
+``omniops_webhook_durable_seconds{source}``; gauges are passed in by the handler at
+scrape time.  Label values are escaped as the text format requires.  The renderer is
+small and dependency-free, so the metric names stay exactly what dashboards already use.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the request-to-durable latency histogram."""
+
+
+class Metrics:
+    """Counters and one histogram, rendered in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(
+            lambda: defaultdict(float)
+        )
+        self.help: dict[str, str] = {
+            "omniops_events_total": "Items committed to the store, by feed and outcome.",
+            "omniops_webhook_requests_total": "Webhook and /events requests, by source and status.",
+            "omniops_webhook_rejected_total": "Requests refused before anything was stored.",
+            "omniops_webhook_ignored_total": "Payload parts that carry no canonical fact.",
+        }
+        self.latency: dict[str, list[float]] = {}
+        self.latency_sum: dict[str, float] = defaultdict(float)
+        self.latency_count: dict[str, int] = defaultdict(int)
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add ``amount`` to the counter ``name{labels}``."""
+        self.counters[name][tuple(sorted(labels.items()))] += amount
+
+    def get(self, name: str, **labels: str) -> float:
+        """The current value of ``name{labels}`` (0 if never counted)."""
+        return self.counters.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+
+    def observe(self, source: str, seconds: float) -> None:
+        """Record one request-to-durable latency."""
+        buckets = self.latency.setdefault(source, [0.0] * len(LATENCY_BUCKETS))
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                buckets[i] += 1
+        self.latency_sum[source] += seconds
+        self.latency_count[source] += 1
+
+    def render(self, gauges: Sequence[tuple[str, str, dict[str, str], float]] = ()) -> str:
+        """The exposition text; ``gauges`` are ``(name, help, labels, value)``."""
+        out: list[str] = []
+        for name in sorted(self.counters):
+            out.append(f"# HELP {name} {self.help.get(name, name)}")
+            out.append(f"# TYPE {name} counter")
+            for labels, value in sorted(self.counters[name].items()):
+                out.append(f"{name}{_labels(dict(labels))} {_num(value)}")
+        name = "omniops_webhook_durable_seconds"
+        out.append(f"# HELP {name} Time from request to the answer after the commit.")
+        out.append(f"# TYPE {name} histogram")
+        for source in sorted(self.latency):
+            for bound, count in zip(LATENCY_BUCKETS, self.latency[source], strict=True):
+                out.append(
+                    f"{name}_bucket{_labels({'source': source, 'le': str(bound)})} {_num(count)}"
+                )
+            total = self.latency_count[source]
+            out.append(f"{name}_bucket{_labels({'source': source, 'le': '+Inf'})} {total}")
+            out.append(f"{name}_sum{_labels({'source': source})} {self.latency_sum[source]:.6f}")
+            out.append(f"{name}_count{_labels({'source': source})} {total}")
+        seen: set[str] = set()
+        for gname, ghelp, glabels, value in gauges:
+            if gname not in seen:
+                out.append(f"# HELP {gname} {ghelp}")
+                out.append(f"# TYPE {gname} gauge")
+                seen.add(gname)
+            out.append(f"{gname}{_labels(glabels)} {_num(value)}")
+        return "\n".join(out) + "\n"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    """A label value escaped as the exposition format requires."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _num(value: float) -> str:
+    number = float(value)
+    if number != number:
+        return "NaN"
+    if number in (float("inf"), float("-inf")):
+        return "+Inf" if number > 0 else "-Inf"
+    return str(int(number)) if number.is_integer() else repr(number)

@@ -1,0 +1,597 @@
+"""The endpoints of ``omniops serve`` and the application that mounts them.
+
+* ``POST /webhooks/shopify``, ``/webhooks/square``, ``/webhooks/easypost``,
+  ``/webhooks/amazon``: vendor webhooks (see :mod:`feeds.webhooks`), and
+  ``POST /events``: canonical events, one or a batch.  Checks in this order:
+
+  1. body over ``max_body_bytes`` → **413** (by ``Content-Length`` before reading, and
+     while reading a chunked body); nothing stored;
+  2. endpoint not configured (its secret unset, empty or blank) → **503** naming the
+     variable to set;
+  3. bad or missing signature / bearer token → **401**; nothing stored, counted in
+     ``omniops_webhook_rejected_total{reason="signature"}``;
+  4. body not JSON, nested deeper than 64 levels or with too many strings, a missing
+     header → **400**; a missing or mistyped field, or a value the store cannot hold
+     (beyond 64-bit integers, ``NaN``/``Infinity``, a lone surrogate, a time outside the
+     plausible window, money with more than two decimals) → **422**; both with ``error``
+     and ``field``, and the (redacted) raw body is kept in quarantine with the reason;
+  5. otherwise the events are written and the answer waits for the **commit**: **200**
+     when everything was applied or was already stored (a duplicate delivery), **202**
+     when part of the payload was quarantined (e.g. an unmapped id: durable in quarantine,
+     retrying would not help; ``/events`` answers **422** then).  A store that cannot
+     write answers **503** (retry later).
+
+  Bad input never produces a 500.  Decoding, mapping and redaction run in a small worker
+  pool of their own (:attr:`ServerState.pool`), so a large body never holds the event
+  loop and ``/health`` keeps answering while it is processed.
+* ``GET /health``: per feed state, the writer's totals, the store's counts (its path only
+  to a caller that presented ``OMNIOPS_API_TOKEN``).
+* ``GET /metrics``: Prometheus text (:mod:`feeds.runtime.http.exposition`).
+
+The read endpoints and ``/route`` need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when
+that is set (:func:`feeds.runtime.http.auth.read_guard`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from feeds.base import FeedState
+from feeds.jsonl import describe_validation_error
+from feeds.runtime.http.auth import (
+    NOT_CONFIGURED,
+    Authenticate,
+    auth_amazon,
+    auth_easypost,
+    auth_events,
+    auth_shopify,
+    auth_square,
+    presented_api_token,
+    read_guard,
+)
+from feeds.runtime.http.exposition import Metrics
+from feeds.runtime.route_api import add_routes
+from feeds.runtime.routing import StoreRoutingSource
+from feeds.runtime.serve_config import ServeConfig
+from feeds.stream import FeedMonitor
+from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
+from feeds.webhooks.bounded import ShapeError
+from feeds.webhooks.bounded import loads as bounded_loads
+from feeds.webhooks.canonical import parse_events_body
+from feeds.webhooks.mapping import Mapping
+from feeds.webhooks.redact import redact_raw
+from rules.routing.config import FulfilmentRouting
+from store.apply import Outcome
+from store.clock import Clock, SystemClock
+from store.metrics import open_reader, store_counts
+from store.model import Quarantined
+from store.schema import SCHEMA_VERSION
+from store.writer import StoreWriter
+
+log = logging.getLogger("omniops.serve")
+
+WEBHOOK_SOURCES = ("shopify", "square", "easypost", "amazon", "events")
+MESSAGE_LIMIT = 2000
+"""An error message (answer and quarantine reason) is cut to this many characters."""
+PAYLOAD_WORKERS = 2
+"""Threads that decode, map and redact bodies: a burst of large bodies queues here instead
+of taking the default pool the store reads of ``/health`` use."""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StoreReader:
+    """One read connection for lookups (tracking numbers, counts), used from a thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._conn is None:
+                self._conn = open_reader(self.path)
+            return self._conn.execute(sql, args).fetchall()
+
+    async def order_for_tracking(self, code: str) -> str | None:
+        """The order whose shipment has tracking number ``code`` (the latest placed)."""
+        rows = await asyncio.to_thread(
+            self._run,
+            "SELECT order_id FROM orders WHERE tracking = ? ORDER BY placed_ts DESC LIMIT 1",
+            (code,),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def counts(self) -> dict[str, int]:
+        """Events, duplicates and quarantined rows in the store."""
+
+        def run() -> dict[str, int]:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = open_reader(self.path)
+                return store_counts(self._conn)
+
+        return await asyncio.to_thread(run)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+@dataclass
+class ServerState:
+    """What the handlers share: the writer, config, mapping, metrics and feed health."""
+
+    writer: StoreWriter
+    config: ServeConfig
+    mapping: Mapping
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: Metrics = field(default_factory=Metrics)
+    monitors: dict[str, FeedMonitor] = field(default_factory=dict)
+    reader: StoreReader | None = None
+    routing_rules: Callable[[], FulfilmentRouting] = FulfilmentRouting
+    """The fulfilment routing rules in force, for ``POST /route`` (hot-reloaded)."""
+    mapping_error: str = ""
+    started_at: float = field(default_factory=time.monotonic)
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            PAYLOAD_WORKERS, thread_name_prefix="omniops-payload"
+        )
+    )
+    """Where payload CPU work runs (decode, map, redact), off the event loop."""
+    gauges: list[Callable[[], list[tuple[str, str, dict[str, str], float]]]] = field(
+        default_factory=list
+    )
+    """More ``/metrics`` gauges (``[serve.kafka_out]``'s counters)."""
+
+    def __post_init__(self) -> None:
+        if self.reader is None:
+            self.reader = StoreReader(self.writer.path)
+        for source in WEBHOOK_SOURCES:
+            self.monitors.setdefault(
+                f"webhook:{source}", FeedMonitor(f"webhook:{source}", "webhook", clock=self.clock)
+            )
+
+    def monitor(self, name: str, kind: str) -> FeedMonitor:
+        """The monitor of a feed, created on first use."""
+        if name not in self.monitors:
+            self.monitors[name] = FeedMonitor(name, kind, clock=self.clock)
+        return self.monitors[name]
+
+    async def offload(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run CPU work on a payload in :attr:`pool` and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        """Stop the payload pool and close the read connection."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.reader is not None:
+            self.reader.close()
+
+
+STATE: web.AppKey[ServerState] = web.AppKey("omniops_state", ServerState)
+
+
+def _dumps(value: object) -> str:
+    # allow_nan=False: an answer is always JSON; a non-finite number would be a bug upstream.
+    return json.dumps(value, default=str, allow_nan=False)
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, dumps=_dumps, headers=headers)
+
+
+class Rejected(Exception):
+    """A request refused before anything is stored (401, 413, 503)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Rejected(413, "too_large", f"body of {request.content_length} bytes is over {limit}")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise Rejected(413, "too_large", f"body is over {limit} bytes") from None
+
+
+def decode_json(body: bytes) -> Any:
+    """The decoded body; :class:`PayloadError` (400) if not UTF-8 JSON or too deep/large."""
+    try:
+        return bounded_loads(body)
+    except UnicodeDecodeError as exc:
+        raise PayloadError("(body)", f"not UTF-8 (byte {exc.start})", status=400) from None
+    except ShapeError as exc:
+        raise PayloadError(exc.field, exc.message, status=400) from None
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError("(body)", f"not valid JSON: {exc}", status=400) from None
+
+
+Mapper = Callable[[web.Request, bytes, ServerState], Awaitable[Mapped]]
+
+
+async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int, dict[str, Any]]:
+    writer = state.writer
+    try:
+        futures = [await writer.submit(item) for item in mapped.items]
+        outcomes: list[Outcome] = list(await asyncio.gather(*futures))
+    except Exception as exc:
+        log.exception("store write failed for %s", source)
+        raise Rejected(
+            503, "store", f"the store could not write ({type(exc).__name__}); retry"
+        ) from exc
+    results: list[dict[str, Any]] = []
+    by_feed: dict[str, list[Outcome]] = defaultdict(list)
+    for item, outcome in zip(mapped.items, outcomes, strict=True):
+        state.metrics.inc("omniops_events_total", feed=item.source, outcome=outcome)
+        by_feed[item.source].append(outcome)
+        if isinstance(item, Quarantined):
+            results.append({"outcome": outcome, "reason": item.error})
+        else:
+            results.append({"id": item.id, "type": item.type, "outcome": outcome})
+    state.monitors[f"webhook:{source}"].record(outcomes)
+    for _ in mapped.ignored:
+        state.metrics.inc("omniops_webhook_ignored_total", source=source)
+    kinds = set(outcomes)
+    summary = "ignored" if not kinds else kinds.pop() if len(kinds) == 1 else "mixed"
+    status = 202 if "quarantined" in outcomes else 200
+    body: dict[str, Any] = {"source": source, "outcome": summary, "results": results}
+    if mapped.ignored:
+        body["ignored"] = mapped.ignored
+    return status, body
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
+
+
+async def _handle(
+    request: web.Request, source: str, authenticate: Authenticate, mapper: Mapper
+) -> web.Response:
+    """The shared life of a webhook request (see the module docstring for the order)."""
+    state = request.app[STATE]
+    started = time.perf_counter()
+    monitor = state.monitors[f"webhook:{source}"]
+    response: web.Response | None = None
+    try:
+        body = await _read_body(request, state.config.max_body_bytes)
+        problem = authenticate(request, body, state.config)
+        if problem is not None:
+            configured = not problem.startswith(NOT_CONFIGURED)
+            raise Rejected(
+                401 if configured else 503, "signature" if configured else "not_configured", problem
+            )
+        try:
+            mapped = await mapper(request, body, state)
+        except PayloadError as exc:
+            response = await _unreadable(state, source, body, exc.status, str(exc), exc.field)
+            return response
+        except ValidationError as exc:
+            message = describe_validation_error(exc)
+            response = await _unreadable(state, source, body, 422, message, _first_loc(exc))
+            return response
+        except RecursionError:
+            message = "payload nested too deeply to read"
+            response = await _unreadable(state, source, body, 400, message, "(body)")
+            return response
+        except Exception as exc:  # a payload shape the mapper did not expect: still 4xx
+            log.exception("%s payload could not be mapped", source)
+            message = f"could not map the payload ({type(exc).__name__}: {exc})"
+            response = await _unreadable(state, source, body, 422, message, "(body)")
+            return response
+        status, answer = await _commit(state, source, mapped)
+        monitor.health.state = FeedState.CONNECTED
+        state.metrics.observe(source, time.perf_counter() - started)
+        response = _json(status, answer)
+        return response
+    except Rejected as exc:
+        state.metrics.inc("omniops_webhook_rejected_total", source=source, reason=exc.reason)
+        if exc.status == 401:
+            monitor.health.errors += 1
+        response = _json(exc.status, {"error": exc.message})
+        return response
+    finally:
+        code = str(response.status) if response is not None else "500"
+        state.metrics.inc("omniops_webhook_requests_total", source=source, status=code)
+
+
+def _first_loc(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    return ".".join(str(p) for p in errors[0]["loc"]) if errors else "(body)"
+
+
+async def _unreadable(
+    state: ServerState, source: str, body: bytes, status: int, message: str, field_: str
+) -> web.Response:
+    """Quarantine an authentic but unreadable payload (redacted) and answer 4xx."""
+    message = _cut(message)
+    raw = await state.offload(redact_raw, body)
+    item = Quarantined(source=source, raw=raw, error=f"{source}: {message}")
+    _, answer = await _commit(state, source, Mapped(items=[item]))
+    state.metrics.inc("omniops_webhook_rejected_total", source=source, reason="unreadable")
+    state.monitors[f"webhook:{source}"].health.errors += 1
+    return _json(
+        status,
+        {"error": message, "field": field_, "quarantined": True, "results": answer["results"]},
+    )
+
+
+# --- mappers: the CPU part runs in the payload pool -------------------------------------
+
+
+def _shopify(topic: str, delivery: str, body: bytes, mapping: Mapping) -> Mapped:
+    return shopify.map_shopify(topic, delivery, decode_json(body), mapping.shopify)
+
+
+async def _map_shopify(request: web.Request, body: bytes, state: ServerState) -> Mapped:
+    topic = request.headers.get("X-Shopify-Topic")
+    if not topic:
+        raise PayloadError("X-Shopify-Topic", "missing header", status=400)
+    delivery = request.headers.get("X-Shopify-Event-Id") or request.headers.get(
+        "X-Shopify-Webhook-Id"
+    )
+    if not delivery:
+        raise PayloadError(
+            "X-Shopify-Event-Id", "missing header (and no X-Shopify-Webhook-Id)", status=400
+        )
+    return await state.offload(_shopify, topic, delivery, body, state.mapping)
+
+
+def _square(body: bytes, mapping: Mapping) -> Mapped:
+    return square.map_square(decode_json(body), mapping.square)
+
+
+async def _map_square(request: web.Request, body: bytes, state: ServerState) -> Mapped:
+    return await state.offload(_square, body, state.mapping)
+
+
+def _tracker(body: bytes) -> easypost.Tracker:
+    return easypost.parse_tracker(decode_json(body))
+
+
+async def _map_easypost(request: web.Request, body: bytes, state: ServerState) -> Mapped:
+    tracker = await state.offload(_tracker, body)
+    assert state.reader is not None
+    order = None
+    if tracker.status in easypost.STATUS:
+        with contextlib.suppress(sqlite3.Error, FileNotFoundError):
+            order = await state.reader.order_for_tracking(tracker.tracking_code)
+    return await state.offload(easypost.map_tracker, tracker, order)
+
+
+def _amazon(body: bytes, mapping: Mapping) -> Mapped:
+    return amazon.map_amazon(decode_json(body), mapping.amazon)
+
+
+async def _map_amazon(request: web.Request, body: bytes, state: ServerState) -> Mapped:
+    return await state.offload(_amazon, body, state.mapping)
+
+
+def _events(body: bytes) -> Mapped:
+    return Mapped(items=[line.item for line in parse_events_body(body)])
+
+
+async def _map_events(request: web.Request, body: bytes, state: ServerState) -> Mapped:
+    return await state.offload(_events, body)
+
+
+# --- routes ----------------------------------------------------------------------------
+
+
+async def shopify_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/shopify``."""
+    return await _handle(request, "shopify", auth_shopify, _map_shopify)
+
+
+async def square_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/square``."""
+    return await _handle(request, "square", auth_square, _map_square)
+
+
+async def easypost_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/easypost``."""
+    return await _handle(request, "easypost", auth_easypost, _map_easypost)
+
+
+async def amazon_webhook(request: web.Request) -> web.Response:
+    """``POST /webhooks/amazon``."""
+    return await _handle(request, "amazon", auth_amazon, _map_amazon)
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """``POST /events``: per-line outcomes; 422 if any line was quarantined."""
+    response = await _handle(request, "events", auth_events, _map_events)
+    if response.status == 202:
+        # For /events a quarantined line is the sender's error: say so with a 4xx (the
+        # valid lines are committed; resending them is harmless).
+        response.set_status(422)
+    return response
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health`` (the store's path only to a caller with the API token)."""
+    state = request.app[STATE]
+    stale_after = state.config.stale_after_minutes * 60
+    feeds = {name: m.snapshot(stale_after) for name, m in sorted(state.monitors.items())}
+    assert state.reader is not None
+    try:
+        counts: dict[str, Any] = await state.reader.counts()
+    except (sqlite3.Error, FileNotFoundError) as exc:
+        counts = {"error": type(exc).__name__}
+    stats = state.writer.stats
+    failing = [n for n, f in feeds.items() if f["state"] in ("failed", "retrying")]
+    store: dict[str, Any] = {"schema_version": SCHEMA_VERSION, **counts}
+    trusted = presented_api_token(request, state.config)
+    if trusted:
+        store["path"] = str(state.writer.path)
+    mapping_error = state.mapping_error
+    if mapping_error and not trusted and state.config.mapping_file is not None:
+        # The reason stays useful; the directory it lives in is not for anonymous callers.
+        where = state.config.mapping_file
+        mapping_error = mapping_error.replace(str(where), where.name)
+    body = {
+        "status": "degraded" if failing or state.mapping_error else "ok",
+        "now": state.clock.now().isoformat().replace("+00:00", "Z"),
+        "uptime_seconds": round(time.monotonic() - state.started_at, 1),
+        "feeds": feeds,
+        "writer": {
+            "applied": stats.applied,
+            "duplicate": stats.duplicate,
+            "quarantined": stats.quarantined,
+            "batches": stats.batches,
+        },
+        "store": store,
+        "mapping_error": mapping_error or None,
+    }
+    return _json(200, body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``."""
+    state = request.app[STATE]
+    stale_after = state.config.stale_after_minutes * 60
+    gauges: list[tuple[str, str, dict[str, str], float]] = []
+    for name, m in sorted(state.monitors.items()):
+        current = m.state(stale_after)
+        for s in FeedState:
+            gauges.append(
+                (
+                    "omniops_feed_state",
+                    "1 for the state each feed is in.",
+                    {"feed": name, "state": s.value},
+                    1.0 if s == current else 0.0,
+                )
+            )
+    for name, m in sorted(state.monitors.items()):
+        gauges.append(
+            (
+                "omniops_feed_events_per_minute",
+                "Events applied in the last minute.",
+                {"feed": name},
+                m.events_per_minute(),
+            )
+        )
+    for name, m in sorted(state.monitors.items()):
+        gauges.append(
+            ("omniops_feed_errors", "Errors since start.", {"feed": name}, m.health.errors)
+        )
+    for name, m in sorted(state.monitors.items()):
+        for key, p in sorted(m.health.partitions.items()):
+            labels = {"feed": name, "partition": key}
+            if p.lag is not None:
+                gauges.append(
+                    ("omniops_feed_partition_lag", "Records not yet committed.", labels, p.lag)
+                )
+            if p.last_record_at is not None:
+                age = (state.clock.now() - p.last_record_at).total_seconds()
+                gauges.append(
+                    (
+                        "omniops_feed_partition_last_record_age_seconds",
+                        "Age of the newest record consumed.",
+                        labels,
+                        round(age, 3),
+                    )
+                )
+    for extra in state.gauges:
+        gauges.extend(extra())
+    stats = state.writer.stats
+    gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
+    assert state.reader is not None
+    with contextlib.suppress(sqlite3.Error, FileNotFoundError):
+        for key, value in (await state.reader.counts()).items():
+            gauges.append(("omniops_store_rows", "Totals in the store.", {"kind": key}, value))
+    text = state.metrics.render(gauges)
+    return web.Response(
+        text=text,
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Routing errors as JSON; a bug answers 500 without a stack trace (logged)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            state = request.app[STATE]
+            state.metrics.inc("omniops_webhook_rejected_total", source="-", reason="too_large")
+        return _json(exc.status, {"error": exc.reason})
+    except RecursionError:
+        log.error("nesting too deep on %s %s", request.method, request.path)
+        return _json(400, {"error": "body nested too deeply", "field": "(body)"})
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json(500, {"error": "internal error (logged)"})
+
+
+def build_app(state: ServerState) -> web.Application:
+    """The aiohttp application of ``serve`` over an already started writer."""
+
+    def answer(status: int, body: dict[str, object], headers: dict[str, str]) -> web.Response:
+        return _json(status, dict(body), headers)
+
+    guard = read_guard(lambda: state.config, answer)
+    app = web.Application(
+        client_max_size=state.config.max_body_bytes,
+        middlewares=[json_errors, guard],  # type: ignore[list-item]
+    )
+    app[STATE] = state
+    app.router.add_post("/webhooks/shopify", shopify_webhook)
+    app.router.add_post("/webhooks/square", square_webhook)
+    app.router.add_post("/webhooks/easypost", easypost_webhook)
+    app.router.add_post("/webhooks/amazon", amazon_webhook)
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    add_routes(
+        app,
+        source=StoreRoutingSource(state.writer.path, timezone=state.writer.params.timezone),
+        rules=state.routing_rules,
+        clock=state.clock,
+    )
+    return app
+
+
+__all__ = [
+    "STATE",
+    "WEBHOOK_SOURCES",
+    "Mapper",
+    "Rejected",
+    "ServerState",
+    "StoreReader",
+    "build_app",
+    "decode_json",
+    "json_errors",
+]

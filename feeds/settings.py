@@ -1,0 +1,324 @@
+"""The configuration of every omniops process, as one model: no file needed, a TOML file, env.
+
+:class:`Settings` holds what the console, the demo, ``report`` and ``omniops serve`` read;
+``serve`` is its nested section (:class:`ServeConfig`, the ``[serve]`` table).
+
+Where the file is: ``$OMNIOPS_CONFIG`` if set, else ``$XDG_CONFIG_HOME/omniops/config.toml``
+(default ``~/.config/omniops/config.toml``); it is read only if it exists, and every field
+has a working default without it.
+
+Precedence, highest first:
+
+1. constructor arguments (the command line: ``load_serve_config(port=...)``);
+2. the environment: ``OMNIOPS_<FIELD>`` for top-level fields (``OMNIOPS_DB``,
+   ``OMNIOPS_REFRESH_INTERVAL``), nested ones with ``__`` (``OMNIOPS_METRICS__TOP_N``,
+   ``OMNIOPS_SERVE__PORT``), and, for the serve section, the flat names ``omniops serve``
+   has always read (``OMNIOPS_PORT``, ``OMNIOPS_SHOPIFY_WEBHOOK_SECRET``), which a nested
+   name beats;
+3. the file;
+4. the defaults.
+
+``serve.db`` follows the top-level ``db`` unless ``[serve]`` sets its own (or ``--db`` is
+given), so one ``db = ...`` line configures the console and the server alike.
+
+Secrets are :class:`pydantic.SecretStr`: they print as ``**********`` and
+:meth:`ServeConfig.describe` names which are set, never their values.  Keep them in the
+environment (or a secrets manager that sets it), not in the file.
+
+The model sits in ``feeds`` because it needs the rules' :class:`~rules.alerts.Roles` and the
+store's :class:`~store.risk.MetricParams` and is read by the runtimes (``feeds.runtime``) and
+the console above them; nothing in ``rules`` or ``store`` reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from feeds.kafka.config import KafkaOut, KafkaSubscription
+from feeds.localzone import local_zone
+from rules.roles import Roles
+from store.paths import config_dir
+from store.risk import MetricParams
+
+CONFIG_ENV = "OMNIOPS_CONFIG"
+"""The environment variable that names the config file."""
+
+
+def default_config_file() -> Path:
+    """``$XDG_CONFIG_HOME/omniops/config.toml`` (default ``~/.config/omniops/config.toml``)."""
+    return config_dir() / "config.toml"
+
+
+def config_file() -> Path:
+    """The config file in force: ``$OMNIOPS_CONFIG``, else :func:`default_config_file`."""
+    named = os.environ.get(CONFIG_ENV)
+    return Path(named).expanduser() if named else default_config_file()
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+class StreamSubscription(BaseModel):
+    """One HTTP stream to subscribe to (a ``[[serve.streams]]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: str = Field(min_length=1)
+    """Feed name: where its cursor and health are kept."""
+    url: str
+    """The stream's URL (``http://`` or ``https://``)."""
+    format: Literal["sse", "ndjson"] = "sse"
+    """Server-Sent Events (cursor: ``Last-Event-ID``) or newline-delimited JSON."""
+    token: SecretStr | None = None
+    """Sent as ``Authorization: Bearer <token>`` when set."""
+    cursor_param: str = "after"
+    """NDJSON only: the query parameter that carries the cursor on reconnect."""
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    """Longest wait between reconnection attempts."""
+
+    _http = field_validator("url")(_http_url)
+
+
+class PollSubscription(BaseModel):
+    """One REST endpoint to poll with a since-cursor (a ``[[serve.polls]]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: str = Field(min_length=1)
+    """Feed name: where its cursor and health are kept."""
+    url: str
+    """The endpoint; ``?since=<cursor>`` is added."""
+    interval_seconds: float = Field(default=60.0, gt=0)
+    """Seconds between polls."""
+    since_param: str = "since"
+    """The query parameter that carries the cursor."""
+    token: SecretStr | None = None
+    """Sent as ``Authorization: Bearer <token>`` when set."""
+
+    _http = field_validator("url")(_http_url)
+
+
+class ServeConfig(BaseModel):
+    """The ``[serve]`` section: everything ``omniops serve`` can be told.
+
+    Build it with :func:`load_serve_config` (file, environment and command line); a
+    direct ``ServeConfig(...)`` takes only its arguments and the defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    db: Path = Path("omniops.db")
+    """The SQLite store this process writes (the only writer); default: the top-level ``db``."""
+    host: str = "127.0.0.1"
+    """Address to listen on.  Loopback by default: expose it through a reverse proxy."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port to listen on (0: any free port; the chosen one is printed)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with ``tls_key``, serve HTTPS directly."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones are answered 413 and not read."""
+    shopify_webhook_secret: SecretStr | None = None
+    """Shopify app client secret (signs ``X-Shopify-Hmac-Sha256``); unset: endpoint off."""
+    shopify_webhook_secret_previous: SecretStr | None = None
+    """The previous Shopify secret, still accepted while a rotation is under way."""
+    square_signature_key: SecretStr | None = None
+    """Square webhook signature key; unset: ``/webhooks/square`` is off."""
+    square_notification_url: str | None = None
+    """The notification URL exactly as registered with Square (it is part of what is signed)."""
+    easypost_webhook_secret: SecretStr | None = None
+    """EasyPost webhook secret; unset: ``/webhooks/easypost`` is off."""
+    amazon_relay_token: SecretStr | None = None
+    """Bearer token of the Amazon SQS relay; unset: ``/webhooks/amazon`` is off."""
+    events_token: SecretStr | None = None
+    """Bearer token for ``POST /events``; unset: the endpoint is off."""
+    mapping_file: Path | None = None
+    """External id → canonical id mapping (TOML, see ``feeds.webhooks.mapping``); reloaded
+    when it changes (a bad edit keeps the last good mapping)."""
+    drop_folder: Path | None = None
+    """Folder watched for CSV and JSON Lines drops (``done/`` and ``failed/`` inside it)."""
+    drop_timezone: str = "UTC"
+    """Zone of times without an offset in dropped files."""
+    history_channel: str = "webshop"
+    """Channel of order-history files dropped in the folder."""
+    history_location: str = "WH1"
+    """Location of order-history files dropped in the folder."""
+    streams: list[StreamSubscription] = []
+    """HTTP streams to subscribe to (``[[serve.streams]]``)."""
+    polls: list[PollSubscription] = []
+    """REST endpoints to poll (``[[serve.polls]]``)."""
+    api_token: SecretStr | None = None
+    """Bearer token for the read endpoints (``GET /health``, ``GET /metrics``, ``POST /route``,
+    ``GET /route/{order_id}``); unset: they are open (keep them on loopback or behind the
+    proxy).  Set but empty is a configuration error: they answer 503."""
+    max_past_days: float = Field(default=3650.0, gt=0)
+    """Event times (``ts``) older than this many days before the server's clock are refused
+    (422, quarantined): a year-0001 order is a sender's bug, not history."""
+    max_future_days: float = Field(default=365.0, gt=0)
+    """Event times more than this many days after the server's clock are refused."""
+    max_promise_days: float = Field(default=730.0, gt=0)
+    """Promises, ETAs and delivery estimates are accepted up to this many days either side
+    of the server's clock."""
+    kafka: list[KafkaSubscription] = []
+    """Kafka consumer-group subscriptions (``[[serve.kafka]]``, see :mod:`feeds.kafka`)."""
+    kafka_out: KafkaOut | None = None
+    """Publish routing decisions and alert notifications to Kafka (``[serve.kafka_out]``)."""
+    stale_after_minutes: float = Field(default=15.0, gt=0)
+    """A feed with nothing for this long shows as stale in ``/health``."""
+    feed_health_seconds: float = Field(default=5.0, gt=0)
+    """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
+    batch_wait_ms: float = Field(default=2.0, ge=0)
+    """How long the writer gathers a batch after its first event (latency vs throughput)."""
+
+    def describe(self) -> str:
+        """One line for the log: what is enabled (secrets only as set / not set)."""
+        enabled = {
+            "shopify": self.shopify_webhook_secret is not None,
+            "square": self.square_signature_key is not None and bool(self.square_notification_url),
+            "easypost": self.easypost_webhook_secret is not None,
+            "amazon": self.amazon_relay_token is not None,
+            "events": self.events_token is not None,
+        }
+        on = ", ".join(k for k, v in enabled.items() if v) or "none"
+        return (
+            f"store {self.db}; webhooks: {on}; streams {len(self.streams)}, "
+            f"polls {len(self.polls)}, kafka {len(self.kafka)}; "
+            f"drop folder {self.drop_folder or 'off'}; "
+            f"mapping {self.mapping_file or 'none'}"
+        )
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure; every field has a working default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OMNIOPS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+    )
+
+    db: Path = Path("omniops.db")
+    """The SQLite store file."""
+    refresh_interval: float = Field(default=60.0, gt=0)
+    """Seconds between panel refreshes in the console (``r`` refreshes at once)."""
+    display_timezone: str | None = None
+    """Time zone times are shown in; default: the operator's own (the machine's) zone."""
+    keys: dict[str, str] = {}
+    """Key remapping by binding id, e.g. ``{refresh = "f5", quit = "ctrl+q"}``."""
+    metrics: MetricParams = MetricParams()
+    """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
+    rules_file: Path | None = None
+    """The rules file (alerts, notifications, fulfilment routing); default
+    ``$OMNIOPS_RULES`` or ``~/.config/omniops/rules.toml``, written with the shipped
+    defaults on first run."""
+    roles: Roles = Roles()
+    """Who may edit rules, acknowledge and silence, by OS user; unknown users only view."""
+    serve: ServeConfig = ServeConfig()
+    """The ``[serve]`` table, read by ``omniops serve``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_db_follows_db(cls, data: Any) -> Any:
+        """``serve.db`` defaults to the top-level ``db`` (a ``[serve]`` ``db`` wins)."""
+        if not isinstance(data, dict) or "db" not in data:
+            return data
+        serve = data.get("serve", {})
+        if isinstance(serve, dict) and "db" not in serve:
+            return {**data, "serve": {**serve, "db": data["db"]}}
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Constructor arguments, the environment (nested, then flat serve names), the file."""
+        return (
+            init_settings,
+            env_settings,
+            FlatServeEnvSource(settings_cls),
+            InitSettingsSource(settings_cls, init_kwargs=read_config_file(config_file())),
+        )
+
+    def display_tz(self) -> tzinfo:
+        """The zone to show times in: ``display_timezone``, else the machine's zone by name."""
+        if self.display_timezone:
+            try:
+                return ZoneInfo(self.display_timezone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(
+                    f"display_timezone: unknown zone {self.display_timezone!r}"
+                ) from exc
+        return local_zone()
+
+
+class FlatServeEnvSource(EnvSettingsSource):
+    """The serve section's fields under their flat names: ``OMNIOPS_PORT``, ``OMNIOPS_DB``.
+
+    ``omniops serve`` read these before the sections were merged; operators' unit files set
+    them, so they keep working.  ``OMNIOPS_DB`` is also the top-level ``db``.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        """``{"serve": {...}}`` with the fields set in the environment (or nothing)."""
+        section: dict[str, Any] = {}
+        for name, field in ServeConfig.model_fields.items():
+            key = f"{self.env_prefix}{name}"
+            raw = self.env_vars.get(key if self.case_sensitive else key.lower())
+            if raw is None:
+                continue
+            is_complex = self.field_is_complex(field)
+            section[name] = self.prepare_field_value(name, field, raw, is_complex)
+        return {"serve": section} if section else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict (empty when it does not exist).
+
+    Raises:
+        ValueError: the file is not valid TOML (the message names the file and line).
+    """
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings in force, with ``overrides`` on top (None values are left out)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_serve_config(**overrides: Any) -> ServeConfig:
+    """The serve section in force, with ``overrides`` (command-line options) on top.
+
+    Overrides that are None are left out, so an option not given does not hide the
+    environment or the file.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(serve=given).serve if given else Settings().serve

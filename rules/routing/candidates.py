@@ -1,0 +1,327 @@
+"""Eligibility and ranking of one node under one routing rule (steps 2 and 3 of routing).
+
+:func:`evaluate_node` runs every eligibility filter on a node and records every reason it
+fails; :func:`rank_key` and :func:`describe_loss` rank the eligible ones and say why one
+lost.  Pure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
+from rules.matchers import Matcher
+from rules.routing.config import (
+    DEFAULT_PREP_MINUTES,
+    DEFAULT_REGIONS,
+    Criterion,
+    FulfilmentRouting,
+    RoutingRule,
+)
+from rules.routing.orders import Inventory, Reason, RouteOrder
+from store.model import LocationBody, Method
+
+
+def resolve_region(
+    code: str, rules: FulfilmentRouting, nodes: Sequence[LocationBody]
+) -> tuple[tuple[float, float] | None, str]:
+    """Coordinates and market of a destination region or postal code.
+
+    Looks in ``rules.regions`` (exact, then the longest key that is a prefix of ``code``,
+    so ``"100"`` covers ``"10001"``), then :data:`DEFAULT_REGIONS`, then the mean position
+    of the nodes in that region.  The market defaults to the code itself.
+    """
+    info = rules.regions.get(code)
+    if info is None:
+        prefixes = [k for k in rules.regions if code.startswith(k)]
+        if prefixes:
+            info = rules.regions[max(prefixes, key=len)]
+    if info is None:
+        info = DEFAULT_REGIONS.get(code)
+    if info is not None:
+        return (info.lat, info.lon), info.market or code
+    members = [n for n in nodes if n.region == code]
+    if members:
+        lat = sum(n.lat for n in members) / len(members)
+        lon = sum(n.lon for n in members) / len(members)
+        return (lat, lon), code
+    return None, code
+
+
+def node_market(node: LocationBody, rules: FulfilmentRouting) -> str:
+    """The market of a node: its region's market, or the region itself."""
+    info = rules.regions.get(node.region) or DEFAULT_REGIONS.get(node.region)
+    return (info.market if info and info.market else None) or node.region
+
+
+def effective_buffer(node: LocationBody, rules: FulfilmentRouting, rule: RoutingRule | None) -> int:
+    """Units held back at ``node``: max(its own buffer, its kind's buffer under the rule)."""
+    kind_buffer = rules.buffers.get(node.kind, 0)
+    if rule is not None and node.kind in rule.buffers:
+        kind_buffer = rule.buffers[node.kind]
+    return max(node.safety_buffer, kind_buffer)
+
+
+def fmt_km(km: float | None) -> str:
+    """A distance as shown in traces (``12 km``, ``3.4 km``, ``? km``)."""
+    return "? km" if km is None else f"{km:,.0f} km" if km >= 10 else f"{km:.1f} km"
+
+
+@dataclass
+class RouteContext:
+    """Per-order facts computed once per call of :func:`route`."""
+
+    order: RouteOrder
+    stock: Inventory
+    nodes: Sequence[LocationBody]
+    rules: FulfilmentRouting
+    now: datetime
+    by_id: dict[str, LocationBody]
+    origin: tuple[float, float] | None
+    market: str
+    value: float
+    weight: float
+    line_labels: dict[str, list[str]]
+    distance: dict[str, float | None] = field(default_factory=dict)
+    slots: dict[tuple[str, bool, int], Slot] = field(default_factory=dict)
+
+    def labels(self, method: Method) -> dict[str, str]:
+        """The order's labels when routed for ``method``."""
+        o = self.order
+        return {
+            "region": o.destination_region,
+            "market": self.market,
+            "channel": o.channel,
+            "method": method,
+        }
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+NO_SLOT = Slot(_NEVER, _NEVER, False, None, "")
+"""The slot of a node that is not a candidate at all (wrong kind, disabled)."""
+
+
+@dataclass
+class NodeCandidate:
+    """How one node fared under one rule, before ranking (the trace's raw material)."""
+
+    node: LocationBody
+    distance: float | None
+    slot: Slot
+    reasons: list[tuple[Reason, str]]
+    fills: frozenset[int]
+    capacity_left: float
+    rank: int
+    market_ok: bool
+    stock_detail: str
+
+
+def label_holds(
+    m: Matcher, labels: Mapping[str, str], line_labels: Mapping[str, list[str]]
+) -> bool:
+    """Whether ``m`` holds: on an order label directly, on a line label like a set."""
+    values = line_labels.get(m.name)
+    if values is None:
+        return m.matches(labels)
+    if m.op in ("=", "=~"):
+        return any(m.matches({m.name: v}) for v in values)
+    return all(m.matches({m.name: v}) for v in values)
+
+
+def why_not_matched(rule: RoutingRule, ctx: RouteContext, method: Method) -> str | None:
+    """Why ``rule`` does not apply to the order, in words (None: it matches)."""
+    labels = ctx.labels(method)
+    for m in rule.matchers:
+        if not label_holds(m, labels, ctx.line_labels):
+            shown = ctx.line_labels.get(m.name) or [labels.get(m.name, "")]
+            return f"{m} does not hold ({m.name} is {', '.join(sorted(set(shown))) or '∅'})"
+    if rule.min_value is not None and ctx.value < rule.min_value:
+        return f"order value {ctx.value:,.2f} is below {rule.min_value:,.2f}"
+    if rule.max_value is not None and ctx.value > rule.max_value:
+        return f"order value {ctx.value:,.2f} is above {rule.max_value:,.2f}"
+    if rule.min_weight_kg is not None and ctx.weight < rule.min_weight_kg:
+        return f"weight {ctx.weight:,.2f} kg is below {rule.min_weight_kg:,.2f} kg"
+    if rule.max_weight_kg is not None and ctx.weight > rule.max_weight_kg:
+        return f"weight {ctx.weight:,.2f} kg is above {rule.max_weight_kg:,.2f} kg"
+    return None
+
+
+def _prep(node: LocationBody, rules: FulfilmentRouting, rule: RoutingRule) -> int:
+    settings = rules.nodes.get(node.location_id)
+    if settings is not None and settings.prep_minutes is not None:
+        return settings.prep_minutes
+    if rule.prep_minutes is not None:
+        return rule.prep_minutes
+    return rules.prep_minutes.get(node.kind, DEFAULT_PREP_MINUTES[node.kind])
+
+
+def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slot:
+    key = (node.location_id, pickup, prep)
+    slot = ctx.slots.get(key)
+    if slot is None:
+        fn = pickup_slot if pickup else ship_slot
+        slot = fn(node.hours, node.timezone, ctx.now, timedelta(minutes=prep))
+        ctx.slots[key] = slot
+    return slot
+
+
+def _distance(
+    ctx: RouteContext, node: LocationBody, origin: tuple[float, float] | None
+) -> float | None:
+    if origin is None:
+        return None
+    if origin is ctx.origin:
+        cached = ctx.distance.get(node.location_id, -1.0)
+        if cached != -1.0:
+            return cached
+    km = haversine_km(origin[0], origin[1], node.lat, node.lon)
+    if origin is ctx.origin:
+        ctx.distance[node.location_id] = km
+    return km
+
+
+def _capacity(node: LocationBody, rules: FulfilmentRouting) -> int | None:
+    settings = rules.nodes.get(node.location_id)
+    if settings is not None and settings.capacity is not None:
+        return settings.capacity
+    return rules.capacity.get(node.kind)
+
+
+def evaluate_node(
+    ctx: RouteContext,
+    rule: RoutingRule,
+    node: LocationBody,
+    method: Method,
+    origin: tuple[float, float] | None,
+) -> NodeCandidate:
+    """Every eligibility check of one node under one rule (all reasons, in order)."""
+    rules = ctx.rules
+    pickup = method == "bopis"
+    reasons: list[tuple[Reason, str]] = []
+    allowed = set(rule.kinds)
+    if method in ("bopis", "ship_from_store"):
+        allowed &= {"store"}
+    settings = rules.nodes.get(node.location_id)
+    distance = _distance(ctx, node, origin)
+    rank = settings.rank if settings is not None else 100
+    if node.kind not in allowed:
+        reasons.append(("wrong_kind", f"{node.kind} not used by this rule for {method}"))
+    elif settings is not None and not settings.enabled:
+        reasons.append(("disabled", "disabled in [fulfilment.nodes]"))
+    if reasons:  # not a candidate at all: the other checks would only be noise
+        return NodeCandidate(node, distance, NO_SLOT, reasons, frozenset(), 0, rank, False, "")
+    limit = rule.max_distance_km or (rules.bopis_service_km if pickup else None)
+    if limit is not None:
+        if distance is None:
+            reasons.append(
+                ("too_far", f"distance unknown: add {ctx.order.destination_region!r} to regions")
+            )
+        elif distance > limit:
+            reasons.append(("too_far", f"{fmt_km(distance)} > {fmt_km(limit)}"))
+    capacity = _capacity(node, rules)
+    left = math.inf if capacity is None else capacity - ctx.stock.load.get(node.location_id, 0)
+    if rule.respect_capacity and left < 1:
+        reasons.append(("no_capacity", f"daily capacity {capacity} used up"))
+    try:
+        slot = _slot(ctx, node, pickup, _prep(node, rules, rule))
+    except ValueError as exc:  # never eligible, not even for the next window
+        reasons.append(("never_open", str(exc)))
+        return NodeCandidate(node, distance, NO_SLOT, reasons, frozenset(), 0, rank, False, "")
+    promise = ctx.order.promised_by
+    if rule.window == "today" or (rule.window == "promise" and promise is None):
+        if not slot.same_day:
+            reasons.append((slot.issue or "closed", slot.detail))
+    elif rule.window == "promise" and promise is not None and slot.at > promise:
+        reasons.append(
+            (
+                slot.issue or "past_cutoff",
+                f"{slot.detail}; misses promised-by {promise:%d %b %H:%M}Z",
+            )
+        )
+    # Stock: lines this node can fill whole, after its buffer; a SKU on two lines adds up.
+    buffer = effective_buffer(node, rules, rule)
+    fills: set[int] = set()
+    short: list[str] = []
+    used: dict[str, int] = {}
+    for n, line in enumerate(ctx.order.lines):
+        level = ctx.stock.levels.get((line.sku, node.location_id))
+        free = 0 if level is None else level.on_hand - level.reserved - buffer
+        if free - used.get(line.sku, 0) >= line.quantity:
+            fills.add(n)
+            used[line.sku] = used.get(line.sku, 0) + line.quantity
+        else:
+            have = max(0, free - used.get(line.sku, 0))
+            short.append(f"{line.sku} {have} after buffer {buffer}, needs {line.quantity}")
+    if not fills:
+        reasons.append(("no_stock", "; ".join(short)))
+    return NodeCandidate(
+        node=node,
+        distance=distance,
+        slot=slot,
+        reasons=reasons,
+        fills=frozenset(fills),
+        capacity_left=left,
+        rank=rank,
+        market_ok=node_market(node, rules) == ctx.market,
+        stock_detail="; ".join(short),
+    )
+
+
+WINDOW_REASONS = ("closed", "past_cutoff")
+
+
+def rank_key(
+    c: NodeCandidate, criteria: Sequence[Criterion], remaining: frozenset[int]
+) -> tuple[Any, ...]:
+    """The sort key of a candidate under the ranking criteria (node id last)."""
+    key: list[Any] = []
+    for criterion in criteria:
+        if criterion == "fewest_splits":
+            key.append(-len(c.fills & remaining))
+        elif criterion == "same_market":
+            key.append(0 if c.market_ok else 1)
+        elif criterion == "distance":
+            key.append(math.inf if c.distance is None else round(c.distance, 3))
+        elif criterion == "manual_rank":
+            key.append(c.rank)
+        elif criterion == "remaining_capacity":
+            key.append(-c.capacity_left)
+        else:  # soonest
+            key.append(c.slot.at)
+    key.append(c.node.location_id)
+    return tuple(key)
+
+
+def describe_loss(
+    loser: NodeCandidate,
+    winner: NodeCandidate,
+    criteria: Sequence[Criterion],
+    remaining: frozenset[int],
+) -> str:
+    """The first criterion on which ``loser`` ranks below ``winner``, in words."""
+    lk, wk = rank_key(loser, criteria, remaining), rank_key(winner, criteria, remaining)
+    for criterion, a, b in zip((*criteria, "node id"), lk, wk, strict=True):
+        if a == b:
+            continue
+        name = winner.node.location_id
+        if criterion == "fewest_splits":
+            return f"ranked below {name}: fills {-a} line(s) vs {-b}"
+        if criterion == "same_market":
+            return f"ranked below {name}: outside the destination's market"
+        if criterion == "distance":
+            return (
+                f"ranked below {name} on distance ({fmt_km(loser.distance)} vs "
+                f"{fmt_km(winner.distance)})"
+            )
+        if criterion == "manual_rank":
+            return f"ranked below {name} on manual rank ({a} vs {b})"
+        if criterion == "remaining_capacity":
+            return f"ranked below {name} on remaining capacity ({-a:g} vs {-b:g})"
+        if criterion == "soonest":
+            return f"ranked below {name}: later slot ({loser.slot.detail})"
+        return f"ranked below {name} on node id (tie)"
+    return f"ranked below {winner.node.location_id}"

@@ -1,0 +1,351 @@
+"""The ``[fulfilment]`` section of the rules file: routing rules, carriers, nodes, regions.
+
+Every model forbids unknown keys (a typo is caught) and is immutable; every field has a
+working default, so an absent section routes with :data:`DEFAULT_RULES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from rules.matchers import Matcher, parse_matchers
+from store.model import Identifier
+
+NodeKind = Literal["warehouse", "store", "dropship"]
+NODE_KINDS: tuple[NodeKind, ...] = ("warehouse", "store", "dropship")
+
+
+Criterion = Literal[
+    "fewest_splits", "same_market", "distance", "manual_rank", "remaining_capacity", "soonest"
+]
+"""A ranking criterion (see the module docstring)."""
+
+
+Fallback = Literal["next_rule", "next_pickup_window", "hold"]
+"""What a rule does when it finds no plan."""
+
+
+Window = Literal["promise", "today", "any"]
+"""Which fulfilment / pickup window a node must meet."""
+
+
+ORDER_LABELS = ("region", "market", "channel", "method")
+LINE_LABELS = ("category", "product_type", "sku", "hazmat")
+NODE_LABELS = ("node", "node_kind", "node_region")
+RULE_LABELS = ORDER_LABELS + LINE_LABELS
+CARRIER_LABELS = RULE_LABELS + NODE_LABELS
+DEFAULT_PREP_MINUTES: dict[NodeKind, int] = {"store": 60, "warehouse": 30, "dropship": 0}
+"""Preparation (pick and pack) time per node kind, when the rules do not set one."""
+
+
+DEFAULT_RANKING: tuple[Criterion, ...] = (
+    "fewest_splits",
+    "same_market",
+    "distance",
+    "manual_rank",
+    "remaining_capacity",
+)
+
+
+class StrictModel(BaseModel):
+    """Base of the routing models: unknown keys are an error (a typo is caught), immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_matchers(text: str, known: Sequence[str], what: str) -> list[Matcher]:
+    matchers = parse_matchers(text)
+    for m in matchers:
+        if m.name not in known:
+            raise ValueError(
+                f"{what}: unknown label {m.name!r} in {text!r}; known labels: {', '.join(known)}"
+            )
+    return matchers
+
+
+class RegionInfo(StrictModel):
+    """Where a destination region (or postal prefix) is, for distances, and its market."""
+
+    lat: float = Field(ge=-90, le=90)
+    """Latitude of the region's centroid (degrees)."""
+    lon: float = Field(ge=-180, le=180)
+    """Longitude of the region's centroid (degrees)."""
+    market: str | None = None
+    """The market the region belongs to (default: the region itself)."""
+
+
+class NodeSettings(StrictModel):
+    """Per-node routing settings (``[fulfilment.nodes.<location_id>]``)."""
+
+    enabled: bool = True
+    """False takes the node out of routing (a store short-staffed, a flooded warehouse)."""
+    capacity: int | None = Field(default=None, ge=0)
+    """Orders the node can take per day (overrides the capacity of its kind)."""
+    rank: int = 100
+    """Manual rank for the ``manual_rank`` criterion; lower is preferred."""
+    prep_minutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
+    """Preparation time at this node (overrides the kind's and the rule's)."""
+
+
+class CarrierRule(StrictModel):
+    """One ``[[fulfilment.carriers]]`` entry: the first one matching a shipment is used."""
+
+    match: str = ""
+    """Label matchers on the shipment (order labels, node labels, its lines' labels)."""
+    carrier: Identifier
+    """The carrier / service name, e.g. ``UPS Ground``."""
+    air: bool = False
+    """An air service: never used for hazmat unless ``allow_air_for_hazmat``."""
+    transit_days: float | None = Field(default=None, ge=0)
+    """Days from ship-by to delivery, for the estimated delivery; None = unknown."""
+
+    _matchers: list[Matcher] = PrivateAttr(default_factory=list)
+
+    @field_validator("match")
+    @classmethod
+    def _valid_match(cls, value: str) -> str:
+        for m in _check_matchers(value, CARRIER_LABELS, "match"):
+            if m.name == "node_kind" and m.op in ("=", "!=") and m.value not in NODE_KINDS:
+                raise ValueError(
+                    f"match: unknown node kind {m.value!r} in {value!r}; "
+                    f"node kinds: {', '.join(NODE_KINDS)}"
+                )
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Parse the matchers once."""
+        self._matchers = parse_matchers(self.match)
+
+    @property
+    def matchers(self) -> list[Matcher]:
+        """The parsed ``match`` expression."""
+        return self._matchers
+
+
+class RoutingRule(StrictModel):
+    """One ordered ``[[fulfilment.rules]]`` entry: match, filters, ranking, splits, fallback."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    """Unique name of the rule (letters, digits, ``_ . -``), shown in every decision."""
+    enabled: bool = True
+    """A disabled rule is skipped (and says so in the trace)."""
+    description: str = ""
+    """What the rule is for, in words."""
+    match: str = ""
+    """Label matchers the order must satisfy (empty: every order)."""
+    min_value: float | None = Field(default=None, ge=0)
+    """Lowest order value (Σ quantity × unit price − discounts) the rule applies to."""
+    max_value: float | None = Field(default=None, ge=0)
+    """Highest order value the rule applies to."""
+    min_weight_kg: float | None = Field(default=None, ge=0)
+    """Lowest order weight (Σ quantity × SKU weight)."""
+    max_weight_kg: float | None = Field(default=None, ge=0)
+    """Highest order weight."""
+    kinds: list[NodeKind] = Field(default_factory=lambda: list(NODE_KINDS), min_length=1)
+    """Node kinds the rule may use."""
+    max_distance_km: float | None = Field(default=None, gt=0)
+    """Service distance; BOPIS defaults to ``bopis_service_km``, shipping to no limit."""
+    window: Window = "promise"
+    """``promise``, ``today`` or ``any`` (see the module docstring)."""
+    prep_minutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
+    """Preparation time under this rule (default: per node, then per kind)."""
+    respect_capacity: bool = True
+    """Reject nodes with no remaining daily capacity."""
+    rank_by: list[Criterion] = Field(default_factory=lambda: list(DEFAULT_RANKING))
+    """Ranking criteria, applied in order as tie-breakers."""
+    max_splits: int = Field(default=0, ge=0, le=10)
+    """Extra nodes an order may be split across (0: one node ships everything)."""
+    fallback: Fallback = "next_rule"
+    """What to do when no plan is found."""
+    buffers: dict[NodeKind, int] = Field(default_factory=dict)
+    """Safety buffers per node kind under this rule (override the section's)."""
+
+    _matchers: list[Matcher] = PrivateAttr(default_factory=list)
+
+    @field_validator("match")
+    @classmethod
+    def _valid_match(cls, value: str) -> str:
+        _check_matchers(value, RULE_LABELS, "match")
+        return value
+
+    @field_validator("kinds", "rank_by")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"listed twice: {sorted({v for v in value if value.count(v) > 1})}")
+        return value
+
+    @field_validator("buffers")
+    @classmethod
+    def _non_negative(cls, value: dict[NodeKind, int]) -> dict[NodeKind, int]:
+        for kind, units in value.items():
+            if units < 0:
+                raise ValueError(f"buffer for {kind} must be ≥ 0, got {units}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RoutingRule:
+        lo, hi = self.min_value, self.max_value
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("min_value is above max_value")
+        lo, hi = self.min_weight_kg, self.max_weight_kg
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError("min_weight_kg is above max_weight_kg")
+        return self
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Parse the matchers once."""
+        self._matchers = parse_matchers(self.match)
+
+    @property
+    def matchers(self) -> list[Matcher]:
+        """The parsed ``match`` expression."""
+        return self._matchers
+
+
+DEFAULT_RULES: tuple[RoutingRule, ...] = (
+    RoutingRule(
+        id="default-ship",
+        description="Built-in: ship orders from warehouses and drop-ship, one split at most",
+        match="method=ship",
+        kinds=["warehouse", "dropship"],
+        max_splits=1,
+        fallback="next_pickup_window",
+    ),
+    RoutingRule(
+        id="default-stores",
+        description="Built-in: pickups, ship-from-store, and ship orders no warehouse can take",
+        kinds=["store"],
+        fallback="next_pickup_window",
+    ),
+)
+"""The rules used when ``[fulfilment]`` has no rules at all."""
+
+
+class FulfilmentRouting(StrictModel):
+    """The ``[fulfilment]`` section of the rules file: routing rules and their settings.
+
+    Every field has a working default, so an empty (or absent) section is valid and
+    routes with :data:`DEFAULT_RULES`.
+    """
+
+    rules: list[RoutingRule] = Field(default_factory=list)
+    """Ordered routing rules; the first enabled rule that matches is tried first."""
+    buffers: dict[NodeKind, int] = Field(default_factory=dict)
+    """Units held back per node kind (e.g. ``store = 2`` for walk-in customers); a node's
+    effective buffer is the larger of this and its own ``safety_buffer``."""
+    capacity: dict[NodeKind, int] = Field(default_factory=dict)
+    """Orders per day per node kind; a kind not listed is unlimited."""
+    prep_minutes: dict[NodeKind, int] = Field(default_factory=dict)
+    """Preparation time per node kind (defaults: store 60, warehouse 30, dropship 0)."""
+    bopis_service_km: float = Field(default=50.0, gt=0)
+    """BOPIS service distance when a rule sets no ``max_distance_km``."""
+    bopis_ship_to_home: bool = True
+    """Offer ship-to-home when no store can take a BOPIS order."""
+    bopis_alternatives: int = Field(default=3, ge=0, le=20)
+    """How many other pickup stores a BOPIS decision lists."""
+    default_carrier: Identifier = "ground"
+    """Carrier when no ``carriers`` entry matches (must be a ground service)."""
+    allow_air_for_hazmat: bool = False
+    """Allow air carriers for shipments holding hazmat items (normally forbidden)."""
+    carriers: list[CarrierRule] = Field(default_factory=list)
+    """Carrier choice by region, product type and node; the first match wins."""
+    regions: dict[str, RegionInfo] = Field(default_factory=dict)
+    """Destination region (or postal prefix) centroids, over :data:`DEFAULT_REGIONS`."""
+    nodes: dict[str, NodeSettings] = Field(default_factory=dict)
+    """Per-node settings keyed by location id."""
+
+    @field_validator("buffers", "capacity", "prep_minutes")
+    @classmethod
+    def _non_negative(cls, value: dict[NodeKind, int]) -> dict[NodeKind, int]:
+        for kind, number in value.items():
+            if number < 0:
+                raise ValueError(f"{kind} must be ≥ 0, got {number}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> FulfilmentRouting:
+        seen: set[str] = set()
+        for index, rule in enumerate(self.rules):
+            if rule.id in seen:
+                raise ValueError(f"rules[{index}]: rule id {rule.id!r} is used twice")
+            seen.add(rule.id)
+        return self
+
+    def rule(self, rule_id: str) -> RoutingRule | None:
+        """The rule with ``rule_id``, if any."""
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+
+DEFAULT_REGIONS: dict[str, RegionInfo] = {
+    # Rough demand centroids of the US regions the fixtures (and many retailers) use, and
+    # their short codes, for distances when [fulfilment.regions] has no entry.
+    "northeast": RegionInfo(lat=41.5, lon=-73.5),
+    "southeast": RegionInfo(lat=33.5, lon=-83.0),
+    "midwest": RegionInfo(lat=41.8, lon=-88.0),
+    "south": RegionInfo(lat=31.5, lon=-96.5),
+    "mountain": RegionInfo(lat=39.7, lon=-105.0),
+    "west": RegionInfo(lat=35.0, lon=-119.0),
+    "NE": RegionInfo(lat=41.5, lon=-73.5, market="northeast"),
+    "SE": RegionInfo(lat=33.5, lon=-83.0, market="southeast"),
+    "MW": RegionInfo(lat=41.8, lon=-88.0, market="midwest"),
+    "S": RegionInfo(lat=31.5, lon=-96.5, market="south"),
+    "MT": RegionInfo(lat=39.7, lon=-105.0, market="mountain"),
+    "W": RegionInfo(lat=35.0, lon=-119.0, market="west"),
+}
+"""Built-in destination centroids: ``northeast`` (NE), ``southeast`` (SE), ``midwest``
+(MW), ``south`` (S), ``mountain`` (MT), ``west`` (W); a short code's market is its long
+name.  ``[fulfilment.regions]`` entries take precedence."""
+
+
+def check_references(
+    routing: FulfilmentRouting,
+    *,
+    nodes: Collection[str] | None = None,
+    carriers: Collection[str] | None = None,
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Nodes and carriers the section names that do not exist, as (location, message).
+
+    Node kinds are checked when the section is parsed; node ids and carrier names live in
+    the store, so they are checked only against what the caller passes (None: unchecked).
+    Locations are paths in the rules file (``("fulfilment", "nodes", "WH-XX")``) so the
+    problem can name its line.
+    """
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if nodes is not None:
+        known = ", ".join(sorted(nodes)) or "none yet"
+        for node_id in routing.nodes:
+            if node_id not in nodes:
+                problems.append(
+                    (("fulfilment", "nodes", node_id), f"unknown node {node_id!r}; nodes: {known}")
+                )
+        for i, entry in enumerate(routing.carriers):
+            for m in entry.matchers:
+                if m.name == "node" and m.op in ("=", "!=") and m.value not in nodes:
+                    problems.append(
+                        (
+                            ("fulfilment", "carriers", i, "match"),
+                            f"unknown node {m.value!r} in {entry.match!r}; nodes: {known}",
+                        )
+                    )
+    if carriers is not None:
+        known_carriers = ", ".join(sorted(carriers)) or "none yet"
+        named: list[tuple[tuple[str | int, ...], str]] = [
+            (("fulfilment", "default_carrier"), routing.default_carrier)
+        ]
+        for i, c in enumerate(routing.carriers):
+            named.append((("fulfilment", "carriers", i, "carrier"), c.carrier))
+        for loc, name in named:
+            if name not in carriers:
+                problems.append((loc, f"unknown carrier {name!r}; carriers: {known_carriers}"))
+    return problems

@@ -1,0 +1,226 @@
+"""What the router reads (an order, the inventory) and what it decides (a traced decision)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+)
+
+from rules.routing.config import NodeKind, StrictModel
+from store.model import Identifier, Method, Money, OrderPlacedBody, SkuBody
+
+Status = Literal["routed", "held", "unfulfillable"]
+"""The outcome of routing one order."""
+
+
+FallbackUsed = Literal["next_pickup_window", "ship_to_home", "hold"]
+"""The fallback a decision was reached through (None: an exact match)."""
+
+
+Reason = Literal[
+    "unknown_sku",
+    "wrong_kind",
+    "disabled",
+    "too_far",
+    "no_capacity",
+    "closed",
+    "past_cutoff",
+    "never_open",
+    "no_stock",
+    "split_limit",
+]
+"""Why a candidate node was rejected (``unknown_sku`` rejects the whole order;
+``never_open``: its preparation time never fits in its opening hours, a setup error)."""
+
+
+class RouteLine(StrictModel):
+    """One line of an order to route."""
+
+    sku: Identifier
+    quantity: int = Field(gt=0)
+    unit_price: Money | None = None
+    """Unit price for the order value (default: the SKU's catalogue price)."""
+    discount: Money = Decimal("0")
+    """Discount on the whole line."""
+
+
+class RouteOrder(StrictModel):
+    """An order as the router sees it (a placed order, or a cart checked over HTTP)."""
+
+    order_id: Identifier = "check"
+    channel: Identifier = "web"
+    method: Method = "ship"
+    destination_region: Identifier
+    location_id: Identifier | None = None
+    """BOPIS: the store the customer chose (distances are measured from it)."""
+    promised_by: AwareDatetime | None = None
+    """Ship-by (ship) or ready-by (BOPIS) the channel promised; None = no promise."""
+    lines: list[RouteLine] = Field(min_length=1, max_length=500)
+
+    @classmethod
+    def from_placed(cls, body: OrderPlacedBody) -> RouteOrder:
+        """The router's view of a placed order.
+
+        ``location_id`` is kept only for BOPIS (the store the customer chose to pick up
+        at, the centre of the service distance); a shipping order's node is decided anew.
+        """
+        return cls(
+            order_id=body.order_id,
+            channel=body.channel,
+            method=body.method,
+            destination_region=body.destination_region,
+            location_id=body.location_id if body.method == "bopis" else None,
+            promised_by=body.promised_by,
+            lines=[
+                RouteLine(
+                    sku=line.sku,
+                    quantity=line.quantity,
+                    unit_price=line.unit_price,
+                    discount=line.discount,
+                )
+                for line in body.lines
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """Stock of one SKU at one node, as the store holds it."""
+
+    on_hand: int
+    reserved: int = 0
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What :func:`route` reads besides the order: catalogue, stock, today's load.
+
+    ``levels`` is keyed by ``(sku, location_id)``; ``load`` is the number of orders routed
+    to each node today (for remaining daily capacity).  :func:`route` never changes them;
+    :func:`route_sequence` works on its own copies.
+    """
+
+    skus: Mapping[str, SkuBody]
+    levels: Mapping[tuple[str, str], StockLevel]
+    load: Mapping[str, int] = field(default_factory=dict)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LineRoute(_Out):
+    """Where one order line goes."""
+
+    line_no: int
+    sku: str
+    quantity: int
+    location_id: str | None
+
+
+class Shipment(_Out):
+    """One node's part of a decision."""
+
+    location_id: str
+    kind: NodeKind
+    line_nos: list[int]
+    carrier: str | None
+    """None for a pickup."""
+    distance_km: float | None
+    at: datetime
+    """Ship-by (it leaves at this cut-off) or ready-for-pickup time, UTC."""
+    until: datetime
+    """End of the window: the cut-off for shipping, closing time for a pickup."""
+    deliver_by: datetime | None = None
+    """Estimated delivery when the carrier entry has ``transit_days``."""
+
+
+class Candidate(_Out):
+    """How one node fared under one rule."""
+
+    location_id: str
+    kind: NodeKind
+    outcome: Literal["chosen", "eligible", "rejected"]
+    reason: Reason | None = None
+    """The first reason it was rejected."""
+    detail: str = ""
+    """Every reason, or how it ranked, in words."""
+    distance_km: float | None = None
+    at: datetime | None = None
+    """Its ship-by / ready time."""
+
+
+class RuleTrace(_Out):
+    """What one rule did for the order."""
+
+    rule_id: str
+    outcome: Literal["skipped", "not_matched", "no_plan", "chosen", "held"]
+    detail: str
+    relaxed: bool = False
+    """True for the pass without the time window (``next_pickup_window``)."""
+    method: Method = "ship"
+    """The method the pass routed for (``ship`` in a ship-to-home pass)."""
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+class Alternative(_Out):
+    """Another store a BOPIS order could be picked up from, and when."""
+
+    location_id: str
+    distance_km: float | None
+    ready_at: datetime
+    until: datetime
+    same_day: bool
+
+
+class Decision(_Out):
+    """The outcome of routing one order, with the trace of why."""
+
+    order_id: str
+    status: Status
+    requested_method: Method
+    method: Method
+    """The method fulfilled (``ship`` when a BOPIS order is offered ship-to-home)."""
+    rule_id: str | None
+    decided_for: datetime
+    """The moment routed for (``now``)."""
+    lines: list[LineRoute]
+    shipments: list[Shipment]
+    carrier: str | None
+    """The first shipment's carrier (None for a pickup or no shipment)."""
+    promised_by: datetime | None
+    """The latest shipment's ship-by / ready-for-pickup time."""
+    late: bool
+    """The promise is after the order's own promised-by."""
+    fallback: FallbackUsed | None
+    pickup_window: tuple[datetime, datetime] | None = None
+    """BOPIS: when the order can be picked up (ready, closing)."""
+    alternatives: list[Alternative] = Field(default_factory=list)
+    summary: str
+    notes: list[str] = Field(default_factory=list)
+    trace: list[RuleTrace]
+
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes used, in shipment order."""
+        return [s.location_id for s in self.shipments]
+
+    @property
+    def splits(self) -> int:
+        """Extra nodes beyond the first (0 for a single-node order)."""
+        return max(0, len(self.shipments) - 1)
+
+    @property
+    def mean_distance_km(self) -> float | None:
+        """Mean distance of the shipments with a known distance."""
+        known = [s.distance_km for s in self.shipments if s.distance_km is not None]
+        return sum(known) / len(known) if known else None

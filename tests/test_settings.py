@@ -1,0 +1,220 @@
+"""The one settings model: where its file is, every existing key and env var, precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from feeds.runtime.serve_config import load_serve_config as legacy_load_serve_config
+from feeds.settings import (
+    PollSubscription,
+    ServeConfig,
+    Settings,
+    StreamSubscription,
+    config_file,
+    load_serve_config,
+)
+
+EVERY_KEY = """
+db = "/srv/shop.db"
+refresh_interval = 30
+display_timezone = "Europe/Paris"
+rules_file = "/etc/omniops/rules.toml"
+keys = { refresh = "f5", quit = "ctrl+q" }
+
+[metrics]
+timezone = "America/Chicago"
+top_n = 50
+stale_overrides = { catalog = 600.0 }
+
+[roles]
+editors = ["ana"]
+operators = ["bo"]
+default_role = "operator"
+
+[serve]
+host = "0.0.0.0"
+port = 9001
+tls_cert = "/etc/ssl/c.pem"
+tls_key = "/etc/ssl/k.pem"
+max_body_bytes = 1024
+shopify_webhook_secret = "a"
+shopify_webhook_secret_previous = "b"
+square_signature_key = "c"
+square_notification_url = "https://example.test/sq"
+easypost_webhook_secret = "d"
+amazon_relay_token = "e"
+events_token = "f"
+mapping_file = "/etc/omniops/mapping.toml"
+drop_folder = "/srv/drop"
+drop_timezone = "America/Denver"
+history_channel = "web"
+history_location = "WH9"
+stale_after_minutes = 5
+batch_wait_ms = 1.5
+
+[[serve.streams]]
+name = "wms"
+url = "http://127.0.0.1:1/s"
+format = "ndjson"
+token = "t"
+cursor_param = "from"
+max_backoff_seconds = 9
+
+[[serve.polls]]
+name = "erp"
+url = "https://127.0.0.1:2/p"
+interval_seconds = 12
+since_param = "after"
+token = "u"
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No operator environment leaks in: a fresh HOME, no OMNIOPS_* or XDG_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("OMNIOPS_", "XDG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_file_location_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = write(tmp_path / "home/.config/omniops/config.toml", "refresh_interval = 1\n")
+    assert config_file() == home
+    assert Settings().refresh_interval == 1
+
+    xdg = write(tmp_path / "xdg/omniops/config.toml", "refresh_interval = 2\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert config_file() == xdg
+    assert Settings().refresh_interval == 2
+
+    named = write(tmp_path / "named.toml", "refresh_interval = 3\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(named))
+    assert config_file() == named
+    assert Settings().refresh_interval == 3
+    assert load_serve_config().db == Path("omniops.db")
+
+    monkeypatch.setenv("OMNIOPS_CONFIG", "")  # empty: as if unset
+    assert config_file() == xdg
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/dir")  # not absolute: ignored (XDG spec)
+    assert config_file() == home
+
+
+def test_defaults_work_with_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(tmp_path / "absent.toml"))
+    settings = Settings()
+    assert settings.db == settings.serve.db == Path("omniops.db")
+    assert (settings.serve.host, settings.serve.port) == ("127.0.0.1", 8080)
+    assert settings.serve.streams == [] and settings.rules_file is None
+
+
+def test_every_existing_key_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(write(tmp_path / "c.toml", EVERY_KEY)))
+    s = Settings()
+    assert (s.db, s.refresh_interval, s.display_timezone) == (
+        Path("/srv/shop.db"),
+        30,
+        "Europe/Paris",
+    )
+    assert s.rules_file == Path("/etc/omniops/rules.toml")
+    assert s.keys == {"refresh": "f5", "quit": "ctrl+q"}
+    assert (s.metrics.timezone, s.metrics.top_n) == ("America/Chicago", 50)
+    assert s.metrics.stale_overrides == {"catalog": 600.0}
+    assert (s.roles.editors, s.roles.operators, s.roles.default_role) == (
+        ("ana",),
+        ("bo",),
+        "operator",
+    )
+    v = s.serve
+    assert v.db == Path("/srv/shop.db")  # the top-level db, as before
+    assert (v.host, v.port, v.max_body_bytes) == ("0.0.0.0", 9001, 1024)
+    assert (v.tls_cert, v.tls_key) == (Path("/etc/ssl/c.pem"), Path("/etc/ssl/k.pem"))
+    secrets = [
+        v.shopify_webhook_secret,
+        v.shopify_webhook_secret_previous,
+        v.square_signature_key,
+        v.easypost_webhook_secret,
+        v.amazon_relay_token,
+        v.events_token,
+    ]
+    assert [x.get_secret_value() if x else None for x in secrets] == list("abcdef")
+    assert v.square_notification_url == "https://example.test/sq"
+    assert (v.mapping_file, v.drop_folder) == (Path("/etc/omniops/mapping.toml"), Path("/srv/drop"))
+    assert (v.drop_timezone, v.history_channel, v.history_location) == (
+        "America/Denver",
+        "web",
+        "WH9",
+    )
+    assert (v.stale_after_minutes, v.batch_wait_ms) == (5, 1.5)
+    stream = v.streams[0]
+    assert (stream.name, stream.format, stream.cursor_param, stream.max_backoff_seconds) == (
+        "wms",
+        "ndjson",
+        "from",
+        9,
+    )
+    assert stream.token is not None and stream.token.get_secret_value() == "t"
+    poll = v.polls[0]
+    assert (poll.name, poll.interval_seconds, poll.since_param) == ("erp", 12, "after")
+    assert "abcdef"[0] not in repr(v.shopify_webhook_secret)
+    # The serve loader sees the same section, under its old import path too.
+    assert legacy_load_serve_config() == load_serve_config() == v
+
+
+def test_every_existing_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(write(tmp_path / "c.toml", EVERY_KEY)))
+    monkeypatch.setenv("OMNIOPS_DB", "/env/store.db")
+    monkeypatch.setenv("OMNIOPS_REFRESH_INTERVAL", "7")
+    monkeypatch.setenv("OMNIOPS_METRICS__TOP_N", "9")
+    monkeypatch.setenv("OMNIOPS_PORT", "9100")  # the flat names serve has always read
+    monkeypatch.setenv("OMNIOPS_EVENTS_TOKEN", "from-env")
+    monkeypatch.setenv("OMNIOPS_STREAMS", '[{"name": "x", "url": "http://127.0.0.1:3/"}]')
+    s = Settings()
+    assert (s.db, s.refresh_interval, s.metrics.top_n) == (Path("/env/store.db"), 7, 9)
+    assert s.serve.db == Path("/env/store.db")
+    assert s.serve.port == 9100 and s.serve.host == "0.0.0.0"  # env over file, file kept
+    assert s.serve.events_token == SecretStr("from-env")
+    assert [x.name for x in s.serve.streams] == ["x"]
+    monkeypatch.setenv("OMNIOPS_SERVE__PORT", "9200")  # the nested name beats the flat one
+    assert Settings().serve.port == 9200
+    assert load_serve_config(port=9300, host=None).port == 9300  # command line over both
+
+
+def test_serve_db_follows_db_unless_serve_sets_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "c.toml", 'db = "/a.db"\n[serve]\ndb = "/b.db"\n')
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(path))
+    s = Settings()
+    assert (s.db, s.serve.db) == (Path("/a.db"), Path("/b.db"))
+    assert load_serve_config(db=Path("/c.db")).db == Path("/c.db")
+
+
+def test_bad_file_names_the_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = write(tmp_path / "bad.toml", "[serve]\nprot = 1\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(bad))
+    with pytest.raises(ValidationError, match=r"serve\.prot"):
+        Settings()
+    broken = write(tmp_path / "broken.toml", "db = \n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(broken))
+    with pytest.raises(ValueError, match=r"broken\.toml"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "model", [Settings, ServeConfig, StreamSubscription, PollSubscription], ids=lambda m: m.__name__
+)
+def test_every_field_has_a_docstring(model: type[BaseModel]) -> None:
+    missing = [name for name, field in model.model_fields.items() if not field.description]
+    assert missing == []

@@ -165,11 +165,11 @@ class Server:
         self.dropfolder: DropFolder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
+        self._previous_window: TimeWindow | None = None
 
     def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
         hook = router_hook(rules.fulfilment if rules is not None else FulfilmentRouting)
         return hook if self.publisher is None else self.publisher.wrap(hook)
-        self._previous_window: TimeWindow | None = None
 
     @property
     def port(self) -> int:

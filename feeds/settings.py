@@ -183,6 +183,8 @@ class ServeConfig(BaseModel):
     """Publish routing decisions and alert notifications to Kafka (``[serve.kafka_out]``)."""
     stale_after_minutes: float = Field(default=15.0, gt=0)
     """A feed with nothing for this long shows as stale in ``/health``."""
+    feed_health_seconds: float = Field(default=5.0, gt=0)
+    """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
     batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the writer gathers a batch after its first event (latency vs throughput)."""
 

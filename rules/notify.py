@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -442,6 +443,7 @@ class Notifier:
         tick: float = 1.0,
         status_sink: Callable[[list[ReceiverStatus]], None] | None = None,
         session: aiohttp.ClientSession | None = None,
+        taps: Sequence[ReceiverWorker] = (),
     ) -> None:
         """Create the notifier.
 
@@ -454,6 +456,8 @@ class Notifier:
             status_sink: Blocking; stores receiver counters (e.g. into the store), called
                 off the event loop after deliveries change them.
             session: An aiohttp session to use (default: one of its own, closed on close).
+            taps: Receivers (started and stopped by their owner) that get a copy of every
+                notification whatever the routing tree says, e.g. ``serve``'s Kafka topic.
         """
         self.clock = clock
         self.retry = retry or delivery_backoff()
@@ -473,6 +477,9 @@ class Notifier:
         self._status_dirty = False
         self._config = config
         self._stopping: set[asyncio.Future[None]] = set()
+        self._taps = tuple(taps)
+        for tap in self._taps:
+            tap.on_change = self._mark_status
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -599,6 +606,8 @@ class Notifier:
                 )
                 continue
             worker.enqueue(notification)
+            for tap in self._taps:
+                tap.enqueue(dataclasses.replace(notification, receiver=tap.name))
         return due
 
     async def flush(self) -> list[Notification]:
@@ -613,13 +622,13 @@ class Notifier:
 
     def stats(self) -> dict[str, ReceiverStatus]:
         """Current counters per receiver."""
-        return {name: w.status() for name, w in self._workers.items()}
+        return {w.name: w.status() for w in (*self._workers.values(), *self._taps)}
 
     async def _write_status(self) -> None:
         self._status_dirty = False
         if self._status_sink is None or not self._workers:
             return
-        statuses = [w.status() for w in self._workers.values()]
+        statuses = [w.status() for w in (*self._workers.values(), *self._taps)]
         try:
             await asyncio.to_thread(self._status_sink, statuses)
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import itertools
 import json
@@ -75,14 +76,15 @@ def write_config(path: Path, db: Path, broker: Broker, topic: str, group: str) -
 [serve]
 db = "{db}"
 port = 0
+feed_health_seconds = 0.2
 [[serve.kafka]]
 name = "events"
 bootstrap_servers = "{broker.bootstrap}"
 topics = ["{topic}"]
 group_id = "{group}"
-session_timeout_ms = 6000
-lag_every_seconds = 0.5
-max_backoff_seconds = 1.0
+session_timeout_ms = 2000
+lag_every_seconds = 0.2
+max_backoff_seconds = 0.5
 """,
         encoding="utf-8",
     )
@@ -375,6 +377,7 @@ async def test_debezium_topic_maps_and_quarantines_with_offset(
                 "topics": [topic],
                 "group_id": group,
                 "format": "debezium",
+                "session_timeout_ms": 2000,
                 "lag_every_seconds": 0.2,
             }
         ],
@@ -418,8 +421,8 @@ async def test_broker_outage_is_retrying_then_consuming_without_loss(
                 "bootstrap_servers": kafka_broker.bootstrap,
                 "topics": [topic],
                 "group_id": group,
-                "session_timeout_ms": 6000,
-                "lag_every_seconds": 0.3,
+                "session_timeout_ms": 2000,
+                "lag_every_seconds": 0.2,
                 "probe_timeout_seconds": 1.0,
                 "max_backoff_seconds": 0.5,
             }
@@ -477,3 +480,396 @@ async def test_kafka_check_reports_partitions_offsets_and_lag_without_consuming(
         timeout=60,
     )
     assert result.returncode == 1 and "UNREACHABLE" in result.stdout
+
+
+# -- decisions out ([serve.kafka_out]) ---------------------------------------------------------
+
+LATE_RULES = """
+[[alert]]
+id = "late_orders"
+metric = "fulfillment.late"
+matchers = 'scope=location'
+op = ">"
+threshold = 0
+for = "0s"
+severity = "critical"
+description = "Orders past their promise"
+
+[notify.route]
+receiver = "console"
+group_by = ["alertname"]
+group_wait = "0s"
+group_interval = "0s"
+"""
+
+
+async def topic_records(
+    broker: Broker, topic: str, enough: Callable[[list[Any]], bool], timeout: float = 20.0
+) -> list[Any]:
+    """Every record of ``topic`` (one partition) once ``enough`` of them are there."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        seen: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not enough(seen):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic}: only {[(r.key, r.value) for r in seen]}")
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            seen.extend(batch.get(tp, []))
+        return seen
+    finally:
+        await consumer.stop()
+
+
+def keys(records: list[Any]) -> set[str]:
+    return {r.key.decode() for r in records}
+
+
+def gauge(text: str, name: str, stream: str) -> float:
+    prefix = f'{name}{{stream="{stream}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix) :])
+    raise AssertionError(f"no {prefix!r} in /metrics")
+
+
+async def test_decisions_and_notifications_go_out_keyed_and_survive_a_broker_pause(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    from feeds.kafka.publish import KafkaPublisher
+    from feeds.runtime.alerting import RulesRuntime, alert_loop
+    from store.clock import FixedClock
+    from store.risk import MetricParams
+    from tests.builders import T0, at, location, order, sku, snapshot, step
+
+    decisions, alerts = unique("decisions"), unique("alerts")
+    await kafka_broker.create_topic(decisions, 1)
+    await kafka_broker.create_topic(alerts, 1)
+    config = ServeConfig(
+        db=tmp_path / "out.db",
+        port=0,
+        events_token="t0ken",
+        kafka_out={
+            "bootstrap_servers": kafka_broker.bootstrap,
+            "decisions_topic": decisions,
+            "alerts_topic": alerts,
+            "retry_initial_seconds": 0.2,
+            "retry_max_seconds": 0.5,
+            "send_timeout_seconds": 1.0,
+        },
+    )
+    assert config.kafka_out is not None
+    publisher = KafkaPublisher(config.kafka_out)
+    rules_path = tmp_path / "rules.toml"
+    rules_path.write_text(LATE_RULES, encoding="utf-8")
+    runtime = RulesRuntime(rules_path)
+
+    async def alerting(writer: Any) -> None:
+        params = MetricParams(timezone="America/New_York")
+        await alert_loop(writer.path, runtime, FixedClock(T0), params, 0.1, taps=publisher.taps)
+
+    async def post(*events: Any) -> None:
+        body = "\n".join(e.model_dump_json() for e in events)
+        headers = {"Authorization": "Bearer t0ken"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{server.url}/events", data=body, headers=headers) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+
+    async def metrics_text() -> str:
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            return await resp.text()
+
+    async with Server(config, publisher=publisher, background=[alerting]) as server:
+        await post(
+            sku("A"),
+            location("WH1", kind="warehouse"),
+            snapshot("A", "WH1", 50, at(-5)),
+            order("web-1", at(-1), [("A", 1)], loc=None),
+            order("web-2", at(-1), [("A", 2)], loc=None),
+            order("late", at(-3), [("A", 1)], promised=at(-1)),
+        )
+        out = await topic_records(kafka_broker, decisions, lambda r: keys(r) >= {"web-1", "web-2"})
+        for record in out:
+            assert json.loads(record.value)["order_id"] == record.key.decode()
+        conn = sqlite3.connect(config.db)
+        (fingerprint,) = conn.execute("SELECT fingerprint FROM alerts").fetchone()
+        conn.close()
+        fired = await topic_records(kafka_broker, alerts, lambda r: fingerprint in keys(r))
+        assert keys(fired) == {fingerprint}
+        assert json.loads(fired[0].value)["alert"]["status"] == "firing"
+
+        kafka_broker.pause()
+        try:
+            # Committed while the cluster is unreachable: a new decision, and the late
+            # order shipped (its alert resolves): both wait and are retried.
+            await post(order("web-3", at(0), [("A", 1)], loc=None), step("late", "shipped", at(0)))
+
+            async def failing() -> bool:
+                text = await metrics_text()
+                return all(
+                    gauge(text, "omniops_kafka_out_failed_attempts", s) >= 1
+                    and gauge(text, "omniops_kafka_out_pending", s) >= 1
+                    for s in ("decisions", "alerts")
+                )
+
+            await until(failing, "both streams retrying while the broker is paused")
+        finally:
+            kafka_broker.resume()
+        out = await topic_records(kafka_broker, decisions, lambda r: "web-3" in keys(r))
+        resolved = await topic_records(
+            kafka_broker,
+            alerts,
+            lambda r: any(json.loads(x.value)["alert"]["status"] == "resolved" for x in r),
+        )
+        assert keys(resolved) == {fingerprint}
+
+        async def delivered() -> bool:
+            text = await metrics_text()
+            return (
+                gauge(text, "omniops_kafka_out_pending", "decisions") == 0
+                and gauge(text, "omniops_kafka_out_delivered", "decisions") >= 3
+                and gauge(text, "omniops_kafka_out_delivered", "alerts") >= 2
+                and gauge(text, "omniops_kafka_out_pending", "alerts") == 0
+            )
+
+        await until(delivered, "the counters to show the deliveries")
+    await runtime.stop()
+    conn = sqlite3.connect(config.db)
+    stored = dict(conn.execute("SELECT receiver, delivered FROM receiver_status").fetchall())
+    conn.close()
+    assert stored["kafka_out"] >= 2
+
+
+# -- a lagging feed is stale for the alerts ------------------------------------------------------
+
+
+async def test_a_lagging_feed_makes_its_sources_stale_so_their_alerts_are_inhibited(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    from feeds.kafka.config import KafkaSubscription
+    from feeds.kafka.consumer import KafkaFeed
+    from feeds.kafka.staleness import lagging_sources
+    from rules.engine import AlertEngine
+    from store import alerts as alert_store
+    from store.clock import FixedClock
+    from tests.builders import at, order
+    from tests.snapshot_factory import AS_OF
+    from tests.test_alerts import BASE, FakeNotifier, rule, rules_file
+
+    topic = unique("lag")
+    await kafka_broker.create_topic(topic, 1)
+    web = [order(f"w{n}", at(-1), [("A", 1)], channel="web").model_dump_json() for n in range(30)]
+    await kafka_broker.produce(topic, [(None, line.encode(), []) for line in web])
+    sub = KafkaSubscription(
+        name="orders",
+        bootstrap_servers=kafka_broker.bootstrap,
+        topics=[topic],
+        group_id=unique("group"),
+        session_timeout_ms=2000,
+        lag_every_seconds=0.2,
+        stale_lag=5,
+    )
+    feed = KafkaFeed(sub, max_records=1)  # one record per poll: the lag is measured early
+    adjust = lagging_sources([feed])
+    assert adjust is not None
+    lagged: dict[str, Any] = {}
+    got = 0
+
+    async def consume() -> None:
+        nonlocal got
+        async for _item in feed.items():
+            got += 1
+            await feed.durable(feed.cursor)  # what the pump does once the item is stored
+            if got == 2:  # the first poll (1 of 30 records) has been measured
+                lagged.update(state=feed.health.state.value, snapshots=adjust(BASE))
+
+    task = asyncio.create_task(consume())
+    try:
+        await until(lambda: lagged, "two records consumed")
+        assert lagged["state"] == "stale"
+        await until(lambda: got == 30 and feed.lagging is None, "caught up: not stale any more")
+        assert adjust(BASE) is BASE
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    stale = {f.feed for f in lagged["snapshots"].headline.feeds if f.stale}
+    assert stale == {"web", "marketplace", "kafka:orders"}  # marketplace is stale in BASE
+    # The stock inhibition: a stale source mutes its channel's AOV alert.
+    engine = AlertEngine(
+        rules_file(
+            rule(
+                id="stale_feed",
+                metric="feed.stale",
+                matchers="",
+                op=">=",
+                threshold=1,
+                clear=None,
+                **{"for": "0s"},
+            ),
+            rule(
+                id="aov_drop",
+                metric="headline.aov_vs_rolling",
+                matchers="",
+                op="<",
+                threshold=10,
+                clear=None,
+                **{"for": "0s"},
+            ),
+            inhibit=[
+                {
+                    "source_matchers": "alertname=stale_feed",
+                    "target_matchers": "alertname=aov_drop",
+                    "equal": ["channel"],
+                }
+            ],
+        ),
+        lambda: alert_store.connect(tmp_path / "alerts.db", create=True),
+        FixedClock(AS_OF),
+        notifier := FakeNotifier(),
+        user="ops-bot",
+    )
+    engine.evaluate(lagged["snapshots"])
+    firing = {(a.labels["alertname"], a.labels.get("channel")) for a in notifier.calls[-1][0]}
+    assert ("stale_feed", "web") in firing and ("stale_feed", "kafka:orders") in firing
+    assert ("aov_drop", "web") not in firing and ("aov_drop", "pos") in firing
+    engine.close()
+
+
+# -- scope, and a broker that is not there yet -------------------------------------------------
+
+
+def kafka_config(db: Path, bootstrap: str, topic: str, **extra: Any) -> ServeConfig:
+    return ServeConfig(
+        db=db,
+        port=0,
+        kafka=[
+            {
+                "name": "events",
+                "bootstrap_servers": bootstrap,
+                "topics": [topic],
+                "group_id": unique("group"),
+                "session_timeout_ms": 2000,
+                "lag_every_seconds": 0.2,
+                "probe_timeout_seconds": 1.0,
+                "max_backoff_seconds": 0.5,
+                **extra,
+            }
+        ],
+    )
+
+
+SCOPE = {"WH-NJ", "ST-NYC"}
+
+
+def in_scope(line: str) -> bool:
+    """The scope's rule, written out: at a listed node, or naming none (not a node-less order)."""
+    event = json.loads(line)
+    location = event["body"].get("location_id")
+    if location is None:
+        return bool(event["type"] != "order.placed")
+    return location in SCOPE
+
+
+async def test_a_location_scope_keeps_only_its_nodes_and_what_names_none(
+    kafka_broker: Broker, tmp_path: Path
+) -> None:
+    lines = fixture_events(30)
+    kept = [line for line in lines if in_scope(line)]
+    assert 0 < len(kept) < len(lines)
+    topic = unique("scope")
+    await kafka_broker.create_topic(topic, 4)
+    await kafka_broker.produce(topic, records(lines))
+    db = tmp_path / "scope.db"
+    config = kafka_config(db, kafka_broker.bootstrap, topic, locations=sorted(SCOPE))
+    async with Server(config) as server:
+        feed = server.feeds[0]
+        await until(
+            lambda: (
+                stored_ids(db) >= {json.loads(x)["id"] for x in kept}
+                and getattr(feed, "filtered", 0) == len(lines) - len(kept)
+            ),
+            "the scope's events stored, the others filtered",
+        )
+    assert stored_ids(db) == {json.loads(x)["id"] for x in kept}
+    assert dump(db) == dump(ingest_store(tmp_path, kept))
+
+
+async def test_serve_started_before_the_broker_retries_until_it_is_there(tmp_path: Path) -> None:
+    broker = Broker(log=tmp_path / "late-tansu.log")
+    topic = unique("late")
+    lines = fixture_events(5)
+    db = tmp_path / "late.db"
+    try:
+        async with Server(kafka_config(db, broker.bootstrap, topic)) as server:
+            monitor = server.state.monitors["kafka:events"] if server.state else None
+            assert monitor is not None
+            await until(lambda: monitor.health.state.value == "retrying", "retrying, no broker")
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/health") as resp:
+                body = await resp.json()
+            assert body["status"] == "degraded"
+            assert "retrying in" in body["feeds"]["kafka:events"]["detail"]
+            broker.start()
+            await broker.create_topic(topic, 2)
+            await broker.produce(topic, records(lines))
+            ids = {json.loads(x)["id"] for x in lines}
+            await until(lambda: stored_ids(db) >= ids, "every event once the broker is up")
+            await until(lambda: monitor.health.state.value == "connected", "connected")
+    finally:
+        broker.stop()
+
+
+async def test_kafka_out_gives_up_after_max_attempts_and_counts_it(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from feeds.kafka.config import KafkaOut
+    from feeds.kafka.publish import KafkaPublisher
+    from feeds.runtime.routing import router_hook
+    from rules.receivers import Notification, NotifyAlert
+    from store.writer import StoreWriter
+    from tests.builders import at, location, order, sku, snapshot
+
+    nobody = Broker()  # a free port nothing listens on: every send is refused
+    publisher = KafkaPublisher(
+        KafkaOut(
+            bootstrap_servers=nobody.bootstrap,
+            max_attempts=2,
+            retry_initial_seconds=0.05,
+            send_timeout_seconds=1.0,
+        )
+    )
+    assert publisher.decisions is not None and publisher.alerts is not None
+    await publisher.start()
+    try:
+        async with StoreWriter(tmp_path / "s.db", after_commit=publisher.wrap(router_hook())) as w:
+            await w.write(
+                [
+                    sku("A"),
+                    location("WH1", kind="warehouse"),
+                    snapshot("A", "WH1", 9, at(-1)),
+                    order("o1", at(0), [("A", 1)], loc=None),
+                    order("o2", at(0), [("A", 1)], loc=None),
+                ]
+            )
+        now = datetime.now(UTC)
+        alert = NotifyAlert(
+            "fp", "firing", "firing", {"alertname": "x"}, "d", "s", 1.0, 0, ">", now
+        )
+        publisher.alerts.enqueue(Notification("kafka_out", "g", {}, (alert,), now))
+        await asyncio.wait_for(publisher.decisions.wait_idle(), 20)
+        await asyncio.wait_for(publisher.alerts.wait_idle(), 20)
+    finally:
+        await publisher.stop()
+    gauges = {(name, labels["stream"]): value for name, _, labels, value in publisher.gauges()}
+    assert gauges[("omniops_kafka_out_failed_attempts", "decisions")] == 2
+    assert gauges[("omniops_kafka_out_dropped", "decisions")] == 2  # o1 and o2
+    assert gauges[("omniops_kafka_out_delivered", "decisions")] == 0
+    assert gauges[("omniops_kafka_out_failed_attempts", "alerts")] == 2
+    assert gauges[("omniops_kafka_out_dropped", "alerts")] == 1
+    assert "gave up after 2 attempts" in (publisher.alerts.stats.last_error or "")

@@ -87,6 +87,12 @@ class KafkaSubscription(BaseModel):
     """How long the lag probe waits for the cluster before the feed counts as ``retrying``."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a group without a committed offset starts."""
+    stale_lag: int = Field(default=10_000, ge=1)
+    """A total lag above this many records makes the feed count as stale: the sources it
+    carries are then stale for the alerts (``stale_feed`` fires and inhibits as usual)."""
+    stale_lag_seconds: float = Field(default=300.0, gt=0)
+    """Lag that old also counts as stale: a partition with records left whose newest
+    consumed record is older than this many seconds."""
 
 
 class KafkaOut(BaseModel):
@@ -96,10 +102,21 @@ class KafkaOut(BaseModel):
 
     bootstrap_servers: str = Field(min_length=1)
     decisions_topic: str | None = "omniops.decisions"
-    """Routing decisions, keyed by order id (None: not published)."""
+    """Routing decisions, keyed by order id (empty: not published)."""
     alerts_topic: str | None = "omniops.alerts"
-    """Alert notifications, keyed by alert fingerprint (None: not published)."""
+    """Alert notifications, keyed by alert fingerprint (empty: not published)."""
     security: KafkaSecurity = KafkaSecurity()
-    max_attempts: int = Field(default=5, ge=1)
+    max_attempts: int = Field(default=0, ge=0)
+    """Consecutive failed sends after which a batch is dropped (counted); 0: retry for as
+    long as it takes, as the other receivers do."""
     poll_seconds: float = Field(default=1.0, gt=0)
-    """How often the store is read for new decisions and alert changes."""
+    """No effect (decisions are handed over by the writer as they are made); accepted so
+    files that set it still load."""
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    """Back-off before the first retry of a failed send (doubling each time)."""
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    """Longest wait between retries."""
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    """How long one send waits for the cluster's acknowledgement before it counts as failed."""
+    max_pending: int = Field(default=100_000, ge=1)
+    """Most undelivered decisions kept (one per order; the oldest are dropped, counted)."""

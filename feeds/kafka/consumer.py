@@ -46,6 +46,13 @@ REVOKE_WAIT_SECONDS = 20.0
 """Longest a revoke waits for the store before committing what is durable so far."""
 
 
+COMMIT_EVERY = 0.5
+"""Seconds between offset commits while records keep coming."""
+
+YIELD_EVERY = 64
+"""Records decoded between two yields to the event loop (about 3 ms of parsing)."""
+
+
 def partition_key(tp: TopicPartition) -> str:
     """``topic/partition``: how a partition is named in health and metrics."""
     return f"{tp.topic}/{tp.partition}"
@@ -100,6 +107,13 @@ class KafkaFeed(Feed):
         self._progress = asyncio.Event()
         self._at_yield = False
         self.connections = 0
+        self.sources: set[str] = set()
+        """The event sources (channels, systems) this feed has delivered."""
+        self.lagging: str | None = None
+        """Why the feed counts as stale for alerts (lag over its limits), or None."""
+        self.stale_for_alerts: frozenset[str] = frozenset()
+        """What counts as stale while it lags: its sources and the feed itself (read by the
+        alert loop's thread: replaced whole, never changed in place)."""
 
     def attach(
         self, mapping: Callable[[], Mapping], order_for_tracking: TrackingLookup | None
@@ -176,6 +190,11 @@ class KafkaFeed(Feed):
             ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout)
         else:
             await asyncio.wait_for(consumer.topics(), timeout)
+        # A rebalance may have happened during the await: report what is assigned now.
+        current = consumer.assignment()
+        assigned = [tp for tp in assigned if tp in current]
+        for key in set(self.health.partitions) - {partition_key(tp) for tp in current}:
+            del self.health.partitions[key]
         total = 0
         for tp in assigned:
             highwater = consumer.highwater(tp)
@@ -199,7 +218,34 @@ class KafkaFeed(Feed):
         if ages:
             age = (datetime.now(UTC) - max(ages)).total_seconds()
             newest = f"; newest record {age:.0f} s old"
-        self.health.detail = f"lag {total} over {len(assigned)} partitions{newest}"
+        self.assess_lag()
+        lagging = f"; stale for alerts: {self.lagging}" if self.lagging else ""
+        self.health.detail = f"lag {total} over {len(assigned)} partitions{newest}{lagging}"
+
+    def assess_lag(self, now: datetime | None = None) -> str | None:
+        """Judge the partitions' lag against ``stale_lag`` / ``stale_lag_seconds``.
+
+        Sets :attr:`lagging` and :attr:`stale_for_alerts`, and returns the reason.
+        """
+        now = now or datetime.now(UTC)
+        parts = self.health.partitions.values()
+        total = sum(p.lag or 0 for p in parts)
+        reason: str | None = None
+        if total > self.sub.stale_lag:
+            reason = f"lag {total} > stale_lag {self.sub.stale_lag}"
+        else:
+            behind = [
+                (now - p.last_record_at).total_seconds()
+                for p in parts
+                if p.lag and p.last_record_at is not None
+            ]
+            if behind and max(behind) > self.sub.stale_lag_seconds:
+                reason = (
+                    f"{max(behind):.0f} s behind > stale_lag_seconds {self.sub.stale_lag_seconds:g}"
+                )
+        self.lagging = reason
+        self.stale_for_alerts = frozenset({*self.sources, self.name}) if reason else frozenset()
+        return reason
 
     # -- the feed ------------------------------------------------------------------------
 
@@ -272,10 +318,14 @@ class KafkaFeed(Feed):
         self, consumer: AIOKafkaConsumer
     ) -> AsyncGenerator[Event | Quarantined, None]:
         next_measure = 0.0
+        next_commit = 0.0
         while True:
             batch = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
             for tp, records in batch.items():
-                for message in records:
+                for n, message in enumerate(records, start=1):
+                    if n % YIELD_EVERY == 0:
+                        # Decoding is CPU work on the loop: let heartbeats and requests in.
+                        await asyncio.sleep(0)
                     record = Record(
                         message.topic,
                         message.partition,
@@ -297,6 +347,8 @@ class KafkaFeed(Feed):
                     )
                     for item in items:
                         if isinstance(item, Quarantined) or self.scope.keeps(item):
+                            if not isinstance(item, Quarantined):
+                                self.sources.add(item.source)
                             self._seq += 1
                             self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
                             yield item
@@ -306,13 +358,17 @@ class KafkaFeed(Feed):
                     self._read[tp] = message.offset + 1
                     self._last_record_ms[tp] = message.timestamp
             self._settle()
-            await self._commit(consumer, set(consumer.assignment()))
             now = time.monotonic()
+            # Under load, commit at most every COMMIT_EVERY s (a round trip each); when
+            # idle, at once.  Revoke and close commit what is durable either way.
+            if not batch or now >= next_commit:
+                await self._commit(consumer, set(consumer.assignment()))
+                next_commit = now + COMMIT_EVERY
             if now >= next_measure:
                 await self._measure(consumer)
                 next_measure = now + self.sub.lag_every_seconds
                 if consumer.assignment() or self.health.state != FeedState.CONNECTED:
-                    self.health.state = FeedState.CONNECTED
+                    self.health.state = FeedState.STALE if self.lagging else FeedState.CONNECTED
                 self.backoff.reset()
 
 

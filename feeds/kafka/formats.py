@@ -17,6 +17,7 @@ the reason, so the operator can find the record on the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, squa
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
-from store.model import Event, Quarantined
+from store.model import Event, Quarantined, parse_event
 
 from .debezium import map_change
 
@@ -82,6 +83,11 @@ async def decode(
         if fmt == "canonical":
             if raw is None:
                 return []
+            if raw[:1] == b"{":
+                # The usual record, one event: validated straight from the bytes.  Anything
+                # else (a batch, JSON Lines, an error) takes the path POST /events takes.
+                with contextlib.suppress(ValidationError):
+                    return [parse_event(raw)]
             items: list[Event | Quarantined] = []
             for line in parse_events_body(raw):
                 item = line.item

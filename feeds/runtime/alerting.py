@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rules.engine import AlertEngine
 from rules.file import LoadedRules, RulesFileError
 from rules.notify import Notifier, NotifyConfig
-from rules.receivers import ConsoleSink
+from rules.receivers import ConsoleSink, ReceiverWorker
 from rules.routing.config import FulfilmentRouting
 from rules.watch import RulesWatcher
 from store import alerts as alert_store
 from store.clock import Clock
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
+from store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,15 @@ async def alert_loop(
     *,
     console: ConsoleSink | None = None,
     stop: asyncio.Event | None = None,
+    taps: Sequence[ReceiverWorker] = (),
+    adjust: Callable[[Snapshots], Snapshots] | None = None,
 ) -> None:
-    """Evaluate the alert rules every ``interval`` wall seconds until cancelled or ``stop``."""
+    """Evaluate the alert rules every ``interval`` wall seconds until cancelled or ``stop``.
+
+    ``taps`` get a copy of every notification (see :class:`rules.notify.Notifier`);
+    ``adjust`` amends the snapshots before evaluation with what only this process knows
+    (e.g. a lagging Kafka feed marks the sources it carries stale).
+    """
     current = runtime.current
     reader = await asyncio.to_thread(open_reader, db)
     status_conn = await asyncio.to_thread(alert_store.connect, db)
@@ -92,6 +100,7 @@ async def alert_loop(
         clock,
         console=console,
         status_sink=lambda s: alert_store.save_receiver_status(status_conn, s, at=clock.now()),
+        taps=taps,
     )
     engine = AlertEngine(
         current.rules if current else None, lambda: alert_store.connect(db), clock, notifier
@@ -105,7 +114,8 @@ async def alert_loop(
     stop = stop or asyncio.Event()
 
     def cycle() -> None:
-        engine.evaluate(compute_snapshots(reader, clock.now(), params))
+        snapshots = compute_snapshots(reader, clock.now(), params)
+        engine.evaluate(adjust(snapshots) if adjust is not None else snapshots)
 
     running: asyncio.Future[None] | None = None
     try:

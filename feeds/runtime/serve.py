@@ -34,6 +34,8 @@ from feeds.base import Feed
 from feeds.dropfolder import DropFolder
 from feeds.jsonl import describe_validation_error
 from feeds.kafka.consumer import kafka_feeds
+from feeds.kafka.publish import KafkaPublisher
+from feeds.kafka.staleness import lagging_sources
 from feeds.poll import PollFeed
 from feeds.runtime.alerting import RulesRuntime, alert_loop
 from feeds.runtime.http.auth import secret_problems, usable
@@ -58,7 +60,7 @@ from store.clock import Clock, SystemClock
 from store.model import TimeWindow, set_time_window
 from store.risk import MetricParams
 from store.snapshots import FeedHealthRow
-from store.writer import StoreWriter
+from store.writer import AfterCommit, StoreWriter
 
 log = logging.getLogger("omniops.serve")
 
@@ -137,8 +139,13 @@ class Server:
         background: Sequence[Callable[[StoreWriter], Awaitable[None]]] = (),
         rules: RulesRuntime | None = None,
         params: MetricParams | None = None,
+        publisher: KafkaPublisher | None = None,
     ) -> None:
         self.config = config
+        self.publisher = publisher or (
+            KafkaPublisher(config.kafka_out) if config.kafka_out is not None else None
+        )
+        """``[serve.kafka_out]``: routing decisions and notifications to Kafka."""
         self.rules = rules
         """The hot-reloaded rules file: routing of new orders and ``POST /route``."""
         self.clock: Clock = clock or SystemClock()
@@ -149,7 +156,7 @@ class Server:
             config.db,
             clock=self.clock,
             batch_wait=config.batch_wait_ms / 1000,
-            after_commit=router_hook(rules.fulfilment if rules is not None else FulfilmentRouting),
+            after_commit=self._after_commit(rules),
             params=params,
         )
         self.state: ServerState | None = None
@@ -159,6 +166,10 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
         self._previous_window: TimeWindow | None = None
+
+    def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
+        hook = router_hook(rules.fulfilment if rules is not None else FulfilmentRouting)
+        return hook if self.publisher is None else self.publisher.wrap(hook)
 
     @property
     def port(self) -> int:
@@ -196,6 +207,9 @@ class Server:
         )
         if self.rules is not None:
             self.rules.start()
+        if self.publisher is not None:
+            await self.publisher.start()
+            state.gauges.append(self.publisher.gauges)
         self.runner = web.AppRunner(
             build_app(state), access_log=None, handle_signals=False, shutdown_timeout=10
         )
@@ -228,7 +242,7 @@ class Server:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
-        self._spawn(self._report_health(), "feed-health")
+        self._spawn(self._report_health(self.config.feed_health_seconds), "feed-health")
 
     async def _report_health(self, every: float = 5.0) -> None:
         """Write every feed adapter's state to the store, so each console can show it."""
@@ -292,6 +306,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self.rules is not None:
             await self.rules.stop()
         if self.state is not None:
@@ -328,12 +344,29 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
         log.error("rules file %s is invalid: %s", rules_path, rules.watcher.error)
     params = settings.metrics
     clock = SystemClock()
+    feeds = pull_feeds(config)
+    publisher = KafkaPublisher(config.kafka_out) if config.kafka_out is not None else None
+    lagging = lagging_sources(feeds)
 
     async def alerting(writer: StoreWriter) -> None:
-        await alert_loop(writer.path, rules, clock, params, settings.refresh_interval)
+        await alert_loop(
+            writer.path,
+            rules,
+            clock,
+            params,
+            settings.refresh_interval,
+            taps=publisher.taps if publisher is not None else (),
+            adjust=lagging,
+        )
 
     async with Server(
-        config, clock=clock, rules=rules, params=params, background=[alerting]
+        config,
+        clock=clock,
+        rules=rules,
+        params=params,
+        background=[alerting],
+        feeds=feeds,
+        publisher=publisher,
     ) as server:
         print(f"omniops serve: listening on {server.url}", flush=True)
         await stop.wait()

@@ -160,6 +160,10 @@ class ServerState:
         )
     )
     """Where payload CPU work runs (decode, map, redact), off the event loop."""
+    gauges: list[Callable[[], list[tuple[str, str, dict[str, str], float]]]] = field(
+        default_factory=list
+    )
+    """More ``/metrics`` gauges (``[serve.kafka_out]``'s counters)."""
 
     def __post_init__(self) -> None:
         if self.reader is None:
@@ -514,6 +518,8 @@ async def metrics(request: web.Request) -> web.Response:
                         round(age, 3),
                     )
                 )
+    for extra in state.gauges:
+        gauges.extend(extra())
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
     assert state.reader is not None

@@ -211,7 +211,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"orders last hour {h.orders_per_hour:.0f}"
     )
     f = snaps.fulfillment
-    print(f"fulfilment: {f.total_open} open, {f.total_late} late, {f.total_at_risk} at risk")
+    print(f"fulfillment: {f.total_open} open, {f.total_late} late, {f.total_at_risk} at risk")
     s = snaps.stockout
     print(
         f"stock: {s.total_out} out, {s.total_at_risk} at risk, {s.total_oversell} oversell "
@@ -252,7 +252,7 @@ def build_console(
     from rules.file import default_rules_path, ensure_rules_file
     from rules.highlights import RulesHighlights
     from rules.identity import console_permissions
-    from rules.routing.config import FulfilmentRouting
+    from rules.routing.config import FulfillmentRouting
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
@@ -312,12 +312,12 @@ def build_console(
             fired_counts=actions.fired_counts,
         )
 
-    def save_routing(routing: FulfilmentRouting) -> FulfilmentRouting:
-        return editor.save_fulfilment(editor.load(), routing).rules.fulfilment
+    def save_routing(routing: FulfillmentRouting) -> FulfillmentRouting:
+        return editor.save_fulfillment(editor.load(), routing).rules.fulfillment
 
     def routing_view(app: OmniopsApp) -> RoutingScreen:
         services = RoutingServices(
-            load_rules=lambda: editor.load().rules.fulfilment,
+            load_rules=lambda: editor.load().rules.fulfillment,
             what_if=lambda current, draft: routing_source.what_if(current, draft, clock.now()),
             explain=routing_source.decision,
             save_rules=save_routing if permissions.can_edit_rules else None,
@@ -441,7 +441,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         writer_options={
             "clock": clock,
             "params": params,
-            "after_commit": router_hook(runtime.fulfilment),
+            "after_commit": router_hook(runtime.fulfillment),
         },
     )
     pipeline.start()

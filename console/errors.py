@@ -24,7 +24,7 @@ def describe_error(error: BaseException | None) -> str:
 
     Returns:
         ``rules.toml: alert[2].threshold: must be a number (+1 more)``,
-        ``fulfilment.rules.0.id: Field required``, ``RuntimeError: database is locked``.
+        ``fulfillment.rules.0.id: Field required``, ``RuntimeError: database is locked``.
     """
     if error is None:
         return "unknown error"

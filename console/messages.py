@@ -21,7 +21,7 @@ from rules.alerts.actions import ReceiverStatus, Transition
 from rules.alerts.silences import AlertView
 from rules.audit import AuditEntry
 from rules.file import LoadedRules
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
 from store.snapshots import (
@@ -165,14 +165,14 @@ class AuditRead(Message):
     entries: list[AuditEntry]
 
 
-# -- fulfilment routing --------------------------------------------------------------------
+# -- fulfillment routing --------------------------------------------------------------------
 
 
 @dataclass
 class RoutingLoaded(Message):
-    """The ``[fulfilment]`` routing rules in force were read."""
+    """The ``[fulfillment]`` routing rules in force were read."""
 
-    routing: FulfilmentRouting
+    routing: FulfillmentRouting
 
 
 @dataclass
@@ -186,7 +186,7 @@ class WhatIfComputed(Message):
 class RoutingSaved(Message):
     """A routing draft was saved; ``routing`` is what is now in force."""
 
-    routing: FulfilmentRouting
+    routing: FulfillmentRouting
 
 
 @dataclass

@@ -227,7 +227,7 @@ class Settings(BaseSettings):
     metrics: MetricParams = MetricParams()
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
     rules_file: Path | None = None
-    """The rules file (alerts, notifications, fulfilment routing); default
+    """The rules file (alerts, notifications, fulfillment routing); default
     ``$OMNIOPS_RULES`` or ``~/.config/omniops/rules.toml``, written with the shipped
     defaults on first run."""
     roles: Roles = Roles()

@@ -1,1 +1,1 @@
-"""Operator rules: label matchers, alert thresholds and fulfilment routing."""
+"""Operator rules: label matchers, alert thresholds and fulfillment routing."""

@@ -34,8 +34,8 @@ from rules.file import (
     syntax_problem,
 )
 from rules.roles import Permissions
-from rules.routing.config import FulfilmentRouting
-from rules.routing.document import update_fulfilment_document
+from rules.routing.config import FulfillmentRouting
+from rules.routing.document import update_fulfillment_document
 from rules.rule_form import FORM_FIELDS
 from store.clock import Clock, SystemClock
 
@@ -244,12 +244,12 @@ class RulesEditor:
             return base
         return self._save(base, new_text, "edited notification routing [notify]")
 
-    def save_fulfilment(self, base: LoadedRules, routing: FulfilmentRouting) -> LoadedRules:
-        """Write ``routing`` as the ``[fulfilment]`` section (comments kept, audited)."""
+    def save_fulfillment(self, base: LoadedRules, routing: FulfillmentRouting) -> LoadedRules:
+        """Write ``routing`` as the ``[fulfillment]`` section (comments kept, audited)."""
         self.permissions.require("edit")
         document = base.document()
-        update_fulfilment_document(document, routing)
-        return self._save(base, tomlkit.dumps(document), "edited fulfilment routing")
+        update_fulfillment_document(document, routing)
+        return self._save(base, tomlkit.dumps(document), "edited fulfillment routing")
 
     def audit(self, limit: int = 100) -> list[AuditEntry]:
         """The latest audit entries, newest first."""

@@ -5,7 +5,7 @@ refused:
 
 * ``[[alert]]`` tables: alert rules (:class:`rules.alerts.rule.AlertRule`);
 * ``[notify]``: routing tree, receivers and inhibition (:class:`rules.notify.NotifyConfig`);
-* ``[fulfilment]``: fulfilment routing (:class:`rules.routing.config.FulfilmentRouting`).
+* ``[fulfillment]``: fulfillment routing (:class:`rules.routing.config.FulfillmentRouting`).
 
 An invalid file raises :class:`RulesFileError` whose problems name the file, the line and
 the field (``rules.toml:23: alert[late_orders].threshold: Input should be a valid number``).
@@ -34,7 +34,12 @@ from tomlkit.toml_document import TOMLDocument
 from rules.alerts.rule import AlertRule
 from rules.notify import NotifyConfig, check_notify
 from rules.receivers import LogReceiverConfig
-from rules.routing.config import FulfilmentRouting, check_references
+from rules.routing.config import (
+    LEGACY_SECTION,
+    SECTION,
+    FulfillmentRouting,
+    check_references,
+)
 from rules.toml_lines import Loc, error_message, field_text, key_lines, line_of
 
 DEFAULT_RULES_PATH = Path("~/.config/omniops/rules.toml")
@@ -55,8 +60,9 @@ class RulesFile(BaseModel):
     """The ``[[alert]]`` tables, in file order."""
     notify: NotifyConfig = NotifyConfig()
     """The ``[notify]`` section."""
-    fulfilment: FulfilmentRouting = FulfilmentRouting()
-    """The ``[fulfilment]`` section (fulfilment routing rules)."""
+    fulfillment: FulfillmentRouting = FulfillmentRouting()
+    """The ``[fulfillment]`` section (fulfillment routing rules); ``[fulfilment]``, the
+    British spelling, is read as the same section."""
 
     def rule(self, rule_id: str) -> AlertRule | None:
         """The alert rule with this id, or None."""
@@ -150,7 +156,7 @@ def parse_rules(
     Args:
         text: The file's content.
         path: Where it was read from (named in every problem).
-        known_nodes: The node (location) ids that exist; ``[fulfilment]`` may name no
+        known_nodes: The node (location) ids that exist; ``[fulfillment]`` may name no
             other (None: node ids are not checked).
         known_carriers: The carriers that exist, likewise (None: not checked).
 
@@ -166,6 +172,13 @@ def parse_rules(
         raise RulesFileError([syntax_problem(path, exc)]) from None
     data: dict[str, Any] = document.unwrap()
     index = key_lines(text)
+    if LEGACY_SECTION in data:  # [fulfilment], the British spelling: read as [fulfillment]
+        if SECTION in data:
+            loc: Loc = (LEGACY_SECTION,)
+            message = f"both [{SECTION}] and [{LEGACY_SECTION}]: keep one (they are the same)"
+            raise RulesFileError([Problem(path, line_of(index, loc), LEGACY_SECTION, message)])
+        data[SECTION] = data.pop(LEGACY_SECTION)
+        index = {_modern(key): line for key, line in index.items()}
     if "alert" not in data:
         raise RulesFileError([Problem(path, None, "alert", _NO_ALERTS)])
     try:
@@ -185,7 +198,7 @@ def parse_rules(
     seen: dict[str, int] = {}
     for i, rule in enumerate(rules.alert):
         if rule.id in seen:
-            loc: Loc = ("alert", i, "id")
+            loc = ("alert", i, "id")
             problems.append(
                 Problem(
                     path,
@@ -197,12 +210,17 @@ def parse_rules(
         seen.setdefault(rule.id, i)
     for loc, message in check_notify(rules.notify):
         problems.append(Problem(path, line_of(index, loc), field_text(loc, data), message))
-    references = check_references(rules.fulfilment, nodes=known_nodes, carriers=known_carriers)
+    references = check_references(rules.fulfillment, nodes=known_nodes, carriers=known_carriers)
     for loc, message in references:
         problems.append(Problem(path, line_of(index, loc), field_text(loc, data), message))
     if problems:
         raise RulesFileError(problems)
     return _resolve_paths(rules, path)
+
+
+def _modern(key: Loc) -> Loc:
+    """A source key under ``[fulfilment]`` as the same key under ``[fulfillment]``."""
+    return (SECTION, *key[1:]) if key[:1] == (LEGACY_SECTION,) else key
 
 
 def _resolve_paths(rules: RulesFile, path: Path) -> RulesFile:

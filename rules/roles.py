@@ -1,6 +1,6 @@
 """Roles and permissions: who may acknowledge, silence and edit, by OS user.
 
-Every mutating path (rules saves, fulfilment saves, acknowledgements, silences) calls
+Every mutating path (rules saves, fulfillment saves, acknowledgements, silences) calls
 :meth:`Permissions.require` before it changes anything.
 """
 

@@ -197,7 +197,7 @@ class RulesWatcher(FileWatcher[LoadedRules, RulesFileError]):
             debounce_ms: Changes within this many milliseconds are taken as one.
             create: Write the shipped defaults first if the file does not exist.
             force_polling: Poll instead of OS notifications (network file systems).
-            known_nodes: The node ids in the store, read at each load: a ``[fulfilment]``
+            known_nodes: The node ids in the store, read at each load: a ``[fulfillment]``
                 section naming another node is refused (None: node ids unchecked).
         """
         self.known_nodes = known_nodes

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.routing.orders import Decision, Inventory, RouteOrder
 from rules.routing.router import route_sequence
 from store.model import LocationBody
@@ -98,7 +98,7 @@ class WhatIfReport:
         return {n: (self.current.load.get(n, 0), self.draft.load.get(n, 0)) for n in names}
 
 
-def replay(inputs: ReplayInputs, rules: FulfilmentRouting) -> list[Decision]:
+def replay(inputs: ReplayInputs, rules: FulfillmentRouting) -> list[Decision]:
     """Route every order of ``inputs`` under ``rules`` (the router's own sequence)."""
     return route_sequence(inputs.orders, inputs.inventory, inputs.nodes, rules)
 
@@ -168,7 +168,7 @@ def compare(current: Sequence[Decision], draft: Sequence[Decision]) -> WhatIfRep
 
 
 def what_if(
-    inputs: ReplayInputs, current: FulfilmentRouting, draft: FulfilmentRouting
+    inputs: ReplayInputs, current: FulfillmentRouting, draft: FulfillmentRouting
 ) -> WhatIfReport:
     """Replay ``inputs`` under the current rules and under the draft, and compare."""
     return compare(replay(inputs, current), replay(inputs, draft))

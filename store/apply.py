@@ -10,7 +10,7 @@ arrival order, because feeds do not deliver in order:
 * a stock snapshot only replaces an older one, and the count is the snapshot plus every
   adjustment stamped after it, so an adjustment that arrives before or after the snapshot
   it follows gives the same on-hand;
-* fulfilment steps set their own timestamp column (the earliest report wins), and a step
+* fulfillment steps set their own timestamp column (the earliest report wins), and a step
   for an order not seen yet creates a placeholder that the order fills in later;
 * a cancellation reverses the order's sales rollup exactly once, whichever arrives first.
 """
@@ -55,7 +55,7 @@ STEP_COLUMN: dict[str, str] = {
     "delivered": "delivered_ts",
     "exception": "exception_ts",
 }
-"""Which ``orders`` column records each fulfilment step."""
+"""Which ``orders`` column records each fulfillment step."""
 
 UNASSIGNED = "-"
 """Location key for sales of an order no node has been assigned to yet."""
@@ -80,7 +80,7 @@ class Touched:
     locations: set[str] = field(default_factory=set)
     latest: int = 0
     orders: set[str] = field(default_factory=set)
-    """Orders whose fulfilment or cancellation changed (their done times are recomputed)."""
+    """Orders whose fulfillment or cancellation changed (their done times are recomputed)."""
 
     def pair(self, sku: str, location_id: str | None, ts: int) -> None:
         """Record a SKU × location touched by an event stamped ``ts``."""
@@ -466,7 +466,7 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool) -> str:
 def _fulfillment(
     db: sqlite3.Connection, events: list[tuple[FulfillmentUpdated, int]], touched: Touched
 ) -> None:
-    """Fulfilment steps, folded per order in arrival order, then one update each.
+    """Fulfillment steps, folded per order in arrival order, then one update each.
 
     The earliest report of a step wins; the latest carrier and tracking given win; the
     first node reported stays; the latest exception's detail stays; the carrier's newest
@@ -898,7 +898,7 @@ def assign_node(
 ) -> None:
     """An order that arrived without a node was routed: fulfil it at ``lines``' nodes.
 
-    ``lines`` are (line number, node) per routed line.  The order's fulfilment location
+    ``lines`` are (line number, node) per routed line.  The order's fulfillment location
     becomes the first node (if no feed reported one), and its sales move from the
     unassigned bucket to each line's node, so velocity and risk at that node see them.
     Only the first decision moves sales (an order whose node is already set is left alone).

@@ -115,13 +115,13 @@ def _ratio(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-# --- fulfilment --------------------------------------------------------------------------
+# --- fulfillment --------------------------------------------------------------------------
 
 
 def compute_fulfillment(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> FulfillmentSnapshot:
-    """Fulfilment health per location, channel and carrier (README: Fulfilment health)."""
+    """Fulfillment health per location, channel and carrier (README: Fulfillment health)."""
     horizon = t + int(params.at_risk_horizon_hours * HOUR)
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
     open_rows = db.execute(

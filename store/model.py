@@ -189,7 +189,7 @@ class OpeningHours(_Strict):
 
 
 class LocationBody(_Strict):
-    """A fulfilment node: warehouse, store or drop-ship supplier."""
+    """A fulfillment node: warehouse, store or drop-ship supplier."""
 
     location_id: Identifier
     name: str = ""
@@ -252,7 +252,7 @@ class OrderPlacedBody(_Strict):
 
 
 class OrderCancelledBody(_Strict):
-    """An order was cancelled before fulfilment."""
+    """An order was cancelled before fulfillment."""
 
     order_id: Identifier
     reason: str = ""
@@ -385,7 +385,7 @@ class OrderCancelled(_EventBase):
 
 
 class FulfillmentUpdated(_EventBase):
-    """An order moved through fulfilment."""
+    """An order moved through fulfillment."""
 
     type: Literal["fulfillment.updated"]
     body: FulfillmentBody

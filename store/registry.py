@@ -64,7 +64,7 @@ _RET = ("sku", "category")
 _FEED = ("feed", "channel")
 
 _DECLARED = (
-    # -- fulfilment health (per location, channel, carrier) --
+    # -- fulfillment health (per location, channel, carrier) --
     Metric(
         "fulfillment.open_orders",
         _FUL,

@@ -1,4 +1,4 @@
-"""DDL of migration 3: fulfilment routing decisions, their traces, and stock reservations.
+"""DDL of migration 3: fulfillment routing decisions, their traces, and stock reservations.
 
 * ``routing_decisions``: one row per order the router decided (an order is routed once;
   a re-route replaces the row).  ``location_id`` is the first node (what the panel shows

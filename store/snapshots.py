@@ -19,7 +19,7 @@ StockStatusWord = Literal["OUT", "AT RISK", "OVERSELL", "OK", "NO SALES"]
 
 @dataclass(frozen=True)
 class FulfillmentRow:
-    """Fulfilment health of one location, channel or carrier."""
+    """Fulfillment health of one location, channel or carrier."""
 
     scope: Literal["location", "channel", "carrier"]
     key: str
@@ -41,7 +41,7 @@ class FulfillmentRow:
 
 @dataclass(frozen=True)
 class FulfillmentSnapshot:
-    """All fulfilment rows, the ones that matter first (late, at risk, healthy)."""
+    """All fulfillment rows, the ones that matter first (late, at risk, healthy)."""
 
     rows: tuple[FulfillmentRow, ...]
     total_open: int
@@ -251,7 +251,7 @@ class LateOrder:
     promised_by: datetime
     minutes_late: float
     last_step: str
-    """The furthest fulfilment step reached (``placed`` if none)."""
+    """The furthest fulfillment step reached (``placed`` if none)."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ Item = Event | Quarantined
 class AfterCommit(Protocol):
     """A hook the writer runs on its connection after each committed batch.
 
-    The store does not know the fulfilment router: the runtime that owns the writer hands
+    The store does not know the fulfillment router: the runtime that owns the writer hands
     it one (``feeds.runtime.routing.router_hook``), so the layers point one way.
     """
 

@@ -10,7 +10,7 @@
    Prints CPU seconds (every thread of the process) and wall seconds of each, and the
    ratios ``anchor / omniops`` (1.0 = as fast as the anchor);
 2. a larger generated load (``--orders`` orders with their stock adjustments and
-   fulfilment steps, written as canonical JSON Lines) through the same path;
+   fulfillment steps, written as canonical JSON Lines) through the same path;
 3. that load's events, already validated, through the writer alone.
 
 Prints events per second for each and the time of one full panel refresh on the result.

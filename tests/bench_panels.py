@@ -245,7 +245,7 @@ def _panels() -> list[tuple[str, Panel]]:
 
     return [
         ("headline", metrics.compute_headline),
-        ("fulfilment", metrics.compute_fulfillment),
+        ("fulfillment", metrics.compute_fulfillment),
         ("stockout", metrics.compute_stockout),
         ("returns", metrics.compute_returns),
         ("counts", lambda db, t, params: metrics.store_counts(db)),
@@ -285,7 +285,7 @@ def measure(path: Path, runs: int) -> dict[str, float]:
         print(f"    {name}: {figures[name]:.0f} ms")
     stale = [f.feed for f in snaps.headline.feeds if f.stale]
     print(
-        f"  rows: fulfilment {len(snaps.fulfillment.rows)}; stock at risk "
+        f"  rows: fulfillment {len(snaps.fulfillment.rows)}; stock at risk "
         f"{snaps.stockout.total_at_risk}, out {snaps.stockout.total_out}, oversell "
         f"{snaps.stockout.total_oversell}; returns: {len(snaps.returns.rows)} SKUs at the "
         f"minimum count, {snaps.returns.spikes} spikes; feeds: {len(snaps.headline.feeds)}, "

@@ -36,7 +36,7 @@ from feeds.jsonl import read_items
 from feeds.runtime.ingest import ingest_paths
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.routing.router import route_sequence
 from rules.whatif import what_if
 from store.clock import FixedClock
@@ -44,7 +44,7 @@ from store.model import OrderPlaced, parse_event
 from store.writer import StoreWriter
 from tests.routing_world import FIXTURE_DAY, fixture_day_inputs
 
-DRAFT = FulfilmentRouting.model_validate({"nodes": {"WH-NJ": {"enabled": False}}})
+DRAFT = FulfillmentRouting.model_validate({"nodes": {"WH-NJ": {"enabled": False}}})
 AT = datetime(2026, 11, 18, 17, 0, tzinfo=UTC)  # 12:00 in New York on the fixture day
 
 
@@ -57,10 +57,10 @@ def bench_pure() -> None:
     inputs = fixture_day_inputs()
     n = len(inputs.orders)
     started = time.perf_counter()
-    decisions = route_sequence(inputs.orders, inputs.inventory, inputs.nodes, FulfilmentRouting())
+    decisions = route_sequence(inputs.orders, inputs.inventory, inputs.nodes, FulfillmentRouting())
     routed = time.perf_counter() - started
     started = time.perf_counter()
-    report = what_if(inputs, FulfilmentRouting(), DRAFT)
+    report = what_if(inputs, FulfillmentRouting(), DRAFT)
     whatif = time.perf_counter() - started
     status = {
         s: sum(1 for d in decisions if d.status == s) for s in ("routed", "held", "unfulfillable")
@@ -112,7 +112,7 @@ def bench_store(db: Path, orders: int) -> None:
         started = time.perf_counter()
         for start in range(0, len(pending), 100):
             route_pending_orders(
-                conn, FulfilmentRouting(), decided_at=AT, order_ids=pending[start : start + 100]
+                conn, FulfillmentRouting(), decided_at=AT, order_ids=pending[start : start + 100]
             )
         elapsed = time.perf_counter() - started
         stored = conn.execute("SELECT COUNT(*) FROM routing_decisions").fetchone()[0]
@@ -124,7 +124,7 @@ def bench_store(db: Path, orders: int) -> None:
         conn.execute("DELETE FROM routing_decisions")
         conn.execute("DELETE FROM routing_reservations")
         started = time.perf_counter()
-        route_pending_orders(conn, FulfilmentRouting(), decided_at=AT)
+        route_pending_orders(conn, FulfillmentRouting(), decided_at=AT)
         elapsed = time.perf_counter() - started
         print(f"store path, one pass: {elapsed * 1000:,.0f} ms")
     finally:
@@ -137,7 +137,7 @@ def serve(db: str, port_out: Any) -> None:
     async def main() -> None:
         app = web.Application()
         add_routes(
-            app, source=StoreRoutingSource(Path(db)), rules=FulfilmentRouting, clock=FixedClock(AT)
+            app, source=StoreRoutingSource(Path(db)), rules=FulfillmentRouting, clock=FixedClock(AT)
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

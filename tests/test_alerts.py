@@ -53,7 +53,7 @@ def location_row(key: str, late: int, on_time: float | None = 0.95) -> Fulfillme
 
 
 def snap(*rows: FulfillmentRow) -> Snapshots:
-    """The hand-made snapshots with only the given fulfilment rows."""
+    """The hand-made snapshots with only the given fulfillment rows."""
     return replace(BASE, fulfillment=replace(BASE.fulfillment, rows=tuple(rows)))
 
 
@@ -153,8 +153,8 @@ def test_preview_counts_scopes_that_would_fire_now() -> None:
 
 
 def test_rule_validation_says_what_is_wrong() -> None:
-    with pytest.raises(ValueError, match=r"unknown metric 'fulfilment\.late'"):
-        rule(metric="fulfilment.late")
+    with pytest.raises(ValueError, match=r"unknown metric 'fulfillment\.lates'"):
+        rule(metric="fulfillment.lates")
     with pytest.raises(ValueError, match="clear 12 is above the threshold 10"):
         rule(clear=12)
     with pytest.raises(ValueError, match="has no label 'sku'"):

@@ -1,4 +1,4 @@
-"""The demo ships its retailer's fulfilment routing: orders go by it, and a what-if moves them."""
+"""The demo ships its retailer's fulfillment routing: orders go by it, and a what-if moves them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from tests.routing_world import FIXTURE_DAY, fixture_day_inputs
 def test_the_demo_rules_file_carries_routing_and_is_written_once(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     assert ensure_demo_rules(path, FIXTURE_DAY)
-    routing = load_rules(path).rules.fulfilment
+    routing = load_rules(path).rules.fulfillment
     assert routing.rules[0].id == "bopis-nearest-store"
     assert {"northeast", "west"} <= set(routing.regions)
     path.write_text(path.read_text() + "\n# the operator's edit\n")
@@ -27,7 +27,7 @@ def test_the_demo_rules_file_carries_routing_and_is_written_once(tmp_path: Path)
 def test_without_a_routing_file_beside_the_fixtures_the_defaults_alone(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     ensure_demo_rules(path, tmp_path / "elsewhere" / "day")
-    assert load_rules(path).rules.fulfilment.rules == []
+    assert load_rules(path).rules.fulfillment.rules == []
 
 
 def test_the_fixture_day_is_routed_by_the_demo_rules_and_a_draft_moves_orders(
@@ -35,7 +35,7 @@ def test_the_fixture_day_is_routed_by_the_demo_rules_and_a_draft_moves_orders(
 ) -> None:
     path = tmp_path / "rules.toml"
     ensure_demo_rules(path, FIXTURE_DAY)
-    current = load_rules(path).rules.fulfilment
+    current = load_rules(path).rules.fulfillment
     inputs = fixture_day_inputs()
     decisions = route_sequence(inputs.orders, inputs.inventory, inputs.nodes, current)
     by_rule = Counter(d.rule_id for d in decisions)

@@ -45,7 +45,7 @@ def snap(db: Path, now: datetime, params: MetricParams = P) -> Snapshots:
         conn.close()
 
 
-# --- fulfilment -------------------------------------------------------------------------
+# --- fulfillment -------------------------------------------------------------------------
 
 
 async def test_fulfillment_late_at_risk_on_time_and_pick_times(db_path: Path) -> None:
@@ -390,7 +390,7 @@ async def test_stock_history_rebuilds_day_end_stock_from_adjustments(db_path: Pa
 
 
 async def test_orders_no_node_could_take_are_counted_unroutable(db_path: Path) -> None:
-    from rules.routing.config import FulfilmentRouting
+    from rules.routing.config import FulfillmentRouting
 
     await write(
         db_path,
@@ -400,7 +400,7 @@ async def test_orders_no_node_could_take_are_counted_unroutable(db_path: Path) -
             snapshot("A", "WH1", 1, at(-1)),
             order("big", at(-0.5), [("A", 5)], loc=None),
         ],  # 5 wanted, 1 in stock anywhere
-        routing=FulfilmentRouting,
+        routing=FulfillmentRouting,
     )
     f = snap(db_path, T0).fulfillment
     assert f.unroutable == 1

@@ -14,7 +14,7 @@ import pytest
 from rules.alerts.actions import AlertActions
 from rules.editor import RulesEditor
 from rules.roles import PermissionDenied, Permissions
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from store.clock import SystemClock
 
 DENIED = [
@@ -72,9 +72,9 @@ def test_rules_editor_refuses(
 
 
 @pytest.mark.parametrize("permissions", DENIED, ids=["viewer", "read-only"])
-def test_save_fulfilment_refuses(tmp_path: Path, permissions: Permissions) -> None:
+def test_save_fulfillment_refuses(tmp_path: Path, permissions: Permissions) -> None:
     editor, path = _editor(tmp_path, permissions)
     before = path.read_text(encoding="utf-8")
     with pytest.raises(PermissionDenied):
-        editor.save_fulfilment(editor.load(), FulfilmentRouting())
+        editor.save_fulfillment(editor.load(), FulfillmentRouting())
     assert path.read_text(encoding="utf-8") == before

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestServer
 
 from feeds.runtime.route_api import make_app
 from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from store.clock import FixedClock
 from tests.routing_world import DAY, ny, seed
 
-RULES = FulfilmentRouting.model_validate(
+RULES = FulfillmentRouting.model_validate(
     {
         "rules": [
             {

@@ -10,8 +10,8 @@ import tomlkit
 from pydantic import ValidationError
 
 from rules.geo import haversine_km, pickup_slot, ship_slot
-from rules.routing.config import FulfilmentRouting, RoutingRule
-from rules.routing.document import update_fulfilment_document
+from rules.routing.config import FulfillmentRouting, RoutingRule
+from rules.routing.document import update_fulfillment_document
 from rules.routing.orders import Decision
 from rules.routing.router import route, route_sequence
 from store.model import OpeningHours
@@ -20,8 +20,8 @@ from tests.routing_world import NODES, inventory, ny, order
 NOON = ny(12)  # 12:00 in New York
 
 
-def rules(*rule_dicts: dict[str, Any], **section: Any) -> FulfilmentRouting:
-    return FulfilmentRouting.model_validate({"rules": list(rule_dicts), **section})
+def rules(*rule_dicts: dict[str, Any], **section: Any) -> FulfillmentRouting:
+    return FulfillmentRouting.model_validate({"rules": list(rule_dicts), **section})
 
 
 def candidates(decision: Decision, rule_id: str | None = None) -> dict[str, tuple[str, Any]]:
@@ -35,7 +35,7 @@ def candidates(decision: Decision, rule_id: str | None = None) -> dict[str, tupl
 
 
 def test_empty_section_is_valid_and_routes_with_the_default_rule() -> None:
-    section = FulfilmentRouting()
+    section = FulfillmentRouting()
     assert section.rules == []
     d = route(order(("TEE", 1)), inventory({("TEE", "WH-NJ"): 5}), NODES, section, NOON)
     assert (d.status, d.rule_id, d.nodes) == ("routed", "default-ship", ["WH-NJ"])
@@ -46,23 +46,23 @@ def test_empty_section_is_valid_and_routes_with_the_default_rule() -> None:
 
 
 EXAMPLE_TOML = """
-[fulfilment]
+[fulfillment]
 default_carrier = "UPS Ground"
 bopis_service_km = 40
 buffers = { store = 2 }
 capacity = { store = 80 }
 
-[fulfilment.regions."100"]   # a postal prefix: Manhattan
+[fulfillment.regions."100"]   # a postal prefix: Manhattan
 lat = 40.78
 lon = -73.97
 market = "northeast"
 
-[fulfilment.nodes.ST-DEN]
+[fulfillment.nodes.ST-DEN]
 enabled = true
 capacity = 40
 rank = 1
 
-[[fulfilment.rules]]
+[[fulfillment.rules]]
 id = "bopis"
 description = "Pickup at the nearest store that can have it ready"
 match = "method=bopis"
@@ -71,20 +71,20 @@ window = "promise"
 rank_by = ["distance", "remaining_capacity"]
 fallback = "next_pickup_window"
 
-[[fulfilment.rules]]
+[[fulfillment.rules]]
 id = "hazmat-ground"
 match = "hazmat=true"
 kinds = ["warehouse"]
 window = "any"
 fallback = "hold"
 
-[[fulfilment.rules]]
+[[fulfillment.rules]]
 id = "ship"
 match = "method=~ship|ship_from_store"
 max_splits = 1
 rank_by = ["fewest_splits", "same_market", "distance"]
 
-[[fulfilment.carriers]]
+[[fulfillment.carriers]]
 match = "market=northeast"
 carrier = "FedEx 2Day"
 air = true
@@ -94,11 +94,13 @@ transit_days = 2
 
 def test_the_documented_toml_example_loads() -> None:
     doc = tomlkit.parse(EXAMPLE_TOML).unwrap()
-    section = FulfilmentRouting.model_validate(doc["fulfilment"])
+    section = FulfillmentRouting.model_validate(doc["fulfillment"])
     assert [r.id for r in section.rules] == ["bopis", "hazmat-ground", "ship"]
     assert section.nodes["ST-DEN"].capacity == 40
     # and it survives a round trip through its own dump
-    again = FulfilmentRouting.model_validate(section.model_dump(mode="json", exclude_defaults=True))
+    again = FulfillmentRouting.model_validate(
+        section.model_dump(mode="json", exclude_defaults=True)
+    )
     assert again == section
 
 
@@ -418,7 +420,7 @@ def test_no_stock_anywhere_is_unfulfillable() -> None:
 
 
 def test_unknown_sku_is_unfulfillable_and_named() -> None:
-    d = route(order(("NOPE", 1)), inventory({}), NODES, FulfilmentRouting(), NOON)
+    d = route(order(("NOPE", 1)), inventory({}), NODES, FulfillmentRouting(), NOON)
     assert (d.status, d.summary) == ("unfulfillable", "unknown SKU(s): NOPE")
 
 
@@ -543,8 +545,8 @@ def test_carrier_by_region_and_no_air_for_hazmat() -> None:
 def test_route_does_not_change_its_inputs_and_is_deterministic() -> None:
     stock = inventory({("TEE", "WH-NJ"): 5})
     before = dict(stock.levels)
-    a = route(order(("TEE", 5)), stock, NODES, FulfilmentRouting(), NOON)
-    b = route(order(("TEE", 5)), stock, list(reversed(NODES)), FulfilmentRouting(), NOON)
+    a = route(order(("TEE", 5)), stock, NODES, FulfillmentRouting(), NOON)
+    b = route(order(("TEE", 5)), stock, list(reversed(NODES)), FulfillmentRouting(), NOON)
     assert dict(stock.levels) == before
     assert a == b
 
@@ -630,17 +632,17 @@ def test_saving_keeps_comments_and_touches_only_what_changed() -> None:
         'id = "hazmat-ground"', 'id = "hazmat-ground"  # DOT: never by air'
     )
     doc = tomlkit.parse(source)
-    section = FulfilmentRouting.model_validate(doc["fulfilment"].unwrap())
-    update_fulfilment_document(doc, section)
+    section = FulfillmentRouting.model_validate(doc["fulfillment"].unwrap())
+    update_fulfillment_document(doc, section)
     assert tomlkit.dumps(doc) == source  # nothing changed, nothing rewritten
     moved = list(section.rules)
     moved.insert(0, moved.pop(1))  # hazmat-ground first
     moved[1] = moved[1].model_copy(update={"enabled": False})
     moved.append(RoutingRule(id="west", match="region=west", kinds=["warehouse"]))
     draft = section.model_copy(update={"rules": moved, "bopis_service_km": 30.0})
-    update_fulfilment_document(doc, draft)
+    update_fulfillment_document(doc, draft)
     text = tomlkit.dumps(doc)
-    assert FulfilmentRouting.model_validate(tomlkit.parse(text)["fulfilment"].unwrap()) == draft
+    assert FulfillmentRouting.model_validate(tomlkit.parse(text)["fulfillment"].unwrap()) == draft
     assert 'id = "hazmat-ground"  # DOT: never by air' in text
     assert "# a postal prefix: Manhattan" in text and text.startswith(
         "# shop rules\n[alert]\nx = 1\n"
@@ -651,12 +653,12 @@ def test_saving_keeps_comments_and_touches_only_what_changed() -> None:
 
 def test_saving_into_an_empty_document() -> None:
     doc = tomlkit.document()
-    update_fulfilment_document(doc, FulfilmentRouting())
+    update_fulfillment_document(doc, FulfillmentRouting())
     assert tomlkit.dumps(doc) == ""
-    section = FulfilmentRouting.model_validate(tomlkit.parse(EXAMPLE_TOML).unwrap()["fulfilment"])
-    update_fulfilment_document(doc, section)
-    again = tomlkit.parse(tomlkit.dumps(doc)).unwrap()["fulfilment"]
-    assert FulfilmentRouting.model_validate(again) == section
+    section = FulfillmentRouting.model_validate(tomlkit.parse(EXAMPLE_TOML).unwrap()["fulfillment"])
+    update_fulfillment_document(doc, section)
+    again = tomlkit.parse(tomlkit.dumps(doc)).unwrap()["fulfillment"]
+    assert FulfillmentRouting.model_validate(again) == section
 
 
 def test_preparation_longer_than_opening_hours_rejects_the_node() -> None:

@@ -12,13 +12,13 @@ from console.screens.decision import DecisionScreen
 from console.screens.routing import RoutingScreen, RoutingServices
 from console.screens.routing_form import RoutingRuleFormScreen, form_to_rule, rule_to_form
 from console.screens.whatif import WhatIfScreen
-from rules.routing.config import FulfilmentRouting, RoutingRule
+from rules.routing.config import FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision, RouteLine, RouteOrder
 from rules.routing.router import route
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
 from tests.routing_world import NODES, inventory, ny
 
-START = FulfilmentRouting.model_validate(
+START = FulfillmentRouting.model_validate(
     {
         "rules": [
             {"id": "nj-first", "kinds": ["warehouse"], "rank_by": ["distance"], "window": "any"},
@@ -43,7 +43,7 @@ ORDERS = [
 class Fake:
     def __init__(self, *, read_only: bool = False) -> None:
         self.rules = START
-        self.saved: list[FulfilmentRouting] = []
+        self.saved: list[FulfillmentRouting] = []
         self.read_only = read_only
 
     def services(self) -> RoutingServices:
@@ -54,7 +54,7 @@ class Fake:
             save_rules=None if self.read_only else self.save,
         )
 
-    def what_if(self, current: FulfilmentRouting, draft: FulfilmentRouting) -> WhatIfReport:
+    def what_if(self, current: FulfillmentRouting, draft: FulfillmentRouting) -> WhatIfReport:
         return what_if(ReplayInputs(orders=ORDERS, inventory=STOCK, nodes=NODES), current, draft)
 
     def explain(self, order_id: str) -> Decision | None:
@@ -62,7 +62,7 @@ class Fake:
             return None
         return route(ORDERS[1][0], STOCK, NODES, self.rules, ORDERS[1][1])
 
-    def save(self, draft: FulfilmentRouting) -> FulfilmentRouting:
+    def save(self, draft: FulfillmentRouting) -> FulfillmentRouting:
         if draft.rules and draft.rules[0].id == "boom":
             raise ValueError("rules.toml changed on disk since you opened it")
         self.saved.append(draft)

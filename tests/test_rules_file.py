@@ -21,7 +21,7 @@ from rules.file import (
 )
 from rules.labels import format_duration, parse_duration
 from rules.roles import PermissionDenied, Permissions
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.rule_form import FormError, form_values, rule_form_fields
 from rules.toml_lines import key_lines
 from store.clock import FixedClock
@@ -270,22 +270,22 @@ def test_every_mutating_editor_method_checks_the_role(
 ) -> None:
     base = editor_for(rules_path).load()
     who = editor_for(rules_path, role, read_only)
-    routing = FulfilmentRouting(default_carrier="UPS Ground")
+    routing = FulfillmentRouting(default_carrier="UPS Ground")
     calls = {
         "save_alert": lambda: who.save_alert(base, 0, {"threshold": 1}),
         "duplicate_alert": lambda: who.duplicate_alert(base, 0),
         "delete_alert": lambda: who.delete_alert(base, 0),
         "set_enabled": lambda: who.set_enabled(base, 0, False),
         "replace_notify": lambda: who.replace_notify(base, who.notify_text(base)),
-        "save_fulfilment": lambda: who.save_fulfilment(base, routing),
+        "save_fulfillment": lambda: who.save_fulfillment(base, routing),
     }
     for name, call in calls.items():
         with pytest.raises(PermissionDenied, match="read-only" if read_only else role):
             call()
         assert rules_path.read_text() == GOOD, name
     assert who.audit() == []
-    saved = editor_for(rules_path).save_fulfilment(base, routing)  # an editor may
-    assert saved.rules.fulfilment.default_carrier == "UPS Ground"
+    saved = editor_for(rules_path).save_fulfillment(base, routing)  # an editor may
+    assert saved.rules.fulfillment.default_carrier == "UPS Ground"
 
 
 def test_notify_section_edited_as_text_keeps_its_comments(rules_path: Path) -> None:
@@ -342,33 +342,33 @@ def test_route_test_prints_receivers_and_path(rules_path: Path) -> None:
     assert code == 2 and "key=value" in err
 
 
-def test_fulfilment_kinds_and_known_nodes_and_carriers_are_checked_with_their_line() -> None:
+def test_fulfillment_kinds_and_known_nodes_and_carriers_are_checked_with_their_line() -> None:
     text = (
         "alert = []\n"
-        "[fulfilment]\n"
+        "[fulfillment]\n"
         'default_carrier = "ground"\n'
-        "[[fulfilment.rules]]\n"
+        "[[fulfillment.rules]]\n"
         'id = "stores"\n'
         'kinds = ["store", "shop"]\n'
-        "[[fulfilment.carriers]]\n"
+        "[[fulfillment.carriers]]\n"
         'match = "node_kind=wherehouse"\n'
         'carrier = "UPS"\n'
     )
     found = problems(text)
-    assert any(p.startswith("rules.toml:6: fulfilment.rules[stores].kinds") for p in found)
+    assert any(p.startswith("rules.toml:6: fulfillment.rules[stores].kinds") for p in found)
     assert any("rules.toml:8:" in p and "unknown node kind 'wherehouse'" in p for p in found)
     references = (
         "alert = []\n"
-        "[fulfilment]\n"
+        "[fulfillment]\n"
         'default_carrier = "ground"\n'
-        "[[fulfilment.carriers]]\n"
+        "[[fulfillment.carriers]]\n"
         'match = "node=WH-XX"\n'
         'carrier = "Pigeon"\n'
-        "[fulfilment.nodes.STORE-9]\n"
+        "[fulfillment.nodes.STORE-9]\n"
         "rank = 1\n"
     )
     rules = parse_rules(references, Path("rules.toml"))  # ids unknown to a static check
-    assert rules.fulfilment.carriers[0].carrier == "Pigeon"
+    assert rules.fulfillment.carriers[0].carrier == "Pigeon"
     with pytest.raises(RulesFileError) as caught:
         parse_rules(
             references,

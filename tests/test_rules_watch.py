@@ -149,12 +149,12 @@ async def test_an_explicit_empty_alert_list_turns_alerts_off(
     assert loaded.rules.alert == ()
 
 
-async def test_a_fulfilment_section_naming_an_unknown_node_is_refused_naming_the_line(
+async def test_a_fulfillment_section_naming_an_unknown_node_is_refused_naming_the_line(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "rules.toml"
     text = (
-        "alert = []\n\n[fulfilment.nodes.WH-NJ]\nrank = 1\n\n[fulfilment.nodes.WH-XX]\nrank = 2\n"
+        "alert = []\n\n[fulfillment.nodes.WH-NJ]\nrank = 1\n\n[fulfillment.nodes.WH-XX]\nrank = 2\n"
     )
     path.write_text(text)
     watcher = RulesWatcher(path, known_nodes=lambda: {"WH-NJ", "WH-TX"})

@@ -136,7 +136,7 @@ async def test_writer_batches_and_resolves_each_future(db_path: Path) -> None:
 
 
 async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path: Path) -> None:
-    from rules.routing.config import FulfilmentRouting
+    from rules.routing.config import FulfillmentRouting
     from tests.builders import location, sku
 
     await write(
@@ -147,7 +147,7 @@ async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path
             snapshot("A", "WH1", 10, at(-1)),
             order("web-1", at(0), [("A", 2)], loc=None),
         ],
-        routing=FulfilmentRouting,
+        routing=FulfillmentRouting,
     )
     assert q(db_path, "SELECT status, location_id FROM routing_decisions") == [("routed", "WH1")]
     assert q(db_path, "SELECT fulfil_location_id FROM orders") == [("WH1",)]
@@ -162,7 +162,7 @@ async def test_writer_routes_orders_without_a_node_and_moves_their_sales(db_path
 async def test_cancelling_a_routed_order_reverses_sales_where_they_were_counted(
     db_path: Path,
 ) -> None:
-    from rules.routing.config import FulfilmentRouting
+    from rules.routing.config import FulfillmentRouting
     from tests.builders import ev, location, sku
 
     await write(
@@ -173,7 +173,7 @@ async def test_cancelling_a_routed_order_reverses_sales_where_they_were_counted(
             snapshot("A", "WH1", 10, at(-1)),
             order("o1", at(0), [("A", 5)], loc=None),
         ],
-        routing=FulfilmentRouting,
+        routing=FulfillmentRouting,
     )
     await write(db_path, [ev("order.cancelled", at(1), {"order_id": "o1"})])
     assert q(db_path, "SELECT location_id, SUM(units) FROM sales_hourly GROUP BY 1") == [

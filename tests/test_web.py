@@ -288,7 +288,7 @@ async def test_the_console_renders_the_panels_and_keys_switch_tabs(
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "web-console-desktop.png"))
 
-    await press(page, "2")  # the fulfilment tab: the other panels are gone
+    await press(page, "2")  # the fulfillment tab: the other panels are gone
     await wait_for_screen(page, "Fulfillment", "Pick50/90", absent=("TEE-RED", "SPIKE"))
     await press(page, "3")
     await wait_for_screen(page, "TEE-RED", absent=("Pick50/90",))

@@ -20,7 +20,7 @@ from feeds.runtime.routing import (
     routing_after_batch,
     what_if_on_store,
 )
-from rules.routing.config import FulfilmentRouting, NodeSettings
+from rules.routing.config import FulfillmentRouting, NodeSettings
 from rules.routing.router import route_sequence
 from rules.whatif import compare, replay, what_if
 from store.writer import configure_connection
@@ -28,7 +28,7 @@ from tests.builders import ev
 from tests.conftest import write
 from tests.routing_world import DAY, FIXTURE_DAY, NODES, SKUS, fixture_day_inputs, ny, seed
 
-RULES = FulfilmentRouting.model_validate(
+RULES = FulfillmentRouting.model_validate(
     {
         "rules": [
             {
@@ -202,12 +202,12 @@ def fixture_inputs_small() -> Any:
 def test_what_if_on_the_fixture_day_equals_rerunning_the_router() -> None:
     inputs = fixture_day_inputs()
     assert len(inputs.orders) > 1000
-    draft = FulfilmentRouting.model_validate(
+    draft = FulfillmentRouting.model_validate(
         {"nodes": {"WH-NJ": {"enabled": False}}, "buffers": {"store": 3}}
     )
-    report = what_if(inputs, FulfilmentRouting(), draft)
+    report = what_if(inputs, FulfillmentRouting(), draft)
     direct_current = route_sequence(
-        inputs.orders, inputs.inventory, inputs.nodes, FulfilmentRouting()
+        inputs.orders, inputs.inventory, inputs.nodes, FulfillmentRouting()
     )
     direct_draft = route_sequence(inputs.orders, inputs.inventory, inputs.nodes, draft)
     assert list(report.current_decisions) == direct_current

@@ -225,7 +225,7 @@ def _kv(rows: list[tuple[str, str]]) -> Content:
 
 
 def fulfillment_lines(row: FulfillmentRow) -> list[tuple[str, str]]:
-    """Every number of a fulfilment row, labelled."""
+    """Every number of a fulfillment row, labelled."""
     return [
         ("Status", row.status),
         ("Scope", f"{row.scope} {row.key}"),

@@ -1,6 +1,6 @@
-"""The routing view: fulfilment routing rules as an ordered list, what-if, and "why there?".
+"""The routing view: fulfillment routing rules as an ordered list, what-if, and "why there?".
 
-The screen edits a *draft* of the ``[fulfilment]`` rules: ``n`` adds a rule after the
+The screen edits a *draft* of the ``[fulfillment]`` rules: ``n`` adds a rule after the
 cursor, ``e``/Enter edits it in a form (validated as a whole before it is accepted),
 ``t`` enables or disables it, ``u``/``d`` move it up or down, ``x`` removes it.  ``w``
 replays today's orders under the draft and under the current rules and shows the
@@ -42,7 +42,7 @@ from console.screens.dialogs import PromptField, PromptScreen
 from console.screens.routing_form import RoutingRuleFormScreen
 from console.screens.whatif import WhatIfScreen
 from console.widgets.cursor import place_cursor
-from rules.routing.config import DEFAULT_RULES, FulfilmentRouting, RoutingRule
+from rules.routing.config import DEFAULT_RULES, FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
 
@@ -51,13 +51,13 @@ from rules.whatif import WhatIfReport
 class RoutingServices:
     """What the routing view may do; every call is blocking and runs in a thread worker."""
 
-    load_rules: Callable[[], FulfilmentRouting]
-    """The ``[fulfilment]`` section in force (from the rules file)."""
-    what_if: Callable[[FulfilmentRouting, FulfilmentRouting], WhatIfReport]
+    load_rules: Callable[[], FulfillmentRouting]
+    """The ``[fulfillment]`` section in force (from the rules file)."""
+    what_if: Callable[[FulfillmentRouting, FulfillmentRouting], WhatIfReport]
     """``what_if(current, draft)``: replay today's orders both ways."""
     explain: Callable[[str], Decision | None]
     """The stored decision of an order id, or None."""
-    save_rules: Callable[[FulfilmentRouting], FulfilmentRouting] | None = None
+    save_rules: Callable[[FulfillmentRouting], FulfillmentRouting] | None = None
     """Save the draft (atomic, comment-keeping, audited) and return what is now in force;
     raises with a message naming what is wrong.  None: a read-only console."""
 
@@ -95,7 +95,7 @@ def rule_detail(rule: RoutingRule) -> str:
 
 
 class RoutingScreen(Screen[None]):
-    """The fulfilment routing rules as an ordered list, edited as a draft."""
+    """The fulfillment routing rules as an ordered list, edited as a draft."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter,e", "edit", "Edit", id="routing-edit"),
@@ -130,9 +130,9 @@ class RoutingScreen(Screen[None]):
         super().__init__(name=name, id=id)
         self.services = services
         self.tz = tz
-        self.current: FulfilmentRouting | None = None
+        self.current: FulfillmentRouting | None = None
         """The rules in force (None until loaded)."""
-        self.draft: FulfilmentRouting = FulfilmentRouting()
+        self.draft: FulfillmentRouting = FulfillmentRouting()
         """The rules being edited."""
         self._discard_armed = False
         self._save_after_whatif = False
@@ -229,7 +229,7 @@ class RoutingScreen(Screen[None]):
         self.post_message(RoutingLoaded(routing))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="routing-whatif")
-    def _what_if(self, current: FulfilmentRouting, draft: FulfilmentRouting) -> None:
+    def _what_if(self, current: FulfillmentRouting, draft: FulfillmentRouting) -> None:
         """Thread worker: replay both ways, post :class:`WhatIfComputed`."""
         try:
             report = self.services.what_if(current, draft)
@@ -239,7 +239,7 @@ class RoutingScreen(Screen[None]):
         self.post_message(WhatIfComputed(report))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="routing-save")
-    def _save(self, draft: FulfilmentRouting) -> None:
+    def _save(self, draft: FulfillmentRouting) -> None:
         """Thread worker: save the draft, post :class:`RoutingSaved`."""
         try:
             save = self.services.save_rules
@@ -311,7 +311,7 @@ class RoutingScreen(Screen[None]):
 
         return check
 
-    def _with_rule(self, index: int | None, rule: RoutingRule, at: int = 0) -> FulfilmentRouting:
+    def _with_rule(self, index: int | None, rule: RoutingRule, at: int = 0) -> FulfillmentRouting:
         """The draft with ``rule`` replacing rule ``index`` (None: inserted at ``at``).
 
         Raises:
@@ -322,11 +322,11 @@ class RoutingScreen(Screen[None]):
             rules.insert(at, rule)
         else:
             rules[index] = rule
-        return FulfilmentRouting.model_validate(
+        return FulfillmentRouting.model_validate(
             {**self.draft.model_dump(exclude={"rules"}), "rules": [r.model_dump() for r in rules]}
         )
 
-    def _set_draft(self, draft: FulfilmentRouting, cursor: int | None = None) -> None:
+    def _set_draft(self, draft: FulfillmentRouting, cursor: int | None = None) -> None:
         self.draft = draft
         self._discard_armed = False
         self.render_rules(cursor)

@@ -467,7 +467,7 @@ class Panel(Vertical):
 
 
 class FulfillmentPanel(Panel):
-    """Fulfilment health per location, channel and carrier."""
+    """Fulfillment health per location, channel and carrier."""
 
     kind = "fulfillment"
     heading = "Fulfillment"
@@ -487,7 +487,7 @@ class FulfillmentPanel(Panel):
     label_names = ("scope", "key", "status", "location", "channel", "carrier")
 
     def build_rows(self, snapshots: Snapshots) -> list[RowView]:
-        """One view per fulfilment row."""
+        """One view per fulfillment row."""
         p = self.palette
         styles = {"LATE": p.bad, "AT RISK": p.warn, "OK": p.good}
         views: list[RowView] = []

@@ -1,7 +1,7 @@
 """A location scope: which canonical events a regional ``serve`` keeps.
 
 A scope lists locations and/or regions.  An event that names a location (stock, listings,
-inbound, returns, a location record, an order or fulfilment step at a node) is kept when
+inbound, returns, a location record, an order or fulfillment step at a node) is kept when
 the location is listed or lies in a listed region; regions are learned from the
 ``location.upserted`` events the feed sees.  An order without a node is kept when its
 destination region is listed.  Events that name no location (catalogue, channels, a

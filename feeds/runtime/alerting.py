@@ -1,6 +1,6 @@
 """The rules file at work in the process that writes the store (``serve`` or the demo).
 
-* :class:`RulesRuntime`: the hot-reloaded rules file, shared by the writer (fulfilment
+* :class:`RulesRuntime`: the hot-reloaded rules file, shared by the writer (fulfillment
   routing of new orders), ``POST /route`` and the alert loop; an invalid edit keeps the
   last good rules.
 * :func:`alert_loop`: every ``interval`` seconds, compute the panel snapshots (the same
@@ -20,7 +20,7 @@ from rules.engine import AlertEngine
 from rules.file import LoadedRules, RulesFileError
 from rules.notify import Notifier, NotifyConfig
 from rules.receivers import ConsoleSink, ReceiverWorker
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.watch import RulesWatcher
 from store import alerts as alert_store
 from store.clock import Clock
@@ -48,10 +48,10 @@ class RulesRuntime:
         """The rules in force (None if the file was invalid from the start)."""
         return self.watcher.current
 
-    def fulfilment(self) -> FulfilmentRouting:
-        """The fulfilment routing rules in force (the built-in defaults without a file)."""
+    def fulfillment(self) -> FulfillmentRouting:
+        """The fulfillment routing rules in force (the built-in defaults without a file)."""
         current = self.watcher.current
-        return current.rules.fulfilment if current is not None else FulfilmentRouting()
+        return current.rules.fulfillment if current is not None else FulfillmentRouting()
 
     def start(self) -> None:
         """Start watching the file (in the running event loop)."""

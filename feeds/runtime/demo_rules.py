@@ -2,7 +2,7 @@
 
 The demo writes its rules file next to its store on the first run, so the routing view,
 the what-if and every routed order of the replayed day show the demo retailer's
-fulfilment rules (``fixtures/demo-fulfillment.toml``) rather than the built-in defaults.
+fulfillment rules (``fixtures/demo-fulfillment.toml``) rather than the built-in defaults.
 An operator's own file (``omniops demo --rules PATH``) is never touched.
 """
 

@@ -39,7 +39,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from feeds.webhooks.bounded import ShapeError
 from feeds.webhooks.bounded import loads as bounded_loads
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.routing.orders import Decision, Inventory, RouteLine, RouteOrder
 from rules.routing.router import route
 from store.clock import Clock
@@ -102,7 +102,7 @@ def add_routes(
     app: web.Application,
     *,
     source: RoutingSource,
-    rules: Callable[[], FulfilmentRouting],
+    rules: Callable[[], FulfillmentRouting],
     clock: Clock,
     prefix: str = "",
 ) -> None:
@@ -112,7 +112,7 @@ def add_routes(
         app: The serve process's application (or a test's).
         source: Blocking reads of the store, e.g. :class:`feeds.runtime.routing.StoreRoutingSource`;
             called in a worker thread.  If it has a ``close()``, it is called on cleanup.
-        rules: Returns the ``[fulfilment]`` rules in force (the hot-reloaded ones).
+        rules: Returns the ``[fulfillment]`` rules in force (the hot-reloaded ones).
         clock: "Now" when a request gives no ``at``.
         prefix: Path prefix, e.g. ``/api``.
     """
@@ -205,7 +205,7 @@ def add_routes(
 
 
 def make_app(
-    *, source: RoutingSource, rules: Callable[[], FulfilmentRouting], clock: Clock
+    *, source: RoutingSource, rules: Callable[[], FulfillmentRouting], clock: Clock
 ) -> web.Application:
     """A standalone application with only the routing endpoint (tests, the benchmark)."""
     app = web.Application()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rules.geo import zone
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from rules.routing.orders import Decision, Inventory, RouteLine, RouteOrder, StockLevel
 from rules.routing.router import route_sequence
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
@@ -79,7 +79,7 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def load_nodes(db: sqlite3.Connection) -> list[LocationBody]:
-    """Every fulfilment node of the store, by id."""
+    """Every fulfillment node of the store, by id."""
     rows = db.execute(
         "SELECT location_id, name, kind, region, lat, lon, timezone, opens, closes, cutoff,"
         " safety_buffer FROM locations ORDER BY location_id"
@@ -362,7 +362,7 @@ def release_reservations(
 
 def route_pending_orders(
     db: sqlite3.Connection,
-    rules: FulfilmentRouting,
+    rules: FulfillmentRouting,
     *,
     decided_at: datetime,
     now: datetime | None = None,
@@ -380,7 +380,7 @@ def route_pending_orders(
     Args:
         db: The writer connection (autocommit mode; this opens ``BEGIN IMMEDIATE``
             unless ``transaction`` is False because the caller holds one).
-        rules: The ``[fulfilment]`` rules in force.
+        rules: The ``[fulfillment]`` rules in force.
         decided_at: Wall time written as ``decided_at``.
         now: See above.
         order_ids: Only consider these orders (e.g. the batch's); None = all pending.
@@ -424,13 +424,13 @@ def route_pending_orders(
 
 
 RELEASING_STEPS = frozenset({"shipped", "ready_for_pickup", "picked_up", "delivered"})
-"""Fulfilment steps after which an order's reserved units are no longer held back."""
+"""Fulfillment steps after which an order's reserved units are no longer held back."""
 
 
 def routing_after_batch(
     db: sqlite3.Connection,
     items: Sequence[object],
-    rules: FulfilmentRouting,
+    rules: FulfillmentRouting,
     *,
     decided_at: datetime,
     now: datetime | None = None,
@@ -579,8 +579,8 @@ def load_replay(
 
 def what_if_on_store(
     db: sqlite3.Connection,
-    current: FulfilmentRouting,
-    draft: FulfilmentRouting,
+    current: FulfillmentRouting,
+    draft: FulfillmentRouting,
     *,
     now: datetime,
     since: datetime | None = None,
@@ -663,8 +663,8 @@ class StoreRoutingSource:
 
     def what_if(
         self,
-        current: FulfilmentRouting,
-        draft: FulfilmentRouting,
+        current: FulfillmentRouting,
+        draft: FulfillmentRouting,
         now: datetime,
         *,
         limit: int | None = None,
@@ -688,7 +688,7 @@ class StoreRoutingSource:
         self._local = threading.local()
 
 
-def router_hook(routing: Callable[[], FulfilmentRouting] = FulfilmentRouting) -> AfterCommit:
+def router_hook(routing: Callable[[], FulfillmentRouting] = FulfillmentRouting) -> AfterCommit:
     """The writer's after-commit hook: route new orders with the rules ``routing()`` gives.
 
     ``routing`` is called once per batch, so a hot-reloaded rules file applies from the

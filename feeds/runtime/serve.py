@@ -55,7 +55,7 @@ from feeds.settings import Settings
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks.mapping import Mapping, MappingError, load_mapping, mapping_watcher
 from rules.file import default_rules_path
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from store.clock import Clock, SystemClock
 from store.model import TimeWindow, set_time_window
 from store.risk import MetricParams
@@ -168,7 +168,7 @@ class Server:
         self._previous_window: TimeWindow | None = None
 
     def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
-        hook = router_hook(rules.fulfilment if rules is not None else FulfilmentRouting)
+        hook = router_hook(rules.fulfillment if rules is not None else FulfillmentRouting)
         return hook if self.publisher is None else self.publisher.wrap(hook)
 
     @property
@@ -203,7 +203,7 @@ class Server:
             config=self.config,
             mapping=mapping,
             clock=self.clock,
-            routing_rules=self.rules.fulfilment if self.rules is not None else FulfilmentRouting,
+            routing_rules=self.rules.fulfillment if self.rules is not None else FulfillmentRouting,
         )
         if self.rules is not None:
             self.rules.start()

@@ -192,8 +192,8 @@ def _placed(
     country = MARKETPLACE_COUNTRY.get(marketplace, marketplace or "unknown")
     postal = opt_text(summary, "DestinationPostalCode", spath)
     region = f"{country}-{postal.strip()[:3]}" if postal else country
-    fulfilment = opt_text(summary, "FulfillmentType", spath)
-    location = mapping.fba_location if fulfilment == "AFN" else mapping.mfn_location
+    fulfillment = opt_text(summary, "FulfillmentType", spath)
+    location = mapping.fba_location if fulfillment == "AFN" else mapping.mfn_location
     return OrderPlaced(
         id=f"amazon:order:{amazon_id}:placed",
         type="order.placed",

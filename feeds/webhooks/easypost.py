@@ -1,4 +1,4 @@
-"""EasyPost tracker webhooks → fulfilment steps.
+"""EasyPost tracker webhooks → fulfillment steps.
 
 A ``tracker.updated`` (or ``tracker.created``) event's ``result`` is a Tracker: carrier,
 tracking code, status, the carrier's ``est_delivery_date`` and the scan history

@@ -25,7 +25,7 @@ Example::
 
     [square]
     channel = "pos"
-    fulfillment = "pickup"         # or "shipment": what Square fulfilment states mean
+    fulfillment = "pickup"         # or "shipment": what Square fulfillment states mean
     [square.locations]
     "YYQR03DGCTXA4" = "S-BKN"
     [square.catalog_objects]
@@ -92,7 +92,7 @@ class SquareMapping(_Section):
     channel: str = "pos"
     """Canonical channel of Square orders."""
     fulfillment: Literal["pickup", "shipment"] = "pickup"
-    """What Square's fulfilment states mean: PREPARED is ``ready_for_pickup`` and COMPLETED
+    """What Square's fulfillment states mean: PREPARED is ``ready_for_pickup`` and COMPLETED
     ``picked_up`` for pickup; ``packed`` and ``shipped`` for shipment."""
     sla_hours: float = Field(default=2.0, gt=0)
     """``promised_by`` of a Square order without a pickup time: created_at plus this."""

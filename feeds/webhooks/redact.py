@@ -2,7 +2,7 @@
 
 omniops needs operations data, not people.  The adapters copy into canonical events only:
 
-* ids: order, line, fulfilment, refund, tracking number and carrier, external SKU and
+* ids: order, line, fulfillment, refund, tracking number and carrier, external SKU and
   location ids (mapped to canonical SKUs and locations);
 * where an order goes, coarsely: the destination *region* (Shopify ``country_code`` and
   ``province_code`` as ``US-KY``; Square's country and state; Amazon's marketplace

@@ -13,8 +13,8 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``shopify.channel`` (``shopify.pos_channel`` when ``source_name`` is ``pos``);
     method: ``bopis`` for Shopify POS orders and for orders whose shipping line code or
     title names a pickup (``shopify.pickup_markers``), ``ship_from_store`` when a
-    fulfilment leaves from one of ``shopify.store_locations``, else ``ship``; location:
-    the mapped location of that fulfilment, else of the order's ``location_id`` (left
+    fulfillment leaves from one of ``shopify.store_locations``, else ``ship``; location:
+    the mapped location of that fulfillment, else of the order's ``location_id`` (left
     empty when unmapped, never guessed); destination region ``<country_code>-<province_code>``
     of the shipping address (``shopify.default_region`` without one);
     ``promised_by`` = ``created_at`` + ``shopify.sla_hours``; lines: the SKU from
@@ -22,7 +22,7 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     neither sends the placement to quarantine; gift-card lines are skipped (not stock);
     the discount of a line is the sum of its ``discount_allocations``.
   - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
-  - each embedded fulfilment, as for ``fulfillments/create``.
+  - each embedded fulfillment, as for ``fulfillments/create``.
 
   Shopify does not deliver in order.  Last-write-wins on ``updated_at`` holds because
   every fact keeps its own time and id: a stale delivery (older ``updated_at``) can only

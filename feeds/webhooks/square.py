@@ -16,10 +16,10 @@ returned items.  So (ids: ``S`` is the Square order id, the canonical order id i
   enriches the notification with the Orders API's ``Order`` under ``data.object.order``),
   it also becomes ``order.placed`` (id ``square:order:S:placed``): lines by
   ``catalog_object_id``, prices from ``base_price_money`` (cents), method ``bopis`` for a
-  PICKUP fulfilment and ``ship`` otherwise, ``promised_by`` the pickup time or
+  PICKUP fulfillment and ``ship`` otherwise, ``promised_by`` the pickup time or
   ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: it is
   answered 200 and reported as ignored (not an error: Square would only retry it).
-* ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfilment
+* ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfillment
   step (id ``square:fulfillment:<uid>:<state>``, ``ts`` = ``updated_at``): RESERVED →
   ``released``; PREPARED → ``ready_for_pickup`` (``packed`` with ``square.fulfillment =
   "shipment"``); COMPLETED → ``picked_up`` (``shipped``); FAILED → ``exception``.

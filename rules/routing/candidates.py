@@ -19,7 +19,7 @@ from rules.routing.config import (
     DEFAULT_PREP_MINUTES,
     DEFAULT_REGIONS,
     Criterion,
-    FulfilmentRouting,
+    FulfillmentRouting,
     RoutingRule,
 )
 from rules.routing.orders import Inventory, Reason, RouteOrder
@@ -27,7 +27,7 @@ from store.model import LocationBody, Method
 
 
 def resolve_region(
-    code: str, rules: FulfilmentRouting, nodes: Sequence[LocationBody]
+    code: str, rules: FulfillmentRouting, nodes: Sequence[LocationBody]
 ) -> tuple[tuple[float, float] | None, str]:
     """Coordinates and market of a destination region or postal code.
 
@@ -52,13 +52,15 @@ def resolve_region(
     return None, code
 
 
-def node_market(node: LocationBody, rules: FulfilmentRouting) -> str:
+def node_market(node: LocationBody, rules: FulfillmentRouting) -> str:
     """The market of a node: its region's market, or the region itself."""
     info = rules.regions.get(node.region) or DEFAULT_REGIONS.get(node.region)
     return (info.market if info and info.market else None) or node.region
 
 
-def effective_buffer(node: LocationBody, rules: FulfilmentRouting, rule: RoutingRule | None) -> int:
+def effective_buffer(
+    node: LocationBody, rules: FulfillmentRouting, rule: RoutingRule | None
+) -> int:
     """Units held back at ``node``: max(its own buffer, its kind's buffer under the rule)."""
     kind_buffer = rules.buffers.get(node.kind, 0)
     if rule is not None and node.kind in rule.buffers:
@@ -78,7 +80,7 @@ class RouteContext:
     order: RouteOrder
     stock: Inventory
     nodes: Sequence[LocationBody]
-    rules: FulfilmentRouting
+    rules: FulfillmentRouting
     now: datetime
     by_id: dict[str, LocationBody]
     origin: tuple[float, float] | None
@@ -150,7 +152,7 @@ def why_not_matched(rule: RoutingRule, ctx: RouteContext, method: Method) -> str
     return None
 
 
-def _prep(node: LocationBody, rules: FulfilmentRouting, rule: RoutingRule) -> int:
+def _prep(node: LocationBody, rules: FulfillmentRouting, rule: RoutingRule) -> int:
     settings = rules.nodes.get(node.location_id)
     if settings is not None and settings.prep_minutes is not None:
         return settings.prep_minutes
@@ -184,7 +186,7 @@ def _distance(
     return km
 
 
-def _capacity(node: LocationBody, rules: FulfilmentRouting) -> int | None:
+def _capacity(node: LocationBody, rules: FulfillmentRouting) -> int | None:
     settings = rules.nodes.get(node.location_id)
     if settings is not None and settings.capacity is not None:
         return settings.capacity
@@ -211,7 +213,7 @@ def evaluate_node(
     if node.kind not in allowed:
         reasons.append(("wrong_kind", f"{node.kind} not used by this rule for {method}"))
     elif settings is not None and not settings.enabled:
-        reasons.append(("disabled", "disabled in [fulfilment.nodes]"))
+        reasons.append(("disabled", "disabled in [fulfillment.nodes]"))
     if reasons:  # not a candidate at all: the other checks would only be noise
         return NodeCandidate(node, distance, NO_SLOT, reasons, frozenset(), 0, rank, False, "")
     limit = rule.max_distance_km or (rules.bopis_service_km if pickup else None)

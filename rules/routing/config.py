@@ -1,4 +1,4 @@
-"""The ``[fulfilment]`` section of the rules file: routing rules, carriers, nodes, regions.
+"""The ``[fulfillment]`` section of the rules file: routing rules, carriers, nodes, regions.
 
 Every model forbids unknown keys (a typo is caught) and is immutable; every field has a
 working default, so an absent section routes with :data:`DEFAULT_RULES`.
@@ -6,7 +6,7 @@ working default, so an absent section routes with :data:`DEFAULT_RULES`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
@@ -36,7 +36,7 @@ Fallback = Literal["next_rule", "next_pickup_window", "hold"]
 
 
 Window = Literal["promise", "today", "any"]
-"""Which fulfilment / pickup window a node must meet."""
+"""Which fulfillment / pickup window a node must meet."""
 
 
 ORDER_LABELS = ("region", "market", "channel", "method")
@@ -85,7 +85,7 @@ class RegionInfo(StrictModel):
 
 
 class NodeSettings(StrictModel):
-    """Per-node routing settings (``[fulfilment.nodes.<location_id>]``)."""
+    """Per-node routing settings (``[fulfillment.nodes.<location_id>]``)."""
 
     enabled: bool = True
     """False takes the node out of routing (a store short-staffed, a flooded warehouse)."""
@@ -98,7 +98,7 @@ class NodeSettings(StrictModel):
 
 
 class CarrierRule(StrictModel):
-    """One ``[[fulfilment.carriers]]`` entry: the first one matching a shipment is used."""
+    """One ``[[fulfillment.carriers]]`` entry: the first one matching a shipment is used."""
 
     match: str = ""
     """Label matchers on the shipment (order labels, node labels, its lines' labels)."""
@@ -133,7 +133,7 @@ class CarrierRule(StrictModel):
 
 
 class RoutingRule(StrictModel):
-    """One ordered ``[[fulfilment.rules]]`` entry: match, filters, ranking, splits, fallback."""
+    """One ordered ``[[fulfillment.rules]]`` entry: match, filters, ranking, splits, fallback."""
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     """Unique name of the rule (letters, digits, ``_ . -``), shown in every decision."""
@@ -213,6 +213,17 @@ class RoutingRule(StrictModel):
         return self._matchers
 
 
+SECTION = "fulfillment"
+"""The rules file's routing section."""
+LEGACY_SECTION = "fulfilment"
+"""The section's British spelling, still accepted so existing files load unchanged."""
+
+
+def section_key(document: Mapping[str, Any]) -> str:
+    """The routing section's key in ``document``: the legacy one only if the file uses it."""
+    return LEGACY_SECTION if LEGACY_SECTION in document and SECTION not in document else SECTION
+
+
 DEFAULT_RULES: tuple[RoutingRule, ...] = (
     RoutingRule(
         id="default-ship",
@@ -229,11 +240,11 @@ DEFAULT_RULES: tuple[RoutingRule, ...] = (
         fallback="next_pickup_window",
     ),
 )
-"""The rules used when ``[fulfilment]`` has no rules at all."""
+"""The rules used when ``[fulfillment]`` has no rules at all."""
 
 
-class FulfilmentRouting(StrictModel):
-    """The ``[fulfilment]`` section of the rules file: routing rules and their settings.
+class FulfillmentRouting(StrictModel):
+    """The ``[fulfillment]`` section of the rules file: routing rules and their settings.
 
     Every field has a working default, so an empty (or absent) section is valid and
     routes with :data:`DEFAULT_RULES`.
@@ -274,7 +285,7 @@ class FulfilmentRouting(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> FulfilmentRouting:
+    def _unique_ids(self) -> FulfillmentRouting:
         seen: set[str] = set()
         for index, rule in enumerate(self.rules):
             if rule.id in seen:
@@ -289,7 +300,7 @@ class FulfilmentRouting(StrictModel):
 
 DEFAULT_REGIONS: dict[str, RegionInfo] = {
     # Rough demand centroids of the US regions the fixtures (and many retailers) use, and
-    # their short codes, for distances when [fulfilment.regions] has no entry.
+    # their short codes, for distances when [fulfillment.regions] has no entry.
     "northeast": RegionInfo(lat=41.5, lon=-73.5),
     "southeast": RegionInfo(lat=33.5, lon=-83.0),
     "midwest": RegionInfo(lat=41.8, lon=-88.0),
@@ -305,11 +316,11 @@ DEFAULT_REGIONS: dict[str, RegionInfo] = {
 }
 """Built-in destination centroids: ``northeast`` (NE), ``southeast`` (SE), ``midwest``
 (MW), ``south`` (S), ``mountain`` (MT), ``west`` (W); a short code's market is its long
-name.  ``[fulfilment.regions]`` entries take precedence."""
+name.  ``[fulfillment.regions]`` entries take precedence."""
 
 
 def check_references(
-    routing: FulfilmentRouting,
+    routing: FulfillmentRouting,
     *,
     nodes: Collection[str] | None = None,
     carriers: Collection[str] | None = None,
@@ -318,7 +329,7 @@ def check_references(
 
     Node kinds are checked when the section is parsed; node ids and carrier names live in
     the store, so they are checked only against what the caller passes (None: unchecked).
-    Locations are paths in the rules file (``("fulfilment", "nodes", "WH-XX")``) so the
+    Locations are paths in the rules file (``("fulfillment", "nodes", "WH-XX")``) so the
     problem can name its line.
     """
     problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -327,24 +338,24 @@ def check_references(
         for node_id in routing.nodes:
             if node_id not in nodes:
                 problems.append(
-                    (("fulfilment", "nodes", node_id), f"unknown node {node_id!r}; nodes: {known}")
+                    (("fulfillment", "nodes", node_id), f"unknown node {node_id!r}; nodes: {known}")
                 )
         for i, entry in enumerate(routing.carriers):
             for m in entry.matchers:
                 if m.name == "node" and m.op in ("=", "!=") and m.value not in nodes:
                     problems.append(
                         (
-                            ("fulfilment", "carriers", i, "match"),
+                            ("fulfillment", "carriers", i, "match"),
                             f"unknown node {m.value!r} in {entry.match!r}; nodes: {known}",
                         )
                     )
     if carriers is not None:
         known_carriers = ", ".join(sorted(carriers)) or "none yet"
         named: list[tuple[tuple[str | int, ...], str]] = [
-            (("fulfilment", "default_carrier"), routing.default_carrier)
+            (("fulfillment", "default_carrier"), routing.default_carrier)
         ]
         for i, c in enumerate(routing.carriers):
-            named.append((("fulfilment", "carriers", i, "carrier"), c.carrier))
+            named.append((("fulfillment", "carriers", i, "carrier"), c.carrier))
         for loc, name in named:
             if name not in carriers:
                 problems.append((loc, f"unknown carrier {name!r}; carriers: {known_carriers}"))

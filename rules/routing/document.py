@@ -1,4 +1,4 @@
-"""Writing the ``[fulfilment]`` section into the rules file's TOML document, comments kept."""
+"""Writing the ``[fulfillment]`` section into the rules file's TOML document, comments kept."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import (
     BaseModel,
 )
 
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting, section_key
 
 
 def _plain(value: Any) -> Any:
@@ -38,10 +38,10 @@ def _set_fields(
             table[name] = dumped[name]
 
 
-def update_fulfilment_document(
-    document: MutableMapping[str, Any], routing: FulfilmentRouting
+def update_fulfillment_document(
+    document: MutableMapping[str, Any], routing: FulfillmentRouting
 ) -> None:
-    """Write ``routing`` into a tomlkit document's ``[fulfilment]`` section, in place.
+    """Write ``routing`` into a tomlkit document's ``[fulfillment]`` section, in place.
 
     Only what changed is touched, so comments survive: a rule that did not change keeps
     its table exactly (comments and all) even when rules are reordered; in a changed rule
@@ -49,14 +49,15 @@ def update_fulfilment_document(
     other settings are rewritten only when their value changed.  The caller validates and
     saves the document atomically (``rules.file``).
     """
-    section = document.get("fulfilment")
+    key = section_key(document)  # a file that says [fulfilment] keeps saying it
+    section = document.get(key)
     if section is None:
-        if routing == FulfilmentRouting():
+        if routing == FulfillmentRouting():
             return
-        document["fulfilment"] = tomlkit.table()
-        section = document["fulfilment"]
+        document[key] = tomlkit.table()
+        section = document[key]
     try:
-        before: FulfilmentRouting | None = FulfilmentRouting.model_validate(_plain(section))
+        before: FulfillmentRouting | None = FulfillmentRouting.model_validate(_plain(section))
     except ValueError:
         before = None
     _set_fields(section, before, routing, skip="rules")

@@ -27,7 +27,7 @@ from rules.routing.candidates import (
     resolve_region,
     why_not_matched,
 )
-from rules.routing.config import DEFAULT_RULES, CarrierRule, FulfilmentRouting, RoutingRule
+from rules.routing.config import DEFAULT_RULES, CarrierRule, FulfillmentRouting, RoutingRule
 from rules.routing.orders import (
     Alternative,
     Candidate,
@@ -341,7 +341,7 @@ def _context(
     order: RouteOrder,
     stock: Inventory,
     nodes: Sequence[LocationBody],
-    rules: FulfilmentRouting,
+    rules: FulfillmentRouting,
     now: datetime,
 ) -> RouteContext:
     origin, market = resolve_region(order.destination_region, rules, nodes)
@@ -368,7 +368,7 @@ def _context(
 
 
 def _short_lines(
-    order: RouteOrder, stock: Inventory, nodes: Sequence[LocationBody], rules: FulfilmentRouting
+    order: RouteOrder, stock: Inventory, nodes: Sequence[LocationBody], rules: FulfillmentRouting
 ) -> list[str]:
     """Lines no single node can fill after buffers, whatever the rules (a line never splits)."""
     short: list[str] = []
@@ -388,7 +388,7 @@ def route(
     order: RouteOrder,
     stock: Inventory,
     nodes: Sequence[LocationBody],
-    rules: FulfilmentRouting,
+    rules: FulfillmentRouting,
     now: datetime,
 ) -> Decision:
     """Decide where ``order`` is fulfilled from at ``now``; pure and deterministic.
@@ -396,8 +396,8 @@ def route(
     Args:
         order: The order (or cart) to route.
         stock: Catalogue, stock per SKU × node and today's load per node; not changed.
-        nodes: Every fulfilment node; their order does not matter (ties break on id).
-        rules: The ``[fulfilment]`` section in force.
+        nodes: Every fulfillment node; their order does not matter (ties break on id).
+        rules: The ``[fulfillment]`` section in force.
         now: The moment to route for, timezone-aware (when replaying: when it was placed).
 
     Returns:
@@ -493,7 +493,7 @@ def route_sequence(
     orders: Iterable[tuple[RouteOrder, datetime]],
     stock: Inventory,
     nodes: Sequence[LocationBody],
-    rules: FulfilmentRouting,
+    rules: FulfillmentRouting,
     on_decision: Callable[[Decision], None] | None = None,
 ) -> list[Decision]:
     """Route orders one after another, each seeing the reservations of those before it.

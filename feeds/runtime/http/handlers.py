@@ -76,7 +76,7 @@ from feeds.webhooks.bounded import loads as bounded_loads
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
-from rules.routing.config import FulfilmentRouting
+from rules.routing.config import FulfillmentRouting
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
@@ -150,8 +150,8 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     monitors: dict[str, FeedMonitor] = field(default_factory=dict)
     reader: StoreReader | None = None
-    routing_rules: Callable[[], FulfilmentRouting] = FulfilmentRouting
-    """The fulfilment routing rules in force, for ``POST /route`` (hot-reloaded)."""
+    routing_rules: Callable[[], FulfillmentRouting] = FulfillmentRouting
+    """The fulfillment routing rules in force, for ``POST /route`` (hot-reloaded)."""
     mapping_error: str = ""
     started_at: float = field(default_factory=time.monotonic)
     pool: ThreadPoolExecutor = field(

@@ -61,8 +61,8 @@ class RulesFile(BaseModel):
     notify: NotifyConfig = NotifyConfig()
     """The ``[notify]`` section."""
     fulfillment: FulfillmentRouting = FulfillmentRouting()
-    """The ``[fulfillment]`` section (fulfillment routing rules); ``[fulfilment]``, the
-    British spelling, is read as the same section."""
+    """The ``[fulfillment]`` section (fulfillment routing rules); the legacy ``[fulfilment]``
+    (British spelling) is read as the same section."""
 
     def rule(self, rule_id: str) -> AlertRule | None:
         """The alert rule with this id, or None."""
@@ -219,7 +219,7 @@ def parse_rules(
 
 
 def _modern(key: Loc) -> Loc:
-    """A source key under ``[fulfilment]`` as the same key under ``[fulfillment]``."""
+    """A source key under the legacy ``[fulfilment]`` as the same key under ``[fulfillment]``."""
     return (SECTION, *key[1:]) if key[:1] == (LEGACY_SECTION,) else key
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -66,3 +67,16 @@ def stop_logging_to_file() -> None:
     for old in [h for h in root.handlers if isinstance(h, _OmniopsFileHandler)]:
         root.removeHandler(old)
         old.close()
+
+
+def log_to_stderr(level: str) -> None:
+    """The headless servers (``serve``, ``web``): log lines with a time stamp to stderr.
+
+    Args:
+        level: A logging level name (``INFO``, ``debug``, ...); an unknown one means INFO.
+    """
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -49,6 +49,7 @@ from feeds.runtime.http.handlers import (
     build_app,
     json_errors,
 )
+from feeds.runtime.logs import log_to_stderr
 from feeds.runtime.routing import router_hook
 from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.settings import Settings
@@ -388,11 +389,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Entry point of ``omniops serve``: 0 after a clean stop, 2 on a configuration error."""
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.log_level)
     try:
         config = load_serve_config(
             db=args.db,

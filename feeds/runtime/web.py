@@ -44,6 +44,7 @@ from pydantic import SecretStr, ValidationError
 from textual_serve.app_service import AppService
 from textual_serve.server import Server
 
+from feeds.runtime.logs import log_to_stderr
 from feeds.runtime.web_config import WebConfig, WebConfigError, load_web_config
 from rules.identity import WEB_USER_ENV, capped_users
 
@@ -505,11 +506,7 @@ def run_web(args: Namespace, console_command: Callable[[Path], list[str]]) -> in
     from feeds.settings import Settings
     from rules.roles import current_user
 
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(args.log_level)
     try:
         config = load_web_config(
             db=args.db,

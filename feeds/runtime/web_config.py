@@ -23,7 +23,6 @@ import argparse
 import hmac
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from feeds.runtime.serve_config import config_file
+from feeds.settings import config_file, read_config_file
 
 MIN_TOKEN_CHARS = 16
 """Shortest token accepted (``python -c 'import secrets; print(secrets.token_urlsafe())'``)."""
@@ -155,13 +154,8 @@ class WebConfig(BaseSettings):
 
 
 def _file_table() -> dict[str, Any]:
-    path = config_file()
-    if not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+    """The config file's ``[web]`` table, with the top-level ``db`` unless it sets one."""
+    data = read_config_file(config_file())
     table = dict(data.get("web", {}))
     if "db" in data and "db" not in table:
         table["db"] = data["db"]

@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("omniops").error("%s", exc)
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the console: the work cleaned up after itself
+        print("omniops: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
         sys.stderr.close()
         return 0
@@ -396,13 +399,43 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
+    """Put the demo's history store at ``db``; ``False`` if the user quit while it loaded.
+
+    On a terminal, when the history must be built, the console opens at once with a
+    progress bar (:class:`console.loading.LoadingApp`) while the build runs on a thread;
+    ``q`` or Ctrl-C cancel it and nothing is left behind.  Elsewhere the build runs here.
+    """
+    from feeds.runtime.demo import HistoryBuild, cached_store, copy_store, prepare_demo_store
+
+    if cached_store(fixtures, start).exists() or not sys.stdout.isatty():
+        prepare_demo_store(fixtures, start, db)
+        return True
+    from console.loading import LoadingApp
+
+    build = HistoryBuild(fixtures, start)
+    build.start()
+    try:
+        finished = LoadingApp(build).run()
+    finally:
+        if not build.finished:
+            build.cancel()
+        build.join()
+    if not finished:
+        return False
+    if build.error is not None:
+        raise build.error
+    assert build.result is not None
+    copy_store(build.result, db)
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
     from feeds.replay import ReplayFeed, load_manifest
     from feeds.runtime.alerting import RulesRuntime, alert_loop
-    from feeds.runtime.demo import prepare_demo_store
     from feeds.runtime.demo_rules import ensure_demo_rules
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
@@ -418,7 +451,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="omniops-demo-")
         db = Path(tmp.name) / "demo.db"
-    prepare_demo_store(args.fixtures, start, db)
+    try:
+        if not demo_history(args.fixtures, start, db):
+            return 0  # the user quit during the history load: nothing was kept
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     params = MetricParams(
         timezone=zone,
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},

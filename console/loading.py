@@ -8,6 +8,7 @@ after asking the build to cancel.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from textual.app import App, ComposeResult
@@ -81,11 +82,7 @@ class LoadingApp(App[bool]):
         Binding("q", "leave", "quit", priority=True),
         Binding("ctrl+c", "leave", "quit", show=False, priority=True),
     ]
-    CSS = """
-    Screen { align: center middle; }
-    #title { text-style: bold; margin-bottom: 1; }
-    #figures { color: $text-muted; margin-top: 1; }
-    """
+    CSS_PATH = str(Path(__file__).with_name("loading.tcss"))
 
     def __init__(self, load: LoadState, *, poll: float = 0.1) -> None:
         super().__init__()

@@ -265,11 +265,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from feeds.runtime.ingest import ingest_paths
 
     progress = _TerminalProgress("ingest") if sys.stderr.isatty() else None
+    began = time.monotonic()
     try:  # a missing path, or folders with no event files: main() says so, exit 2
         counts = asyncio.run(ingest_paths(args.paths, args.db, progress=progress))
     finally:
         if progress is not None:
             progress.close()
+    if progress is None:  # not a terminal: one summary line instead of a live count
+        took = max(time.monotonic() - began, 1e-9)
+        total = sum(counts.values())
+        print(
+            f"omniops ingest: {total:,} events in {took:.1f} s, {total / took:,.0f}/s",
+            file=sys.stderr,
+        )
     print(
         f"applied {counts['applied']}, duplicate {counts['duplicate']}, "
         f"quarantined {counts['quarantined']}"

@@ -43,11 +43,101 @@ def parse_time(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def positive_speed(text: str) -> float:
+    """A ``--speed``: a number of simulated seconds per wall second, above 0."""
+    try:
+        speed = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not speed > 0 or speed == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text}: give simulated seconds per wall second above 0, e.g. 60 (an hour a minute)"
+        )
+    return speed
+
+
+class BadStore(Exception):
+    """A ``--db`` that cannot be a store: not SQLite, empty, or in a missing folder."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_db(db: Path | None) -> None:
+    """Refuse a ``--db`` in a folder that does not exist, or a file that is not SQLite.
+
+    A missing file in an existing folder is for the command to judge (``ingest`` creates
+    it, ``console`` refuses it); no command creates a missing folder.
+    """
+    if db is None:
+        return
+    path = Path(db)
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise BadStore(f"--db {db}: the folder {path.parent} does not exist")
+        return
+    if path.is_dir():
+        raise BadStore(f"--db {db}: a folder, not a store file")
+    with path.open("rb") as handle:
+        head = handle.read(len(SQLITE_HEADER))
+    if not head:
+        raise BadStore(
+            f"--db {db}: an empty file (0 bytes), not a store; remove it or pick another"
+        )
+    if head != SQLITE_HEADER:
+        raise BadStore(f"--db {db}: not an SQLite file, so not an omniops store")
+
+
+def package_version() -> str:
+    """The installed omniops version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("omniops")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+USER_PAGE = """\
+omniops: the operations console of an omnichannel retailer: sales, fulfilment, stock and
+returns across the web shop, stores and marketplaces, live, in the terminal.
+
+Start here:
+  omniops demo                          a replayed trading day, with the console
+  omniops ingest fixtures/day --db s.db write event files into a store
+  omniops report --db s.db              the panels' figures as text (--json for JSON)
+  omniops console --db s.db             the console on a store
+
+Each command (omniops COMMAND --help tells more):
+  demo            replay the fixture day, with the console    omniops demo --speed 120
+  console         the console on an existing store            omniops console --db s.db
+  ingest          write event files into a store              omniops ingest day/ --db s.db
+  report          panel figures as text or JSON               omniops report --db s.db --json
+  schema          the JSON Schema of a canonical event        omniops schema > event.json
+  rules           check and test the alert and routing rules  omniops rules check
+  serve           the single writer: webhooks, feeds, API     omniops serve --db s.db
+  kafka           check the Kafka subscriptions of serve      omniops kafka check
+  web             the console in a browser, by token          omniops web --db s.db
+  import-history  import an order-line history CSV            omniops import-history o.csv --db s.db
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from feeds.runtime.logs import log_help
 
-    parser = argparse.ArgumentParser(prog="omniops", description=__doc__, epilog=log_help())
+    parser = argparse.ArgumentParser(
+        prog="omniops",
+        description=USER_PAGE,
+        epilog=log_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"omniops {package_version()}",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
@@ -57,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--speed",
-        type=float,
+        type=positive_speed,
         default=60.0,
         help="simulated seconds per wall second (default 60: an hour a minute)",
     )
@@ -73,11 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--read-only", action="store_true", help="never change rules or alerts")
 
     ing = sub.add_parser("ingest", help="write canonical JSON Lines files or folders into a store")
-    ing.add_argument("paths", type=Path, nargs="+")
-    ing.add_argument("--db", type=Path, required=True)
+    ing.add_argument(
+        "paths", type=Path, nargs="+", help="event files (*.jsonl, *.jsonl.gz) or folders of them"
+    )
+    ing.add_argument("--db", type=Path, required=True, help="store file (created if missing)")
 
     rep = sub.add_parser("report", help="the panel snapshots and headline, as JSON or text")
-    rep.add_argument("--db", type=Path, required=True)
+    rep.add_argument("--db", type=Path, required=True, help="store file to report on")
     rep.add_argument("--json", action="store_true", help="print JSON")
     rep.add_argument(
         "--at", type=parse_time, default=None, help="evaluate as of this ISO time (default: now)"
@@ -105,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
     )
-    hist.add_argument("csv", type=Path)
-    hist.add_argument("--db", type=Path, required=True)
+    hist.add_argument("csv", type=Path, help="the CSV file (InvoiceNo, StockCode, Quantity, ...)")
+    hist.add_argument("--db", type=Path, required=True, help="store file (created if missing)")
     hist.add_argument("--channel", default="history", help="channel the sales belong to")
     hist.add_argument("--location", default="-", help="location the sales were made at")
     hist.add_argument("--timezone", default="UTC", help="zone of the CSV's local times")
@@ -121,12 +213,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         log_to_file()
     try:
+        check_db(getattr(args, "db", None))
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         return handler(args)
+    except BadStore as exc:
+        print(f"omniops {args.command}: {exc}", file=sys.stderr)
+        return 2
     except FileNotFoundError as exc:
         logging.getLogger("omniops").error("%s", exc)
         print(f"omniops: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the console: the work cleaned up after itself
+        print("omniops: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
         sys.stderr.close()
         return 0
@@ -166,11 +265,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from feeds.runtime.ingest import ingest_paths
 
     progress = _TerminalProgress("ingest") if sys.stderr.isatty() else None
+    began = time.monotonic()
     try:  # a missing path, or folders with no event files: main() says so, exit 2
         counts = asyncio.run(ingest_paths(args.paths, args.db, progress=progress))
     finally:
         if progress is not None:
             progress.close()
+    if progress is None:  # not a terminal: one summary line instead of a live count
+        took = max(time.monotonic() - began, 1e-9)
+        total = sum(counts.values())
+        print(
+            f"omniops ingest: {total:,} events in {took:.1f} s, {total / took:,.0f}/s",
+            file=sys.stderr,
+        )
     print(
         f"applied {counts['applied']}, duplicate {counts['duplicate']}, "
         f"quarantined {counts['quarantined']}"
@@ -396,13 +503,43 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
+    """Put the demo's history store at ``db``; ``False`` if the user quit while it loaded.
+
+    On a terminal, when the history must be built, the console opens at once with a
+    progress bar (:class:`console.loading.LoadingApp`) while the build runs on a thread;
+    ``q`` or Ctrl-C cancel it and nothing is left behind.  Elsewhere the build runs here.
+    """
+    from feeds.runtime.demo import HistoryBuild, cached_store, copy_store, prepare_demo_store
+
+    if cached_store(fixtures, start).exists() or not sys.stdout.isatty():
+        prepare_demo_store(fixtures, start, db)
+        return True
+    from console.loading import LoadingApp
+
+    build = HistoryBuild(fixtures, start)
+    build.start()
+    try:
+        finished = LoadingApp(build).run()
+    finally:
+        if not build.finished:
+            build.cancel()
+        build.join()
+    if not finished:
+        return False
+    if build.error is not None:
+        raise build.error
+    assert build.result is not None
+    copy_store(build.result, db)
+    return True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
     from feeds.replay import ReplayFeed, load_manifest
     from feeds.runtime.alerting import RulesRuntime, alert_loop
-    from feeds.runtime.demo import prepare_demo_store
     from feeds.runtime.demo_rules import ensure_demo_rules
     from feeds.runtime.pipeline import PipelineThread
     from feeds.runtime.routing import router_hook
@@ -418,7 +555,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="omniops-demo-")
         db = Path(tmp.name) / "demo.db"
-    prepare_demo_store(args.fixtures, start, db)
+    try:
+        if not demo_history(args.fixtures, start, db):
+            return 0  # the user quit during the history load: nothing was kept
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
     params = MetricParams(
         timezone=zone,
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},

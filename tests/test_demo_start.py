@@ -1,0 +1,153 @@
+"""The demo's first run: the console at once with a progress bar, ``q`` leaves nothing behind.
+
+A small slice of the fixture day (the first lines of every feed) keeps the history build
+short; it is built through the same writer and cache as the full demo.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from console.loading import LoadingApp, progress_text
+from feeds.jsonl import feed_files
+from feeds.runtime.demo import (
+    BuildCancelled,
+    BuildProgress,
+    HistoryBuild,
+    build_history,
+    cached_store,
+    clean_leftovers,
+    history_estimate,
+)
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
+START = datetime(2026, 11, 18, 13, tzinfo=UTC)
+LINES_PER_FEED = 3000
+
+
+@pytest.fixture(scope="session")
+def small_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first lines of every fixture feed, all of them history before :data:`START`."""
+    folder = tmp_path_factory.mktemp("small-day")
+    counts: dict[str, int] = {}
+    for path in feed_files(FIXTURES):
+        with gzip.open(path, "rt") as source, gzip.open(folder / path.name, "wt") as out:
+            lines = list(itertools.islice(source, LINES_PER_FEED))
+            out.writelines(lines)
+            counts[path.name] = len(lines)
+    manifest = json.loads((FIXTURES / "manifest.json").read_text())
+    manifest["counts"] = counts
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def leftovers(cache: Path) -> list[str]:
+    """Every file of the cache folder but the lock files."""
+    if not cache.exists():
+        return []
+    return sorted(p.name for p in cache.iterdir() if p.suffix != ".lock")
+
+
+async def test_quitting_during_the_history_load_leaves_no_store(
+    small_fixtures: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    build = HistoryBuild(small_fixtures, START, cache=cache)
+    app = LoadingApp(build, poll=0.02)
+    async with app.run_test() as pilot:
+        build.start()
+        for _ in range(500):  # bounded: until the build is writing its temporary store
+            if list(cache.glob("*.tmp")):
+                break
+            await pilot.pause(0.01)
+        assert list(cache.glob("*.tmp")), "the build never started writing"
+        assert not build.finished
+        assert app.query_one("#bar") is not None  # the console is up, with its bar
+        await pilot.press("q")
+    build.join(timeout=60)
+    assert app.return_value is False
+    assert isinstance(build.error, BuildCancelled)
+    assert leftovers(cache) == []  # no temporary store, no half-built cache
+
+
+async def test_ctrl_c_during_the_load_quits_too(small_fixtures: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    build = HistoryBuild(small_fixtures, START, cache=cache)
+    app = LoadingApp(build, poll=0.02)
+    async with app.run_test() as pilot:
+        build.start()
+        await pilot.press("ctrl+c")
+    build.join(timeout=60)
+    assert app.return_value is False
+    assert leftovers(cache) == []
+
+
+async def test_the_loading_screen_leaves_with_true_when_the_build_is_done(
+    small_fixtures: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    build = HistoryBuild(small_fixtures, START, cache=cache)
+    app = LoadingApp(build, poll=0.02)
+    async with app.run_test() as pilot:
+        build.start()
+        for _ in range(3000):  # bounded
+            if app.return_value is not None:
+                break
+            await pilot.pause(0.02)
+    build.join(timeout=60)
+    assert app.return_value is True
+    assert build.error is None
+    assert build.result == cached_store(small_fixtures, START, cache)
+    counts = json.loads((small_fixtures / "manifest.json").read_text())["counts"]
+    assert build.progress.loaded == sum(counts.values())
+    assert leftovers(cache) == [build.result.name]
+
+
+def test_old_leftovers_are_cleaned_and_two_builds_do_not_both_build(
+    small_fixtures: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    key = cached_store(small_fixtures, START, cache).stem.removeprefix("demo-")
+    dead = cache / "demo-0123456789abcdef.999999999.tmp"  # a build whose process died
+    dead.write_bytes(b"half a store")
+    (cache / f"{dead.name}-wal").write_bytes(b"")
+    interrupted = cache / f"demo-{key}.{os.getpid()}.tmp"  # this key: never still building
+    interrupted.write_bytes(b"half a store")
+    other_live = cache / f"demo-fedcba9876543210.{os.getpid()}.tmp"  # a live build elsewhere
+    other_live.write_bytes(b"in progress")
+
+    states = [BuildProgress(), BuildProgress()]
+    results: list[Path] = []
+
+    def run(state: BuildProgress) -> None:
+        results.append(build_history(small_fixtures, START, cache=cache, progress=state))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in states]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 2 and results[0] == results[1]
+    assert sum(s.building for s in states) == 1  # the other waited, then copied
+    assert leftovers(cache) == sorted([results[0].name, other_live.name])
+    assert clean_leftovers(cache) == []  # the live one stays
+
+
+def test_the_estimate_and_the_progress_line() -> None:
+    estimate = history_estimate(FIXTURES, START)
+    assert estimate is not None and 300_000 < estimate < 511_000
+    state = BuildProgress(loaded=1000, total=4000)
+    text = progress_text(state)
+    assert text.startswith("1,000 of about 4,000 events") and "s left" in text
+    state.cancel.set()
+    with pytest.raises(BuildCancelled):
+        state.update(2000)

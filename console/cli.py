@@ -99,7 +99,7 @@ def package_version() -> str:
 
 
 USER_PAGE = """\
-omniops: the operations console of an omnichannel retailer: sales, fulfilment, stock and
+omniops: the operations console of an omnichannel retailer: sales, fulfillment, stock and
 returns across the web shop, stores and marketplaces, live, in the terminal.
 
 Start here:

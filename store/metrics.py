@@ -25,6 +25,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from store.apply import epoch
+from store.asof import closed_last_hour, return_lines, sales_lines
 from store.risk import (
     AT_RISK,
     MetricParams,
@@ -71,7 +72,7 @@ def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParam
         fulfillment = compute_fulfillment(db, t, params)
         stockout = compute_stockout(db, t, params)
         returns = compute_returns(db, t, params)
-        counts = store_counts(db)
+        counts = store_counts(db, t)
     finally:
         db.execute("COMMIT")
     return Snapshots(
@@ -85,13 +86,39 @@ def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParam
     )
 
 
-def store_counts(db: sqlite3.Connection) -> dict[str, int]:
-    """Totals over all feeds: events applied, duplicates dropped, payloads quarantined."""
+def store_counts(db: sqlite3.Connection, t: int | None = None) -> dict[str, int]:
+    """Totals over all feeds: events applied, duplicates dropped, payloads quarantined.
+
+    With ``t``, events are those stamped at or before ``t``; duplicates and quarantined
+    payloads are the store's totals (they carry no event time).
+    """
     row = db.execute(
         "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(duplicates), 0) FROM feed_state"
     ).fetchone()
     quarantined = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-    return {"events": int(row[0]), "duplicates": int(row[1]), "quarantined": int(quarantined)}
+    events = int(row[0]) if t is None else sum(events_as_of(db, t).values())
+    return {"events": events, "duplicates": int(row[1]), "quarantined": int(quarantined)}
+
+
+def events_as_of(db: sqlite3.Connection, t: int) -> dict[str, int]:
+    """Events applied per feed that are stamped at or before ``t``.
+
+    A feed whose newest event is not after ``t`` has its counter; otherwise its events up to
+    ``t`` are counted in the event log's (source, ts) index.
+    """
+    out = {}
+    for feed, events, last in db.execute(
+        "SELECT feed, events, last_event_ts FROM feed_state"
+    ).fetchall():
+        if last is None or last <= t:
+            out[feed] = int(events)
+        else:
+            out[feed] = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM event_log WHERE source = ? AND ts <= ?", (feed, t)
+                ).fetchone()[0]
+            )
+    return out
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -374,6 +401,18 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         reasons[sku][reason] += qty
     candidates = sorted(sku for sku, n in current.items() if n >= params.return_min_count)
     packed = json.dumps(candidates)
+    # As of t (store/asof.py): closed roll-up hours, plus t's hour so far and the sales
+    # cancelled only after t, per SKU and window.
+    b_first = first - int(params.return_baseline_days * 24)
+    late_sold: dict[str, int] = defaultdict(int)
+    late_base: dict[str, int] = defaultdict(int)
+    wanted = set(candidates)
+    for line in sales_lines(db, t, b_first) if candidates else ():
+        if line.sku in wanted:
+            if first <= line.hour <= last:
+                late_sold[line.sku] += line.units
+            elif b_first <= line.hour < first:
+                late_base[line.sku] += line.units
     per_sku = db.execute(
         """WITH c(sku) AS (SELECT value FROM json_each(?))
            SELECT c.sku, COALESCE(k.category, '-'),
@@ -387,15 +426,16 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         (
             packed,
             first,
-            last,
-            first - int(params.return_baseline_days * 24),
-            first - 1,
+            closed_last_hour(t, last),
+            b_first,
+            closed_last_hour(t, first - 1),
             b_start,
             w_start,
         ),
     ).fetchall()
     rows = []
-    for sku, category, s, bs, br in per_sku:
+    for sku, category, s_closed, bs_closed, br in per_sku:
+        s, bs = s_closed + late_sold[sku], bs_closed + late_base[sku]
         returned = current[sku]
         rate, base_rate = _ratio(returned, s), _ratio(br, bs)
         z = rate_z_score(returned, s, br, bs)
@@ -475,11 +515,21 @@ def return_rollups(
 
     for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
         for category, channel, current, base in db.execute(
-            _windows_by_key(table), (first, first, b_first, last)
+            _windows_by_key(table), (first, first, b_first, closed_last_hour(t, last))
         ):
             for scope, key in (("category", category), ("channel", channel)):
                 add(scope, key, slot, current)
                 add(scope, key, slot + 2, base)
+    # As of t (store/asof.py): t's hour so far, and sales cancelled only after t.
+    late: list[tuple[str, str, int, int, int]] = [
+        (line.category, line.channel, line.hour, line.units, 1)
+        for line in sales_lines(db, t, b_first)
+    ]
+    late.extend((r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
+    for category, channel, hour, units, slot in late:
+        if b_first <= hour <= last:
+            for scope, key in (("category", category), ("channel", channel)):
+                add(scope, key, slot if hour >= first else slot + 2, units)
     rollups = []
     for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
         z = rate_z_score(returned, sold, base_returned, base_sold)
@@ -661,11 +711,11 @@ def feed_freshness(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[FeedFreshness, ...]:
     """Last event per feed as of ``t``; stale after ``stale_feed_minutes`` or if never seen."""
+    as_of = events_as_of(db, t)
     known = {
-        feed: (events, quarantined)
-        for feed, events, quarantined in db.execute(
-            "SELECT feed, events, quarantined FROM feed_state WHERE events > 0 OR quarantined > 0"
-        )
+        feed: (as_of.get(feed, 0), quarantined)
+        for feed, quarantined in db.execute("SELECT feed, quarantined FROM feed_state")
+        if as_of.get(feed, 0) > 0 or quarantined > 0
     }
     out = []
     for feed in sorted(set(known) | set(params.expected_feeds)):

@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from store.asof import closed_last_hour, sales_lines
 from store.snapshots import StockoutRow
 
 HOUR = 3600
@@ -241,6 +242,13 @@ def pair_inputs(
     if not isinstance(scope, str) and not scope:
         return []
     first, last = window_hours(t, params.velocity_window_days)
+    # As of t: the roll-ups' whole hours before t's hour, plus the lines that make them t's
+    # (store/asof.py: t's own hour so far, and cancellations stamped after t).
+    late: dict[Pair, int] = defaultdict(int)
+    for line in sales_lines(db, t, first):
+        if first <= line.hour <= last:
+            late[(line.sku, line.location_id)] += line.units
+    last = closed_last_hour(t, last)
     cte, keys = _scope_cte(scope)
     sold: dict[Pair, int] = {}
     sold_keys: tuple[int, ...] = ()
@@ -304,15 +312,17 @@ def pair_inputs(
         return [
             PairInputs(
                 sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
-                sold.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+                sold.get((sku, loc), 0) + late.get((sku, loc), 0), pending.get((sku, loc), ()),
+                lead, reorder,
                 listings.get((sku, loc)),
             )
             for sku, loc, on_hand, reserved, category, reorder, lead, _ in rows
         ]  # fmt: skip
     return [
         PairInputs(
-            sku, loc, category, on_hand, reserved, buffers.get(loc, 0), units,
-            pending.get((sku, loc), ()), lead, reorder, listings.get((sku, loc)),
+            sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
+            units + late.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+            listings.get((sku, loc)),
         )
         for sku, loc, on_hand, reserved, category, reorder, lead, units in rows
     ]  # fmt: skip

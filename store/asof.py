@@ -101,3 +101,61 @@ def return_lines(db: sqlite3.Connection, t: int) -> list[ReturnLine]:
         (t // HOUR * HOUR, t),
     ).fetchall()
     return [ReturnLine(*row) for row in rows]
+
+
+Pair = tuple[str, str]
+
+
+def stock_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, tuple[int, int]]:
+    """(on hand, reserved) of every pair known by ``t``.
+
+    Its latest count at or before ``t`` plus the adjustments after that count up to
+    ``t``; without a count, the sum of its adjustments up to ``t`` (reserved 0): the rule
+    the writer applies, replayed to ``t``.
+    """
+    counts: dict[Pair, tuple[int, int, int]] = {
+        (sku, loc): (on_hand, reserved, ts)
+        for sku, loc, on_hand, reserved, ts in db.execute(
+            """SELECT sku, location_id, on_hand, reserved, MAX(ts) FROM stock_counts
+               WHERE ts <= ? GROUP BY sku, location_id""",
+            (t,),
+        )
+    }
+    out = {pair: (on_hand, reserved) for pair, (on_hand, reserved, _) in counts.items()}
+    for sku, loc, ts, delta in db.execute(
+        "SELECT sku, location_id, ts, delta FROM stock_adjustments WHERE ts <= ?", (t,)
+    ):
+        pair = (sku, loc)
+        count = counts.get(pair)
+        if count is not None and ts <= count[2]:
+            continue
+        on_hand, reserved = out.get(pair, (0, 0))
+        out[pair] = (on_hand + delta, reserved)
+    return out
+
+
+def listings_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, list[tuple[str, int]]]:
+    """Per pair, each channel's advertised quantity as last updated at or before ``t``."""
+    out: dict[Pair, list[tuple[str, int]]] = {}
+    for sku, loc, channel, advertised, _ in db.execute(
+        """SELECT sku, location_id, channel, advertised, MAX(ts) FROM listing_history
+           WHERE ts <= ? GROUP BY sku, location_id, channel""",
+        (t,),
+    ):
+        out.setdefault((sku, loc), []).append((channel, advertised))
+    return out
+
+
+def inbound_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, list[tuple[int, int]]]:
+    """Per pair, the open inbound lines as last updated at or before ``t``: (qty, ETA)."""
+    out: dict[Pair, list[tuple[int, int]]] = {}
+    for sku, loc, qty, eta, status, _ in db.execute(
+        """SELECT sku, location_id, quantity, eta_ts, status, MAX(ts) FROM inbound_history
+           WHERE ts <= ? GROUP BY po_id, sku, location_id""",
+        (t,),
+    ):
+        if status == "open":
+            out.setdefault((sku, loc), []).append((qty, eta))
+    for lines in out.values():
+        lines.sort(key=lambda qe: qe[1])
+    return out

@@ -337,7 +337,8 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     # Tens of thousands of pairs at retailer scale: count them all, but order only what
     # is shown (a heap of top_n), and build the sort key once per pair.
     keyed = []
-    for inputs in pair_inputs(db, scope, t, params):
+    evaluated = pair_inputs(db, scope, t, params, past=scope == "all")
+    for inputs in evaluated:
         status, cover, velocity = inputs.assess(window, t)
         if status in rank:
             counts[status] += 1
@@ -353,7 +354,10 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
             )
     top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
     rows = [k[5].row(window, t) for k in top]
-    total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
+    # The pairs known by t: all evaluated when t is in the past, else the stock table's.
+    total = (
+        len(evaluated) if scope == "all" else db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
+    )
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),
         total_at_risk=counts["AT RISK"],

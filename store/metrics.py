@@ -189,6 +189,7 @@ def compute_fulfillment(
         at_risk: int = 0
         exceptions: int = 0
         completed: int = 0
+        promised: int = 0
         on_time: int = 0
         bopis: int = 0
         bopis_on_time: int = 0
@@ -210,8 +211,9 @@ def compute_fulfillment(
         for key in (("location", loc), ("channel", channel or "-")):
             a = accs[key]
             a.completed += 1
-            if promised is not None and fulfilled <= promised:
-                a.on_time += 1
+            if promised is not None:  # no promise: neither on time nor late
+                a.promised += 1
+                a.on_time += fulfilled <= promised
             if method == "bopis" and ready is not None and ready <= t:
                 a.bopis += 1
                 if promised is not None and ready <= promised:
@@ -234,7 +236,7 @@ def compute_fulfillment(
                 oldest_open_minutes=None if a.oldest is None else (t - a.oldest) / 60,
                 late=a.late,
                 at_risk=a.at_risk,
-                on_time_rate=_ratio(a.on_time, a.completed),
+                on_time_rate=_ratio(a.on_time, a.promised),
                 completed_24h=a.completed,
                 pick_p50_minutes=statistics.median(a.picks) if a.picks else None,
                 pick_p90_minutes=percentile(a.picks or [], 0.9),
@@ -613,6 +615,15 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     # The rolling days of today's channels in one pass over the placed-time index, a pair
     # of sums per channel (no pass per channel, no sort of a week of orders to group it).
     # A NULL channel never matches a comparison, as it never matched before.
+    # A catalogue channel with no orders today keeps its row (0 orders, AOV —) with its
+    # rolling AOV, dropped only if it had no orders in the rolling days either.
+    ordered = {channel for channel, _, _ in today_rows}
+    today_rows += [
+        (channel, 0, 0)
+        for (channel,) in db.execute("SELECT channel_id FROM channels ORDER BY channel_id")
+        if channel not in ordered
+    ]
+    today_rows.sort(key=lambda r: str(r[0]))
     names = [channel for channel, _, _ in today_rows]
     sums = ", ".join(
         "SUM(channel = ?), TOTAL(CASE WHEN channel = ? THEN gross_cents - discount_cents END)"
@@ -630,6 +641,8 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     )
     for i, (channel, orders, value) in enumerate(today_rows):
         r_orders, r_value = int(rolled[2 * i] or 0), int(rolled[2 * i + 1])
+        if not orders and not r_orders:
+            continue
         channels.append(
             ChannelHeadline(
                 channel=channel,

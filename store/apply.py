@@ -575,6 +575,13 @@ def _stock_snapshot(
             for b, ts in ((event.body, ts) for event, ts in newest.values())
         ],
     )
+    # Every count, for stock as of a past moment (store/asof.py); the later arrival of two
+    # counts stamped alike wins, as above.
+    db.executemany(
+        "INSERT OR REPLACE INTO stock_counts (sku, location_id, ts, on_hand, reserved)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(e.body.sku, e.body.location_id, ts, e.body.on_hand, e.body.reserved) for e, ts in events],
+    )
 
 
 def _returns(
@@ -643,6 +650,11 @@ def _listings(
            WHERE excluded.updated_ts >= listings.updated_ts""",
         rows,
     )
+    db.executemany(
+        "INSERT OR REPLACE INTO listing_history (channel, sku, location_id, advertised, ts)"
+        " VALUES (?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 def _inbound(
@@ -660,6 +672,11 @@ def _inbound(
            ON CONFLICT DO UPDATE SET quantity = excluded.quantity, eta_ts = excluded.eta_ts,
                status = excluded.status, updated_ts = excluded.updated_ts
            WHERE excluded.updated_ts >= inbound.updated_ts""",
+        rows,
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO inbound_history (po_id, sku, location_id, quantity, eta_ts,"
+        " status, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from store.apply import epoch
+from store.asof import closed_last_hour, return_lines, sales_lines
 from store.risk import (
     AT_RISK,
     MetricParams,
@@ -71,7 +72,7 @@ def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParam
         fulfillment = compute_fulfillment(db, t, params)
         stockout = compute_stockout(db, t, params)
         returns = compute_returns(db, t, params)
-        counts = store_counts(db)
+        counts = store_counts(db, t)
     finally:
         db.execute("COMMIT")
     return Snapshots(
@@ -85,13 +86,39 @@ def compute_snapshots(db: sqlite3.Connection, now: datetime, params: MetricParam
     )
 
 
-def store_counts(db: sqlite3.Connection) -> dict[str, int]:
-    """Totals over all feeds: events applied, duplicates dropped, payloads quarantined."""
+def store_counts(db: sqlite3.Connection, t: int | None = None) -> dict[str, int]:
+    """Totals over all feeds: events applied, duplicates dropped, payloads quarantined.
+
+    With ``t``, events are those stamped at or before ``t``; duplicates and quarantined
+    payloads are the store's totals (they carry no event time).
+    """
     row = db.execute(
         "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(duplicates), 0) FROM feed_state"
     ).fetchone()
     quarantined = db.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0]
-    return {"events": int(row[0]), "duplicates": int(row[1]), "quarantined": int(quarantined)}
+    events = int(row[0]) if t is None else sum(events_as_of(db, t).values())
+    return {"events": events, "duplicates": int(row[1]), "quarantined": int(quarantined)}
+
+
+def events_as_of(db: sqlite3.Connection, t: int) -> dict[str, int]:
+    """Events applied per feed that are stamped at or before ``t``.
+
+    A feed whose newest event is not after ``t`` has its counter; otherwise its events up to
+    ``t`` are counted in the event log's (source, ts) index.
+    """
+    out = {}
+    for feed, events, last in db.execute(
+        "SELECT feed, events, last_event_ts FROM feed_state"
+    ).fetchall():
+        if last is None or last <= t:
+            out[feed] = int(events)
+        else:
+            out[feed] = int(
+                db.execute(
+                    "SELECT COUNT(*) FROM event_log WHERE source = ? AND ts <= ?", (feed, t)
+                ).fetchone()[0]
+            )
+    return out
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -162,6 +189,7 @@ def compute_fulfillment(
         at_risk: int = 0
         exceptions: int = 0
         completed: int = 0
+        promised: int = 0
         on_time: int = 0
         bopis: int = 0
         bopis_on_time: int = 0
@@ -183,8 +211,9 @@ def compute_fulfillment(
         for key in (("location", loc), ("channel", channel or "-")):
             a = accs[key]
             a.completed += 1
-            if promised is not None and fulfilled <= promised:
-                a.on_time += 1
+            if promised is not None:  # no promise: neither on time nor late
+                a.promised += 1
+                a.on_time += fulfilled <= promised
             if method == "bopis" and ready is not None and ready <= t:
                 a.bopis += 1
                 if promised is not None and ready <= promised:
@@ -207,7 +236,7 @@ def compute_fulfillment(
                 oldest_open_minutes=None if a.oldest is None else (t - a.oldest) / 60,
                 late=a.late,
                 at_risk=a.at_risk,
-                on_time_rate=_ratio(a.on_time, a.completed),
+                on_time_rate=_ratio(a.on_time, a.promised),
                 completed_24h=a.completed,
                 pick_p50_minutes=statistics.median(a.picks) if a.picks else None,
                 pick_p90_minutes=percentile(a.picks or [], 0.9),
@@ -310,7 +339,8 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     # Tens of thousands of pairs at retailer scale: count them all, but order only what
     # is shown (a heap of top_n), and build the sort key once per pair.
     keyed = []
-    for inputs in pair_inputs(db, scope, t, params):
+    evaluated = pair_inputs(db, scope, t, params, past=scope == "all")
+    for inputs in evaluated:
         status, cover, velocity = inputs.assess(window, t)
         if status in rank:
             counts[status] += 1
@@ -326,7 +356,10 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
             )
     top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
     rows = [k[5].row(window, t) for k in top]
-    total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
+    # The pairs known by t: all evaluated when t is in the past, else the stock table's.
+    total = (
+        len(evaluated) if scope == "all" else db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
+    )
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),
         total_at_risk=counts["AT RISK"],
@@ -374,6 +407,18 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         reasons[sku][reason] += qty
     candidates = sorted(sku for sku, n in current.items() if n >= params.return_min_count)
     packed = json.dumps(candidates)
+    # As of t (store/asof.py): closed roll-up hours, plus t's hour so far and the sales
+    # cancelled only after t, per SKU and window.
+    b_first = first - int(params.return_baseline_days * 24)
+    late_sold: dict[str, int] = defaultdict(int)
+    late_base: dict[str, int] = defaultdict(int)
+    wanted = set(candidates)
+    for line in sales_lines(db, t, b_first) if candidates else ():
+        if line.sku in wanted:
+            if first <= line.hour <= last:
+                late_sold[line.sku] += line.units
+            elif b_first <= line.hour < first:
+                late_base[line.sku] += line.units
     per_sku = db.execute(
         """WITH c(sku) AS (SELECT value FROM json_each(?))
            SELECT c.sku, COALESCE(k.category, '-'),
@@ -387,15 +432,16 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         (
             packed,
             first,
-            last,
-            first - int(params.return_baseline_days * 24),
-            first - 1,
+            closed_last_hour(t, last),
+            b_first,
+            closed_last_hour(t, first - 1),
             b_start,
             w_start,
         ),
     ).fetchall()
     rows = []
-    for sku, category, s, bs, br in per_sku:
+    for sku, category, s_closed, bs_closed, br in per_sku:
+        s, bs = s_closed + late_sold[sku], bs_closed + late_base[sku]
         returned = current[sku]
         rate, base_rate = _ratio(returned, s), _ratio(br, bs)
         z = rate_z_score(returned, s, br, bs)
@@ -475,11 +521,21 @@ def return_rollups(
 
     for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
         for category, channel, current, base in db.execute(
-            _windows_by_key(table), (first, first, b_first, last)
+            _windows_by_key(table), (first, first, b_first, closed_last_hour(t, last))
         ):
             for scope, key in (("category", category), ("channel", channel)):
                 add(scope, key, slot, current)
                 add(scope, key, slot + 2, base)
+    # As of t (store/asof.py): t's hour so far, and sales cancelled only after t.
+    late: list[tuple[str, str, int, int, int]] = [
+        (line.category, line.channel, line.hour, line.units, 1)
+        for line in sales_lines(db, t, b_first)
+    ]
+    late.extend((r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
+    for category, channel, hour, units, slot in late:
+        if b_first <= hour <= last:
+            for scope, key in (("category", category), ("channel", channel)):
+                add(scope, key, slot if hour >= first else slot + 2, units)
     rollups = []
     for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
         z = rate_z_score(returned, sold, base_returned, base_sold)
@@ -559,6 +615,15 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     # The rolling days of today's channels in one pass over the placed-time index, a pair
     # of sums per channel (no pass per channel, no sort of a week of orders to group it).
     # A NULL channel never matches a comparison, as it never matched before.
+    # A catalogue channel with no orders today keeps its row (0 orders, AOV —) with its
+    # rolling AOV, dropped only if it had no orders in the rolling days either.
+    ordered = {channel for channel, _, _ in today_rows}
+    today_rows += [
+        (channel, 0, 0)
+        for (channel,) in db.execute("SELECT channel_id FROM channels ORDER BY channel_id")
+        if channel not in ordered
+    ]
+    today_rows.sort(key=lambda r: str(r[0]))
     names = [channel for channel, _, _ in today_rows]
     sums = ", ".join(
         "SUM(channel = ?), TOTAL(CASE WHEN channel = ? THEN gross_cents - discount_cents END)"
@@ -576,6 +641,8 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     )
     for i, (channel, orders, value) in enumerate(today_rows):
         r_orders, r_value = int(rolled[2 * i] or 0), int(rolled[2 * i + 1])
+        if not orders and not r_orders:
+            continue
         channels.append(
             ChannelHeadline(
                 channel=channel,
@@ -661,11 +728,11 @@ def feed_freshness(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[FeedFreshness, ...]:
     """Last event per feed as of ``t``; stale after ``stale_feed_minutes`` or if never seen."""
+    as_of = events_as_of(db, t)
     known = {
-        feed: (events, quarantined)
-        for feed, events, quarantined in db.execute(
-            "SELECT feed, events, quarantined FROM feed_state WHERE events > 0 OR quarantined > 0"
-        )
+        feed: (as_of.get(feed, 0), quarantined)
+        for feed, quarantined in db.execute("SELECT feed, quarantined FROM feed_state")
+        if as_of.get(feed, 0) > 0 or quarantined > 0
     }
     out = []
     for feed in sorted(set(known) | set(params.expected_feeds)):

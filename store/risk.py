@@ -24,6 +24,13 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from store.asof import (
+    closed_last_hour,
+    inbound_as_of,
+    listings_as_of,
+    sales_lines,
+    stock_as_of,
+)
 from store.snapshots import StockoutRow
 
 HOUR = 3600
@@ -228,9 +235,14 @@ def _scope_cte(scope: Scope) -> tuple[str, tuple[object, ...]]:
 
 
 def pair_inputs(
-    db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams
+    db: sqlite3.Connection, scope: Scope, t: int, params: MetricParams, *, past: bool = False
 ) -> list[PairInputs]:
     """Read the definition's inputs for the pairs in ``scope``, as of ``t`` for sales.
+
+    With ``past``, every pair known by ``t`` is read with its stock, listings and inbound
+    as of ``t`` (from the counts, adjustment log and update history); without it, stock,
+    listings and inbound are the current ones, right for any ``t`` at or after the latest
+    stock event (the writer's flags and a live refresh).
 
     The plans are pinned, not left to ANALYZE statistics (``tests/test_query_plans.py``
     checks them): the pairs drive every join (``CROSS JOIN`` keeps them the outer loop),
@@ -241,6 +253,15 @@ def pair_inputs(
     if not isinstance(scope, str) and not scope:
         return []
     first, last = window_hours(t, params.velocity_window_days)
+    # As of t: the roll-ups' whole hours before t's hour, plus the lines that make them t's
+    # (store/asof.py: t's own hour so far, and cancellations stamped after t).
+    late: dict[Pair, int] = defaultdict(int)
+    for line in sales_lines(db, t, first):
+        if first <= line.hour <= last:
+            late[(line.sku, line.location_id)] += line.units
+    last = closed_last_hour(t, last)
+    if past:  # stock, listings and inbound as of t, from their history (every pair)
+        return _all_pairs_as_of(db, t, first, last, late)
     cte, keys = _scope_cte(scope)
     sold: dict[Pair, int] = {}
     sold_keys: tuple[int, ...] = ()
@@ -304,18 +325,64 @@ def pair_inputs(
         return [
             PairInputs(
                 sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
-                sold.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+                sold.get((sku, loc), 0) + late.get((sku, loc), 0), pending.get((sku, loc), ()),
+                lead, reorder,
                 listings.get((sku, loc)),
             )
             for sku, loc, on_hand, reserved, category, reorder, lead, _ in rows
         ]  # fmt: skip
     return [
         PairInputs(
-            sku, loc, category, on_hand, reserved, buffers.get(loc, 0), units,
-            pending.get((sku, loc), ()), lead, reorder, listings.get((sku, loc)),
+            sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
+            units + late.get((sku, loc), 0), pending.get((sku, loc), ()), lead, reorder,
+            listings.get((sku, loc)),
         )
         for sku, loc, on_hand, reserved, category, reorder, lead, units in rows
     ]  # fmt: skip
+
+
+def _all_pairs_as_of(
+    db: sqlite3.Connection, t: int, first: int, last: int, late: dict[Pair, int]
+) -> list[PairInputs]:
+    """Every pair known by ``t``, with its stock, listings and inbound as of ``t``.
+
+    ``last`` is the last closed roll-up hour; ``late`` the sales after it up to ``t``.
+    """
+    stock = stock_as_of(db, t)
+    listings = listings_as_of(db, t)
+    inbound = inbound_as_of(db, t)
+    sold = {
+        (sku, loc): units
+        for sku, loc, units in db.execute(
+            """SELECT sku, location_id, SUM(units) FROM sales_hourly INDEXED BY sales_hourly_hour
+               WHERE hour BETWEEN ? AND ? GROUP BY sku, location_id""",
+            (first, last),
+        )
+    }
+    buffers: dict[str, int] = dict(
+        db.execute("SELECT location_id, safety_buffer FROM locations").fetchall()
+    )
+    skus = {
+        sku: (category, reorder, lead)
+        for sku, category, reorder, lead in db.execute(
+            "SELECT sku, category, reorder_point, lead_time_days FROM skus"
+        )
+    }
+    out = []
+    for (sku, loc), (on_hand, reserved) in sorted(stock.items()):
+        category, reorder, lead = skus.get(sku, ("-", 0, 0.0))
+        best: tuple[int, str] | None = None
+        for channel, advertised in listings.get((sku, loc), ()):
+            if best is None or (advertised, best[1]) > (best[0], channel):
+                best = (advertised, channel)
+        out.append(
+            PairInputs(
+                sku, loc, category, on_hand, reserved, buffers.get(loc, 0),
+                sold.get((sku, loc), 0) + late.get((sku, loc), 0),
+                tuple(inbound.get((sku, loc), ())), lead, reorder, best,
+            )
+        )  # fmt: skip
+    return out
 
 
 def risk_flags_time(db: sqlite3.Connection) -> int | None:

@@ -245,6 +245,52 @@ MIGRATIONS: tuple[str, ...] = (
         ON orders (placed_ts, has_order, channel, cancelled_ts, gross_cents, discount_cents);
     CREATE INDEX skus_risk_inputs ON skus (sku, reorder_point, lead_time_days, category);
     """,
+    # 5: the cancelled orders by cancellation time, so a window read as of a past moment
+    # finds the orders cancelled after it (their sales still count then) without a scan;
+    # live, the range is empty.  See store/asof.py.
+    # It also keeps the history stock as of a past moment needs: every count (the stock
+    # table keeps only the newest), every listing update and every inbound update (those
+    # tables keep the last write), seeded from what the store holds now.
+    """
+    CREATE INDEX orders_cancelled ON orders (cancelled_ts) WHERE cancelled_ts IS NOT NULL;
+    CREATE TABLE stock_counts (
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        on_hand INTEGER NOT NULL,
+        reserved INTEGER NOT NULL,
+        PRIMARY KEY (sku, location_id, ts)
+    ) WITHOUT ROWID;
+    INSERT INTO stock_counts (sku, location_id, ts, on_hand, reserved)
+        SELECT s.sku, s.location_id, s.as_of_ts,
+               s.on_hand - (SELECT COALESCE(SUM(delta), 0) FROM stock_adjustments a
+                            WHERE a.sku = s.sku AND a.location_id = s.location_id
+                              AND a.ts > s.as_of_ts),
+               s.reserved
+        FROM stock s WHERE s.as_of_ts > 0;
+    CREATE TABLE listing_history (
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        advertised INTEGER NOT NULL,
+        PRIMARY KEY (sku, location_id, channel, ts)
+    ) WITHOUT ROWID;
+    INSERT INTO listing_history (sku, location_id, channel, ts, advertised)
+        SELECT sku, location_id, channel, updated_ts, advertised FROM listings;
+    CREATE TABLE inbound_history (
+        po_id TEXT NOT NULL,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        quantity INTEGER NOT NULL,
+        eta_ts INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (po_id, sku, location_id, ts)
+    ) WITHOUT ROWID;
+    INSERT INTO inbound_history (po_id, sku, location_id, ts, quantity, eta_ts, status)
+        SELECT po_id, sku, location_id, updated_ts, quantity, eta_ts, status FROM inbound;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -40,7 +40,7 @@ async def test_orders_per_hour_leaves_out_orders_cancelled_by_now(db_path: Path)
     assert snap(db_path, at(1)).headline.orders_per_hour == 0  # (09:00+1h-1h, 11:00]: 0 kept
 
 
-async def test_a_cancellation_at_the_instant_of_fulfilment_wins(db_path: Path) -> None:
+async def test_a_cancellation_at_the_instant_of_fulfillment_wins(db_path: Path) -> None:
     await write(
         db_path,
         [
@@ -53,7 +53,7 @@ async def test_a_cancellation_at_the_instant_of_fulfilment_wins(db_path: Path) -
     )
     wh = next(r for r in snap(db_path, T0).fulfillment.rows if r.key == "WH1")
     assert wh.open_orders == 0  # done either way
-    assert wh.completed_24h == 1  # the cancelled one is not a fulfilment
+    assert wh.completed_24h == 1  # the cancelled one is not a fulfillment
     assert wh.on_time_rate == 1.0
 
 

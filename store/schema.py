@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
-from store.routing_schema import ROUTING_DDL
+from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the event log, quarantine, catalogue, current state and rollups.
@@ -245,6 +245,8 @@ MIGRATIONS: tuple[str, ...] = (
         ON orders (placed_ts, has_order, channel, cancelled_ts, gross_cents, discount_cents);
     CREATE INDEX skus_risk_inputs ON skus (sku, reorder_point, lead_time_days, category);
     """,
+    # 5: a counter of edits to locations, for readers that cache the nodes.
+    NODES_VERSION_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -38,6 +38,7 @@ SlotIssue = Literal["closed", "past_cutoff"]
 """Why a slot is not on the node's current day."""
 
 
+@lru_cache(maxsize=65536)
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance in kilometres between two points given in degrees."""
     phi1, phi2 = math.radians(lat1), math.radians(lat2)
@@ -74,15 +75,24 @@ class DayTimes:
 
 def day_times(hours: OpeningHours, tz: str, day: date) -> DayTimes:
     """Opening, cut-off and closing of local ``day`` at a node in zone ``tz`` (DST-aware)."""
+    return _day_times(hours.opens, hours.closes, hours.cutoff, tz, day)
+
+
+# Keyed on the hours' values, the zone and the local day, so an edited node or a new local
+# day is a new key: nothing to invalidate.  Bounded: old days fall out.
+@lru_cache(maxsize=8192)
+def _day_times(
+    opens_at: str, closes_at: str, cutoff_at: str | None, tz: str, day: date
+) -> DayTimes:
     zinfo = zone(tz)
-    opens = datetime.combine(day, _hhmm(hours.opens), zinfo)
-    closes = datetime.combine(day, _hhmm(hours.closes), zinfo)
+    opens = datetime.combine(day, _hhmm(opens_at), zinfo)
+    closes = datetime.combine(day, _hhmm(closes_at), zinfo)
     if closes <= opens:
-        closes = datetime.combine(day + timedelta(days=1), _hhmm(hours.closes), zinfo)
-    if hours.cutoff is not None:
-        cutoff = datetime.combine(day, _hhmm(hours.cutoff), zinfo)
+        closes = datetime.combine(day + timedelta(days=1), _hhmm(closes_at), zinfo)
+    if cutoff_at is not None:
+        cutoff = datetime.combine(day, _hhmm(cutoff_at), zinfo)
         if cutoff < opens:
-            cutoff = datetime.combine(day + timedelta(days=1), _hhmm(hours.cutoff), zinfo)
+            cutoff = datetime.combine(day + timedelta(days=1), _hhmm(cutoff_at), zinfo)
         cutoff = min(cutoff, closes)
     else:
         cutoff = closes
@@ -91,8 +101,19 @@ def day_times(hours: OpeningHours, tz: str, day: date) -> DayTimes:
         opens=opens.astimezone(UTC),
         cutoff=cutoff.astimezone(UTC),
         closes=closes.astimezone(UTC),
-        has_cutoff=hours.cutoff is not None,
+        has_cutoff=cutoff_at is not None,
     )
+
+
+@lru_cache(maxsize=4096)
+def _week(
+    opens_at: str, closes_at: str, cutoff_at: str | None, tz: str, today: date
+) -> tuple[DayTimes, tuple[DayTimes, ...]]:
+    """Yesterday and the eight days from ``today`` (the days a slot can fall on)."""
+    days = tuple(
+        _day_times(opens_at, closes_at, cutoff_at, tz, today + timedelta(days=n)) for n in range(8)
+    )
+    return _day_times(opens_at, closes_at, cutoff_at, tz, today - timedelta(days=1)), days
 
 
 def local_day(now: datetime, tz: str) -> date:
@@ -116,22 +137,22 @@ class Slot:
     """A short human explanation in the node's local time."""
 
 
+@lru_cache(maxsize=8192)
 def _local_hm(moment: datetime, tz: str) -> str:
     return moment.astimezone(zone(tz)).strftime("%H:%M")
 
 
+@lru_cache(maxsize=8192)
 def _local_day_hm(moment: datetime, tz: str) -> str:
     return moment.astimezone(zone(tz)).strftime("%a %d %b %H:%M")
 
 
 def _days_from(hours: OpeningHours, tz: str, now: datetime) -> Iterator[DayTimes]:
     """The node's day at ``now`` (an overnight day still open counts) and the next week."""
-    today = local_day(now, tz)
-    yesterday = day_times(hours, tz, today - timedelta(days=1))
+    yesterday, days = _week(hours.opens, hours.closes, hours.cutoff, tz, local_day(now, tz))
     if yesterday.closes > now:  # an overnight opening that started yesterday
         yield yesterday
-    for n in range(8):
-        yield day_times(hours, tz, today + timedelta(days=n))
+    yield from days
 
 
 def ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:

@@ -44,3 +44,22 @@ CREATE TABLE routing_reservations (
     PRIMARY KEY (order_id, line_no)
 ) WITHOUT ROWID;
 """
+
+NODES_VERSION_KEY = "locations_version"
+"""The ``meta`` key of the locations counter (see :data:`NODES_VERSION_DDL`)."""
+
+NODES_VERSION_DDL = f"""
+INSERT OR IGNORE INTO meta (key, value) VALUES ('{NODES_VERSION_KEY}', '0');
+CREATE TRIGGER locations_version_insert AFTER INSERT ON locations BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = '{NODES_VERSION_KEY}';
+END;
+CREATE TRIGGER locations_version_update AFTER UPDATE ON locations BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = '{NODES_VERSION_KEY}';
+END;
+CREATE TRIGGER locations_version_delete AFTER DELETE ON locations BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = '{NODES_VERSION_KEY}';
+END;
+"""
+"""DDL of migration 5: ``meta.locations_version``, a counter every write to ``locations``
+bumps (by trigger, so no writer can forget it).  Readers that cache the nodes (the
+``POST /route`` source) compare it in their read transaction instead of reloading them."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
-from store.routing_schema import ROUTING_DDL
+from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the event log, quarantine, catalogue, current state and rollups.
@@ -291,6 +291,8 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO inbound_history (po_id, sku, location_id, ts, quantity, eta_ts, status)
         SELECT po_id, sku, location_id, updated_ts, quantity, eta_ts, status FROM inbound;
     """,
+    # 6: a counter of edits to locations, for readers that cache the nodes.
+    NODES_VERSION_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -77,6 +77,20 @@ class AvailabilityRequest(BaseModel):
     at: AwareDatetime | None = None
 
 
+_ORDER_FIELDS = tuple(RouteOrder.model_fields)
+_DECISION_JSON = Decision.__pydantic_serializer__.to_json
+"""pydantic-core's serialiser of a decision straight to JSON bytes (no dict in between)."""
+
+
+def _with_reserved(decision_json: bytes) -> bytes:
+    """The decision's JSON object with ``"reserved": false`` appended (a check reserves nothing)."""
+    return decision_json[:-1] + b',"reserved":false}'
+
+
+def _json(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
 def _error(status: int, message: str, field: str | None, **extra: Any) -> web.Response:
     body = {"error": message, "field": field, **extra}
     return web.json_response(body, status=status)
@@ -172,11 +186,10 @@ def add_routes(
                 )
             else:
                 assert req is not None
-                order = RouteOrder.model_validate(req.model_dump(exclude={"at"}))
+                # Already validated as a RouteRequest: copy its fields, do not validate twice.
+                order = RouteOrder.model_construct(**{k: getattr(req, k) for k in _ORDER_FIELDS})
             decision = route(order, inventory, nodes, current, now)
-            body = decision.model_dump(mode="json")
-            body["reserved"] = False
-            return web.json_response(body)
+            return _json(_with_reserved(_DECISION_JSON(decision)))
 
         try:
             return await asyncio.to_thread(decide)
@@ -191,7 +204,7 @@ def add_routes(
             return _error(503, f"store not available: {exc}", None)
         if decision is None:
             return _error(404, f"no routing decision for order {order_id!r}", "order_id")
-        return web.json_response(decision.model_dump(mode="json"))
+        return _json(_DECISION_JSON(decision))
 
     app.router.add_post(f"{prefix}/route", post_route)
     app.router.add_get(f"{prefix}/route/{{order_id}}", get_route)

@@ -49,6 +49,7 @@ from store.model import (
     SkuBody,
 )
 from store.risk import MetricParams
+from store.routing_schema import NODES_VERSION_KEY
 from store.writer import AfterCommit
 
 DEFAULT_TIMEZONE = "America/New_York"
@@ -623,6 +624,7 @@ class StoreRoutingSource:
         self.timezone = timezone
         self.load_ttl = load_ttl
         self._load_cache: tuple[datetime, float, dict[str, int]] | None = None
+        self._nodes_cache: tuple[str, list[LocationBody]] | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
@@ -653,9 +655,26 @@ class StoreRoutingSource:
                 load = load_node_load(db, since)
                 self._load_cache = (since, time.monotonic() + self.load_ttl, load)
             inventory = Inventory(skus=load_skus(db, skus), levels=load_levels(db, skus), load=load)
-            return inventory, load_nodes(db)
+            return inventory, self._nodes(db)
         finally:
             db.execute("COMMIT")
+
+    def _nodes(self, db: sqlite3.Connection) -> list[LocationBody]:
+        """The nodes, rebuilt only when ``meta.locations_version`` moved (same list object).
+
+        The counter is read in the caller's read transaction, so the nodes and the stock
+        come from one snapshot.  A store without the counter (older schema) is read anew.
+        """
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (NODES_VERSION_KEY,)).fetchone()
+        if row is None:
+            return load_nodes(db)
+        version = str(row[0])
+        cached = self._nodes_cache
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        nodes = load_nodes(db)
+        self._nodes_cache = (version, nodes)
+        return nodes
 
     def decision(self, order_id: str) -> Decision | None:
         """The stored decision of ``order_id``."""

@@ -1,0 +1,305 @@
+"""``POST /route`` under load beside the HTTP ceiling (a fixed workload, not a test).
+
+``python -m tests.bench_route_api [--connections 1 8 50] [--seconds 5] [--db PATH]``
+
+Two servers run in their own processes on 127.0.0.1 (a port chosen by the OS), in the same
+run and on the same machine:
+
+* **omniops**: :func:`feeds.runtime.route_api.add_routes` over a :class:`StoreRoutingSource`
+  on the fixture day's store (catalogue, stock and the day's routed orders, as a live store
+  has them; see :mod:`tests.bench_routing`), with one rules object for the server's life
+  (what ``serve`` hands it from the hot-reloaded rules file);
+* **bare**: an aiohttp handler that reads the body and returns one captured ``/route``
+  answer (the same bytes every time): the ceiling of aiohttp on this machine.
+
+The load generator is ``wrk`` (Debian's ``wrk`` package) when installed: one thread, a
+fixed number of open connections, each sending the next of a fixed list of order and
+BOPIS-cart bodies drawn from the fixture day (a Lua script); else a small aiohttp client
+with the same fixed connection count (it is slower than wrk, so the ceiling it measures is
+lower).  For each connection count it prints p50 / p99 latency and requests/s of both and
+the ratio omniops / bare; then omniops at 50 connections in consecutive windows, to show
+throughput does not fall as the server lives.  Exit status 0 whatever the figures (the
+goals are in the issue, not asserted here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from feeds.runtime.route_api import add_routes
+from feeds.runtime.routing import StoreRoutingSource
+from rules.routing.config import FulfillmentRouting
+from store.clock import FixedClock
+from tests.bench_routing import AT, bench_store, bodies, build_store, percentile
+from tests.routing_world import FIXTURE_DAY
+
+BODIES = 2000
+"""Distinct request bodies the load generator cycles through."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One load-generator run against one server."""
+
+    connections: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        """Requests per second."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def _serve_omniops(db: str, port_out: Any) -> None:
+    async def main() -> None:
+        app = web.Application()
+        rules = FulfillmentRouting()  # one object for the server's life, as serve's rules file
+        add_routes(
+            app,
+            source=StoreRoutingSource(Path(db)),
+            rules=lambda: rules,
+            clock=FixedClock(AT),
+        )
+        await _run(app, port_out)
+
+    asyncio.run(main())
+
+
+def _serve_bare(answer: bytes, port_out: Any) -> None:
+    async def main() -> None:
+        async def handler(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(body=answer, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/route", handler)
+        await _run(app, port_out)
+
+    asyncio.run(main())
+
+
+async def _run(app: web.Application, port_out: Any) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port_out.put(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    await asyncio.Event().wait()
+
+
+class Server:
+    """A server process (``target(*args, port_queue)``) and its base URL."""
+
+    def __init__(self, target: Any, *args: Any) -> None:
+        """Start ``target`` in a spawned process and wait for its port."""
+        ctx = multiprocessing.get_context("spawn")
+        queue: Any = ctx.Queue()
+        self.proc = ctx.Process(target=target, args=(*args, queue), daemon=True)
+        self.proc.start()
+        self.base = f"http://127.0.0.1:{queue.get(timeout=60)}"
+
+    def stop(self) -> None:
+        """Terminate the process."""
+        self.proc.terminate()
+        self.proc.join(5)
+
+
+_LUA = """
+local bodies = {}
+for line in io.lines("%(path)s") do bodies[#bodies + 1] = line end
+local reqs = {}
+local n = 0
+init = function(args)
+  local headers = {["Content-Type"] = "application/json", ["Host"] = wrk.host .. ":" .. wrk.port}
+  for i, body in ipairs(bodies) do reqs[i] = wrk.format("POST", "/route", headers, body) end
+end
+request = function()
+  n = n %% #reqs + 1
+  return reqs[n]
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.status + summary.errors.timeout
+  io.write(string.format(
+    'WRK {"requests": %%d, "us": %%d, "p50": %%d, "p99": %%d, "errors": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), errors))
+end
+"""
+
+
+def wrk_run(base: str, script: Path, connections: int, seconds: float) -> Result:
+    """One ``wrk`` run (one thread, ``connections`` open connections)."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            f"{base}/route",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    data = json.loads(line[4:])
+    return Result(
+        connections=connections,
+        requests=int(data["requests"]),
+        seconds=data["us"] / 1e6,
+        p50_ms=data["p50"] / 1000,
+        p99_ms=data["p99"] / 1000,
+        errors=int(data["errors"]),
+    )
+
+
+async def _client_run(base: str, payloads: list[bytes], connections: int, seconds: float) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=connections)
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
+
+        async def client(offset: int) -> None:
+            nonlocal errors
+            n = offset
+            while time.perf_counter() < deadline:
+                body = payloads[n % len(payloads)]
+                n += connections
+                started = time.perf_counter()
+                async with session.post(f"{base}/route", data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(i) for i in range(connections)))
+        wall = time.perf_counter() - started
+    ms = [x * 1000 for x in latencies]
+    return Result(
+        connections=connections,
+        requests=len(ms),
+        seconds=wall,
+        p50_ms=statistics.median(ms),
+        p99_ms=percentile(ms, 0.99),
+        errors=errors,
+    )
+
+
+def client_run(base: str, payloads: list[bytes], connections: int, seconds: float) -> Result:
+    """The fallback load generator: ``connections`` aiohttp clients for ``seconds``."""
+    return asyncio.run(_client_run(base, payloads, connections, seconds))
+
+
+def _fmt(r: Result) -> str:
+    return f"p50 {r.p50_ms:6.2f} ms, p99 {r.p99_ms:6.2f} ms, {r.rate:8,.0f} req/s" + (
+        f", {r.errors} errors" if r.errors else ""
+    )
+
+
+def capture_answer(base: str, body: bytes) -> bytes:
+    """One real ``/route`` answer (what the bare server returns every time)."""
+
+    async def get() -> bytes:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base}/route", data=body, headers={"Content-Type": "application/json"}
+            ) as resp,
+        ):
+            assert resp.status == 200, await resp.text()
+            return await resp.read()
+
+    return asyncio.run(get())
+
+
+def main() -> None:
+    """Build the store, start both servers, load them at each connection count."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 8, 50])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--windows", type=int, default=4, help="life-of-server windows at 50")
+    parser.add_argument("--db", type=Path, default=None, help="reuse / keep the store here")
+    parser.add_argument("--client", action="store_true", help="aiohttp client even with wrk")
+    args = parser.parse_args()
+    if not (FIXTURE_DAY / "manifest.json").exists():
+        raise SystemExit("no fixtures/day: run python fixtures/generate.py first")
+    use_wrk = shutil.which("wrk") is not None and not args.client
+    with tempfile.TemporaryDirectory() as tmp:
+        db = args.db or Path(tmp) / "bench.db"
+        if not db.exists():
+            orders = asyncio.run(build_store(db))
+            bench_store(db, orders)  # leaves the day's decisions, as a live store has them
+        payloads = [json.dumps(b).encode() for b in bodies(BODIES)]
+        script = Path(tmp) / "route.lua"
+        lines = Path(tmp) / "bodies.jsonl"
+        lines.write_bytes(b"\n".join(payloads) + b"\n")
+        script.write_text(_LUA % {"path": lines})
+        omniops = Server(_serve_omniops, str(db))
+        try:
+            answer = capture_answer(omniops.base, payloads[0])
+            bare = Server(_serve_bare, answer)
+            try:
+
+                def run(base: str, connections: int, seconds: float) -> Result:
+                    if use_wrk:
+                        return wrk_run(base, script, connections, seconds)
+                    return client_run(base, payloads, connections, seconds)
+
+                tool = "wrk -t1" if use_wrk else "aiohttp client"
+                print(
+                    f"load generator: {tool}; {args.seconds:g} s per run; {len(payloads):,} "
+                    f"bodies; bare answer {len(answer):,} bytes"
+                )
+                run(omniops.base, 8, 1)  # warm up both
+                run(bare.base, 8, 1)
+                for c in args.connections:
+                    ours = run(omniops.base, c, args.seconds)
+                    ceiling = run(bare.base, c, args.seconds)
+                    print(
+                        f"{c:>3} conn  omniops {_fmt(ours)} | bare {_fmt(ceiling)} | "
+                        f"ratio {ours.rate / ceiling.rate:.2f}"
+                    )
+                rates = []
+                for w in range(args.windows):
+                    r = run(omniops.base, 50, args.seconds)
+                    rates.append(r.rate)
+                    print(f"life window {w + 1} at 50 conn: omniops {_fmt(r)}")
+                if rates:
+                    print(f"last / first window throughput: {rates[-1] / rates[0]:.2f}")
+            finally:
+                bare.stop()
+        finally:
+            omniops.stop()
+
+
+if __name__ == "__main__":
+    main()

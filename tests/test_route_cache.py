@@ -1,0 +1,128 @@
+"""What ``POST /route`` caches between requests is never stale: the next answer after a change.
+
+Real HTTP on 127.0.0.1 over a real store file, the real rules file watcher and a
+controllable clock.  Each test asks once (filling the caches), changes one thing (a node's
+hours through the writer, the rules file, the local day), and asks again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from feeds.runtime.alerting import RulesRuntime
+from feeds.runtime.route_api import make_app
+from feeds.runtime.routing import StoreRoutingSource
+from store.clock import FixedClock
+from tests.builders import ev
+from tests.conftest import write
+from tests.routing_world import DAY, NODES, ny, seed
+
+CART = {"location_id": "ST-NYC", "cart": [{"sku": "TEE", "quantity": 1}]}
+
+RULES_TEXT = """alert = []
+
+[fulfillment]
+prep_minutes = {{ store = {prep} }}
+
+[[fulfillment.rules]]
+id = "pickup"
+match = "method=bopis"
+kinds = ["store"]
+rank_by = ["distance"]
+fallback = "next_pickup_window"
+"""
+
+
+@dataclass
+class World:
+    """The running endpoint and the handles a test changes."""
+
+    url: str
+    db: Path
+    clock: FixedClock
+    rules_path: Path
+    rules: RulesRuntime
+
+
+@pytest.fixture
+async def world(db_path: Path, tmp_path: Path) -> AsyncIterator[World]:
+    await seed(db_path, DAY)
+    rules_path = tmp_path / "rules.toml"
+    rules_path.write_text(RULES_TEXT.format(prep=60))
+    rules = RulesRuntime(rules_path, create=False)
+    assert rules.current is not None, rules.watcher.error
+    clock = FixedClock(ny(12))
+    source = StoreRoutingSource(db_path)
+    app = make_app(source=source, rules=rules.fulfillment, clock=clock)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield World(str(server.make_url("")).rstrip("/"), db_path, clock, rules_path, rules)
+    finally:
+        await server.close()
+
+
+async def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(f"{url}/route", json=body) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
+async def test_an_edited_node_is_seen_by_the_next_answer(world: World) -> None:
+    before = await ask(world.url, CART)
+    assert before["pickup_window"] == ["2026-11-18T18:00:00Z", "2026-11-19T02:00:00Z"]
+    nyc = next(n for n in NODES if n.location_id == "ST-NYC")
+    edited = nyc.model_dump(mode="json")
+    edited["hours"] = {"opens": "09:00", "closes": "19:00", "cutoff": "18:00"}
+    await write(world.db, [ev("location.upserted", ny(11), edited, source="catalog")])
+    after = await ask(world.url, CART)
+    # Ready at noon plus an hour as before, but the window now ends at the new closing time.
+    assert after["pickup_window"] == ["2026-11-18T18:00:00Z", "2026-11-19T00:00:00Z"]
+
+
+async def test_a_node_changed_by_hand_in_sql_is_seen_too(world: World) -> None:
+    await ask(world.url, CART)
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    try:  # the counter is kept by trigger, so even an edit outside the writer counts
+        conn.execute("UPDATE locations SET closes = '18:00' WHERE location_id = 'ST-NYC'")
+    finally:
+        conn.close()
+    after = await ask(world.url, CART)
+    assert after["pickup_window"] == ["2026-11-18T18:00:00Z", "2026-11-18T23:00:00Z"]
+
+
+async def test_a_changed_rules_file_is_seen_by_the_next_answer(world: World) -> None:
+    before = await ask(world.url, CART)
+    assert before["pickup_window"][0] == "2026-11-18T18:00:00Z"  # noon + 60 min
+    world.rules_path.write_text(RULES_TEXT.format(prep=150))
+    assert await world.rules.watcher.check()
+    after = await ask(world.url, CART)
+    assert after["pickup_window"][0] == "2026-11-18T19:30:00Z"  # noon + 150 min
+    assert after["trace"][0]["rule_id"] == "pickup"
+
+
+async def test_a_new_local_day_is_seen_by_the_next_answer(world: World) -> None:
+    world.clock.set(ny(20, 30))  # past ST-NYC's 20:00 cut-off: tomorrow's window
+    late = await ask(world.url, CART)
+    assert late["fallback"] == "next_pickup_window"
+    assert late["pickup_window"] == ["2026-11-19T15:00:00Z", "2026-11-20T02:00:00Z"]
+    world.clock.advance(timedelta(hours=13))  # 09:30 on the 19th: a new local day
+    morning = await ask(world.url, CART)
+    assert morning["fallback"] is None
+    assert morning["pickup_window"] == ["2026-11-19T15:30:00Z", "2026-11-20T02:00:00Z"]
+    world.clock.advance(timedelta(days=1))  # and the day after
+    next_day = await ask(world.url, CART)
+    assert next_day["pickup_window"] == ["2026-11-20T15:30:00Z", "2026-11-21T02:00:00Z"]

@@ -60,6 +60,9 @@ class BadStore(Exception):
     """A ``--db`` that cannot be a store: not SQLite, empty, or in a missing folder."""
 
 
+STORE_CHECKED = frozenset({"demo", "console", "ingest", "report", "import-history"})
+"""Commands whose ``--db`` :func:`check_db` checks before they run (serve and web check theirs)."""
+
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -213,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         log_to_file()
     try:
-        check_db(getattr(args, "db", None))
+        if args.command in STORE_CHECKED:
+            check_db(getattr(args, "db", None))
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         return handler(args)
     except BadStore as exc:

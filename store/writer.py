@@ -214,6 +214,26 @@ class StoreWriter:
         futures = await self.submit_many(items)
         return [outcome for chunk in await asyncio.gather(*futures) for outcome in chunk]
 
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed and its after-commit hook ran.
+
+        The writer handles jobs in order, so an empty job resolves only once every earlier
+        batch (and the routing after it) is done.
+        """
+        if self._failure is not None:
+            raise RuntimeError("store writer stopped") from self._failure
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job([], future))
+        await future
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the writer's connection, between batches (a replay's replacement).
+
+        ``fn`` opens and commits its own transaction; it runs on the writer thread, so it
+        never races a batch.
+        """
+        return await self._run(fn)
+
     async def write(self, items: Iterable[Item]) -> list[Outcome]:
         """Submit ``items`` and wait until all are committed; return their outcomes."""
         return await self.write_many(list(items))

@@ -49,6 +49,14 @@ class Mapped:
 
     items: list[Event | Quarantined] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    unmapped: list[tuple[str, str]] = field(default_factory=list)
+    """``(kind, external id)`` of every id the mapping file did not know (``location_id``,
+    ``inventory_item_id``, ...): recorded for ``omniops mapping suggest`` and the replay."""
+
+    def note_unmapped(self, kind: str, external_id: str | None) -> None:
+        """Record an external id the mapping file has no entry for (once per payload)."""
+        if external_id and (kind, external_id) not in self.unmapped:
+            self.unmapped.append((kind, external_id))
 
 
 JsonObject = dict[str, Any]

@@ -138,6 +138,10 @@ def _order_change(change: JsonObject, mapping: AmazonMapping) -> Mapped:
 
     if status != "Canceled":
         out.items.append(_placed(amazon_id, summary, spath, purchased, mapping))
+        for item in summary.get("OrderItems") or ():
+            seller_sku = item.get("SellerSKU") if isinstance(item, dict) else None
+            if isinstance(seller_sku, str) and seller_sku not in mapping.skus:
+                out.note_unmapped("seller_sku", seller_sku)
     else:
         out.items.append(
             OrderCancelled(
@@ -217,6 +221,8 @@ def _fba_inventory(
     out = Mapped()
     seller_sku = text(body, "SKU", "Payload")
     sku = mapping.skus.get(seller_sku, seller_sku)
+    if seller_sku not in mapping.skus:
+        out.note_unmapped("seller_sku", seller_sku)
     for i, entry in enumerate(arr(body, "FulfillmentInventoryByMarketplace", "Payload")):
         path = join("Payload.FulfillmentInventoryByMarketplace", i)
         if not isinstance(entry, dict):
@@ -231,6 +237,7 @@ def _fba_inventory(
         )
         location = mapping.marketplaces.get(marketplace)
         if location is None:
+            out.note_unmapped("marketplace", marketplace)
             out.ignored.append(f"{path}: marketplace {marketplace} not in amazon.marketplaces")
             continue
         out.items.append(

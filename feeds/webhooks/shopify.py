@@ -13,10 +13,13 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``shopify.channel`` (``shopify.pos_channel`` when ``source_name`` is ``pos``);
     method: ``bopis`` for Shopify POS orders and for orders whose shipping line code or
     title names a pickup (``shopify.pickup_markers``), ``ship_from_store`` when a
-    fulfillment leaves from one of ``shopify.store_locations``, else ``ship``; location:
-    the mapped location of that fulfillment, else of the order's ``location_id`` (left
-    empty when unmapped, never guessed); destination region ``<country_code>-<province_code>``
-    of the shipping address (``shopify.default_region`` without one);
+    fulfilment leaves from one of ``shopify.store_locations``, else ``ship``; location:
+    the mapped location of that fulfilment, else of the order's ``location_id``; when it
+    is unmapped (or absent) the order is left to the fulfilment rules like any order
+    without a node (never guessed from the id), and the id is recorded for
+    ``omniops mapping suggest`` and ``omniops quarantine replay``; destination region
+    ``<country_code>-<province_code>`` of the shipping address (``shopify.default_region``
+    without one);
     ``promised_by`` = ``created_at`` + ``shopify.sla_hours``; lines: the SKU from
     ``shopify.variants`` by ``variant_id``, else the line's own ``sku``; a line with
     neither sends the placement to quarantine; gift-card lines are skipped (not stock);
@@ -267,6 +270,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
         if sku is None:
             variant = opt_ident(line, "variant_id", path)
             problems.append(f"{path}: no sku and unmapped Shopify variant_id {variant}")
+            out.note_unmapped("variant_id", variant)
             continue
         if quantity <= 0:
             raise PayloadError(join(path, "quantity"), f"must be positive, got {quantity}")
@@ -287,8 +291,10 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
             break
     location = _location(location_ext, mapping)
     if location_ext is not None and location is None:
+        out.note_unmapped("location_id", location_ext)
         out.ignored.append(
-            f"order {oid}: unmapped Shopify location_id {location_ext} (stored without a node)"
+            f"order {oid}: unmapped Shopify location_id {location_ext}"
+            " (routed by the fulfilment rules; replay after mapping it)"
         )
 
     if problems:
@@ -468,6 +474,8 @@ def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
         sku = _line_sku(line, join(path, "line_item"), mapping) if line else None
         loc_ext = opt_ident(rli, "location_id", path)
         location = _location(loc_ext, mapping) if loc_ext else mapping.default_return_location
+        if loc_ext and location is None:
+            out.note_unmapped("location_id", loc_ext)
         problems = []
         if sku is None:
             problems.append(f"{path}: no SKU for the refunded line")
@@ -517,8 +525,10 @@ def _inventory(level: JsonObject, delivery_id: str, mapping: ShopifyMapping) -> 
     problems = []
     if sku is None:
         problems.append(f"unmapped Shopify inventory_item_id {item}")
+        out.note_unmapped("inventory_item_id", item)
     if location is None:
         problems.append(f"unmapped Shopify location_id {loc_ext}")
+        out.note_unmapped("location_id", loc_ext)
     if problems:
         out.items.append(_quarantine(level, "; ".join(problems)))
         return out

@@ -129,8 +129,10 @@ def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
         problems = []
         if sku is None:
             problems.append(f"unmapped Square catalog_object_id {catalog}")
+            out.note_unmapped("catalog_object_id", catalog)
         if location is None:
             problems.append(f"unmapped Square location_id {loc_ext}")
+            out.note_unmapped("location_id", loc_ext)
         if problems:
             out.items.append(
                 Quarantined(
@@ -175,6 +177,7 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
     state = opt_text(summary, "state", where) or ""
     if full is not None:
         out.items.append(_placed(square_id, full, mapping))
+        _note_unmapped(full, mapping, out)
     else:
         out.ignored.append(f"{kind} {square_id}: notification without line items")
     if state == "CANCELED":
@@ -189,6 +192,17 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
             )
         )
     return out
+
+
+def _note_unmapped(order: JsonObject, mapping: SquareMapping, out: Mapped) -> None:
+    """Record the order's location and catalog ids the mapping file does not know."""
+    loc_ext = order.get("location_id")
+    if isinstance(loc_ext, str) and loc_ext not in mapping.locations:
+        out.note_unmapped("location_id", loc_ext)
+    for line in order.get("line_items") or ():
+        catalog = line.get("catalog_object_id") if isinstance(line, dict) else None
+        if isinstance(catalog, str) and catalog not in mapping.catalog_objects:
+            out.note_unmapped("catalog_object_id", catalog)
 
 
 def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderPlaced | Quarantined:

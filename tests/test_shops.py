@@ -26,7 +26,7 @@ PAYLOADS = ROOT / "fixtures" / "payloads"
 SECRET = "shpss_shops_secret"
 EVENTS_TOKEN = "events-token"
 ORDER_ID = "shopify-450789469"
-SHOP_LOCATION = "655441491"  # the location of the sample order's fulfilment
+SHOP_LOCATION = "655441491"  # the location of the sample order's fulfillment
 SKUS = ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK")
 
 
@@ -101,7 +101,7 @@ async def test_unmapped_location_is_routed_by_the_default_rules(shop: Shop) -> N
     await shop.catalogue({"WH-A": 5})
     status, answer = await shop.shopify("orders/create", payload("shopify/rest-2024-04_order.json"))
     assert status == 200, answer
-    assert any(SHOP_LOCATION in line and "fulfilment rules" in line for line in answer["ignored"])
+    assert any(SHOP_LOCATION in line and "fulfillment rules" in line for line in answer["ignored"])
     (row,) = shop.rows(
         "SELECT d.status, d.location_id, o.location_id, o.fulfil_location_id"
         " FROM routing_decisions d JOIN orders o USING (order_id) WHERE order_id = ?",

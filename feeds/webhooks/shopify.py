@@ -13,9 +13,9 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``shopify.channel`` (``shopify.pos_channel`` when ``source_name`` is ``pos``);
     method: ``bopis`` for Shopify POS orders and for orders whose shipping line code or
     title names a pickup (``shopify.pickup_markers``), ``ship_from_store`` when a
-    fulfilment leaves from one of ``shopify.store_locations``, else ``ship``; location:
-    the mapped location of that fulfilment, else of the order's ``location_id``; when it
-    is unmapped (or absent) the order is left to the fulfilment rules like any order
+    fulfillment leaves from one of ``shopify.store_locations``, else ``ship``; location:
+    the mapped location of that fulfillment, else of the order's ``location_id``; when it
+    is unmapped (or absent) the order is left to the fulfillment rules like any order
     without a node (never guessed from the id), and the id is recorded for
     ``omniops mapping suggest`` and ``omniops quarantine replay``; destination region
     ``<country_code>-<province_code>`` of the shipping address (``shopify.default_region``
@@ -294,7 +294,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
         out.note_unmapped("location_id", location_ext)
         out.ignored.append(
             f"order {oid}: unmapped Shopify location_id {location_ext}"
-            " (routed by the fulfilment rules; replay after mapping it)"
+            " (routed by the fulfillment rules; replay after mapping it)"
         )
 
     if problems:

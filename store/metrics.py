@@ -311,7 +311,7 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     # is shown (a heap of top_n), and build the sort key once per pair.
     keyed = []
     for inputs in pair_inputs(db, scope, t, params):
-        status, cover, velocity = inputs.assess(window, t)
+        status, cover, velocity = inputs.assess(window, t, params)
         if status in rank:
             counts[status] += 1
             keyed.append(
@@ -325,7 +325,7 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
                 )
             )
     top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
-    rows = [k[5].row(window, t) for k in top]
+    rows = [k[5].row(window, t, params) for k in top]
     total = db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
     return StockoutSnapshot(
         rows=tuple(rows[: params.top_n]),

@@ -96,6 +96,10 @@ class OversellLimits(NamedTuple):
     """The channel's sync interval in days: a pair that sells out sooner is at risk anyway."""
 
 
+NO_TOLERANCE = OversellLimits()
+"""No tolerance and no sync interval: any excess is an oversell (the pure default)."""
+
+
 def is_oversell(
     advertised: int, available: int, cover: float | None, limits: OversellLimits
 ) -> bool:
@@ -123,7 +127,7 @@ def assess(
     reorder_point: int,
     listing: tuple[int, str] | None,
     t: int,
-    limits: OversellLimits = OversellLimits(),
+    limits: OversellLimits = NO_TOLERANCE,
 ) -> tuple[str, float | None, int | None]:
     """Status, days of cover and projected stockout (epoch s) of one pair: the definition.
 
@@ -170,7 +174,7 @@ def stockout_row(
     reorder_point: int,
     listing: tuple[int, str] | None,
     t: int,
-    limits: OversellLimits = OversellLimits(),
+    limits: OversellLimits = NO_TOLERANCE,
 ) -> StockoutRow:
     """One SKU × location, following the definition exactly (pure: tested by hand)."""
     available = on_hand - reserved - safety_buffer

@@ -341,7 +341,7 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     keyed = []
     evaluated = pair_inputs(db, scope, t, params, past=scope == "all")
     for inputs in evaluated:
-        status, cover, velocity = inputs.assess(window, t)
+        status, cover, velocity = inputs.assess(window, t, params)
         if status in rank:
             counts[status] += 1
             keyed.append(
@@ -355,7 +355,7 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
                 )
             )
     top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
-    rows = [k[5].row(window, t) for k in top]
+    rows = [k[5].row(window, t, params) for k in top]
     # The pairs known by t: all evaluated when t is in the past, else the stock table's.
     total = (
         len(evaluated) if scope == "all" else db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]

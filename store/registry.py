@@ -211,7 +211,7 @@ _DECLARED = (
         _STOCK,
         "flag",
         "flag",
-        "1 when a channel advertises too much",
+        "1 when a channel's excess is material or sells out before its sync",
         "stockout",
         "oversell",
     ),

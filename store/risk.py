@@ -72,6 +72,58 @@ class MetricParams(BaseModel):
     """Feeds that should deliver; one that never did is listed as stale with no time."""
     top_n: int = 200
     """Rows kept per panel (the ones that matter most)."""
+    oversell_tolerance_units: int = 2
+    """An excess of advertised over available up to this many units is a sync lag, not a risk."""
+    oversell_tolerance_pct: float = 5.0
+    """... or up to this percentage of what is available (the larger of the two tolerates)."""
+    oversell_channel_tolerance: dict[str, tuple[int, float]] = {}
+    """Per-channel (units, percent) tolerance, replacing the two above for that channel."""
+    listing_sync_minutes: float = 15.0
+    """How often a channel's listings are synced when its cadence is not known."""
+    listing_sync_overrides: dict[str, float] = {}
+    """Per-channel listing sync interval in minutes."""
+
+    def oversell_limits(self, channel: str) -> OversellLimits:
+        """The oversell tolerance and sync interval that apply to ``channel``."""
+        units, pct = self.oversell_channel_tolerance.get(
+            channel, (self.oversell_tolerance_units, self.oversell_tolerance_pct)
+        )
+        minutes = self.listing_sync_overrides.get(channel, self.listing_sync_minutes)
+        return OversellLimits(units, pct, minutes / (24 * 60))
+
+
+class OversellLimits(NamedTuple):
+    """When a listing's excess over available stock is an oversell risk (README)."""
+
+    tolerance_units: int = 0
+    """An excess up to this many units is tolerated..."""
+    tolerance_pct: float = 0.0
+    """... or up to this percentage of max(available, 0)."""
+    sync_days: float = 0.0
+    """The channel's sync interval in days: a pair that sells out sooner is at risk anyway."""
+
+
+NO_TOLERANCE = OversellLimits()
+"""No tolerance and no sync interval: any excess is an oversell (the pure default)."""
+
+
+def is_oversell(
+    advertised: int, available: int, cover: float | None, limits: OversellLimits
+) -> bool:
+    """Whether a listing advertising ``advertised`` is an oversell risk (the definition).
+
+    The channel must advertise more than max(available, 0), and the excess must be either
+    material (above both tolerances) or come on a pair whose cover runs out before the
+    channel's next sync, so that the channel will sell units that are not there.
+    """
+    stock = max(available, 0)
+    excess = advertised - stock
+    if excess <= 0:
+        return False
+    tolerated = max(limits.tolerance_units, limits.tolerance_pct / 100.0 * stock)
+    if excess > tolerated:
+        return True
+    return cover is not None and cover < limits.sync_days
 
 
 def assess(
@@ -82,10 +134,12 @@ def assess(
     reorder_point: int,
     listing: tuple[int, str] | None,
     t: int,
+    limits: OversellLimits = NO_TOLERANCE,
 ) -> tuple[str, float | None, int | None]:
     """Status, days of cover and projected stockout (epoch s) of one pair: the definition.
 
-    ``pending`` is the open inbound as (quantity, ETA) sorted by ETA.
+    ``pending`` is the open inbound as (quantity, ETA) sorted by ETA; ``limits`` are the
+    oversell tolerance and sync interval of the listing's channel (none by default).
     """
     cover: float | None = None
     stockout_at: int | None = None
@@ -101,7 +155,7 @@ def assess(
         stockout_at = t + int(cover * DAY)
     if available <= 0:
         status = "OUT"
-    elif listing is not None and listing[0] > available:
+    elif listing is not None and is_oversell(listing[0], available, cover, limits):
         status = "OVERSELL"
     elif available < reorder_point or (cover is not None and cover < lead_time_days):
         status = "AT RISK"
@@ -127,16 +181,19 @@ def stockout_row(
     reorder_point: int,
     listing: tuple[int, str] | None,
     t: int,
+    limits: OversellLimits = NO_TOLERANCE,
 ) -> StockoutRow:
     """One SKU × location, following the definition exactly (pure: tested by hand)."""
     available = on_hand - reserved - safety_buffer
     velocity = units_sold / window_days if window_days else 0.0
     pending = sorted(inbound, key=lambda qe: qe[1])
     status, cover, stockout_at = assess(
-        available, velocity, pending, lead_time_days, reorder_point, listing, t
+        available, velocity, pending, lead_time_days, reorder_point, listing, t, limits
     )
     inbound_eta = min((e for _, e in pending), default=None)
-    oversell = status == "OVERSELL" or (listing is not None and listing[0] > max(available, 0))
+    oversell = status == "OVERSELL" or (
+        listing is not None and is_oversell(listing[0], available, cover, limits)
+    )
     return StockoutRow(
         sku=sku,
         location_id=location_id,
@@ -189,7 +246,13 @@ class PairInputs(NamedTuple):
     reorder_point: int
     listing: tuple[int, str] | None
 
-    def row(self, window_days: float, t: int) -> StockoutRow:
+    def limits(self, params: MetricParams | None) -> OversellLimits:
+        """The oversell limits of this pair's listing channel."""
+        if params is None or self.listing is None:
+            return OversellLimits()
+        return params.oversell_limits(self.listing[1])
+
+    def row(self, window_days: float, t: int, params: MetricParams | None = None) -> StockoutRow:
         """The full stockout row of this pair."""
         return stockout_row(
             sku=self.sku,
@@ -205,9 +268,12 @@ class PairInputs(NamedTuple):
             reorder_point=self.reorder_point,
             listing=self.listing,
             t=t,
+            limits=self.limits(params),
         )
 
-    def assess(self, window_days: float, t: int) -> tuple[str, float | None, float]:
+    def assess(
+        self, window_days: float, t: int, params: MetricParams | None = None
+    ) -> tuple[str, float | None, float]:
         """(status, days of cover, velocity) without building the row."""
         velocity = self.units_sold / window_days if window_days else 0.0
         status, cover, _ = assess(
@@ -218,6 +284,7 @@ class PairInputs(NamedTuple):
             self.reorder_point,
             self.listing,
             t,
+            self.limits(params),
         )
         return status, cover, velocity
 
@@ -398,7 +465,7 @@ def refresh_risk_flags(db: sqlite3.Connection, scope: Scope, t: int, params: Met
     """
     window = params.velocity_window_days
     flags = [
-        (1 if p.assess(window, t)[0] in AT_RISK else 0, p.sku, p.location_id)
+        (1 if p.assess(window, t, params)[0] in AT_RISK else 0, p.sku, p.location_id)
         for p in pair_inputs(db, scope, t, params)
     ]
     db.executemany(

@@ -15,7 +15,7 @@ from store.metrics import (
     percentile,
     rate_z_score,
 )
-from store.risk import stockout_row
+from store.risk import is_oversell, stockout_row
 from store.snapshots import Snapshots
 from tests.builders import (
     T0,
@@ -452,3 +452,34 @@ async def test_the_newest_carrier_estimate_wins_whatever_the_arrival_order(db_pa
     await write(db_path, [step("p", "released", at(-21), estimated_delivery=at(-2))])
     fx = next(r for r in snap(db_path, T0).fulfillment.rows if r.key == "FedEx")
     assert (fx.late, fx.status) == (0, "OK")
+
+
+def test_oversell_one_unit_lag_with_weeks_of_cover_is_not_flagged() -> None:
+    # available 10, velocity 0.5/day (cover 20 d), advertises 11: excess 1 ≤ 2 units, and
+    # 20 days of cover do not run out before a 15-minute sync.
+    limits = MetricParams().oversell_limits("marketplace")
+    assert not is_oversell(11, 10, 20.0, limits)
+    r = row(lead_time_days=1, listing=(11, "marketplace"), limits=limits)
+    assert r.status == "OK" and r.oversell_channel is None
+
+
+def test_oversell_material_excess_is_flagged() -> None:
+    # available 10, advertises 15: excess 5 > max(2 units, 5 % of 10 = 0.5).
+    limits = MetricParams().oversell_limits("marketplace")
+    assert is_oversell(15, 10, 20.0, limits)
+    r = row(lead_time_days=1, listing=(15, "marketplace"), limits=limits)
+    assert (r.status, r.oversell_channel) == ("OVERSELL", "marketplace")
+    # a per-channel tolerance of 10 units tolerates it
+    wide = MetricParams(oversell_channel_tolerance={"marketplace": (10, 0.0)})
+    assert not is_oversell(15, 10, 20.0, wide.oversell_limits("marketplace"))
+    assert is_oversell(15, 10, 20.0, wide.oversell_limits("webshop"))
+
+
+def test_oversell_small_excess_selling_out_before_next_sync_is_flagged() -> None:
+    # available 2, advertises 3 (excess 1, tolerated), but velocity 288/day sells 2 units in
+    # 10 minutes: cover 2/288 d = 10 min < the 15-minute sync, so the channel oversells.
+    params = MetricParams()
+    limits = params.oversell_limits("webshop")
+    assert is_oversell(3, 2, 2 / 288, limits)
+    slow = MetricParams(listing_sync_overrides={"webshop": 5.0}).oversell_limits("webshop")
+    assert not is_oversell(3, 2, 2 / 288, slow)  # synced every 5 minutes: in time

@@ -4,7 +4,12 @@
 (``body.lines.0.quantity: Input should be greater than 0``); :func:`describe_error` makes
 any exception one line for a status bar or a log (a validation error by field, else the
 first line of its message, else its type name).  They sit in ``rules``, the lowest layer
-that validates operator input, so feeds, runtimes and the console all describe errors alike.
+that validates operator input, so feeds, runtimes and the console all describe errors alike
+(the console's :func:`console.errors.describe_error` is this function with its own rule for
+when to show the type).
+
+An error that knows a better one-line wording than its message (a rules file with many
+problems names the first and counts the rest) says so with an ``operator_line()`` method.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def describe_error(error: BaseException | None, *, with_type: bool = False) -> s
     """
     if error is None:
         return "unknown error"
+    own_line = getattr(error, "operator_line", None)
+    if callable(own_line):
+        return str(own_line())
     if isinstance(error, ValidationError):
         return describe_validation_error(error, limit=1)
     text = str(error).strip()

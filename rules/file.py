@@ -100,6 +100,12 @@ class RulesFileError(ValueError):
         """The first problem (the one to show when there is room for one line)."""
         return self.problems[0]
 
+    def operator_line(self) -> str:
+        """One line for a status bar: the first problem by field, then how many more."""
+        first = self.first
+        more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return (f"{first.field}: {first.message}" if first.field else first.message) + more
+
 
 def digest_of(text: str) -> str:
     """The content hash used for conflict detection."""

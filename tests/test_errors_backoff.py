@@ -64,3 +64,29 @@ def test_backoff_jitter_stays_under_the_ceiling() -> None:
     delays = [policy.delay(n) for n in range(1, 9)]
     assert all(0 <= d <= min(30, 2 ** (n - 1)) for n, d in enumerate(delays, start=1))
     assert len(set(delays)) == len(delays)
+
+
+def test_console_describer_is_the_shared_one_with_its_type_rule() -> None:
+    """The console words errors as rules.errors does; only the type prefix rule is its own."""
+    from pathlib import Path
+
+    from console.errors import describe_error as console_describe
+    from rules.file import Problem, RulesFileError
+
+    bad = RulesFileError(
+        [
+            Problem(Path("rules.toml"), 3, "alert[2].threshold", "must be a number"),
+            Problem(Path("rules.toml"), 9, "alert[4].for", "not a duration"),
+        ]
+    )
+    assert describe_error(bad) == "alert[2].threshold: must be a number (+1 more)"
+    assert console_describe(bad) == describe_error(bad)
+    assert console_describe(ValueError("threshold must be a number")) == (
+        "threshold must be a number"
+    )
+    assert console_describe(sqlite3.OperationalError("database is locked\nmore")) == (
+        "OperationalError: database is locked"
+    )
+    exc = invalid({"lines": [{"sku": "A", "quantity": 0}]})
+    assert console_describe(exc) == "lines.0.quantity: Input should be greater than 0"
+    assert console_describe(None) == "unknown error"

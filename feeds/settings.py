@@ -1,7 +1,8 @@
 """The configuration of every omniops process, as one model: no file needed, a TOML file, env.
 
 :class:`Settings` holds what the console, the demo, ``report`` and ``omniops serve`` read;
-``serve`` is its nested section (:class:`ServeConfig`, the ``[serve]`` table).
+``serve`` and ``web`` are its nested sections (:class:`ServeConfig`, the ``[serve]`` table;
+:class:`WebConfig`, the ``[web]`` table).
 
 Where the file is: ``$OMNIOPS_CONFIG`` if set, else ``$XDG_CONFIG_HOME/omniops/config.toml``
 (default ``~/.config/omniops/config.toml``); it is read only if it exists, and every field
@@ -13,13 +14,14 @@ Precedence, highest first:
 2. the environment: ``OMNIOPS_<FIELD>`` for top-level fields (``OMNIOPS_DB``,
    ``OMNIOPS_REFRESH_INTERVAL``), nested ones with ``__`` (``OMNIOPS_METRICS__TOP_N``,
    ``OMNIOPS_SERVE__PORT``), and, for the serve section, the flat names ``omniops serve``
-   has always read (``OMNIOPS_PORT``, ``OMNIOPS_SHOPIFY_WEBHOOK_SECRET``), which a nested
-   name beats;
+   has always read (``OMNIOPS_PORT``, ``OMNIOPS_SHOPIFY_WEBHOOK_SECRET``) and for the web
+   section ``OMNIOPS_WEB_<FIELD>`` (``OMNIOPS_WEB_PORT``), which a nested name beats;
 3. the file;
 4. the defaults.
 
-``serve.db`` follows the top-level ``db`` unless ``[serve]`` sets its own (or ``--db`` is
-given), so one ``db = ...`` line configures the console and the server alike.
+``serve.db`` and ``web.db`` follow the top-level ``db`` unless their section sets its own (or
+``--db`` is given), so one ``db = ...`` line configures the console, the server and the web
+view alike.
 
 Secrets are :class:`pydantic.SecretStr`: they print as ``**********`` and
 :meth:`ServeConfig.describe` names which are set, never their values.  Keep them in the
@@ -32,7 +34,9 @@ the console above them; nothing in ``rules`` or ``store`` reads it.
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 import tomllib
 from datetime import tzinfo
 from pathlib import Path
@@ -206,6 +210,119 @@ class ServeConfig(BaseModel):
         )
 
 
+MIN_TOKEN_CHARS = 16
+"""Shortest token accepted (``python -c 'import secrets; print(secrets.token_urlsafe())'``)."""
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ENV_NAME = re.compile(r"^\$?([A-Za-z_][A-Za-z0-9_]*)$")
+
+
+class WebConfigError(ValueError):
+    """The ``[web]`` configuration cannot be used (names the key and what to do)."""
+
+
+class WebConfig(BaseModel):
+    """The ``[web]`` section: everything ``omniops web`` can be told.
+
+    Every field but ``users`` has a default.  Build it with
+    :func:`feeds.runtime.web_config.load_web_config` (file, environment and command line);
+    a direct ``WebConfig(...)`` takes only its arguments and the defaults.
+
+    Who may log in is the ``users`` table: a web user's name and the *name of an
+    environment variable* that holds their token, never the token itself
+    (``users = { ana = "$OMNIOPS_WEB_TOKEN_ANA" }``).  A variable that is unset or empty, a
+    token shorter than :data:`MIN_TOKEN_CHARS`, a token written literally in the file, or
+    two users sharing one token is a configuration error: ``omniops web`` refuses to start
+    rather than open a door.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    db: Path = Path("omniops.db")
+    """The store every browser session's console reads."""
+    host: str = "127.0.0.1"
+    """Address to listen on.  Loopback by default: expose it through a reverse proxy."""
+    port: int = Field(default=8090, ge=0, le=65535)
+    """Port to listen on (0: any free port; the chosen one is printed)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain; with ``tls_key``, serve HTTPS (and WSS) directly."""
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+    public_url: str | None = None
+    """The address browsers use (e.g. ``https://ops.example.com/console``) when a reverse
+    proxy stands in front; default: taken from each request's own host and scheme."""
+    users: dict[str, str] = {}
+    """Web user → ``"$ENV_VAR"`` holding that user's token (secrets only from the env)."""
+    max_sessions: int = Field(default=8, ge=1)
+    """Most browser sessions (console processes) at once; more are refused with 503."""
+    idle_timeout_minutes: float = Field(default=30.0, gt=0)
+    """A session with no key, click or resize for this long is closed (its process ends)."""
+    login_hours: float = Field(default=12.0, gt=0)
+    """How long the session cookie set after a token check stays valid."""
+    font_size: int = Field(default=16, ge=6, le=48)
+    """Terminal font size in the browser (``?fontsize=`` overrides it per page)."""
+
+    @field_validator("users")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, ref in value.items():
+            if not _USER_NAME.match(user):
+                raise ValueError(f"web.users: {user!r} is not a user name (letters, digits, ._-)")
+            if not _ENV_NAME.match(ref.strip()):
+                raise ValueError(
+                    f"web.users.{user}: write the name of an environment variable that holds "
+                    f'the token, e.g. "$OMNIOPS_WEB_TOKEN_{user.upper()}" (tokens are never '
+                    "kept in the config file)"
+                )
+        return value
+
+    def tokens(self, environ: dict[str, str] | None = None) -> dict[str, SecretStr]:
+        """Each user's token, read from the environment.
+
+        Raises:
+            WebConfigError: no users, a variable unset or empty, a token too short, or one
+                token shared by two users.
+        """
+        env = os.environ if environ is None else environ
+        if not self.users:
+            raise WebConfigError(
+                "web.users: no users, so nobody could log in; add e.g. "
+                'users = { ana = "$OMNIOPS_WEB_TOKEN_ANA" } to the [web] table'
+            )
+        tokens: dict[str, SecretStr] = {}
+        for user, ref in self.users.items():
+            match = _ENV_NAME.match(ref.strip())
+            assert match is not None  # checked by the validator
+            var = match.group(1)
+            token = env.get(var)
+            if token is None:
+                raise WebConfigError(f"web.users.{user}: ${var} is not set in the environment")
+            if not token.strip():
+                raise WebConfigError(
+                    f"web.users.{user}: ${var} is empty; an empty token would let anyone in"
+                )
+            if len(token) < MIN_TOKEN_CHARS:
+                raise WebConfigError(
+                    f"web.users.{user}: ${var} is {len(token)} characters; use at least "
+                    f"{MIN_TOKEN_CHARS} (e.g. python -c 'import secrets; "
+                    "print(secrets.token_urlsafe())')"
+                )
+            for other, seen in tokens.items():
+                if hmac.compare_digest(seen.get_secret_value(), token):
+                    raise WebConfigError(
+                        f"web.users.{user}: same token as {other}; give every user their own"
+                    )
+            tokens[user] = SecretStr(token)
+        return tokens
+
+    def describe(self) -> str:
+        """One line for the log: store, users (names only), limits."""
+        return (
+            f"store {self.db}; users {', '.join(sorted(self.users)) or 'none'}; "
+            f"at most {self.max_sessions} sessions, idle after {self.idle_timeout_minutes:g} min"
+        )
+
+
 class Settings(BaseSettings):
     """Everything an operator can configure; every field has a working default."""
 
@@ -234,19 +351,19 @@ class Settings(BaseSettings):
     """Who may edit rules, acknowledge and silence, by OS user; unknown users only view."""
     serve: ServeConfig = ServeConfig()
     """The ``[serve]`` table, read by ``omniops serve``."""
-    web: dict[str, Any] = {}
-    """The ``[web]`` table, read and validated by ``omniops web``
-    (:class:`feeds.runtime.web_config.WebConfig`)."""
+    web: WebConfig = WebConfig()
+    """The ``[web]`` table, read by ``omniops web``."""
 
     @model_validator(mode="before")
     @classmethod
-    def _serve_db_follows_db(cls, data: Any) -> Any:
-        """``serve.db`` defaults to the top-level ``db`` (a ``[serve]`` ``db`` wins)."""
+    def _sections_db_follows_db(cls, data: Any) -> Any:
+        """``serve.db`` and ``web.db`` default to the top-level ``db`` (their own ``db`` wins)."""
         if not isinstance(data, dict) or "db" not in data:
             return data
-        serve = data.get("serve", {})
-        if isinstance(serve, dict) and "db" not in serve:
-            return {**data, "serve": {**serve, "db": data["db"]}}
+        for name in ("serve", "web"):
+            section = data.get(name, {})
+            if isinstance(section, dict) and "db" not in section:
+                data = {**data, name: {**section, "db": data["db"]}}
         return data
 
     @classmethod
@@ -263,6 +380,7 @@ class Settings(BaseSettings):
             init_settings,
             env_settings,
             FlatServeEnvSource(settings_cls),
+            FlatWebEnvSource(settings_cls),
             InitSettingsSource(settings_cls, init_kwargs=read_config_file(config_file())),
         )
 
@@ -298,6 +416,26 @@ class FlatServeEnvSource(EnvSettingsSource):
         return {"serve": section} if section else {}
 
 
+class FlatWebEnvSource(EnvSettingsSource):
+    """The web section's fields under ``OMNIOPS_WEB_<FIELD>`` (``OMNIOPS_WEB_PORT``).
+
+    ``omniops web`` read these names when it had a loader of its own; they keep working,
+    and the nested ``OMNIOPS_WEB__PORT`` beats them.
+    """
+
+    def __call__(self) -> dict[str, Any]:
+        """``{"web": {...}}`` with the fields set in the environment (or nothing)."""
+        section: dict[str, Any] = {}
+        for name, field in WebConfig.model_fields.items():
+            key = f"{self.env_prefix}web_{name}"
+            raw = self.env_vars.get(key if self.case_sensitive else key.lower())
+            if raw is None:
+                continue
+            is_complex = self.field_is_complex(field)
+            section[name] = self.prepare_field_value(name, field, raw, is_complex)
+        return {"web": section} if section else {}
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """The TOML file at ``path`` as a dict (empty when it does not exist).
 
@@ -325,3 +463,13 @@ def load_serve_config(**overrides: Any) -> ServeConfig:
     """
     given = {k: v for k, v in overrides.items() if v is not None}
     return Settings(serve=given).serve if given else Settings().serve
+
+
+def load_web_config(**overrides: Any) -> WebConfig:
+    """The web section in force, with ``overrides`` (command-line options) on top.
+
+    Overrides that are None are left out, so an option not given does not hide the
+    environment or the file.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(web=given).web if given else Settings().web

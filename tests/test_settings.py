@@ -13,8 +13,10 @@ from feeds.settings import (
     ServeConfig,
     Settings,
     StreamSubscription,
+    WebConfig,
     config_file,
     load_serve_config,
+    load_web_config,
 )
 
 EVERY_KEY = """
@@ -201,6 +203,31 @@ def test_serve_db_follows_db_unless_serve_sets_it(
     assert load_serve_config(db=Path("/c.db")).db == Path("/c.db")
 
 
+def test_web_is_a_section_of_the_one_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """[web] loads through Settings: file, flat and nested env names, top-level db, CLI on top."""
+    from feeds.runtime.web_config import load_web_config as web_module_loader
+
+    path = write(
+        tmp_path / "c.toml",
+        'db = "/a.db"\n[web]\nport = 8101\nmax_sessions = 3\nusers = { ana = "$T_ANA" }\n',
+    )
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(path))
+    w = Settings().web
+    assert (w.db, w.port, w.max_sessions, w.users) == (Path("/a.db"), 8101, 3, {"ana": "$T_ANA"})
+    assert web_module_loader is load_web_config
+    monkeypatch.setenv("OMNIOPS_WEB_PORT", "8102")  # the flat name omniops web always read
+    monkeypatch.setenv("OMNIOPS_WEB_MAX_SESSIONS", "5")
+    assert (load_web_config().port, load_web_config().max_sessions) == (8102, 5)
+    monkeypatch.setenv("OMNIOPS_WEB__PORT", "8103")  # the nested name beats it
+    assert load_web_config().port == 8103
+    assert load_web_config(port=8104, host=None).port == 8104  # the command line over both
+    assert load_web_config(port=8104).max_sessions == 5  # and the rest is kept
+    bad = write(tmp_path / "bad.toml", "[web]\nprot = 1\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(bad))
+    with pytest.raises(ValidationError, match=r"web\.prot"):
+        Settings()
+
+
 def test_bad_file_names_the_file_and_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad = write(tmp_path / "bad.toml", "[serve]\nprot = 1\n")
     monkeypatch.setenv("OMNIOPS_CONFIG", str(bad))
@@ -213,7 +240,9 @@ def test_bad_file_names_the_file_and_key(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize(
-    "model", [Settings, ServeConfig, StreamSubscription, PollSubscription], ids=lambda m: m.__name__
+    "model",
+    [Settings, ServeConfig, WebConfig, StreamSubscription, PollSubscription],
+    ids=lambda m: m.__name__,
 )
 def test_every_field_has_a_docstring(model: type[BaseModel]) -> None:
     missing = [name for name, field in model.model_fields.items() if not field.description]

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from console.progress import TerminalProgress, summary_line
 from store.clock import Clock, ReplayClock, SystemClock
 from store.metrics import compute_snapshots, open_reader
 from store.model import event_json_schema
@@ -241,47 +242,27 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-class _TerminalProgress:
-    """A one-line live count on a terminal's stderr: items so far and the rate."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.started = time.monotonic()
-        self.shown = False
-
-    def __call__(self, done: int) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        sys.stderr.write(
-            f"\romniops {self.task}: {done:,} events, {done / elapsed:,.0f}/s, {elapsed:.0f} s "
-        )
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        """Clear the line, so the summary that follows starts clean."""
-        if self.shown:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
     from feeds.runtime.ingest import ingest_paths
 
-    progress = _TerminalProgress("ingest") if sys.stderr.isatty() else None
+    progress = TerminalProgress("ingest") if sys.stderr.isatty() else None
     began = time.monotonic()
     try:  # a missing path, or folders with no event files: main() says so, exit 2
-        counts = asyncio.run(ingest_paths(args.paths, args.db, progress=progress))
+        counts = asyncio.run(
+            ingest_paths(
+                args.paths,
+                args.db,
+                progress=progress,
+                on_total=None if progress is None else progress.set_total,
+            )
+        )
     finally:
         if progress is not None:
             progress.close()
     if progress is None:  # not a terminal: one summary line instead of a live count
-        took = max(time.monotonic() - began, 1e-9)
-        total = sum(counts.values())
-        print(
-            f"omniops ingest: {total:,} events in {took:.1f} s, {total / took:,.0f}/s",
-            file=sys.stderr,
-        )
+        done = sum(counts.values())
+        print(summary_line("ingest", done, time.monotonic() - began), file=sys.stderr)
     print(
         f"applied {counts['applied']}, duplicate {counts['duplicate']}, "
         f"quarantined {counts['quarantined']}"
@@ -662,9 +643,26 @@ def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
     from feeds.runtime.ingest import import_history
 
-    result = asyncio.run(
-        import_history(args.csv, args.db, args.channel, args.location, args.timezone)
-    )
+    progress = TerminalProgress("import-history") if sys.stderr.isatty() else None
+    began = time.monotonic()
+    try:
+        result = asyncio.run(
+            import_history(
+                args.csv,
+                args.db,
+                args.channel,
+                args.location,
+                args.timezone,
+                progress=progress,
+                on_total=None if progress is None else progress.set_total,
+            )
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+    if progress is None:
+        stored = result.applied + result.duplicate + result.quarantined
+        print(summary_line("import-history", stored, time.monotonic() - began), file=sys.stderr)
     print(
         f"rows {result.rows}: orders {result.orders}, lines {result.lines}, "
         f"returns {result.returns}, skipped {sum(result.skipped.values())}, "

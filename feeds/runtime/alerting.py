@@ -5,7 +5,8 @@
   last good rules.
 * :func:`alert_loop`: every ``interval`` seconds, compute the panel snapshots (the same
   function the consoles call), evaluate the alert rules on them, store the transitions
-  and hand notifications to the notifier, which delivers them in the background.
+  and hand notifications to the notifier, which delivers them in the background from
+  the store's notification outbox (what waits survives a restart).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rules.watch import RulesWatcher
 from store import alerts as alert_store
 from store.clock import Clock
 from store.metrics import compute_snapshots, open_reader
+from store.outbox import Outbox
 from store.risk import MetricParams
 from store.snapshots import Snapshots
 
@@ -95,12 +97,14 @@ async def alert_loop(
     current = runtime.current
     reader = await asyncio.to_thread(open_reader, db)
     status_conn = await asyncio.to_thread(alert_store.connect, db)
+    outbox = await asyncio.to_thread(Outbox.open, db)
     notifier = Notifier(
         current.rules.notify if current else NotifyConfig(),
         clock,
         console=console,
         status_sink=lambda s: alert_store.save_receiver_status(status_conn, s, at=clock.now()),
         taps=taps,
+        outbox=outbox,
     )
     engine = AlertEngine(
         current.rules if current else None, lambda: alert_store.connect(db), clock, notifier
@@ -140,3 +144,4 @@ async def alert_loop(
         engine.close()
         reader.close()
         status_conn.close()
+        outbox.close()

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from rules.engine import AlertEngine
@@ -33,14 +34,49 @@ from store.snapshots import Snapshots
 log = logging.getLogger(__name__)
 
 
+def store_node_ids(db: Path) -> set[str] | None:
+    """The node (location) ids in the store at ``db``; None while it has none (or no store).
+
+    A store that has not received its locations yet cannot say which nodes exist, so the
+    rules file's ``[fulfillment]`` nodes are then not checked (instead of all refused).
+    """
+    if not Path(db).exists():
+        return None
+    try:
+        conn = open_reader(db)
+    except (sqlite3.Error, FileNotFoundError):
+        return None
+    try:
+        rows = conn.execute("SELECT location_id FROM locations").fetchall()
+    except sqlite3.Error:  # a store not migrated yet
+        return None
+    finally:
+        conn.close()
+    return {str(r[0]) for r in rows} or None
+
+
 class RulesRuntime:
     """One process's view of the rules file: the last good rules, reloaded on change."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        """Load ``path`` now (writing the shipped defaults first if it does not exist)."""
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        known_nodes: Callable[[], Collection[str] | None] | None = None,
+    ) -> None:
+        """Load ``path`` now (writing the shipped defaults first if it does not exist).
+
+        ``known_nodes`` (read at each load, e.g. :func:`store_node_ids`): a ``[fulfillment]``
+        section naming another node is refused, naming its line (None: unchecked).
+        """
         self.listeners: list[Callable[[LoadedRules], None]] = []
         self.watcher = RulesWatcher(
-            path, on_reload=self._reloaded, on_error=self._refused, create=create
+            path,
+            on_reload=self._reloaded,
+            on_error=self._refused,
+            create=create,
+            known_nodes=known_nodes,
         )
         self.watcher.load_initial()
         self._task: asyncio.Task[None] | None = None

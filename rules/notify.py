@@ -19,8 +19,9 @@ The ``[notify]`` section of the rules file follows Prometheus Alertmanager's sem
 
 :class:`Notifier` runs this in the background: :meth:`Notifier.submit` is non-blocking and
 thread-safe (the evaluator calls it from a worker thread), a dispatcher task decides what is
-due against the injected clock, and each receiver delivers from its own queue
-(:mod:`rules.receivers`), so a receiver that is down never blocks evaluation.
+due against the injected clock, and each receiver delivers from the outbox
+(:mod:`rules.receivers`, :mod:`store.outbox`), so a receiver that is down never blocks
+evaluation, and what waits for it survives a restart when the outbox is the store's.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -52,8 +53,10 @@ from rules.receivers import (
     build_delivery,
     delivery_backoff,
 )
+from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
 from store.clock import Clock
+from store.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -444,6 +447,7 @@ class Notifier:
         status_sink: Callable[[list[ReceiverStatus]], None] | None = None,
         session: aiohttp.ClientSession | None = None,
         taps: Sequence[ReceiverWorker] = (),
+        outbox: Outbox | None = None,
     ) -> None:
         """Create the notifier.
 
@@ -458,6 +462,9 @@ class Notifier:
             session: An aiohttp session to use (default: one of its own, closed on close).
             taps: Receivers (started and stopped by their owner) that get a copy of every
                 notification whatever the routing tree says, e.g. ``serve``'s Kafka topic.
+            outbox: Where notifications wait for their receivers (the store's:
+                :meth:`store.outbox.Outbox.open`, so they survive a restart; default: in
+                memory, lost with the process).  The taps deliver from it too.
         """
         self.clock = clock
         self.retry = retry or delivery_backoff()
@@ -478,8 +485,13 @@ class Notifier:
         self._config = config
         self._stopping: set[asyncio.Future[None]] = set()
         self._taps = tuple(taps)
+        self._own_outbox = outbox is None
+        self.outbox = outbox or Outbox.memory()
+        """Where the notifications wait (shared by every receiver of this notifier)."""
         for tap in self._taps:
             tap.on_change = self._mark_status
+            if outbox is not None:
+                tap.use_outbox(outbox)
 
     async def __aenter__(self) -> Notifier:
         await self.start()
@@ -506,7 +518,11 @@ class Notifier:
         self._task = asyncio.create_task(self._run(), name="notifier")
 
     async def close(self) -> None:
-        """Stop every task and close the session (undelivered notifications are lost)."""
+        """Stop every task and close the session.
+
+        Undelivered notifications stay in the outbox: with the store's, the next run
+        delivers them.
+        """
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -514,10 +530,14 @@ class Notifier:
             self._task = None
         for worker in self._workers.values():
             await worker.stop()
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
         await self._write_status()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_outbox:
+            self.outbox.close()
 
     def _build_workers(self, config: NotifyConfig) -> None:
         configs: dict[str, Any] = {CONSOLE: ConsoleReceiverConfig(name=CONSOLE, type="console")}
@@ -525,20 +545,42 @@ class Notifier:
         for name in list(self._workers):
             old = self._workers[name]
             if name not in configs:
-                # A removed receiver: its undelivered notifications go with it.
-                self._stopping.add(asyncio.ensure_future(old.stop()))
+                # A removed receiver: what waits for it becomes dead letters (counted).
+                retiring = asyncio.ensure_future(self._retire(old))
+                self._stopping.add(retiring)
+                retiring.add_done_callback(self._stopping.discard)
                 del self._workers[name]
         for name, rc in configs.items():
             worker = self._workers.get(name)
             delivery = build_delivery(rc, session=self._session_now, console=self._console)
             if worker is None:
                 worker = ReceiverWorker(
-                    name, delivery, self.retry, self.clock.now, on_change=self._mark_status
+                    name,
+                    delivery,
+                    self.retry,
+                    self.clock.now,
+                    on_change=self._mark_status,
+                    outbox=self.outbox,
+                    max_age=rc.give_up_after,
+                    max_attempts=rc.max_attempts,
                 )
                 self._workers[name] = worker
                 worker.start()
             else:
                 worker.delivery = delivery  # keep its queue and counters
+                worker.max_age, worker.max_attempts = rc.give_up_after, rc.max_attempts
+
+    async def _retire(self, worker: ReceiverWorker) -> None:
+        await worker.stop()
+        at, name = datetime.now(UTC), worker.name
+        given_up = await asyncio.to_thread(
+            self.outbox.run,
+            lambda db: outbox_store.give_up_receiver(
+                db, name, at=at, error="receiver removed from the rules file"
+            ),
+        )
+        if given_up:
+            log.warning("receiver %s removed: %d waiting notifications given up", name, given_up)
 
     def set_config(self, config: NotifyConfig) -> None:
         """Use a new ``[notify]`` section (the rules watcher's reload).  Thread-safe."""

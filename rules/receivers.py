@@ -22,23 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-from collections import OrderedDict
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from rules.backoff import Backoff
-from rules.labels import Duration, labels_text
+from rules.labels import Duration, format_duration, labels_text
+from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
+from store.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CONSOLE = "console"
 """The name of the built-in console receiver."""
@@ -87,6 +92,15 @@ class Notification:
         """The firing alerts."""
         return tuple(a for a in self.alerts if a.status == "firing")
 
+    @property
+    def key(self) -> str:
+        """The idempotency key: the same for every attempt and across restarts.
+
+        Unique per receiver, group and moment (a group is notified at most once a moment).
+        """
+        text = f"{self.receiver}\x1f{self.group_key}\x1f{_iso(self.created_at)}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
 
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
@@ -110,6 +124,7 @@ def generic_payload(n: Notification) -> dict[str, Any]:
         "receiver": n.receiver,
         "status": n.status,
         "groupKey": n.group_key,
+        "notificationId": n.key,
         "groupLabels": dict(n.group_labels),
         "commonLabels": _common_labels(n),
         "sentAt": _iso(n.created_at),
@@ -176,6 +191,10 @@ class _ReceiverBase(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
     """What routes call this receiver."""
+    give_up_after: Duration = timedelta(hours=24)
+    """A notification still undelivered this long after it was queued becomes a dead letter."""
+    max_attempts: int = Field(default=0, ge=0)
+    """Failed attempts after which a notification becomes a dead letter (0: no limit)."""
 
 
 class ConsoleReceiverConfig(_ReceiverBase):
@@ -252,6 +271,11 @@ class ConsoleDelivery:
             raise DeliveryError(f"console sink failed: {exc}") from exc
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+"""Sent with every webhook POST: the notification's key, the same on every retry, so a
+receiver that keeps the keys it saw can drop a repeat (delivery is at least once)."""
+
+
 class WebhookDelivery:
     """JSON POST to a URL in the configured format, on a shared ``ClientSession``."""
 
@@ -277,7 +301,7 @@ class WebhookDelivery:
             async with self._session().post(
                 url,
                 json=self.payload(notification),
-                headers=self.config.headers,
+                headers={IDEMPOTENCY_HEADER: notification.key, **self.config.headers},
                 timeout=timeout,
             ) as response:
                 if 200 <= response.status < 300:
@@ -320,6 +344,15 @@ def delivery_backoff() -> Backoff:
     return Backoff(base=1.0, cap=60.0, jitter=False)
 
 
+GIVE_UP_AFTER = timedelta(hours=24)
+"""Default ``give_up_after``: a notification still undelivered this long after it was
+queued becomes a dead letter (a firing group is re-notified every ``repeat_interval``, and
+the newer notification replaces the waiting one, so what ages out is mostly old news)."""
+
+DEAD_LETTER_KEEP = timedelta(days=30)
+"""Dead letters older than this are deleted from the store when a receiver starts."""
+
+
 @dataclass
 class ReceiverStats:
     """Running counters of one receiver (mutable; read with :meth:`status`)."""
@@ -333,11 +366,90 @@ class ReceiverStats:
     last_delivered_at: datetime | None = None
     retry_in: float | None = None
     """Seconds until the next attempt while a delivery is failing."""
+    dead_letter: int = 0
+    """Notifications given up on since start (also counted in ``dropped``)."""
+
+
+def notification_json(n: Notification) -> str:
+    """A notification as stored in the outbox (restored by :func:`notification_from_json`)."""
+    return json.dumps(
+        {
+            "receiver": n.receiver,
+            "group_key": n.group_key,
+            "group_labels": dict(n.group_labels),
+            "created_at": n.created_at.isoformat(),
+            "route_path": list(n.route_path),
+            "alerts": [
+                {
+                    "fingerprint": a.fingerprint,
+                    "status": a.status,
+                    "state": a.state,
+                    "labels": dict(a.labels),
+                    "description": a.description,
+                    "summary": a.summary,
+                    "value": a.value,
+                    "threshold": a.threshold,
+                    "op": a.op,
+                    "starts_at": a.starts_at.isoformat(),
+                    "ends_at": None if a.ends_at is None else a.ends_at.isoformat(),
+                    "acked_by": a.acked_by,
+                }
+                for a in n.alerts
+            ],
+        },
+        ensure_ascii=False,
+    )
+
+
+def notification_from_json(text: str) -> Notification:
+    """The notification stored by :func:`notification_json`."""
+    d = json.loads(text)
+    return Notification(
+        receiver=d["receiver"],
+        group_key=d["group_key"],
+        group_labels=d["group_labels"],
+        created_at=datetime.fromisoformat(d["created_at"]),
+        route_path=tuple(d["route_path"]),
+        alerts=tuple(
+            NotifyAlert(
+                fingerprint=a["fingerprint"],
+                status=a["status"],
+                state=a["state"],
+                labels=a["labels"],
+                description=a["description"],
+                summary=a["summary"],
+                value=a["value"],
+                threshold=a["threshold"],
+                op=a["op"],
+                starts_at=datetime.fromisoformat(a["starts_at"]),
+                ends_at=None if a["ends_at"] is None else datetime.fromisoformat(a["ends_at"]),
+                acked_by=a["acked_by"],
+            )
+            for a in d["alerts"]
+        ),
+    )
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
 class ReceiverWorker:
-    """One receiver's queue and delivery task."""
+    """One receiver's delivery task, delivering from the outbox.
+
+    :meth:`enqueue` never blocks: the task first stores what was handed to it (replacing
+    a waiting notification of the same group), then delivers the stored notifications of
+    its receiver one at a time, oldest first, deleting each once delivered.  A failure
+    counts on the notification and puts the whole receiver on back-off (``retry``: the
+    n-th consecutive failure waits ``retry.delay(n)``, at most its cap); a notification
+    refused for good (HTTP 4xx), older than ``max_age`` or tried ``max_attempts`` times
+    becomes a dead letter, kept in the outbox and counted.  On start it delivers what a
+    previous run left waiting in the same store, at the stored next try.
+
+    The outbox's times are wall time (``wall``), whatever clock ``now`` is: back-off and
+    the age limit are about the receiver, not about the replayed day.
+    """
 
     name: str
     delivery: Delivery
@@ -345,7 +457,19 @@ class ReceiverWorker:
     now: Callable[[], datetime]
     on_change: Callable[[], None] = lambda: None
     stats: ReceiverStats = field(default_factory=ReceiverStats)
-    _queue: OrderedDict[str, Notification] = field(default_factory=OrderedDict)
+    outbox: Outbox = field(default_factory=Outbox.memory)
+    """Where notifications wait (the store's, to survive a restart)."""
+    max_age: timedelta | None = GIVE_UP_AFTER
+    """Give up on a notification still undelivered this long after it was queued."""
+    max_attempts: int = 0
+    """Give up on a notification after this many failed attempts (0: no limit)."""
+    wall: Callable[[], datetime] = _wall
+    _incoming: list[Notification] = field(default_factory=list)
+    _waiting: int = 0
+    _dead: int = 0
+    _next_attempt_at: datetime | None = None
+    _failures: int = 0
+    _retry_until: datetime | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -355,32 +479,50 @@ class ReceiverWorker:
 
     @property
     def pending(self) -> int:
-        """Notifications waiting to be delivered."""
-        return len(self._queue)
+        """Notifications waiting to be delivered (in the outbox or about to be stored)."""
+        return self._waiting + len(self._incoming)
+
+    @property
+    def dead_letters(self) -> int:
+        """Notifications of this receiver given up on and kept in the outbox."""
+        return self._dead
+
+    @property
+    def next_attempt_at(self) -> datetime | None:
+        """When the waiting notifications are tried next (wall time), or None."""
+        return self._next_attempt_at if self.pending else None
 
     def enqueue(self, notification: Notification) -> None:
-        """Queue ``notification``, replacing an undelivered one for the same group."""
-        if notification.group_key in self._queue:
-            self.stats.superseded += 1
-        self._queue[notification.group_key] = notification
+        """Hand over ``notification``; the task stores it before it tries to deliver it."""
+        self._incoming.append(notification)
+        self._idle.clear()
+        self._wake.set()
+
+    def use_outbox(self, outbox: Outbox) -> None:
+        """Deliver from ``outbox`` from now on (before anything was enqueued here)."""
+        self.outbox = outbox
         self._idle.clear()
         self._wake.set()
 
     def start(self) -> None:
         """Start the delivery task."""
         if self._task is None:
+            self._idle.clear()  # until it has looked at what a previous run left
             self._task = asyncio.create_task(self._run(), name=f"receiver:{self.name}")
 
     async def stop(self) -> None:
-        """Stop delivering (undelivered notifications are dropped with the process)."""
+        """Stop delivering; what waits stays in the outbox for the next run."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._incoming:
+            with contextlib.suppress(Exception):
+                await self._store_incoming()
 
     async def wait_idle(self) -> None:
-        """Until the queue is empty."""
+        """Until nothing waits (everything delivered or given up)."""
         await self._idle.wait()
 
     def status(self) -> ReceiverStatus:
@@ -395,62 +537,137 @@ class ReceiverWorker:
             last_error=s.last_error,
             last_error_at=s.last_error_at,
             last_delivered_at=s.last_delivered_at,
+            dead_letter=self._dead,
+            next_attempt_at=self.next_attempt_at,
         )
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            key, notification = next(iter(self._queue.items()))
-            try:
-                await self.delivery.send(notification)
-            except DeliveryError as exc:
-                self.stats.failed_attempts += 1
-                self.stats.last_error = str(exc)
-                self.stats.last_error_at = self.now()
-                if not exc.retry:
-                    log.warning("receiver %s refused a notification, dropped: %s", self.name, exc)
-                    self._pop_if_same(key, notification)
-                    self.stats.dropped += 1
-                    attempt = 0
-                    self.on_change()
-                    continue
-                attempt += 1
-                delay = self.retry.delay(attempt)
-                self.stats.retry_in = delay
-                log.warning(
-                    "receiver %s: delivery failed (%s); retrying in %.1f s (%d undelivered)",
-                    self.name,
-                    exc,
-                    delay,
-                    self.pending,
-                )
-                self.on_change()
-                await asyncio.sleep(delay)
-                continue
-            except Exception as exc:  # a bug in a delivery must not kill the worker
-                log.exception("receiver %s: unexpected delivery error", self.name)
-                self.stats.failed_attempts += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                self._pop_if_same(key, notification)
-                self.stats.dropped += 1
-                self.on_change()
-                continue
-            attempt = 0
-            self.stats.retry_in = None
-            self.stats.delivered += 1
-            self.stats.last_delivered_at = self.now()
-            self._pop_if_same(key, notification)
-            self.on_change()
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self.outbox.run, fn)
 
-    def _pop_if_same(self, key: str, notification: Notification) -> None:
-        # A newer notification for the group may have replaced this one during the send.
-        if self._queue.get(key) is notification:
-            del self._queue[key]
+    async def _store_incoming(self) -> None:
+        batch = list(self._incoming)
+        items = [
+            outbox_store.NewItem(self.name, n.key, n.group_key, notification_json(n)) for n in batch
+        ]
+        at, until = self.wall(), self._retry_until
+        replaced = await self._call(
+            lambda db: outbox_store.enqueue(db, items, at=at, next_attempt_at=until)
+        )
+        # Storing is idempotent (by key): a cancelled call that went through is harmless.
+        del self._incoming[: len(batch)]
+        self.stats.superseded += replaced
+
+    async def _refresh(self) -> None:
+        counts = await self._call(lambda db: outbox_store.counts(db, self.name))
+        mine = counts.get(self.name)
+        self._waiting = mine.waiting if mine else 0
+        self._dead = mine.dead if mine else 0
+        self._next_attempt_at = mine.next_attempt_at if mine else None
+        self.on_change()
+
+    async def _run(self) -> None:
+        keep_after = self.wall() - DEAD_LETTER_KEEP
+        await self._call(lambda db: outbox_store.prune_dead(db, keep_after))
+        await self._refresh()
+        if self._next_attempt_at is not None and self._next_attempt_at > self.wall():
+            self._retry_until = self._next_attempt_at  # a previous run's back-off still holds
+        if self._waiting:
+            log.info(
+                "receiver %s: %d notifications waiting from before, delivering",
+                self.name,
+                self._waiting,
+            )
+        while True:
+            self._wake.clear()
+            if self._incoming:
+                await self._store_incoming()
+                await self._refresh()
+            item = await self._call(self._next_waiting)
+            if item is None:
+                self._waiting = 0
+                if not self._incoming:
+                    self._idle.set()
+                    await self._wake.wait()
+                continue
+            wait = (item.next_attempt_at - self.wall()).total_seconds()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                continue
+            await self._attempt(item)
+            await self._refresh()
+
+    def _next_waiting(self, db: sqlite3.Connection) -> outbox_store.OutboxItem | None:
+        return outbox_store.next_waiting(db, self.name)
+
+    async def _attempt(self, item: outbox_store.OutboxItem) -> None:
+        """Try one stored notification once, and record what happened."""
+        at = self.wall()
+        if self.max_age is not None and at - item.enqueued_at > self.max_age:
+            error = f"given up: undelivered for more than {format_duration(self.max_age)}"
+            await self._give_up(item, error, attempted=False)
+            return
+        try:
+            notification = notification_from_json(item.payload)
+            await self.delivery.send(notification)
+        except DeliveryError as exc:
+            self._record_error(str(exc))
+            if not exc.retry:
+                log.warning("receiver %s refused a notification (dead letter): %s", self.name, exc)
+                await self._give_up(item, str(exc))
+                return
+            self._failures += 1
+            delay = self.retry.delay(self._failures)
+            self.stats.retry_in = delay
+            until = self._retry_until = self.wall() + timedelta(seconds=delay)
+            error = str(exc)
+            attempts = await self._call(
+                lambda db: outbox_store.mark_failed(
+                    db, item.id, at=at, next_attempt_at=until, error=error
+                )
+            )
+            if self.max_attempts and attempts >= self.max_attempts:
+                await self._give_up(
+                    item, f"{exc} (gave up after {attempts} attempts)", attempted=False
+                )
+            log.warning(
+                "receiver %s: delivery failed (%s); retrying in %.1f s (%d undelivered)",
+                self.name,
+                exc,
+                delay,
+                self.pending,
+            )
+            return
+        except Exception as exc:  # a bug (or an unreadable stored row) must not kill the worker
+            log.exception("receiver %s: unexpected delivery error", self.name)
+            self._record_error(f"{type(exc).__name__}: {exc}")
+            await self._give_up(item, f"{type(exc).__name__}: {exc}")
+            return
+        self._failures = 0
+        self._retry_until = None
+        self.stats.retry_in = None
+        self.stats.delivered += 1
+        self.stats.last_delivered_at = self.now()
+        await self._call(lambda db: outbox_store.mark_delivered(db, item.id))
+
+    def _record_error(self, error: str) -> None:
+        self.stats.failed_attempts += 1
+        self.stats.last_error = error
+        self.stats.last_error_at = self.now()
+
+    async def _give_up(
+        self, item: outbox_store.OutboxItem, error: str, *, attempted: bool = True
+    ) -> None:
+        at = self.wall()
+        dead = await self._call(
+            lambda db: outbox_store.mark_dead(db, item.id, at=at, error=error, attempted=attempted)
+        )
+        if dead:
+            self.stats.dropped += 1
+            self.stats.dead_letter += 1
+            self.stats.last_error = error
+            self.stats.last_error_at = self.now()
 
 
 def build_delivery(

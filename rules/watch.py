@@ -186,7 +186,7 @@ class RulesWatcher(FileWatcher[LoadedRules, RulesFileError]):
         debounce_ms: int = 150,
         create: bool = False,
         force_polling: bool | None = None,
-        known_nodes: Callable[[], Collection[str]] | None = None,
+        known_nodes: Callable[[], Collection[str] | None] | None = None,
     ) -> None:
         """Watch ``path``.
 
@@ -198,7 +198,8 @@ class RulesWatcher(FileWatcher[LoadedRules, RulesFileError]):
             create: Write the shipped defaults first if the file does not exist.
             force_polling: Poll instead of OS notifications (network file systems).
             known_nodes: The node ids in the store, read at each load: a ``[fulfillment]``
-                section naming another node is refused (None: node ids unchecked).
+                section naming another node is refused (None, or a call answering None:
+                node ids unchecked).
         """
         self.known_nodes = known_nodes
 

@@ -16,11 +16,12 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from store import outbox
 from store.schema import migrate
 
 AlertState = Literal["pending", "firing", "nodata", "resolved"]
@@ -139,6 +140,10 @@ class ReceiverStatus:
     last_error_at: datetime | None = None
     last_delivered_at: datetime | None = None
     updated_at: datetime | None = None
+    dead_letter: int = 0
+    """Notifications given up on and kept in the outbox (see :mod:`store.outbox`)."""
+    next_attempt_at: datetime | None = None
+    """When the waiting notifications are tried next (None when nothing waits)."""
 
 
 @dataclass
@@ -540,13 +545,18 @@ def save_receiver_status(
 
 
 def load_receiver_status(conn: sqlite3.Connection) -> list[ReceiverStatus]:
-    """The stored counters of every receiver, by name."""
+    """The stored counters of every receiver, by name, with what its outbox holds.
+
+    ``pending``, ``dead_letter`` and ``next_attempt_at`` are read from the notification
+    outbox (:mod:`store.outbox`), so they are right even while no process delivers; a
+    receiver with notifications in the outbox but no stored counters is listed too.
+    """
     rows = conn.execute(
         "SELECT receiver, delivered, failed_attempts, pending, dropped, last_error,"
         " last_error_at, last_delivered_at, updated_at FROM receiver_status ORDER BY receiver"
     ).fetchall()
-    return [
-        ReceiverStatus(
+    statuses = {
+        r[0]: ReceiverStatus(
             r[0],
             r[1],
             r[2],
@@ -558,4 +568,18 @@ def load_receiver_status(conn: sqlite3.Connection) -> list[ReceiverStatus]:
             from_epoch(r[8]),
         )
         for r in rows
-    ]
+    }
+    if not outbox.has_outbox(conn):
+        return list(statuses.values())
+    held = outbox.counts(conn)
+    for name in sorted(set(statuses) | set(held)):
+        base = statuses.get(name) or ReceiverStatus(name)
+        counts = held.get(name) or outbox.OutboxCounts(name)
+        statuses[name] = replace(
+            base,
+            pending=counts.waiting,
+            dead_letter=counts.dead,
+            next_attempt_at=counts.next_attempt_at,
+            last_error=base.last_error or counts.last_error,
+        )
+    return [statuses[name] for name in sorted(statuses)]

@@ -18,8 +18,8 @@ allow them; the source checks the role again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timedelta, tzinfo
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, ClassVar, Protocol
 
 from rich.text import Text
@@ -122,6 +122,38 @@ def scope_key(scope: str) -> str:
         return labels[kind]
     ordered = [labels.pop(n) for n in ("sku", "location") if n in labels]
     return "@".join(ordered + list(labels.values())) or (kind or "(all)")
+
+
+def receiver_lines(receivers: Sequence[ReceiverStatus], tz: tzinfo, now: datetime) -> list[str]:
+    """The receivers' trouble, one line each: what waits in the outbox and its next try.
+
+    ``notifications: 3 waiting for ops-webhook (next try 14:02); 5 failed attempts, last
+    error: HTTP 503 …``; dead letters as ``notifications: 2 given up for ops-webhook``.
+    ``now`` is wall time (the outbox's next try is, whatever clock the console runs on).
+    """
+    lines: list[str] = []
+    for r in receivers:
+        if r.pending:
+            line = f"notifications: {r.pending} waiting for {r.receiver}"
+            if r.next_attempt_at is not None:
+                when = "now" if r.next_attempt_at <= now else fmt_past(r.next_attempt_at, tz, now)
+                line += f" (next try {when})"
+            if r.failed_attempts:
+                line += f"; {r.failed_attempts} failed attempts"
+            if r.last_error:
+                line += f", last error: {r.last_error}"
+            lines.append(line)
+        elif r.last_error and (
+            r.last_delivered_at is None
+            or (r.last_error_at is not None and r.last_error_at > r.last_delivered_at)
+        ):
+            lines.append(f"{r.receiver}: last delivery failed: {r.last_error}")
+        if r.dead_letter:
+            lines.append(
+                f"notifications: {r.dead_letter} given up for {r.receiver} (dead letters, "
+                "kept in the store)"
+            )
+    return lines
 
 
 def fmt_mute(view: AlertView) -> str:
@@ -384,19 +416,7 @@ class AlertsScreen(Screen[None]):
 
     def _render_receivers(self) -> None:
         widget = self.query_one("#alerts-receivers", Static)
-        troubled = [r for r in self.receivers if r.pending or r.last_error]
-        lines = []
-        for r in troubled:
-            if r.pending:
-                lines.append(
-                    f"{r.receiver}: {r.pending} undelivered, {r.failed_attempts} failed "
-                    f"attempts, retrying; last error: {r.last_error or '-'}"
-                )
-            elif r.last_error and (
-                r.last_delivered_at is None
-                or (r.last_error_at is not None and r.last_error_at > r.last_delivered_at)
-            ):
-                lines.append(f"{r.receiver}: last delivery failed: {r.last_error}")
+        lines = receiver_lines(self.receivers, self.tz, datetime.now(UTC))
         widget.update("\n".join(lines))
         widget.set_class(not lines, "-empty")
 

@@ -141,14 +141,14 @@ class KafkaAlertDelivery:
         self.producer = producer
         self.topic = topic
         self.max_attempts = max_attempts
-        self._failures: dict[int, int] = {}
+        self._failures: dict[str, int] = {}
 
     async def send(self, notification: Notification) -> None:
         """Send or raise :class:`DeliveryError` (not retried after ``max_attempts``)."""
         try:
             await self.producer.send(alert_records(notification, self.topic))
         except DeliveryError as exc:
-            key = id(notification)
+            key = notification.key  # the same across attempts (each reads the outbox)
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             if self.max_attempts and failures >= self.max_attempts:
                 del self._failures[key]
@@ -156,7 +156,7 @@ class KafkaAlertDelivery:
                     f"{exc} (gave up after {failures} attempts)", retry=False
                 ) from exc
             raise
-        self._failures.pop(id(notification), None)
+        self._failures.pop(notification.key, None)
 
 
 class DecisionOutbox:

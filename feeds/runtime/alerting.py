@@ -5,7 +5,8 @@
   last good rules.
 * :func:`alert_loop`: every ``interval`` seconds, compute the panel snapshots (the same
   function the consoles call), evaluate the alert rules on them, store the transitions
-  and hand notifications to the notifier, which delivers them in the background.
+  and hand notifications to the notifier, which delivers them in the background from
+  the store's notification outbox (what waits survives a restart).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from rules.engine import AlertEngine
@@ -25,20 +27,56 @@ from rules.watch import RulesWatcher
 from store import alerts as alert_store
 from store.clock import Clock
 from store.metrics import compute_snapshots, open_reader
+from store.outbox import Outbox
 from store.risk import MetricParams
 from store.snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
 
+def store_node_ids(db: Path) -> set[str] | None:
+    """The node (location) ids in the store at ``db``; None while it has none (or no store).
+
+    A store that has not received its locations yet cannot say which nodes exist, so the
+    rules file's ``[fulfillment]`` nodes are then not checked (instead of all refused).
+    """
+    if not Path(db).exists():
+        return None
+    try:
+        conn = open_reader(db)
+    except (sqlite3.Error, FileNotFoundError):
+        return None
+    try:
+        rows = conn.execute("SELECT location_id FROM locations").fetchall()
+    except sqlite3.Error:  # a store not migrated yet
+        return None
+    finally:
+        conn.close()
+    return {str(r[0]) for r in rows} or None
+
+
 class RulesRuntime:
     """One process's view of the rules file: the last good rules, reloaded on change."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
-        """Load ``path`` now (writing the shipped defaults first if it does not exist)."""
+    def __init__(
+        self,
+        path: Path,
+        *,
+        create: bool = True,
+        known_nodes: Callable[[], Collection[str] | None] | None = None,
+    ) -> None:
+        """Load ``path`` now (writing the shipped defaults first if it does not exist).
+
+        ``known_nodes`` (read at each load, e.g. :func:`store_node_ids`): a ``[fulfillment]``
+        section naming another node is refused, naming its line (None: unchecked).
+        """
         self.listeners: list[Callable[[LoadedRules], None]] = []
         self.watcher = RulesWatcher(
-            path, on_reload=self._reloaded, on_error=self._refused, create=create
+            path,
+            on_reload=self._reloaded,
+            on_error=self._refused,
+            create=create,
+            known_nodes=known_nodes,
         )
         self.watcher.load_initial()
         self._task: asyncio.Task[None] | None = None
@@ -95,12 +133,14 @@ async def alert_loop(
     current = runtime.current
     reader = await asyncio.to_thread(open_reader, db)
     status_conn = await asyncio.to_thread(alert_store.connect, db)
+    outbox = await asyncio.to_thread(Outbox.open, db)
     notifier = Notifier(
         current.rules.notify if current else NotifyConfig(),
         clock,
         console=console,
         status_sink=lambda s: alert_store.save_receiver_status(status_conn, s, at=clock.now()),
         taps=taps,
+        outbox=outbox,
     )
     engine = AlertEngine(
         current.rules if current else None, lambda: alert_store.connect(db), clock, notifier
@@ -140,3 +180,4 @@ async def alert_loop(
         engine.close()
         reader.close()
         status_conn.close()
+        outbox.close()

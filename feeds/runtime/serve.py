@@ -37,7 +37,7 @@ from feeds.kafka.consumer import kafka_feeds
 from feeds.kafka.publish import KafkaPublisher
 from feeds.kafka.staleness import lagging_sources
 from feeds.poll import PollFeed
-from feeds.runtime.alerting import RulesRuntime, alert_loop
+from feeds.runtime.alerting import RulesRuntime, alert_loop, store_node_ids
 from feeds.runtime.http.auth import secret_problems, usable
 from feeds.runtime.http.exposition import LATENCY_BUCKETS, Metrics
 from feeds.runtime.http.handlers import (
@@ -340,7 +340,8 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
     log.info("omniops serve: %s", config.describe())
     settings = Settings()
     rules_path = settings.rules_file or default_rules_path()
-    rules = RulesRuntime(rules_path)
+    # Refuse a [fulfillment] node the store does not know (naming its line in the file).
+    rules = RulesRuntime(rules_path, known_nodes=lambda: store_node_ids(config.db))
     if rules.current is None:
         log.error("rules file %s is invalid: %s", rules_path, rules.watcher.error)
     params = settings.metrics

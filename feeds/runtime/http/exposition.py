@@ -5,14 +5,18 @@ Counter names end in ``_total`` (``omniops_events_total{feed,outcome}``,
 ``omniops_webhook_rejected_total{source,reason}``,
 ``omniops_webhook_ignored_total{source}``); the histogram is
 ``omniops_webhook_durable_seconds{source}``; gauges are passed in by the handler at
-scrape time.  Label values are escaped as the text format requires.  The renderer is
-small and dependency-free, so the metric names stay exactly what dashboards already use.
+scrape time (the notification receivers' as :func:`notification_gauges`:
+``omniops_notifications_pending{receiver}`` and the others below).  Label values are
+escaped as the text format requires.  The renderer is small and dependency-free, so the
+metric names stay exactly what dashboards already use.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+
+from store.alerts import ReceiverStatus
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Upper bounds (seconds) of the request-to-durable latency histogram."""
@@ -101,3 +105,39 @@ def _num(value: float) -> str:
     if number in (float("inf"), float("-inf")):
         return "+Inf" if number > 0 else "-Inf"
     return str(int(number)) if number.is_integer() else repr(number)
+
+
+NOTIFICATION_GAUGES: tuple[tuple[str, str, str], ...] = (
+    (
+        "omniops_notifications_pending",
+        "Notifications waiting in the store's outbox for the receiver (retried).",
+        "pending",
+    ),
+    (
+        "omniops_notifications_dead_letter",
+        "Notifications given up on (refused, too old, too many attempts), kept in the outbox.",
+        "dead_letter",
+    ),
+    (
+        "omniops_notifications_failed_attempts",
+        "Failed delivery attempts since the evaluating process started.",
+        "failed_attempts",
+    ),
+    (
+        "omniops_notifications_delivered",
+        "Notifications delivered since the evaluating process started.",
+        "delivered",
+    ),
+)
+"""``(name, help, ReceiverStatus field)`` of the per-receiver notification gauges."""
+
+
+def notification_gauges(
+    statuses: Sequence[ReceiverStatus],
+) -> list[tuple[str, str, dict[str, str], float]]:
+    """The per-receiver notification gauges (``{receiver="..."}``) of ``statuses``."""
+    return [
+        (name, help_, {"receiver": s.receiver}, float(getattr(s, field)))
+        for name, help_, field in NOTIFICATION_GAUGES
+        for s in statuses
+    ]

@@ -25,7 +25,9 @@
   pool of their own (:attr:`ServerState.pool`), so a large body never holds the event
   loop and ``/health`` keeps answering while it is processed.
 * ``GET /health``: per feed state, the writer's totals, the store's counts (its path only
-  to a caller that presented ``OMNIOPS_API_TOKEN``).
+  to a caller that presented ``OMNIOPS_API_TOKEN``), and per notification receiver what
+  waits in the outbox (``notifications``: pending, dead letters, next try, counters; the
+  last error only to that caller, as it names the receiver's URL).
 * ``GET /metrics``: Prometheus text (:mod:`feeds.runtime.http.exposition`).
 
 The read endpoints and ``/route`` need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when
@@ -46,6 +48,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -65,7 +68,7 @@ from feeds.runtime.http.auth import (
     presented_api_token,
     read_guard,
 )
-from feeds.runtime.http.exposition import Metrics
+from feeds.runtime.http.exposition import Metrics, notification_gauges
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource
 from feeds.runtime.serve_config import ServeConfig
@@ -77,6 +80,7 @@ from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
 from rules.routing.config import FulfillmentRouting
+from store.alerts import ReceiverStatus, load_receiver_status
 from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
@@ -128,6 +132,17 @@ class StoreReader:
                 if self._conn is None:
                     self._conn = open_reader(self.path)
                 return store_counts(self._conn)
+
+        return await asyncio.to_thread(run)
+
+    async def receivers(self) -> list[ReceiverStatus]:
+        """The notification receivers' counters and what waits in the outbox for each."""
+
+        def run() -> list[ReceiverStatus]:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = open_reader(self.path)
+                return load_receiver_status(self._conn)
 
         return await asyncio.to_thread(run)
 
@@ -192,6 +207,10 @@ class ServerState:
 
 
 STATE: web.AppKey[ServerState] = web.AppKey("omniops_state", ServerState)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _dumps(value: object) -> str:
@@ -455,6 +474,22 @@ async def health(request: web.Request) -> web.Response:
         # The reason stays useful; the directory it lives in is not for anonymous callers.
         where = state.config.mapping_file
         mapping_error = mapping_error.replace(str(where), where.name)
+    try:
+        receivers = await state.reader.receivers()
+    except (sqlite3.Error, FileNotFoundError):
+        receivers = []
+    notifications = {
+        r.receiver: {
+            "pending": r.pending,
+            "dead_letter": r.dead_letter,
+            "next_attempt_at": _iso(r.next_attempt_at),
+            "delivered": r.delivered,
+            "failed_attempts": r.failed_attempts,
+            # An error names the receiver's URL, which may carry its secret (chat hooks).
+            **({"last_error": r.last_error} if trusted else {}),
+        }
+        for r in receivers
+    }
     body = {
         "status": "degraded" if failing or state.mapping_error else "ok",
         "now": state.clock.now().isoformat().replace("+00:00", "Z"),
@@ -468,6 +503,7 @@ async def health(request: web.Request) -> web.Response:
         },
         "store": store,
         "mapping_error": mapping_error or None,
+        "notifications": notifications,
     }
     return _json(200, body)
 
@@ -520,9 +556,11 @@ async def metrics(request: web.Request) -> web.Response:
                 )
     for extra in state.gauges:
         gauges.extend(extra())
+    assert state.reader is not None
+    with contextlib.suppress(sqlite3.Error, FileNotFoundError):
+        gauges.extend(notification_gauges(await state.reader.receivers()))
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
-    assert state.reader is not None
     with contextlib.suppress(sqlite3.Error, FileNotFoundError):
         for key, value in (await state.reader.counts()).items():
             gauges.append(("omniops_store_rows", "Totals in the store.", {"kind": key}, value))

@@ -594,15 +594,36 @@ def _is_spike(returned: int, z: float | None, q: float | None, params: MetricPar
     )
 
 
+def baseline_dispersion(days: list[list[int]] | list[tuple[int, int]]) -> float:
+    """Extra-binomial dispersion φ ≥ 1 of a series' baseline days (quasi-binomial).
+
+    ``days`` holds (returned, sold) per baseline day.  With the baseline's pooled rate r,
+    φ = Σ (returnedᵢ − soldᵢ·r)² / (soldᵢ·r·(1 − r)) ÷ (D − 1) over the D days with sales:
+    the Pearson statistic per degree of freedom, 1 when the days vary as binomial counts
+    would.  A roll-up pools many SKUs and channels whose mix and return lag change from
+    day to day, so its days vary more than that, and a test that ignored it would call
+    that ordinary variation a spike.  Fewer than two days with sales, or φ < 1: 1.
+    """
+    active = [(r, s) for r, s in days if s > 0]
+    total_r, total_s = sum(r for r, _ in active), sum(s for _, s in active)
+    if len(active) < 2 or total_r <= 0 or total_r >= total_s:
+        return 1.0
+    rate = total_r / total_s
+    chi2 = sum((r - s * rate) ** 2 / (s * rate * (1 - rate)) for r, s in active)
+    return max(1.0, chi2 / (len(active) - 1))
+
+
 def _windows_by_key(table: str) -> str:
-    """Units of the current and baseline windows per (category, channel) of a rollup.
+    """Units of the current window and of each baseline day per (category, channel) of a rollup.
 
     The rollup's key is (category, channel, hour) and it has no index on the hour, so a
     plain ``WHERE hour BETWEEN`` reads every hour the store ever had.  Instead the
     (category, channel) keys are walked one index seek each (a recursive "loose index
     scan": the next key is the smallest one above the last), and each key reads only its
     hours in the windows, so the cost follows the keys and the windows, not the history.
-    Parameters: current window's first hour (twice), baseline's first hour, last hour.
+    Rows are per key and day: -1 for the current window, else the baseline day
+    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts).
+    Parameters: current window's first hour, baseline's first hour (twice), last hour.
     """
     return f"""
         WITH RECURSIVE
@@ -619,12 +640,12 @@ def _windows_by_key(table: str) -> str:
                               WHERE r.category = keys.category AND r.channel > keys.channel)
             FROM keys WHERE channel IS NOT NULL)
         SELECT k.category, k.channel,
-               SUM(CASE WHEN h.hour >= ? THEN h.units ELSE 0 END),
-               SUM(CASE WHEN h.hour < ? THEN h.units ELSE 0 END)
+               CASE WHEN h.hour >= ? THEN -1 ELSE (h.hour - ?) / 24 END AS day,
+               SUM(h.units)
         FROM keys k CROSS JOIN {table} h
           ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
         WHERE k.channel IS NOT NULL
-        GROUP BY k.category, k.channel"""
+        GROUP BY k.category, k.channel, day"""
 
 
 def return_rollups(
@@ -634,22 +655,26 @@ def return_rollups(
 
     Units sold and returned come from the category × channel hourly rollups the writer
     keeps (a unit counts in the category its SKU had then), so both windows are whole
-    hour buckets, like units sold per SKU.
+    hour buckets, like units sold per SKU.  The p-value allows for the series' own
+    day-to-day variation in the baseline (:func:`baseline_dispersion`: both windows'
+    returns divided by φ), and BH runs across the category and channel series together.
     """
     first, last = window_hours(t, params.return_window_days)
     b_first = first - int(params.return_baseline_days * 24)
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # Per series: day -1 is the current window, 0.. the baseline days; [returned, sold].
+    days: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0])
+    )
 
-    def add(scope: str, key: str, slot: int, n: int) -> None:
-        counts[(scope, key)][slot] += int(n)
+    def add(category: str, channel: str, day: int, slot: int, n: int) -> None:
+        for series in (("category", category), ("channel", channel)):
+            days[series][day][slot] += int(n)
 
     for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
-        for category, channel, current, base in db.execute(
-            _windows_by_key(table), (first, first, b_first, closed_last_hour(t, last))
+        for category, channel, day, units in db.execute(
+            _windows_by_key(table), (first, b_first, b_first, closed_last_hour(t, last))
         ):
-            for scope, key in (("category", category), ("channel", channel)):
-                add(scope, key, slot, current)
-                add(scope, key, slot + 2, base)
+            add(category, channel, day, slot, units)
     # As of t (store/asof.py): t's hour so far, and sales cancelled only after t.
     late: list[tuple[str, str, int, int, int]] = [
         (line.category, line.channel, line.hour, line.units, 1)
@@ -658,12 +683,26 @@ def return_rollups(
     late.extend((r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
     for category, channel, hour, units, slot in late:
         if b_first <= hour <= last:
-            for scope, key in (("category", category), ("channel", channel)):
-                add(scope, key, slot if hour >= first else slot + 2, units)
+            add(category, channel, -1 if hour >= first else (hour - b_first) // 24, slot, units)
+    counts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+    dispersion: dict[tuple[str, str], float] = {}
+    for series, by_day in days.items():
+        returned, sold = by_day.get(-1, (0, 0))
+        baseline = [v for d, v in by_day.items() if d >= 0]
+        counts[series] = (
+            returned,
+            sold,
+            sum(r for r, _ in baseline),
+            sum(s for _, s in baseline),
+        )
+        dispersion[series] = baseline_dispersion(baseline)
     rollups = []
     keyed = sorted(counts.items())
     # One family: every category and channel series of this evaluation.
-    p_values = [rate_p_value(*c) for _, c in keyed]
+    p_values = [
+        rate_p_value(round(r / dispersion[k]), s, round(br / dispersion[k]), bs)
+        for k, (r, s, br, bs) in keyed
+    ]
     q_values = bh_q_values(p_values, len(keyed))
     for ((scope, key), (returned, sold, base_returned, base_sold)), p, q in zip(
         keyed, p_values, q_values, strict=True
@@ -683,6 +722,7 @@ def return_rollups(
                 spike=_is_spike(returned, z, q, params),
                 p_value=p,
                 q_value=q,
+                dispersion=dispersion[(scope, key)],
             )
         )
     rollups.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), r.scope, r.key))

@@ -128,6 +128,8 @@ class ReturnRollupRow:
     """Exact one-sided conditional-binomial p-value of the rate test."""
     q_value: float | None = None
     """Benjamini–Hochberg adjusted p-value across the roll-up series of this evaluation."""
+    dispersion: float = 1.0
+    """The baseline days' extra-binomial dispersion φ the p-value allows for (≥ 1)."""
 
 
 @dataclass(frozen=True)

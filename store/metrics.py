@@ -377,7 +377,8 @@ def rate_z_score(returned: int, sold: int, base_returned: int, base_sold: int) -
 
     Given n = returned + base_returned returns, if both windows had the same rate per unit
     sold, the current window's share of them would be Binomial(n, π) with
-    π = sold / (sold + base_sold).  z = (returned − nπ) / √(nπ(1 − π)).
+    π = sold / (sold + base_sold).  z = (returned − nπ) / √(nπ(1 − π)).  Shown beside the
+    exact p-value (:func:`rate_p_value`), which is what decides a spike.
     """
     n = returned + base_returned
     exposure = sold + base_sold
@@ -385,6 +386,109 @@ def rate_z_score(returned: int, sold: int, base_returned: int, base_sold: int) -
         return None
     pi = sold / exposure
     return (returned - n * pi) / math.sqrt(n * pi * (1 - pi))
+
+
+def binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """P(X ≥ k) for X ~ Binomial(n, p), exact (terms summed in log space from the tail in).
+
+    Summed on the side of the mode that holds the smaller mass, so a tiny tail keeps its
+    relative precision and a large one is 1 minus a small sum; the terms fall off
+    geometrically away from the mode, so the loop stops after a few √n terms.
+    """
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    lg_n1 = math.lgamma(n + 1)
+
+    def log_pmf(i: int) -> float:
+        return lg_n1 - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+
+    def tail_sum(first: int, step: int, stop: int) -> float:
+        """Σ pmf(i) for i = first, first+step, ... up to stop, relative to pmf(first)."""
+        top = log_pmf(first)
+        total, i = 0.0, first
+        while (i <= stop) if step > 0 else (i >= stop):
+            term = math.exp(log_pmf(i) - top)
+            total += term
+            if term < 1e-17 * total:
+                break
+            i += step
+        return total * math.exp(top)
+
+    mode = int((n + 1) * p)
+    if k > mode:  # the upper tail is the small side: sum it upwards from k
+        return min(1.0, tail_sum(k, 1, n))
+    # the lower tail P(X ≤ k − 1) is the small side: 1 minus it, summed downwards
+    return max(0.0, 1.0 - tail_sum(k - 1, -1, 0))
+
+
+def rate_p_value(returned: int, sold: int, base_returned: int, base_sold: int) -> float | None:
+    """Exact one-sided p-value of the rate test: P(X ≥ returned), X ~ Binomial(n, π).
+
+    The same conditional binomial as :func:`rate_z_score` (n = both windows' returns,
+    π = sold / (sold + base_sold)), summed exactly instead of approximated by a normal,
+    whose tail is far too thin for the few returns of a single SKU.  None when the test
+    does not apply (no returns, or no sales in either window).
+    """
+    n = returned + base_returned
+    if n == 0 or sold <= 0 or base_sold <= 0:
+        return None
+    return binomial_upper_tail(returned, n, sold / (sold + base_sold))
+
+
+def bh_q_values(p_values: list[float | None], family: int) -> list[float | None]:
+    """Benjamini–Hochberg adjusted p-values (q-values) of ``p_values`` in a family of ``family``.
+
+    q_(i) = min over j ≥ i of (family × p_(j) / j), capped at 1, with the p-values in
+    increasing order; rejecting every series with q ≤ α is the BH step-up procedure at
+    level α.  ``family`` may exceed the number of p-values given: the series left out
+    (those that cannot spike) count as p = 1, which only makes the test stricter.  A
+    None p-value (no test) has no q-value.
+    """
+    tested = [(p, i) for i, p in enumerate(p_values) if p is not None]
+    m = max(family, len(tested))
+    out: list[float | None] = [None] * len(p_values)
+    running = 1.0
+    ranked = sorted(tested)
+    for rank in range(len(ranked), 0, -1):
+        p, i = ranked[rank - 1]
+        running = min(running, m * p / rank)
+        out[i] = running
+    return out
+
+
+def _sku_series(db: sqlite3.Connection, t: int, first_hour: int, last_hour: int) -> int:
+    """SKUs with units sold in ``[first_hour, last_hour]`` as of ``t``: the SKU family size.
+
+    A loose index scan of ``sku_hourly`` (one seek to the next SKU, one to its first hour
+    in the windows), plus the SKUs that sold only in ``t``'s hour so far.
+    """
+    closed = {
+        sku
+        for (sku,) in db.execute(
+            """WITH RECURSIVE s(sku) AS (
+                 SELECT (SELECT MIN(sku) FROM sku_hourly)
+                 UNION ALL
+                 SELECT (SELECT MIN(sku) FROM sku_hourly WHERE sku > s.sku)
+                 FROM s WHERE s.sku IS NOT NULL)
+               SELECT sku FROM s WHERE sku IS NOT NULL AND EXISTS (
+                 SELECT 1 FROM sku_hourly h
+                 WHERE h.sku = s.sku AND h.hour BETWEEN ? AND ? AND h.units > 0)""",
+            (first_hour, closed_last_hour(t, last_hour)),
+        )
+    }
+    closed.update(
+        line.sku
+        for line in sales_lines(db, t, first_hour)
+        if line.units > 0 and first_hour <= line.hour <= last_hour
+    )
+    return len(closed)
 
 
 def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> ReturnSpikeSnapshot:
@@ -439,13 +543,19 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
             w_start,
         ),
     ).fetchall()
-    rows = []
+    counted = []
     for sku, category, s_closed, bs_closed, br in per_sku:
         s, bs = s_closed + late_sold[sku], bs_closed + late_base[sku]
-        returned = current[sku]
-        rate, base_rate = _ratio(returned, s), _ratio(br, bs)
+        counted.append((sku, category, current[sku], s, br, bs))
+    p_values = [rate_p_value(ret, s, br, bs) for _, _, ret, s, br, bs in counted]
+    # The family: every SKU with sales in either window could have been tested; those
+    # below the minimum count are not listed and count as p = 1 (README: Return spike).
+    tested = _sku_series(db, t, b_first, last) if candidates else 0
+    q_values = bh_q_values(p_values, tested)
+    rows = []
+    for (sku, category, returned, s, br, bs), p, q in zip(counted, p_values, q_values, strict=True):
         z = rate_z_score(returned, s, br, bs)
-        spike = z is not None and z >= params.return_z_threshold
+        spike = _is_spike(returned, z, q, params)
         top = sorted(reasons[sku].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
         rows.append(
             ReturnSpikeRow(
@@ -453,13 +563,15 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
                 category=category,
                 returned=returned,
                 sold=s,
-                rate=rate,
+                rate=_ratio(returned, s),
                 baseline_returned=br,
                 baseline_sold=bs,
-                baseline_rate=base_rate,
+                baseline_rate=_ratio(br, bs),
                 z_score=z,
                 spike=spike,
                 top_reasons=tuple(top),
+                p_value=p,
+                q_value=q,
             )
         )
     rows.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), -r.returned, r.sku))
@@ -467,18 +579,51 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         rows=tuple(rows[: params.top_n]),
         spikes=sum(r.spike for r in rows),
         rollups=return_rollups(db, t, params),
+        tested=max(tested, sum(p is not None for p in p_values)),
     )
 
 
+def _is_spike(returned: int, z: float | None, q: float | None, params: MetricParams) -> bool:
+    """The spike rule: the minimum count, a BH discovery at ``return_fdr_q``, and the z floor."""
+    return (
+        returned >= params.return_min_count
+        and q is not None
+        and q <= params.return_fdr_q
+        and z is not None
+        and z >= params.return_z_threshold
+    )
+
+
+def baseline_dispersion(days: list[list[int]] | list[tuple[int, int]]) -> float:
+    """Extra-binomial dispersion φ ≥ 1 of a series' baseline days (quasi-binomial).
+
+    ``days`` holds (returned, sold) per baseline day.  With the baseline's pooled rate r,
+    φ = Σ (returnedᵢ − soldᵢ·r)² / (soldᵢ·r·(1 − r)) ÷ (D − 1) over the D days with sales:
+    the Pearson statistic per degree of freedom, 1 when the days vary as binomial counts
+    would.  A roll-up pools many SKUs and channels whose mix and return lag change from
+    day to day, so its days vary more than that, and a test that ignored it would call
+    that ordinary variation a spike.  Fewer than two days with sales, or φ < 1: 1.
+    """
+    active = [(r, s) for r, s in days if s > 0]
+    total_r, total_s = sum(r for r, _ in active), sum(s for _, s in active)
+    if len(active) < 2 or total_r <= 0 or total_r >= total_s:
+        return 1.0
+    rate = total_r / total_s
+    chi2 = sum((r - s * rate) ** 2 / (s * rate * (1 - rate)) for r, s in active)
+    return max(1.0, chi2 / (len(active) - 1))
+
+
 def _windows_by_key(table: str) -> str:
-    """Units of the current and baseline windows per (category, channel) of a rollup.
+    """Units of the current window and of each baseline day per (category, channel) of a rollup.
 
     The rollup's key is (category, channel, hour) and it has no index on the hour, so a
     plain ``WHERE hour BETWEEN`` reads every hour the store ever had.  Instead the
     (category, channel) keys are walked one index seek each (a recursive "loose index
     scan": the next key is the smallest one above the last), and each key reads only its
     hours in the windows, so the cost follows the keys and the windows, not the history.
-    Parameters: current window's first hour (twice), baseline's first hour, last hour.
+    Rows are per key and day: -1 for the current window, else the baseline day
+    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts).
+    Parameters: current window's first hour, baseline's first hour (twice), last hour.
     """
     return f"""
         WITH RECURSIVE
@@ -495,12 +640,12 @@ def _windows_by_key(table: str) -> str:
                               WHERE r.category = keys.category AND r.channel > keys.channel)
             FROM keys WHERE channel IS NOT NULL)
         SELECT k.category, k.channel,
-               SUM(CASE WHEN h.hour >= ? THEN h.units ELSE 0 END),
-               SUM(CASE WHEN h.hour < ? THEN h.units ELSE 0 END)
+               CASE WHEN h.hour >= ? THEN -1 ELSE (h.hour - ?) / 24 END AS day,
+               SUM(h.units)
         FROM keys k CROSS JOIN {table} h
           ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
         WHERE k.channel IS NOT NULL
-        GROUP BY k.category, k.channel"""
+        GROUP BY k.category, k.channel, day"""
 
 
 def return_rollups(
@@ -510,22 +655,26 @@ def return_rollups(
 
     Units sold and returned come from the category × channel hourly rollups the writer
     keeps (a unit counts in the category its SKU had then), so both windows are whole
-    hour buckets, like units sold per SKU.
+    hour buckets, like units sold per SKU.  The p-value allows for the series' own
+    day-to-day variation in the baseline (:func:`baseline_dispersion`: both windows'
+    returns divided by φ), and BH runs across the category and channel series together.
     """
     first, last = window_hours(t, params.return_window_days)
     b_first = first - int(params.return_baseline_days * 24)
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    # Per series: day -1 is the current window, 0.. the baseline days; [returned, sold].
+    days: dict[tuple[str, str], dict[int, list[int]]] = defaultdict(
+        lambda: defaultdict(lambda: [0, 0])
+    )
 
-    def add(scope: str, key: str, slot: int, n: int) -> None:
-        counts[(scope, key)][slot] += int(n)
+    def add(category: str, channel: str, day: int, slot: int, n: int) -> None:
+        for series in (("category", category), ("channel", channel)):
+            days[series][day][slot] += int(n)
 
     for table, slot in (("category_hourly", 1), ("category_returns_hourly", 0)):
-        for category, channel, current, base in db.execute(
-            _windows_by_key(table), (first, first, b_first, closed_last_hour(t, last))
+        for category, channel, day, units in db.execute(
+            _windows_by_key(table), (first, b_first, b_first, closed_last_hour(t, last))
         ):
-            for scope, key in (("category", category), ("channel", channel)):
-                add(scope, key, slot, current)
-                add(scope, key, slot + 2, base)
+            add(category, channel, day, slot, units)
     # As of t (store/asof.py): t's hour so far, and sales cancelled only after t.
     late: list[tuple[str, str, int, int, int]] = [
         (line.category, line.channel, line.hour, line.units, 1)
@@ -534,10 +683,30 @@ def return_rollups(
     late.extend((r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
     for category, channel, hour, units, slot in late:
         if b_first <= hour <= last:
-            for scope, key in (("category", category), ("channel", channel)):
-                add(scope, key, slot if hour >= first else slot + 2, units)
+            add(category, channel, -1 if hour >= first else (hour - b_first) // 24, slot, units)
+    counts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
+    dispersion: dict[tuple[str, str], float] = {}
+    for series, by_day in days.items():
+        returned, sold = by_day.get(-1, (0, 0))
+        baseline = [v for d, v in by_day.items() if d >= 0]
+        counts[series] = (
+            returned,
+            sold,
+            sum(r for r, _ in baseline),
+            sum(s for _, s in baseline),
+        )
+        dispersion[series] = baseline_dispersion(baseline)
     rollups = []
-    for (scope, key), (returned, sold, base_returned, base_sold) in counts.items():
+    keyed = sorted(counts.items())
+    # One family: every category and channel series of this evaluation.
+    p_values = [
+        rate_p_value(round(r / dispersion[k]), s, round(br / dispersion[k]), bs)
+        for k, (r, s, br, bs) in keyed
+    ]
+    q_values = bh_q_values(p_values, len(keyed))
+    for ((scope, key), (returned, sold, base_returned, base_sold)), p, q in zip(
+        keyed, p_values, q_values, strict=True
+    ):
         z = rate_z_score(returned, sold, base_returned, base_sold)
         rollups.append(
             ReturnRollupRow(
@@ -550,9 +719,10 @@ def return_rollups(
                 baseline_sold=base_sold,
                 baseline_rate=_ratio(base_returned, base_sold),
                 z_score=z,
-                spike=returned >= params.return_min_count
-                and z is not None
-                and z >= params.return_z_threshold,
+                spike=_is_spike(returned, z, q, params),
+                p_value=p,
+                q_value=q,
+                dispersion=dispersion[(scope, key)],
             )
         )
     rollups.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), r.scope, r.key))

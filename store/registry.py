@@ -219,6 +219,22 @@ _DECLARED = (
     Metric("returns.rate", _RET, "share", "rate", "return rate in the window", "returns", "rate"),
     Metric("returns.z_score", _RET, "z", "z", "rate test z vs baseline", "returns", "z"),
     Metric(
+        "returns.p_value",
+        _RET,
+        "probability",
+        "number",
+        "exact one-sided p-value of the rate test",
+        "returns",
+    ),
+    Metric(
+        "returns.q_value",
+        _RET,
+        "probability",
+        "number",
+        "BH q-value across the SKUs tested (spike: q <= return_fdr_q)",
+        "returns",
+    ),
+    Metric(
         "returns.spike",
         _RET,
         "flag",

@@ -61,7 +61,9 @@ class MetricParams(BaseModel):
     return_min_count: int = 5
     """A spike needs at least this many units returned in the current window."""
     return_z_threshold: float = 3.0
-    """A spike needs the rate test's z statistic at or above this (one-sided)."""
+    """A spike also needs the rate test's z at or above this (a floor; the FDR test decides)."""
+    return_fdr_q: float = 0.01
+    """False discovery rate of the spike test: Benjamini–Hochberg level per evaluation."""
     rolling_days: int = 7
     """Headline figures are compared with the mean of this many previous local days."""
     stale_feed_minutes: float = 15.0

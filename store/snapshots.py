@@ -101,9 +101,13 @@ class ReturnSpikeRow:
     baseline_sold: int
     baseline_rate: float | None
     z_score: float | None
-    """Two-proportion z statistic, current window vs baseline window."""
+    """Rate test z statistic (normal approximation), current window vs baseline window."""
     spike: bool
     top_reasons: tuple[tuple[str, int], ...]
+    p_value: float | None = None
+    """Exact one-sided conditional-binomial p-value of the rate test (README: Return spike)."""
+    q_value: float | None = None
+    """Benjamini–Hochberg adjusted p-value across the SKU series of this evaluation."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,12 @@ class ReturnRollupRow:
     baseline_rate: float | None
     z_score: float | None
     spike: bool
+    p_value: float | None = None
+    """Exact one-sided conditional-binomial p-value of the rate test."""
+    q_value: float | None = None
+    """Benjamini–Hochberg adjusted p-value across the roll-up series of this evaluation."""
+    dispersion: float = 1.0
+    """The baseline days' extra-binomial dispersion φ the p-value allows for (≥ 1)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,8 @@ class ReturnSpikeSnapshot:
     spikes: int
     rollups: tuple[ReturnRollupRow, ...] = ()
     """Every category and channel with returns or sales in either window, spikes first."""
+    tested: int = 0
+    """SKU series in the multiple-testing family: SKUs with units sold in either window."""
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ def samples(snapshots: Snapshots) -> list[Sample]:
         labels = {"sku": r.sku, "category": r.category}
         add(_sample("returns.rate", labels, r.rate))
         add(_sample("returns.z_score", labels, r.z_score))
+        add(_sample("returns.p_value", labels, r.p_value))
+        add(_sample("returns.q_value", labels, r.q_value))
         add(_sample("returns.spike", labels, 1.0 if r.spike else 0.0))
         add(_sample("returns.returned", labels, r.returned))
     h = snapshots.headline

@@ -96,10 +96,12 @@ class Notification:
     def key(self) -> str:
         """The idempotency key: the same for every attempt and across restarts.
 
-        Unique per receiver, group and moment (a group is notified at most once a moment).
+        Derived from the receiver, group, moment and the alerts' states, all of which the
+        outbox keeps, so a notification read back from the store has the same key.
         """
-        text = f"{self.receiver}\x1f{self.group_key}\x1f{_iso(self.created_at)}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        parts = [self.receiver, self.group_key, _iso(self.created_at) or ""]
+        parts += [f"{a.fingerprint}:{a.status}:{a.state}:{a.acked_by or ''}" for a in self.alerts]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def _iso(moment: datetime | None) -> str | None:

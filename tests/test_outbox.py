@@ -205,7 +205,9 @@ async def test_waiting_notifications_survive_a_restart_and_are_delivered_exactly
         waiting = outbox_store.list_waiting(conn)
         (status,) = alert_store.load_receiver_status(conn)
     assert {w.key for w in waiting} == keys
-    assert sum(w.attempts for w in waiting) == attempts
+    # Every attempt is counted on its notification (but one cut short by the stop).
+    total = len(receiver.requests)
+    assert total - 1 <= sum(w.attempts for w in waiting) <= total
     assert (status.receiver, status.pending, status.dead_letter) == ("hook", 3, 0)
     assert status.next_attempt_at is not None
     next_try = status.next_attempt_at.strftime("%H:%M")

@@ -36,6 +36,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from rules.backoff import Backoff
+from rules.delivery_loop import DeliveryLoop
 from rules.labels import Duration, format_duration, labels_text
 from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
@@ -437,7 +438,7 @@ def _wall() -> datetime:
 
 
 @dataclass
-class ReceiverWorker:
+class ReceiverWorker(DeliveryLoop):
     """One receiver's delivery task, delivering from the outbox.
 
     :meth:`enqueue` never blocks: the task first stores what was handed to it (replacing
@@ -506,26 +507,18 @@ class ReceiverWorker:
         self._idle.clear()
         self._wake.set()
 
-    def start(self) -> None:
-        """Start the delivery task."""
-        if self._task is None:
-            self._idle.clear()  # until it has looked at what a previous run left
-            self._task = asyncio.create_task(self._run(), name=f"receiver:{self.name}")
+    def _task_name(self) -> str:
+        return f"receiver:{self.name}"
+
+    def _starting(self) -> None:
+        self._idle.clear()  # until it has looked at what a previous run left
 
     async def stop(self) -> None:
         """Stop delivering; what waits stays in the outbox for the next run."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if self._incoming:
             with contextlib.suppress(Exception):
                 await self._store_incoming()
-
-    async def wait_idle(self) -> None:
-        """Until nothing waits (everything delivered or given up)."""
-        await self._idle.wait()
 
     def status(self) -> ReceiverStatus:
         """The counters in their stored form."""

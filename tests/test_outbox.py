@@ -21,11 +21,15 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from textual.app import App
+from textual.widgets import Static
 
-from console.screens.alerts import receiver_lines
+from console.screens.alerts import AlertsScreen, receiver_lines
+from console.widgets.formatting import fmt_past
 from feeds.runtime.alerting import RulesRuntime, alert_loop, store_node_ids
 from feeds.runtime.serve import Server, serve
 from feeds.runtime.serve_config import ServeConfig
+from rules.alerts.actions import AlertActions
 from rules.backoff import Backoff
 from rules.notify import Notifier, NotifyConfig
 from rules.receivers import (
@@ -36,6 +40,7 @@ from rules.receivers import (
     WebhookDelivery,
     WebhookReceiverConfig,
 )
+from rules.roles import Permissions
 from store import alerts as alert_store
 from store import outbox as outbox_store
 from store.clock import FixedClock
@@ -71,9 +76,7 @@ class Receiver:
         site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = int(self.runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -466,3 +469,48 @@ async def test_serve_refuses_a_fulfillment_node_the_store_does_not_know(
     rules_path.write_text(NODE_RULES.replace("NODE", "WH1"), encoding="utf-8")
     runtime = RulesRuntime(rules_path, known_nodes=lambda: store_node_ids(db))
     assert runtime.current is not None and "WH1" in runtime.current.rules.fulfillment.nodes
+
+
+# -- the alerts view -------------------------------------------------------------------------
+
+
+class AlertsApp(App[None]):
+    """The alerts view over a real store, read through the console's alert actions."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        clock = FixedClock(AS_OF)
+        self.actions = AlertActions(
+            lambda: alert_store.connect(db), clock, Permissions("ana", "viewer")
+        )
+        self.view = AlertsScreen(source=self.actions, clock=clock, tz=UTC, poll_seconds=0)
+
+    def on_mount(self) -> None:
+        self.push_screen(self.view)
+
+
+async def test_the_alerts_view_says_what_waits_for_a_receiver_and_its_next_try(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "s.db"
+    outbox = await asyncio.to_thread(Outbox.open, db)
+    now = datetime.now(UTC)
+    next_try = now + timedelta(seconds=40)
+    items = [NewItem("ops-webhook", f"k{i}", f"root:{{n={i}}}", "{}") for i in range(4)]
+    outbox.run(lambda c: outbox_store.enqueue(c, items, at=now))
+    first, second, *_ = outbox.run(lambda c: outbox_store.list_waiting(c))
+    outbox.run(lambda c: outbox_store.mark_dead(c, first.id, at=now, error="HTTP 400 from …"))
+    outbox.run(
+        lambda c: outbox_store.mark_failed(
+            c, second.id, at=now, next_attempt_at=next_try, error="HTTP 503 from …"
+        )
+    )
+    outbox.close()
+    app = AlertsApp(db)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await until(lambda: app.view.loads >= 1)
+        await pilot.pause()
+        text = str(app.view.query_one("#alerts-receivers", Static).render())
+    when = fmt_past(next_try, UTC, datetime.now(UTC))
+    assert f"notifications: 3 waiting for ops-webhook (next try {when})" in text
+    assert "notifications: 1 given up for ops-webhook (dead letters, kept in the store)" in text

@@ -514,3 +514,41 @@ async def test_the_alerts_view_says_what_waits_for_a_receiver_and_its_next_try(
     when = fmt_past(next_try, UTC, datetime.now(UTC))
     assert f"notifications: 3 waiting for ops-webhook (next try {when})" in text
     assert "notifications: 1 given up for ops-webhook (dead letters, kept in the store)" in text
+
+
+def test_the_store_functions_replace_defer_and_count(tmp_path: Path) -> None:
+    t = datetime(2026, 11, 18, 15, 0, tzinfo=UTC)
+    with connection(tmp_path / "s.db") as conn:
+        replaced = outbox_store.enqueue(
+            conn,
+            [NewItem("hook", "k1", "g1", "one"), NewItem("hook", "k2", "g2", "two")],
+            at=t,
+        )
+        assert replaced == 0
+        # a newer notification of group g1 replaces the waiting one; a known key is a no-op
+        assert outbox_store.enqueue(conn, [NewItem("hook", "k3", "g1", "one'")], at=t) == 1
+        assert outbox_store.enqueue(conn, [NewItem("hook", "k3", "g1", "other")], at=t) == 0
+        assert [(w.key, w.payload) for w in outbox_store.list_waiting(conn)] == [
+            ("k2", "two"),
+            ("k3", "one'"),
+        ]
+        k2 = outbox_store.due(conn, "hook", t)[0]
+        later = t + timedelta(seconds=4)
+        assert outbox_store.mark_failed(conn, k2.id, at=t, next_attempt_at=later, error="503") == 1
+        # the receiver is on back-off as a whole: nothing is due before `later`
+        assert outbox_store.due(conn, "hook", later - timedelta(milliseconds=1)) == []
+        assert [d.key for d in outbox_store.due(conn, "hook", later)] == ["k2", "k3"]
+        (counts,) = outbox_store.counts(conn).values()
+        assert (counts.waiting, counts.dead, counts.next_attempt_at) == (2, 0, later)
+        assert counts.last_error == "503" and counts.oldest_waiting_at == t
+        assert outbox_store.mark_dead(conn, k2.id, at=later, error="400")
+        assert not outbox_store.mark_dead(conn, k2.id, at=later, error="400")  # once
+        k3 = outbox_store.next_waiting(conn, "hook")
+        assert k3 is not None and outbox_store.mark_delivered(conn, k3.id)
+        assert not outbox_store.mark_delivered(conn, k3.id)
+        assert outbox_store.counts(conn)["hook"] == outbox_store.OutboxCounts(
+            "hook", waiting=0, dead=1, last_error="400"
+        )
+        assert outbox_store.prune_dead(conn, later) == 0
+        assert outbox_store.prune_dead(conn, later + timedelta(seconds=1)) == 1
+        assert outbox_store.counts(conn) == {}

@@ -11,11 +11,15 @@ Receivers are configured in the ``[[notify.receivers]]`` tables of the rules fil
   ``http://alertmanager:9093/api/v2/alerts`` and a team's Alertmanager takes over paging).
 * ``log`` — one JSON line per notification (the generic format) appended to a file.
 
-Each receiver has its own queue and delivery task (:class:`ReceiverWorker`), so one that is
-down delays only itself.  A failed delivery is retried with exponential back-off for as long
-as it takes; while it waits, a newer notification for the same alert group replaces the
-queued one (it carries the current state), which keeps the queue bounded.  Refusals that
-retrying cannot fix (HTTP 4xx other than 408/429) are dropped and counted.
+Each receiver has its own delivery task (:class:`ReceiverWorker`), so one that is down
+delays only itself.  Notifications wait in the outbox (:mod:`store.outbox`; the store's in
+``serve``, so they survive a restart): stored before the first attempt, deleted once
+delivered.  A failed delivery puts the receiver on exponential back-off (capped); while a
+notification waits, a newer one for the same alert group replaces it (it carries the
+current state), which keeps the outbox bounded.  Refusals that retrying cannot fix (HTTP
+4xx other than 408/429), notifications older than ``give_up_after`` and those past
+``max_attempts`` become dead letters: kept in the outbox and counted, never silently
+dropped.  Every webhook POST carries the notification's ``Idempotency-Key``.
 """
 
 from __future__ import annotations

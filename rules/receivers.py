@@ -359,6 +359,9 @@ the newer notification replaces the waiting one, so what ages out is mostly old 
 DEAD_LETTER_KEEP = timedelta(days=30)
 """Dead letters older than this are deleted from the store when a receiver starts."""
 
+OUTBOX_RETRY_SECONDS = 5.0
+"""Pause before a receiver tries the outbox again after the store failed (locked, I/O)."""
+
 
 @dataclass
 class ReceiverStats:
@@ -565,6 +568,23 @@ class ReceiverWorker(DeliveryLoop):
         self.on_change()
 
     async def _run(self) -> None:
+        started = False
+        while True:
+            try:
+                if not started:
+                    await self._start_up()
+                    started = True
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store busy or failing must not end delivery
+                pause = min(self.retry.cap, OUTBOX_RETRY_SECONDS)
+                log.exception(
+                    "receiver %s: outbox unavailable; retrying in %.0f s", self.name, pause
+                )
+                await asyncio.sleep(pause)
+
+    async def _start_up(self) -> None:
         keep_after = self.wall() - DEAD_LETTER_KEEP
         await self._call(lambda db: outbox_store.prune_dead(db, keep_after))
         await self._refresh()
@@ -576,26 +596,28 @@ class ReceiverWorker(DeliveryLoop):
                 self.name,
                 self._waiting,
             )
-        while True:
-            self._wake.clear()
-            if self._incoming:
-                await self._store_incoming()
-                await self._refresh()
-            item = await self._call(self._next_waiting)
-            if item is None:
-                self._waiting = 0
-                if not self._incoming:
-                    self._idle.set()
-                    await self._wake.wait()
-                continue
-            wait = (item.next_attempt_at - self.wall()).total_seconds()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
-                continue
-            await self._attempt(item)
+
+    async def _step(self) -> None:
+        """Store what was handed over, then wait for the next try or make it."""
+        self._wake.clear()
+        if self._incoming:
+            await self._store_incoming()
             await self._refresh()
+        item = await self._call(self._next_waiting)
+        if item is None:
+            self._waiting = 0
+            if not self._incoming:
+                self._idle.set()
+                await self._wake.wait()
+            return
+        wait = (item.next_attempt_at - self.wall()).total_seconds()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            return
+        await self._attempt(item)
+        await self._refresh()
 
     def _next_waiting(self, db: sqlite3.Connection) -> outbox_store.OutboxItem | None:
         return outbox_store.next_waiting(db, self.name)
@@ -627,9 +649,11 @@ class ReceiverWorker(DeliveryLoop):
                 )
             )
             if self.max_attempts and attempts >= self.max_attempts:
+                log.warning("receiver %s: %s; gave up (dead letter)", self.name, exc)
                 await self._give_up(
                     item, f"{exc} (gave up after {attempts} attempts)", attempted=False
                 )
+                return
             log.warning(
                 "receiver %s: delivery failed (%s); retrying in %.1f s (%d undelivered)",
                 self.name,

@@ -552,3 +552,45 @@ def test_the_store_functions_replace_defer_and_count(tmp_path: Path) -> None:
         assert outbox_store.prune_dead(conn, later) == 0
         assert outbox_store.prune_dead(conn, later + timedelta(seconds=1)) == 1
         assert outbox_store.counts(conn) == {}
+
+
+class LockedAtFirst(Outbox):
+    """The store's outbox, answering "database is locked" to its first ``failures`` calls
+    (as a long transaction of another writer past the busy timeout would)."""
+
+    def __init__(self, db: Path, failures: int) -> None:
+        opened = Outbox.open(db)
+        super().__init__(opened._conn, durable=True)
+        self.failures = failures
+
+    def run(self, fn: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return super().run(fn)
+
+
+async def test_a_store_that_is_locked_for_a_while_does_not_end_delivery(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.status = 200
+    outbox = await asyncio.to_thread(LockedAtFirst, tmp_path / "s.db", 3)
+    async with aiohttp.ClientSession() as session:
+        worker = ReceiverWorker(
+            "hook",
+            WebhookDelivery(
+                WebhookReceiverConfig(name="hook", type="webhook", url=receiver.url),
+                lambda: session,
+            ),
+            Backoff(base=0.05, cap=0.05, jitter=False),
+            lambda: AS_OF,
+            outbox=outbox,
+        )
+        worker.start()
+        notification = Notification("hook", "root:{}", {}, (alert("a"),), AS_OF)
+        worker.enqueue(notification)
+        await asyncio.wait_for(worker.wait_idle(), 10)
+        await worker.stop()
+    outbox.close()
+    assert outbox.failures == 0
+    assert receiver.delivered() == Counter({notification.key: 1})

@@ -11,11 +11,15 @@ Receivers are configured in the ``[[notify.receivers]]`` tables of the rules fil
   ``http://alertmanager:9093/api/v2/alerts`` and a team's Alertmanager takes over paging).
 * ``log`` — one JSON line per notification (the generic format) appended to a file.
 
-Each receiver has its own queue and delivery task (:class:`ReceiverWorker`), so one that is
-down delays only itself.  A failed delivery is retried with exponential back-off for as long
-as it takes; while it waits, a newer notification for the same alert group replaces the
-queued one (it carries the current state), which keeps the queue bounded.  Refusals that
-retrying cannot fix (HTTP 4xx other than 408/429) are dropped and counted.
+Each receiver has its own delivery task (:class:`ReceiverWorker`), so one that is down
+delays only itself.  Notifications wait in the outbox (:mod:`store.outbox`; the store's in
+``serve``, so they survive a restart): stored before the first attempt, deleted once
+delivered.  A failed delivery puts the receiver on exponential back-off (capped); while a
+notification waits, a newer one for the same alert group replaces it (it carries the
+current state), which keeps the outbox bounded.  Refusals that retrying cannot fix (HTTP
+4xx other than 408/429), notifications older than ``give_up_after`` and those past
+``max_attempts`` become dead letters: kept in the outbox and counted, never silently
+dropped.  Every webhook POST carries the notification's ``Idempotency-Key``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from rules.backoff import Backoff
+from rules.delivery_loop import DeliveryLoop
 from rules.labels import Duration, format_duration, labels_text
 from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
@@ -96,10 +101,12 @@ class Notification:
     def key(self) -> str:
         """The idempotency key: the same for every attempt and across restarts.
 
-        Unique per receiver, group and moment (a group is notified at most once a moment).
+        Derived from the receiver, group, moment and the alerts' states, all of which the
+        outbox keeps, so a notification read back from the store has the same key.
         """
-        text = f"{self.receiver}\x1f{self.group_key}\x1f{_iso(self.created_at)}"
-        return hashlib.sha256(text.encode()).hexdigest()[:32]
+        parts = [self.receiver, self.group_key, _iso(self.created_at) or ""]
+        parts += [f"{a.fingerprint}:{a.status}:{a.state}:{a.acked_by or ''}" for a in self.alerts]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -352,6 +359,9 @@ the newer notification replaces the waiting one, so what ages out is mostly old 
 DEAD_LETTER_KEEP = timedelta(days=30)
 """Dead letters older than this are deleted from the store when a receiver starts."""
 
+OUTBOX_RETRY_SECONDS = 5.0
+"""Pause before a receiver tries the outbox again after the store failed (locked, I/O)."""
+
 
 @dataclass
 class ReceiverStats:
@@ -435,7 +445,7 @@ def _wall() -> datetime:
 
 
 @dataclass
-class ReceiverWorker:
+class ReceiverWorker(DeliveryLoop):
     """One receiver's delivery task, delivering from the outbox.
 
     :meth:`enqueue` never blocks: the task first stores what was handed to it (replacing
@@ -504,26 +514,18 @@ class ReceiverWorker:
         self._idle.clear()
         self._wake.set()
 
-    def start(self) -> None:
-        """Start the delivery task."""
-        if self._task is None:
-            self._idle.clear()  # until it has looked at what a previous run left
-            self._task = asyncio.create_task(self._run(), name=f"receiver:{self.name}")
+    def _task_name(self) -> str:
+        return f"receiver:{self.name}"
+
+    def _starting(self) -> None:
+        self._idle.clear()  # until it has looked at what a previous run left
 
     async def stop(self) -> None:
         """Stop delivering; what waits stays in the outbox for the next run."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         if self._incoming:
             with contextlib.suppress(Exception):
                 await self._store_incoming()
-
-    async def wait_idle(self) -> None:
-        """Until nothing waits (everything delivered or given up)."""
-        await self._idle.wait()
 
     def status(self) -> ReceiverStatus:
         """The counters in their stored form."""
@@ -566,6 +568,23 @@ class ReceiverWorker:
         self.on_change()
 
     async def _run(self) -> None:
+        started = False
+        while True:
+            try:
+                if not started:
+                    await self._start_up()
+                    started = True
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store busy or failing must not end delivery
+                pause = min(self.retry.cap, OUTBOX_RETRY_SECONDS)
+                log.exception(
+                    "receiver %s: outbox unavailable; retrying in %.0f s", self.name, pause
+                )
+                await asyncio.sleep(pause)
+
+    async def _start_up(self) -> None:
         keep_after = self.wall() - DEAD_LETTER_KEEP
         await self._call(lambda db: outbox_store.prune_dead(db, keep_after))
         await self._refresh()
@@ -577,26 +596,28 @@ class ReceiverWorker:
                 self.name,
                 self._waiting,
             )
-        while True:
-            self._wake.clear()
-            if self._incoming:
-                await self._store_incoming()
-                await self._refresh()
-            item = await self._call(self._next_waiting)
-            if item is None:
-                self._waiting = 0
-                if not self._incoming:
-                    self._idle.set()
-                    await self._wake.wait()
-                continue
-            wait = (item.next_attempt_at - self.wall()).total_seconds()
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake.wait()
-                continue
-            await self._attempt(item)
+
+    async def _step(self) -> None:
+        """Store what was handed over, then wait for the next try or make it."""
+        self._wake.clear()
+        if self._incoming:
+            await self._store_incoming()
             await self._refresh()
+        item = await self._call(self._next_waiting)
+        if item is None:
+            self._waiting = 0
+            if not self._incoming:
+                self._idle.set()
+                await self._wake.wait()
+            return
+        wait = (item.next_attempt_at - self.wall()).total_seconds()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            return
+        await self._attempt(item)
+        await self._refresh()
 
     def _next_waiting(self, db: sqlite3.Connection) -> outbox_store.OutboxItem | None:
         return outbox_store.next_waiting(db, self.name)
@@ -628,9 +649,11 @@ class ReceiverWorker:
                 )
             )
             if self.max_attempts and attempts >= self.max_attempts:
+                log.warning("receiver %s: %s; gave up (dead letter)", self.name, exc)
                 await self._give_up(
                     item, f"{exc} (gave up after {attempts} attempts)", attempted=False
                 )
+                return
             log.warning(
                 "receiver %s: delivery failed (%s); retrying in %.1f s (%d undelivered)",
                 self.name,

@@ -21,6 +21,7 @@ in tests and can be in a real deployment).
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,11 @@ T = TypeVar("T")
 def to_ms(moment: datetime) -> int:
     """Integer milliseconds since the epoch of an aware datetime."""
     return round(moment.timestamp() * 1000)
+
+
+def _ceil_ms(moment: datetime) -> int:
+    """Milliseconds rounded up: a next try stored is never earlier than asked."""
+    return math.ceil(moment.timestamp() * 1000)
 
 
 def from_ms(ms: int | None) -> datetime | None:
@@ -143,7 +149,7 @@ def enqueue(
     the same notification twice is harmless.  Returns how many were replaced.
     """
     now_ms = to_ms(at)
-    next_ms = max(now_ms, to_ms(next_attempt_at)) if next_attempt_at is not None else now_ms
+    next_ms = max(now_ms, _ceil_ms(next_attempt_at)) if next_attempt_at is not None else now_ms
     replaced = 0
     with _immediate(conn):
         for item in items:
@@ -222,7 +228,7 @@ def mark_failed(
         conn.execute(
             "UPDATE notification_outbox SET next_attempt_ms = ?"
             " WHERE receiver = ? AND dead_ms IS NULL AND next_attempt_ms < ?",
-            (to_ms(next_attempt_at), row[0], to_ms(next_attempt_at)),
+            (_ceil_ms(next_attempt_at), row[0], _ceil_ms(next_attempt_at)),
         )
         return int(row[1])
 
@@ -233,7 +239,7 @@ def defer(conn: sqlite3.Connection, receiver: str, until: datetime) -> None:
         conn.execute(
             "UPDATE notification_outbox SET next_attempt_ms = ?"
             " WHERE receiver = ? AND dead_ms IS NULL AND next_attempt_ms < ?",
-            (to_ms(until), receiver, to_ms(until)),
+            (_ceil_ms(until), receiver, _ceil_ms(until)),
         )
 
 

@@ -39,6 +39,7 @@ from aiokafka.errors import KafkaError
 
 from feeds.kafka.config import KafkaOut
 from rules.backoff import Backoff
+from rules.delivery_loop import DeliveryLoop
 from rules.receivers import (
     DeliveryError,
     Notification,
@@ -159,8 +160,12 @@ class KafkaAlertDelivery:
         self._failures.pop(notification.key, None)
 
 
-class DecisionOutbox:
-    """Routing decisions waiting for the decisions topic, newest per order, sent in batches."""
+class DecisionOutbox(DeliveryLoop):
+    """Routing decisions waiting for the decisions topic, newest per order, sent in batches.
+
+    ``start``/``stop``/``wait_idle`` are :class:`rules.delivery_loop.DeliveryLoop`'s; what
+    is undelivered at ``stop`` is lost with the process (the decisions are in the store).
+    """
 
     def __init__(
         self,
@@ -210,23 +215,11 @@ class DecisionOutbox:
         self._idle.clear()
         self._wake.set()
 
-    def start(self) -> None:
-        """Start sending (on the running loop)."""
+    def _task_name(self) -> str:
+        return "kafka-out:decisions"
+
+    def _starting(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="kafka-out:decisions")
-
-    async def stop(self) -> None:
-        """Stop sending; what is undelivered is lost with the process (it is in the store)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def wait_idle(self) -> None:
-        """Until every queued decision is delivered (or dropped)."""
-        await self._idle.wait()
 
     async def _run(self) -> None:
         attempt = 0

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from rules.alerts.rule import AlertRule
@@ -97,12 +97,12 @@ def _set_key(aot: AoT, index: int, key: str, value: Any) -> None:
     rebuilt = tomlkit.table()
     for name, item in body[:end]:
         if name is None:
-            rebuilt.add(item)
+            rebuilt.add(cast("Comment | Whitespace", item))  # a key-less body item is trivia
         else:
             rebuilt.add(name, item)
     rebuilt.add(key, tomlkit.item(value))
     for _, item in body[end:]:
-        rebuilt.add(item)
+        rebuilt.add(cast("Comment | Whitespace", item))
     rebuilt.trivia.indent = table.trivia.indent
     rebuilt.trivia.comment_ws = table.trivia.comment_ws
     rebuilt.trivia.comment = table.trivia.comment

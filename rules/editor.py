@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import AoT, Table
+from tomlkit.items import AoT, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from rules.alerts.rule import AlertRule
@@ -70,23 +70,43 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _set_key(table: Table, key: str, value: Any) -> None:
-    """Set ``key`` in ``table`` keeping comments; a new key goes after the last one."""
+def _set_key(aot: AoT, index: int, key: str, value: Any) -> None:
+    """Set ``key`` in the table ``aot[index]`` keeping comments; a new key goes after the last one.
+
+    Comments and blank lines after a table's last key belong, as people read the file, to
+    the table that follows; tomlkit's ``add`` would put a new key after them.  So a new key
+    rebuilds the table (tomlkit's public ``Table.add`` and ``AoT`` item assignment) with the
+    key before that trailing trivia, and the header line's own comment kept.
+    """
+    table = aot[index]
     if value is None:
         if key in table:
             del table[key]
         return
     if key in table:
-        if table[key] == value:
-            return
-        table[key] = value
+        if table[key] != value:
+            table[key] = value
         return
     body = table.value.body
-    keys = [k.key for k, _ in body if k is not None]
-    if keys:
-        table.value._insert_after(keys[-1], key, tomlkit.item(value))
-    else:
+    end = len(body)
+    while end > 0 and body[end - 1][0] is None:
+        end -= 1
+    if end == 0:  # no keys yet: nothing to go after
         table[key] = value
+        return
+    rebuilt = tomlkit.table()
+    for name, item in body[:end]:
+        if name is None:
+            rebuilt.add(cast("Comment | Whitespace", item))  # a key-less body item is trivia
+        else:
+            rebuilt.add(name, item)
+    rebuilt.add(key, tomlkit.item(value))
+    for _, item in body[end:]:
+        rebuilt.add(cast("Comment | Whitespace", item))
+    rebuilt.trivia.indent = table.trivia.indent
+    rebuilt.trivia.comment_ws = table.trivia.comment_ws
+    rebuilt.trivia.comment = table.trivia.comment
+    aot[index] = rebuilt
 
 
 def _alert_aot(document: TOMLDocument) -> AoT:
@@ -203,10 +223,10 @@ class RulesEditor:
         """Enable or disable the alert at ``index`` and save."""
         self.permissions.require("edit")
         document = base.document()
-        table = _alert_aot(document)[index]
-        _set_key(table, "enabled", None if enabled else False)
+        aot = _alert_aot(document)
+        _set_key(aot, index, "enabled", None if enabled else False)
         verb = "enabled" if enabled else "disabled"
-        return self._save(base, tomlkit.dumps(document), f"{verb} alert {table.get('id')}")
+        return self._save(base, tomlkit.dumps(document), f"{verb} alert {aot[index].get('id')}")
 
     def notify_text(self, base: LoadedRules) -> str:
         """The ``[notify]`` section as TOML text, comments included (for a text editor)."""
@@ -283,10 +303,10 @@ class RulesEditor:
             if key == "labels" and value is not None:
                 inline = tomlkit.inline_table()
                 inline.update(value)
-                if table.get("labels") == value:
+                if aot[index].get("labels") == value:
                     continue
                 value = inline
-            _set_key(table, key, value)
+            _set_key(aot, index, key, value)
         return index
 
     @staticmethod

@@ -236,6 +236,27 @@ def test_add_duplicate_disable_delete(rules_path: Path) -> None:
     assert len(editor.audit()) == 4
 
 
+def test_a_new_key_goes_after_the_tables_last_key_not_after_the_next_tables_comment(
+    rules_path: Path,
+) -> None:
+    """The comment before a table stays with it when a key is added to the table above."""
+    text = GOOD.replace(
+        '[[alert]]\nid = "late_orders"', '[[alert]]  # header note\nid = "late_orders"'
+    )
+    rules_path.write_text(text)
+    editor = editor_for(rules_path)
+    base = editor.set_enabled(editor.load(), 0, False)  # a key the table did not have
+    assert not base.rules.alert[0].enabled
+    written = rules_path.read_text()
+    assert written == text.replace(
+        'threshold = 3 is not a key here"""\n',
+        'threshold = 3 is not a key here"""\nenabled = false\n',
+    )
+    assert "[[alert]]  # header note\n" in written
+    editor.set_enabled(base, 0, True)  # and back: the key goes, the file is as it was
+    assert rules_path.read_text() == text
+
+
 def test_a_file_changed_on_disk_is_not_overwritten(rules_path: Path) -> None:
     editor = editor_for(rules_path)
     base = editor.load()

@@ -31,6 +31,7 @@ from feeds.runtime.serve_config import ServeConfig
 from feeds.webhooks.signatures import sign_square
 from feeds.webhooks.square_api import FEED, SQUARE_VERSION, TOKEN_VARIABLE, retry_after_seconds
 from rules.backoff import Backoff
+from store.model import OrderPlaced, Quarantined, ReturnReceived
 from store.pending import pending_summary
 from store.schema import SCHEMA_VERSION
 
@@ -75,7 +76,7 @@ class FakeSquare:
     orders: dict[str, Any]
     refunds: dict[str, Any] = field(default_factory=dict)
     mode: str = "ok"
-    """``ok``; ``busy``: 503 with ``Retry-After: 1``."""
+    """``ok``; ``busy``: 503 with ``Retry-After: 1``; ``closing``: 429, ``Retry-After: 3600``."""
     port: int = 0
     seen: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
     runner: web.AppRunner | None = None
@@ -88,11 +89,12 @@ class FakeSquare:
 
     def _answer(self, request: web.Request, body: Any) -> web.Response:
         self.seen.append((time.monotonic(), request.path, dict(request.headers)))
-        if self.mode == "busy":
+        if self.mode in ("busy", "closing"):
+            busy = self.mode == "busy"
             return web.json_response(
                 {"errors": [{"category": "API_ERROR", "code": "SERVICE_UNAVAILABLE"}]},
-                status=503,
-                headers={"Retry-After": "1"},
+                status=503 if busy else 429,
+                headers={"Retry-After": "1" if busy else "3600"},
             )
         if body is None:
             errors = [{"category": "INVALID_REQUEST_ERROR", "code": "NOT_FOUND", "detail": "nf"}]
@@ -133,9 +135,9 @@ class World:
     def db(self) -> Path:
         return self.tmp / "store.db"
 
-    def config(self, *, token: str | None = TOKEN) -> ServeConfig:
+    def config(self, *, token: str | None = TOKEN, mapping_text: str = MAPPING) -> ServeConfig:
         mapping = self.tmp / "mapping.toml"
-        mapping.write_text(MAPPING, encoding="utf-8")
+        mapping.write_text(mapping_text, encoding="utf-8")
         return ServeConfig(
             db=self.db,
             port=0,
@@ -191,6 +193,18 @@ async def health_feed(server: Server) -> dict[str, Any]:
     return dict(feeds[FEED])
 
 
+async def feed_until(
+    server: Server, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
+    """The enrichment feed on ``/health`` once ``check`` holds (it follows the store)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        feed = await health_feed(server)
+        if check(feed) or time.monotonic() > deadline:
+            return feed
+        await asyncio.sleep(0.05)
+
+
 async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -230,7 +244,7 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
         await until(lambda: "unreachable" in world.pending().last_error, "a refused attempt")
         summary = world.pending()
         assert summary.count == 1 and summary.attempts >= 3
-        feed = await health_feed(server)
+        feed = await feed_until(server, lambda f: "unreachable" in f["detail"])
         assert feed["state"] == "retrying"
         assert "1 Square notification kept" in feed["detail"] and "unreachable" in feed["detail"]
         # The console reads the same from the store (serve writes feed health every 0.2 s).
@@ -244,14 +258,22 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
             "the feed health row",
         )
         assert placed(world) == []
+        # Square is back but asks for an hour (429, Retry-After: 3600): honoured.
+        fake.mode = "closing"
+        await fake.start()
+        asked = len(fake.requests_for(path))
+        await until(lambda: len(fake.requests_for(path)) > asked, "the 429")
+        await until(lambda: "429" in world.pending().last_error, "the 429 noted")
+        (retry_at,) = world.rows("SELECT next_attempt_at FROM pending_notifications")[0]
+        assert retry_at >= time.time() + 3500
     # serve stopped with the notification still kept: nothing lost.
     assert world.pending().count == 1
 
     fake.mode = "ok"
-    await fake.start()  # Square is back, on the same address
+    # Restarted, serve tries every kept notification at once (the hour is not waited out).
     async with serve(world) as server:
         await until(lambda: placed(world), "the order, after the restart")
-        assert world.pending().count == 0
+        await until(lambda: world.pending().count == 0, "the kept row resolved")
         # 2 × (22.00 + a 0.50 modifier) = 45.00 gross, 3.46 of the order's discounts; the
         # ad-hoc line (no catalog_object_id) is not stock and is skipped.
         assert placed(world) == [("S-BKN", "pos", 4500, 346, 2)]
@@ -276,8 +298,8 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
         await until(lambda: len(fake.requests_for(path)) >= 5, "the re-fetches")
         await until(lambda: world.pending().count == 0, "the re-fetches resolved")
         await server.writer.flush()
-        feed = await health_feed(server)
-        assert feed["state"] in ("connected", "stale") and feed["detail"] == ""
+        feed = await feed_until(server, lambda f: f["detail"] == "")
+        assert feed["state"] in ("connected", "stale")
     assert world.rows(
         "SELECT COUNT(*) FROM event_log WHERE event_id = ?", f"square:order:{ORDER_ID}:placed"
     ) == [(1,)]
@@ -291,6 +313,7 @@ async def test_unknown_order_is_quarantined_not_retried(world: World) -> None:
         status, _ = await post(server, notification("NO-SUCH-ORDER", event_id="evt-404"))
         assert status == 200
         await until(lambda: world.rows("SELECT error FROM quarantine"), "the quarantine row")
+        await until(lambda: world.pending().count == 0, "the kept row resolved")
         await asyncio.sleep(1.5)  # longer than the retry delay: no second attempt
     (reason,) = world.rows("SELECT error FROM quarantine")[0]
     assert "NO-SUCH-ORDER not found in Square (404)" in reason and "evt-404" in reason
@@ -307,7 +330,7 @@ async def test_missing_token_is_a_configuration_error_and_keeps_notifications(
         status, answer = await post(server, notification(ORDER_ID))
         assert status == 200 and answer["pending"]["id"] == ORDER_ID
         await until(lambda: TOKEN_VARIABLE in world.pending().last_error, "the noted error")
-        feed = await health_feed(server)
+        feed = await feed_until(server, lambda f: "1 Square notification(s) kept" in f["detail"])
         assert feed["state"] == "failed" and TOKEN_VARIABLE in feed["detail"]
         assert "1 Square notification(s) kept" in feed["detail"]
     assert any(TOKEN_VARIABLE in r.getMessage() for r in caplog.records)
@@ -316,7 +339,7 @@ async def test_missing_token_is_a_configuration_error_and_keeps_notifications(
     # Restarted with the token, the kept notification is fetched and placed.
     async with serve(world):
         await until(lambda: placed(world), "the order once the token is set")
-    assert world.pending().count == 0
+        await until(lambda: world.pending().count == 0, "the kept row resolved")
 
 
 async def test_tenders_and_refund_without_items(world: World) -> None:
@@ -342,6 +365,26 @@ async def test_tenders_and_refund_without_items(world: World) -> None:
     assert world.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
 
 
+async def test_unmapped_catalog_id_is_quarantined_with_the_order_for_replay(world: World) -> None:
+    from feeds.webhooks.mapping import parse_mapping
+    from feeds.webhooks.square import map_square
+
+    bare = MAPPING.replace('"BEMYCSMIJL46OCDV4KYIKXIB" = "APP-0001"', "")
+    async with serve(world, mapping_text=bare) as server:
+        status, _ = await post(server, notification(ORDER_ID))
+        assert status == 200
+        await until(lambda: world.rows("SELECT error, raw FROM quarantine"), "the quarantine")
+        await until(lambda: world.pending().count == 0, "the kept row resolved")
+    ((reason, raw),) = world.rows("SELECT error, raw FROM quarantine")
+    assert "unmapped Square catalog_object_id BEMYCSMIJL46OCDV4KYIKXIB" in reason
+    assert world.pending().count == 0 and placed(world) == []
+    # The kept raw body is the notification with the fetched order inside: once the
+    # mapping has the line, mapping it again places the order without another fetch.
+    mapped = map_square(json.loads(raw), parse_mapping(MAPPING).square)
+    (order,) = [e for e in mapped.items if isinstance(e, OrderPlaced)]
+    assert order.body.lines[0].sku == "APP-0001"
+
+
 def test_square_mapping_of_documented_bodies() -> None:
     from feeds.webhooks.mapping import parse_mapping
     from feeds.webhooks.square import map_square_order, map_square_refund
@@ -353,7 +396,7 @@ def test_square_mapping_of_documented_bodies() -> None:
     cancelled = copy.deepcopy(ORDER["order"])
     cancelled["state"] = "CANCELED"
     mapped = map_square_order(cancelled, mapping)
-    assert [e.id for e in mapped.items] == [  # type: ignore[union-attr]
+    assert [e.id for e in mapped.items if not isinstance(e, Quarantined)] == [
         f"square:order:{ORDER_ID}:placed",
         f"square:order:{ORDER_ID}:cancelled",
     ]
@@ -375,7 +418,8 @@ def test_square_mapping_of_documented_bodies() -> None:
     ]
     refund = dict(REFUND["refund"], location_id="P3CCK6HSNDAS7")
     (item,) = map_square_refund(refund, order, mapping).items
-    body = item.body  # type: ignore[union-attr]
+    assert isinstance(item, ReturnReceived)
+    body = item.body
     assert (body.sku, body.location_id, body.quantity, str(body.refund)) == (
         "APP-0001",
         "S-NYC",

@@ -193,7 +193,8 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
     out = Mapped()
     full = opt_obj(body, "order", "data.object")
     summary_key = "order_created" if kind == "order.created" else "order_updated"
-    summary = opt_obj(body, summary_key, "data.object") or full
+    # The full order (a relay's, or the one serve fetched) is the authority when present.
+    summary = full or opt_obj(body, summary_key, "data.object")
     if summary is None:
         raise PayloadError(f"data.object.{summary_key}", "required field is missing")
     where = f"data.object.{summary_key}" if full is None else "data.object.order"

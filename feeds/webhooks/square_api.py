@@ -282,6 +282,8 @@ class SquareOrders:
         self.backoff = backoff or Backoff(base=2.0, cap=300.0, jitter=False)
         """Delay after the n-th failed attempt of one notification (at least 1 s)."""
         self._wake = asyncio.Event()
+        self._active = False
+        """Set once a notification was kept or tried: until then the feed stays ``starting``."""
         self.applied = 0
         self.quarantined = 0
 
@@ -302,6 +304,7 @@ class SquareOrders:
         await self.writer.run(
             lambda db: pending.keep(db, SOURCE, wanted.key, wanted.kind, raw, now)
         )
+        self._active = True
         self._wake.set()
         return wanted
 
@@ -310,8 +313,12 @@ class SquareOrders:
         if not self.api.configured:
             message = f"{TOKEN_VARIABLE} is not set: Square orders are kept, not fetched"
             log.error("%s (set it and restart serve)", message)
+        first = True
         while not stop.is_set():
-            await self.run_due()
+            # After a (re)start every kept notification is tried at once, whatever its
+            # back-off said; then each waits its own delay.
+            await self.run_due(all_kept=first)
+            first = False
             await self._refresh_health()
             next_at = await self.writer.run(lambda db: pending.next_due(db, SOURCE))
             if not self.api.configured or next_at is None:
@@ -327,12 +334,17 @@ class SquareOrders:
                 stopper.cancel()
                 waker.cancel()
 
-    async def run_due(self) -> int:
-        """One pass over the notifications due now; how many were resolved."""
+    async def run_due(self, *, all_kept: bool = False) -> int:
+        """One pass over the notifications due now (every kept one with ``all_kept``).
+
+        Returns how many were resolved (stored, or quarantined).
+        """
         now = self._now()
-        rows = await self.writer.run(lambda db: pending.due(db, SOURCE, now))
+        until = 2**62 if all_kept else now
+        rows = await self.writer.run(lambda db: pending.due(db, SOURCE, until, limit=500))
         if not rows:
             return 0
+        self._active = True
         if not self.api.configured:
             message = f"{TOKEN_VARIABLE} is not set: set it and restart serve to fetch them"
             await self.writer.run(lambda db: pending.note_error(db, SOURCE, message, now))
@@ -395,7 +407,21 @@ class SquareOrders:
                 except SquareRefused as exc:
                     log.info("refund %s: its order is not readable: %s", wanted.object_id, exc)
             return map_square_refund(refund, order, mapping)
-        return map_square_order(await self.api.retrieve_order(wanted.object_id), mapping)
+        order = await self.api.retrieve_order(wanted.object_id)
+        mapped = map_square_order(order, mapping)
+        if any(isinstance(item, Quarantined) for item in mapped.items):
+            # Quarantine the notification with the order inside (the shape a relay sends,
+            # ``data.object.order``), so a replay after a mapping fix needs no fetch.
+            enriched = json.loads(row.body)
+            enriched.setdefault("data", {}).setdefault("object", {})["order"] = order
+            raw = redact_raw(json.dumps(enriched))
+            mapped.items = [
+                Quarantined(source=i.source, raw=raw, error=i.error)
+                if isinstance(i, Quarantined)
+                else i
+                for i in mapped.items
+            ]
+        return mapped
 
     async def _refresh_health(self) -> None:
         summary = await self.writer.run(lambda db: pending.pending_summary(db, SOURCE))
@@ -408,7 +434,7 @@ class SquareOrders:
         elif summary.count and summary.attempts:
             health.state = FeedState.RETRYING
             health.detail = describe_pending(summary, self._now())
-        else:
+        elif self._active:
             health.state = FeedState.CONNECTED
             health.detail = describe_pending(summary, self._now()) if summary.count else ""
 

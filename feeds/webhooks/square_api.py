@@ -284,6 +284,8 @@ class SquareOrders:
         self._wake = asyncio.Event()
         self._active = False
         """Set once a notification was kept or tried: until then the feed stays ``starting``."""
+        self._hold_until = 0.0
+        """Square said it is unavailable: no attempt before this time (epoch seconds)."""
         self.applied = 0
         self.quarantined = 0
 
@@ -315,16 +317,19 @@ class SquareOrders:
             log.error("%s (set it and restart serve)", message)
         first = True
         while not stop.is_set():
-            # After a (re)start every kept notification is tried at once, whatever its
-            # back-off said; then each waits its own delay.
-            await self.run_due(all_kept=first)
-            first = False
-            await self._refresh_health()
-            next_at = await self.writer.run(lambda db: pending.next_due(db, SOURCE))
-            if not self.api.configured or next_at is None:
-                wait = 60.0
-            else:
-                wait = max(0.0, next_at - self.clock.now().timestamp())
+            wait = 60.0
+            try:
+                # After a (re)start every kept notification is tried at once, whatever its
+                # back-off said; then each waits its own delay.
+                await self.run_due(all_kept=first)
+                first = False
+                await self._refresh_health()
+                next_at = await self.writer.run(lambda db: pending.next_due(db, SOURCE))
+                if self.api.configured and next_at is not None:
+                    wait = max(0.0, max(next_at, self._hold_until) - self.clock.now().timestamp())
+            except Exception:  # the store failing: keep the rows, try again shortly
+                log.exception("Square notifications: a pass failed; trying again in 5 s")
+                wait = 5.0
             self._wake.clear()
             stopper = asyncio.ensure_future(stop.wait())
             waker = asyncio.ensure_future(self._wake.wait())
@@ -340,6 +345,8 @@ class SquareOrders:
         Returns how many were resolved (stored, or quarantined).
         """
         now = self._now()
+        if not all_kept and self.clock.now().timestamp() < self._hold_until:
+            return 0
         until = 2**62 if all_kept else now
         rows = await self.writer.run(lambda db: pending.due(db, SOURCE, until, limit=500))
         if not rows:
@@ -352,6 +359,8 @@ class SquareOrders:
         resolved = 0
         for row in rows:
             resolved += await self._attempt(row)
+            if self.clock.now().timestamp() < self._hold_until:
+                break  # Square is unavailable: the others wait too, they are not tried
         return resolved
 
     async def _attempt(self, row: pending.Pending) -> int:
@@ -367,13 +376,20 @@ class SquareOrders:
                 lambda db: pending.record_failure(db, row.id, error, now, retry_at)
             )
             self.monitor.health.errors += 1
+            self._hold_until = max(self._hold_until, float(retry_at))
             return 0
         except SquareConfigError as exc:
             error = str(exc)
             await self.writer.run(lambda db: pending.note_error(db, SOURCE, error, now))
             return 0
-        except (SquareRefused, PayloadError, ValidationError) as exc:
-            reason = describe_validation_error(exc) if isinstance(exc, ValidationError) else exc
+        except Exception as exc:  # 404, another 4xx, a body the mapping cannot read
+            if isinstance(exc, ValidationError):
+                reason = describe_validation_error(exc)
+            elif isinstance(exc, SquareRefused | PayloadError):
+                reason = str(exc)
+            else:
+                log.exception("Square %s %s could not be mapped", row.kind, row.key)
+                reason = f"could not map Square's answer ({type(exc).__name__}: {exc})"
             mapped = Mapped(
                 items=[
                     Quarantined(

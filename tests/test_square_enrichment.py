@@ -435,3 +435,57 @@ def test_retry_after_forms() -> None:
     later = (now + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
     assert retry_after_seconds(later, now) == 30.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+async def test_square_down_holds_every_kept_notification(world: World) -> None:
+    """One 503 with Retry-After holds the others too: Square is not hammered."""
+    world.fake.mode = "busy"
+    async with serve(world) as server:
+        for n in range(3):
+            status, _ = await post(server, notification(f"ORD-{n}", event_id=f"evt-{n}"))
+            assert status == 200
+        await until(lambda: world.fake.seen, "the first 503")
+        await asyncio.sleep(0.6)  # inside Retry-After: 1
+        assert len(world.fake.seen) == 1
+        assert world.pending().count == 3
+
+
+async def test_feeds_view_says_square_notifications_are_kept(world: World) -> None:
+    """The console's feeds view (``h``) shows the kept notifications and the reason."""
+    from textual.widgets import DataTable
+
+    from console.cli import build_console
+    from console.screens import FeedsScreen
+    from store.clock import SystemClock
+    from store.risk import MetricParams
+    from tests.test_console import settle
+
+    async with serve(world, token=None) as server:
+        status, _ = await post(server, notification(ORDER_ID))
+        assert status == 200
+        await until(
+            lambda: world.rows(
+                "SELECT 1 FROM feed_health WHERE feed = ? AND detail LIKE '%1 Square%'", FEED
+            ),
+            "the feed health row",
+        )
+    app, close = build_console(
+        world.db,
+        SystemClock(),
+        MetricParams(),
+        60.0,
+        tz=UTC,
+        rules_path=world.tmp / "rules.toml",
+    )
+    try:
+        async with app.run_test(size=(200, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("h")
+            await pilot.pause()
+            assert isinstance(app.screen, FeedsScreen)
+            table = app.screen.query_one("#feed-adapters", DataTable)
+            cells = [str(c) for c in table.get_row(FEED)]
+            assert "FAILED" in cells
+            assert any(TOKEN_VARIABLE in c and "1 Square notification(s) kept" in c for c in cells)
+    finally:
+        close()

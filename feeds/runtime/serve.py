@@ -8,7 +8,9 @@ The endpoints live in :mod:`feeds.runtime.http` (``handlers``: webhooks, ``/even
 ``/health``, ``/metrics``; ``auth``: signatures, tokens, the read-endpoint token;
 ``exposition``: the Prometheus text).  At start, every configured secret that is empty or
 blank is logged as an error naming its variable (that endpoint answers 503), and every
-short one as a warning.
+short one as a warning.  A Square notification without its order's lines is kept in the
+store before its 200 (:func:`square_keeper`) and fetched from Square's API in the
+background (:class:`feeds.webhooks.square_api.SquareOrders`).
 
 Run it as ``omniops serve`` or ``python -m feeds.runtime.serve``; it prints
 ``omniops serve: listening on http://127.0.0.1:<port>`` once it accepts requests.
@@ -488,6 +490,7 @@ __all__ = [
     "pull_feeds",
     "run_serve",
     "serve",
+    "square_keeper",
     "ssl_context",
 ]
 

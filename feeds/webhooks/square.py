@@ -17,8 +17,8 @@ returned items.  So (ids: ``S`` is the Square order id, the canonical order id i
   it also becomes ``order.placed`` (id ``square:order:S:placed``): lines by
   ``catalog_object_id``, prices from ``base_price_money`` (cents), method ``bopis`` for a
   PICKUP fulfillment and ``ship`` otherwise, ``promised_by`` the pickup time or
-  ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: it is
-  answered 200 and reported as ignored (not an error: Square would only retry it).
+  ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: here it is
+  reported as ignored; ``serve`` keeps it and fetches the order (below).
 * ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfillment
   step (id ``square:fulfillment:<uid>:<state>``, ``ts`` = ``updated_at``): RESERVED →
   ``released``; PREPARED → ``ready_for_pickup`` (``packed`` with ``square.fulfillment =

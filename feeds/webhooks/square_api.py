@@ -19,11 +19,12 @@ What can go wrong, and what happens:
 * Square unreachable (connection refused, timeout), ``429``, ``5xx``, or ``401``/``403``
   (a token to fix): the notification stays kept; the next attempt waits the back-off
   (:class:`rules.backoff.Backoff`, doubling up to ``cap``) or ``Retry-After`` when Square
-  sends a longer one.  It is retried until it works, never dropped, across restarts (the
-  kept rows are in the store).  The feed ``square:orders-api`` (``/health``, the feeds
+  sends a longer one; until then no other kept notification is tried either.  It is
+  retried until it works, never dropped, and at once after a restart (the kept rows are
+  in the store).  The feed ``square:orders-api`` (``/health``, the feeds
   view) says how many are kept, since when, and the last error.
 * ``404`` (no such order or refund), another ``4xx``, or a body that cannot be read: the
-  notification is quarantined with the reason (``omniops quarantine``), not retried.
+  notification is quarantined with the reason, not retried.
 * No token: a configuration error naming ``OMNIOPS_SQUARE_ACCESS_TOKEN`` is logged and
   shown on the feed; notifications are still kept and are fetched once ``serve`` restarts
   with the token.

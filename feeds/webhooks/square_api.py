@@ -319,6 +319,7 @@ class SquareOrders:
         first = True
         while not stop.is_set():
             wait = 60.0
+            self._wake.clear()  # before the pass: a notification kept during it wakes the wait
             try:
                 # After a (re)start every kept notification is tried at once, whatever its
                 # back-off said; then each waits its own delay.
@@ -331,7 +332,6 @@ class SquareOrders:
             except Exception:  # the store failing: keep the rows, try again shortly
                 log.exception("Square notifications: a pass failed; trying again in 5 s")
                 wait = 5.0
-            self._wake.clear()
             stopper = asyncio.ensure_future(stop.wait())
             waker = asyncio.ensure_future(self._wake.wait())
             try:

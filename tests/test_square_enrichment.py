@@ -247,6 +247,12 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
         feed = await feed_until(server, lambda f: "unreachable" in f["detail"])
         assert feed["state"] == "retrying"
         assert "1 Square notification kept" in feed["detail"] and "unreachable" in feed["detail"]
+        async with (
+            aiohttp.ClientSession(base_url=server.url) as http,
+            http.get("/metrics") as resp,
+        ):
+            exposition = await resp.text()
+        assert 'omniops_pending_notifications{source="square"} 1' in exposition
         # The console reads the same from the store (serve writes feed health every 0.2 s).
         await until(
             lambda: (
@@ -300,6 +306,9 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
         await server.writer.flush()
         feed = await feed_until(server, lambda f: f["detail"] == "")
         assert feed["state"] in ("connected", "stale")
+        assert server.state is not None
+        counted = server.state.metrics.get
+        assert counted("omniops_events_total", feed="square", outcome="duplicate") >= 2
     assert world.rows(
         "SELECT COUNT(*) FROM event_log WHERE event_id = ?", f"square:order:{ORDER_ID}:placed"
     ) == [(1,)]

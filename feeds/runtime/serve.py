@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -114,6 +115,11 @@ def pull_feeds(config: ServeConfig) -> list[Feed]:
             )
         )
     return feeds
+
+
+def _count_outcomes(metrics: Metrics, outcomes: Sequence[str]) -> None:
+    for outcome in outcomes:
+        metrics.inc("omniops_events_total", feed="square", outcome=outcome)
 
 
 def square_keeper(orders: SquareOrders) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -265,7 +271,9 @@ class Server:
                 clock=self.clock,
                 monitor=state.monitor(SQUARE_ORDERS_FEED, "enrichment"),
                 backoff=self.square_backoff,
+                on_outcomes=functools.partial(_count_outcomes, state.metrics),
             )
+            state.gauges.append(self.square_orders.gauges)
             app.middlewares.append(square_keeper(self.square_orders))
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
         await self.runner.setup()

@@ -59,6 +59,7 @@ from feeds.webhooks.redact import redact_raw
 from feeds.webhooks.square import SOURCE, map_square_order, map_square_refund
 from rules.backoff import Backoff
 from store import pending
+from store.apply import Outcome
 from store.clock import Clock, SystemClock
 from store.model import Quarantined
 from store.writer import StoreWriter
@@ -274,8 +275,13 @@ class SquareOrders:
         clock: Clock | None = None,
         monitor: FeedMonitor | None = None,
         backoff: Backoff | None = None,
+        on_outcomes: Callable[[list[Outcome]], None] | None = None,
     ) -> None:
         self.writer = writer
+        self.on_outcomes = on_outcomes
+        """Told the outcomes of every write (``serve`` counts them in ``/metrics``)."""
+        self.summary = pending.PendingSummary(SOURCE, 0, None, "", None, 0)
+        """The kept notifications as of the last pass."""
         self.api = api
         self.mapping = mapping
         self.clock: Clock = clock or SystemClock()
@@ -404,6 +410,8 @@ class SquareOrders:
         for note in mapped.ignored:
             log.info("Square %s %s: %s", row.kind, row.key, note)
         self.monitor.record(outcomes)
+        if self.on_outcomes is not None:
+            self.on_outcomes(outcomes)
         self.applied += outcomes.count("applied")
         self.quarantined += outcomes.count("quarantined")
         await self.writer.run(lambda db: pending.resolve(db, row.id))
@@ -441,7 +449,9 @@ class SquareOrders:
         return mapped
 
     async def _refresh_health(self) -> None:
-        summary = await self.writer.run(lambda db: pending.pending_summary(db, SOURCE))
+        summary = self.summary = await self.writer.run(
+            lambda db: pending.pending_summary(db, SOURCE)
+        )
         health = self.monitor.health
         if not self.api.configured:
             health.state = FeedState.FAILED
@@ -454,6 +464,28 @@ class SquareOrders:
         elif self._active:
             health.state = FeedState.CONNECTED
             health.detail = describe_pending(summary, self._now()) if summary.count else ""
+
+    def gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """``/metrics`` gauges: notifications kept, and the age of the oldest."""
+        summary = self.summary
+        age = 0.0
+        if summary.oldest_received_at is not None:
+            age = max(0.0, self.clock.now().timestamp() - summary.oldest_received_at)
+        labels = {"source": SOURCE}
+        return [
+            (
+                "omniops_pending_notifications",
+                "Notifications kept until the vendor's API answers.",
+                labels,
+                float(summary.count),
+            ),
+            (
+                "omniops_pending_oldest_age_seconds",
+                "Age of the oldest kept notification (0 when none).",
+                labels,
+                round(age, 1),
+            ),
+        ]
 
     async def close(self) -> None:
         """Close the API client."""

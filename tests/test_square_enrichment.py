@@ -438,6 +438,24 @@ def test_square_mapping_of_documented_bodies() -> None:
     assert body.order_id == f"square-{ORDER_ID}"
 
 
+def test_token_and_api_url_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feeds.settings import load_serve_config
+
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv(TOKEN_VARIABLE, TOKEN)
+    monkeypatch.setenv("OMNIOPS_SQUARE_API_URL", "https://connect.squareupsandbox.com")
+    config = load_serve_config()
+    assert config.square_access_token is not None
+    assert config.square_access_token.get_secret_value() == TOKEN
+    assert TOKEN not in repr(config) and TOKEN not in config.describe()
+    assert config.square_api_url == "https://connect.squareupsandbox.com"
+    monkeypatch.setenv("OMNIOPS_SQUARE_API_URL", "connect.squareup.com")
+    with pytest.raises(ValueError, match="http"):
+        load_serve_config()
+
+
 def test_retry_after_forms() -> None:
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     assert retry_after_seconds("7") == 7.0

@@ -150,7 +150,7 @@ class SquareApi:
         token = _token(self.token)
         if token is None:
             raise SquareConfigError(
-                f"{TOKEN_VARIABLE} is not set: Square notifications are kept until it is"
+                f"{TOKEN_VARIABLE} is not set (or blank): Square notifications are kept until it is"
             )
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -320,7 +320,7 @@ class SquareOrders:
     async def run(self, stop: asyncio.Event) -> None:
         """Work through the kept notifications until ``stop`` is set (kept ones first)."""
         if not self.api.configured:
-            message = f"{TOKEN_VARIABLE} is not set: Square orders are kept, not fetched"
+            message = f"{TOKEN_VARIABLE} is not set (or blank): Square orders are kept, not fetched"
             log.error("%s (set it and restart serve)", message)
         first = True
         while not stop.is_set():
@@ -360,7 +360,7 @@ class SquareOrders:
             return 0
         self._active = True
         if not self.api.configured:
-            message = f"{TOKEN_VARIABLE} is not set: set it and restart serve to fetch them"
+            message = f"{TOKEN_VARIABLE} is not set (or blank): set it and restart serve"
             await self.writer.run(lambda db: pending.note_error(db, SOURCE, message, now))
             return 0
         resolved = 0
@@ -456,7 +456,8 @@ class SquareOrders:
         if not self.api.configured:
             health.state = FeedState.FAILED
             health.detail = (
-                f"{TOKEN_VARIABLE} is not set: {summary.count} Square notification(s) kept"
+                f"{TOKEN_VARIABLE} is not set (or blank): "
+                f"{summary.count} Square notification(s) kept"
             )
         elif summary.count and summary.attempts:
             health.state = FeedState.RETRYING

@@ -314,6 +314,11 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
     ) == [(1,)]
     assert placed(world) == [("S-BKN", "pos", 4500, 346, 2)]
     assert world.rows("SELECT COUNT(*) FROM order_lines") == [(1,)]
+    # Net sales counted once, at the mapped node: 45.00 − 3.46 = 41.54.
+    assert world.rows(
+        "SELECT sku, location_id, channel, SUM(units), SUM(net_cents) FROM sales_hourly"
+        " GROUP BY sku, location_id, channel"
+    ) == [("APP-0001", "S-BKN", "pos", 2, 4154)]
     assert world.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
 
 

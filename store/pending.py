@@ -2,7 +2,9 @@
 
 A Square ``order.created`` carries no lines; ``serve`` must fetch the order from Square's
 Orders API before it can store anything.  Between the webhook's 200 and that fetch
-succeeding, the notification lives here (table ``pending_notifications``, migration 7):
+succeeding, the notification lives here (table ``pending_webhooks``, a migration appended
+to :data:`store.schema.MIGRATIONS`; not to be confused with the alert notifications of
+``notification_outbox``):
 
 * :func:`keep` adds one (the vendor's event id is the key, so a redelivery is kept once);
 * :func:`due` lists those whose next attempt has come, oldest first;
@@ -20,7 +22,7 @@ import sqlite3
 from dataclasses import dataclass
 
 PENDING_DDL = """
-CREATE TABLE pending_notifications (
+CREATE TABLE pending_webhooks (
     id INTEGER PRIMARY KEY,
     source TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -33,9 +35,9 @@ CREATE TABLE pending_notifications (
     last_error TEXT NOT NULL DEFAULT '',
     UNIQUE (source, key)
 );
-CREATE INDEX pending_notifications_due ON pending_notifications (source, next_attempt_at);
+CREATE INDEX pending_webhooks_due ON pending_webhooks (source, next_attempt_at);
 """
-"""DDL of migration 7 (appended to :data:`store.schema.MIGRATIONS`)."""
+"""DDL of the migration that adds the table (appended to :data:`store.schema.MIGRATIONS`)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def keep(db: sqlite3.Connection, source: str, key: str, kind: str, body: str, no
     """Keep a notification (due at once); False when the same ``key`` is already kept."""
     added = _tx(
         db,
-        "INSERT OR IGNORE INTO pending_notifications"
+        "INSERT OR IGNORE INTO pending_webhooks"
         " (source, key, kind, body, received_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)",
         (source, key, kind, body, now, now),
     )
@@ -94,7 +96,7 @@ def due(db: sqlite3.Connection, source: str, now: int, limit: int = 50) -> list[
     """Kept notifications of ``source`` whose next attempt is at or before ``now``."""
     rows = db.execute(
         "SELECT id, source, key, kind, body, received_at, attempts, next_attempt_at, last_error"
-        " FROM pending_notifications WHERE source = ? AND next_attempt_at <= ?"
+        " FROM pending_webhooks WHERE source = ? AND next_attempt_at <= ?"
         " ORDER BY next_attempt_at, id LIMIT ?",
         (source, now, limit),
     ).fetchall()
@@ -104,7 +106,7 @@ def due(db: sqlite3.Connection, source: str, now: int, limit: int = 50) -> list[
 def next_due(db: sqlite3.Connection, source: str) -> int | None:
     """When the earliest kept notification of ``source`` is due, or None if none is kept."""
     row = db.execute(
-        "SELECT MIN(next_attempt_at) FROM pending_notifications WHERE source = ?", (source,)
+        "SELECT MIN(next_attempt_at) FROM pending_webhooks WHERE source = ?", (source,)
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
@@ -115,7 +117,7 @@ def record_failure(
     """One more failed attempt: its error, and when to try again."""
     _tx(
         db,
-        "UPDATE pending_notifications SET attempts = attempts + 1, last_error = ?,"
+        "UPDATE pending_webhooks SET attempts = attempts + 1, last_error = ?,"
         " last_attempt_at = ?, next_attempt_at = ? WHERE id = ?",
         (error[:2000], now, next_attempt_at, pending_id),
     )
@@ -125,30 +127,30 @@ def note_error(db: sqlite3.Connection, source: str, error: str, now: int) -> Non
     """Set the error every kept notification of ``source`` is waiting on (configuration)."""
     _tx(
         db,
-        "UPDATE pending_notifications SET last_error = ?, last_attempt_at = ? WHERE source = ?",
+        "UPDATE pending_webhooks SET last_error = ?, last_attempt_at = ? WHERE source = ?",
         (error[:2000], now, source),
     )
 
 
 def resolve(db: sqlite3.Connection, pending_id: int) -> None:
     """Remove a notification whose events are committed (or that was quarantined)."""
-    _tx(db, "DELETE FROM pending_notifications WHERE id = ?", (pending_id,))
+    _tx(db, "DELETE FROM pending_webhooks WHERE id = ?", (pending_id,))
 
 
 def pending_summary(db: sqlite3.Connection, source: str = "square") -> PendingSummary:
     """How many notifications of ``source`` are kept, the oldest, and the last error.
 
     A read: works on any connection (the console's read connection included).  A store
-    older than migration 7 has none.
+    without the table yet has none.
     """
     try:
         count, oldest, attempts = db.execute(
             "SELECT COUNT(*), MIN(received_at), COALESCE(SUM(attempts), 0)"
-            " FROM pending_notifications WHERE source = ?",
+            " FROM pending_webhooks WHERE source = ?",
             (source,),
         ).fetchone()
         last = db.execute(
-            "SELECT last_error, last_attempt_at FROM pending_notifications"
+            "SELECT last_error, last_attempt_at FROM pending_webhooks"
             " WHERE source = ? AND last_error != ''"
             " ORDER BY last_attempt_at DESC, id DESC LIMIT 1",
             (source,),

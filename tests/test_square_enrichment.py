@@ -252,7 +252,7 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
             http.get("/metrics") as resp,
         ):
             exposition = await resp.text()
-        assert 'omniops_pending_notifications{source="square"} 1' in exposition
+        assert 'omniops_pending_webhooks{source="square"} 1' in exposition
         # The console reads the same from the store (serve writes feed health every 0.2 s).
         await until(
             lambda: (
@@ -270,7 +270,7 @@ async def test_order_lands_with_its_lines_and_survives_square_down_and_restart(
         asked = len(fake.requests_for(path))
         await until(lambda: len(fake.requests_for(path)) > asked, "the 429")
         await until(lambda: "429" in world.pending().last_error, "the 429 noted")
-        (retry_at,) = world.rows("SELECT next_attempt_at FROM pending_notifications")[0]
+        (retry_at,) = world.rows("SELECT next_attempt_at FROM pending_webhooks")[0]
         assert retry_at >= time.time() + 3500
     # serve stopped with the notification still kept: nothing lost.
     assert world.pending().count == 1

@@ -475,7 +475,7 @@ class SquareOrders:
         labels = {"source": SOURCE}
         return [
             (
-                "omniops_pending_notifications",
+                "omniops_pending_webhooks",
                 "Notifications kept until the vendor's API answers.",
                 labels,
                 float(summary.count),

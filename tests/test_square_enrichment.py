@@ -96,6 +96,9 @@ class FakeSquare:
                 status=503 if busy else 429,
                 headers={"Retry-After": "1" if busy else "3600"},
             )
+        if self.mode == "unauthorized":
+            errors = [{"category": "AUTHENTICATION_ERROR", "code": "UNAUTHORIZED"}]
+            return web.json_response({"errors": errors}, status=401)
         if body is None:
             errors = [{"category": "INVALID_REQUEST_ERROR", "code": "NOT_FOUND", "detail": "nf"}]
             return web.json_response({"errors": errors}, status=404)
@@ -480,6 +483,18 @@ async def test_square_down_holds_every_kept_notification(world: World) -> None:
         await asyncio.sleep(0.6)  # inside Retry-After: 1
         assert len(world.fake.seen) == 1
         assert world.pending().count == 3
+
+
+async def test_a_refused_token_keeps_the_notification_until_square_accepts(world: World) -> None:
+    world.fake.mode = "unauthorized"
+    async with serve(world) as server:
+        status, _ = await post(server, notification(ORDER_ID))
+        assert status == 200
+        await until(lambda: "401" in world.pending().last_error, "the refused token")
+        assert TOKEN_VARIABLE in world.pending().last_error
+        assert world.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
+        world.fake.mode = "ok"  # the token was given its permissions
+        await until(lambda: placed(world), "the order once Square accepts the token")
 
 
 async def test_feeds_view_says_square_notifications_are_kept(world: World) -> None:

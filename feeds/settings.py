@@ -148,6 +148,11 @@ class ServeConfig(BaseModel):
     """Square webhook signature key; unset: ``/webhooks/square`` is off."""
     square_notification_url: str | None = None
     """The notification URL exactly as registered with Square (it is part of what is signed)."""
+    square_access_token: SecretStr | None = None
+    """Square access token (``OMNIOPS_SQUARE_ACCESS_TOKEN``): ``serve`` fetches each notified
+    order (and refund) from the Orders API with it; unset, notifications are kept pending."""
+    square_api_url: str = "https://connect.squareup.com"
+    """Base URL of Square's API (``https://connect.squareupsandbox.com`` for the sandbox)."""
     easypost_webhook_secret: SecretStr | None = None
     """EasyPost webhook secret; unset: ``/webhooks/easypost`` is off."""
     amazon_relay_token: SecretStr | None = None
@@ -191,6 +196,8 @@ class ServeConfig(BaseModel):
     """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
     batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the writer gathers a batch after its first event (latency vs throughput)."""
+
+    _square_api = field_validator("square_api_url")(_http_url)
 
     def describe(self) -> str:
         """One line for the log: what is enabled (secrets only as set / not set)."""

@@ -11,6 +11,7 @@ import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
 from store.outbox_schema import OUTBOX_DDL
+from store.pending import PENDING_DDL
 from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
 
 MIGRATIONS: tuple[str, ...] = (
@@ -296,6 +297,8 @@ MIGRATIONS: tuple[str, ...] = (
     NODES_VERSION_DDL,
     # 7: notifications waiting for a receiver, and dead letters (see store/outbox_schema.py).
     OUTBOX_DDL,
+    # 8: notifications kept until the vendor's API answers (Square orders without lines).
+    PENDING_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

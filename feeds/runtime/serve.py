@@ -8,7 +8,9 @@ The endpoints live in :mod:`feeds.runtime.http` (``handlers``: webhooks, ``/even
 ``/health``, ``/metrics``; ``auth``: signatures, tokens, the read-endpoint token;
 ``exposition``: the Prometheus text).  At start, every configured secret that is empty or
 blank is logged as an error naming its variable (that endpoint answers 503), and every
-short one as a warning.
+short one as a warning.  A Square notification without its order's lines is kept in the
+store before its 200 (:func:`square_keeper`) and fetched from Square's API in the
+background (:class:`feeds.webhooks.square_api.SquareOrders`).
 
 Run it as ``omniops serve`` or ``python -m feeds.runtime.serve``; it prints
 ``omniops serve: listening on http://127.0.0.1:<port>`` once it accepts requests.
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 import signal
 import ssl
@@ -55,6 +59,8 @@ from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.settings import Settings
 from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks.mapping import Mapping, MappingError, load_mapping, mapping_watcher
+from feeds.webhooks.square_api import FEED as SQUARE_ORDERS_FEED
+from feeds.webhooks.square_api import SquareApi, SquareOrders
 from rules.file import default_rules_path
 from rules.routing.config import FulfillmentRouting
 from store.clock import Clock, SystemClock
@@ -111,6 +117,47 @@ def pull_feeds(config: ServeConfig) -> list[Feed]:
     return feeds
 
 
+def _count_outcomes(metrics: Metrics, outcomes: Sequence[str]) -> None:
+    for outcome in outcomes:
+        metrics.inc("omniops_events_total", feed="square", outcome=outcome)
+
+
+def square_keeper(orders: SquareOrders) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Middleware: a Square notification that needs the Orders API is kept before the 200.
+
+    It runs after ``/webhooks/square`` answered 200 (authentic, readable, committed); a
+    notification that could not be kept is answered 503, so Square delivers it again.
+    """
+
+    @web.middleware
+    async def keep(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path != "/webhooks/square" or request.method != "POST":
+            return response
+        if response.status != 200 or not isinstance(response, web.Response):
+            return response
+        try:
+            kept = await orders.keep(await request.read())
+        except Exception:
+            log.exception("could not keep a Square notification")
+            return web.json_response(
+                {"error": "the store could not keep the notification; retry"}, status=503
+            )
+        if kept is None or response.text is None:
+            return response
+        answer = json.loads(response.text)
+        answer["pending"] = {
+            "kind": kept.kind,
+            "id": kept.object_id,
+            "detail": "kept; the order is fetched from Square's API and stored when it answers",
+        }
+        return web.json_response(answer, status=200)
+
+    return keep
+
+
 def ssl_context(config: ServeConfig) -> ssl.SSLContext | None:
     """An HTTPS server context when a certificate and key are configured."""
     if config.tls_cert is None and config.tls_key is None:
@@ -141,8 +188,12 @@ class Server:
         rules: RulesRuntime | None = None,
         params: MetricParams | None = None,
         publisher: KafkaPublisher | None = None,
+        square_backoff: Backoff | None = None,
     ) -> None:
         self.config = config
+        self.square_backoff = square_backoff
+        """Retry delays of Square notifications waiting for the Orders API (tests shorten it)."""
+        self.square_orders: SquareOrders | None = None
         self.publisher = publisher or (
             KafkaPublisher(config.kafka_out) if config.kafka_out is not None else None
         )
@@ -211,9 +262,20 @@ class Server:
         if self.publisher is not None:
             await self.publisher.start()
             state.gauges.append(self.publisher.gauges)
-        self.runner = web.AppRunner(
-            build_app(state), access_log=None, handle_signals=False, shutdown_timeout=10
-        )
+        app = build_app(state)
+        if self.config.square_signature_key is not None:
+            self.square_orders = SquareOrders(
+                self.writer,
+                SquareApi(self.config.square_api_url, self.config.square_access_token),
+                lambda: state.mapping.square,
+                clock=self.clock,
+                monitor=state.monitor(SQUARE_ORDERS_FEED, "enrichment"),
+                backoff=self.square_backoff,
+                on_outcomes=functools.partial(_count_outcomes, state.metrics),
+            )
+            state.gauges.append(self.square_orders.gauges)
+            app.middlewares.append(square_keeper(self.square_orders))
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=10)
         await self.runner.setup()
         self.site = web.TCPSite(
             self.runner, self.config.host, self.config.port, ssl_context=context
@@ -241,6 +303,8 @@ class Server:
             self._spawn(drop.run(stop=self._stop_watch), "dropfolder")
         if self.config.mapping_file is not None:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
+        if self.square_orders is not None:
+            self._spawn(self.square_orders.run(self._stop_watch), "square-orders")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
         self._spawn(self._report_health(self.config.feed_health_seconds), "feed-health")
@@ -307,6 +371,8 @@ class Server:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.square_orders is not None:
+            await self.square_orders.close()
         if self.publisher is not None:
             await self.publisher.stop()
         if self.rules is not None:
@@ -433,6 +499,7 @@ __all__ = [
     "pull_feeds",
     "run_serve",
     "serve",
+    "square_keeper",
     "ssl_context",
 ]
 

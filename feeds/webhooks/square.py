@@ -17,14 +17,37 @@ returned items.  So (ids: ``S`` is the Square order id, the canonical order id i
   it also becomes ``order.placed`` (id ``square:order:S:placed``): lines by
   ``catalog_object_id``, prices from ``base_price_money`` (cents), method ``bopis`` for a
   PICKUP fulfillment and ``ship`` otherwise, ``promised_by`` the pickup time or
-  ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: it is
-  answered 200 and reported as ignored (not an error: Square would only retry it).
+  ``created_at`` + ``square.sla_hours``.  A bare notification has no lines: here it is
+  reported as ignored; ``serve`` keeps it and fetches the order (below).
 * ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfillment
   step (id ``square:fulfillment:<uid>:<state>``, ``ts`` = ``updated_at``): RESERVED →
   ``released``; PREPARED → ``ready_for_pickup`` (``packed`` with ``square.fulfillment =
   "shipment"``); COMPLETED → ``picked_up`` (``shipped``); FAILED → ``exception``.
 * ``refund.created`` / ``refund.updated``: not mapped (no SKU or quantity in the payload);
   reported as ignored.
+
+``serve`` fetches what the notification lacks (:mod:`feeds.webhooks.square_api`) and maps
+the API's answers here:
+
+* :func:`map_square_order`: an ``Order`` from ``GET /v2/orders/{id}`` → ``order.placed``
+  (``square:order:S:placed``, the same id as a relay-enriched notification, so the
+  placement is stored once whichever arrives and however often the order is re-fetched)
+  and, for state ``CANCELED``, ``order.cancelled``.  A line's SKU comes from its
+  ``catalog_object_id`` (the item variation) through ``square.catalog_objects``; its unit
+  price is ``gross_sales_money`` / quantity (the variation's price plus its modifiers, before
+  discounts and tax; ``base_price_money`` when that does not divide), its discount
+  ``total_discount_money`` (order-level discounts apportioned by Square), all in cents →
+  two-place decimals.  Ad-hoc lines (no ``catalog_object_id``, a custom amount) and gift
+  cards are not stock: skipped and listed as ignored; an order with no other line places
+  nothing.  ``location_id`` → node through ``square.locations`` (unmapped: no node, the
+  router decides).  ``DRAFT`` orders are not placed yet (their ``order.updated`` is).
+  Tenders are checked and listed (type and amount) in the ignored notes: the canonical
+  order has no payment field.
+* :func:`map_square_refund`: a ``PaymentRefund`` from ``GET /v2/refunds/{id}`` and the
+  order it names → one ``return.received`` per itemised return line of that order
+  (``square:refund:R:<uid>``; SKU and location mapped as above, ``refund`` = the line's
+  ``total_money``); a refund of an amount only (no return lines), or one ``REJECTED`` or
+  ``FAILED``, returns no items and is listed as ignored.
 """
 
 from __future__ import annotations
@@ -61,6 +84,8 @@ from store.model import (
     OrderPlaced,
     OrderPlacedBody,
     Quarantined,
+    ReturnBody,
+    ReturnReceived,
     StockSnapshot,
     StockSnapshotBody,
 )
@@ -168,7 +193,8 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
     out = Mapped()
     full = opt_obj(body, "order", "data.object")
     summary_key = "order_created" if kind == "order.created" else "order_updated"
-    summary = opt_obj(body, summary_key, "data.object") or full
+    # The full order (a relay's, or the one serve fetched) is the authority when present.
+    summary = full or opt_obj(body, summary_key, "data.object")
     if summary is None:
         raise PayloadError(f"data.object.{summary_key}", "required field is missing")
     where = f"data.object.{summary_key}" if full is None else "data.object.order"
@@ -176,10 +202,17 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
     oid = f"square-{square_id}"
     state = opt_text(summary, "state", where) or ""
     if full is not None:
-        out.items.append(_placed(square_id, full, mapping))
+        skipped: list[str] = []
+        placed = _placed(square_id, full, mapping, skipped=skipped)
+        if placed is not None:
+            out.items.append(placed)
+        out.ignored.extend(skipped)
         _note_unmapped(full, mapping, out)
     else:
-        out.ignored.append(f"{kind} {square_id}: notification without line items")
+        out.ignored.append(
+            f"{kind} {square_id}: notification without line items"
+            " (serve fetches the order from Square's Orders API)"
+        )
     if state == "CANCELED":
         ts = opt_when(summary, "updated_at", where) or when(summary, "created_at", where)
         out.items.append(
@@ -205,27 +238,40 @@ def _note_unmapped(order: JsonObject, mapping: SquareMapping, out: Mapped) -> No
             out.note_unmapped("catalog_object_id", catalog)
 
 
-def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderPlaced | Quarantined:
-    path = "data.object.order"
+def _placed(
+    square_id: str,
+    order: JsonObject,
+    mapping: SquareMapping,
+    path: str = "data.object.order",
+    skipped: list[str] | None = None,
+) -> OrderPlaced | Quarantined | None:
+    """The order's placement; None when it has no stock line (ad-hoc lines only)."""
     created = when(order, "created_at", path)
     loc_ext = opt_ident(order, "location_id", path)
     location = mapping.locations.get(loc_ext) if loc_ext else None
     lines: list[OrderLine] = []
     problems: list[str] = []
-    for i, line in enumerate(arr(order, "line_items", path)):
+    for i, line in enumerate(arr(order, "line_items", path, required=False)):
         lpath = join(join(path, "line_items"), i)
         if not isinstance(line, dict):
             raise PayloadError(lpath, "expected an object")
         catalog = opt_ident(line, "catalog_object_id", lpath)
-        sku = mapping.catalog_objects.get(catalog) if catalog else None
+        if catalog is None or line.get("item_type") == "GIFT_CARD":
+            if skipped is not None:
+                what = "gift card" if catalog else "ad-hoc line"
+                name = opt_text(line, "name", lpath) or opt_text(line, "uid", lpath) or "?"
+                skipped.append(f"{lpath}: {what} {name!r} is not stock (skipped)")
+            continue
+        sku = mapping.catalog_objects.get(catalog)
         if sku is None:
             problems.append(f"{lpath}: unmapped Square catalog_object_id {catalog}")
             continue
+        quantity = integer(line, "quantity", lpath)
         lines.append(
             OrderLine(
                 sku=sku,
-                quantity=integer(line, "quantity", lpath),
-                unit_price=_cents(opt_obj(line, "base_price_money", lpath), lpath),
+                quantity=quantity,
+                unit_price=_unit_price(line, quantity, lpath),
                 discount=_cents(opt_obj(line, "total_discount_money", lpath), lpath),
             )
         )
@@ -235,6 +281,8 @@ def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderP
             raw=redact_json(order),
             error=f"order square-{square_id} not placed: " + "; ".join(problems),
         )
+    if not lines:
+        return None
     method: Method = "ship"
     promised = created + timedelta(hours=mapping.sla_hours)
     region = mapping.default_region
@@ -269,6 +317,152 @@ def _placed(square_id: str, order: JsonObject, mapping: SquareMapping) -> OrderP
             lines=lines,
         ),
     )
+
+
+def _unit_price(line: JsonObject, quantity: int, path: str) -> Decimal:
+    """``gross_sales_money`` / quantity when it divides (modifiers included), else base price."""
+    gross = opt_obj(line, "gross_sales_money", path)
+    if gross is not None and quantity > 0:
+        cents = integer(gross, "amount", join(path, "gross_sales_money"))
+        if cents % quantity == 0:
+            return (Decimal(cents // quantity) / 100).quantize(Decimal("0.01"))
+    return _cents(opt_obj(line, "base_price_money", path), path)
+
+
+def _tenders(order: JsonObject, path: str) -> str | None:
+    """``tenders CARD 10.00 + CASH 5.00 USD`` (checked, not stored), or None without tenders."""
+    parts: list[str] = []
+    currency = ""
+    for i, tender in enumerate(arr(order, "tenders", path, required=False)):
+        tpath = join(join(path, "tenders"), i)
+        if not isinstance(tender, dict):
+            raise PayloadError(tpath, "expected an object")
+        amount = opt_obj(tender, "amount_money", tpath)
+        currency = (opt_text(amount, "currency") if amount else None) or currency
+        parts.append(f"{opt_text(tender, 'type', tpath) or '?'} {_cents(amount, tpath)}")
+    if not parts:
+        return None
+    return "tenders " + " + ".join(parts) + (f" {currency}" if currency else "")
+
+
+def map_square_order(order: JsonObject, mapping: SquareMapping) -> Mapped:
+    """Canonical events of an ``Order`` fetched from the Orders API (``RetrieveOrder``).
+
+    Raises :class:`~feeds.webhooks.PayloadError` naming the field when it cannot be read.
+    """
+    path = "order"
+    if not isinstance(order, dict):
+        raise PayloadError(path, "expected an object")
+    square_id = ident(order, "id", path)
+    state = opt_text(order, "state", path) or ""
+    out = Mapped()
+    if state == "DRAFT":
+        out.ignored.append(f"order {square_id}: DRAFT (placed when it is opened)")
+        return out
+    skipped: list[str] = []
+    placed = _placed(square_id, order, mapping, path, skipped)
+    _note_unmapped(order, mapping, out)
+    out.ignored.extend(skipped)
+    if placed is None:
+        out.ignored.append(f"order {square_id}: no line with a catalog_object_id, nothing placed")
+    else:
+        out.items.append(placed)
+    tenders = _tenders(order, path)
+    if tenders is not None:
+        out.ignored.append(f"order {square_id}: {tenders} (payments are not stored)")
+    if state == "CANCELED":
+        ts = opt_when(order, "updated_at", path) or when(order, "created_at", path)
+        out.items.append(
+            OrderCancelled(
+                id=f"square:order:{square_id}:cancelled",
+                type="order.cancelled",
+                ts=ts,
+                source=SOURCE,
+                body=OrderCancelledBody(
+                    order_id=f"square-{square_id}", reason="Square order canceled"
+                ),
+            )
+        )
+    return out
+
+
+def map_square_refund(
+    refund: JsonObject, order: JsonObject | None, mapping: SquareMapping
+) -> Mapped:
+    """Canonical returns of a ``PaymentRefund`` and the order it names (its return lines)."""
+    path = "refund"
+    if not isinstance(refund, dict):
+        raise PayloadError(path, "expected an object")
+    refund_id = ident(refund, "id", path)
+    status = opt_text(refund, "status", path) or ""
+    amount = _cents(opt_obj(refund, "amount_money", path), path)
+    out = Mapped()
+    if status in ("REJECTED", "FAILED"):
+        out.ignored.append(f"refund {refund_id}: {status}, nothing returned")
+        return out
+    ts = when(refund, "created_at", path)
+    loc_ext = opt_ident(refund, "location_id", path) or (
+        opt_ident(order, "location_id", "order") if order else None
+    )
+    location = mapping.locations.get(loc_ext) if loc_ext else None
+    reason = (opt_text(refund, "reason", path) or "refund")[:80]
+    lines = 0
+    for r, ret in enumerate(arr(order or {}, "returns", "order", required=False)):
+        rpath = join("order.returns", r)
+        if not isinstance(ret, dict):
+            raise PayloadError(rpath, "expected an object")
+        source_order = opt_ident(ret, "source_order_id", rpath)
+        for i, line in enumerate(arr(ret, "return_line_items", rpath, required=False)):
+            lpath = join(join(rpath, "return_line_items"), i)
+            if not isinstance(line, dict):
+                raise PayloadError(lpath, "expected an object")
+            lines += 1
+            catalog = opt_ident(line, "catalog_object_id", lpath)
+            if catalog is None:
+                out.ignored.append(f"{lpath}: ad-hoc line is not stock (skipped)")
+                continue
+            sku = mapping.catalog_objects.get(catalog)
+            problems = []
+            if sku is None:
+                problems.append(f"unmapped Square catalog_object_id {catalog}")
+                out.note_unmapped("catalog_object_id", catalog)
+            if location is None:
+                problems.append(f"unmapped Square location_id {loc_ext}")
+                out.note_unmapped("location_id", loc_ext)
+            if problems:
+                out.items.append(
+                    Quarantined(
+                        source=SOURCE,
+                        raw=redact_json(line),
+                        error=f"refund {refund_id} {lpath}: " + "; ".join(problems),
+                    )
+                )
+                continue
+            assert sku is not None and location is not None
+            uid = opt_ident(line, "uid", lpath) or str(lines)
+            out.items.append(
+                ReturnReceived(
+                    id=f"square:refund:{refund_id}:{uid}",
+                    type="return.received",
+                    ts=ts,
+                    source=SOURCE,
+                    body=ReturnBody(
+                        return_id=f"square-refund-{refund_id}",
+                        order_id=f"square-{source_order}" if source_order else None,
+                        sku=sku,
+                        location_id=location,
+                        channel=mapping.channel,
+                        quantity=integer(line, "quantity", lpath),
+                        reason=reason,
+                        refund=_cents(opt_obj(line, "total_money", lpath), lpath),
+                    ),
+                )
+            )
+    if lines == 0:
+        out.ignored.append(
+            f"refund {refund_id} of {amount}: no itemised return lines, no stock came back"
+        )
+    return out
 
 
 FULFILLMENT_STATES: dict[str, dict[str, FulfillmentStatus]] = {

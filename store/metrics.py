@@ -496,15 +496,17 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
 
     Only SKUs with at least ``return_min_count`` units returned in the window can spike,
     so only they are listed and only their sales are read: the cost follows the returns
-    of the last week, not the catalogue or the history.
+    of the last week, not the catalogue or the history.  Returns are counted over the
+    same span as the units sold they are set against: the window's hour buckets up to
+    ``t``, and the baseline's.
     """
-    w_start = t - int(params.return_window_days * DAY)
-    b_start = w_start - int(params.return_baseline_days * DAY)
     first, last = window_hours(t, params.return_window_days)
+    b_first = first - int(params.return_baseline_days * 24)
+    w_start, b_start = first * HOUR, b_first * HOUR
     current: dict[str, int] = defaultdict(int)
     reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for sku, qty, reason in db.execute(
-        "SELECT sku, quantity, reason FROM returns WHERE received_ts > ? AND received_ts <= ?",
+        "SELECT sku, quantity, reason FROM returns WHERE received_ts >= ? AND received_ts <= ?",
         (w_start, t),
     ):
         current[sku] += qty
@@ -513,7 +515,6 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     packed = json.dumps(candidates)
     # As of t (store/asof.py): closed roll-up hours, plus t's hour so far and the sales
     # cancelled only after t, per SKU and window.
-    b_first = first - int(params.return_baseline_days * 24)
     late_sold: dict[str, int] = defaultdict(int)
     late_base: dict[str, int] = defaultdict(int)
     wanted = set(candidates)
@@ -531,7 +532,7 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
                (SELECT COALESCE(SUM(units), 0) FROM sku_hourly h
                  WHERE h.sku = c.sku AND h.hour BETWEEN ? AND ?),
                (SELECT COALESCE(SUM(quantity), 0) FROM returns r
-                 WHERE r.sku = c.sku AND r.received_ts > ? AND r.received_ts <= ?)
+                 WHERE r.sku = c.sku AND r.received_ts >= ? AND r.received_ts < ?)
            FROM c LEFT JOIN skus k ON k.sku = c.sku""",
         (
             packed,

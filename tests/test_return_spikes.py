@@ -219,15 +219,15 @@ def test_on_the_fixture_day_only_app_1056_spikes_at_its_time(fixture_store: Path
     assert all(not skus for t, skus in spiking.items() if t < spike_from)
     held = [t for t in moments if spike_from + timedelta(minutes=30) <= t <= spike_until]
     assert held and all(incident["sku"] in spiking[t] for t in held)
-    # the old rule's false alarms are still there in the figures: z ≥ 3 on at least the
-    # minimum count (TOY-1013 about 13:05 local, ELE-1025 from 09:15 local), not spikes now
-    for code, moment in (
-        ("TOY-1013", "2026-11-18T18:05:00Z"),
-        ("ELE-1025", "2026-11-18T14:15:00Z"),
-    ):
-        row = next(r for r in seen[utc(moment)].rows if r.sku == code)
-        assert row.z_score is not None and row.z_score >= 3.0 and row.returned >= 5
-        assert not row.spike and row.q_value is not None and row.q_value > P.return_fdr_q
+    # the old rule's false alarm is still there in the figures: ELE-1025 from 09:15 local
+    # has z ≥ 3 on the minimum count, and is not a spike now (its q-value is far above q)
+    row = next(r for r in seen[utc("2026-11-18T14:15:00Z")].rows if r.sku == "ELE-1025")
+    assert row.z_score is not None and row.z_score >= 3.0 and row.returned >= 5
+    assert not row.spike and row.q_value is not None and row.q_value > 10 * P.return_fdr_q
+    # TOY-1013 (13:03-13:18 local before, when its returns were set against an hour too
+    # few of sales) is listed all afternoon and never spikes
+    toy = [r for t, s in seen.items() for r in s.rows if r.sku == "TOY-1013" and t >= spike_from]
+    assert toy and not any(r.spike for r in toy)
     # the family is the whole catalogue that sells, every evaluation
     assert {s.tested for s in seen.values()} == {310}
     # roll-ups: no category or channel spikes before the incident either

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from feeds.runtime.ingest import ingest_paths
+from feeds.settings import Settings
 from rules.alerts.samples import samples
 from rules.file import default_rules_text, parse_rules
 from store.metrics import (
@@ -123,6 +124,26 @@ def test_bh_q_values_on_a_hand_made_family() -> None:
         assert (q is None and q2 is None) or q2 == pytest.approx(min(1.0, 2 * q))  # type: ignore[operator]
 
 
+def test_the_fdr_level_is_a_rate() -> None:
+    assert MetricParams().return_fdr_q == 0.01
+    assert MetricParams(return_fdr_q=1.0).return_fdr_q == 1.0
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="false discovery rate"):
+            MetricParams(return_fdr_q=bad)
+    # both knobs are configuration keys of [metrics], the old one under its old name
+    assert MetricParams(return_z_threshold=4.0).return_z_threshold == 4.0
+
+
+def test_the_metrics_section_sets_the_fdr_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[metrics]\nreturn_fdr_q = 0.05\nreturn_z_threshold = 2.5\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(config))
+    s = Settings()
+    assert (s.metrics.return_fdr_q, s.metrics.return_z_threshold) == (0.05, 2.5)
+
+
 def test_baseline_dispersion_by_hand() -> None:
     # two days, 10 and 30 returns on 100 units each: r = 0.2, Pearson X² = 100/16 + 100/16
     assert baseline_dispersion([(10, 100), (30, 100)]) == pytest.approx(12.5)
@@ -169,6 +190,13 @@ async def test_a_z_of_three_among_many_series_is_not_a_spike(
     assert hot.q_value == pytest.approx(m * p_hot) and hot.q_value < P.return_fdr_q
     assert mod.q_value == pytest.approx(m * p_mod / 2) and mod.q_value > P.return_fdr_q
     assert hot.spike and not mod.spike and snap.spikes == 1
+    # The z floor still applies: at return_z_threshold = 100 nothing spikes.
+    strict = P.model_copy(update={"return_z_threshold": 100.0})
+    db = open_reader(db_path)
+    try:
+        assert compute_returns(db, int(T0.timestamp()), strict).spikes == 0
+    finally:
+        db.close()
     # The level is the operator's: at q = 50 % MOD's q-value (≈ 0.28) passes too.
     loose = P.model_copy(update={"return_fdr_q": 0.5})
     db = open_reader(db_path)

@@ -264,8 +264,17 @@ def test_on_the_fixture_day_only_app_1056_spikes_at_its_time(fixture_store: Path
     assert toy and not any(r.spike for r in toy)
     # the family is the whole catalogue that sells, every evaluation
     assert {s.tested for s in seen.values()} == {310}
-    # roll-ups: no category or channel spikes before the incident either
+    # roll-ups: no category or channel spikes before the incident either, and after it
+    # only the incident's category and the channel most of its returns came by; not the
+    # electronics category, which z ≥ 3 flagged late in the evening (its baseline days
+    # vary 1.7 times more than binomial counts would)
     assert all(not any(r.spike for r in s.rollups) for t, s in seen.items() if t < spike_from)
+    rolled = {(r.scope, r.key) for s in seen.values() for r in s.rollups if r.spike}
+    assert rolled <= {("category", str(incident["category"])), ("channel", "webshop")}
+    late = seen[utc("2026-11-19T03:00:00Z")].rollups
+    electronics = next(r for r in late if (r.scope, r.key) == ("category", "electronics"))
+    assert electronics.z_score is not None and electronics.z_score >= 3.0
+    assert electronics.dispersion > 1.5 and not electronics.spike
 
 
 def test_the_shipped_rule_fires_on_the_incident_only(fixture_store: Path) -> None:

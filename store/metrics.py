@@ -463,13 +463,26 @@ def bh_q_values(p_values: list[float | None], family: int) -> list[float | None]
     return out
 
 
-def _sku_series(db: sqlite3.Connection, t: int, first_hour: int, last_hour: int) -> int:
-    """SKUs with units sold in ``[first_hour, last_hour]`` as of ``t``: the SKU family size.
+def _sku_series(
+    db: sqlite3.Connection, t: int, first_hour: int, last_hour: int, returned: list[str]
+) -> int:
+    """The SKU family size: every catalogue SKU, and every SKU returned in the window.
 
-    A loose index scan of ``sku_hourly`` (one seek to the next SKU, one to its first hour
-    in the windows), plus the SKUs that sold only in ``t``'s hour so far.
+    Each of them could be tested; one that did not sell or was not returned counts as
+    p = 1, which only makes the test stricter.  The catalogue is counted, not scanned
+    (a refresh must not cost a seek per SKU of a large catalogue).  A store without a
+    catalogue (an imported order history) counts the SKUs with units sold in
+    ``[first_hour, last_hour]`` as of ``t`` instead: a loose index scan of
+    ``sku_hourly``, plus the SKUs that sold only in ``t``'s hour so far.
     """
-    closed = {
+    catalogue = int(db.execute("SELECT COUNT(*) FROM skus").fetchone()[0])
+    if catalogue:
+        (outside,) = db.execute(
+            "SELECT COUNT(*) FROM json_each(?) WHERE value NOT IN (SELECT sku FROM skus)",
+            (json.dumps(returned),),
+        ).fetchone()
+        return catalogue + int(outside)
+    sold = {
         sku
         for (sku,) in db.execute(
             """WITH RECURSIVE s(sku) AS (
@@ -483,12 +496,12 @@ def _sku_series(db: sqlite3.Connection, t: int, first_hour: int, last_hour: int)
             (first_hour, closed_last_hour(t, last_hour)),
         )
     }
-    closed.update(
+    sold.update(
         line.sku
         for line in sales_lines(db, t, first_hour)
         if line.units > 0 and first_hour <= line.hour <= last_hour
     )
-    return len(closed)
+    return len(sold | set(returned))
 
 
 def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> ReturnSpikeSnapshot:
@@ -496,15 +509,17 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
 
     Only SKUs with at least ``return_min_count`` units returned in the window can spike,
     so only they are listed and only their sales are read: the cost follows the returns
-    of the last week, not the catalogue or the history.
+    of the last week, not the catalogue or the history.  Returns are counted over the
+    same span as the units sold they are set against: the window's hour buckets up to
+    ``t``, and the baseline's.
     """
-    w_start = t - int(params.return_window_days * DAY)
-    b_start = w_start - int(params.return_baseline_days * DAY)
     first, last = window_hours(t, params.return_window_days)
+    b_first = first - int(params.return_baseline_days * 24)
+    w_start, b_start = first * HOUR, b_first * HOUR
     current: dict[str, int] = defaultdict(int)
     reasons: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for sku, qty, reason in db.execute(
-        "SELECT sku, quantity, reason FROM returns WHERE received_ts > ? AND received_ts <= ?",
+        "SELECT sku, quantity, reason FROM returns WHERE received_ts >= ? AND received_ts <= ?",
         (w_start, t),
     ):
         current[sku] += qty
@@ -513,7 +528,6 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     packed = json.dumps(candidates)
     # As of t (store/asof.py): closed roll-up hours, plus t's hour so far and the sales
     # cancelled only after t, per SKU and window.
-    b_first = first - int(params.return_baseline_days * 24)
     late_sold: dict[str, int] = defaultdict(int)
     late_base: dict[str, int] = defaultdict(int)
     wanted = set(candidates)
@@ -531,7 +545,7 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
                (SELECT COALESCE(SUM(units), 0) FROM sku_hourly h
                  WHERE h.sku = c.sku AND h.hour BETWEEN ? AND ?),
                (SELECT COALESCE(SUM(quantity), 0) FROM returns r
-                 WHERE r.sku = c.sku AND r.received_ts > ? AND r.received_ts <= ?)
+                 WHERE r.sku = c.sku AND r.received_ts >= ? AND r.received_ts < ?)
            FROM c LEFT JOIN skus k ON k.sku = c.sku""",
         (
             packed,
@@ -548,9 +562,9 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
         s, bs = s_closed + late_sold[sku], bs_closed + late_base[sku]
         counted.append((sku, category, current[sku], s, br, bs))
     p_values = [rate_p_value(ret, s, br, bs) for _, _, ret, s, br, bs in counted]
-    # The family: every SKU with sales in either window could have been tested; those
-    # below the minimum count are not listed and count as p = 1 (README: Return spike).
-    tested = _sku_series(db, t, b_first, last) if candidates else 0
+    # The family: every SKU that could have been tested; those below the minimum count
+    # are not listed and count as p = 1 (README: Return spike).
+    tested = _sku_series(db, t, b_first, last, sorted(current)) if candidates else 0
     q_values = bh_q_values(p_values, tested)
     rows = []
     for (sku, category, returned, s, br, bs), p, q in zip(counted, p_values, q_values, strict=True):

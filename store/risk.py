@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from store.asof import (
     closed_last_hour,
@@ -84,6 +84,13 @@ class MetricParams(BaseModel):
     """How often a channel's listings are synced when its cadence is not known."""
     listing_sync_overrides: dict[str, float] = {}
     """Per-channel listing sync interval in minutes."""
+
+    @field_validator("return_fdr_q")
+    @classmethod
+    def _a_rate(cls, value: float) -> float:
+        if not 0.0 < value <= 1.0:
+            raise ValueError("return_fdr_q is a false discovery rate: above 0, at most 1")
+        return value
 
     def oversell_limits(self, channel: str) -> OversellLimits:
         """The oversell tolerance and sync interval that apply to ``channel``."""

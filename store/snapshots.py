@@ -141,7 +141,7 @@ class ReturnSpikeSnapshot:
     rollups: tuple[ReturnRollupRow, ...] = ()
     """Every category and channel with returns or sales in either window, spikes first."""
     tested: int = 0
-    """SKU series in the multiple-testing family: SKUs with units sold in either window."""
+    """SKU series in the multiple-testing family (README: Return spike); 0: no candidate."""
 
 
 @dataclass(frozen=True)

@@ -333,6 +333,7 @@ def _orders_placed(
     lines: list[tuple[object, ...]] = []
     sales: list[tuple[str, str | None, str | None, str, int, int, int]] = []
     reversed_ids: list[tuple[str]] = []
+    unavailable: list[tuple[int, int, str]] = []
     for event, ts in new:
         b = event.body
         cancelled = existing.get(b.order_id, (0, None))[1] is not None
@@ -370,6 +371,8 @@ def _orders_placed(
         )
         if cancelled:
             reversed_ids.append((b.order_id,))
+        if not b.lines:
+            unavailable.append((ts, ts, b.order_id))
     db.executemany(
         """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
                location_id, placed_ts, promised_ts, gross_cents, discount_cents, units,
@@ -389,6 +392,16 @@ def _orders_placed(
         lines,
     )
     _add_rollups(db, sales)
+    if unavailable:
+        # No lines: never available.  Placed and cancelled at the same instant (an earlier
+        # cancellation stands), so it counts as a cancelled order everywhere.
+        db.executemany(
+            """UPDATE orders SET cancelled_ts = MIN(COALESCE(cancelled_ts, ?), ?),
+                   sales_reversed = 1
+               WHERE order_id = ?""",
+            unavailable,
+        )
+        touched.orders.update(order_id for _, _, order_id in unavailable)
 
 
 def _orders_cancelled(

@@ -670,6 +670,13 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     ):
         hourly_cents[k] -= refund_cents
     hourly = [cents / 100 for cents in hourly_cents]
+    # An order placed with no lines was never available: counted here, and nowhere else
+    # (it is cancelled the instant it is placed).
+    unavailable = db.execute(
+        "SELECT COUNT(*) FROM orders WHERE has_order = 1 AND units = 0"
+        " AND placed_ts >= ? AND placed_ts <= ?",
+        (day_start, t),
+    ).fetchone()[0]
 
     return Headline(
         day_start=datetime.fromtimestamp(day_start, UTC),
@@ -686,6 +693,7 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         hourly_net_sales=tuple(hourly),
         feeds=feed_freshness(db, t, params),
         adapters=feed_adapters(db, t),
+        orders_unavailable=int(unavailable),
     )
 
 

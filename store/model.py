@@ -140,6 +140,9 @@ FulfillmentStatus = Literal[
 ]
 InboundStatus = Literal["open", "received", "cancelled"]
 
+UNAVAILABLE_REASON = "unavailable"
+"""Why an order placed with no lines counts as cancelled the instant it was placed."""
+
 
 class _Strict(BaseModel):
     """Base for canonical bodies: unknown fields are an error, models are immutable."""
@@ -233,7 +236,11 @@ class OrderLine(_Strict):
 
 
 class OrderPlacedBody(_Strict):
-    """An order was placed; ``ts`` of the event is the time it was placed."""
+    """An order was placed; ``ts`` of the event is the time it was placed.
+
+    An order with no ``lines`` (a marketplace order whose items were never available) is
+    stored as placed and cancelled at the same instant (see :data:`UNAVAILABLE_REASON`).
+    """
 
     order_id: Identifier
     channel: Identifier
@@ -243,7 +250,8 @@ class OrderPlacedBody(_Strict):
     """The node fulfilling it, when the channel already assigned one."""
     promised_by: AwareDatetime
     """Ship-by time for ship orders, ready-by time for BOPIS."""
-    lines: list[OrderLine] = Field(min_length=1)
+    lines: list[OrderLine] = Field(default_factory=list, max_length=100_000)
+    """Empty for an order that was never available: stored placed and cancelled."""
 
     @field_validator("promised_by")
     @classmethod

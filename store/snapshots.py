@@ -192,6 +192,8 @@ class Headline:
     feeds: tuple[FeedFreshness, ...]
     adapters: tuple[FeedHealthRow, ...] = ()
     """The feed adapters ``serve`` runs, as it last reported them."""
+    orders_unavailable: int = 0
+    """Orders placed today with no lines (never available): placed and cancelled at once."""
 
 
 @dataclass(frozen=True)

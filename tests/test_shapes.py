@@ -1,0 +1,91 @@
+"""Real order shapes land instead of being refused (issue 12), each with a hand-computed case."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+from store.apply import epoch
+from store.metrics import MetricParams, compute_snapshots, open_reader
+from store.snapshots import Snapshots
+from tests.builders import T0, at, ev, iso, order, step
+from tests.conftest import write
+
+P = MetricParams(timezone="America/New_York")
+
+
+def snap(db: Path, now: datetime, params: MetricParams = P) -> Snapshots:
+    conn = open_reader(db)
+    try:
+        return compute_snapshots(conn, now, params)
+    finally:
+        conn.close()
+
+
+def empty_order(order_id: str, ts: datetime, *, channel: str = "marketplace") -> object:
+    """A marketplace order that was never available: no lines at all."""
+    return ev(
+        "order.placed",
+        ts,
+        {
+            "order_id": order_id,
+            "channel": channel,
+            "method": "ship",
+            "destination_region": "SP",
+            "location_id": None,
+            "promised_by": iso(ts),
+            "lines": [],
+        },
+        source=channel,
+    )
+
+
+# --- an order with no lines ----------------------------------------------------------------
+
+
+async def test_an_order_with_no_lines_is_placed_and_cancelled_not_quarantined(
+    db_path: Path,
+) -> None:
+    # Today (New York) at 09:30 one web order of 2 x 10.00; at 09:45 an empty marketplace
+    # order.  By hand at 10:00: net sales 20.00, 1 order in the last hour, 1 open order at
+    # WH1, nothing open or late for the empty one, 1 unavailable order today.
+    outcomes = await write(
+        db_path,
+        [
+            order("web-1", at(-0.5), [("A", 2)], promised=at(-0.1)),
+            empty_order("mp-1", at(-0.25)),
+        ],
+    )
+    assert outcomes == ["applied", "applied"]
+    s = snap(db_path, T0)
+    assert s.counts["quarantined"] == 0
+    assert s.headline.net_sales == 20.0
+    assert s.headline.orders_per_hour == 1.0
+    assert s.headline.orders_unavailable == 1
+    assert [c.channel for c in s.headline.channels] == ["webshop"]
+    assert (s.fulfillment.total_open, s.fulfillment.total_late) == (1, 1)
+    assert {r.key for r in s.fulfillment.rows if r.scope == "channel"} == {"webshop"}
+    db = sqlite3.connect(db_path)
+    placed, cancelled, done = db.execute(
+        "SELECT placed_ts, cancelled_ts, done_ts FROM orders WHERE order_id = 'mp-1'"
+    ).fetchone()
+    assert placed == cancelled == done == epoch(at(-0.25))
+    db.close()
+    # A later cancellation of it, and a step reported for it, change no figure.
+    await write(
+        db_path,
+        [
+            ev("order.cancelled", at(-0.2), {"order_id": "mp-1", "reason": "unavailable"}),
+            step("mp-1", "shipped", at(-0.1), carrier="UPS"),
+        ],
+    )
+    again = snap(db_path, T0)
+    assert again.headline.net_sales == 20.0
+    assert again.headline.orders_unavailable == 1
+    assert again.fulfillment.total_open == 1
+    wh = next(r for r in again.fulfillment.rows if r.scope == "location" and r.key == "WH1")
+    assert wh.completed_24h == 0  # cancelled before it was "shipped": not a fulfillment
+    # Yesterday's unavailable order is not today's.
+    await write(db_path, [empty_order("mp-0", at(-24))])
+    assert snap(db_path, T0).headline.orders_unavailable == 1

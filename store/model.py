@@ -140,6 +140,9 @@ FulfillmentStatus = Literal[
 ]
 InboundStatus = Literal["open", "received", "cancelled"]
 
+UNCATEGORISED = "uncategorised"
+"""The category of a product that came without one."""
+
 UNAVAILABLE_REASON = "unavailable"
 """Why an order placed with no lines counts as cancelled the instant it was placed."""
 
@@ -159,11 +162,15 @@ class _Strict(BaseModel):
 
 
 class SkuBody(_Strict):
-    """A sellable item of the catalogue (the golden record for one SKU)."""
+    """A sellable item of the catalogue (the golden record for one SKU).
+
+    A product with no category (absent, ``null`` or blank) lands in the explicit
+    :data:`UNCATEGORISED` category instead of being refused.
+    """
 
     sku: Identifier
     name: str = ""
-    category: Identifier
+    category: Identifier = "uncategorised"
     product_type: Identifier
     unit_cost: Money
     price: Money
@@ -173,6 +180,13 @@ class SkuBody(_Strict):
     """Replenishment lead time; days of cover below it means at risk."""
     hazmat: bool = False
     weight_kg: float = Field(default=0.5, ge=0, le=1_000_000)
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category_or_uncategorised(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return UNCATEGORISED
+        return value
 
 
 class OpeningHours(_Strict):

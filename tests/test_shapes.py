@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import datetime
 from pathlib import Path
 
+import aiohttp
+import pytest
+
+from feeds.runtime.serve import Server
+from feeds.runtime.serve_config import ServeConfig
 from store.apply import epoch
+from store.catalog import uncategorised_sku_ids, uncategorised_skus
 from store.metrics import MetricParams, compute_snapshots, open_reader
+from store.model import UNCATEGORISED
 from store.snapshots import Snapshots
-from tests.builders import T0, at, ev, iso, order, step
+from tests.builders import T0, at, ev, iso, order, ret, step
 from tests.conftest import write
 
 P = MetricParams(timezone="America/New_York")
@@ -89,3 +97,79 @@ async def test_an_order_with_no_lines_is_placed_and_cancelled_not_quarantined(
     # Yesterday's unavailable order is not today's.
     await write(db_path, [empty_order("mp-0", at(-24))])
     assert snap(db_path, T0).headline.orders_unavailable == 1
+
+
+# --- a product with no category ------------------------------------------------------------
+
+
+def product(code: str, category: object, ts: datetime) -> dict[str, object]:
+    body: dict[str, object] = {
+        "sku": code,
+        "product_type": "tee",
+        "unit_cost": "4.00",
+        "price": "10.00",
+    }
+    if category is not ...:
+        body["category"] = category
+    return {
+        "id": f"sku-{code}-{ts.timestamp():.0f}",
+        "type": "sku.upserted",
+        "ts": iso(ts),
+        "source": "catalogue",
+        "body": body,
+    }
+
+
+async def test_a_product_without_a_category_lands_in_uncategorised_with_a_count_on_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(tmp_path / "absent.toml"))
+    config = ServeConfig(db=tmp_path / "store.db", port=0, events_token="tok", batch_wait_ms=2)
+    day = at(-48)
+    lines = [
+        product("NOCAT", ..., day),  # the field absent
+        product("NULLCAT", None, day),  # null
+        product("BLANK", "  ", day),  # blank
+        product("TEE", "apparel", day),
+    ]
+    text = "\n".join(json.dumps(line) for line in lines)
+    # Sold and returned before and after: counted under uncategorised like any category.
+    events = [
+        order("o-1", at(-1), [("NOCAT", 3)]),
+        ret("NOCAT", 1, at(-0.5)),
+    ]
+    text += "\n" + "\n".join(e.model_dump_json() for e in events)
+    headers = {"Authorization": "Bearer tok", "Content-Type": "application/x-ndjson"}
+    async with (
+        Server(config, feeds=[]) as server,
+        aiohttp.ClientSession(base_url=server.url) as http,
+    ):
+        async with http.post("/events", data=text.encode(), headers=headers) as resp:
+            answer = await resp.json()
+            assert resp.status == 200, answer
+        assert [r["outcome"] for r in answer["results"]] == ["applied"] * 6
+        async with http.get("/health") as resp:
+            health = await resp.json()
+        assert health["store"]["uncategorised_skus"] == 3
+        assert health["store"]["quarantined"] == 0
+        # The product gets its category later: the count follows the catalogue.
+        later = json.dumps(product("BLANK", "home", at(-24)))
+        async with http.post("/events", data=later.encode(), headers=headers) as resp:
+            assert resp.status == 200
+        async with http.get("/health") as resp:
+            assert (await resp.json())["store"]["uncategorised_skus"] == 2
+    db = sqlite3.connect(config.db)
+    try:
+        assert uncategorised_skus(db) == 2
+        assert uncategorised_sku_ids(db) == ["NOCAT", "NULLCAT"]
+        categories = dict(db.execute("SELECT sku, category FROM skus"))
+        assert categories["NOCAT"] == UNCATEGORISED == "uncategorised"
+        sold = db.execute(
+            "SELECT SUM(units) FROM category_hourly WHERE category = 'uncategorised'"
+        ).fetchone()[0]
+        returned = db.execute(
+            "SELECT SUM(units) FROM category_returns_hourly WHERE category = 'uncategorised'"
+        ).fetchone()[0]
+        assert (sold, returned) == (3, 1)
+    finally:
+        db.close()

@@ -78,6 +78,7 @@ from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
 from rules.routing.config import FulfillmentRouting
 from store.apply import Outcome
+from store.catalog import uncategorised_skus
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
@@ -128,6 +129,17 @@ class StoreReader:
                 if self._conn is None:
                     self._conn = open_reader(self.path)
                 return store_counts(self._conn)
+
+        return await asyncio.to_thread(run)
+
+    async def uncategorised(self) -> int:
+        """SKUs that landed in the ``uncategorised`` category (they came without one)."""
+
+        def run() -> int:
+            with self._lock:
+                if self._conn is None:
+                    self._conn = open_reader(self.path)
+                return uncategorised_skus(self._conn)
 
         return await asyncio.to_thread(run)
 
@@ -442,6 +454,7 @@ async def health(request: web.Request) -> web.Response:
     assert state.reader is not None
     try:
         counts: dict[str, Any] = await state.reader.counts()
+        counts["uncategorised_skus"] = await state.reader.uncategorised()
     except (sqlite3.Error, FileNotFoundError) as exc:
         counts = {"error": type(exc).__name__}
     stats = state.writer.stats

@@ -309,7 +309,10 @@ class StockSnapshotBody(_Strict):
 
 
 class StockAdjustedBody(_Strict):
-    """A change to on-hand stock (sale, receipt, damage, recount)."""
+    """A change to on-hand stock (sale, receipt, damage, write-off, recount).
+
+    ``reason`` is free text; the importers use ``write-off`` for stock written off.
+    """
 
     sku: Identifier
     location_id: Identifier

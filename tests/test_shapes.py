@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from feeds.runtime.ingest import import_history
 from feeds.runtime.serve import Server
 from feeds.runtime.serve_config import ServeConfig
 from store.apply import epoch
@@ -173,3 +174,46 @@ async def test_a_product_without_a_category_lands_in_uncategorised_with_a_count_
         assert (sold, returned) == (3, 1)
     finally:
         db.close()
+
+
+# --- import-history: stock write-offs are not returns --------------------------------------
+
+WRITE_OFFS = (
+    Path(__file__).resolve().parent.parent
+    / "fixtures"
+    / "payloads"
+    / "online_retail"
+    / "online_retail_writeoffs.csv"
+)
+
+
+async def test_history_write_offs_are_stock_adjustments_not_returns(tmp_path: Path) -> None:
+    db = tmp_path / "store.db"
+    report = await import_history(WRITE_OFFS, db, "webshop", "WH-UK", "Europe/London")
+    # By hand, the 7 real rows: invoice 536367 sells 4 x 7.95; POST and D are skipped;
+    # C536383 returns 1 x 4.65; 536589, 536764 and 537032 write off 10, 38 and 30 units at
+    # price 0 (no customer, no refund).  Applied: placed + shipped, 1 return, 3 write-offs.
+    assert (report.rows, report.orders, report.lines, report.returns) == (7, 1, 1, 1)
+    assert report.write_offs == 3
+    assert dict(report.skipped) == {"POST": 1, "D": 1}
+    assert (report.applied, report.quarantined) == (6, 0)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT sku, quantity, refund_cents FROM returns").fetchall() == [
+            ("35004C", 1, 465)
+        ]
+        assert conn.execute(
+            "SELECT sku, location_id, delta, reason FROM stock_adjustments ORDER BY ts"
+        ).fetchall() == [
+            ("21777", "WH-UK", -10, "write-off"),
+            ("84952C", "WH-UK", -38, "write-off"),
+            ("21275", "WH-UK", -30, "write-off"),
+        ]
+        # No count yet: on hand is the sum of the pair's adjustments.
+        assert conn.execute(
+            "SELECT on_hand FROM stock WHERE sku = '21777' AND location_id = 'WH-UK'"
+        ).fetchone() == (-10,)
+    finally:
+        conn.close()
+    again = await import_history(WRITE_OFFS, db, "webshop", "WH-UK", "Europe/London")
+    assert (again.applied, again.duplicate) == (0, 6)

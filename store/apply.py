@@ -362,7 +362,8 @@ def _orders_placed(
                 b.destination_region,
                 b.location_id,
                 ts,
-                epoch(b.promised_by),
+                None if b.promised_by is None else epoch(b.promised_by),
+                None if b.delivery_promised_by is None else epoch(b.delivery_promised_by),
                 gross,
                 discount,
                 units,
@@ -375,13 +376,15 @@ def _orders_placed(
             unavailable.append((ts, ts, b.order_id))
     db.executemany(
         """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
-               location_id, placed_ts, promised_ts, gross_cents, discount_cents, units,
-               sales_reversed)
-           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               location_id, placed_ts, promised_ts, delivery_promised_ts, gross_cents,
+               discount_cents, units, sales_reversed)
+           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (order_id) DO UPDATE SET has_order = 1, channel = excluded.channel,
                method = excluded.method, destination_region = excluded.destination_region,
                location_id = excluded.location_id, placed_ts = excluded.placed_ts,
-               promised_ts = excluded.promised_ts, gross_cents = excluded.gross_cents,
+               promised_ts = excluded.promised_ts,
+               delivery_promised_ts = excluded.delivery_promised_ts,
+               gross_cents = excluded.gross_cents,
                discount_cents = excluded.discount_cents, units = excluded.units,
                sales_reversed = MAX(sales_reversed, excluded.sales_reversed)""",
         orders,

@@ -147,6 +147,14 @@ UNAVAILABLE_REASON = "unavailable"
 """Why an order placed with no lines counts as cancelled the instant it was placed."""
 
 
+def _is_none(value: object) -> bool:
+    """True for an unset optional field added later: left out of the serialised form.
+
+    So an event that does not use it serialises exactly as before the field existed.
+    """
+    return value is None
+
+
 class _Strict(BaseModel):
     """Base for canonical bodies: unknown fields are an error, models are immutable."""
 
@@ -262,15 +270,18 @@ class OrderPlacedBody(_Strict):
     destination_region: Identifier
     location_id: Identifier | None = None
     """The node fulfilling it, when the channel already assigned one."""
-    promised_by: AwareDatetime
-    """Ship-by time for ship orders, ready-by time for BOPIS."""
+    promised_by: AwareDatetime | None = None
+    """Ship-by time for ship orders, ready-by time for BOPIS: what the node must meet."""
+    delivery_promised_by: AwareDatetime | None = Field(default=None, exclude_if=_is_none)
+    """The delivery date promised to the customer (e.g. a marketplace's estimate shown at
+    checkout), when the channel gives one; delivered after it is delivered late."""
     lines: list[OrderLine] = Field(default_factory=list, max_length=100_000)
     """Empty for an order that was never available: stored placed and cancelled."""
 
-    @field_validator("promised_by")
+    @field_validator("promised_by", "delivery_promised_by")
     @classmethod
-    def _plausible_promise(cls, value: datetime) -> datetime:
-        return _window.check(value, promise=True)
+    def _plausible_promise(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _window.check(value, promise=True)
 
 
 class OrderCancelledBody(_Strict):

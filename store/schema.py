@@ -293,6 +293,11 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 6: a counter of edits to locations, for readers that cache the nodes.
     NODES_VERSION_DDL,
+    # 7: the delivery date promised to the customer, next to the node's ship-by
+    # (``promised_ts``), for delivered late against the customer's promise.
+    """
+    ALTER TABLE orders ADD COLUMN delivery_promised_ts INTEGER;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

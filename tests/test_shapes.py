@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -13,15 +13,18 @@ import pytest
 from feeds.runtime.ingest import import_history
 from feeds.runtime.serve import Server
 from feeds.runtime.serve_config import ServeConfig
+from feeds.webhooks.amazon import map_amazon
+from feeds.webhooks.mapping import AmazonMapping
 from store.apply import epoch
 from store.catalog import uncategorised_sku_ids, uncategorised_skus
 from store.metrics import MetricParams, compute_snapshots, open_reader
-from store.model import UNCATEGORISED
-from store.snapshots import Snapshots
+from store.model import UNCATEGORISED, OrderPlaced
+from store.snapshots import Snapshots, to_jsonable
 from tests.builders import T0, at, ev, iso, order, ret, step
 from tests.conftest import write
 
 P = MetricParams(timezone="America/New_York")
+PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "payloads"
 
 
 def snap(db: Path, now: datetime, params: MetricParams = P) -> Snapshots:
@@ -217,3 +220,114 @@ async def test_history_write_offs_are_stock_adjustments_not_returns(tmp_path: Pa
         conn.close()
     again = await import_history(WRITE_OFFS, db, "webshop", "WH-UK", "Europe/London")
     assert (again.applied, again.duplicate) == (0, 6)
+
+
+# --- two promises: delivered late against the customer's promise --------------------------
+
+
+def promised_order(
+    order_id: str,
+    ts: datetime,
+    *,
+    loc: str = "WH1",
+    channel: str = "webshop",
+    region: str = "NE",
+    delivery: datetime | None = None,
+) -> object:
+    """An order with a ship-by 8 h after placing and, if given, a customer delivery date."""
+    body: dict[str, object] = {
+        "order_id": order_id,
+        "channel": channel,
+        "method": "ship",
+        "destination_region": region,
+        "location_id": loc,
+        "promised_by": iso(ts + timedelta(hours=8)),
+        "lines": [{"sku": "A", "quantity": 1, "unit_price": "10.00"}],
+    }
+    if delivery is not None:
+        body["delivery_promised_by"] = iso(delivery)
+    return ev("order.placed", ts, body, source=channel)
+
+
+def shipped_and_delivered(
+    order_id: str, shipped: datetime, delivered: datetime, carrier: str
+) -> list[object]:
+    return [
+        step(order_id, "shipped", shipped, carrier=carrier),
+        step(order_id, "delivered", delivered),
+    ]
+
+
+async def test_delivered_late_against_the_customers_promise(db_path: Path) -> None:
+    # now = T0.  By hand, deliveries with a customer promise:
+    #   d1 WH1 webshop UPS NE  promised -2 h, delivered -5 h: on time      (24 h, window)
+    #   d2 WH1 webshop UPS NE  promised -10 h, delivered -3 h: late        (24 h, window)
+    #   d5 WH1 webshop UPS NE  promised -1 h, delivered -1 h: on time (not after)
+    #   d3 WH2 marketplace FedEx SP promised -72 h, delivered -48 h: late  (window only)
+    # Not counted: d4 (no customer promise), d6 (delivered 8 days ago, outside 7 days),
+    # d7 (cancelled before it was delivered).
+    events = [
+        promised_order("d1", at(-30), delivery=at(-2)),
+        *shipped_and_delivered("d1", at(-28), at(-5), "UPS"),
+        promised_order("d2", at(-30), delivery=at(-10)),
+        *shipped_and_delivered("d2", at(-28), at(-3), "UPS"),
+        promised_order("d5", at(-30), delivery=at(-1)),
+        *shipped_and_delivered("d5", at(-28), at(-1), "UPS"),
+        promised_order(
+            "d3", at(-100), loc="WH2", channel="marketplace", region="SP", delivery=at(-72)
+        ),
+        *shipped_and_delivered("d3", at(-90), at(-48), "FedEx"),
+        promised_order("d4", at(-30)),
+        *shipped_and_delivered("d4", at(-28), at(-1), "UPS"),
+        promised_order("d6", at(-24 * 10), delivery=at(-24 * 9)),
+        *shipped_and_delivered("d6", at(-24 * 10 + 2), at(-24 * 8), "UPS"),
+        promised_order("d7", at(-30), delivery=at(-30)),
+        ev("order.cancelled", at(-20), {"order_id": "d7"}),
+        step("d7", "delivered", at(-10)),
+    ]
+    await write(db_path, events)
+    s = snap(db_path, T0)
+
+    def figures(scope: str, key: str) -> tuple[object, ...]:
+        row = next(r for r in s.fulfillment.rows if r.scope == scope and r.key == key)
+        return (
+            row.promised_delivered_24h,
+            row.delivered_late_24h,
+            row.promised_delivered_window,
+            row.delivered_late_window,
+        )
+
+    assert figures("location", "WH1") == (3, 1, 3, 1)
+    assert figures("location", "WH2") == (0, 0, 1, 1)
+    assert figures("channel", "webshop") == (3, 1, 3, 1)
+    assert figures("channel", "marketplace") == (0, 0, 1, 1)
+    assert figures("carrier", "UPS") == (3, 1, 3, 1)
+    assert figures("carrier", "FedEx") == (0, 0, 1, 1)
+    assert figures("region", "NE") == (3, 1, 3, 1)
+    assert figures("region", "SP") == (0, 0, 1, 1)
+    wh1 = next(r for r in s.fulfillment.rows if r.scope == "location" and r.key == "WH1")
+    assert wh1.delivered_late_rate_24h == pytest.approx(1 / 3)
+    assert wh1.delivered_late_rate_window == pytest.approx(1 / 3)
+    wh2 = next(r for r in s.fulfillment.rows if r.scope == "location" and r.key == "WH2")
+    assert wh2.delivered_late_rate_24h is None and wh2.delivered_late_rate_window == 1.0
+    # Next to the node's own ship-by: d1, d2, d5 shipped 28 h ago, outside today's 24 h.
+    assert (s.fulfillment.delivered_late_24h, s.fulfillment.delivered_late_window) == (1, 2)
+    assert s.fulfillment.delivery_window_days == 7.0
+    # A chosen window of 1 day: the window figures are the 24 h ones; WH2 has none.
+    one = snap(db_path, T0, MetricParams(timezone="America/New_York", delivery_window_days=1))
+    assert (one.fulfillment.delivered_late_24h, one.fulfillment.delivered_late_window) == (1, 1)
+    assert not any(r.key in ("WH2", "SP", "FedEx") for r in one.fulfillment.rows)
+    # The report's JSON keeps every existing field and adds the new ones.
+    data = to_jsonable(s)
+    row = next(r for r in data["fulfillment"]["rows"] if r["key"] == "WH1")
+    assert {"on_time_rate", "completed_24h", "late", "status"} <= set(row)
+    assert row["delivered_late_24h"] == 1 and row["promised_delivered_window"] == 3
+
+
+def test_amazon_maps_latest_delivery_date_as_the_customers_promise() -> None:
+    change = json.loads((PAYLOADS / "amazon" / "ORDER_CHANGE.json").read_text(encoding="utf-8"))
+    mapped = map_amazon(change, AmazonMapping(mfn_location="WH-NJ"))
+    (placed,) = [i for i in mapped.items if isinstance(i, OrderPlaced)]
+    # The real example: LatestShipDate is the node's ship-by, LatestDeliveryDate the buyer's.
+    assert placed.body.delivery_promised_by == datetime(2022, 12, 7, 19, 42, 4, 284000, tzinfo=UTC)
+    assert placed.body.promised_by is not None

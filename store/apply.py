@@ -364,6 +364,7 @@ def _orders_placed(
                 ts,
                 None if b.promised_by is None else epoch(b.promised_by),
                 None if b.delivery_promised_by is None else epoch(b.delivery_promised_by),
+                None if b.shipping_charged is None else cents(b.shipping_charged),
                 gross,
                 discount,
                 units,
@@ -376,14 +377,15 @@ def _orders_placed(
             unavailable.append((ts, ts, b.order_id))
     db.executemany(
         """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
-               location_id, placed_ts, promised_ts, delivery_promised_ts, gross_cents,
-               discount_cents, units, sales_reversed)
-           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               location_id, placed_ts, promised_ts, delivery_promised_ts,
+               shipping_charged_cents, gross_cents, discount_cents, units, sales_reversed)
+           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (order_id) DO UPDATE SET has_order = 1, channel = excluded.channel,
                method = excluded.method, destination_region = excluded.destination_region,
                location_id = excluded.location_id, placed_ts = excluded.placed_ts,
                promised_ts = excluded.promised_ts,
                delivery_promised_ts = excluded.delivery_promised_ts,
+               shipping_charged_cents = excluded.shipping_charged_cents,
                gross_cents = excluded.gross_cents,
                discount_cents = excluded.discount_cents, units = excluded.units,
                sales_reversed = MAX(sales_reversed, excluded.sales_reversed)""",
@@ -536,6 +538,19 @@ def _fulfillment(
             """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
                WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
             [(est, ts, oid, ts) for oid, (est, ts) in estimates.items()],
+        )
+    # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
+    # arrival stands, as one at a time).
+    costs = [
+        (e.body.order_id, e.body.tracking or "-", ts, cents(e.body.shipping_cost))
+        for e, ts in events
+        if e.body.shipping_cost is not None
+    ]
+    if costs:
+        db.executemany(
+            "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"
+            " VALUES (?, ?, ?, ?)",
+            costs,
         )
 
 

@@ -766,6 +766,7 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     ):
         hourly_cents[k] -= refund_cents
     hourly = [cents / 100 for cents in hourly_cents]
+    shipping_charged, shipping_cost = _shipping_today(db, day_start, t)
     # An order placed with no lines was never available: counted here, and nowhere else
     # (it is cancelled the instant it is placed).
     unavailable = db.execute(
@@ -790,7 +791,36 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         feeds=feed_freshness(db, t, params),
         adapters=feed_adapters(db, t),
         orders_unavailable=int(unavailable),
+        shipping_charged=shipping_charged / 100,
+        shipping_cost=shipping_cost / 100,
     )
+
+
+def _shipping_today(db: sqlite3.Connection, day_start: int, t: int) -> tuple[int, int]:
+    """(shipping charged, shipping cost) in cents today, as of ``t`` (README: Headline).
+
+    Charged: of the orders net sales counts (placed today, not cancelled by ``t``).  Cost:
+    of the shipments first reported today, each at its latest report by ``t``.
+    """
+    charged = db.execute(
+        """SELECT COALESCE(SUM(shipping_charged_cents), 0) FROM orders
+           WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+        (day_start, t, t),
+    ).fetchone()[0]
+    cost = db.execute(
+        """WITH k AS (SELECT DISTINCT order_id, shipment FROM shipment_costs
+                      WHERE ts >= ? AND ts <= ?)
+           SELECT COALESCE(SUM((SELECT c.cost_cents FROM shipment_costs c
+                                WHERE c.order_id = k.order_id AND c.shipment = k.shipment
+                                  AND c.ts <= ? ORDER BY c.ts DESC LIMIT 1)), 0)
+           FROM k
+           WHERE NOT EXISTS (SELECT 1 FROM shipment_costs e
+                             WHERE e.order_id = k.order_id AND e.shipment = k.shipment
+                               AND e.ts < ?)""",
+        (day_start, t, t, day_start),
+    ).fetchone()[0]
+    return int(charged), int(cost)
 
 
 def feed_adapters(db: sqlite3.Connection, t: int) -> tuple[FeedHealthRow, ...]:

@@ -277,6 +277,8 @@ class OrderPlacedBody(_Strict):
     checkout), when the channel gives one; delivered after it is delivered late."""
     lines: list[OrderLine] = Field(default_factory=list, max_length=100_000)
     """Empty for an order that was never available: stored placed and cancelled."""
+    shipping_charged: Money | None = Field(default=None, exclude_if=_is_none)
+    """Shipping charged to the customer for the whole order (not part of net sales)."""
 
     @field_validator("promised_by", "delivery_promised_by")
     @classmethod
@@ -302,6 +304,9 @@ class FulfillmentBody(_Strict):
     estimated_delivery: AwareDatetime | None = None
     """The carrier's own delivery estimate, given when shipped or updated in transit."""
     detail: str = ""
+    shipping_cost: Money | None = Field(default=None, exclude_if=_is_none)
+    """What this shipment (its ``tracking``, or the order's only one) cost to send; the
+    latest report of a shipment replaces an earlier one."""
 
     @field_validator("estimated_delivery")
     @classmethod

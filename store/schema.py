@@ -298,6 +298,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE orders ADD COLUMN delivery_promised_ts INTEGER;
     """,
+    # 8: shipping charged to the customer per order, and every report of what a shipment
+    # cost to send (per order and tracking number, ``-`` without one), by report time, so
+    # the cost as of a past moment is the latest report by then.
+    """
+    ALTER TABLE orders ADD COLUMN shipping_charged_cents INTEGER;
+    CREATE TABLE shipment_costs (
+        order_id TEXT NOT NULL,
+        shipment TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        cost_cents INTEGER NOT NULL,
+        PRIMARY KEY (order_id, shipment, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX shipment_costs_ts ON shipment_costs (ts);
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -211,6 +211,10 @@ class Headline:
     """The feed adapters ``serve`` runs, as it last reported them."""
     orders_unavailable: int = 0
     """Orders placed today with no lines (never available): placed and cancelled at once."""
+    shipping_charged: float = 0.0
+    """Shipping charged to customers on today's orders (not cancelled): not in net sales."""
+    shipping_cost: float = 0.0
+    """What today's shipments cost to send (each at its latest report)."""
 
 
 @dataclass(frozen=True)

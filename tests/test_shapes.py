@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -14,11 +15,13 @@ from feeds.runtime.ingest import import_history
 from feeds.runtime.serve import Server
 from feeds.runtime.serve_config import ServeConfig
 from feeds.webhooks.amazon import map_amazon
-from feeds.webhooks.mapping import AmazonMapping
+from feeds.webhooks.easypost import map_tracker, parse_tracker
+from feeds.webhooks.mapping import AmazonMapping, ShopifyMapping
+from feeds.webhooks.shopify import map_shopify
 from store.apply import epoch
 from store.catalog import uncategorised_sku_ids, uncategorised_skus
 from store.metrics import MetricParams, compute_snapshots, open_reader
-from store.model import UNCATEGORISED, OrderPlaced
+from store.model import UNCATEGORISED, FulfillmentUpdated, OrderPlaced
 from store.snapshots import Snapshots, to_jsonable
 from tests.builders import T0, at, ev, iso, order, ret, step
 from tests.conftest import write
@@ -331,3 +334,84 @@ def test_amazon_maps_latest_delivery_date_as_the_customers_promise() -> None:
     # The real example: LatestShipDate is the node's ship-by, LatestDeliveryDate the buyer's.
     assert placed.body.delivery_promised_by == datetime(2022, 12, 7, 19, 42, 4, 284000, tzinfo=UTC)
     assert placed.body.promised_by is not None
+
+
+# --- shipping charged and shipping cost, apart from net sales ------------------------------
+
+
+def charged_order(order_id: str, ts: datetime, qty: int, shipping: str) -> object:
+    return ev(
+        "order.placed",
+        ts,
+        {
+            "order_id": order_id,
+            "channel": "webshop",
+            "method": "ship",
+            "destination_region": "NE",
+            "location_id": "WH1",
+            "promised_by": iso(ts + timedelta(hours=8)),
+            "lines": [{"sku": "A", "quantity": qty, "unit_price": "10.00"}],
+            "shipping_charged": shipping,
+        },
+        source="webshop",
+    )
+
+
+def cost(order_id: str, tracking: str, ts: datetime, amount: str) -> object:
+    return step(order_id, "shipped", ts, carrier="UPS", tracking=tracking, shipping_cost=amount)
+
+
+async def test_shipping_charged_and_cost_are_shown_apart_from_net_sales(db_path: Path) -> None:
+    # now = T0 (10:00 New York; today began 5 h ago).  By hand:
+    #   s1 today 1 x 10.00, shipping charged 4.99; shipment T1 cost 3.20, corrected to 3.50
+    #      at -0.5 h (and to 4.00 after now: not yet);
+    #   s2 today 2 x 10.00, charged 0.00, cancelled at -1 h (not sales, not charged); its
+    #      shipment T2 cost 2.00 was paid all the same;
+    #   s3 yesterday, charged 7.00; its shipment T3 first reported yesterday (5.00), again
+    #      today (5.00): yesterday's cost.
+    # Net sales 10.00 (unchanged definition), shipping charged 4.99, cost 3.50 + 2.00.
+    await write(
+        db_path,
+        [
+            charged_order("s1", at(-2), 1, "4.99"),
+            cost("s1", "T1", at(-1), "3.20"),
+            cost("s1", "T1", at(-0.5), "3.50"),
+            cost("s1", "T1", at(1), "4.00"),
+            charged_order("s2", at(-3), 2, "0.00"),
+            cost("s2", "T2", at(-2.5), "2.00"),
+            ev("order.cancelled", at(-1), {"order_id": "s2"}),
+            charged_order("s3", at(-24), 1, "7.00"),
+            cost("s3", "T3", at(-23), "5.00"),
+            cost("s3", "T3", at(-1), "5.00"),
+        ],
+    )
+    h = snap(db_path, T0).headline
+    assert (h.net_sales, h.gross_sales) == (10.0, 10.0)
+    assert (h.shipping_charged, h.shipping_cost) == (4.99, 5.5)
+    earlier = snap(db_path, at(-0.75)).headline  # before the correction
+    assert (earlier.shipping_charged, earlier.shipping_cost) == (4.99, pytest.approx(5.2))
+    data = to_jsonable(snap(db_path, T0))["headline"]
+    assert {"net_sales", "gross_sales", "discounts", "returns_value"} <= set(data)
+    assert (data["shipping_charged"], data["shipping_cost"]) == (4.99, 5.5)
+
+
+def test_shopify_and_easypost_payloads_carry_shipping() -> None:
+    order_payload = json.loads(
+        (PAYLOADS / "shopify" / "rest-2024-04_order.json").read_text(encoding="utf-8")
+    )
+    mapped = map_shopify("orders/create", "d-1", order_payload, ShopifyMapping())
+    (placed,) = [i for i in mapped.items if isinstance(i, OrderPlaced)]
+    assert placed.body.shipping_charged == Decimal("0.00")  # the real order's free shipping
+    tracker_payload = json.loads(
+        (PAYLOADS / "easypost" / "tracker.updated.event-body.json").read_text(encoding="utf-8")
+    )
+    assert parse_tracker(tracker_payload).shipping_cost is None  # the real one has no fees
+    # The same tracker as EasyPost sends it for a purchased label: Fee objects.
+    tracker_payload["result"]["fees"] = [
+        {"object": "Fee", "type": "TrackerFee", "amount": "0.02000", "charged": True},
+        {"object": "Fee", "type": "PostageFee", "amount": "7.58000", "charged": True},
+    ]
+    steps = map_tracker(parse_tracker(tracker_payload), "W-1").items
+    assert steps and all(
+        isinstance(s, FulfillmentUpdated) and s.body.shipping_cost == Decimal("7.58") for s in steps
+    )

@@ -154,12 +154,12 @@ def compute_fulfillment(
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
     open_rows = db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
-                  promised_ts, packed_ts, exception_ts
+                  promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
            WHERE done_ts IS NULL AND has_order = 1 AND +placed_ts <= ?
            UNION ALL
            SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
-                  promised_ts, packed_ts, exception_ts
+                  promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
            WHERE done_ts > ? AND has_order = 1 AND +placed_ts <= ?""",
         (t, t, t),
@@ -167,7 +167,7 @@ def compute_fulfillment(
     day_ago = t - DAY
     completed = db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, method,
-                  fulfilled_ts, promised_ts, ready_ts
+                  fulfilled_ts, promised_ts, ready_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND fulfilled_ts > ? AND fulfilled_ts <= ?
              AND (cancelled_ts IS NULL OR cancelled_ts > fulfilled_ts)""",
@@ -175,7 +175,8 @@ def compute_fulfillment(
     ).fetchall()
     pick_from = t - int(params.pick_window_hours * HOUR)
     picks = db.execute(
-        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, picked_ts - released_ts
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel,
+                  picked_ts - released_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
              AND released_ts <= picked_ts""",
@@ -197,19 +198,30 @@ def compute_fulfillment(
         picks: list[float] | None = None
 
     accs: dict[tuple[str, str], Acc] = defaultdict(Acc)
-    for loc, channel, placed, promised, packed, exc in open_rows:
-        for key in (("location", loc), ("channel", channel or "-")):
+    total_open = total_late = total_at_risk = 0
+    for loc, channel, placed, promised, packed, exc, nodes in open_rows:
+        late = promised is not None and promised < t
+        at_risk = (
+            not late
+            and promised is not None
+            and promised <= horizon
+            and (packed is None or packed > t)
+        )
+        total_open += 1
+        total_late += late
+        total_at_risk += at_risk
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             a.open += 1
             a.oldest = placed if a.oldest is None else min(a.oldest, placed)
-            if promised is not None and promised < t:
+            if late:
                 a.late += 1
-            elif promised is not None and promised <= horizon and (packed is None or packed > t):
+            elif at_risk:
                 a.at_risk += 1
             if exc is not None and exc <= t:
                 a.exceptions += 1
-    for loc, channel, method, fulfilled, promised, ready in completed:
-        for key in (("location", loc), ("channel", channel or "-")):
+    for loc, channel, method, fulfilled, promised, ready, nodes in completed:
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             a.completed += 1
             if promised is not None:  # no promise: neither on time nor late
@@ -219,8 +231,8 @@ def compute_fulfillment(
                 a.bopis += 1
                 if promised is not None and ready <= promised:
                     a.bopis_on_time += 1
-    for loc, channel, seconds in picks:
-        for key in (("location", loc), ("channel", channel or "-")):
+    for loc, channel, seconds, nodes in picks:
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             if a.picks is None:
                 a.picks = []
@@ -253,7 +265,6 @@ def compute_fulfillment(
     rows = _with_delivery_promises(rows, promises)
     rank = {"LATE": 0, "AT RISK": 1, "OK": 2}
     rows.sort(key=lambda r: (rank[r.status], -r.late, -r.at_risk, -r.open_orders, r.scope, r.key))
-    location_rows = [r for r in rows if r.scope == "location"]
     unroutable = db.execute(
         """SELECT COUNT(*) FROM routing_decisions d JOIN orders o USING (order_id)
            WHERE d.status IN ('held', 'unfulfillable') AND o.placed_ts <= ?
@@ -262,16 +273,21 @@ def compute_fulfillment(
     ).fetchone()[0]
     return FulfillmentSnapshot(
         rows=tuple(rows[: params.top_n]),
-        total_open=sum(r.open_orders for r in location_rows),
-        total_late=sum(r.late for r in location_rows),
-        total_at_risk=sum(r.at_risk for r in location_rows),
+        total_open=total_open,
+        total_late=total_late,
+        total_at_risk=total_at_risk,
         unroutable=int(unroutable),
-        delivered_late_24h=sum(v[1] for (scope, _), v in promises.items() if scope == "location"),
-        delivered_late_window=sum(
-            v[3] for (scope, _), v in promises.items() if scope == "location"
-        ),
+        delivered_late_24h=sum(v[1] for (scope, _), v in promises.items() if scope == "channel"),
+        delivered_late_window=sum(v[3] for (scope, _), v in promises.items() if scope == "channel"),
         delivery_window_days=params.delivery_window_days,
     )
+
+
+def _order_keys(loc: str, channel: str | None, nodes: str | None) -> list[tuple[str, str]]:
+    """The rows an order counts in: each node its lines are at (once each), its channel."""
+    keys = [("location", node) for node in json.loads(nodes)] if nodes else [("location", loc)]
+    keys.append(("channel", channel or "-"))
+    return keys
 
 
 def _delivery_promises(
@@ -285,9 +301,9 @@ def _delivery_promises(
     """
     start = t - max(DAY, window)
     out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    for loc, channel, carrier, region, delivered, promised in db.execute(
+    for loc, channel, carrier, region, delivered, promised, nodes in db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, carrier,
-                  destination_region, delivered_ts, delivery_promised_ts
+                  destination_region, delivered_ts, delivery_promised_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND delivered_ts > ? AND delivered_ts <= ?
              AND delivery_promised_ts IS NOT NULL
@@ -295,7 +311,7 @@ def _delivery_promises(
         (start, t),
     ):
         late = int(delivered > promised)
-        keys = [("location", loc), ("channel", channel or "-"), ("region", region or "-")]
+        keys = [*_order_keys(loc, channel, nodes), ("region", region or "-")]
         if carrier is not None:
             keys.append(("carrier", carrier))
         for key in keys:

@@ -255,6 +255,9 @@ class OrderLine(_Strict):
     unit_price: Money
     discount: Money = Decimal("0")
     """Discount on the whole line (not per unit)."""
+    location_id: Identifier | None = Field(default=None, exclude_if=_is_none)
+    """The node fulfilling this line when it is not the order's (several sellers, or a
+    split): the line's sales and the per-location fulfillment figures count there."""
 
 
 class OrderPlacedBody(_Strict):

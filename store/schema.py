@@ -312,6 +312,11 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX shipment_costs_ts ON shipment_costs (ts);
     """,
+    # 9: the distinct nodes of an order whose lines are fulfilled from more than one
+    # (JSON array, sorted; NULL when every line is at the order's node).
+    """
+    ALTER TABLE orders ADD COLUMN line_nodes TEXT;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -415,3 +415,81 @@ def test_shopify_and_easypost_payloads_carry_shipping() -> None:
     assert steps and all(
         isinstance(s, FulfillmentUpdated) and s.body.shipping_cost == Decimal("7.58") for s in steps
     )
+
+
+# --- an order whose lines are fulfilled from different nodes -------------------------------
+
+
+def split_order(order_id: str, ts: datetime, promised: datetime) -> object:
+    """Two sellers: A x1 from WH1, B x2 from WH2; no node for the order as a whole."""
+    return ev(
+        "order.placed",
+        ts,
+        {
+            "order_id": order_id,
+            "channel": "marketplace",
+            "method": "ship",
+            "destination_region": "SP",
+            "location_id": None,
+            "promised_by": iso(promised),
+            "lines": [
+                {"sku": "A", "quantity": 1, "unit_price": "10.00", "location_id": "WH1"},
+                {"sku": "B", "quantity": 2, "unit_price": "5.00", "location_id": "WH2"},
+            ],
+        },
+        source="marketplace",
+    )
+
+
+async def test_a_multi_node_order_counts_at_each_lines_node(db_path: Path) -> None:
+    # now = T0.  By hand:
+    #   m1 (A@WH1, B@WH2) placed -3 h, ship-by -1 h: open and late at WH1 and at WH2;
+    #   w1 at WH1, placed -2 h, ship-by +5 h: open, healthy;
+    #   m2 (A@WH1, B@WH2) placed -4 h, ship-by +1 h, shipped -0.5 h: on time at both.
+    # WH1: open 2, late 1, completed 1 (on time); WH2: open 1, late 1, completed 1;
+    # channel marketplace: open 1 (m1 once), late 1; the totals count orders: open 2, late 1.
+    # Sales: A 2 units at WH1 (m1, m2) + w1's A 1; B 4 units at WH2; none unassigned.
+    await write(
+        db_path,
+        [
+            split_order("m1", at(-3), at(-1)),
+            order("w1", at(-2), [("A", 1)], promised=at(5)),
+            split_order("m2", at(-4), at(1)),
+            step("m2", "shipped", at(-0.5), carrier="UPS"),
+        ],
+    )
+    s = snap(db_path, T0)
+
+    def row(scope: str, key: str) -> tuple[int, int, int, float | None]:
+        r = next(r for r in s.fulfillment.rows if r.scope == scope and r.key == key)
+        return (r.open_orders, r.late, r.completed_24h, r.on_time_rate)
+
+    assert row("location", "WH1") == (2, 1, 1, 1.0)
+    assert row("location", "WH2") == (1, 1, 1, 1.0)
+    assert row("channel", "marketplace") == (1, 1, 1, 1.0)
+    assert not any(r.scope == "location" and r.key == "-" for r in s.fulfillment.rows)
+    assert (s.fulfillment.total_open, s.fulfillment.total_late) == (2, 1)
+    db = sqlite3.connect(db_path)
+    try:
+        sales = db.execute(
+            "SELECT sku, location_id, SUM(units) FROM sales_hourly GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert sales == [("A", "WH1", 3), ("B", "WH2", 4)]
+        # Placed (its lines' nodes known), so the router leaves it alone.
+        assert db.execute("SELECT location_id FROM orders WHERE order_id = 'm1'").fetchone() == (
+            "WH1",
+        )
+    finally:
+        db.close()
+    # Cancelling m1 takes its sales back from both nodes.
+    await write(db_path, [ev("order.cancelled", at(-0.2), {"order_id": "m1"})])
+    db = sqlite3.connect(db_path)
+    try:
+        sales = db.execute(
+            "SELECT sku, location_id, SUM(units) FROM sales_hourly GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        assert sales == [("A", "WH1", 2), ("B", "WH2", 2)]
+    finally:
+        db.close()
+    after = snap(db_path, T0)
+    assert (after.fulfillment.total_open, after.fulfillment.total_late) == (1, 0)

@@ -7,6 +7,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -493,3 +494,47 @@ async def test_a_multi_node_order_counts_at_each_lines_node(db_path: Path) -> No
         db.close()
     after = snap(db_path, T0)
     assert (after.fulfillment.total_open, after.fulfillment.total_late) == (1, 0)
+
+
+# --- the new shapes apply the same one at a time and in batches ----------------------------
+
+
+def test_new_shapes_give_the_same_store_one_at_a_time_and_in_batches(tmp_path: Path) -> None:
+    import random
+
+    from store.model import parse_event
+    from tests.test_bulk_apply import build, dump
+
+    items: list[Any] = [
+        empty_order("mp-1", at(-0.25)),
+        ev("order.cancelled", at(-0.5), {"order_id": "mp-2"}),
+        empty_order("mp-2", at(-1)),
+        parse_event(product("NOCAT", ..., at(-48))),
+        parse_event(product("NOCAT", "toys", at(-2))),
+        parse_event(product("BLANK", " ", at(-48))),
+        split_order("m1", at(-3), at(-1)),
+        split_order("m2", at(-4), at(1)),
+        step("m2", "shipped", at(-0.5), carrier="UPS"),
+        ev("order.cancelled", at(-0.2), {"order_id": "m1"}),
+        promised_order("d1", at(-30), delivery=at(-2)),
+        *shipped_and_delivered("d1", at(-28), at(-5), "UPS"),
+        charged_order("s1", at(-2), 1, "4.99"),
+        cost("s1", "T1", at(-1), "3.20"),
+        cost("s1", "T1", at(-0.5), "3.50"),
+        cost("s1", "T1", at(-0.5), "3.60"),  # stamped alike: the later arrival stands
+        cost("s2", "T2", at(-2.5), "2.00"),  # before its order
+        charged_order("s2", at(-3), 2, "0.00"),
+    ]
+    rng = random.Random(5)
+    for _ in range(3):
+        rng.shuffle(items)
+        mixed = items + rng.sample(items, 5)  # duplicates
+        end = epoch(T0)
+        single = dump(build(tmp_path / "single.db", mixed, 1), end)
+        assert single["shipment_costs"] and single["orders"]
+        for batch in (4, 1000):
+            bulk = dump(build(tmp_path / f"bulk-{batch}.db", mixed, batch), end)
+            for table, rows in single.items():
+                assert bulk[table] == rows, f"{table} differs with batches of {batch}"
+        for path in tmp_path.glob("*.db*"):
+            path.unlink()

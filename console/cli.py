@@ -665,7 +665,8 @@ def cmd_import_history(args: argparse.Namespace) -> int:
         print(summary_line("import-history", stored, time.monotonic() - began), file=sys.stderr)
     print(
         f"rows {result.rows}: orders {result.orders}, lines {result.lines}, "
-        f"returns {result.returns}, skipped {sum(result.skipped.values())}, "
+        f"returns {result.returns}, write-offs {result.write_offs}, "
+        f"skipped {sum(result.skipped.values())}, "
         f"quarantined {result.quarantined_rows}; applied {result.applied}"
     )
     for problem in result.problems[:20]:

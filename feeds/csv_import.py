@@ -9,7 +9,12 @@ CustomerID, Country`` (one row per invoice line).  What each row becomes:
   destination region = ``Country``, ``promised_by`` = invoice time + ``sla_hours``; and,
   because history is closed business, a ``shipped`` step at the invoice time (id
   ``...:shipped``) so imported orders never show as open or late;
-* a return (an invoice starting with ``C``, or a negative ``Quantity``): one
+* a stock write-off (a negative ``Quantity`` at a zero ``UnitPrice`` on an invoice that
+  does not start with ``C``: the shop's own record of stock damaged, lost or thrown away,
+  no customer and no refund): one ``stock.adjusted`` per row (id
+  ``history:<channel>:<InvoiceNo>:<StockCode>:<n>``) at ``location_id``, delta = Quantity,
+  reason :data:`WRITE_OFF_REASON`; never a return;
+* a return (an invoice starting with ``C``, or a negative ``Quantity`` at a price): one
   ``return.received`` per row (id ``history:<channel>:<InvoiceNo>:<StockCode>:<n>``), reason
   ``cancelled invoice`` or ``negative quantity``, refund = |Quantity| × UnitPrice;
 * not a product (``POST``, ``DOT``, ``M``, ``D``, ``C2``, ``BANK CHARGES``, ``AMAZONFEE``,
@@ -44,6 +49,8 @@ from store.model import (
     Quarantined,
     ReturnBody,
     ReturnReceived,
+    StockAdjusted,
+    StockAdjustedBody,
 )
 
 COLUMNS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country")
@@ -53,6 +60,9 @@ NON_PRODUCT = frozenset(
     {"POST", "DOT", "M", "D", "C2", "BANK CHARGES", "AMAZONFEE", "CRUK", "PADS", "B", "S"}
 )
 """Stock codes that are postage, fees, discounts or adjustments, not products."""
+
+WRITE_OFF_REASON = "write-off"
+"""The ``stock.adjusted`` reason of a history row that wrote stock off (not a return)."""
 
 SOURCE = "history"
 DATE_FORMATS = ("%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M")
@@ -76,6 +86,8 @@ class HistoryReport:
     orders: int = 0
     lines: int = 0
     returns: int = 0
+    write_offs: int = 0
+    """Rows that wrote stock off (negative quantity, zero price, not a ``C`` invoice)."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Non-product rows skipped, by stock code."""
     quarantined_rows: int = 0
@@ -206,6 +218,22 @@ def read_history(
                 seen[(invoice_no, sku)] += 1
                 n = seen[(invoice_no, sku)]
                 cancelled = invoice_no.upper().startswith("C")
+                if not cancelled and price == 0:
+                    report.write_offs += 1
+                    yield StockAdjusted(
+                        id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",
+                        type="stock.adjusted",
+                        ts=ts,
+                        source=source,
+                        body=StockAdjustedBody(
+                            sku=sku,
+                            location_id=location_id,
+                            delta=quantity,
+                            reason=WRITE_OFF_REASON,
+                            source_system=source,
+                        ),
+                    )
+                    continue
                 report.returns += 1
                 yield ReturnReceived(
                     id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",

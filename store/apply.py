@@ -315,7 +315,7 @@ def _orders_placed(
     for event, ts in events:
         b = event.body
         for line in b.lines:
-            touched.pair(line.sku, b.location_id, ts)
+            touched.pair(line.sku, line.location_id or b.location_id, ts)
         first.setdefault(b.order_id, (event, ts))
     existing: dict[str, tuple[int, int | None]] = {
         order_id: (has_order, cancelled)
@@ -333,10 +333,16 @@ def _orders_placed(
     lines: list[tuple[object, ...]] = []
     sales: list[tuple[str, str | None, str | None, str, int, int, int]] = []
     reversed_ids: list[tuple[str]] = []
+    unavailable: list[tuple[int, int, str]] = []
     for event, ts in new:
         b = event.body
         cancelled = existing.get(b.order_id, (0, None))[1] is not None
-        location = b.location_id or UNASSIGNED
+        # Every line at a node of its own and none for the order: the order is placed (at
+        # its first line's node), not left for the router.
+        node_of_order = b.location_id
+        if node_of_order is None and b.lines and all(line.location_id for line in b.lines):
+            node_of_order = b.lines[0].location_id
+        location = node_of_order or UNASSIGNED
         hour = ts // 3600
         gross = discount = units = 0
         for n, line in enumerate(b.lines):
@@ -349,19 +355,21 @@ def _orders_placed(
                 lines.append((b.order_id, n, line.sku, qty, price, off, None, None))
             else:
                 category = categories.get(line.sku, "-")
-                lines.append((b.order_id, n, line.sku, qty, price, off, location, category))
-                sales.append(
-                    (line.sku, location, category, b.channel, hour, qty, qty * price - off)
-                )
+                node = line.location_id or location
+                lines.append((b.order_id, n, line.sku, qty, price, off, node, category))
+                sales.append((line.sku, node, category, b.channel, hour, qty, qty * price - off))
         orders.append(
             (
                 b.order_id,
                 b.channel,
                 b.method,
                 b.destination_region,
-                b.location_id,
+                node_of_order,
                 ts,
-                epoch(b.promised_by),
+                None if b.promised_by is None else epoch(b.promised_by),
+                None if b.delivery_promised_by is None else epoch(b.delivery_promised_by),
+                None if b.shipping_charged is None else cents(b.shipping_charged),
+                line_nodes(node_of_order, [line.location_id for line in b.lines]),
                 gross,
                 discount,
                 units,
@@ -370,15 +378,22 @@ def _orders_placed(
         )
         if cancelled:
             reversed_ids.append((b.order_id,))
+        if not b.lines:
+            unavailable.append((ts, ts, b.order_id))
     db.executemany(
         """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
-               location_id, placed_ts, promised_ts, gross_cents, discount_cents, units,
+               location_id, placed_ts, promised_ts, delivery_promised_ts,
+               shipping_charged_cents, line_nodes, gross_cents, discount_cents, units,
                sales_reversed)
-           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (order_id) DO UPDATE SET has_order = 1, channel = excluded.channel,
                method = excluded.method, destination_region = excluded.destination_region,
                location_id = excluded.location_id, placed_ts = excluded.placed_ts,
-               promised_ts = excluded.promised_ts, gross_cents = excluded.gross_cents,
+               promised_ts = excluded.promised_ts,
+               delivery_promised_ts = excluded.delivery_promised_ts,
+               shipping_charged_cents = excluded.shipping_charged_cents,
+               line_nodes = excluded.line_nodes,
+               gross_cents = excluded.gross_cents,
                discount_cents = excluded.discount_cents, units = excluded.units,
                sales_reversed = MAX(sales_reversed, excluded.sales_reversed)""",
         orders,
@@ -389,6 +404,28 @@ def _orders_placed(
         lines,
     )
     _add_rollups(db, sales)
+    if unavailable:
+        # No lines: never available.  Placed and cancelled at the same instant (an earlier
+        # cancellation stands), so it counts as a cancelled order everywhere.
+        db.executemany(
+            """UPDATE orders SET cancelled_ts = MIN(COALESCE(cancelled_ts, ?), ?),
+                   sales_reversed = 1
+               WHERE order_id = ?""",
+            unavailable,
+        )
+        touched.orders.update(order_id for _, _, order_id in unavailable)
+
+
+def line_nodes(order_node: str | None, nodes: Sequence[str | None]) -> str | None:
+    """The JSON array of an order's distinct line nodes, if its lines have more than one.
+
+    A line without its own node is at the order's (``order_node``, or unassigned ``-``).
+    ``None`` when every line is at one node: the order's location says it all.
+    """
+    distinct = sorted({node or order_node or UNASSIGNED for node in nodes})
+    if len(distinct) < 2 and (not distinct or distinct[0] == (order_node or UNASSIGNED)):
+        return None
+    return json.dumps(distinct)
 
 
 def _orders_cancelled(
@@ -428,7 +465,7 @@ def _orders_cancelled(
         order_id = event.body.order_id
         node = orders[order_id][2]
         for line in lines.get(order_id, ()):
-            touched.pair(line[0], node, ts)
+            touched.pair(line[0], line[3] if line[3] not in (None, UNASSIGNED) else node, ts)
     reversals: list[tuple[str, str | None, str | None, str, int, int, int]] = []
     reversed_ids: list[tuple[str]] = []
     for order_id, (has_order, sales_reversed, _, channel, placed) in orders.items():
@@ -520,6 +557,19 @@ def _fulfillment(
             """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
                WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
             [(est, ts, oid, ts) for oid, (est, ts) in estimates.items()],
+        )
+    # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
+    # arrival stands, as one at a time).
+    costs = [
+        (e.body.order_id, e.body.tracking or "-", ts, cents(e.body.shipping_cost))
+        for e, ts in events
+        if e.body.shipping_cost is not None
+    ]
+    if costs:
+        db.executemany(
+            "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"
+            " VALUES (?, ?, ?, ?)",
+            costs,
         )
 
 
@@ -956,6 +1006,9 @@ def assign_node(
                 (sku, location, channel, placed // 3600, sign * qty, sign * net),
             )
         touched.pair(sku, node, placed)
+    nodes = line_nodes(lines[0][1], [node for _, node in lines])
+    if nodes is not None:  # split by the router: every per-location figure counts each node
+        db.execute("UPDATE orders SET line_nodes = ? WHERE order_id = ?", (nodes, order_id))
     _update_risk(db, touched, params, sweep=False)
 
 

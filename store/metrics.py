@@ -12,6 +12,7 @@ directly by the command line.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import math
@@ -153,12 +154,12 @@ def compute_fulfillment(
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
     open_rows = db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
-                  promised_ts, packed_ts, exception_ts
+                  promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
            WHERE done_ts IS NULL AND has_order = 1 AND +placed_ts <= ?
            UNION ALL
            SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
-                  promised_ts, packed_ts, exception_ts
+                  promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
            WHERE done_ts > ? AND has_order = 1 AND +placed_ts <= ?""",
         (t, t, t),
@@ -166,7 +167,7 @@ def compute_fulfillment(
     day_ago = t - DAY
     completed = db.execute(
         """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, method,
-                  fulfilled_ts, promised_ts, ready_ts
+                  fulfilled_ts, promised_ts, ready_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND fulfilled_ts > ? AND fulfilled_ts <= ?
              AND (cancelled_ts IS NULL OR cancelled_ts > fulfilled_ts)""",
@@ -174,7 +175,8 @@ def compute_fulfillment(
     ).fetchall()
     pick_from = t - int(params.pick_window_hours * HOUR)
     picks = db.execute(
-        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, picked_ts - released_ts
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel,
+                  picked_ts - released_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
              AND released_ts <= picked_ts""",
@@ -196,19 +198,30 @@ def compute_fulfillment(
         picks: list[float] | None = None
 
     accs: dict[tuple[str, str], Acc] = defaultdict(Acc)
-    for loc, channel, placed, promised, packed, exc in open_rows:
-        for key in (("location", loc), ("channel", channel or "-")):
+    total_open = total_late = total_at_risk = 0
+    for loc, channel, placed, promised, packed, exc, nodes in open_rows:
+        late = promised is not None and promised < t
+        at_risk = (
+            not late
+            and promised is not None
+            and promised <= horizon
+            and (packed is None or packed > t)
+        )
+        total_open += 1
+        total_late += late
+        total_at_risk += at_risk
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             a.open += 1
             a.oldest = placed if a.oldest is None else min(a.oldest, placed)
-            if promised is not None and promised < t:
+            if late:
                 a.late += 1
-            elif promised is not None and promised <= horizon and (packed is None or packed > t):
+            elif at_risk:
                 a.at_risk += 1
             if exc is not None and exc <= t:
                 a.exceptions += 1
-    for loc, channel, method, fulfilled, promised, ready in completed:
-        for key in (("location", loc), ("channel", channel or "-")):
+    for loc, channel, method, fulfilled, promised, ready, nodes in completed:
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             a.completed += 1
             if promised is not None:  # no promise: neither on time nor late
@@ -218,8 +231,8 @@ def compute_fulfillment(
                 a.bopis += 1
                 if promised is not None and ready <= promised:
                     a.bopis_on_time += 1
-    for loc, channel, seconds in picks:
-        for key in (("location", loc), ("channel", channel or "-")):
+    for loc, channel, seconds, nodes in picks:
+        for key in _order_keys(loc, channel, nodes):
             a = accs[key]
             if a.picks is None:
                 a.picks = []
@@ -247,9 +260,11 @@ def compute_fulfillment(
             )
         )
     rows.extend(_carrier_rows(db, t))
+    window = int(params.delivery_window_days * DAY)
+    promises = _delivery_promises(db, t, window)
+    rows = _with_delivery_promises(rows, promises)
     rank = {"LATE": 0, "AT RISK": 1, "OK": 2}
     rows.sort(key=lambda r: (rank[r.status], -r.late, -r.at_risk, -r.open_orders, r.scope, r.key))
-    location_rows = [r for r in rows if r.scope == "location"]
     unroutable = db.execute(
         """SELECT COUNT(*) FROM routing_decisions d JOIN orders o USING (order_id)
            WHERE d.status IN ('held', 'unfulfillable') AND o.placed_ts <= ?
@@ -258,10 +273,107 @@ def compute_fulfillment(
     ).fetchone()[0]
     return FulfillmentSnapshot(
         rows=tuple(rows[: params.top_n]),
-        total_open=sum(r.open_orders for r in location_rows),
-        total_late=sum(r.late for r in location_rows),
-        total_at_risk=sum(r.at_risk for r in location_rows),
+        total_open=total_open,
+        total_late=total_late,
+        total_at_risk=total_at_risk,
         unroutable=int(unroutable),
+        delivered_late_24h=sum(v[1] for (scope, _), v in promises.items() if scope == "channel"),
+        delivered_late_window=sum(v[3] for (scope, _), v in promises.items() if scope == "channel"),
+        delivery_window_days=params.delivery_window_days,
+    )
+
+
+def _order_keys(loc: str, channel: str | None, nodes: str | None) -> list[tuple[str, str]]:
+    """The rows an order counts in: each node its lines are at (once each), its channel."""
+    keys = [("location", node) for node in json.loads(nodes)] if nodes else [("location", loc)]
+    keys.append(("channel", channel or "-"))
+    return keys
+
+
+def _delivery_promises(
+    db: sqlite3.Connection, t: int, window: int
+) -> dict[tuple[str, str], list[int]]:
+    """Deliveries against the customer's promise per scope and key (README: Fulfillment).
+
+    Values: [with a promise in the last 24 h, of them late, in the window, of them late].
+    An order counts when delivered in the period, with a delivery date promised to the
+    customer, and not cancelled first; late = delivered after that date.
+    """
+    start = t - max(DAY, window)
+    out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for loc, channel, carrier, region, delivered, promised, nodes in db.execute(
+        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, carrier,
+                  destination_region, delivered_ts, delivery_promised_ts, line_nodes
+           FROM orders
+           WHERE has_order = 1 AND delivered_ts > ? AND delivered_ts <= ?
+             AND delivery_promised_ts IS NOT NULL
+             AND (cancelled_ts IS NULL OR cancelled_ts > delivered_ts)""",
+        (start, t),
+    ):
+        late = int(delivered > promised)
+        keys = [*_order_keys(loc, channel, nodes), ("region", region or "-")]
+        if carrier is not None:
+            keys.append(("carrier", carrier))
+        for key in keys:
+            counts = out[key]
+            if delivered > t - DAY:
+                counts[0] += 1
+                counts[1] += late
+            if delivered > t - window:
+                counts[2] += 1
+                counts[3] += late
+    return out
+
+
+def _with_delivery_promises(
+    rows: list[FulfillmentRow], promises: dict[tuple[str, str], list[int]]
+) -> list[FulfillmentRow]:
+    """``rows`` with their delivered-late figures, plus a row for each other key that has some.
+
+    Destination regions have only these figures; so does a location, channel or carrier
+    whose deliveries in the window are its only activity.
+    """
+    out = []
+    seen = set()
+    for row in rows:
+        counts = promises.get((row.scope, row.key))
+        if counts is not None:
+            seen.add((row.scope, row.key))
+            row = _promise_fields(row, counts)
+        out.append(row)
+    for (scope, key), counts in sorted(promises.items()):
+        if (scope, key) in seen:
+            continue
+        bare = FulfillmentRow(
+            scope=scope,  # type: ignore[arg-type]
+            key=key,
+            open_orders=0,
+            oldest_open_minutes=None,
+            late=0,
+            at_risk=0,
+            on_time_rate=None,
+            completed_24h=0,
+            pick_p50_minutes=None,
+            pick_p90_minutes=None,
+            bopis_ready_rate=None,
+            carrier_delay_hours=None,
+            exceptions=0,
+            status="OK",
+        )
+        out.append(_promise_fields(bare, counts))
+    return out
+
+
+def _promise_fields(row: FulfillmentRow, counts: list[int]) -> FulfillmentRow:
+    p24, l24, pw, lw = counts
+    return dataclasses.replace(
+        row,
+        promised_delivered_24h=p24,
+        delivered_late_24h=l24,
+        delivered_late_rate_24h=_ratio(l24, p24),
+        promised_delivered_window=pw,
+        delivered_late_window=lw,
+        delivered_late_rate_window=_ratio(lw, pw),
     )
 
 
@@ -854,6 +966,14 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
     ):
         hourly_cents[k] -= refund_cents
     hourly = [cents / 100 for cents in hourly_cents]
+    shipping_charged, shipping_cost = _shipping_today(db, day_start, t)
+    # An order placed with no lines was never available: counted here, and nowhere else
+    # (it is cancelled the instant it is placed).
+    unavailable = db.execute(
+        "SELECT COUNT(*) FROM orders WHERE has_order = 1 AND units = 0"
+        " AND placed_ts >= ? AND placed_ts <= ?",
+        (day_start, t),
+    ).fetchone()[0]
 
     return Headline(
         day_start=datetime.fromtimestamp(day_start, UTC),
@@ -870,7 +990,37 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         hourly_net_sales=tuple(hourly),
         feeds=feed_freshness(db, t, params),
         adapters=feed_adapters(db, t),
+        orders_unavailable=int(unavailable),
+        shipping_charged=shipping_charged / 100,
+        shipping_cost=shipping_cost / 100,
     )
+
+
+def _shipping_today(db: sqlite3.Connection, day_start: int, t: int) -> tuple[int, int]:
+    """(shipping charged, shipping cost) in cents today, as of ``t`` (README: Headline).
+
+    Charged: of the orders net sales counts (placed today, not cancelled by ``t``).  Cost:
+    of the shipments first reported today, each at its latest report by ``t``.
+    """
+    charged = db.execute(
+        """SELECT COALESCE(SUM(shipping_charged_cents), 0) FROM orders
+           WHERE has_order = 1 AND placed_ts >= ? AND placed_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+        (day_start, t, t),
+    ).fetchone()[0]
+    cost = db.execute(
+        """WITH k AS (SELECT DISTINCT order_id, shipment FROM shipment_costs
+                      WHERE ts >= ? AND ts <= ?)
+           SELECT COALESCE(SUM((SELECT c.cost_cents FROM shipment_costs c
+                                WHERE c.order_id = k.order_id AND c.shipment = k.shipment
+                                  AND c.ts <= ? ORDER BY c.ts DESC LIMIT 1)), 0)
+           FROM k
+           WHERE NOT EXISTS (SELECT 1 FROM shipment_costs e
+                             WHERE e.order_id = k.order_id AND e.shipment = k.shipment
+                               AND e.ts < ?)""",
+        (day_start, t, t, day_start),
+    ).fetchone()[0]
+    return int(charged), int(cost)
 
 
 def feed_adapters(db: sqlite3.Connection, t: int) -> tuple[FeedHealthRow, ...]:

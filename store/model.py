@@ -140,6 +140,20 @@ FulfillmentStatus = Literal[
 ]
 InboundStatus = Literal["open", "received", "cancelled"]
 
+UNCATEGORISED = "uncategorised"
+"""The category of a product that came without one."""
+
+UNAVAILABLE_REASON = "unavailable"
+"""Why an order placed with no lines counts as cancelled the instant it was placed."""
+
+
+def _is_none(value: object) -> bool:
+    """True for an unset optional field added later: left out of the serialised form.
+
+    So an event that does not use it serialises exactly as before the field existed.
+    """
+    return value is None
+
 
 class _Strict(BaseModel):
     """Base for canonical bodies: unknown fields are an error, models are immutable."""
@@ -156,11 +170,15 @@ class _Strict(BaseModel):
 
 
 class SkuBody(_Strict):
-    """A sellable item of the catalogue (the golden record for one SKU)."""
+    """A sellable item of the catalogue (the golden record for one SKU).
+
+    A product with no category (absent, ``null`` or blank) lands in the explicit
+    :data:`UNCATEGORISED` category instead of being refused.
+    """
 
     sku: Identifier
     name: str = ""
-    category: Identifier
+    category: Identifier = "uncategorised"
     product_type: Identifier
     unit_cost: Money
     price: Money
@@ -170,6 +188,13 @@ class SkuBody(_Strict):
     """Replenishment lead time; days of cover below it means at risk."""
     hazmat: bool = False
     weight_kg: float = Field(default=0.5, ge=0, le=1_000_000)
+
+    @field_validator("category", mode="before")
+    @classmethod
+    def _category_or_uncategorised(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return UNCATEGORISED
+        return value
 
 
 class OpeningHours(_Strict):
@@ -230,10 +255,17 @@ class OrderLine(_Strict):
     unit_price: Money
     discount: Money = Decimal("0")
     """Discount on the whole line (not per unit)."""
+    location_id: Identifier | None = Field(default=None, exclude_if=_is_none)
+    """The node fulfilling this line when it is not the order's (several sellers, or a
+    split): the line's sales and the per-location fulfillment figures count there."""
 
 
 class OrderPlacedBody(_Strict):
-    """An order was placed; ``ts`` of the event is the time it was placed."""
+    """An order was placed; ``ts`` of the event is the time it was placed.
+
+    An order with no ``lines`` (a marketplace order whose items were never available) is
+    stored as placed and cancelled at the same instant (see :data:`UNAVAILABLE_REASON`).
+    """
 
     order_id: Identifier
     channel: Identifier
@@ -241,14 +273,20 @@ class OrderPlacedBody(_Strict):
     destination_region: Identifier
     location_id: Identifier | None = None
     """The node fulfilling it, when the channel already assigned one."""
-    promised_by: AwareDatetime
-    """Ship-by time for ship orders, ready-by time for BOPIS."""
-    lines: list[OrderLine] = Field(min_length=1)
+    promised_by: AwareDatetime | None = None
+    """Ship-by time for ship orders, ready-by time for BOPIS: what the node must meet."""
+    delivery_promised_by: AwareDatetime | None = Field(default=None, exclude_if=_is_none)
+    """The delivery date promised to the customer (e.g. a marketplace's estimate shown at
+    checkout), when the channel gives one; delivered after it is delivered late."""
+    lines: list[OrderLine] = Field(default_factory=list, max_length=100_000)
+    """Empty for an order that was never available: stored placed and cancelled."""
+    shipping_charged: Money | None = Field(default=None, exclude_if=_is_none)
+    """Shipping charged to the customer for the whole order (not part of net sales)."""
 
-    @field_validator("promised_by")
+    @field_validator("promised_by", "delivery_promised_by")
     @classmethod
-    def _plausible_promise(cls, value: datetime) -> datetime:
-        return _window.check(value, promise=True)
+    def _plausible_promise(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else _window.check(value, promise=True)
 
 
 class OrderCancelledBody(_Strict):
@@ -269,6 +307,9 @@ class FulfillmentBody(_Strict):
     estimated_delivery: AwareDatetime | None = None
     """The carrier's own delivery estimate, given when shipped or updated in transit."""
     detail: str = ""
+    shipping_cost: Money | None = Field(default=None, exclude_if=_is_none)
+    """What this shipment (its ``tracking``, or the order's only one) cost to send; the
+    latest report of a shipment replaces an earlier one."""
 
     @field_validator("estimated_delivery")
     @classmethod
@@ -287,7 +328,10 @@ class StockSnapshotBody(_Strict):
 
 
 class StockAdjustedBody(_Strict):
-    """A change to on-hand stock (sale, receipt, damage, recount)."""
+    """A change to on-hand stock (sale, receipt, damage, write-off, recount).
+
+    ``reason`` is free text; the importers use ``write-off`` for stock written off.
+    """
 
     sku: Identifier
     location_id: Identifier

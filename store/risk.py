@@ -52,6 +52,8 @@ class MetricParams(BaseModel):
     """An open order due within this many hours and not yet packed is at risk."""
     pick_window_hours: float = 24.0
     """Pick times are taken over picks completed in this many trailing hours."""
+    delivery_window_days: float = 7.0
+    """Delivered late against the customer's promise is also counted over this many days."""
     velocity_window_days: int = 7
     """Sales velocity is units sold over this many trailing days, per day."""
     return_window_days: float = 1.0

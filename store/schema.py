@@ -299,6 +299,30 @@ MIGRATIONS: tuple[str, ...] = (
     OUTBOX_DDL,
     # 8: notifications kept until the vendor's API answers (Square orders without lines).
     PENDING_DDL,
+    # 9: the delivery date promised to the customer, next to the node's ship-by
+    # (``promised_ts``), for delivered late against the customer's promise.
+    """
+    ALTER TABLE orders ADD COLUMN delivery_promised_ts INTEGER;
+    """,
+    # 10: shipping charged to the customer per order, and every report of what a shipment
+    # cost to send (per order and tracking number, ``-`` without one), by report time, so
+    # the cost as of a past moment is the latest report by then.
+    """
+    ALTER TABLE orders ADD COLUMN shipping_charged_cents INTEGER;
+    CREATE TABLE shipment_costs (
+        order_id TEXT NOT NULL,
+        shipment TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        cost_cents INTEGER NOT NULL,
+        PRIMARY KEY (order_id, shipment, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX shipment_costs_ts ON shipment_costs (ts);
+    """,
+    # 11: the distinct nodes of an order whose lines are fulfilled from more than one
+    # (JSON array, sorted; NULL when every line is at the order's node).
+    """
+    ALTER TABLE orders ADD COLUMN line_nodes TEXT;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -21,7 +21,8 @@ StockStatusWord = Literal["OUT", "AT RISK", "OVERSELL", "OK", "NO SALES"]
 class FulfillmentRow:
     """Fulfillment health of one location, channel or carrier."""
 
-    scope: Literal["location", "channel", "carrier"]
+    scope: Literal["location", "channel", "carrier", "region"]
+    """``region`` rows (destination region) carry only the delivered-late figures."""
     key: str
     open_orders: int
     oldest_open_minutes: float | None
@@ -37,6 +38,16 @@ class FulfillmentRow:
     """Mean of (delivered − carrier estimate) over deliveries in the last 24 h."""
     exceptions: int
     status: FulfillmentStatusWord
+    promised_delivered_24h: int = 0
+    """Deliveries in the last 24 h of orders with a delivery date promised to the customer."""
+    delivered_late_24h: int = 0
+    """Of those, delivered after the customer's promise."""
+    delivered_late_rate_24h: float | None = None
+    """delivered_late_24h ÷ promised_delivered_24h."""
+    promised_delivered_window: int = 0
+    """The same over the last ``delivery_window_days`` (FulfillmentSnapshot)."""
+    delivered_late_window: int = 0
+    delivered_late_rate_window: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,12 @@ class FulfillmentSnapshot:
     total_at_risk: int
     unroutable: int = 0
     """Open orders the router could place nowhere (held for a person, or unfulfillable)."""
+    delivered_late_24h: int = 0
+    """Deliveries in the last 24 h after the customer's promise (every location)."""
+    delivered_late_window: int = 0
+    """The same over the last ``delivery_window_days``."""
+    delivery_window_days: float = 7.0
+    """The chosen window of the ``*_window`` delivered-late figures."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,12 @@ class Headline:
     feeds: tuple[FeedFreshness, ...]
     adapters: tuple[FeedHealthRow, ...] = ()
     """The feed adapters ``serve`` runs, as it last reported them."""
+    orders_unavailable: int = 0
+    """Orders placed today with no lines (never available): placed and cancelled at once."""
+    shipping_charged: float = 0.0
+    """Shipping charged to customers on today's orders (not cancelled): not in net sales."""
+    shipping_cost: float = 0.0
+    """What today's shipments cost to send (each at its latest report)."""
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,6 @@ def test_good_order_parses_and_is_stored_in_utc() -> None:
     [
         (lambda p: p["body"]["lines"][0].update(quantity=0), "body.lines.0.quantity"),
         (lambda p: p["body"]["lines"][0].update(unit_price="-1"), "body.lines.0.unit_price"),
-        (lambda p: p["body"].update(lines=[]), "body.lines"),
         (lambda p: p["body"].update(method="drone"), "body.method"),
         (lambda p: p["body"].update(customer_email="x@example.com"), "body.customer_email"),
         (lambda p: p.update(ts="2026-11-18T09:05:00"), "ts"),

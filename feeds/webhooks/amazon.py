@@ -11,7 +11,8 @@ redelivery is dropped by the store.
 
   - ``order.placed`` (id ``amazon:order:A:placed``, ``ts`` = ``Summary.PurchaseDate``)
     for any status but Canceled: channel ``amazon.channel``, method ``ship``,
-    ``promised_by`` = ``Summary.LatestShipDate`` (Amazon's ship-by), location
+    ``promised_by`` = ``Summary.LatestShipDate`` (Amazon's ship-by),
+    ``delivery_promised_by`` = ``Summary.LatestDeliveryDate`` (promised to the buyer), location
     ``amazon.fba_location`` for AFN and ``amazon.mfn_location`` for MFN orders,
     destination region ``<marketplace country>-<first 3 characters of
     DestinationPostalCode>``, lines from ``OrderItems`` (``SellerSKU`` through
@@ -210,6 +211,7 @@ def _placed(
             destination_region=region,
             location_id=location,
             promised_by=when(summary, "LatestShipDate", spath),
+            delivery_promised_by=opt_when(summary, "LatestDeliveryDate", spath),
             lines=lines,
         ),
     )

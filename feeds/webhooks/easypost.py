@@ -17,12 +17,18 @@ else the tracker's ``updated_at``):
 * ``delivered`` → ``delivered`` (and ``shipped`` from the first in-transit scan);
 * ``available_for_pickup``, ``return_to_sender``, ``failure``, ``error`` → ``exception``;
 * ``unknown`` and ``cancelled`` are not mapped (reported as ignored).
+
+Shipping cost: the sum of the tracker's ``fees`` of type ``PostageFee`` (EasyPost's Fee
+objects; a ``TrackerFee`` is EasyPost's own charge, not postage), when it has any, is the
+shipment's ``shipping_cost`` on every step the event states (the store keeps the latest
+report per tracking number).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -31,6 +37,7 @@ from feeds.webhooks import (
     arr,
     ident,
     join,
+    money,
     obj,
     opt_text,
     opt_when,
@@ -70,6 +77,8 @@ class Tracker:
     first_scan: dict[str, datetime]
     """The earliest scan time of each status in the tracking history."""
     raw: JsonObject
+    shipping_cost: Decimal | None = None
+    """Postage paid for the shipment (``PostageFee`` fees), if the tracker says."""
 
 
 def parse_tracker(payload: JsonObject) -> Tracker:
@@ -90,6 +99,13 @@ def parse_tracker(payload: JsonObject) -> Tracker:
         if status and moment:
             ts = parse_time(moment, join(path, "datetime"))
             scans[status] = min(ts, scans.get(status, ts))
+    postage: Decimal | None = None
+    for i, fee in enumerate(arr(result, "fees", "result", required=False)):
+        path = join("result.fees", i)
+        if not isinstance(fee, dict):
+            raise PayloadError(path, "expected an object")
+        if opt_text(fee, "type", path) == "PostageFee":
+            postage = (postage or Decimal("0.00")) + money(fee, "amount", path)
     return Tracker(
         event_id=ident(payload, "id"),
         tracker_id=ident(result, "id", "result"),
@@ -101,6 +117,7 @@ def parse_tracker(payload: JsonObject) -> Tracker:
         estimate=opt_when(result, "est_delivery_date", "result"),
         first_scan=scans,
         raw=payload,
+        shipping_cost=postage,
     )
 
 
@@ -137,6 +154,7 @@ def map_tracker(tracker: Tracker, order_id: str | None) -> Mapped:
                 tracking=tracker.tracking_code,
                 estimated_delivery=tracker.estimate if status == "shipped" else None,
                 detail=detail,
+                shipping_cost=tracker.shipping_cost,
             ),
         )
 

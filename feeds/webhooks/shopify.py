@@ -23,7 +23,9 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``promised_by`` = ``created_at`` + ``shopify.sla_hours``; lines: the SKU from
     ``shopify.variants`` by ``variant_id``, else the line's own ``sku``; a line with
     neither sends the placement to quarantine; gift-card lines are skipped (not stock);
-    the discount of a line is the sum of its ``discount_allocations``.
+    the discount of a line is the sum of its ``discount_allocations``;
+    ``shipping_charged`` = ``total_shipping_price_set.shop_money.amount`` (shipping the
+    customer paid, kept apart from net sales).
   - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
   - each embedded fulfillment, as for ``fulfillments/create``.
 
@@ -233,6 +235,15 @@ def _is_pickup(order: JsonObject, mapping: ShopifyMapping) -> bool:
     return False
 
 
+def _shipping_charged(order: JsonObject) -> Decimal | None:
+    """Shipping charged to the customer: ``total_shipping_price_set.shop_money.amount``."""
+    total = opt_obj(order, "total_shipping_price_set")
+    shop = None if total is None else opt_obj(total, "shop_money", "total_shipping_price_set")
+    if shop is None:
+        return None
+    return money(shop, "amount", "total_shipping_price_set.shop_money")
+
+
 def _line_sku(line: JsonObject, path: str, mapping: ShopifyMapping) -> str | None:
     variant = opt_ident(line, "variant_id", path)
     if variant is not None and variant in mapping.variants:
@@ -316,6 +327,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
                     location_id=location,
                     promised_by=created + timedelta(hours=mapping.sla_hours),
                     lines=lines,
+                    shipping_charged=_shipping_charged(order),
                 ),
             )
         )

@@ -82,6 +82,7 @@ from feeds.webhooks.redact import redact_raw
 from rules.routing.config import FulfillmentRouting
 from store.alerts import ReceiverStatus, load_receiver_status
 from store.apply import Outcome
+from store.catalog import uncategorised_skus
 from store.clock import Clock, SystemClock
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
@@ -124,27 +125,28 @@ class StoreReader:
         )
         return str(rows[0][0]) if rows else None
 
-    async def counts(self) -> dict[str, int]:
-        """Events, duplicates and quarantined rows in the store."""
+    async def _read(self, read: Callable[[sqlite3.Connection], R]) -> R:
+        """``read(connection)`` on a worker thread, on the one lazily opened connection."""
 
-        def run() -> dict[str, int]:
+        def run() -> R:
             with self._lock:
                 if self._conn is None:
                     self._conn = open_reader(self.path)
-                return store_counts(self._conn)
+                return read(self._conn)
 
         return await asyncio.to_thread(run)
+
+    async def counts(self) -> dict[str, int]:
+        """Events, duplicates and quarantined rows in the store."""
+        return await self._read(store_counts)
 
     async def receivers(self) -> list[ReceiverStatus]:
         """The notification receivers' counters and what waits in the outbox for each."""
+        return await self._read(load_receiver_status)
 
-        def run() -> list[ReceiverStatus]:
-            with self._lock:
-                if self._conn is None:
-                    self._conn = open_reader(self.path)
-                return load_receiver_status(self._conn)
-
-        return await asyncio.to_thread(run)
+    async def uncategorised(self) -> int:
+        """SKUs that landed in the ``uncategorised`` category (they came without one)."""
+        return await self._read(uncategorised_skus)
 
     def close(self) -> None:
         """Close the connection."""
@@ -461,6 +463,7 @@ async def health(request: web.Request) -> web.Response:
     assert state.reader is not None
     try:
         counts: dict[str, Any] = await state.reader.counts()
+        counts["uncategorised_skus"] = await state.reader.uncategorised()
     except (sqlite3.Error, FileNotFoundError) as exc:
         counts = {"error": type(exc).__name__}
     stats = state.writer.stats

@@ -60,7 +60,9 @@ class BadStore(Exception):
     """A ``--db`` that cannot be a store: not SQLite, empty, or in a missing folder."""
 
 
-STORE_CHECKED = frozenset({"demo", "console", "ingest", "report", "import-history"})
+STORE_CHECKED = frozenset(
+    {"demo", "console", "ingest", "report", "import-history", "mapping", "quarantine"}
+)
 """Commands whose ``--db`` :func:`check_db` checks before they run (serve and web check theirs)."""
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -122,6 +124,8 @@ Each command (omniops COMMAND --help tells more):
   kafka           check the Kafka subscriptions of serve      omniops kafka check
   web             the console in a browser, by token          omniops web --db s.db
   import-history  import an order-line history CSV            omniops import-history o.csv --db s.db
+  mapping         external ids seen without a mapping         omniops mapping suggest --db s.db
+  quarantine      list, show and replay held deliveries       omniops quarantine replay --db s.db
 """
 
 
@@ -196,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
     add_web_arguments(web)
+
+    from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
+
+    add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
 
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
@@ -675,6 +683,20 @@ def cmd_import_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mapping(args: argparse.Namespace) -> int:
+    """``omniops mapping suggest``."""
+    from feeds.runtime.quarantine_cli import run_mapping
+
+    return run_mapping(args)
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """``omniops quarantine list | show ID | replay``."""
+    from feeds.runtime.quarantine_cli import run_quarantine
+
+    return run_quarantine(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "console": cmd_console,
@@ -686,6 +708,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rules": cmd_rules,
     "import-history": cmd_import_history,
     "kafka": cmd_kafka,
+    "mapping": cmd_mapping,
+    "quarantine": cmd_quarantine,
 }
 
 

@@ -50,6 +50,7 @@ from feeds.runtime.http.handlers import (
     json_errors,
 )
 from feeds.runtime.logs import log_to_stderr
+from feeds.runtime.quarantine import preview
 from feeds.runtime.routing import router_hook
 from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.settings import Settings
@@ -58,6 +59,7 @@ from feeds.webhooks.mapping import Mapping, MappingError, load_mapping, mapping_
 from rules.file import default_rules_path
 from rules.routing.config import FulfillmentRouting
 from store.clock import Clock, SystemClock
+from store.metrics import open_reader
 from store.model import TimeWindow, set_time_window
 from store.risk import MetricParams
 from store.snapshots import FeedHealthRow
@@ -166,6 +168,7 @@ class Server:
         self.dropfolder: DropFolder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
+        self._mapping_reloaded = asyncio.Event()
         self._previous_window: TimeWindow | None = None
 
     def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
@@ -241,6 +244,7 @@ class Server:
             self._spawn(drop.run(stop=self._stop_watch), "dropfolder")
         if self.config.mapping_file is not None:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
+        self._spawn(self._count_replayable(), "replayable")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
         self._spawn(self._report_health(self.config.feed_health_seconds), "feed-health")
@@ -290,12 +294,63 @@ class Server:
 
         def reloaded(mapping: Mapping) -> None:
             state.mapping, state.mapping_error = mapping, ""
+            self._mapping_reloaded.set()
 
         def refused(exc: MappingError) -> None:
             state.mapping_error = f"{exc} (kept the last good mapping)"
 
         watcher = mapping_watcher(path, on_reload=reloaded, on_error=refused, current=state.mapping)
         await watcher.run(self._stop_watch)
+
+    async def _count_replayable(self) -> None:
+        """Keep ``/health``'s ``held`` and ``replayable`` current; log what a reload offers.
+
+        Counted at start, after a delivery is kept and after the mapping file changed: the
+        held deliveries are mapped again with the mapping in force (on a read connection,
+        in a thread).  Nothing is replayed here: ``omniops quarantine replay`` does that.
+        """
+        assert self.state is not None
+        state = self.state
+        reload = self._mapping_reloaded
+        seen: object = None
+        while not self._stop_watch.is_set():
+            reloaded = reload.is_set()
+            reload.clear()
+            changed = state.held_changed.is_set()
+            state.held_changed.clear()
+            try:
+                mark = await asyncio.to_thread(_held_mark, self.writer.path)
+                if reloaded or changed or mark != seen:
+                    held, replayable = await asyncio.to_thread(
+                        _preview, self.writer.path, state.mapping
+                    )
+                    seen = mark
+                else:
+                    held, replayable = state.held or 0, state.replayable or 0
+            except Exception:
+                log.exception("could not count the held deliveries")
+            else:
+                state.held, state.replayable = held, replayable
+                if reloaded and held:
+                    log.warning(
+                        "mapping file reloaded: %d of %d held deliveries would now be placed;"
+                        " run `omniops quarantine replay --db %s` to apply them (nothing was"
+                        " replayed)",
+                        replayable,
+                        held,
+                        self.writer.path,
+                    )
+            waits = [
+                asyncio.ensure_future(e.wait())
+                for e in (reload, state.held_changed, self._stop_watch)
+            ]
+            # A replay by another process (`omniops quarantine replay`) is seen by polling.
+            _, pending = await asyncio.wait(
+                waits, timeout=HELD_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            for job in pending:
+                job.cancel()
+            await asyncio.sleep(0.05)  # a burst of kept deliveries is counted once
 
     async def stop(self) -> None:
         """Answer in-flight requests, stop feeds, commit the queue, close the store."""
@@ -328,6 +383,32 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+HELD_POLL_SECONDS = 2.0
+"""How often ``serve`` checks whether another process replayed held deliveries."""
+
+
+def _held_mark(db: Path) -> tuple[int, int, int]:
+    """A cheap mark of the held deliveries: it changes when any is kept or replayed."""
+    reader = open_reader(db)
+    try:
+        row = reader.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(attempts), 0) FROM held"
+            " WHERE state = 'held'"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+    finally:
+        reader.close()
+
+
+def _preview(db: Path, mapping: Mapping) -> tuple[int, int]:
+    """``(held, replayable)`` of the store at ``db`` under ``mapping`` (a read connection)."""
+    reader = open_reader(db)
+    try:
+        return preview(reader, mapping)
+    finally:
+        reader.close()
 
 
 async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> None:

@@ -66,6 +66,7 @@ from feeds.runtime.http.auth import (
     read_guard,
 )
 from feeds.runtime.http.exposition import Metrics
+from feeds.runtime.quarantine import hold_for
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource
 from feeds.runtime.serve_config import ServeConfig
@@ -77,8 +78,9 @@ from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
 from rules.routing.config import FulfillmentRouting
-from store.apply import Outcome
+from store.apply import Outcome, epoch
 from store.clock import Clock, SystemClock
+from store.held import record_held
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
 from store.schema import SCHEMA_VERSION
@@ -153,6 +155,12 @@ class ServerState:
     routing_rules: Callable[[], FulfillmentRouting] = FulfillmentRouting
     """The fulfillment routing rules in force, for ``POST /route`` (hot-reloaded)."""
     mapping_error: str = ""
+    held: int | None = None
+    """Deliveries held for a replay (None until first counted)."""
+    replayable: int | None = None
+    """How many of them the mapping in force would place (``omniops quarantine replay``)."""
+    held_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a delivery was kept, so the replayable count is refreshed."""
     started_at: float = field(default_factory=time.monotonic)
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
@@ -267,6 +275,44 @@ async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int,
     return status, body
 
 
+async def _keep(
+    state: ServerState,
+    source: str,
+    request: web.Request,
+    body: bytes,
+    mapped: Mapped,
+    *,
+    error: str | None = None,
+) -> None:
+    """Keep a delivery that was quarantined or stored with an unmapped id, for a replay.
+
+    After its items committed, through the writer; a failure here is logged, never turns
+    the answer into an error (the events are durable already).
+    """
+    if (
+        error is None
+        and not mapped.unmapped
+        and not any(isinstance(item, Quarantined) for item in mapped.items)
+    ):
+        return
+    topic = request.headers.get("X-Shopify-Topic", "") if source == "shopify" else ""
+    delivery = ""
+    if source == "shopify":
+        headers = request.headers
+        delivery = headers.get("X-Shopify-Event-Id") or headers.get("X-Shopify-Webhook-Id") or ""
+    try:
+        kept = await state.offload(
+            hold_for, source, mapped, body, topic=topic, delivery_id=delivery, error=error
+        )
+        if kept is None:
+            return
+        at = epoch(state.clock.now())
+        await state.writer.run(lambda db: record_held(db, kept, at))
+        state.held_changed.set()
+    except Exception:
+        log.exception("could not keep the %s delivery for a replay", source)
+
+
 def _cut(message: str) -> str:
     return message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
 
@@ -290,22 +336,27 @@ async def _handle(
         try:
             mapped = await mapper(request, body, state)
         except PayloadError as exc:
-            response = await _unreadable(state, source, body, exc.status, str(exc), exc.field)
+            response = await _unreadable(
+                state, source, request, body, exc.status, str(exc), exc.field
+            )
             return response
         except ValidationError as exc:
             message = describe_validation_error(exc)
-            response = await _unreadable(state, source, body, 422, message, _first_loc(exc))
+            response = await _unreadable(
+                state, source, request, body, 422, message, _first_loc(exc)
+            )
             return response
         except RecursionError:
             message = "payload nested too deeply to read"
-            response = await _unreadable(state, source, body, 400, message, "(body)")
+            response = await _unreadable(state, source, request, body, 400, message, "(body)")
             return response
         except Exception as exc:  # a payload shape the mapper did not expect: still 4xx
             log.exception("%s payload could not be mapped", source)
             message = f"could not map the payload ({type(exc).__name__}: {exc})"
-            response = await _unreadable(state, source, body, 422, message, "(body)")
+            response = await _unreadable(state, source, request, body, 422, message, "(body)")
             return response
         status, answer = await _commit(state, source, mapped)
+        await _keep(state, source, request, body, mapped)
         monitor.health.state = FeedState.CONNECTED
         state.metrics.observe(source, time.perf_counter() - started)
         response = _json(status, answer)
@@ -327,13 +378,20 @@ def _first_loc(exc: ValidationError) -> str:
 
 
 async def _unreadable(
-    state: ServerState, source: str, body: bytes, status: int, message: str, field_: str
+    state: ServerState,
+    source: str,
+    request: web.Request,
+    body: bytes,
+    status: int,
+    message: str,
+    field_: str,
 ) -> web.Response:
     """Quarantine an authentic but unreadable payload (redacted) and answer 4xx."""
     message = _cut(message)
     raw = await state.offload(redact_raw, body)
     item = Quarantined(source=source, raw=raw, error=f"{source}: {message}")
     _, answer = await _commit(state, source, Mapped(items=[item]))
+    await _keep(state, source, request, body, Mapped(), error=item.error)
     state.metrics.inc("omniops_webhook_rejected_total", source=source, reason="unreadable")
     state.monitors[f"webhook:{source}"].health.errors += 1
     return _json(
@@ -468,6 +526,8 @@ async def health(request: web.Request) -> web.Response:
         },
         "store": store,
         "mapping_error": mapping_error or None,
+        "held": state.held,
+        "replayable": state.replayable,
     }
     return _json(200, body)
 

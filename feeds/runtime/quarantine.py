@@ -101,15 +101,17 @@ def hold_for(
     topic: str = "",
     delivery_id: str = "",
     error: str | None = None,
+    redacted: str | None = None,
 ) -> HeldDelivery | None:
     """What ``serve`` keeps of a delivery once its items committed; None if nothing.
 
     ``error`` is the reason of a delivery that could not be read at all (kept whole, as
-    quarantine keeps it).  CPU work (redaction): run it off the event loop.
+    quarantine keeps it: ``redacted``, when the caller has it already).  CPU work
+    (redaction): run it off the event loop.
     """
     quarantined = [item for item in mapped.items if isinstance(item, Quarantined)]
     if error is not None:
-        raw = redact_raw(body)
+        raw = redacted if redacted is not None else redact_raw(body)
         return HeldDelivery(
             source=source,
             raw=raw,

@@ -24,6 +24,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -305,52 +306,60 @@ class Server:
     async def _count_replayable(self) -> None:
         """Keep ``/health``'s ``held`` and ``replayable`` current; log what a reload offers.
 
-        Counted at start, after a delivery is kept and after the mapping file changed: the
-        held deliveries are mapped again with the mapping in force (on a read connection,
-        in a thread).  Nothing is replayed here: ``omniops quarantine replay`` does that.
+        ``held`` is a count (cheap, polled); ``replayable`` maps the held deliveries again
+        with the mapping in force (on a read connection, in a thread of its own), at start,
+        after the mapping file changed and after a replay (by another process) changed the
+        held set.  A delivery kept since was mapped with the mapping in force already, so
+        it only adds to ``held``.  Nothing is replayed here: ``omniops quarantine replay``
+        does that.
         """
         assert self.state is not None
         state = self.state
         reload = self._mapping_reloaded
-        seen: object = None
-        while not self._stop_watch.is_set():
-            reloaded = reload.is_set()
-            reload.clear()
-            changed = state.held_changed.is_set()
-            state.held_changed.clear()
-            try:
-                mark = await asyncio.to_thread(_held_mark, self.writer.path)
-                if reloaded or changed or mark != seen:
-                    held, replayable = await asyncio.to_thread(
-                        _preview, self.writer.path, state.mapping
-                    )
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="omniops-replayable")
+        seen: tuple[int, int, int] | None = None
+        try:
+            while not self._stop_watch.is_set():
+                reloaded = reload.is_set()
+                reload.clear()
+                state.held_changed.clear()
+                try:
+                    mark = await loop.run_in_executor(pool, _held_mark, self.writer.path)
+                    replayed = seen is not None and (mark[0] < seen[0] or mark[2] != seen[2])
+                    if reloaded or replayed or seen is None:
+                        held, replayable = await loop.run_in_executor(
+                            pool, _preview, self.writer.path, state.mapping
+                        )
+                    else:
+                        held, replayable = mark[0], state.replayable or 0
                     seen = mark
+                except Exception:
+                    log.exception("could not count the held deliveries")
                 else:
-                    held, replayable = state.held or 0, state.replayable or 0
-            except Exception:
-                log.exception("could not count the held deliveries")
-            else:
-                state.held, state.replayable = held, replayable
-                if reloaded and held:
-                    log.warning(
-                        "mapping file reloaded: %d of %d held deliveries would now be placed;"
-                        " run `omniops quarantine replay --db %s` to apply them (nothing was"
-                        " replayed)",
-                        replayable,
-                        held,
-                        self.writer.path,
-                    )
-            waits = [
-                asyncio.ensure_future(e.wait())
-                for e in (reload, state.held_changed, self._stop_watch)
-            ]
-            # A replay by another process (`omniops quarantine replay`) is seen by polling.
-            _, pending = await asyncio.wait(
-                waits, timeout=HELD_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-            for job in pending:
-                job.cancel()
-            await asyncio.sleep(0.05)  # a burst of kept deliveries is counted once
+                    state.held, state.replayable = held, replayable
+                    if reloaded and held:
+                        log.warning(
+                            "mapping file reloaded: %d of %d held deliveries would now be"
+                            " placed; run `omniops quarantine replay --db %s` to apply them"
+                            " (nothing was replayed)",
+                            replayable,
+                            held,
+                            self.writer.path,
+                        )
+                waits = [
+                    asyncio.ensure_future(e.wait())
+                    for e in (reload, state.held_changed, self._stop_watch)
+                ]
+                # A replay by another process (`omniops quarantine replay`) is seen by polling.
+                _, pending = await asyncio.wait(
+                    waits, timeout=HELD_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for job in pending:
+                    job.cancel()
+                await asyncio.sleep(0.05)  # a burst of kept deliveries is counted once
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def stop(self) -> None:
         """Answer in-flight requests, stop feeds, commit the queue, close the store."""

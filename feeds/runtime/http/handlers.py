@@ -283,6 +283,7 @@ async def _keep(
     mapped: Mapped,
     *,
     error: str | None = None,
+    redacted: str | None = None,
 ) -> None:
     """Keep a delivery that was quarantined or stored with an unmapped id, for a replay.
 
@@ -302,7 +303,14 @@ async def _keep(
         delivery = headers.get("X-Shopify-Event-Id") or headers.get("X-Shopify-Webhook-Id") or ""
     try:
         kept = await state.offload(
-            hold_for, source, mapped, body, topic=topic, delivery_id=delivery, error=error
+            hold_for,
+            source,
+            mapped,
+            body,
+            topic=topic,
+            delivery_id=delivery,
+            error=error,
+            redacted=redacted,
         )
         if kept is None:
             return
@@ -391,7 +399,7 @@ async def _unreadable(
     raw = await state.offload(redact_raw, body)
     item = Quarantined(source=source, raw=raw, error=f"{source}: {message}")
     _, answer = await _commit(state, source, Mapped(items=[item]))
-    await _keep(state, source, request, body, Mapped(), error=item.error)
+    await _keep(state, source, request, body, Mapped(), error=item.error, redacted=raw)
     state.metrics.inc("omniops_webhook_rejected_total", source=source, reason="unreadable")
     state.monitors[f"webhook:{source}"].health.errors += 1
     return _json(

@@ -362,6 +362,7 @@ def build_console(
     """
     from console.app import OmniopsApp
     from console.screens.alerts import AlertsScreen
+    from console.screens.feeds import FeedsScreen
     from console.screens.routing import RoutingScreen, RoutingServices
     from console.screens.rules import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
@@ -375,6 +376,7 @@ def build_console(
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
+    from store.held import HeldSummary, held_summary
     from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
 
     reader = open_reader(db)
@@ -443,6 +445,13 @@ def build_console(
         )
         return RoutingScreen(services=services, tz=zone)
 
+    def held() -> HeldSummary:
+        with in_use:
+            return held_summary(detail_reader)
+
+    def feeds_view(app: OmniopsApp) -> FeedsScreen:
+        return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held)
+
     app = OmniopsApp(
         compute=compute,
         clock=clock,
@@ -450,7 +459,12 @@ def build_console(
         refresh_interval=refresh,
         export=export,
         detail=detail,
-        views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
+        views={
+            "alerts": alerts_view,
+            "rules": rules_view,
+            "routing": routing_view,
+            "feeds": feeds_view,
+        },
         title=title,
         highlights=highlights.current,
     )

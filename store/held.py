@@ -299,7 +299,9 @@ def reason_class(error: str) -> str:
 
 
 def held_summary(db: sqlite3.Connection) -> HeldSummary:
-    """Counts for the feeds view (one short read)."""
+    """Counts for the feeds view (one short read; empty on a store without the tables)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'unmapped_ids'").fetchone() is None:
+        return HeldSummary()
     by_adapter: dict[str, int] = {}
     events: dict[str, int] = {}
     for adapter, ids, total in db.execute(

@@ -16,6 +16,7 @@ import io
 import json
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -239,3 +240,65 @@ async def test_a_replay_that_still_fails_stays_quarantined_with_its_new_reason(
 def test_the_sample_payload_is_attributed() -> None:
     sources = (Path(__file__).resolve().parent.parent / "fixtures/payloads/SOURCES.md").read_text()
     assert "shopify/rest-2024-04_" in sources
+
+
+async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: Path) -> None:
+    from textual.widgets import DataTable, Static
+
+    from console.cli import build_console
+    from console.screens import FeedsScreen
+    from store.clock import FixedClock
+    from store.held import HeldDelivery, record_held
+    from store.model import Quarantined
+    from store.risk import MetricParams
+    from store.writer import StoreWriter
+    from tests.builders import T0
+    from tests.test_console import settle
+
+    db = tmp_path / "s.db"
+    parts = [
+        Quarantined(source="shopify", raw="{}", error=f"unmapped Shopify inventory_item_id {n}")
+        for n in (11, 22)
+    ]
+    async with StoreWriter(db) as writer:
+        await writer.write(parts)
+        for n, part in zip((11, 22), parts, strict=True):
+            kept = HeldDelivery(
+                source="shopify",
+                raw=json.dumps({"inventory_item_id": n}),
+                reason=part.error,
+                topic="inventory_levels/update",
+                unmapped=(("inventory_item_id", str(n)), ("location_id", "905684977")),
+                quarantined=((part.source, part.error, part.raw),),
+            )
+            await writer.run(lambda conn, kept=kept: record_held(conn, kept, 1_700_000_000))
+    app, close = build_console(
+        db,
+        FixedClock(T0),
+        MetricParams(),
+        60.0,
+        tz=ZoneInfo("UTC"),
+        rules_path=tmp_path / "rules.toml",
+    )
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("h")
+            await pilot.pause()
+            assert isinstance(app.screen, FeedsScreen)
+            await app.screen.workers.wait_for_complete()
+            await pilot.pause()
+            unmapped = app.screen.query_one("#feed-unmapped", DataTable)
+            assert [unmapped.get_row_at(i) for i in range(unmapped.row_count)] == [
+                ["shopify", "3", "4"]  # 3 distinct ids; 2 deliveries carried 2 ids each
+            ]
+            title = str(app.screen.query_one("#unmapped-title", Static).render())
+            assert "omniops mapping suggest" in title
+            reasons = app.screen.query_one("#feed-quarantine", DataTable)
+            assert [reasons.get_row_at(i) for i in range(reasons.row_count)] == [
+                ["2", "unmapped Shopify inventory_item_id #"]
+            ]
+            quarantine = str(app.screen.query_one("#quarantine-title", Static).render())
+            assert "2 rows, 2 deliveries held" in quarantine
+    finally:
+        close()

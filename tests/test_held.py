@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from feeds.runtime.quarantine import hold_for, replay, suggest
-from feeds.webhooks import Mapped, amazon, easypost, square
+from feeds.webhooks import Mapped, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping, parse_mapping
 from store.apply import apply_batch
@@ -170,3 +170,35 @@ async def test_events_lines_outside_the_window_replay_when_it_widens(tmp_path: P
         assert held_rows(conn) == []
     finally:
         conn.close()
+
+
+def test_the_readme_mapping_example_maps_every_sample_payload() -> None:
+    readme = (PAYLOADS.parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("A worked example over the vendor samples", 1)[1]
+    toml = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    mapping = parse_mapping(toml, where="README")
+    results = [
+        shopify.map_shopify(
+            "orders/create", "e1", payload("shopify/rest-2024-04_order.json"), mapping.shopify
+        ),
+        shopify.map_shopify(
+            "inventory_levels/update",
+            "e2",
+            payload("shopify/rest-2024-04_inventory_level.json"),
+            mapping.shopify,
+        ),
+        shopify.map_shopify(
+            "refunds/create", "e3", payload("shopify/rest-2024-04_refund.json"), mapping.shopify
+        ),
+        square.map_square(payload("square/inventory.count.updated.json"), mapping.square),
+        amazon.map_amazon(payload("amazon/ORDER_CHANGE.json"), mapping.amazon),
+        amazon.map_amazon(
+            payload("amazon/FBA_INVENTORY_AVAILABILITY_CHANGES.json"), mapping.amazon
+        ),
+    ]
+    for mapped in results:
+        assert mapped.unmapped == []
+        assert not [i for i in mapped.items if isinstance(i, Quarantined)], mapped.items
+        assert mapped.items
+    (placed,) = [i for i in results[0].items if i.type == "order.placed"]
+    assert placed.body.location_id == "WH-NJ"  # type: ignore[union-attr]

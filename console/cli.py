@@ -376,8 +376,14 @@ def build_console(
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
-    from store.held import HeldSummary, held_summary
-    from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
+    from store.held import held_summary
+    from store.snapshots import (
+        FulfillmentRow,
+        HeldSummary,
+        LateOrders,
+        StockHistory,
+        StockoutRow,
+    )
 
     reader = open_reader(db)
     detail_reader = open_reader(db)  # detail fetches may overlap a refresh: own connection
@@ -449,8 +455,14 @@ def build_console(
         with in_use:
             return held_summary(detail_reader)
 
+    def replay_held() -> str:
+        permissions.require("acknowledge")  # operators and editors (never read-only)
+        from feeds.runtime.quarantine_cli import replay_store
+
+        return replay_store(db)
+
     def feeds_view(app: OmniopsApp) -> FeedsScreen:
-        return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held)
+        return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held, replay=replay_held)
 
     app = OmniopsApp(
         compute=compute,

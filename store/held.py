@@ -26,10 +26,11 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from store.apply import Touched, _add_rollups
+from store.snapshots import HeldSummary
 
 HeldState = str
 """``held`` (waiting for a replay), ``placed`` (replayed) or ``noted`` (soft ids only)."""
@@ -260,22 +261,6 @@ def held_row(db: sqlite3.Connection, held_id: int) -> HeldRow | None:
     """One held delivery by id (any state)."""
     row = db.execute(f"SELECT {_HELD_COLUMNS} FROM held WHERE id = ?", (held_id,)).fetchone()
     return None if row is None else _held(row)
-
-
-@dataclass(frozen=True)
-class HeldSummary:
-    """What the feeds view shows: unmapped ids per adapter, quarantine per reason."""
-
-    unmapped_by_adapter: dict[str, int] = field(default_factory=dict)
-    """Distinct external ids without a mapping, per adapter."""
-    unmapped_events: dict[str, int] = field(default_factory=dict)
-    """Deliveries that carried them, per adapter."""
-    held: int = 0
-    """Deliveries waiting for a replay."""
-    quarantine_by_reason: tuple[tuple[str, int], ...] = ()
-    """Quarantine rows per reason, most first (at most :data:`TOP_REASONS`)."""
-    quarantined: int = 0
-    """Every quarantine row."""
 
 
 TOP_REASONS = 12

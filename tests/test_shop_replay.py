@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -242,20 +243,12 @@ def test_the_sample_payload_is_attributed() -> None:
     assert "shopify/rest-2024-04_" in sources
 
 
-async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: Path) -> None:
-    from textual.widgets import DataTable, Static
-
-    from console.cli import build_console
-    from console.screens import FeedsScreen
-    from store.clock import FixedClock
+async def two_held_inventory_levels(db: Path) -> None:
+    """Two Shopify inventory levels quarantined for an unmapped item at an unmapped place."""
     from store.held import HeldDelivery, record_held
     from store.model import Quarantined
-    from store.risk import MetricParams
     from store.writer import StoreWriter
-    from tests.builders import T0
-    from tests.test_console import settle
 
-    db = tmp_path / "s.db"
     parts = [
         Quarantined(source="shopify", raw="{}", error=f"unmapped Shopify inventory_item_id {n}")
         for n in (11, 22)
@@ -272,14 +265,34 @@ async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: P
                 quarantined=((part.source, part.error, part.raw),),
             )
             await writer.run(lambda conn, kept=kept: record_held(conn, kept, 1_700_000_000))
-    app, close = build_console(
+
+
+def console_on(db: Path, tmp_path: Path, roles: Any = None) -> Any:
+    from console.cli import build_console
+    from store.clock import FixedClock
+    from store.risk import MetricParams
+    from tests.builders import T0
+
+    return build_console(
         db,
         FixedClock(T0),
         MetricParams(),
         60.0,
         tz=ZoneInfo("UTC"),
         rules_path=tmp_path / "rules.toml",
+        roles=roles,
     )
+
+
+async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: Path) -> None:
+    from textual.widgets import DataTable, Static
+
+    from console.screens import FeedsScreen
+    from tests.test_console import settle
+
+    db = tmp_path / "s.db"
+    await two_held_inventory_levels(db)
+    app, close = console_on(db, tmp_path)
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(pilot)
@@ -302,3 +315,47 @@ async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: P
             assert "2 rows, 2 deliveries held" in quarantine
     finally:
         close()
+
+
+@pytest.mark.parametrize("role", ["operator", "viewer"])
+async def test_replay_from_the_feeds_view_is_for_operators_and_editors(
+    tmp_path: Path, role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.screens import FeedsScreen
+    from rules.roles import Roles, current_user
+    from tests.test_console import settle
+
+    db = tmp_path / "s.db"
+    await two_held_inventory_levels(db)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[shopify.locations]\n"905684977" = "WH-NJ"\n', encoding="utf-8")
+    monkeypatch.setenv("OMNIOPS_MAPPING_FILE", str(mapping))
+    roles = Roles(operators=(current_user(),)) if role == "operator" else Roles()
+    app, close = console_on(db, tmp_path, roles)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(pilot)
+            await pilot.press("h")
+            await pilot.pause()
+            assert isinstance(app.screen, FeedsScreen)
+            await app.screen.workers.wait_for_complete()
+            await pilot.press("p")
+            await pilot.pause()
+            await app.screen.workers.wait_for_complete()
+            await pilot.pause()
+    finally:
+        close()
+    conn = sqlite3.connect(db)
+    try:
+        held = conn.execute("SELECT attempts, reason FROM held ORDER BY id").fetchall()
+        errors = [e for (e,) in conn.execute("SELECT error FROM quarantine ORDER BY id")]
+    finally:
+        conn.close()
+    if role == "viewer":
+        assert [a for a, _ in held] == [0, 0]  # refused: nothing replayed
+    else:
+        # replayed: still held (a bare level names no location), with the new reason, in
+        # quarantine too
+        assert [a for a, _ in held] == [1, 1]
+        assert errors == [r for _, r in held]
+        assert all(r == "shopify: location_id: required field is missing" for _, r in held)

@@ -19,8 +19,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from console.widgets.formatting import DASH, fmt_int, fmt_num, fmt_past
-from store.held import HeldSummary
-from store.snapshots import Snapshots
+from store.snapshots import HeldSummary, Snapshots
 
 NUMBERS = "detail-numbers"
 
@@ -34,20 +33,29 @@ class FeedsScreen(Screen[None]):
     CSS_PATH = "detail.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="back"),
+        Binding("p", "replay", "Replay held", id="replay-held"),
     ]
 
     def __init__(
-        self, *, snapshots: Snapshots | None, tz: tzinfo, held: HeldLoader | None = None
+        self,
+        *,
+        snapshots: Snapshots | None,
+        tz: tzinfo,
+        held: HeldLoader | None = None,
+        replay: Callable[[], str] | None = None,
     ) -> None:
         """Show the feeds of ``snapshots`` (the latest refresh), times in ``tz``.
 
         ``held`` reads the unmapped ids and quarantine counts (in a worker thread, when
-        the view opens); without it those tables are left out.
+        the view opens); without it those tables are left out.  ``replay`` replays the
+        held deliveries (``p``) and returns its summary line; it raises
+        :class:`PermissionError` for a user who may not (operators and editors may).
         """
         super().__init__()
         self.snapshots = snapshots
         self.tz = tz
         self.held = held
+        self.replay = replay
 
     def compose(self) -> ComposeResult:
         """Two tables: sources by their last event, adapters by their live state."""
@@ -148,6 +156,24 @@ class FeedsScreen(Screen[None]):
         )
         for n, (reason, count) in enumerate(summary.quarantine_by_reason):
             reasons.add_row(fmt_int(count), reason, key=str(n))
+
+    def action_replay(self) -> None:
+        """Replay the held deliveries with serve's mapping file (operators and editors)."""
+        if self.replay is None:
+            self.notify("Replay is not available in this console.", severity="warning")
+            return
+        self.notify("Replaying held deliveries…")
+        self.run_worker(self._run_replay, thread=True, name="replay", exclusive=True)
+
+    def _run_replay(self) -> None:
+        assert self.replay is not None
+        try:
+            message, severity = self.replay(), "information"
+        except (PermissionError, ValueError, OSError) as exc:
+            message, severity = f"Replay refused: {exc}", "error"
+        self.app.call_from_thread(self.notify, message, severity=severity, timeout=10)
+        if self.held is not None:
+            self.app.call_from_thread(self.show_held, self.held())
 
     def action_back(self) -> None:
         """Return to the console."""

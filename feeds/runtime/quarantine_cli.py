@@ -165,7 +165,9 @@ def run_quarantine(args: argparse.Namespace) -> int:
                 promise=timedelta(days=config.max_promise_days),
             )
         )
-        result = asyncio.run(_replay(db, mapping, args))
+        result = asyncio.run(
+            _replay(db, mapping, reason=args.reason, source=args.source, since=args.since)
+        )
         for held_id, reason in result.reasons[:20]:
             print(f"  still held {held_id}: {reason}")
         print(f"omniops quarantine replay: {result.summary()}")
@@ -195,7 +197,36 @@ def run_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _replay(db: Path, mapping: Mapping, args: argparse.Namespace) -> ReplayResult:
+def replay_store(db: Path) -> str:
+    """Replay every held delivery of ``db`` with serve's mapping file; the summary line.
+
+    For the console's feeds view (``p``), which checks the user's role first.  Raises
+    :class:`~feeds.webhooks.mapping.MappingError` when the mapping file cannot be used.
+    """
+    config = load_serve_config(db=db)
+    mapping = load_mapping(config.mapping_file)
+    previous = set_time_window(
+        TimeWindow(
+            past=timedelta(days=config.max_past_days),
+            future=timedelta(days=config.max_future_days),
+            promise=timedelta(days=config.max_promise_days),
+        )
+    )
+    try:
+        result = asyncio.run(_replay(db, mapping))
+    finally:
+        set_time_window(previous)
+    return f"replay: {result.summary()}"
+
+
+async def _replay(
+    db: Path,
+    mapping: Mapping,
+    *,
+    reason: str | None = None,
+    source: str | None = None,
+    since: datetime | None = None,
+) -> ReplayResult:
     from feeds.settings import Settings
     from rules.file import RulesFileError, default_rules_path, load_rules
     from rules.routing.config import FulfillmentRouting
@@ -209,9 +240,7 @@ async def _replay(db: Path, mapping: Mapping, args: argparse.Namespace) -> Repla
     async with StoreWriter(
         db, params=settings.metrics, after_commit=router_hook(lambda: routing)
     ) as writer:
-        return await replay(
-            writer, mapping, reason=args.reason, source=args.source, since=args.since
-        )
+        return await replay(writer, mapping, reason=reason, source=source, since=since)
 
 
-__all__ = ["add_arguments", "run_mapping", "run_quarantine"]
+__all__ = ["add_arguments", "replay_store", "run_mapping", "run_quarantine"]

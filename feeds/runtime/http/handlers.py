@@ -24,8 +24,12 @@
   Bad input never produces a 500.  Decoding, mapping and redaction run in a small worker
   pool of their own (:attr:`ServerState.pool`), so a large body never holds the event
   loop and ``/health`` keeps answering while it is processed.
+  A delivery that was quarantined or stored with an unmapped id is also *kept*, redacted,
+  for ``omniops quarantine replay`` (:func:`feeds.runtime.quarantine.hold_for`,
+  :func:`store.held.record_held`), after its items committed.
 * ``GET /health``: per feed state, the writer's totals, the store's counts (its path only
-  to a caller that presented ``OMNIOPS_API_TOKEN``).
+  to a caller that presented ``OMNIOPS_API_TOKEN``), ``held`` (deliveries waiting for a
+  replay) and ``replayable`` (how many the mapping in force would place).
 * ``GET /metrics``: Prometheus text (:mod:`feeds.runtime.http.exposition`).
 
 The read endpoints and ``/route`` need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when

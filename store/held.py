@@ -396,59 +396,65 @@ def unplace(event_ids: Collection[str]) -> Callable[[sqlite3.Connection, Touched
     return run
 
 
-def settle_held(
-    db: sqlite3.Connection,
-    held_id: int,
-    *,
-    placed: bool,
-    reason: str,
-    unmapped: Sequence[tuple[str, str]],
-    quarantined: Sequence[tuple[str, str, str]],
-    resolved: Sequence[tuple[str, str]],
-    at: int,
-) -> None:
-    """Record a replay of ``held_id``: ``placed``, or still held with its new ``reason``.
+@dataclass(frozen=True)
+class Settlement:
+    """The result of replaying one held delivery."""
 
-    The delivery's quarantine rows are replaced by ``quarantined`` (the parts that still
-    fail, with their new reasons); ids the mapping now knows (``resolved``) leave
-    ``unmapped_ids``.  One ``BEGIN IMMEDIATE`` transaction.
+    held_id: int
+    placed: bool
+    reason: str
+    """Why it is still held (``placed`` when it is not)."""
+    unmapped: tuple[tuple[str, str], ...] = ()
+    """Ids still unknown to the mapping."""
+    quarantined: tuple[tuple[str, str, str], ...] = ()
+    """``(source, error, raw)`` of the parts that still fail."""
+    resolved: tuple[tuple[str, str], ...] = ()
+    """Ids the mapping knows now (they leave ``unmapped_ids``)."""
+
+
+def settle_held(db: sqlite3.Connection, settlements: Sequence[Settlement], at: int) -> None:
+    """Record replays: each delivery ``placed``, or still held with its new reason.
+
+    A delivery's quarantine rows are replaced by the parts that still fail, with their new
+    reasons; ids the mapping now knows leave ``unmapped_ids``; ``attempts`` counts the
+    replays and ``replayed_at`` is the last.  One ``BEGIN IMMEDIATE`` transaction.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        row = db.execute(
-            "SELECT quarantine_ids, source FROM held WHERE id = ?", (held_id,)
-        ).fetchone()
-        if row is None:
-            db.execute("ROLLBACK")
-            return
-        old, source = json.loads(row[0]), row[1]
-        db.execute(
-            "DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?))",
-            (json.dumps(old),),
-        )
-        new: list[int] = []
-        for part_source, error, raw in quarantined:
-            cur = db.execute(
-                "INSERT INTO quarantine (received_at, source, error, raw) VALUES (?, ?, ?, ?)",
-                (at, part_source, error, raw),
+        for s in settlements:
+            row = db.execute(
+                "SELECT quarantine_ids, source FROM held WHERE id = ?", (s.held_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            old, source = json.loads(row[0]), row[1]
+            db.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(old),),
             )
-            new.append(int(cur.lastrowid or 0))
-        db.execute(
-            "UPDATE held SET state = ?, reason = ?, unmapped = ?, quarantine_ids = ?,"
-            " attempts = attempts + 1, replayed_at = ? WHERE id = ?",
-            (
-                "placed" if placed else "held",
-                reason,
-                json.dumps([list(p) for p in unmapped]),
-                json.dumps(new),
-                at,
-                held_id,
-            ),
-        )
-        db.executemany(
-            "DELETE FROM unmapped_ids WHERE adapter = ? AND kind = ? AND external_id = ?",
-            [(source, kind, ext) for kind, ext in resolved],
-        )
+            new: list[int] = []
+            for part_source, error, raw in s.quarantined:
+                cur = db.execute(
+                    "INSERT INTO quarantine (received_at, source, error, raw) VALUES (?, ?, ?, ?)",
+                    (at, part_source, error, raw),
+                )
+                new.append(int(cur.lastrowid or 0))
+            db.execute(
+                "UPDATE held SET state = ?, reason = ?, unmapped = ?, quarantine_ids = ?,"
+                " attempts = attempts + 1, replayed_at = ? WHERE id = ?",
+                (
+                    "placed" if s.placed else "held",
+                    s.reason,
+                    json.dumps([list(p) for p in s.unmapped]),
+                    json.dumps(new),
+                    at,
+                    s.held_id,
+                ),
+            )
+            db.executemany(
+                "DELETE FROM unmapped_ids WHERE adapter = ? AND kind = ? AND external_id = ?",
+                [(source, kind, ext) for kind, ext in s.resolved],
+            )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
@@ -459,6 +465,7 @@ __all__ = [
     "HeldDelivery",
     "HeldRow",
     "HeldSummary",
+    "Settlement",
     "UnmappedId",
     "held_row",
     "held_rows",

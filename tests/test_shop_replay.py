@@ -160,6 +160,7 @@ async def test_suggest_map_replay_places_the_order_at_the_mapped_node_once(shop:
 async def test_replay_twice_and_a_redelivery_apply_it_once(shop: Shop) -> None:
     await placed_at_the_router_node(shop)
     add_mapping(shop, f'[shopify.locations]\n"{SHOP_LOCATION}" = "WH-NJ"\n')
+    await wait_for_health(shop, "replayable", 1)  # serve maps with it too, from now on
     first = await omniops(
         "quarantine",
         "replay",

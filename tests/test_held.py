@@ -202,3 +202,21 @@ def test_the_readme_mapping_example_maps_every_sample_payload() -> None:
         assert mapped.items
     (placed,) = [i for i in results[0].items if i.type == "order.placed"]
     assert placed.body.location_id == "WH-NJ"  # type: ignore[union-attr]
+
+
+async def test_a_delivery_too_large_to_keep_whole_is_never_replayed(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    body = payload("shopify/rest-2024-04_order.json")
+    body["note_attributes"] = [{"name": "filler", "value": "x" * 600_000}]
+    mapped = shopify.map_shopify("orders/create", "e1", body, Mapping().shopify)
+    assert mapped.unmapped == [("location_id", "655441491")]
+    mapping = parse_mapping('[shopify.locations]\n"655441491" = "WH-NJ"\n')
+    async with StoreWriter(db) as writer:
+        await writer.write(mapped.items)
+        kept = hold_for("shopify", mapped, json.dumps(body).encode(), topic="orders/create")
+        assert kept is not None and len(kept.raw) < 1000
+        await writer.run(lambda conn: record_held(conn, kept, int(T0.timestamp())))
+        result = await replay(writer, mapping)
+    assert (result.placed, result.still_held) == (0, 1)
+    assert "cannot be replayed" in result.reasons[0][1]
+    assert rows(db, "SELECT location_id FROM orders") == [(None,)]  # left as it was

@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import CUT, TOO_DEEP, redact_raw
 from store.apply import Outcome, Touched, apply_batch, epoch
 from store.held import (
     HeldDelivery,
@@ -65,6 +65,14 @@ SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
 """Mapping-file table of each (adapter, kind) of unmapped id."""
 
 VENDOR = {"shopify": "Shopify", "square": "Square", "amazon": "Amazon"}
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A delivery kept for a replay is redacted whole up to this size (quarantine cuts at 64 KB:
+a replay of a cut payload would store an order without its cut lines); a larger one is
+kept as "too large" and never replayed."""
+
+LOST = (f'"{CUT}', f'"{TOO_DEEP}"')
+"""Markers of a kept payload that lost a part (cut or too deep): it is never replayed."""
 
 OrderLookup = Callable[[str], str | None]
 """Tracking number → order id (EasyPost trackers are mapped to the order they belong to)."""
@@ -126,7 +134,10 @@ def hold_for(
         # Keep only the lines that failed (each already redacted), as JSON Lines.
         raw = "\n".join(item.raw for item in quarantined)
     elif source in REPLAYABLE:
-        raw = redact_raw(body)
+        if len(body) > HELD_RAW_LIMIT:  # not redacted at all: the work stays bounded
+            raw = json.dumps({CUT: f"a body of {len(body)} bytes is too large to keep"})
+        else:
+            raw = redact_raw(body, limit=HELD_RAW_LIMIT)
     else:
         return None
     return HeldDelivery(
@@ -144,6 +155,10 @@ def hold_for(
 
 def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Mapped:
     """Map a held delivery again with ``mapping`` (raises what the adapter raises)."""
+    if any(marker in row.raw for marker in LOST):
+        raise PayloadError(
+            "(body)", "the kept payload was cut or nested too deeply; it cannot be replayed"
+        )
     if row.source == "events":
         return Mapped(items=[line.item for line in parse_events_body(row.raw.encode("utf-8"))])
     try:

@@ -22,7 +22,7 @@ from store.apply import apply_batch
 from store.held import held_rows, reason_class, record_held, unplace
 from store.model import Quarantined, TimeWindow, set_time_window
 from store.writer import StoreWriter
-from tests.builders import T0, at, ev, order, step
+from tests.builders import T0, at, ev, location, order, step
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "payloads"
 
@@ -220,3 +220,23 @@ async def test_a_delivery_too_large_to_keep_whole_is_never_replayed(tmp_path: Pa
     assert (result.placed, result.still_held) == (0, 1)
     assert "cannot be replayed" in result.reasons[0][1]
     assert rows(db, "SELECT location_id FROM orders") == [(None,)]  # left as it was
+
+
+async def test_the_commands_exit_codes(tmp_path: Path, capsys: Any) -> None:
+    from console.cli import main
+
+    db = tmp_path / "s.db"
+    async with StoreWriter(db) as writer:
+        await writer.write([location("WH-NJ", kind="warehouse")])
+    assert main(["quarantine", "list", "--db", str(db)]) == 0
+    assert "nothing held" in capsys.readouterr().out
+    assert main(["quarantine", "show", "7", "--db", str(db)]) == 1
+    assert main(["mapping", "suggest", "--db", str(db)]) == 1  # nothing unmapped
+    assert main(["quarantine", "list", "--db", str(tmp_path / "nope" / "s.db")]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[shopify]\nno_such_key = 1\n", encoding="utf-8")
+    assert main(["quarantine", "replay", "--db", str(db), "--mapping", str(bad)]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["mapping", "suggest", "--db", str(db), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["known_locations"] == ["WH-NJ"]

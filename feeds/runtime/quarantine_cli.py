@@ -75,36 +75,53 @@ def _config(args: argparse.Namespace) -> ServeConfig:
     return load_serve_config(db=args.db, mapping_file=getattr(args, "mapping", None))
 
 
-def _mapping(config: ServeConfig, prog: str) -> Mapping:
+class Refused(Exception):
+    """A store or mapping file the command cannot use (exit 2, the message on stderr)."""
+
+
+def _mapping(config: ServeConfig) -> Mapping:
     try:
         return load_mapping(config.mapping_file)
     except MappingError as exc:
-        raise SystemExit(_fail(prog, str(exc))) from None
-
-
-def _fail(prog: str, message: str) -> int:
-    print(f"omniops {prog}: {message}", file=sys.stderr)
-    return 2
+        raise Refused(str(exc)) from None
 
 
 def _store(config: ServeConfig, prog: str) -> Path:
     if not config.db.exists():
-        raise SystemExit(_fail(prog, f"{config.db}: no such store"))
+        raise Refused(f"{config.db}: no such store")
     return config.db
 
 
 def run_mapping(args: argparse.Namespace) -> int:
-    """``omniops mapping suggest``."""
+    """``omniops mapping suggest`` (exit 2 for a store or mapping file it cannot use)."""
+    try:
+        return _run_mapping(args)
+    except Refused as exc:
+        print(f"omniops mapping suggest: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_quarantine(args: argparse.Namespace) -> int:
+    """``omniops quarantine list | show | replay`` (exit 2: store or mapping unusable)."""
+    try:
+        return _run_quarantine(args)
+    except Refused as exc:
+        print(f"omniops quarantine {args.action}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_mapping(args: argparse.Namespace) -> int:
     config = _config(args)
     db = _store(config, "mapping suggest")
-    mapping = _mapping(config, "mapping suggest") if config.mapping_file else None
+    mapping = _mapping(config) if config.mapping_file else None
     reader = open_reader(db)
     try:
         found = suggest(reader, mapping)
+        known = [str(r[0]) for r in reader.execute("SELECT location_id FROM locations ORDER BY 1")]
     finally:
         reader.close()
     if args.json:
-        print(json.dumps(found.as_json(), indent=2))
+        print(json.dumps({**found.as_json(), "known_locations": known}, indent=2))
         return 0 if found.ids else 1
     if not found.ids:
         print("every external id seen has a mapping")
@@ -118,6 +135,9 @@ def run_mapping(args: argparse.Namespace) -> int:
     print()
     print("# paste into the mapping file, fill in the canonical ids, then run")
     print(f"# omniops quarantine replay --db {db}")
+    if known:
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        print(f"# canonical locations in the store: {shown}")
     print(found.toml, end="")
     return 0
 
@@ -145,8 +165,7 @@ def _row_json(row: HeldRow, *, raw: bool = False) -> dict[str, Any]:
     return out
 
 
-def run_quarantine(args: argparse.Namespace) -> int:
-    """``omniops quarantine list | show | replay``."""
+def _run_quarantine(args: argparse.Namespace) -> int:
     prog = f"quarantine {args.action}"
     config = _config(args)
     db = _store(config, prog)
@@ -157,7 +176,7 @@ def run_quarantine(args: argparse.Namespace) -> int:
                 " serve.mapping_file / OMNIOPS_MAPPING_FILE): replaying with an empty mapping",
                 file=sys.stderr,
             )
-        mapping = _mapping(config, prog)
+        mapping = _mapping(config)
         set_time_window(
             TimeWindow(
                 past=timedelta(days=config.max_past_days),

@@ -86,7 +86,7 @@ def _mapping(config: ServeConfig) -> Mapping:
         raise Refused(str(exc)) from None
 
 
-def _store(config: ServeConfig, prog: str) -> Path:
+def _store(config: ServeConfig) -> Path:
     if not config.db.exists():
         raise Refused(f"{config.db}: no such store")
     return config.db
@@ -112,7 +112,7 @@ def run_quarantine(args: argparse.Namespace) -> int:
 
 def _run_mapping(args: argparse.Namespace) -> int:
     config = _config(args)
-    db = _store(config, "mapping suggest")
+    db = _store(config)
     mapping = _mapping(config) if config.mapping_file else None
     reader = open_reader(db)
     try:
@@ -166,9 +166,8 @@ def _row_json(row: HeldRow, *, raw: bool = False) -> dict[str, Any]:
 
 
 def _run_quarantine(args: argparse.Namespace) -> int:
-    prog = f"quarantine {args.action}"
     config = _config(args)
-    db = _store(config, prog)
+    db = _store(config)
     if args.action == "replay":
         if config.mapping_file is None:
             print(

@@ -135,6 +135,8 @@ async def test_suggest_map_replay_places_the_order_at_the_mapped_node_once(shop:
     # serve's hot reload offers the replay, and changes nothing by itself
     await wait_for_health(shop, "replayable", 1)
     assert shop.rows("SELECT location_id FROM orders") == [(None,)]
+    async with shop.http.get("/metrics") as resp:
+        assert "omniops_replayable_deliveries 1" in await resp.text()
 
     code, out = await omniops(
         "quarantine", "replay", "--db", str(shop.db), "--mapping", str(shop.mapping)

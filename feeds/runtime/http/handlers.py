@@ -594,6 +594,17 @@ async def metrics(request: web.Request) -> web.Response:
         gauges.extend(extra())
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
+    if state.held is not None:
+        gauges.append(("omniops_held_deliveries", "Deliveries held for a replay.", {}, state.held))
+    if state.replayable is not None:
+        gauges.append(
+            (
+                "omniops_replayable_deliveries",
+                "Held deliveries the mapping in force would place (omniops quarantine replay).",
+                {},
+                state.replayable,
+            )
+        )
     assert state.reader is not None
     with contextlib.suppress(sqlite3.Error, FileNotFoundError):
         for key, value in (await state.reader.counts()).items():

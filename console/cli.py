@@ -61,7 +61,9 @@ class BadStore(Exception):
     """A ``--db`` that cannot be a store: not SQLite, empty, or in a missing folder."""
 
 
-STORE_CHECKED = frozenset({"demo", "console", "ingest", "report", "import-history"})
+STORE_CHECKED = frozenset(
+    {"demo", "console", "ingest", "report", "import-history", "mapping", "quarantine"}
+)
 """Commands whose ``--db`` :func:`check_db` checks before they run (serve and web check theirs)."""
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -123,6 +125,8 @@ Each command (omniops COMMAND --help tells more):
   kafka           check the Kafka subscriptions of serve      omniops kafka check
   web             the console in a browser, by token          omniops web --db s.db
   import-history  import an order-line history CSV            omniops import-history o.csv --db s.db
+  mapping         external ids seen without a mapping         omniops mapping suggest --db s.db
+  quarantine      list, show and replay held deliveries       omniops quarantine replay --db s.db
 """
 
 
@@ -197,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
     add_web_arguments(web)
+
+    from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
+
+    add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
 
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
@@ -335,6 +343,7 @@ def build_console(
     """
     from console.app import OmniopsApp
     from console.screens.alerts import AlertsScreen
+    from console.screens.feeds import FeedsScreen
     from console.screens.routing import RoutingScreen, RoutingServices
     from console.screens.rules import RulesScreen
     from feeds.runtime.routing import StoreRoutingSource
@@ -348,7 +357,14 @@ def build_console(
     from store import alerts as alert_store
     from store.details import late_orders, stock_history
     from store.export import export_panel
-    from store.snapshots import FulfillmentRow, LateOrders, StockHistory, StockoutRow
+    from store.held import held_summary
+    from store.snapshots import (
+        FulfillmentRow,
+        HeldSummary,
+        LateOrders,
+        StockHistory,
+        StockoutRow,
+    )
 
     reader = open_reader(db)
     detail_reader = open_reader(db)  # detail fetches may overlap a refresh: own connection
@@ -416,6 +432,19 @@ def build_console(
         )
         return RoutingScreen(services=services, tz=zone)
 
+    def held() -> HeldSummary:
+        with in_use:
+            return held_summary(detail_reader)
+
+    def replay_held() -> str:
+        permissions.require("acknowledge")  # operators and editors (never read-only)
+        from feeds.runtime.quarantine_cli import replay_store
+
+        return replay_store(db)
+
+    def feeds_view(app: OmniopsApp) -> FeedsScreen:
+        return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held, replay=replay_held)
+
     app = OmniopsApp(
         compute=compute,
         clock=clock,
@@ -423,7 +452,12 @@ def build_console(
         refresh_interval=refresh,
         export=export,
         detail=detail,
-        views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
+        views={
+            "alerts": alerts_view,
+            "rules": rules_view,
+            "routing": routing_view,
+            "feeds": feeds_view,
+        },
         title=title,
         highlights=highlights.current,
     )
@@ -674,6 +708,20 @@ def cmd_import_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mapping(args: argparse.Namespace) -> int:
+    """``omniops mapping suggest``."""
+    from feeds.runtime.quarantine_cli import run_mapping
+
+    return run_mapping(args)
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """``omniops quarantine list | show ID | replay``."""
+    from feeds.runtime.quarantine_cli import run_quarantine
+
+    return run_quarantine(args)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo,
     "console": cmd_console,
@@ -685,6 +733,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "rules": cmd_rules,
     "import-history": cmd_import_history,
     "kafka": cmd_kafka,
+    "mapping": cmd_mapping,
+    "quarantine": cmd_quarantine,
 }
 
 

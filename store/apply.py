@@ -111,6 +111,7 @@ def apply_batch(
     params: MetricParams | None = None,
     *,
     sweep: bool = True,
+    prepare: Callable[[sqlite3.Connection, Touched], None] | None = None,
 ) -> list[Outcome]:
     """Apply ``items`` in one ``BEGIN IMMEDIATE`` transaction; return one outcome each.
 
@@ -122,13 +123,17 @@ def apply_batch(
 
     On any database error the whole batch is rolled back and the error re-raised, so a
     batch is either entirely durable or not at all.  ``params`` sets the velocity window
-    the stock-risk flags are computed with.
+    the stock-risk flags are computed with.  ``prepare`` runs first, in the same
+    transaction (a replay's replacement of a node-less placement, see
+    :func:`store.held.unplace`).
     """
     params = params or MetricParams()
     touched = Touched()
     outcomes: list[Outcome] = []
     db.execute("BEGIN IMMEDIATE")
     try:
+        if prepare is not None:
+            prepare(db, touched)
         known = _known_ids(db, [item.id for item in items if not isinstance(item, Quarantined)])
         feeds: dict[str, list[int]] = {}
         quarantine: list[tuple[int, str, str, str]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
+from store.held_schema import HELD_DDL
 from store.outbox_schema import OUTBOX_DDL
 from store.pending import PENDING_DDL
 from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
@@ -323,6 +324,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE orders ADD COLUMN line_nodes TEXT;
     """,
+    # 12: what could not be placed, kept to be replayed (see store/held.py): the external
+    # ids seen without a mapping, and the (redacted) deliveries held for a replay.
+    HELD_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

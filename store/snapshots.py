@@ -296,3 +296,19 @@ class LateOrders:
     location_id: str
     orders: tuple[LateOrder, ...]
     total: int
+
+
+@dataclass(frozen=True)
+class HeldSummary:
+    """What the feeds view shows: unmapped ids per adapter, quarantine per reason."""
+
+    unmapped_by_adapter: dict[str, int] = field(default_factory=dict)
+    """Distinct external ids without a mapping, per adapter."""
+    unmapped_events: dict[str, int] = field(default_factory=dict)
+    """Deliveries that carried them, per adapter."""
+    held: int = 0
+    """Deliveries waiting for a replay."""
+    quarantine_by_reason: tuple[tuple[str, int], ...] = ()
+    """Quarantine rows per reason, most first (at most :data:`store.held.TOP_REASONS`)."""
+    quarantined: int = 0
+    """Every quarantine row."""

@@ -1,7 +1,13 @@
-"""The feeds view: when each source last delivered, and the state of serve's adapters."""
+"""The feeds view: sources, serve's adapters, and what is held.
+
+When each source last delivered, the state of serve's adapters, the unmapped external ids
+per adapter (``omniops mapping suggest``) and the quarantine per reason (``omniops
+quarantine list`` / ``replay``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import tzinfo
 from typing import ClassVar
 
@@ -13,7 +19,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from console.widgets.formatting import DASH, fmt_int, fmt_num, fmt_past
-from store.snapshots import Snapshots
+from store.snapshots import HeldSummary, Snapshots
+
+NUMBERS = "detail-numbers"
+
+HeldLoader = Callable[[], HeldSummary | None]
+"""Reads the held summary (the CLI wires it to the store; None: the store has none)."""
 
 
 class FeedsScreen(Screen[None]):
@@ -22,13 +33,29 @@ class FeedsScreen(Screen[None]):
     CSS_PATH = "detail.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="back"),
+        Binding("p", "replay", "Replay held", id="replay-held"),
     ]
 
-    def __init__(self, *, snapshots: Snapshots | None, tz: tzinfo) -> None:
-        """Show the feeds of ``snapshots`` (the latest refresh), times in ``tz``."""
+    def __init__(
+        self,
+        *,
+        snapshots: Snapshots | None,
+        tz: tzinfo,
+        held: HeldLoader | None = None,
+        replay: Callable[[], str] | None = None,
+    ) -> None:
+        """Show the feeds of ``snapshots`` (the latest refresh), times in ``tz``.
+
+        ``held`` reads the unmapped ids and quarantine counts (in a worker thread, when
+        the view opens); without it those tables are left out.  ``replay`` replays the
+        held deliveries (``p``) and returns its summary line; it raises
+        :class:`PermissionError` for a user who may not (operators and editors may).
+        """
         super().__init__()
         self.snapshots = snapshots
         self.tz = tz
+        self.held = held
+        self.replay = replay
 
     def compose(self) -> ComposeResult:
         """Two tables: sources by their last event, adapters by their live state."""
@@ -74,7 +101,79 @@ class FeedsScreen(Screen[None]):
                 classes="detail-numbers",
             )
             yield adapters
+            if self.held is not None:
+                yield Static(
+                    "Unmapped ids: loading…", id="unmapped-title", classes="detail-numbers"
+                )
+                unmapped: DataTable[str] = DataTable(id="feed-unmapped", cursor_type="row")
+                unmapped.add_columns("Adapter", "Unmapped ids", "Events carrying them")
+                yield unmapped
+                yield Static(
+                    "Quarantine: loading…", id="quarantine-title", classes="detail-numbers"
+                )
+                reasons: DataTable[str] = DataTable(id="feed-quarantine", cursor_type="row")
+                reasons.add_columns("Rows", "Reason")
+                yield reasons
         yield Footer()
+
+    def on_mount(self) -> None:
+        """Read what is held off the UI thread."""
+        if self.held is not None:
+            self.run_worker(self._load_held, thread=True, name="held", exclusive=True)
+
+    def _load_held(self) -> None:
+        assert self.held is not None
+        summary = self.held()
+        self.app.call_from_thread(self.show_held, summary)
+
+    def show_held(self, summary: HeldSummary | None) -> None:
+        """Fill the unmapped-ids and quarantine tables."""
+        summary = summary or HeldSummary()
+        unmapped = self.query_one("#feed-unmapped", DataTable)
+        unmapped.clear()
+        total = sum(summary.unmapped_by_adapter.values())
+        self.query_one("#unmapped-title", Static).update(
+            f"Unmapped ids: {fmt_int(total)}; `omniops mapping suggest` lists them with a"
+            " TOML stub for the mapping file"
+            if total
+            else "Unmapped ids: none (every external id seen has a mapping)"
+        )
+        for adapter, count in sorted(summary.unmapped_by_adapter.items()):
+            unmapped.add_row(
+                adapter,
+                fmt_int(count),
+                fmt_int(summary.unmapped_events.get(adapter, 0)),
+                key=adapter,
+            )
+        reasons = self.query_one("#feed-quarantine", DataTable)
+        reasons.clear()
+        self.query_one("#quarantine-title", Static).update(
+            f"Quarantine: {fmt_int(summary.quarantined)} rows, {fmt_int(summary.held)}"
+            " deliveries held; `omniops quarantine list` shows them, `omniops quarantine"
+            " replay` maps them again"
+            if summary.quarantined or summary.held
+            else "Quarantine: empty"
+        )
+        for n, (reason, count) in enumerate(summary.quarantine_by_reason):
+            reasons.add_row(fmt_int(count), reason, key=str(n))
+
+    def action_replay(self) -> None:
+        """Replay the held deliveries with serve's mapping file (operators and editors)."""
+        if self.replay is None:
+            self.notify("Replay is not available in this console.", severity="warning")
+            return
+        self.notify("Replaying held deliveries…")
+        self.run_worker(self._run_replay, thread=True, name="replay", exclusive=True)
+
+    def _run_replay(self) -> None:
+        assert self.replay is not None
+        try:
+            message, severity = self.replay(), "information"
+        except (PermissionError, ValueError, OSError) as exc:
+            message, severity = f"Replay refused: {exc}", "error"
+        self.app.call_from_thread(self.notify, message, severity=severity, timeout=10)
+        if self.held is not None:
+            self.app.call_from_thread(self.show_held, self.held())
 
     def action_back(self) -> None:
         """Return to the console."""

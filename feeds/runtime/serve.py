@@ -28,6 +28,7 @@ import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from feeds.runtime.http.handlers import (
     json_errors,
 )
 from feeds.runtime.logs import log_to_stderr
+from feeds.runtime.quarantine import preview
 from feeds.runtime.routing import router_hook
 from feeds.runtime.serve_config import ServeConfig, load_serve_config
 from feeds.settings import Settings
@@ -64,6 +66,7 @@ from feeds.webhooks.square_api import SquareApi, SquareOrders
 from rules.file import default_rules_path
 from rules.routing.config import FulfillmentRouting
 from store.clock import Clock, SystemClock
+from store.metrics import open_reader
 from store.model import TimeWindow, set_time_window
 from store.risk import MetricParams
 from store.snapshots import FeedHealthRow
@@ -217,6 +220,7 @@ class Server:
         self.dropfolder: DropFolder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop_watch = asyncio.Event()
+        self._mapping_reloaded = asyncio.Event()
         self._previous_window: TimeWindow | None = None
 
     def _after_commit(self, rules: RulesRuntime | None) -> AfterCommit:
@@ -305,6 +309,7 @@ class Server:
             self._spawn(self._watch_mapping(self.config.mapping_file), "mapping")
         if self.square_orders is not None:
             self._spawn(self.square_orders.run(self._stop_watch), "square-orders")
+        self._spawn(self._count_replayable(), "replayable")
         for job in self.background:
             self._spawn(job(self.writer), getattr(job, "__name__", "background"))
         self._spawn(self._report_health(self.config.feed_health_seconds), "feed-health")
@@ -354,12 +359,71 @@ class Server:
 
         def reloaded(mapping: Mapping) -> None:
             state.mapping, state.mapping_error = mapping, ""
+            self._mapping_reloaded.set()
 
         def refused(exc: MappingError) -> None:
             state.mapping_error = f"{exc} (kept the last good mapping)"
 
         watcher = mapping_watcher(path, on_reload=reloaded, on_error=refused, current=state.mapping)
         await watcher.run(self._stop_watch)
+
+    async def _count_replayable(self) -> None:
+        """Keep ``/health``'s ``held`` and ``replayable`` current; log what a reload offers.
+
+        ``held`` is a count (cheap, polled); ``replayable`` maps the held deliveries again
+        with the mapping in force (on a read connection, in a thread of its own), at start,
+        after the mapping file changed and after a replay (by another process) changed the
+        held set.  A delivery kept since was mapped with the mapping in force already, so
+        it only adds to ``held``.  Nothing is replayed here: ``omniops quarantine replay``
+        does that.
+        """
+        assert self.state is not None
+        state = self.state
+        reload = self._mapping_reloaded
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="omniops-replayable")
+        seen: tuple[int, int, int] | None = None
+        try:
+            while not self._stop_watch.is_set():
+                reloaded = reload.is_set()
+                reload.clear()
+                state.held_changed.clear()
+                try:
+                    mark = await loop.run_in_executor(pool, _held_mark, self.writer.path)
+                    replayed = seen is not None and (mark[0] < seen[0] or mark[2] != seen[2])
+                    if reloaded or replayed or seen is None:
+                        held, replayable = await loop.run_in_executor(
+                            pool, _preview, self.writer.path, state.mapping
+                        )
+                    else:
+                        held, replayable = mark[0], state.replayable or 0
+                    seen = mark
+                except Exception:
+                    log.exception("could not count the held deliveries")
+                else:
+                    state.held, state.replayable = held, replayable
+                    if reloaded and held:
+                        log.warning(
+                            "mapping file reloaded: %d of %d held deliveries would now be"
+                            " placed; run `omniops quarantine replay --db %s` to apply them"
+                            " (nothing was replayed)",
+                            replayable,
+                            held,
+                            self.writer.path,
+                        )
+                waits = [
+                    asyncio.ensure_future(e.wait())
+                    for e in (reload, state.held_changed, self._stop_watch)
+                ]
+                # A replay by another process (`omniops quarantine replay`) is seen by polling.
+                _, pending = await asyncio.wait(
+                    waits, timeout=HELD_POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for job in pending:
+                    job.cancel()
+                await asyncio.sleep(0.05)  # a burst of kept deliveries is counted once
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     async def stop(self) -> None:
         """Answer in-flight requests, stop feeds, commit the queue, close the store."""
@@ -394,6 +458,32 @@ class Server:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+HELD_POLL_SECONDS = 2.0
+"""How often ``serve`` checks whether another process replayed held deliveries."""
+
+
+def _held_mark(db: Path) -> tuple[int, int, int]:
+    """A cheap mark of the held deliveries: it changes when any is kept or replayed."""
+    reader = open_reader(db)
+    try:
+        row = reader.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0), COALESCE(SUM(attempts), 0) FROM held"
+            " WHERE state = 'held'"
+        ).fetchone()
+        return int(row[0]), int(row[1]), int(row[2])
+    finally:
+        reader.close()
+
+
+def _preview(db: Path, mapping: Mapping) -> tuple[int, int]:
+    """``(held, replayable)`` of the store at ``db`` under ``mapping`` (a read connection)."""
+    reader = open_reader(db)
+    try:
+        return preview(reader, mapping)
+    finally:
+        reader.close()
 
 
 async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> None:

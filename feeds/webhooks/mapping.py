@@ -5,7 +5,12 @@ Channels name things their own way: a Shopify ``inventory_item_id`` or ``locatio
 ``serve.mapping_file``) says which canonical SKU and location each one is.  An id that is
 not in the file is never guessed: the payload (or the part of it) is quarantined with a
 reason such as ``unmapped Shopify inventory_item_id 808950810``, so the operator adds the
-line and nothing is silently attributed to the wrong SKU.
+line and nothing is silently attributed to the wrong SKU.  (An order whose location is
+unmapped is stored without a node and routed by the fulfillment rules.)  Every id met
+without a mapping is recorded: ``omniops mapping suggest`` lists them with a stub to paste
+here (:func:`feeds.runtime.quarantine.suggest`), and ``omniops quarantine replay`` maps
+the held deliveries again once the lines are added.  The README's "Connect your shop"
+documents every key with a worked example over ``fixtures/payloads/``.
 
 Example::
 

@@ -24,10 +24,14 @@
   Bad input never produces a 500.  Decoding, mapping and redaction run in a small worker
   pool of their own (:attr:`ServerState.pool`), so a large body never holds the event
   loop and ``/health`` keeps answering while it is processed.
+  A delivery that was quarantined or stored with an unmapped id is also *kept*, redacted,
+  for ``omniops quarantine replay`` (:func:`feeds.runtime.quarantine.hold_for`,
+  :func:`store.held.record_held`), after its items committed.
 * ``GET /health``: per feed state, the writer's totals, the store's counts (its path only
   to a caller that presented ``OMNIOPS_API_TOKEN``), and per notification receiver what
   waits in the outbox (``notifications``: pending, dead letters, next try, counters; the
-  last error only to that caller, as it names the receiver's URL).
+  last error only to that caller, as it names the receiver's URL); ``held`` (deliveries
+  waiting for a replay) and ``replayable`` (how many the mapping in force would place).
 * ``GET /metrics``: Prometheus text (:mod:`feeds.runtime.http.exposition`).
 
 The read endpoints and ``/route`` need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when
@@ -69,6 +73,7 @@ from feeds.runtime.http.auth import (
     read_guard,
 )
 from feeds.runtime.http.exposition import Metrics, notification_gauges
+from feeds.runtime.quarantine import hold_for
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource
 from feeds.runtime.serve_config import ServeConfig
@@ -81,9 +86,10 @@ from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
 from rules.routing.config import FulfillmentRouting
 from store.alerts import ReceiverStatus, load_receiver_status
-from store.apply import Outcome
+from store.apply import Outcome, epoch
 from store.catalog import uncategorised_skus
 from store.clock import Clock, SystemClock
+from store.held import record_held
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
 from store.schema import SCHEMA_VERSION
@@ -170,6 +176,12 @@ class ServerState:
     routing_rules: Callable[[], FulfillmentRouting] = FulfillmentRouting
     """The fulfillment routing rules in force, for ``POST /route`` (hot-reloaded)."""
     mapping_error: str = ""
+    held: int | None = None
+    """Deliveries held for a replay (None until first counted)."""
+    replayable: int | None = None
+    """How many of them the mapping in force would place (``omniops quarantine replay``)."""
+    held_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a delivery was kept, so the replayable count is refreshed."""
     started_at: float = field(default_factory=time.monotonic)
     pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
@@ -288,6 +300,52 @@ async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int,
     return status, body
 
 
+async def _keep(
+    state: ServerState,
+    source: str,
+    request: web.Request,
+    body: bytes,
+    mapped: Mapped,
+    *,
+    error: str | None = None,
+    redacted: str | None = None,
+) -> None:
+    """Keep a delivery that was quarantined or stored with an unmapped id, for a replay.
+
+    After its items committed, through the writer; a failure here is logged, never turns
+    the answer into an error (the events are durable already).
+    """
+    if (
+        error is None
+        and not mapped.unmapped
+        and not any(isinstance(item, Quarantined) for item in mapped.items)
+    ):
+        return
+    topic = request.headers.get("X-Shopify-Topic", "") if source == "shopify" else ""
+    delivery = ""
+    if source == "shopify":
+        headers = request.headers
+        delivery = headers.get("X-Shopify-Event-Id") or headers.get("X-Shopify-Webhook-Id") or ""
+    try:
+        kept = await state.offload(
+            hold_for,
+            source,
+            mapped,
+            body,
+            topic=topic,
+            delivery_id=delivery,
+            error=error,
+            redacted=redacted,
+        )
+        if kept is None:
+            return
+        at = epoch(state.clock.now())
+        await state.writer.run(lambda db: record_held(db, kept, at))
+        state.held_changed.set()
+    except Exception:
+        log.exception("could not keep the %s delivery for a replay", source)
+
+
 def _cut(message: str) -> str:
     return message if len(message) <= MESSAGE_LIMIT else message[:MESSAGE_LIMIT] + "…"
 
@@ -311,22 +369,27 @@ async def _handle(
         try:
             mapped = await mapper(request, body, state)
         except PayloadError as exc:
-            response = await _unreadable(state, source, body, exc.status, str(exc), exc.field)
+            response = await _unreadable(
+                state, source, request, body, exc.status, str(exc), exc.field
+            )
             return response
         except ValidationError as exc:
             message = describe_validation_error(exc)
-            response = await _unreadable(state, source, body, 422, message, _first_loc(exc))
+            response = await _unreadable(
+                state, source, request, body, 422, message, _first_loc(exc)
+            )
             return response
         except RecursionError:
             message = "payload nested too deeply to read"
-            response = await _unreadable(state, source, body, 400, message, "(body)")
+            response = await _unreadable(state, source, request, body, 400, message, "(body)")
             return response
         except Exception as exc:  # a payload shape the mapper did not expect: still 4xx
             log.exception("%s payload could not be mapped", source)
             message = f"could not map the payload ({type(exc).__name__}: {exc})"
-            response = await _unreadable(state, source, body, 422, message, "(body)")
+            response = await _unreadable(state, source, request, body, 422, message, "(body)")
             return response
         status, answer = await _commit(state, source, mapped)
+        await _keep(state, source, request, body, mapped)
         monitor.health.state = FeedState.CONNECTED
         state.metrics.observe(source, time.perf_counter() - started)
         response = _json(status, answer)
@@ -348,13 +411,20 @@ def _first_loc(exc: ValidationError) -> str:
 
 
 async def _unreadable(
-    state: ServerState, source: str, body: bytes, status: int, message: str, field_: str
+    state: ServerState,
+    source: str,
+    request: web.Request,
+    body: bytes,
+    status: int,
+    message: str,
+    field_: str,
 ) -> web.Response:
     """Quarantine an authentic but unreadable payload (redacted) and answer 4xx."""
     message = _cut(message)
     raw = await state.offload(redact_raw, body)
     item = Quarantined(source=source, raw=raw, error=f"{source}: {message}")
     _, answer = await _commit(state, source, Mapped(items=[item]))
+    await _keep(state, source, request, body, Mapped(), error=item.error, redacted=raw)
     state.metrics.inc("omniops_webhook_rejected_total", source=source, reason="unreadable")
     state.monitors[f"webhook:{source}"].health.errors += 1
     return _json(
@@ -507,6 +577,8 @@ async def health(request: web.Request) -> web.Response:
         "store": store,
         "mapping_error": mapping_error or None,
         "notifications": notifications,
+        "held": state.held,
+        "replayable": state.replayable,
     }
     return _json(200, body)
 
@@ -564,6 +636,17 @@ async def metrics(request: web.Request) -> web.Response:
         gauges.extend(notification_gauges(await state.reader.receivers()))
     stats = state.writer.stats
     gauges.append(("omniops_writer_batches", "Batches committed since start.", {}, stats.batches))
+    if state.held is not None:
+        gauges.append(("omniops_held_deliveries", "Deliveries held for a replay.", {}, state.held))
+    if state.replayable is not None:
+        gauges.append(
+            (
+                "omniops_replayable_deliveries",
+                "Held deliveries the mapping in force would place (omniops quarantine replay).",
+                {},
+                state.replayable,
+            )
+        )
     with contextlib.suppress(sqlite3.Error, FileNotFoundError):
         for key, value in (await state.reader.counts()).items():
             gauges.append(("omniops_store_rows", "Totals in the store.", {"kind": key}, value))

@@ -356,6 +356,7 @@ def build_console(
     from console.screens.alerts import AlertsScreen
     from console.screens.routing import RoutingScreen, RoutingServices
     from console.screens.rules import RulesScreen
+    from console.screens.silences import SilencesScreen
     from feeds.runtime.routing import StoreRoutingSource
     from feeds.settings import Settings
     from rules.alerts.actions import AlertActions, PanelTarget
@@ -415,6 +416,9 @@ def build_console(
 
         return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
 
+    def silences_view(app: OmniopsApp) -> SilencesScreen:
+        return SilencesScreen(source=actions, clock=clock, tz=zone)
+
     def rules_view(app: OmniopsApp) -> RulesScreen:
         return RulesScreen(
             editor=editor,
@@ -442,7 +446,12 @@ def build_console(
         refresh_interval=refresh,
         export=export,
         detail=detail,
-        views={"alerts": alerts_view, "rules": rules_view, "routing": routing_view},
+        views={
+            "alerts": alerts_view,
+            "rules": rules_view,
+            "routing": routing_view,
+            "silences": silences_view,
+        },
         title=title,
         highlights=highlights.current,
     )

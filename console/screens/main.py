@@ -101,8 +101,9 @@ VIEW_TITLES = {
     "rules": "Alert rules",
     "routing": "Fulfillment routing",
     "feeds": "Feeds",
+    "silences": "Silences",
 }
-VIEW_KEYS = {"alerts": "a", "rules": "t", "routing": "g", "feeds": "h"}
+VIEW_KEYS = {"alerts": "a", "rules": "t", "routing": "g", "feeds": "h", "silences": "m"}
 TAB_WORDS = {
     "overview": "overview",
     "fulfillment": "fulfillment",
@@ -146,6 +147,7 @@ class ConsoleScreen(Screen[None]):
         Binding("t", "open_view('rules')", "Rules", id="rules"),
         Binding("g", "open_view('routing')", "Routing", id="routing"),
         Binding("h", "open_view('feeds')", "Feeds", id="feeds"),
+        Binding("m", "open_view('silences')", "Silences", id="silences"),
         Binding("colon", "command", "Command", id="command"),
     ]
 

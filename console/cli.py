@@ -377,12 +377,15 @@ def build_console(
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
-    def compute() -> Snapshots:
+    def compute_at(moment: datetime) -> Snapshots:
         highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
-            snaps = compute_snapshots(reader, clock.now(), params)
+            snaps = compute_snapshots(reader, moment, params)
         last[:] = [snaps]
         return snaps
+
+    def compute() -> Snapshots:
+        return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
         now = last[0].as_of if last else clock.now()
@@ -441,6 +444,7 @@ def build_console(
 
     app = OmniopsApp(
         compute=compute,
+        compute_at=compute_at,
         clock=clock,
         tz=zone,
         refresh_interval=refresh,

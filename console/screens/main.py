@@ -13,7 +13,7 @@ directions; filters, sorts and cursors are kept across the switch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime, time, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Protocol, cast
@@ -88,6 +88,20 @@ class ConsoleHost(Protocol):
         """Show the help of the current view."""
         ...
 
+    @property
+    def viewing_at(self) -> datetime | None:
+        """The past moment shown (``:at``), None when live."""
+        ...
+
+    @property
+    def can_look_back(self) -> bool:
+        """Whether ``:at`` can show a past moment on this console."""
+        ...
+
+    def look_at(self, moment: datetime | None) -> None:
+        """Show a past moment (None: live again)."""
+        ...
+
 
 PANEL_KINDS = ("fulfillment", "stockout", "returns")
 TAB_IDS = ("overview", *PANEL_KINDS)
@@ -111,8 +125,60 @@ TAB_WORDS = {
     "returns": "returns",
 }
 """``:`` words that show a tab (and filter its panel with what follows)."""
-COMMAND_WORDS = (*VIEW_KEYS, *TAB_WORDS, "sort", "filter", "help", "quit")
+COMMAND_WORDS = (*VIEW_KEYS, *TAB_WORDS, "sort", "filter", "at", "help", "quit")
 MAX_VALUE_COMPLETIONS = 50
+
+
+LIVE_WORDS = ("now", "live")
+AT_HOURS_LISTED = 8
+"""``:at`` completes ``now`` and the whole local hours of the last this many hours."""
+
+
+def parse_at(text: str, now: datetime, tz: tzinfo) -> datetime | None:
+    """The moment ``:at TEXT`` names (UTC-aware), or None for ``now``/``live``.
+
+    ``14:00`` (or ``14:00:30``) is that time today in the display zone ``tz``;
+    ``2026-11-18T14:00`` (or with a space) is in ``tz`` unless it carries its own offset
+    (``…Z``, ``…-05:00``).  ``now`` is the console's clock (the replay clock of a demo).
+
+    Raises:
+        ValueError: not a time, or a moment after ``now`` (the store has no future).
+    """
+    word = text.strip()
+    if not word:
+        raise ValueError("give a time: :at 14:00, :at 2026-11-18T14:00 or :at now")
+    if word.lower() in LIVE_WORDS:
+        return None
+    local_now = now.astimezone(tz)
+    moment: datetime
+    try:
+        clock = time.fromisoformat(word)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(word.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"{word!r} is not a time; use 14:00, 2026-11-18T14:00 or now") from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=tz)
+    else:
+        if clock.tzinfo is not None:
+            raise ValueError(f"{word!r}: a time of day is in the display zone; drop the offset")
+        moment = datetime.combine(local_now.date(), clock, tzinfo=tz)
+    if moment > now:
+        raise ValueError(
+            f"{moment.astimezone(tz):%Y-%m-%d %H:%M} is after now "
+            f"({local_now:%Y-%m-%d %H:%M}); the store has no future"
+        )
+    return moment.astimezone(now.tzinfo)
+
+
+def at_completions(now: datetime, tz: tzinfo) -> list[str]:
+    """``now``, then the whole local hours before ``now``, latest first (``14:00``)."""
+    hour = now.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+    found = ["now"]
+    for back in range(AT_HOURS_LISTED):
+        found.append(f"{(hour - timedelta(hours=back)):%H:%M}")
+    return found
 
 
 def export_format(path_text: str) -> str | None:
@@ -247,6 +313,7 @@ class ConsoleScreen(Screen[None]):
                 snapshots=snapshots,
                 data_age=app.data_age,
                 refresh_interval=app.refresh_interval,
+                looking_at=app.viewing_at,
             )
         )
         headline = snapshots.headline if snapshots is not None else None
@@ -496,6 +563,10 @@ class ConsoleScreen(Screen[None]):
             keys = [c.key for c in panel.visible_columns]
             keys += [c.label.lower() for c in panel.visible_columns if c.label.lower() not in keys]
             return [head + k for k in keys if k.startswith(rest)]
+        if word == "at":
+            app = self.omniops
+            found = at_completions(app.clock.now(), app.tz) if app.can_look_back else []
+            return [head + w for w in found if w.startswith(rest)]
         if word == "filter" or (word in TAB_WORDS and word != "overview"):
             panel = self._panel_for(word) or self.current_panel()
             return [head + c for c in self._label_completions(panel, text[len(head) :])]
@@ -535,6 +606,8 @@ class ConsoleScreen(Screen[None]):
             return self.apply_filter(self.current_panel().kind, rest)
         if word == "sort":
             return self._sort_command(rest)
+        if word == "at":
+            return self._at_command(rest)
         if word == "help":
             self.omniops.action_help()
             return True
@@ -549,6 +622,28 @@ class ConsoleScreen(Screen[None]):
             ),
         )
         return False
+
+    def _at_command(self, rest: str) -> bool:
+        """``:at 14:00`` shows that past moment of the store; ``:at now`` goes live again."""
+        app = self.omniops
+        if not app.can_look_back:
+            self.set_status(
+                "command",
+                Content.assemble(
+                    ("NOT AVAILABLE", "$text-error bold"),
+                    " this console cannot look at a past moment (it was given no store).",
+                ),
+            )
+            return False
+        try:
+            moment = parse_at(rest, app.clock.now(), app.tz)
+        except ValueError as exc:
+            self.set_status(
+                "command", Content.assemble(("NOT MOVED", "$text-error bold"), f" :at {exc}.")
+            )
+            return False
+        app.look_at(moment)
+        return True
 
     def _sort_command(self, rest: str) -> bool:
         panel = self.current_panel()

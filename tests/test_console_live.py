@@ -212,6 +212,56 @@ async def test_footer_shows_the_views_keys_at_full_width() -> None:
         assert "Filter" not in shown  # the help screen's own keys, not the console's
 
 
+def screen_lines(app: Any) -> list[str]:
+    """The screen as rendered, one string per terminal line."""
+    return ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+
+
+async def test_footer_at_80_columns_shows_the_views_keys_uncut_and_the_rest_in_help() -> None:
+    from console.widgets.footer import FittedFooter
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.pause()
+        footer = app.main_screen.query_one(FittedFooter)
+        bottom = screen_lines(app)[-1]
+        assert len(bottom) <= 80
+        # The keys a supervisor needs first are on screen, whole, with their keys.
+        for key, label in (
+            ("⏎", "Detail"),
+            ("f", "Filter"),
+            ("s", "Sort"),
+            ("a", "Alerts"),
+            ("t", "Rules"),
+            ("g", "Route"),
+            ("h", "Feeds"),
+            ("m", "Mute"),
+            (":", "Cmd"),
+            ("?", "Help"),
+        ):
+            assert f"{key} {label}" in bottom, (label, bottom)
+        assert list(footer.shown) == [w for w in footer.shown if w in bottom]
+        assert bottom.rstrip().endswith("? Help")  # the last key shown is whole
+        # Every key left out is in ? (nothing is lost, only moved).
+        await pilot.press("question_mark")
+        await pilot.pause()
+        listed = {r.description for r in app.screen.rows}  # type: ignore[attr-defined]
+        assert {"Export", "Quit", "Refresh"} <= listed
+        await pilot.press("escape")
+        # Wider, the full labels come back; narrower again, the short ones.
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause()
+        await pilot.pause()
+        bottom = screen_lines(app)[-1]
+        assert "g Routing" in bottom and "m Silences" in bottom and "e Export" in bottom
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        bottom = screen_lines(app)[-1]
+        assert "m Mute" in bottom and bottom.rstrip().endswith("? Help")
+
+
 # -- detail screens refresh with the panels --------------------------------------------------------
 
 

@@ -24,13 +24,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import Container
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
+from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
 from console.screens.command import CommandScreen
 from console.screens.detail import DetailFetch, DetailScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import to_local
 from console.widgets.panels import (
     FulfillmentPanel,
@@ -217,6 +218,23 @@ class ConsoleScreen(Screen[None]):
         Binding("colon", "command", "Command", id="command"),
     ]
 
+    FOOTER_PRIORITY: ClassVar[tuple[str, ...]] = (
+        "help",
+        "filter",
+        "sort",
+        "alerts",
+        "detail",
+        "silences",
+        "rules",
+        "routing",
+        "feeds",
+        "command",
+        "export",
+        "refresh",
+        "quit",
+    )
+    """Binding ids, most useful first: what the footer keeps when not every key fits."""
+
     def __init__(self) -> None:
         """The console screen; it reads everything else from its app."""
         super().__init__(id="console")
@@ -252,7 +270,7 @@ class ConsoleScreen(Screen[None]):
                 yield ReturnsPanel(tz=tz, id="returns-panel")
         yield FilterBar(id="filter-bar")
         yield TextBar(id="status")
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Draw the empty frame, follow the app's snapshots, keys on the first panel."""

@@ -24,13 +24,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.errors import describe_error
 from console.messages import AlertActionDone, SilencesLoaded, WorkFailed
 from console.screens.alerts import STATE_WORDS, fmt_age, scope_key
 from console.screens.dialogs import ConfirmScreen
 from console.widgets.cursor import cursor_key, place_cursor
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import fmt_past, fmt_when
 from rules.alerts.silences import SilenceView
 from rules.alerts.state import condition_text
@@ -114,7 +115,7 @@ class SilencesScreen(Screen[None]):
         yield table
         yield Static("", id="silences-mutes")
         yield Static("", id="silences-status", classes="-empty")
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Columns (short ones first, so 80 columns show the matchers), first load, poll."""

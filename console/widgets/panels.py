@@ -209,6 +209,7 @@ class Panel(Vertical):
         """The thresholds cells are highlighted at (the app sets the rules in force)."""
         self._views: dict[str, RowView] = {}
         self._scoped: list[RowView] = []
+        self._counted: list[RowView] = []
         self._headers: tuple[str, ...] | None = None
         self._total_rows = 0
         self.set_reactive(Panel.compact, compact)
@@ -296,8 +297,14 @@ class Panel(Vertical):
         """Turn the snapshot's rows into row views, in the snapshot's order."""
         raise NotImplementedError
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
-        """The panel's totals for its title line (``views``: every row before the cap)."""
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
+        """The panel's totals for its title line (``views``: every row before the cap).
+
+        ``filtered``: the operator's filter narrowed ``views``; the totals then count those
+        rows only, so the title never reports a state none of the filtered rows has.
+        """
         raise NotImplementedError
 
     # -- operator actions ----------------------------------------------------------------
@@ -382,6 +389,7 @@ class Panel(Vertical):
         self._total_rows = len(views)
         if self.matchers:
             views = [v for v in views if matches_all(self.matchers, v.labels)]
+        self._counted = views
         views = views[: self.max_rows]
         views = sort_views(views, self.sort_column, self.sort_descending)
         self._views = {v.key: v for v in views}
@@ -460,7 +468,10 @@ class Panel(Vertical):
             parts.append(("  waiting for the first refresh…", "italic"))
         else:
             parts.append("  ")
-            parts.append(self.summary(self.snapshots, self._scoped))
+            if self.matchers:
+                parts.append(self.summary(self.snapshots, self._counted, filtered=True))
+            else:
+                parts.append(self.summary(self.snapshots, self._scoped))
         if not self.matchers and self._total_rows > shown:
             parts.append(f"  top {shown} of {self._total_rows}")
         title.set_content(Content.assemble(*parts))
@@ -527,20 +538,22 @@ class FulfillmentPanel(Panel):
             views.append(RowView(f"{row.scope}:{row.key}", cells, sort_values, labels, row, rank))
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
         """Open, late and at-risk totals (of the rows' scope when the panel keeps some)."""
         f = snapshots.fulfillment
-        if self.scopes:
+        if self.scopes or filtered:
             rows = [v.source for v in views if isinstance(v.source, FulfillmentRow)]
             late = sum(r.late for r in rows)
             risk = sum(r.at_risk for r in rows)
             return Content.assemble(
-                (f"by {', '.join(self.scopes)}  ", "$text-muted"),
+                (f"by {', '.join(self.scopes)}  " if self.scopes else "", "$text-muted"),
                 f"{sum(r.open_orders for r in rows):,} open  ",
                 (f"{late:,} LATE", "$text-error bold" if late else ""),
                 "  ",
                 (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
-                ("  2: carriers, channels", "$text-muted"),
+                ("  2: carriers, channels" if self.scopes else "", "$text-muted"),
             )
         return Content.assemble(
             f"{f.total_open:,} open  ",
@@ -622,9 +635,22 @@ class StockoutPanel(Panel):
             )
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
-        """Out, at-risk and oversell totals."""
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
+        """Out, at-risk and oversell totals (of the filtered rows when filtered)."""
         s = snapshots.stockout
+        if filtered:
+            statuses = [v.labels.get("status", "") for v in views]
+            out, risk = statuses.count("OUT"), statuses.count("AT RISK")
+            oversell = statuses.count("OVERSELL")
+            return Content.assemble(
+                (f"{out:,} OUT", "$text-error bold" if out else ""),
+                "  ",
+                (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
+                "  ",
+                (f"{oversell:,} OVERSELL", "$text-error bold" if oversell else ""),
+            )
         return Content.assemble(
             (f"{s.total_out:,} OUT", "$text-error bold" if s.total_out else ""),
             "  ",
@@ -691,9 +717,14 @@ class ReturnsPanel(Panel):
             views.append(RowView(row.sku, cells, sort_values, labels, row, 0 if row.spike else 1))
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
         """Spike count, and the categories and channels whose return rate spikes."""
         r = snapshots.returns
+        if filtered:
+            spikes = sum(1 for v in views if v.labels.get("spike") == "yes")
+            return Content.assemble((f"{spikes:,} SPIKE", "$text-error bold" if spikes else ""))
         rolled = [f"{x.scope} {x.key}" for x in r.rollups if x.spike]
         return Content.assemble(
             (f"{r.spikes:,} SPIKE", "$text-error bold" if r.spikes else ""),

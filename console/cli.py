@@ -27,6 +27,11 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
+    from console.screens.alerts import AlertsScreen
+    from console.screens.routing import RoutingScreen
+    from console.screens.rules import RulesScreen
+    from console.screens.silences import SilencesScreen
+    from feeds.runtime.routing import StoreRoutingSource
     from rules.roles import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
@@ -352,12 +357,9 @@ def build_console(
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
     its user an editor); ``read_only`` forbids every change.
     """
+    # The views' screens and the routing source are imported when first opened: the
+    # console's first paint waits on nothing it does not show (issue 15).
     from console.app import OmniopsApp
-    from console.screens.alerts import AlertsScreen
-    from console.screens.routing import RoutingScreen, RoutingServices
-    from console.screens.rules import RulesScreen
-    from console.screens.silences import SilencesScreen
-    from feeds.runtime.routing import StoreRoutingSource
     from feeds.settings import Settings
     from rules.alerts.actions import AlertActions, PanelTarget
     from rules.editor import RulesEditor
@@ -409,9 +411,19 @@ def build_console(
     permissions = console_permissions(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
-    routing_source = StoreRoutingSource(db, timezone=params.timezone)
+    opened: list[StoreRoutingSource] = []
+
+    def routing_source() -> StoreRoutingSource:
+        """The store's routing decisions, opened with the routing view the first time."""
+        if not opened:
+            from feeds.runtime.routing import StoreRoutingSource
+
+            opened.append(StoreRoutingSource(db, timezone=params.timezone))
+        return opened[0]
 
     def alerts_view(app: OmniopsApp) -> AlertsScreen:
+        from console.screens.alerts import AlertsScreen
+
         def jump(target: PanelTarget) -> None:
             app.pop_screen()
             app.main_screen.action_show_tab(target.panel)
@@ -420,9 +432,13 @@ def build_console(
         return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
 
     def silences_view(app: OmniopsApp) -> SilencesScreen:
+        from console.screens.silences import SilencesScreen
+
         return SilencesScreen(source=actions, clock=clock, tz=zone)
 
     def rules_view(app: OmniopsApp) -> RulesScreen:
+        from console.screens.rules import RulesScreen
+
         return RulesScreen(
             editor=editor,
             tz=zone,
@@ -434,10 +450,12 @@ def build_console(
         return editor.save_fulfillment(editor.load(), routing).rules.fulfillment
 
     def routing_view(app: OmniopsApp) -> RoutingScreen:
+        from console.screens.routing import RoutingScreen, RoutingServices
+
         services = RoutingServices(
             load_rules=lambda: editor.load().rules.fulfillment,
-            what_if=lambda current, draft: routing_source.what_if(current, draft, clock.now()),
-            explain=routing_source.decision,
+            what_if=lambda current, draft: routing_source().what_if(current, draft, clock.now()),
+            explain=lambda order_id: routing_source().decision(order_id),
             save_rules=save_routing if permissions.can_edit_rules else None,
         )
         return RoutingScreen(services=services, tz=zone)
@@ -466,7 +484,8 @@ def build_console(
         with in_use:
             reader.close()
             detail_reader.close()
-        routing_source.close()
+        for source in opened:
+            source.close()
         actions.close()
 
     return app, close

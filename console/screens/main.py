@@ -311,9 +311,27 @@ class ConsoleScreen(Screen[None]):
                 wide=self.app.size.width >= WIDE_SALES_COLUMNS,
                 highlights=highlights,
             )
+        # The tab in view first; the other tabs' panels after this frame is painted, so
+        # the first populated paint does not wait on tables nobody sees yet (issue 15).
+        active = self.query_one(TabbedContent).active
+        later: list[Panel] = []
         for panel in self.query(Panel):
             panel.highlights = highlights
-            panel.snapshots = snapshots
+            pane = panel.query_ancestor(TabPane)
+            if pane.id == active:
+                panel.snapshots = snapshots
+            else:
+                later.append(panel)
+        if later:
+            self.call_after_refresh(self._show_later, later, snapshots)
+
+    def _show_later(self, panels: list[Panel], snapshots: Snapshots | None) -> None:
+        """Hand the snapshots to the panels of the tabs not in view (unless newer came)."""
+        if snapshots is not self.omniops.snapshots:
+            return  # a newer refresh already reached every panel
+        for panel in panels:
+            if panel.snapshots is not snapshots:
+                panel.snapshots = snapshots
 
     # -- bars and status -----------------------------------------------------------------------
 

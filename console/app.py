@@ -25,7 +25,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from time import monotonic
@@ -99,6 +99,7 @@ class OmniopsApp(App[None]):
         views: Mapping[str, ViewFactory] | None = None,
         title: str = "omniops",
         highlights: Callable[[], Highlights] | None = None,
+        compute_at: Callable[[datetime], Snapshots] | None = None,
     ) -> None:
         """Create the console.
 
@@ -117,11 +118,16 @@ class OmniopsApp(App[None]):
             title: Shown at the left of the top bar.
             highlights: The thresholds in force for panel highlights (cheap, called on
                 every render); None: the registry's defaults.
+            compute_at: Blocking function returning the snapshots as of a past moment on
+                the same store (``:at 14:00``); None: this console can only look live.
         """
         super().__init__()
         if refresh_interval <= 0:
             raise ValueError("refresh_interval must be positive")
         self._snapshot_source = compute
+        self._compute_at = compute_at
+        self.viewing_at: datetime | None = None
+        """The past moment the panels show (``:at``), or None: live, on the clock."""
         self.clock = clock
         self.tz = tz
         self.refresh_interval = refresh_interval
@@ -207,8 +213,12 @@ class OmniopsApp(App[None]):
         Not ``exclusive``: the coordinator already runs one at a time, and the next one may
         start (from the message handler) while this one is still returning.
         """
+        moment = self.viewing_at
         try:
-            snapshots = self._snapshot_source()
+            if moment is None or self._compute_at is None:
+                snapshots = self._snapshot_source()
+            else:
+                snapshots = self._compute_at(moment)
         except Exception as exc:  # reported on the status line; the last data stays
             self.post_message(RefreshFailed(exc))
             return
@@ -249,6 +259,22 @@ class OmniopsApp(App[None]):
             self._refresh_timer = self.set_timer(
                 self.refresh_interval, self.refresh_snapshots, name="refresh"
             )
+
+    @property
+    def can_look_back(self) -> bool:
+        """Whether this console can show a past moment (it was given ``compute_at``)."""
+        return self._compute_at is not None
+
+    def look_at(self, moment: datetime | None) -> None:
+        """Show the store as of ``moment`` (a past time, UTC-aware), or live with None.
+
+        The top bar says so at once; the panels follow with the next refresh, started now.
+        """
+        if moment is not None and self._compute_at is None:
+            raise ValueError("this console cannot look at a past moment")
+        self.viewing_at = moment
+        self.main_screen.render_bars()
+        self.refresh_snapshots()
 
     @property
     def refreshing(self) -> bool:

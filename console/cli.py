@@ -28,6 +28,12 @@ from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
+    from console.screens.alerts import AlertsScreen
+    from console.screens.feeds import FeedsScreen
+    from console.screens.routing import RoutingScreen
+    from console.screens.rules import RulesScreen
+    from console.screens.silences import SilencesScreen
+    from feeds.runtime.routing import StoreRoutingSource
     from rules.roles import Roles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
@@ -341,12 +347,9 @@ def build_console(
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
     its user an editor); ``read_only`` forbids every change.
     """
+    # The views' screens and the routing source are imported when first opened: the
+    # console's first paint waits on nothing it does not show (issue 15).
     from console.app import OmniopsApp
-    from console.screens.alerts import AlertsScreen
-    from console.screens.feeds import FeedsScreen
-    from console.screens.routing import RoutingScreen, RoutingServices
-    from console.screens.rules import RulesScreen
-    from feeds.runtime.routing import StoreRoutingSource
     from feeds.settings import Settings
     from rules.alerts.actions import AlertActions, PanelTarget
     from rules.editor import RulesEditor
@@ -373,12 +376,15 @@ def build_console(
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
-    def compute() -> Snapshots:
+    def compute_at(moment: datetime) -> Snapshots:
         highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
-            snaps = compute_snapshots(reader, clock.now(), params)
+            snaps = compute_snapshots(reader, moment, params)
         last[:] = [snaps]
         return snaps
+
+    def compute() -> Snapshots:
+        return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
         now = last[0].as_of if last else clock.now()
@@ -402,9 +408,19 @@ def build_console(
     permissions = console_permissions(roles or settings.roles, read_only=read_only)
     editor = RulesEditor(path, permissions=permissions, clock=clock)
     actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
-    routing_source = StoreRoutingSource(db, timezone=params.timezone)
+    opened: list[StoreRoutingSource] = []
+
+    def routing_source() -> StoreRoutingSource:
+        """The store's routing decisions, opened with the routing view the first time."""
+        if not opened:
+            from feeds.runtime.routing import StoreRoutingSource
+
+            opened.append(StoreRoutingSource(db, timezone=params.timezone))
+        return opened[0]
 
     def alerts_view(app: OmniopsApp) -> AlertsScreen:
+        from console.screens.alerts import AlertsScreen
+
         def jump(target: PanelTarget) -> None:
             app.pop_screen()
             app.main_screen.action_show_tab(target.panel)
@@ -412,7 +428,14 @@ def build_console(
 
         return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
 
+    def silences_view(app: OmniopsApp) -> SilencesScreen:
+        from console.screens.silences import SilencesScreen
+
+        return SilencesScreen(source=actions, clock=clock, tz=zone)
+
     def rules_view(app: OmniopsApp) -> RulesScreen:
+        from console.screens.rules import RulesScreen
+
         return RulesScreen(
             editor=editor,
             tz=zone,
@@ -424,10 +447,12 @@ def build_console(
         return editor.save_fulfillment(editor.load(), routing).rules.fulfillment
 
     def routing_view(app: OmniopsApp) -> RoutingScreen:
+        from console.screens.routing import RoutingScreen, RoutingServices
+
         services = RoutingServices(
             load_rules=lambda: editor.load().rules.fulfillment,
-            what_if=lambda current, draft: routing_source.what_if(current, draft, clock.now()),
-            explain=routing_source.decision,
+            what_if=lambda current, draft: routing_source().what_if(current, draft, clock.now()),
+            explain=lambda order_id: routing_source().decision(order_id),
             save_rules=save_routing if permissions.can_edit_rules else None,
         )
         return RoutingScreen(services=services, tz=zone)
@@ -443,10 +468,13 @@ def build_console(
         return replay_store(db)
 
     def feeds_view(app: OmniopsApp) -> FeedsScreen:
+        from console.screens.feeds import FeedsScreen
+
         return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held, replay=replay_held)
 
     app = OmniopsApp(
         compute=compute,
+        compute_at=compute_at,
         clock=clock,
         tz=zone,
         refresh_interval=refresh,
@@ -457,6 +485,7 @@ def build_console(
             "rules": rules_view,
             "routing": routing_view,
             "feeds": feeds_view,
+            "silences": silences_view,
         },
         title=title,
         highlights=highlights.current,
@@ -468,7 +497,8 @@ def build_console(
         with in_use:
             reader.close()
             detail_reader.close()
-        routing_source.close()
+        for source in opened:
+            source.close()
         actions.close()
 
     return app, close

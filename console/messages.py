@@ -18,7 +18,7 @@ from pathlib import Path
 from textual.message import Message
 
 from rules.alerts.actions import ReceiverStatus, Transition
-from rules.alerts.silences import AlertView
+from rules.alerts.silences import AlertView, SilenceView
 from rules.audit import AuditEntry
 from rules.file import LoadedRules
 from rules.routing.config import FulfillmentRouting
@@ -112,6 +112,17 @@ class AlertsLoaded(Message):
     def can_replace(self, message: Message) -> bool:
         """A newer list supersedes an older one not shown yet."""
         return isinstance(message, AlertsLoaded)
+
+
+@dataclass
+class SilencesLoaded(Message):
+    """One load of the silences in force, each with the alerts it mutes."""
+
+    views: tuple[SilenceView, ...]
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer list supersedes an older one not shown yet."""
+        return isinstance(message, SilencesLoaded)
 
 
 @dataclass

@@ -51,6 +51,8 @@ class Metric:
     """The default level a panel highlights (when no rule of the operator's applies)."""
     alert: float | None = None
     """The threshold of the shipped default alert rule on this metric, if any."""
+    header: str | None = None
+    """The header of its panel column (short: ``Late``); the console reads it from here."""
 
     @property
     def default_level(self) -> float | None:
@@ -73,6 +75,7 @@ _DECLARED = (
         "open orders (carriers: in transit)",
         "fulfillment",
         "open",
+        header="Open",
     ),
     Metric(
         "fulfillment.late",
@@ -84,6 +87,7 @@ _DECLARED = (
         "late",
         ">",
         alert=10,
+        header="Late",
     ),
     Metric(
         "fulfillment.oldest_open_minutes",
@@ -93,6 +97,7 @@ _DECLARED = (
         "age of the oldest open order",
         "fulfillment",
         "oldest",
+        header="Oldest",
     ),
     Metric(
         "fulfillment.on_time_rate",
@@ -105,6 +110,7 @@ _DECLARED = (
         "<",
         warning=0.9,
         alert=0.9,
+        header="OnTime",
     ),
     Metric(
         "fulfillment.at_risk",
@@ -114,6 +120,7 @@ _DECLARED = (
         "open orders due soon, not packed",
         "fulfillment",
         "at_risk",
+        header="Risk",
     ),
     Metric(
         "fulfillment.exceptions",
@@ -123,6 +130,7 @@ _DECLARED = (
         "open orders with an exception",
         "fulfillment",
         "exceptions",
+        header="Exc",
     ),
     Metric(
         "fulfillment.pick_p50_minutes",
@@ -143,6 +151,7 @@ _DECLARED = (
         "pick",
         ">",
         alert=45,
+        header="Pick50/90",
     ),
     Metric(
         "fulfillment.bopis_ready_rate",
@@ -162,6 +171,7 @@ _DECLARED = (
         "carrier_delay",
         ">",
         alert=4,
+        header="Delay",
     ),
     # -- stockout risk (per SKU x location) --
     Metric(
@@ -172,6 +182,7 @@ _DECLARED = (
         "on hand - reserved - buffer",
         "stockout",
         "available",
+        header="Avail",
     ),
     Metric(
         "stock.days_of_cover",
@@ -183,6 +194,7 @@ _DECLARED = (
         "cover",
         "<",
         alert=3,
+        header="Cover",
     ),
     Metric(
         "stock.velocity_per_day",
@@ -192,9 +204,17 @@ _DECLARED = (
         "units sold per day",
         "stockout",
         "velocity",
+        header="Vel/d",
     ),
     Metric(
-        "stock.inbound_qty", _STOCK, "units", "int", "open inbound quantity", "stockout", "inbound"
+        "stock.inbound_qty",
+        _STOCK,
+        "units",
+        "int",
+        "open inbound quantity",
+        "stockout",
+        "inbound",
+        header="Inbound",
     ),
     Metric("stock.status_out", _STOCK, "flag", "flag", "1 when OUT", "stockout", "status"),
     Metric(
@@ -214,10 +234,22 @@ _DECLARED = (
         "1 when a channel's excess is material or sells out before its sync",
         "stockout",
         "oversell",
+        header="Oversell",
     ),
     # -- return spike (per SKU) --
-    Metric("returns.rate", _RET, "share", "rate", "return rate in the window", "returns", "rate"),
-    Metric("returns.z_score", _RET, "z", "z", "rate test z vs baseline", "returns", "z"),
+    Metric(
+        "returns.rate",
+        _RET,
+        "share",
+        "rate",
+        "return rate in the window",
+        "returns",
+        "rate",
+        header="Rate",
+    ),
+    Metric(
+        "returns.z_score", _RET, "z", "z", "rate test z vs baseline", "returns", "z", header="z"
+    ),
     Metric(
         "returns.p_value",
         _RET,
@@ -244,6 +276,7 @@ _DECLARED = (
         "spike",
         ">=",
         alert=1,
+        header="Spike",
     ),
     Metric(
         "returns.returned",
@@ -253,6 +286,7 @@ _DECLARED = (
         "units returned in the window",
         "returns",
         "ret_sold",
+        header="Ret/Sold",
     ),
     # -- headline --
     Metric("headline.net_sales", (), "money", "money", "net sales today", "overview", "sales"),

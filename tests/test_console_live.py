@@ -90,6 +90,43 @@ async def test_returns_title_never_counts_a_spike_its_first_row_does_not_show() 
         assert panel(app, "overview-returns").table.get_cell(first, "spike").plain == "SPIKE"
 
 
+def panel_lines(app: Any, panel_id: str) -> list[str]:
+    """The lines of a panel as rendered on screen: title, header, then the visible rows."""
+    region = panel(app, panel_id).region
+    lines = screen_lines(app)
+    return [lines[y][region.x : region.x + region.width] for y in range(region.y, region.bottom)]
+
+
+def worst_counted(text: str) -> str | None:
+    """The worst state a title counts (a count above 0), by :data:`STATUS_RANK`."""
+    counted = [s for s in STATUS_RANK if f" {s}" in " " + text and f" 0 {s}" not in " " + text]
+    return min(counted, key=STATUS_RANK.__getitem__, default=None)
+
+
+async def test_at_80x24_every_title_state_is_on_a_visible_row_and_wh_tx_shows() -> None:
+    app = make_app()  # the hand-made day at 14:30, its worst afternoon moment
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.pause()
+        for panel_id in ("overview-fulfillment", "overview-stockout", "overview-returns"):
+            shown = panel_lines(app, panel_id)
+            worst = worst_counted(shown[0])
+            assert worst is not None, shown[0]
+            first_row = shown[2]
+            assert f" {worst} " in f" {first_row} ".replace("SPIKE", " SPIKE "), (panel_id, shown)
+        fulfillment = panel_lines(app, "overview-fulfillment")
+        assert any("WH-TX" in line for line in fulfillment[2:])
+        # A filter narrows what the title counts too: no OUT on screen, no OUT counted.
+        assert app.main_screen.apply_filter("stockout", "status=AT RISK")
+        await pilot.pause()
+        stock = panel_lines(app, "overview-stockout")
+        assert " 0 OUT" in stock[0] and "AT RISK" in stock[2]
+        assert all("OUT" not in line for line in stock[2:])
+        assert app.main_screen.apply_filter("returns", "spike=no")
+        await pilot.pause()
+        assert "0 SPIKE" in panel_lines(app, "overview-returns")[0]
+
+
 # -- layout follows the terminal -------------------------------------------------------------------
 
 
@@ -210,6 +247,56 @@ async def test_footer_shows_the_views_keys_at_full_width() -> None:
         await pilot.pause()
         shown = {str(getattr(key, "description", "")) for key in app.screen.query("FooterKey")}
         assert "Filter" not in shown  # the help screen's own keys, not the console's
+
+
+def screen_lines(app: Any) -> list[str]:
+    """The screen as rendered, one string per terminal line."""
+    return ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+
+
+async def test_footer_at_80_columns_shows_the_views_keys_uncut_and_the_rest_in_help() -> None:
+    from console.widgets.footer import FittedFooter
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.pause()
+        footer = app.main_screen.query_one(FittedFooter)
+        bottom = screen_lines(app)[-1]
+        assert len(bottom) <= 80
+        # The keys a supervisor needs first are on screen, whole, with their keys.
+        for key, label in (
+            ("⏎", "Detail"),
+            ("f", "Filter"),
+            ("s", "Sort"),
+            ("a", "Alerts"),
+            ("t", "Rules"),
+            ("g", "Route"),
+            ("h", "Feeds"),
+            ("m", "Mute"),
+            (":", "Cmd"),
+            ("?", "Help"),
+        ):
+            assert f"{key} {label}" in bottom, (label, bottom)
+        assert list(footer.shown) == [w for w in footer.shown if w in bottom]
+        assert bottom.rstrip().endswith("? Help")  # the last key shown is whole
+        # Every key left out is in ? (nothing is lost, only moved).
+        await pilot.press("question_mark")
+        await pilot.pause()
+        listed = {r.description for r in app.screen.rows}  # type: ignore[attr-defined]
+        assert {"Export", "Quit", "Refresh"} <= listed
+        await pilot.press("escape")
+        # Wider, the full labels come back; narrower again, the short ones.
+        await pilot.resize_terminal(200, 60)
+        await pilot.pause()
+        await pilot.pause()
+        bottom = screen_lines(app)[-1]
+        assert "g Routing" in bottom and "m Silences" in bottom and "e Export" in bottom
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        bottom = screen_lines(app)[-1]
+        assert "m Mute" in bottom and bottom.rstrip().endswith("? Help")
 
 
 # -- detail screens refresh with the panels --------------------------------------------------------
@@ -423,6 +510,11 @@ async def test_alerts_view_at_80x24_shows_rule_where_and_value_of_each_alert(
         wheres = {str(table.get_row_at(i)[1]) for i in range(table.row_count)}
         assert "WH-TX" in wheres and len(wheres) > 1
         assert all(">" in str(table.get_row_at(i)[2]) for i in range(table.row_count))
+        # On the rendered screen, each alert's row shows its rule and where it is.
+        lines = screen_lines(app)
+        for i in range(min(table.row_count, table.region.height - 1)):
+            rule, where = str(table.get_row_at(i)[0]), str(table.get_row_at(i)[1])
+            assert any(rule in line and where in line for line in lines), (rule, where)
 
 
 async def test_escape_in_the_routing_rule_form_asks_before_dropping_edits() -> None:

@@ -65,7 +65,7 @@ class CommandScreen(ModalScreen[str | None]):
                     id="command-input",
                     compact=True,
                     suggester=CommandSuggester(self.complete),
-                    placeholder="alerts · stock location=WH-TX · sort cover · help",
+                    placeholder="alerts · stock location=WH-TX · sort cover · at 14:00 · help",
                 )
             yield Static("", id="command-completions")
 

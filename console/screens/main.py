@@ -13,7 +13,7 @@ directions; filters, sorts and cursors are kept across the switch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from datetime import datetime, time, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Protocol, cast
@@ -24,13 +24,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import Container
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Input, TabbedContent, TabPane, Tabs
+from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
 from console.screens.command import CommandScreen
 from console.screens.detail import DetailFetch, DetailScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import to_local
 from console.widgets.panels import (
     FulfillmentPanel,
@@ -88,6 +89,20 @@ class ConsoleHost(Protocol):
         """Show the help of the current view."""
         ...
 
+    @property
+    def viewing_at(self) -> datetime | None:
+        """The past moment shown (``:at``), None when live."""
+        ...
+
+    @property
+    def can_look_back(self) -> bool:
+        """Whether ``:at`` can show a past moment on this console."""
+        ...
+
+    def look_at(self, moment: datetime | None) -> None:
+        """Show a past moment (None: live again)."""
+        ...
+
 
 PANEL_KINDS = ("fulfillment", "stockout", "returns")
 TAB_IDS = ("overview", *PANEL_KINDS)
@@ -101,8 +116,9 @@ VIEW_TITLES = {
     "rules": "Alert rules",
     "routing": "Fulfillment routing",
     "feeds": "Feeds",
+    "silences": "Silences",
 }
-VIEW_KEYS = {"alerts": "a", "rules": "t", "routing": "g", "feeds": "h"}
+VIEW_KEYS = {"alerts": "a", "rules": "t", "routing": "g", "feeds": "h", "silences": "m"}
 TAB_WORDS = {
     "overview": "overview",
     "fulfillment": "fulfillment",
@@ -110,8 +126,60 @@ TAB_WORDS = {
     "returns": "returns",
 }
 """``:`` words that show a tab (and filter its panel with what follows)."""
-COMMAND_WORDS = (*VIEW_KEYS, *TAB_WORDS, "sort", "filter", "help", "quit")
+COMMAND_WORDS = (*VIEW_KEYS, *TAB_WORDS, "sort", "filter", "at", "help", "quit")
 MAX_VALUE_COMPLETIONS = 50
+
+
+LIVE_WORDS = ("now", "live")
+AT_HOURS_LISTED = 8
+"""``:at`` completes ``now`` and the whole local hours of the last this many hours."""
+
+
+def parse_at(text: str, now: datetime, tz: tzinfo) -> datetime | None:
+    """The moment ``:at TEXT`` names (UTC-aware), or None for ``now``/``live``.
+
+    ``14:00`` (or ``14:00:30``) is that time today in the display zone ``tz``;
+    ``2026-11-18T14:00`` (or with a space) is in ``tz`` unless it carries its own offset
+    (``…Z``, ``…-05:00``).  ``now`` is the console's clock (the replay clock of a demo).
+
+    Raises:
+        ValueError: not a time, or a moment after ``now`` (the store has no future).
+    """
+    word = text.strip()
+    if not word:
+        raise ValueError("give a time: :at 14:00, :at 2026-11-18T14:00 or :at now")
+    if word.lower() in LIVE_WORDS:
+        return None
+    local_now = now.astimezone(tz)
+    moment: datetime
+    try:
+        clock = time.fromisoformat(word)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(word.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"{word!r} is not a time; use 14:00, 2026-11-18T14:00 or now") from exc
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=tz)
+    else:
+        if clock.tzinfo is not None:
+            raise ValueError(f"{word!r}: a time of day is in the display zone; drop the offset")
+        moment = datetime.combine(local_now.date(), clock, tzinfo=tz)
+    if moment > now:
+        raise ValueError(
+            f"{moment.astimezone(tz):%Y-%m-%d %H:%M} is after now "
+            f"({local_now:%Y-%m-%d %H:%M}); the store has no future"
+        )
+    return moment.astimezone(now.tzinfo)
+
+
+def at_completions(now: datetime, tz: tzinfo) -> list[str]:
+    """``now``, then the whole local hours before ``now``, latest first (``14:00``)."""
+    hour = now.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+    found = ["now"]
+    for back in range(AT_HOURS_LISTED):
+        found.append(f"{(hour - timedelta(hours=back)):%H:%M}")
+    return found
 
 
 def export_format(path_text: str) -> str | None:
@@ -146,8 +214,26 @@ class ConsoleScreen(Screen[None]):
         Binding("t", "open_view('rules')", "Rules", id="rules"),
         Binding("g", "open_view('routing')", "Routing", id="routing"),
         Binding("h", "open_view('feeds')", "Feeds", id="feeds"),
+        Binding("m", "open_view('silences')", "Silences", id="silences"),
         Binding("colon", "command", "Command", id="command"),
     ]
+
+    FOOTER_PRIORITY: ClassVar[tuple[str, ...]] = (
+        "help",
+        "filter",
+        "sort",
+        "alerts",
+        "detail",
+        "silences",
+        "rules",
+        "routing",
+        "feeds",
+        "command",
+        "export",
+        "refresh",
+        "quit",
+    )
+    """Binding ids, most useful first: what the footer keeps when not every key fits."""
 
     def __init__(self) -> None:
         """The console screen; it reads everything else from its app."""
@@ -184,7 +270,7 @@ class ConsoleScreen(Screen[None]):
                 yield ReturnsPanel(tz=tz, id="returns-panel")
         yield FilterBar(id="filter-bar")
         yield TextBar(id="status")
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Draw the empty frame, follow the app's snapshots, keys on the first panel."""
@@ -225,9 +311,27 @@ class ConsoleScreen(Screen[None]):
                 wide=self.app.size.width >= WIDE_SALES_COLUMNS,
                 highlights=highlights,
             )
+        # The tab in view first; the other tabs' panels after this frame is painted, so
+        # the first populated paint does not wait on tables nobody sees yet (issue 15).
+        active = self.query_one(TabbedContent).active
+        later: list[Panel] = []
         for panel in self.query(Panel):
             panel.highlights = highlights
-            panel.snapshots = snapshots
+            pane = panel.query_ancestor(TabPane)
+            if pane.id == active:
+                panel.snapshots = snapshots
+            else:
+                later.append(panel)
+        if later:
+            self.call_after_refresh(self._show_later, later, snapshots)
+
+    def _show_later(self, panels: list[Panel], snapshots: Snapshots | None) -> None:
+        """Hand the snapshots to the panels of the tabs not in view (unless newer came)."""
+        if snapshots is not self.omniops.snapshots:
+            return  # a newer refresh already reached every panel
+        for panel in panels:
+            if panel.snapshots is not snapshots:
+                panel.snapshots = snapshots
 
     # -- bars and status -----------------------------------------------------------------------
 
@@ -245,6 +349,7 @@ class ConsoleScreen(Screen[None]):
                 snapshots=snapshots,
                 data_age=app.data_age,
                 refresh_interval=app.refresh_interval,
+                looking_at=app.viewing_at,
             )
         )
         headline = snapshots.headline if snapshots is not None else None
@@ -494,6 +599,10 @@ class ConsoleScreen(Screen[None]):
             keys = [c.key for c in panel.visible_columns]
             keys += [c.label.lower() for c in panel.visible_columns if c.label.lower() not in keys]
             return [head + k for k in keys if k.startswith(rest)]
+        if word == "at":
+            app = self.omniops
+            found = at_completions(app.clock.now(), app.tz) if app.can_look_back else []
+            return [head + w for w in found if w.startswith(rest)]
         if word == "filter" or (word in TAB_WORDS and word != "overview"):
             panel = self._panel_for(word) or self.current_panel()
             return [head + c for c in self._label_completions(panel, text[len(head) :])]
@@ -533,6 +642,8 @@ class ConsoleScreen(Screen[None]):
             return self.apply_filter(self.current_panel().kind, rest)
         if word == "sort":
             return self._sort_command(rest)
+        if word == "at":
+            return self._at_command(rest)
         if word == "help":
             self.omniops.action_help()
             return True
@@ -547,6 +658,28 @@ class ConsoleScreen(Screen[None]):
             ),
         )
         return False
+
+    def _at_command(self, rest: str) -> bool:
+        """``:at 14:00`` shows that past moment of the store; ``:at now`` goes live again."""
+        app = self.omniops
+        if not app.can_look_back:
+            self.set_status(
+                "command",
+                Content.assemble(
+                    ("NOT AVAILABLE", "$text-error bold"),
+                    " this console cannot look at a past moment (it was given no store).",
+                ),
+            )
+            return False
+        try:
+            moment = parse_at(rest, app.clock.now(), app.tz)
+        except ValueError as exc:
+            self.set_status(
+                "command", Content.assemble(("NOT MOVED", "$text-error bold"), f" :at {exc}.")
+            )
+            return False
+        app.look_at(moment)
+        return True
 
     def _sort_command(self, rest: str) -> bool:
         panel = self.current_panel()

@@ -63,14 +63,23 @@ def top_bar_content(
     snapshots: Snapshots | None,
     data_age: float | None,
     refresh_interval: float,
+    looking_at: datetime | None = None,
 ) -> Content:
     """``omniops │ Mon 24 Nov 08:30 CST │ data 08:29:55 (120 ms) │ STALE no refresh for 3 min``.
+
+    ``looking_at`` (``:at 14:00``): the panels show that past moment, and the bar says so
+    right after the title: ``AS OF Tue 18 Nov 14:00 EST · :at now for live``.
 
     ``now`` and the data time are on the injected clock (simulated in the demo);
     ``data_age`` is in wall seconds, like ``refresh_interval``, so a replay running
     60 times faster than the wall is not "stale" just because its clock runs fast.
     """
-    parts: list[Part] = [(title, "bold"), " │ ", fmt_header_clock(now, tz), " │ "]
+    parts: list[Part] = [(title, "bold"), " │ "]
+    if looking_at is not None:
+        parts.append((f"AS OF {fmt_header_clock(looking_at, tz)}", "$text-warning bold reverse"))
+        parts.append((" past · :at now for live", "$text-warning"))
+        parts.append(" │ now ")
+    parts += [fmt_header_clock(now, tz), " │ "]
     if snapshots is None:
         parts.append(("waiting for the first refresh…", "italic"))
     else:

@@ -180,3 +180,28 @@ def fmt_header_clock(moment: datetime, tz: tzinfo) -> str:
     local = to_local(moment, tz)
     zone = local.strftime("%Z")
     return local.strftime("%a %d %b %H:%M") + (f" {zone}" if zone else "")
+
+
+def fmt_metric(fmt: str, value: float | None, digits: int | None = None) -> str:
+    """A value in a registry format (:data:`store.registry.Format`), or a dash.
+
+    ``int`` ``1,204``; ``minutes`` ``3h05``; ``hours`` ``+3.5h``; ``rate`` ``93%`` (0-1);
+    ``ratio`` ``80%`` of the rolling value; ``number`` and ``z`` ``12.3``; ``money``
+    ``1,204`` / ``12.50``; ``flag`` ``yes`` / ``no``.  ``digits`` overrides the decimals
+    of ``rate``, ``ratio``, ``number`` and ``z``.
+    """
+    if value is None:
+        return DASH
+    if fmt == "int":
+        return fmt_int(round(value))
+    if fmt == "minutes":
+        return fmt_minutes(value)
+    if fmt == "hours":
+        return fmt_hours_signed(value)
+    if fmt in ("rate", "ratio"):
+        return fmt_rate(value, digits or 0)
+    if fmt == "money":
+        return fmt_money(value)
+    if fmt == "flag":
+        return "yes" if value else "no"
+    return fmt_num(value, 1 if digits is None else digits)

@@ -34,16 +34,14 @@ from console.widgets.formatting import (
     DASH,
     fmt_day,
     fmt_days,
-    fmt_hours_signed,
-    fmt_int,
-    fmt_minutes,
-    fmt_num,
+    fmt_metric,
     fmt_pick,
     fmt_rate,
     fmt_when,
 )
 from rules.highlights import Highlights
 from rules.matchers import Matcher, format_matchers, matches_all
+from store.registry import METRICS, Metric
 from store.snapshots import FulfillmentRow, ReturnSpikeRow, Snapshots, StockoutRow
 
 SortValue: TypeAlias = "str | float | None"
@@ -113,15 +111,65 @@ class Cell(Text):
 
 @dataclass(frozen=True)
 class ColumnSpec:
-    """One table column: its key, header, and how it sorts."""
+    """One table column: its key, header, and how it sorts.
+
+    A column that shows a metric names it (``metric``): its header, unit and display
+    format are then the registry's (:data:`store.registry.METRICS`), read when the
+    panel renders, so the registry is the one place a metric's column is declared.
+    """
 
     key: str
-    label: str
+    own_label: str = ""
+    """The header of a column that shows no metric (``Where``, ``Status``, ``SKU``)."""
     justify: Justify = "left"
     compact: bool = False
     """Shown in the compact (overview) version of the panel too."""
     descending: bool = False
     """The natural sort direction when the operator sorts by it (largest first)."""
+    metric: str | None = None
+    """The registry metric the column shows, if any."""
+    digits: int | None = None
+    """Decimals of the registry format, when the column wants other than its default."""
+
+    @property
+    def declared(self) -> Metric | None:
+        """The registry's declaration of the column's metric (None: not a metric column)."""
+        return None if self.metric is None else METRICS[self.metric]
+
+    @property
+    def label(self) -> str:
+        """The header: the registry's for a metric column, else the column's own."""
+        declared = self.declared
+        if declared is not None and declared.header:
+            return declared.header
+        return self.own_label or self.key
+
+    @property
+    def unit(self) -> str:
+        """The unit of the metric shown, in words (empty for a column showing no metric)."""
+        declared = self.declared
+        return "" if declared is None else declared.unit
+
+    def fmt(self, value: float | None) -> str:
+        """``value`` in the registry's format of the column's metric."""
+        declared = self.declared
+        if declared is None:
+            return DASH if value is None else str(value)
+        return fmt_metric(declared.format, value, self.digits)
+
+
+def _metric(
+    key: str,
+    metric: str,
+    *,
+    compact: bool = False,
+    descending: bool = False,
+    digits: int | None = None,
+) -> ColumnSpec:
+    """A right-aligned column showing a registry metric."""
+    return ColumnSpec(
+        key, "", "right", compact=compact, descending=descending, metric=metric, digits=digits
+    )
 
 
 @dataclass(frozen=True)
@@ -209,10 +257,15 @@ class Panel(Vertical):
         """The thresholds cells are highlighted at (the app sets the rules in force)."""
         self._views: dict[str, RowView] = {}
         self._scoped: list[RowView] = []
+        self._counted: list[RowView] = []
         self._headers: tuple[str, ...] | None = None
         self._total_rows = 0
         self.set_reactive(Panel.compact, compact)
         self.set_class(compact, "-compact")
+
+    def fmt(self, key: str, value: float | None) -> str:
+        """A cell of column ``key`` in its metric's registry format."""
+        return next(c for c in self.columns if c.key == key).fmt(value)
 
     @property
     def visible_columns(self) -> tuple[ColumnSpec, ...]:
@@ -296,8 +349,14 @@ class Panel(Vertical):
         """Turn the snapshot's rows into row views, in the snapshot's order."""
         raise NotImplementedError
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
-        """The panel's totals for its title line (``views``: every row before the cap)."""
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
+        """The panel's totals for its title line (``views``: every row before the cap).
+
+        ``filtered``: the operator's filter narrowed ``views``; the totals then count those
+        rows only, so the title never reports a state none of the filtered rows has.
+        """
         raise NotImplementedError
 
     # -- operator actions ----------------------------------------------------------------
@@ -382,6 +441,7 @@ class Panel(Vertical):
         self._total_rows = len(views)
         if self.matchers:
             views = [v for v in views if matches_all(self.matchers, v.labels)]
+        self._counted = views
         views = views[: self.max_rows]
         views = sort_views(views, self.sort_column, self.sort_descending)
         self._views = {v.key: v for v in views}
@@ -460,7 +520,10 @@ class Panel(Vertical):
             parts.append(("  waiting for the first refresh…", "italic"))
         else:
             parts.append("  ")
-            parts.append(self.summary(self.snapshots, self._scoped))
+            if self.matchers:
+                parts.append(self.summary(self.snapshots, self._counted, filtered=True))
+            else:
+                parts.append(self.summary(self.snapshots, self._scoped))
         if not self.matchers and self._total_rows > shown:
             parts.append(f"  top {shown} of {self._total_rows}")
         title.set_content(Content.assemble(*parts))
@@ -474,14 +537,14 @@ class FulfillmentPanel(Panel):
     columns = (
         ColumnSpec("where", "Where", compact=True),
         ColumnSpec("status", "Status", compact=True),
-        ColumnSpec("open", "Open", "right", compact=True, descending=True),
-        ColumnSpec("late", "Late", "right", compact=True, descending=True),
-        ColumnSpec("at_risk", "Risk", "right", compact=True, descending=True),
-        ColumnSpec("on_time", "OnTime", "right", compact=True),
-        ColumnSpec("oldest", "Oldest", "right", descending=True),
-        ColumnSpec("pick", "Pick50/90", "right", descending=True),
-        ColumnSpec("carrier_delay", "Delay", "right", descending=True),
-        ColumnSpec("exceptions", "Exc", "right", descending=True),
+        _metric("open", "fulfillment.open_orders", compact=True, descending=True),
+        _metric("late", "fulfillment.late", compact=True, descending=True),
+        _metric("at_risk", "fulfillment.at_risk", compact=True, descending=True),
+        _metric("on_time", "fulfillment.on_time_rate", compact=True),
+        _metric("oldest", "fulfillment.oldest_open_minutes", descending=True),
+        _metric("pick", "fulfillment.pick_p90_minutes", descending=True),
+        _metric("carrier_delay", "carrier.delay_hours", descending=True),
+        _metric("exceptions", "fulfillment.exceptions", descending=True),
         ColumnSpec("scope", "Scope"),
     )
     label_names = ("scope", "key", "status", "location", "channel", "carrier")
@@ -500,14 +563,17 @@ class FulfillmentPanel(Panel):
                 "where": (row.key, "bold"),
                 "scope": (row.scope, p.muted),
                 "status": (row.status, styles.get(row.status, Style())),
-                "open": (fmt_int(row.open_orders), ""),
-                "oldest": (fmt_minutes(row.oldest_open_minutes), ""),
-                "late": (fmt_int(row.late), p.bad if row.late else ""),
-                "at_risk": (fmt_int(row.at_risk), p.warn if row.at_risk else ""),
-                "on_time": (fmt_rate(row.on_time_rate), on_time_style),
+                "open": (self.fmt("open", row.open_orders), ""),
+                "oldest": (self.fmt("oldest", row.oldest_open_minutes), ""),
+                "late": (self.fmt("late", row.late), p.bad if row.late else ""),
+                "at_risk": (self.fmt("at_risk", row.at_risk), p.warn if row.at_risk else ""),
+                "on_time": (self.fmt("on_time", row.on_time_rate), on_time_style),
                 "pick": (fmt_pick(row.pick_p50_minutes, row.pick_p90_minutes), ""),
-                "carrier_delay": (fmt_hours_signed(row.carrier_delay_hours), ""),
-                "exceptions": (fmt_int(row.exceptions), p.warn if row.exceptions else ""),
+                "carrier_delay": (self.fmt("carrier_delay", row.carrier_delay_hours), ""),
+                "exceptions": (
+                    self.fmt("exceptions", row.exceptions),
+                    p.warn if row.exceptions else "",
+                ),
             }
             sort_values: dict[str, SortValue] = {
                 "where": row.key,
@@ -527,20 +593,22 @@ class FulfillmentPanel(Panel):
             views.append(RowView(f"{row.scope}:{row.key}", cells, sort_values, labels, row, rank))
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
         """Open, late and at-risk totals (of the rows' scope when the panel keeps some)."""
         f = snapshots.fulfillment
-        if self.scopes:
+        if self.scopes or filtered:
             rows = [v.source for v in views if isinstance(v.source, FulfillmentRow)]
             late = sum(r.late for r in rows)
             risk = sum(r.at_risk for r in rows)
             return Content.assemble(
-                (f"by {', '.join(self.scopes)}  ", "$text-muted"),
+                (f"by {', '.join(self.scopes)}  " if self.scopes else "", "$text-muted"),
                 f"{sum(r.open_orders for r in rows):,} open  ",
                 (f"{late:,} LATE", "$text-error bold" if late else ""),
                 "  ",
                 (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
-                ("  2: carriers, channels", "$text-muted"),
+                ("  2: carriers, channels" if self.scopes else "", "$text-muted"),
             )
         return Content.assemble(
             f"{f.total_open:,} open  ",
@@ -564,12 +632,12 @@ class StockoutPanel(Panel):
         ColumnSpec("sku", "SKU", compact=True),
         ColumnSpec("location", "Loc", compact=True),
         ColumnSpec("status", "Status", compact=True),
-        ColumnSpec("available", "Avail", "right", compact=True),
-        ColumnSpec("velocity", "Vel/d", "right", descending=True),
-        ColumnSpec("cover", "Cover", "right", compact=True),
+        _metric("available", "stock.available", compact=True),
+        _metric("velocity", "stock.velocity_per_day", descending=True),
+        _metric("cover", "stock.days_of_cover", compact=True),
         ColumnSpec("stockout", "Stockout", "right"),
-        ColumnSpec("inbound", "Inbound", "right", descending=True),
-        ColumnSpec("oversell", "Oversell"),
+        _metric("inbound", "stock.inbound_qty", descending=True),
+        ColumnSpec("oversell", "", metric="stock.oversell"),
     )
     label_names = ("sku", "location", "category", "status", "channel")
 
@@ -588,8 +656,11 @@ class StockoutPanel(Panel):
                 "sku": (row.sku, "bold"),
                 "location": (row.location_id, ""),
                 "status": (row.status, styles.get(row.status, p.muted)),
-                "available": (fmt_int(row.available), p.bad if row.available <= 0 else ""),
-                "velocity": (fmt_num(row.velocity_per_day), ""),
+                "available": (
+                    self.fmt("available", row.available),
+                    p.bad if row.available <= 0 else "",
+                ),
+                "velocity": (self.fmt("velocity", row.velocity_per_day), ""),
                 "cover": (
                     fmt_days(row.days_of_cover, "no sales"),
                     p.muted if row.days_of_cover is None else "",
@@ -622,9 +693,22 @@ class StockoutPanel(Panel):
             )
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
-        """Out, at-risk and oversell totals."""
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
+        """Out, at-risk and oversell totals (of the filtered rows when filtered)."""
         s = snapshots.stockout
+        if filtered:
+            statuses = [v.labels.get("status", "") for v in views]
+            out, risk = statuses.count("OUT"), statuses.count("AT RISK")
+            oversell = statuses.count("OVERSELL")
+            return Content.assemble(
+                (f"{out:,} OUT", "$text-error bold" if out else ""),
+                "  ",
+                (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
+                "  ",
+                (f"{oversell:,} OVERSELL", "$text-error bold" if oversell else ""),
+            )
         return Content.assemble(
             (f"{s.total_out:,} OUT", "$text-error bold" if s.total_out else ""),
             "  ",
@@ -643,11 +727,11 @@ class ReturnsPanel(Panel):
     columns = (
         ColumnSpec("sku", "SKU", compact=True),
         ColumnSpec("category", "Category"),
-        ColumnSpec("ret_sold", "Ret/Sold", "right", descending=True),
-        ColumnSpec("rate", "Rate", "right", compact=True, descending=True),
+        _metric("ret_sold", "returns.returned", descending=True),
+        _metric("rate", "returns.rate", compact=True, descending=True, digits=1),
         ColumnSpec("baseline", "Base", "right", compact=True, descending=True),
-        ColumnSpec("z", "z", "right", compact=True, descending=True),
-        ColumnSpec("spike", "Spike", compact=True, descending=True),
+        _metric("z", "returns.z_score", compact=True, descending=True),
+        ColumnSpec("spike", "", compact=True, descending=True, metric="returns.spike"),
         ColumnSpec("reason", "Top reason"),
     )
     label_names = ("sku", "category", "spike", "reason")
@@ -666,9 +750,9 @@ class ReturnsPanel(Panel):
                 "sku": (row.sku, "bold"),
                 "category": (row.category, ""),
                 "ret_sold": (f"{row.returned:,}/{row.sold:,}", ""),
-                "rate": (fmt_rate(row.rate, 1), p.bad if row.spike else ""),
+                "rate": (self.fmt("rate", row.rate), p.bad if row.spike else ""),
                 "baseline": (fmt_rate(row.baseline_rate, 1), ""),
-                "z": (fmt_num(row.z_score), ""),
+                "z": (self.fmt("z", row.z_score), ""),
                 "spike": ("SPIKE", p.bad) if row.spike else ("no", p.muted),
                 "reason": (top_reason, ""),
             }
@@ -691,9 +775,14 @@ class ReturnsPanel(Panel):
             views.append(RowView(row.sku, cells, sort_values, labels, row, 0 if row.spike else 1))
         return views
 
-    def summary(self, snapshots: Snapshots, views: Sequence[RowView]) -> Content:
+    def summary(
+        self, snapshots: Snapshots, views: Sequence[RowView], *, filtered: bool = False
+    ) -> Content:
         """Spike count, and the categories and channels whose return rate spikes."""
         r = snapshots.returns
+        if filtered:
+            spikes = sum(1 for v in views if v.labels.get("spike") == "yes")
+            return Content.assemble((f"{spikes:,} SPIKE", "$text-error bold" if spikes else ""))
         rolled = [f"{x.scope} {x.key}" for x in r.rollups if x.spike]
         return Content.assemble(
             (f"{r.spikes:,} SPIKE", "$text-error bold" if r.spikes else ""),

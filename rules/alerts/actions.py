@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rules.alerts.silences import AlertView, build_views
+from rules.alerts.silences import AlertView, SilenceView, build_views, silence_views
 from rules.alerts.state import scope_of
 from rules.matchers import Matcher, parse_matchers
 from rules.notify import InhibitRule
@@ -131,6 +131,15 @@ class AlertActions:
         with self._lock:
             return store.list_silences(self._db(), self.clock.now())
 
+    def silence_views(self) -> list[SilenceView]:
+        """Silences in force now, each with the active alerts it mutes."""
+        now = self.clock.now()
+        with self._lock:
+            conn = self._db()
+            silences = store.list_silences(conn, now)
+            records = store.list_alerts(conn)
+        return silence_views(silences, records, now)
+
     def history(self, fingerprint: str, limit: int = 50) -> list[Transition]:
         """The recorded transitions of one alert, newest first."""
         with self._lock:
@@ -183,6 +192,7 @@ __all__ = [
     "PanelTarget",
     "ReceiverStatus",
     "Silence",
+    "SilenceView",
     "Transition",
     "panel_target",
 ]

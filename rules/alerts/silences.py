@@ -60,3 +60,38 @@ def build_views(
             inhibitor = inhibiting_source(r.fingerprint, r.labels, sources, inhibit)
         views.append(AlertView(r, silencing(r.labels, silences, now), inhibitor))
     return views
+
+
+@dataclass(frozen=True)
+class SilenceView:
+    """A silence in force and the active alerts it matches right now (what it mutes)."""
+
+    silence: Silence
+    mutes: tuple[AlertRecord, ...] = ()
+    """Active alerts whose labels its matchers match, worst state first."""
+
+
+_STATE_ORDER = {"firing": 0, "nodata": 1, "pending": 2}
+
+
+def silence_views(
+    silences: Iterable[Silence], records: Sequence[AlertRecord], now: datetime
+) -> list[SilenceView]:
+    """Each silence in force at ``now`` with the active alerts it matches, ending soonest first.
+
+    An alert matched by two silences is listed under both (either one mutes it); a silence
+    whose matchers no longer parse is listed muting nothing (:func:`silencing` ignores it).
+    """
+    active = [r for r in records if r.active]
+    views: list[SilenceView] = []
+    for s in sorted(silences, key=lambda s: (s.ends_at, s.id)):
+        if not s.active_at(now):
+            continue
+        try:
+            matchers = parse_matchers(s.matchers)
+        except ValueError:
+            matchers = []
+        muted = [r for r in active if matchers and matches_all(matchers, r.labels)]
+        muted.sort(key=lambda r: (_STATE_ORDER.get(r.state, 9), r.rule_id, r.scope))
+        views.append(SilenceView(s, tuple(muted)))
+    return views

@@ -1,0 +1,154 @@
+"""Benchmark: the console's start, from a fresh process to the first populated paint.
+
+Anchor (issue 15): 1.17 s for the console against 0.31 s for a bare Textual app in the
+same run; goal ≤ 0.6 s.  Both are measured here in the same run, each in fresh processes
+(cold imports, as an operator starting ``omniops console`` gets them), headless at 80×24:
+
+* **bare**: a Textual app with a header, a DataTable of one row and a footer; "painted"
+  is the first refresh after it mounted;
+* **console**: ``console.cli.build_console`` on a store of the fixture day (its first day
+  and a half, written once into a temporary folder), exactly as ``omniops console`` wires
+  it; "populated" is the first refresh after the first snapshots reached the panels.
+
+Each child prints the seconds from just before its interpreter was started (the parent's
+clock, passed in) to that paint.  Run: ``python -m tests.bench_console_start [--runs 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BARE = r"""
+import sys, time
+started = float(sys.argv[1])
+from textual.app import App
+from textual.widgets import DataTable, Footer, Header
+
+class Bare(App[None]):
+    def compose(self):
+        yield Header()
+        yield DataTable()
+        yield Footer()
+
+    def on_mount(self):
+        table = self.query_one(DataTable)
+        table.add_columns("a", "b")
+        table.add_row("1", "2")
+        self.call_after_refresh(self.painted)
+
+    def painted(self):
+        print(f"{time.time() - started:.4f}")
+        self.exit()
+
+Bare().run(headless=True, size=(80, 24))
+"""
+
+CONSOLE = r"""
+import sys, time
+started = float(sys.argv[1])
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from console.cli import build_console
+from store.clock import FixedClock
+from store.risk import MetricParams
+
+db = Path(sys.argv[2])
+now = datetime.fromisoformat(sys.argv[3])
+app, close = build_console(
+    db, FixedClock(now), MetricParams(timezone="America/New_York"), 60.0,
+    tz=ZoneInfo("America/New_York"),
+)
+
+def check():
+    if app.snapshots is not None:
+        timer.stop()
+        app.call_after_refresh(painted)
+
+def painted():
+    print(f"{time.time() - started:.4f}")
+    app.exit()
+
+timer = None
+
+def mounted():
+    global timer
+    timer = app.set_interval(0.002, check)
+
+app.call_later(mounted)
+try:
+    app.run(headless=True, size=(80, 24))
+finally:
+    close()
+"""
+
+
+def build_store(folder: Path) -> tuple[Path, str]:
+    """The fixture day's first day and a half in a store (as tests/test_asof.py slices it)."""
+    from store.writer import StoreWriter
+    from tests.test_asof import SLICE_END, slice_events
+
+    db = folder / "day.db"
+
+    async def fill() -> None:
+        async with StoreWriter(db) as writer:
+            await writer.write_many(slice_events())
+
+    asyncio.run(fill())
+    return db, SLICE_END.replace("Z", "+00:00")
+
+
+def once(code: str, *args: str, env: dict[str, str]) -> float:
+    """Seconds from spawning a fresh interpreter running ``code`` to its first paint."""
+    started = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", code, f"{started:.6f}", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Measure both, alternating, and print medians and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="omniops-bench-start-") as tmp:
+        folder = Path(tmp)
+        print("building the store (fixture day, first day and a half)…", flush=True)
+        db, now = build_store(folder)
+        env = dict(os.environ)
+        env["OMNIOPS_CONFIG"] = str(folder / "config.toml")  # the user's config stays out
+        env["OMNIOPS_RULES"] = str(folder / "rules.toml")
+        env["XDG_STATE_HOME"] = str(folder / "state")
+        env["PYTHONPATH"] = str(ROOT)
+        once(CONSOLE, str(db), now, env=env)  # warm the OS file cache and the .pyc files
+        bare: list[float] = []
+        console: list[float] = []
+        for _ in range(args.runs):
+            bare.append(once(BARE, env=env))
+            console.append(once(CONSOLE, str(db), now, env=env))
+    b, c = statistics.median(bare), statistics.median(console)
+    print(f"bare Textual app, first paint:     median {b:.3f} s  (runs {sorted(bare)})")
+    print(f"omniops console, first populated:  median {c:.3f} s  (runs {sorted(console)})")
+    print(f"ratio console / bare: {c / b:.2f}   goal: console ≤ 0.6 s")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
 from store.snapshots import (
     FulfillmentRow,
+    HeldSummary,
     LateOrders,
     ReturnSpikeRow,
     Snapshots,
@@ -206,3 +207,21 @@ class DecisionLooked(Message):
 
     order_id: str
     decision: Decision | None
+
+
+# -- feeds ---------------------------------------------------------------------------------
+
+
+@dataclass
+class HeldRead(Message):
+    """What the store holds for a replay: unmapped ids per adapter, quarantine by reason."""
+
+    summary: HeldSummary | None
+
+
+@dataclass
+class HeldReplayed(Message):
+    """A replay of the held deliveries ended; ``text`` says what it did or why it was refused."""
+
+    text: str
+    severity: str

@@ -15,9 +15,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from console.messages import HeldRead, HeldReplayed
 from console.widgets.formatting import DASH, fmt_int, fmt_num, fmt_past
 from store.snapshots import HeldSummary, Snapshots
 
@@ -123,8 +125,18 @@ class FeedsScreen(Screen[None]):
 
     def _load_held(self) -> None:
         assert self.held is not None
-        summary = self.held()
-        self.app.call_from_thread(self.show_held, summary)
+        self.post_message(HeldRead(self.held()))
+
+    def on_held_read(self, message: HeldRead) -> None:
+        """Show what a worker read."""
+        self.show_held(message.summary)
+
+    def on_held_replayed(self, message: HeldReplayed) -> None:
+        """Say how a replay ended, then read what is still held."""
+        severity: SeverityLevel = "error" if message.severity == "error" else "information"
+        self.notify(message.text, severity=severity, timeout=10)
+        if self.held is not None:
+            self.run_worker(self._load_held, thread=True, name="held", exclusive=True)
 
     def show_held(self, summary: HeldSummary | None) -> None:
         """Fill the unmapped-ids and quarantine tables."""
@@ -171,9 +183,7 @@ class FeedsScreen(Screen[None]):
             message, severity = self.replay(), "information"
         except (PermissionError, ValueError, OSError) as exc:
             message, severity = f"Replay refused: {exc}", "error"
-        self.app.call_from_thread(self.notify, message, severity=severity, timeout=10)
-        if self.held is not None:
-            self.app.call_from_thread(self.show_held, self.held())
+        self.post_message(HeldReplayed(message, severity))
 
     def action_back(self) -> None:
         """Return to the console."""

@@ -34,9 +34,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rules.backoff import Backoff
@@ -57,6 +56,9 @@ from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
 from store.clock import Clock
 from store.outbox import Outbox
+
+if TYPE_CHECKING:  # imported when a session is opened: the console reads rules without HTTP
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +509,8 @@ class Notifier:
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession()
         return self._session
 

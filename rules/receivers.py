@@ -34,9 +34,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, TypeVar
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from rules.backoff import Backoff
@@ -45,6 +44,9 @@ from rules.labels import Duration, format_duration, labels_text
 from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
 from store.outbox import Outbox
+
+if TYPE_CHECKING:  # imported where a delivery runs: the console reads rules without HTTP
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +304,8 @@ class WebhookDelivery:
 
     async def send(self, notification: Notification) -> None:
         """POST once; 2xx is success, 5xx/408/429/network errors are retried."""
+        import aiohttp  # here, not at the top: the console imports rules without HTTP
+
         url = self.config.url
         timeout = aiohttp.ClientTimeout(total=self.config.timeout.total_seconds())
         try:

@@ -73,3 +73,15 @@ def test_one_error_describer_and_one_prompt() -> None:
             assert "def _describe(" not in text, path
         assert "class OrderPromptScreen" not in text and "class ExportScreen" not in text
     assert console.screens.PromptScreen.__module__ == "console.screens.dialogs"
+
+
+def test_the_console_starts_without_importing_http() -> None:
+    """aiohttp costs a fifth of a second to import; the console's own start never needs it."""
+    import subprocess
+    import sys
+
+    probe = "import sys, console.app, console.errors; print('aiohttp' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "False"

@@ -16,6 +16,7 @@ from rules.geo import zone
 from rules.routing.candidates import (
     NO_SLOT,
     WINDOW_REASONS,
+    Network,
     NodeCandidate,
     RouteContext,
     describe_loss,
@@ -23,8 +24,8 @@ from rules.routing.candidates import (
     evaluate_node,
     fmt_km,
     label_holds,
+    network,
     rank_key,
-    resolve_region,
     why_not_matched,
 )
 from rules.routing.config import DEFAULT_RULES, CarrierRule, FulfillmentRouting, RoutingRule
@@ -343,8 +344,9 @@ def _context(
     nodes: Sequence[LocationBody],
     rules: FulfillmentRouting,
     now: datetime,
+    net: Network,
 ) -> RouteContext:
-    origin, market = resolve_region(order.destination_region, rules, nodes)
+    origin, market = net.region(order.destination_region)
     skus = [stock.skus[line.sku] for line in order.lines]
     value = 0.0
     weight = 0.0
@@ -358,12 +360,13 @@ def _context(
         nodes=nodes,
         rules=rules,
         now=now,
-        by_id={n.location_id: n for n in nodes},
+        by_id=net.by_id,
         origin=origin,
         market=market,
         value=value,
         weight=weight,
         line_labels=_line_labels(skus),
+        network=net,
     )
 
 
@@ -405,11 +408,12 @@ def route(
         and candidate node considered.
     """
     unknown = [line.sku for line in order.lines if line.sku not in stock.skus]
-    nodes = sorted(nodes, key=lambda n: n.location_id)
     if unknown:
         detail = f"unknown SKU(s): {', '.join(dict.fromkeys(unknown))}"
         return _unrouted(order, now, "unfulfillable", None, detail, [], [detail])
-    ctx = _context(order, stock, nodes, rules, now)
+    net = network(rules, nodes)
+    nodes = net.nodes
+    ctx = _context(order, stock, nodes, rules, now, net)
     traces: list[RuleTrace] = []
     notes: list[str] = []
     outcome = _run_rules(ctx, order.method, traces)
@@ -421,7 +425,7 @@ def route(
         notes.append("no store can take the pickup: offering ship to home")
         # Shipping has its own promise; the pickup's ready-by does not apply to it.
         home_order = order.model_copy(update={"promised_by": None, "location_id": None})
-        home_ctx = replace(ctx, order=home_order, distance={}, slots={})
+        home_ctx = replace(ctx, order=home_order, slots={})
         home = _run_rules(home_ctx, "ship", traces)
         if isinstance(home, tuple):
             rule, plan, _ = home

@@ -8,10 +8,10 @@ lost.  Pure.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
 from rules.matchers import Matcher
@@ -89,6 +89,7 @@ class NodeRule:
     market: str
 
 
+_T = TypeVar("_T")
 _CACHE_LIMIT = 4096
 """Entries a :class:`Network` keeps per table (destination codes come from requests)."""
 
@@ -112,6 +113,17 @@ class Network:
         self._node_rules: dict[tuple[int, str], dict[str, NodeRule]] = {}
         self._regions: dict[str, tuple[tuple[float, float] | None, str]] = {}
         self._distances: dict[tuple[float, float], dict[str, float]] = {}
+        self._memo: dict[Hashable, Any] = {}
+
+    def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
+        try:
+            found: _T = self._memo[key]
+        except KeyError:
+            if len(self._memo) >= _CACHE_LIMIT:
+                self._memo.clear()
+            found = self._memo[key] = make()
+        return found
 
     def node_rules(self, rule: RoutingRule, method: Method) -> dict[str, NodeRule]:
         """Per node id, what ``rule`` makes of it for ``method``."""

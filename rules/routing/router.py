@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from rules.geo import zone
@@ -45,6 +46,9 @@ from rules.routing.orders import (
 )
 from store.model import LocationBody, Method, SkuBody
 
+_EXCLUDED = ("wrong_kind", "disabled")
+"""Reasons a node is no candidate at all under a rule (whatever the order)."""
+
 
 @dataclass
 class _Plan:
@@ -72,6 +76,7 @@ def _try_rule(
             return [r for r in c.reasons if r[0] not in WINDOW_REASONS]
         return c.reasons
 
+    net = ctx.network or network(ctx.rules, ctx.nodes)
     pool = [c for c in evaluated if not blocking(c)]
     picks: list[tuple[NodeCandidate, frozenset[int]]] = []
     remaining = all_lines
@@ -111,6 +116,11 @@ def _try_rule(
             lines = sorted(next(t for p, t in picks if p is c))
             detail = f"chosen for line(s) {', '.join(str(n) for n in lines)}; {c.slot.detail}"
             candidates.append(_candidate(c, "chosen", None, detail))
+        elif block and c.slot is NO_SLOT and block[0][0] in _EXCLUDED:
+            # Wrong kind or disabled: the same entry for every order (from this origin).
+            reason, text = block[0]
+            make = partial(_candidate, c, "rejected", reason, text)
+            candidates.append(net.remember((node_id, reason, text, c.distance), make))
         elif block:
             detail = "; ".join(text for _, text in block)
             candidates.append(_candidate(c, "rejected", block[0][0], detail))

@@ -18,6 +18,7 @@ from rules.matchers import Matcher
 from rules.routing.config import (
     DEFAULT_PREP_MINUTES,
     DEFAULT_REGIONS,
+    CarrierRule,
     Criterion,
     FulfillmentRouting,
     RoutingRule,
@@ -114,6 +115,7 @@ class Network:
         self._regions: dict[str, tuple[tuple[float, float] | None, str]] = {}
         self._distances: dict[tuple[float, float], dict[str, float]] = {}
         self._memo: dict[Hashable, Any] = {}
+        self._matchers: dict[int, list[Matcher]] = {}
 
     def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
@@ -154,6 +156,14 @@ class Network:
             buffer=effective_buffer(node, rules, rule),
             market=node_market(node, rules),
         )
+
+    def matchers(self, rule: RoutingRule | CarrierRule) -> list[Matcher]:
+        """The parsed ``match`` of ``rule`` (read once: a private attribute is slow to reach)."""
+        key = id(rule)
+        found = self._matchers.get(key)
+        if found is None:
+            found = self._matchers[key] = rule.matchers
+        return found
 
     def region(self, code: str) -> tuple[tuple[float, float] | None, str]:
         """:func:`resolve_region` of ``code``, kept."""
@@ -215,6 +225,10 @@ class RouteContext:
     network: Network | None = None
     """The rules' and nodes' derived facts (None: derived now, for a context built by hand)."""
     slots: dict[tuple[str, bool, int], Slot] = field(default_factory=dict)
+    evaluated: dict[tuple[int, str, tuple[float, float] | None], list[NodeCandidate]] = field(
+        default_factory=dict
+    )
+    """Every node under a rule, method and origin (a relaxed pass reuses the strict one's)."""
 
     def labels(self, method: Method) -> dict[str, str]:
         """The order's labels when routed for ``method``."""
@@ -262,7 +276,8 @@ def label_holds(
 def why_not_matched(rule: RoutingRule, ctx: RouteContext, method: Method) -> str | None:
     """Why ``rule`` does not apply to the order, in words (None: it matches)."""
     labels = ctx.labels(method)
-    for m in rule.matchers:
+    matchers = rule.matchers if ctx.network is None else ctx.network.matchers(rule)
+    for m in matchers:
         if not label_holds(m, labels, ctx.line_labels):
             shown = ctx.line_labels.get(m.name) or [labels.get(m.name, "")]
             return f"{m} does not hold ({m.name} is {', '.join(sorted(set(shown))) or '∅'})"

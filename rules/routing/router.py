@@ -67,7 +67,12 @@ def _try_rule(
         chosen_store = ctx.by_id.get(ctx.order.location_id)
         if chosen_store is not None:
             origin = (chosen_store.lat, chosen_store.lon)
-    evaluated = [evaluate_node(ctx, rule, node, method, origin) for node in ctx.nodes]
+    # Evaluation does not depend on ``relaxed``: the relaxed pass only filters differently.
+    key = (id(rule), method, origin)
+    evaluated = ctx.evaluated.get(key)
+    if evaluated is None:
+        evaluated = [evaluate_node(ctx, rule, node, method, origin) for node in ctx.nodes]
+        ctx.evaluated[key] = evaluated
     all_lines = frozenset(range(len(ctx.order.lines)))
     max_nodes = 1 if pickup else rule.max_splits + 1
 
@@ -193,8 +198,10 @@ def _carrier(
     line_labels = _line_labels(skus)
     hazmat = any(s.hazmat for s in skus)
     notes: list[str] = []
+    net = ctx.network
     for entry in ctx.rules.carriers:
-        if not all(label_holds(m, labels, line_labels) for m in entry.matchers):
+        matchers = entry.matchers if net is None else net.matchers(entry)
+        if not all(label_holds(m, labels, line_labels) for m in matchers):
             continue
         if entry.air and hazmat and not ctx.rules.allow_air_for_hazmat:
             notes.append(f"{entry.carrier} skipped for {node.location_id}: no air for hazmat")
@@ -435,7 +442,7 @@ def route(
         notes.append("no store can take the pickup: offering ship to home")
         # Shipping has its own promise; the pickup's ready-by does not apply to it.
         home_order = order.model_copy(update={"promised_by": None, "location_id": None})
-        home_ctx = replace(ctx, order=home_order, slots={})
+        home_ctx = replace(ctx, order=home_order, slots={}, evaluated={})
         home = _run_rules(home_ctx, "ship", traces)
         if isinstance(home, tuple):
             rule, plan, _ = home

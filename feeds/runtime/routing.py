@@ -617,11 +617,13 @@ class WouldBlock(Exception):
 _INPUTS_SQL = (
     "SELECT k.sku, k.name, k.category, k.product_type, k.unit_cost_cents, k.price_cents,"
     " k.reorder_point, k.lead_time_days, k.hazmat, k.weight_kg,"
-    " s.location_id, s.on_hand, s.reserved,"
+    " (SELECT json_group_array(json_array(s.location_id, s.on_hand, s.reserved))"
+    " FROM stock s WHERE s.sku = k.sku),"
     f" (SELECT value FROM meta WHERE key = '{NODES_VERSION_KEY}')"
-    " FROM skus k LEFT JOIN stock s ON s.sku = k.sku WHERE k.sku IN ({marks})"
+    " FROM skus k WHERE k.sku IN ({marks})"
 )
 """One statement (so one snapshot) for a cart: its SKUs' records, their stock at every node
+(one JSON array per SKU: a row per SKU instead of one per SKU and node, fewer Python objects)
 and the locations counter."""
 
 
@@ -713,14 +715,14 @@ class StoreRoutingSource:
                             _INPUTS_SQL.format(marks=",".join("?" * len(chunk))), chunk
                         )
                     ]
-                    nodes = self._nodes(db, None if not rows else rows[0][13])
+                    nodes = self._nodes(db, None if not rows else rows[0][11])
                 finally:
                     db.execute("COMMIT")
             else:
                 rows = db.execute(
                     _INPUTS_SQL.format(marks=",".join("?" * len(wanted))), wanted
                 ).fetchall()
-                nodes = self._nodes(db, rows[0][13] if rows else None)
+                nodes = self._nodes(db, rows[0][11] if rows else None)
         except sqlite3.OperationalError as exc:
             if not wait and "locked" in str(exc):
                 raise WouldBlock(str(exc)) from exc
@@ -730,15 +732,14 @@ class StoreRoutingSource:
         known = self._skus
         for row in rows:
             sku = row[0]
-            if sku not in bodies:
-                record = row[:10]
-                hit = known.get(sku)
-                if hit is None or hit[0] != record:
-                    hit = (record, _sku_body(record))
-                    known[sku] = hit
-                bodies[sku] = hit[1]
-            if row[10] is not None:
-                levels[(sku, row[10])] = StockLevel(row[11], row[12])
+            record = row[:10]
+            hit = known.get(sku)
+            if hit is None or hit[0] != record:
+                hit = (record, _sku_body(record))
+                known[sku] = hit
+            bodies[sku] = hit[1]
+            for location_id, on_hand, reserved in json.loads(row[10]):
+                levels[(sku, location_id)] = StockLevel(on_hand, reserved)
         return Inventory(skus=bodies, levels=levels, load=load), nodes
 
     def _nodes(self, db: sqlite3.Connection, version: object) -> list[LocationBody]:

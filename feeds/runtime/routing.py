@@ -627,6 +627,10 @@ _INPUTS_SQL = (
 and the locations counter."""
 
 
+_SKUS_KEPT = 20_000
+"""Catalogue records the source keeps at most (it starts over when full)."""
+
+
 class StoreRoutingSource:
     """Thread-safe read access to a store file for routing checks (one connection per thread).
 
@@ -735,6 +739,8 @@ class StoreRoutingSource:
             record = row[:10]
             hit = known.get(sku)
             if hit is None or hit[0] != record:
+                if len(known) >= _SKUS_KEPT:
+                    known.clear()
                 hit = (record, _sku_body(record))
                 known[sku] = hit
             bodies[sku] = hit[1]

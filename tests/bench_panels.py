@@ -274,15 +274,17 @@ def measure(path: Path, runs: int) -> dict[str, float]:
     )
     t = int(END.timestamp())
     for name, fn in _panels():
-        times = []
+        times, cpu_times = [], []
         for _ in range(runs):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             db.execute("BEGIN")
             fn(db, t, PARAMS)
             db.execute("COMMIT")
             times.append((time.perf_counter() - started) * 1000)
+            cpu_times.append((time.process_time() - cpu_started) * 1000)
         figures[name] = statistics.median(times)
-        print(f"    {name}: {figures[name]:.0f} ms")
+        figures[f"{name}_cpu"] = statistics.median(cpu_times)
+        print(f"    {name}: {figures[name]:.0f} ms ({figures[f'{name}_cpu']:.0f} ms CPU)")
     stale = [f.feed for f in snaps.headline.feeds if f.stale]
     print(
         f"  rows: fulfillment {len(snaps.fulfillment.rows)}; stock at risk "
@@ -321,7 +323,8 @@ def main() -> None:
         figures[days] = measure(path, args.runs)
     young, old = figures[args.young_days], figures[args.days]
     print(f"young ({args.young_days} d) / old ({args.days} d), scale {args.scale}:")
-    for name in ("full", "full_cpu", *(name for name, _ in _panels())):
+    panels = [name for name, _ in _panels()]
+    for name in ("full", "full_cpu", *panels, *(f"{name}_cpu" for name in panels)):
         ratio = young[name] / old[name] if old[name] else float("nan")
         print(f"  {name}: {young[name]:.0f} ms / {old[name]:.0f} ms = {ratio:.2f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -2,7 +2,9 @@
 
 Real HTTP on 127.0.0.1 over a real store file, the real rules file watcher and a
 controllable clock.  Each test asks once (filling the caches), changes one thing (a node's
-hours through the writer, the rules file, the local day), and asks again.
+hours through the writer, the rules file, the local day, a SKU, a stock count), and asks
+again.  The last test sends every request through the handler's worker thread (what a
+read that would wait does) and gets the answers the event loop's own read gives.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from feeds.runtime.routing import StoreRoutingSource
 from store.clock import FixedClock
 from tests.builders import ev
 from tests.conftest import write
-from tests.routing_world import DAY, NODES, ny, seed
+from tests.routing_world import DAY, NODES, SKUS, ny, seed, stock
 
 CART = {"location_id": "ST-NYC", "cart": [{"sku": "TEE", "quantity": 1}]}
 
@@ -71,12 +73,12 @@ async def world(db_path: Path, tmp_path: Path) -> AsyncIterator[World]:
         await server.close()
 
 
-async def ask(url: str, body: dict[str, Any]) -> dict[str, Any]:
+async def ask(url: str, body: dict[str, Any], status: int = 200) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
         session.post(f"{url}/route", json=body) as resp,
     ):
-        assert resp.status == 200, await resp.text()
+        assert resp.status == status, await resp.text()
         answer: dict[str, Any] = await resp.json()
         return answer
 
@@ -126,3 +128,47 @@ async def test_a_new_local_day_is_seen_by_the_next_answer(world: World) -> None:
     world.clock.advance(timedelta(days=1))  # and the day after
     next_day = await ask(world.url, CART)
     assert next_day["pickup_window"] == ["2026-11-20T15:30:00Z", "2026-11-21T02:00:00Z"]
+
+
+async def test_a_stock_count_is_seen_by_the_next_answer(world: World) -> None:
+    before = await ask(world.url, CART)
+    assert before["method"] == "bopis"
+    assert before["shipments"][0]["location_id"] == "ST-NYC"  # 4 on hand, 1 reserved
+    await write(world.db, [stock("TEE", "ST-NYC", 1, reserved=1)])
+    after = await ask(world.url, CART)
+    # Nothing free at ST-NYC any more (and ST-BKN has none): no store can take it.
+    assert after["status"] == "held" and after["shipments"] == []
+    nyc = [c for c in after["trace"][0]["candidates"] if c["location_id"] == "ST-NYC"]
+    assert nyc[0]["reason"] == "no_stock"
+
+
+async def test_a_sku_added_to_the_catalogue_is_seen_by_the_next_answer(world: World) -> None:
+    cart = {"location_id": "ST-NYC", "cart": [{"sku": "CAP", "quantity": 1}]}
+    unknown = await ask(world.url, cart, status=422)
+    assert unknown["field"] == "cart.0.sku"
+    cap = SKUS["TEE"].model_copy(update={"sku": "CAP"}).model_dump(mode="json")
+    await write(
+        world.db,
+        [ev("sku.upserted", ny(11), cap, source="catalog"), stock("CAP", "ST-NYC", 9)],
+    )
+    known = await ask(world.url, cart)
+    assert known["shipments"][0]["location_id"] == "ST-NYC"
+    assert known["lines"] == [{"line_no": 0, "sku": "CAP", "quantity": 1, "location_id": "ST-NYC"}]
+
+
+async def test_the_worker_path_answers_as_the_loop_does(world: World, db_path: Path) -> None:
+    # load_ttl=0: today's load is always due, so every request goes to the worker thread.
+    app = make_app(
+        source=StoreRoutingSource(db_path, load_ttl=0),
+        rules=world.rules.fulfillment,
+        clock=world.clock,
+    )
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        order = {"destination_region": "northeast", "lines": [{"sku": "TEE", "quantity": 2}]}
+        for body in (CART, order):
+            assert await ask(url, body) == await ask(world.url, body)
+    finally:
+        await server.close()

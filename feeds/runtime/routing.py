@@ -117,21 +117,23 @@ def _sku_rows(db: sqlite3.Connection, skus: Collection[str] | None) -> list[Any]
 
 def load_skus(db: sqlite3.Connection, skus: Collection[str] | None = None) -> dict[str, SkuBody]:
     """Catalogue records of ``skus`` (every SKU when None); unknown SKUs are left out."""
-    out: dict[str, SkuBody] = {}
-    for r in _sku_rows(db, skus):
-        out[str(r[0])] = SkuBody.model_construct(
-            sku=r[0],
-            name=r[1],
-            category=r[2],
-            product_type=r[3],
-            unit_cost=Decimal(int(r[4])) / 100,
-            price=Decimal(int(r[5])) / 100,
-            reorder_point=r[6],
-            lead_time_days=r[7],
-            hazmat=bool(r[8]),
-            weight_kg=r[9],
-        )
-    return out
+    return {str(r[0]): _sku_body(r) for r in _sku_rows(db, skus)}
+
+
+def _sku_body(r: Sequence[Any]) -> SkuBody:
+    """A catalogue record from a ``skus`` row (the columns of :func:`_sku_rows`)."""
+    return SkuBody.model_construct(
+        sku=r[0],
+        name=r[1],
+        category=r[2],
+        product_type=r[3],
+        unit_cost=Decimal(int(r[4])) / 100,
+        price=Decimal(int(r[5])) / 100,
+        reorder_point=r[6],
+        lead_time_days=r[7],
+        hazmat=bool(r[8]),
+        weight_kg=r[9],
+    )
 
 
 def load_levels(
@@ -604,11 +606,39 @@ def what_if_on_store(
 # -- read access for the HTTP endpoint ----------------------------------------------------
 
 
+class WouldBlock(Exception):
+    """:meth:`StoreRoutingSource.inputs` with ``wait=False`` would have to wait.
+
+    The store is busy (a lock) or today's node load is due for its (longer) recount: ask
+    again with ``wait=True`` from a worker thread.
+    """
+
+
+_INPUTS_SQL = (
+    "SELECT k.sku, k.name, k.category, k.product_type, k.unit_cost_cents, k.price_cents,"
+    " k.reorder_point, k.lead_time_days, k.hazmat, k.weight_kg,"
+    " (SELECT json_group_array(json_array(s.location_id, s.on_hand, s.reserved))"
+    " FROM stock s WHERE s.sku = k.sku),"
+    f" (SELECT value FROM meta WHERE key = '{NODES_VERSION_KEY}')"
+    " FROM skus k WHERE k.sku IN ({marks})"
+)
+"""One statement (so one snapshot) for a cart: its SKUs' records, their stock at every node
+(one JSON array per SKU: a row per SKU instead of one per SKU and node, fewer Python objects)
+and the locations counter."""
+
+
+_SKUS_KEPT = 20_000
+"""Catalogue records the source keeps at most (it starts over when full)."""
+
+
 class StoreRoutingSource:
     """Thread-safe read access to a store file for routing checks (one connection per thread).
 
-    Used from ``asyncio.to_thread`` by the ``POST /route`` handler; :meth:`close` closes
-    every connection it opened.
+    Used by the ``POST /route`` handler; :meth:`close` closes every connection it opened.
+    What does not change between requests is kept: the nodes (one list object until
+    ``meta.locations_version`` moves), each SKU's catalogue record (rebuilt only when its
+    row differs), and today's node load (for ``load_ttl`` seconds).  Per request, one
+    statement reads the cart's SKUs, their stock at every node and the locations counter.
     """
 
     def __init__(
@@ -625,55 +655,119 @@ class StoreRoutingSource:
         self.load_ttl = load_ttl
         self._load_cache: tuple[datetime, float, dict[str, int]] | None = None
         self._nodes_cache: tuple[str, list[LocationBody]] | None = None
+        self._skus: dict[str, tuple[tuple[Any, ...], SkuBody]] = {}
+        self._since: datetime | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
 
-    def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+    def _db(self, wait: bool = True) -> sqlite3.Connection:
+        local = self._local
+        db: sqlite3.Connection | None = getattr(local, "db", None)
         if db is None:
             if not self.path.exists():
                 raise FileNotFoundError(f"{self.path}: no such store")
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA busy_timeout = 5000")
             db.execute("PRAGMA query_only = 1")
-            self._local.db = db
+            local.db = db
+            local.wait = None
             with self._lock:
                 self._all.append(db)
+        if local.wait is not wait:
+            # wait=False (the event loop's thread): a lock is answered at once, not waited for.
+            db.execute(f"PRAGMA busy_timeout = {5000 if wait else 0}")
+            local.wait = wait
         return db
 
-    def inputs(self, skus: Collection[str], now: datetime) -> tuple[Inventory, list[LocationBody]]:
-        """Stock view and nodes for ``skus`` at ``now``, from one read transaction."""
-        db = self._db()
+    def _day_start(self, now: datetime) -> datetime:
+        """:func:`day_start` of ``now``, kept for the current local day."""
+        since = self._since
+        # A local day lasts 23 to 25 hours: 22 hours from its start is surely the same day.
+        if since is not None and since <= now < since + timedelta(hours=22):
+            return since
         since = day_start(now, self.timezone)
-        db.execute("BEGIN")
-        try:
-            cached = self._load_cache
-            if cached is not None and cached[0] == since and time.monotonic() < cached[1]:
-                load = cached[2]
-            else:
-                load = load_node_load(db, since)
-                self._load_cache = (since, time.monotonic() + self.load_ttl, load)
-            inventory = Inventory(skus=load_skus(db, skus), levels=load_levels(db, skus), load=load)
-            return inventory, self._nodes(db)
-        finally:
-            db.execute("COMMIT")
+        self._since = since
+        return since
 
-    def _nodes(self, db: sqlite3.Connection) -> list[LocationBody]:
+    def inputs(
+        self, skus: Collection[str], now: datetime, *, wait: bool = True
+    ) -> tuple[Inventory, list[LocationBody]]:
+        """Stock view of ``skus`` and the nodes at ``now``, from one read snapshot.
+
+        With ``wait=False`` (the event loop's own thread) it never waits: it raises
+        :class:`WouldBlock` when the store is locked or today's load needs its recount.
+        """
+        since = self._day_start(now)
+        cached = self._load_cache
+        if cached is not None and cached[0] == since and time.monotonic() < cached[1]:
+            load = cached[2]
+        elif not wait:
+            raise WouldBlock("node load due")
+        else:
+            load = load_node_load(self._db(), since)
+            self._load_cache = (since, time.monotonic() + self.load_ttl, load)
+        db = self._db(wait)
+        wanted = sorted(set(skus))
+        try:
+            if len(wanted) > _CHUNK:  # a huge cart: several statements in one snapshot
+                db.execute("BEGIN")
+                try:
+                    rows = [
+                        row
+                        for chunk in _chunks(wanted)
+                        for row in db.execute(
+                            _INPUTS_SQL.format(marks=",".join("?" * len(chunk))), chunk
+                        )
+                    ]
+                    nodes = self._nodes(db, None if not rows else rows[0][11])
+                finally:
+                    db.execute("COMMIT")
+            else:
+                rows = db.execute(
+                    _INPUTS_SQL.format(marks=",".join("?" * len(wanted))), wanted
+                ).fetchall()
+                nodes = self._nodes(db, rows[0][11] if rows else None)
+        except sqlite3.OperationalError as exc:
+            if not wait and "locked" in str(exc):
+                raise WouldBlock(str(exc)) from exc
+            raise
+        bodies: dict[str, SkuBody] = {}
+        levels: dict[tuple[str, str], StockLevel] = {}
+        known = self._skus
+        for row in rows:
+            sku = row[0]
+            record = row[:10]
+            hit = known.get(sku)
+            if hit is None or hit[0] != record:
+                if len(known) >= _SKUS_KEPT:
+                    known.clear()
+                hit = (record, _sku_body(record))
+                known[sku] = hit
+            bodies[sku] = hit[1]
+            for location_id, on_hand, reserved in json.loads(row[10]):
+                levels[(sku, location_id)] = StockLevel(on_hand, reserved)
+        return Inventory(skus=bodies, levels=levels, load=load), nodes
+
+    def _nodes(self, db: sqlite3.Connection, version: object) -> list[LocationBody]:
         """The nodes, rebuilt only when ``meta.locations_version`` moved (same list object).
 
-        The counter is read in the caller's read transaction, so the nodes and the stock
-        come from one snapshot.  A store without the counter (older schema) is read anew.
+        ``version`` is the counter read in the caller's snapshot (None: not read), so the
+        nodes and the stock come from one snapshot.  A store without the counter (older
+        schema) is read anew.
         """
-        row = db.execute("SELECT value FROM meta WHERE key = ?", (NODES_VERSION_KEY,)).fetchone()
-        if row is None:
-            return load_nodes(db)
-        version = str(row[0])
+        if version is None:
+            row = db.execute(
+                "SELECT value FROM meta WHERE key = ?", (NODES_VERSION_KEY,)
+            ).fetchone()
+            if row is None:
+                return load_nodes(db)
+            version = row[0]
+        key = str(version)
         cached = self._nodes_cache
-        if cached is not None and cached[0] == version:
+        if cached is not None and cached[0] == key:
             return cached[1]
         nodes = load_nodes(db)
-        self._nodes_cache = (version, nodes)
+        self._nodes_cache = (key, nodes)
         return nodes
 
     def decision(self, order_id: str) -> Decision | None:

@@ -8,16 +8,17 @@ lost.  Pure.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
 from rules.matchers import Matcher
 from rules.routing.config import (
     DEFAULT_PREP_MINUTES,
     DEFAULT_REGIONS,
+    CarrierRule,
     Criterion,
     FulfillmentRouting,
     RoutingRule,
@@ -73,6 +74,139 @@ def fmt_km(km: float | None) -> str:
     return "? km" if km is None else f"{km:,.0f} km" if km >= 10 else f"{km:.1f} km"
 
 
+@dataclass(frozen=True)
+class NodeRule:
+    """What one rule makes of one node for one method, whatever the order (see :class:`Network`)."""
+
+    excluded: tuple[Reason, str] | None
+    """Why the node is no candidate at all (wrong kind, disabled), or None."""
+    rank: int
+    limit: float | None
+    """The service distance in km (None: no limit)."""
+    capacity: int | None
+    prep: int
+    """Preparation minutes."""
+    buffer: int
+    market: str
+
+
+_T = TypeVar("_T")
+_CACHE_LIMIT = 4096
+"""Entries a :class:`Network` keeps per table (destination codes come from requests)."""
+
+
+class Network:
+    """What :func:`route` derives from the rules and the nodes alone, computed once for both.
+
+    The nodes sorted by id and by id; per rule, method and node the exclusion (wrong kind,
+    disabled), rank, service distance, capacity, preparation, buffer and market; each
+    destination's centroid and market; each origin's distance to every node.  Everything
+    here is a function of ``rules`` and ``nodes`` (both immutable), so it is never stale:
+    :func:`network` gives a new one for other rules (a reloaded rules file) or other nodes
+    (an edited location).  Tables that grow with the requests are bounded.
+    """
+
+    def __init__(self, rules: FulfillmentRouting, nodes: Sequence[LocationBody]) -> None:
+        """Derive the network of ``nodes`` under ``rules`` (lazily, per rule and origin)."""
+        self.rules = rules
+        self.nodes: tuple[LocationBody, ...] = tuple(sorted(nodes, key=lambda n: n.location_id))
+        self.by_id = {n.location_id: n for n in self.nodes}
+        self._node_rules: dict[tuple[int, str], dict[str, NodeRule]] = {}
+        self._regions: dict[str, tuple[tuple[float, float] | None, str]] = {}
+        self._distances: dict[tuple[float, float], dict[str, float]] = {}
+        self._memo: dict[Hashable, Any] = {}
+        self._matchers: dict[int, list[Matcher]] = {}
+
+    def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
+        """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
+        try:
+            found: _T = self._memo[key]
+        except KeyError:
+            if len(self._memo) >= _CACHE_LIMIT:
+                self._memo.clear()
+            found = self._memo[key] = make()
+        return found
+
+    def node_rules(self, rule: RoutingRule, method: Method) -> dict[str, NodeRule]:
+        """Per node id, what ``rule`` makes of it for ``method``."""
+        key = (id(rule), method)  # rules are immutable and live as long as self.rules
+        cached = self._node_rules.get(key)
+        if cached is None:
+            cached = {n.location_id: self._node_rule(rule, method, n) for n in self.nodes}
+            self._node_rules[key] = cached
+        return cached
+
+    def _node_rule(self, rule: RoutingRule, method: Method, node: LocationBody) -> NodeRule:
+        rules = self.rules
+        allowed = set(rule.kinds)
+        if method in ("bopis", "ship_from_store"):
+            allowed &= {"store"}
+        settings = rules.nodes.get(node.location_id)
+        excluded: tuple[Reason, str] | None = None
+        if node.kind not in allowed:
+            excluded = ("wrong_kind", f"{node.kind} not used by this rule for {method}")
+        elif settings is not None and not settings.enabled:
+            excluded = ("disabled", "disabled in [fulfillment.nodes]")
+        return NodeRule(
+            excluded=excluded,
+            rank=settings.rank if settings is not None else 100,
+            limit=rule.max_distance_km or (rules.bopis_service_km if method == "bopis" else None),
+            capacity=_capacity(node, rules),
+            prep=_prep(node, rules, rule),
+            buffer=effective_buffer(node, rules, rule),
+            market=node_market(node, rules),
+        )
+
+    def matchers(self, rule: RoutingRule | CarrierRule) -> list[Matcher]:
+        """The parsed ``match`` of ``rule`` (read once: a private attribute is slow to reach)."""
+        key = id(rule)
+        found = self._matchers.get(key)
+        if found is None:
+            found = self._matchers[key] = rule.matchers
+        return found
+
+    def region(self, code: str) -> tuple[tuple[float, float] | None, str]:
+        """:func:`resolve_region` of ``code``, kept."""
+        cached = self._regions.get(code)
+        if cached is None:
+            if len(self._regions) >= _CACHE_LIMIT:
+                self._regions.clear()
+            cached = resolve_region(code, self.rules, self.nodes)
+            self._regions[code] = cached
+        return cached
+
+    def distances(self, origin: tuple[float, float]) -> dict[str, float]:
+        """Kilometres from ``origin`` to every node, by node id, kept."""
+        cached = self._distances.get(origin)
+        if cached is None:
+            if len(self._distances) >= _CACHE_LIMIT:
+                self._distances.clear()
+            lat, lon = origin
+            cached = {n.location_id: haversine_km(lat, lon, n.lat, n.lon) for n in self.nodes}
+            self._distances[origin] = cached
+        return cached
+
+
+_NETWORKS: dict[tuple[int, tuple[int, ...]], Network] = {}
+
+
+def network(rules: FulfillmentRouting, nodes: Sequence[LocationBody]) -> Network:
+    """The :class:`Network` of ``nodes`` under ``rules``, shared by calls with the same objects.
+
+    Keyed on the identity of the rules object and of each node (a cached network holds
+    them, so the identities stay theirs); a reloaded rules file or an edited node is a new
+    object, hence a new network.  A handful are kept.
+    """
+    key = (id(rules), tuple(map(id, nodes)))
+    found = _NETWORKS.get(key)
+    if found is None:
+        found = Network(rules, nodes)
+        if len(_NETWORKS) >= 16:
+            _NETWORKS.clear()
+        _NETWORKS[key] = found
+    return found
+
+
 @dataclass
 class RouteContext:
     """Per-order facts computed once per call of :func:`route`."""
@@ -88,8 +222,13 @@ class RouteContext:
     value: float
     weight: float
     line_labels: dict[str, list[str]]
-    distance: dict[str, float | None] = field(default_factory=dict)
+    network: Network | None = None
+    """The rules' and nodes' derived facts (None: derived now, for a context built by hand)."""
     slots: dict[tuple[str, bool, int], Slot] = field(default_factory=dict)
+    evaluated: dict[tuple[int, str, tuple[float, float] | None], list[NodeCandidate]] = field(
+        default_factory=dict
+    )
+    """Every node under a rule, method and origin (a relaxed pass reuses the strict one's)."""
 
     def labels(self, method: Method) -> dict[str, str]:
         """The order's labels when routed for ``method``."""
@@ -137,7 +276,8 @@ def label_holds(
 def why_not_matched(rule: RoutingRule, ctx: RouteContext, method: Method) -> str | None:
     """Why ``rule`` does not apply to the order, in words (None: it matches)."""
     labels = ctx.labels(method)
-    for m in rule.matchers:
+    matchers = rule.matchers if ctx.network is None else ctx.network.matchers(rule)
+    for m in matchers:
         if not label_holds(m, labels, ctx.line_labels):
             shown = ctx.line_labels.get(m.name) or [labels.get(m.name, "")]
             return f"{m} does not hold ({m.name} is {', '.join(sorted(set(shown))) or '∅'})"
@@ -171,21 +311,6 @@ def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slo
     return slot
 
 
-def _distance(
-    ctx: RouteContext, node: LocationBody, origin: tuple[float, float] | None
-) -> float | None:
-    if origin is None:
-        return None
-    if origin is ctx.origin:
-        cached = ctx.distance.get(node.location_id, -1.0)
-        if cached != -1.0:
-            return cached
-    km = haversine_km(origin[0], origin[1], node.lat, node.lon)
-    if origin is ctx.origin:
-        ctx.distance[node.location_id] = km
-    return km
-
-
 def _capacity(node: LocationBody, rules: FulfillmentRouting) -> int | None:
     settings = rules.nodes.get(node.location_id)
     if settings is not None and settings.capacity is not None:
@@ -201,22 +326,17 @@ def evaluate_node(
     origin: tuple[float, float] | None,
 ) -> NodeCandidate:
     """Every eligibility check of one node under one rule (all reasons, in order)."""
-    rules = ctx.rules
-    pickup = method == "bopis"
+    net = ctx.network
+    if net is None:
+        net = ctx.network = network(ctx.rules, ctx.nodes)
+    facts = net.node_rules(rule, method)[node.location_id]
+    distance = None if origin is None else net.distances(origin)[node.location_id]
+    if facts.excluded is not None:  # not a candidate at all: the other checks would only be noise
+        return NodeCandidate(
+            node, distance, NO_SLOT, [facts.excluded], frozenset(), 0, facts.rank, False, ""
+        )
     reasons: list[tuple[Reason, str]] = []
-    allowed = set(rule.kinds)
-    if method in ("bopis", "ship_from_store"):
-        allowed &= {"store"}
-    settings = rules.nodes.get(node.location_id)
-    distance = _distance(ctx, node, origin)
-    rank = settings.rank if settings is not None else 100
-    if node.kind not in allowed:
-        reasons.append(("wrong_kind", f"{node.kind} not used by this rule for {method}"))
-    elif settings is not None and not settings.enabled:
-        reasons.append(("disabled", "disabled in [fulfillment.nodes]"))
-    if reasons:  # not a candidate at all: the other checks would only be noise
-        return NodeCandidate(node, distance, NO_SLOT, reasons, frozenset(), 0, rank, False, "")
-    limit = rule.max_distance_km or (rules.bopis_service_km if pickup else None)
+    limit = facts.limit
     if limit is not None:
         if distance is None:
             reasons.append(
@@ -224,20 +344,23 @@ def evaluate_node(
             )
         elif distance > limit:
             reasons.append(("too_far", f"{fmt_km(distance)} > {fmt_km(limit)}"))
-    capacity = _capacity(node, rules)
+    capacity = facts.capacity
     left = math.inf if capacity is None else capacity - ctx.stock.load.get(node.location_id, 0)
     if rule.respect_capacity and left < 1:
         reasons.append(("no_capacity", f"daily capacity {capacity} used up"))
     try:
-        slot = _slot(ctx, node, pickup, _prep(node, rules, rule))
+        slot = _slot(ctx, node, method == "bopis", facts.prep)
     except ValueError as exc:  # never eligible, not even for the next window
         reasons.append(("never_open", str(exc)))
-        return NodeCandidate(node, distance, NO_SLOT, reasons, frozenset(), 0, rank, False, "")
+        return NodeCandidate(
+            node, distance, NO_SLOT, reasons, frozenset(), 0, facts.rank, False, ""
+        )
     promise = ctx.order.promised_by
-    if rule.window == "today" or (rule.window == "promise" and promise is None):
+    window = rule.window
+    if window == "today" or (window == "promise" and promise is None):
         if not slot.same_day:
             reasons.append((slot.issue or "closed", slot.detail))
-    elif rule.window == "promise" and promise is not None and slot.at > promise:
+    elif window == "promise" and promise is not None and slot.at > promise:
         reasons.append(
             (
                 slot.issue or "past_cutoff",
@@ -245,19 +368,21 @@ def evaluate_node(
             )
         )
     # Stock: lines this node can fill whole, after its buffer; a SKU on two lines adds up.
-    buffer = effective_buffer(node, rules, rule)
+    buffer = facts.buffer
+    levels = ctx.stock.levels
+    node_id = node.location_id
     fills: set[int] = set()
     short: list[str] = []
     used: dict[str, int] = {}
     for n, line in enumerate(ctx.order.lines):
-        level = ctx.stock.levels.get((line.sku, node.location_id))
-        free = 0 if level is None else level.on_hand - level.reserved - buffer
-        if free - used.get(line.sku, 0) >= line.quantity:
+        sku = line.sku
+        level = levels.get((sku, node_id))
+        free = (0 if level is None else level.on_hand - level.reserved - buffer) - used.get(sku, 0)
+        if free >= line.quantity:
             fills.add(n)
-            used[line.sku] = used.get(line.sku, 0) + line.quantity
+            used[sku] = used.get(sku, 0) + line.quantity
         else:
-            have = max(0, free - used.get(line.sku, 0))
-            short.append(f"{line.sku} {have} after buffer {buffer}, needs {line.quantity}")
+            short.append(f"{sku} {max(0, free)} after buffer {buffer}, needs {line.quantity}")
     if not fills:
         reasons.append(("no_stock", "; ".join(short)))
     return NodeCandidate(
@@ -267,8 +392,8 @@ def evaluate_node(
         reasons=reasons,
         fills=frozenset(fills),
         capacity_left=left,
-        rank=rank,
-        market_ok=node_market(node, rules) == ctx.market,
+        rank=facts.rank,
+        market_ok=facts.market == ctx.market,
         stock_detail="; ".join(short),
     )
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal
 
 from rules.geo import zone
 from rules.routing.candidates import (
     NO_SLOT,
     WINDOW_REASONS,
+    Network,
     NodeCandidate,
     RouteContext,
     describe_loss,
@@ -23,8 +25,8 @@ from rules.routing.candidates import (
     evaluate_node,
     fmt_km,
     label_holds,
+    network,
     rank_key,
-    resolve_region,
     why_not_matched,
 )
 from rules.routing.config import DEFAULT_RULES, CarrierRule, FulfillmentRouting, RoutingRule
@@ -44,6 +46,9 @@ from rules.routing.orders import (
 )
 from store.model import LocationBody, Method, SkuBody
 
+_EXCLUDED = ("wrong_kind", "disabled")
+"""Reasons a node is no candidate at all under a rule (whatever the order)."""
+
 
 @dataclass
 class _Plan:
@@ -62,7 +67,12 @@ def _try_rule(
         chosen_store = ctx.by_id.get(ctx.order.location_id)
         if chosen_store is not None:
             origin = (chosen_store.lat, chosen_store.lon)
-    evaluated = [evaluate_node(ctx, rule, node, method, origin) for node in ctx.nodes]
+    # Evaluation does not depend on ``relaxed``: the relaxed pass only filters differently.
+    key = (id(rule), method, origin)
+    evaluated = ctx.evaluated.get(key)
+    if evaluated is None:
+        evaluated = [evaluate_node(ctx, rule, node, method, origin) for node in ctx.nodes]
+        ctx.evaluated[key] = evaluated
     all_lines = frozenset(range(len(ctx.order.lines)))
     max_nodes = 1 if pickup else rule.max_splits + 1
 
@@ -71,6 +81,7 @@ def _try_rule(
             return [r for r in c.reasons if r[0] not in WINDOW_REASONS]
         return c.reasons
 
+    net = ctx.network or network(ctx.rules, ctx.nodes)
     pool = [c for c in evaluated if not blocking(c)]
     picks: list[tuple[NodeCandidate, frozenset[int]]] = []
     remaining = all_lines
@@ -110,6 +121,11 @@ def _try_rule(
             lines = sorted(next(t for p, t in picks if p is c))
             detail = f"chosen for line(s) {', '.join(str(n) for n in lines)}; {c.slot.detail}"
             candidates.append(_candidate(c, "chosen", None, detail))
+        elif block and c.slot is NO_SLOT and block[0][0] in _EXCLUDED:
+            # Wrong kind or disabled: the same entry for every order (from this origin).
+            reason, text = block[0]
+            make = partial(_candidate, c, "rejected", reason, text)
+            candidates.append(net.remember((node_id, reason, text, c.distance), make))
         elif block:
             detail = "; ".join(text for _, text in block)
             candidates.append(_candidate(c, "rejected", block[0][0], detail))
@@ -182,8 +198,10 @@ def _carrier(
     line_labels = _line_labels(skus)
     hazmat = any(s.hazmat for s in skus)
     notes: list[str] = []
+    net = ctx.network
     for entry in ctx.rules.carriers:
-        if not all(label_holds(m, labels, line_labels) for m in entry.matchers):
+        matchers = entry.matchers if net is None else net.matchers(entry)
+        if not all(label_holds(m, labels, line_labels) for m in matchers):
             continue
         if entry.air and hazmat and not ctx.rules.allow_air_for_hazmat:
             notes.append(f"{entry.carrier} skipped for {node.location_id}: no air for hazmat")
@@ -343,8 +361,9 @@ def _context(
     nodes: Sequence[LocationBody],
     rules: FulfillmentRouting,
     now: datetime,
+    net: Network,
 ) -> RouteContext:
-    origin, market = resolve_region(order.destination_region, rules, nodes)
+    origin, market = net.region(order.destination_region)
     skus = [stock.skus[line.sku] for line in order.lines]
     value = 0.0
     weight = 0.0
@@ -358,12 +377,13 @@ def _context(
         nodes=nodes,
         rules=rules,
         now=now,
-        by_id={n.location_id: n for n in nodes},
+        by_id=net.by_id,
         origin=origin,
         market=market,
         value=value,
         weight=weight,
         line_labels=_line_labels(skus),
+        network=net,
     )
 
 
@@ -405,11 +425,12 @@ def route(
         and candidate node considered.
     """
     unknown = [line.sku for line in order.lines if line.sku not in stock.skus]
-    nodes = sorted(nodes, key=lambda n: n.location_id)
     if unknown:
         detail = f"unknown SKU(s): {', '.join(dict.fromkeys(unknown))}"
         return _unrouted(order, now, "unfulfillable", None, detail, [], [detail])
-    ctx = _context(order, stock, nodes, rules, now)
+    net = network(rules, nodes)
+    nodes = net.nodes
+    ctx = _context(order, stock, nodes, rules, now, net)
     traces: list[RuleTrace] = []
     notes: list[str] = []
     outcome = _run_rules(ctx, order.method, traces)
@@ -421,7 +442,7 @@ def route(
         notes.append("no store can take the pickup: offering ship to home")
         # Shipping has its own promise; the pickup's ready-by does not apply to it.
         home_order = order.model_copy(update={"promised_by": None, "location_id": None})
-        home_ctx = replace(ctx, order=home_order, distance={}, slots={})
+        home_ctx = replace(ctx, order=home_order, slots={}, evaluated={})
         home = _run_rules(home_ctx, "ship", traces)
         if isinstance(home, tuple):
             rule, plan, _ = home

@@ -303,6 +303,31 @@ def incident_detections(
     return out
 
 
+def false_alarms(days: Sequence[DayResult], grace: timedelta) -> list[tuple[str, Episode]]:
+    """Every episode that detects no incident, with its day's name."""
+    return [
+        (day.name, ep)
+        for day in days
+        for ep in day.episodes
+        if not any(matches(ep, inc, day.start, grace) for inc in day.incidents)
+    ]
+
+
+def false_alarm_lines(days: Sequence[DayResult], grace: timedelta, top: int = 15) -> str:
+    """The most frequent false alarms by rule and scope (how many episodes, on how many days)."""
+    episodes: dict[str, int] = {}
+    on_days: dict[str, set[str]] = {}
+    for name, ep in false_alarms(days, grace):
+        scope = ",".join(f"{k}={v}" for k, v in sorted(ep.scope.items()) if k != "scope")
+        key = f"{ep.rule_id} {scope}"
+        episodes[key] = episodes.get(key, 0) + 1
+        on_days.setdefault(key, set()).add(name)
+    ranked = sorted(episodes, key=lambda k: (-episodes[k], k))
+    lines = [f"false alarms by rule and scope (episodes, days), top {top}:"]
+    lines += [f"  {episodes[k]:>3} {len(on_days[k]):>3}  {k}" for k in ranked[:top]]
+    return "\n".join(lines)
+
+
 def goal_lines(scores: Sequence[RuleScore], days: Sequence[DayResult], grace: timedelta) -> str:
     """The issue's goal, line by line, with what this run measured."""
     per_incident = incident_detections(days, grace)
@@ -485,6 +510,36 @@ async def _replay(
     return steps
 
 
+REPLAY_WINDOW = ("2026-11-18T13:00:00Z", "2026-11-19T05:00:00Z")
+"""The generator's replay start and day end: for saved runs that did not record them."""
+
+
+def days_from_json(path: Path) -> list[DayResult]:
+    """The days of a file an earlier ``--json`` run wrote."""
+    data = json.loads(path.read_text())
+    return [
+        DayResult(
+            name=d["name"],
+            incidents=[
+                Incident(i["kind"], i["scope"], _utc(i["start"]), _utc(i["end"]))
+                for i in d["incidents"]
+            ],
+            episodes=[
+                Episode(
+                    e["rule"],
+                    e["scope"],
+                    _utc(e["onset"]),
+                    _utc(e["offset"]) if e["offset"] else None,
+                )
+                for e in d["episodes"]
+            ],
+            start=_utc(d.get("start", REPLAY_WINDOW[0])),
+            end=_utc(d.get("end", REPLAY_WINDOW[1])),
+        )
+        for d in data["days"]
+    ]
+
+
 def parse_step(text: str) -> timedelta:
     """``1m``, ``5m``, ``30s``, ``1h`` to a timedelta."""
     units = {"s": 1, "m": 60, "h": 3600}
@@ -503,30 +558,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fixture-day", action="store_true", help="skip fixtures/day")
     parser.add_argument("--cache", type=Path, help="cache folder for generated days")
     parser.add_argument("--json", type=Path, help="also write the episodes and scores here")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="score the days saved by earlier --json runs together (no replay)",
+    )
     args = parser.parse_args(argv)
     step, grace = parse_step(args.step), parse_step(args.grace)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(range(1, args.days + 1))
     cache = cache_root(args.cache)
-    names: list[str | int] = [] if args.no_fixture_day else ["fixture"]
-    names += seeds
     days: list[DayResult] = []
-    with tempfile.TemporaryDirectory(prefix="omniops-bench-alerts-") as tmp:
-        for entry in names:
-            name = entry if isinstance(entry, str) else f"seed-{entry}"
-            folder = FIXTURE_DAY if isinstance(entry, str) else generated_day(entry, cache)
-            day = replay_day(name, folder, Path(tmp), step, cache)
-            print(f"  {name}: {len(day.episodes)} firing episodes, {day.seconds:.0f} s")
-            days.append(day)
+    if args.from_json:
+        days = [d for path in args.from_json for d in days_from_json(path)]
+    else:
+        names: list[str | int] = [] if args.no_fixture_day else ["fixture"]
+        names += seeds
+        with tempfile.TemporaryDirectory(prefix="omniops-bench-alerts-") as tmp:
+            for entry in names:
+                name = entry if isinstance(entry, str) else f"seed-{entry}"
+                folder = FIXTURE_DAY if isinstance(entry, str) else generated_day(entry, cache)
+                day = replay_day(name, folder, Path(tmp), step, cache)
+                print(f"  {name}: {len(day.episodes)} firing episodes, {day.seconds:.0f} s")
+                days.append(day)
     rule_ids = [r.id for r in load_bench_rules().alert if r.enabled]
     scores = score(days, rule_ids, grace)
     print()
     print(
         f"{len(days)} days ({', '.join(d.name for d in days)}), "
-        f"step {args.step}, grace {args.grace}"
+        f"step {'(saved runs)' if args.from_json else args.step}, grace {args.grace}"
     )
     print(format_table(scores, len(days)))
     print()
     print(goal_lines(scores, days, grace))
+    print()
+    print(false_alarm_lines(days, grace))
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -534,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
                     "days": [
                         {
                             "name": d.name,
+                            "start": d.start.isoformat(),
+                            "end": d.end.isoformat(),
                             "incidents": [
                                 {
                                     "kind": i.kind,

@@ -21,7 +21,9 @@ from tests.bench_alerts import (
     DayResult,
     Episode,
     Incident,
+    days_from_json,
     episodes_from_steps,
+    false_alarm_lines,
     format_table,
     incidents_from_manifest,
     legacy_incidents,
@@ -120,6 +122,45 @@ def test_grace_and_incidents_that_began_before_the_replay() -> None:
     assert wider["stale_feed"].delays == [85.0] and wider["stale_feed"].false_alarms == 0
     # The stockout began at the 05:00 count; the delay counts from the replay start.
     assert rows["stockout_risk_best_sellers"].delays == [10.0]
+
+
+def test_saved_runs_are_scored_like_live_ones(tmp_path: Path) -> None:
+    saved = {
+        "days": [
+            {
+                "name": "seed-9",
+                "incidents": [
+                    {
+                        "kind": "carrier_slip",
+                        "scope": {"carrier": "UPS"},
+                        "start": "2026-11-18T15:00:00+00:00",
+                        "end": "2026-11-19T01:00:00+00:00",
+                    }
+                ],
+                "episodes": [
+                    {
+                        "rule": "carrier_delay",
+                        "scope": {"carrier": "UPS", "scope": "carrier"},
+                        "onset": "2026-11-18T17:30:00+00:00",
+                        "offset": None,
+                    },
+                    {
+                        "rule": "carrier_delay",
+                        "scope": {"carrier": "FedEx", "scope": "carrier"},
+                        "onset": "2026-11-18T18:00:00+00:00",
+                        "offset": "2026-11-18T19:00:00+00:00",
+                    },
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(saved))
+    days = days_from_json(path)
+    assert days[0].start == at("13:00")  # the generator's replay start when not saved
+    (row,) = score(days, ["carrier_delay"], GRACE)
+    assert (row.detected, row.delays, row.false_alarms) == (1, [150.0], 1)
+    assert "  1   1  carrier_delay carrier=FedEx" in false_alarm_lines(days, GRACE)
 
 
 # -- the generator's random incidents ---------------------------------------------------

@@ -675,7 +675,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_kafka(args: argparse.Namespace) -> int:
     """``omniops kafka check``: 0 when every subscription is reachable with its topics."""
     from feeds.kafka.check import check_all
-    from feeds.runtime.serve_config import load_serve_config
+    from feeds.settings import load_serve_config
 
     subs = load_serve_config().kafka
     if not subs:

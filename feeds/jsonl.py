@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from rules.errors import describe_validation_error as describe_validation_error  # re-export
+from rules.errors import describe_validation_error
 from store.model import Event, Quarantined, parse_event
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")

@@ -36,7 +36,7 @@ from aiohttp.http_exceptions import LineTooLong
 
 from feeds.base import Feed, FeedHealth, FeedState
 from feeds.jsonl import parse_line
-from rules.backoff import Backoff as Backoff  # re-export: feeds.stream.Backoff
+from rules.backoff import Backoff
 from rules.errors import describe_error
 from store.apply import Outcome
 from store.clock import Clock, SystemClock

@@ -29,7 +29,7 @@ from pathlib import Path
 from feeds.kafka.consumer import KafkaFeed
 from feeds.runtime.ingest import ingest_paths
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from tests.kafka_broker import Broker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import sign_easypost, sign_shopify, sign_square
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from feeds.kafka.debezium import map_change
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.mapping import DebeziumMapping, parse_mapping
 from tests.kafka_broker import Broker
 from tests.test_pipeline import dump

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from feeds.jsonl import describe_validation_error
+from rules.errors import describe_validation_error
 from store.model import EVENT_TYPES, OrderPlaced, dump_event, event_json_schema, parse_event
 
 ROOT = Path(__file__).resolve().parent.parent

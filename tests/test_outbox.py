@@ -28,7 +28,7 @@ from console.screens.alerts import AlertsScreen, receiver_lines
 from console.widgets.formatting import fmt_past
 from feeds.runtime.alerting import RulesRuntime, alert_loop, store_node_ids
 from feeds.runtime.serve import Server, serve
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from rules.alerts.actions import AlertActions
 from rules.backoff import Backoff
 from rules.notify import Notifier, NotifyConfig

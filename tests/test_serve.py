@@ -21,7 +21,7 @@ import pytest
 from pydantic import SecretStr
 
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig, load_serve_config
+from feeds.settings import ServeConfig, load_serve_config
 from feeds.webhooks.signatures import sign_shopify
 
 ROOT = Path(__file__).resolve().parent.parent

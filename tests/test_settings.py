@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from feeds.runtime.serve_config import load_serve_config as legacy_load_serve_config
 from feeds.settings import (
     PollSubscription,
     ServeConfig,
@@ -170,8 +169,8 @@ def test_every_existing_key_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     poll = v.polls[0]
     assert (poll.name, poll.interval_seconds, poll.since_param) == ("erp", 12, "after")
     assert "abcdef"[0] not in repr(v.shopify_webhook_secret)
-    # The serve loader sees the same section, under its old import path too.
-    assert legacy_load_serve_config() == load_serve_config() == v
+    # The serve loader sees the same section.
+    assert load_serve_config() == v
 
 
 def test_every_existing_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from feeds.runtime.ingest import import_history
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.amazon import map_amazon
 from feeds.webhooks.easypost import map_tracker, parse_tracker
 from feeds.webhooks.mapping import AmazonMapping, ShopifyMapping

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import sign_shopify
 from tests.builders import T0, location, sku, snapshot
 

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import sign_square
 from feeds.webhooks.square_api import FEED, SQUARE_VERSION, TOKEN_VARIABLE, retry_after_seconds
 from rules.backoff import Backoff

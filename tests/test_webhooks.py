@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from feeds.runtime.serve import Server
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.redact import redact_raw
 from feeds.webhooks.signatures import (
     sign_easypost,

@@ -11,7 +11,7 @@ store holds, never after it.
 * **Revoke**: before giving a partition away, the adapter waits (bounded) until what it
   read from it is durable and commits that.
 * **Cluster unreachable**: the state is ``retrying`` with exponential back-off
-  (:class:`feeds.stream.Backoff`); the consumer is rebuilt and rejoins by itself.
+  (:class:`rules.backoff.Backoff`); the consumer is rebuilt and rejoins by itself.
 * **Lag**: per partition, the end offset (the larger of the fetch high-water mark and the
   broker's ``ListOffsets`` answer) minus the committed offset, and the age of the newest
   record consumed; on ``/health``, ``/metrics`` and, summarised, in the feeds view.
@@ -36,8 +36,9 @@ from feeds.base import Feed, FeedState, PartitionHealth
 from feeds.kafka.config import KafkaSubscription
 from feeds.kafka.formats import Record, TrackingLookup, decode
 from feeds.kafka.scope import Scope
-from feeds.stream import Backoff, Sleep
+from feeds.stream import Sleep
 from feeds.webhooks.mapping import Mapping
+from rules.backoff import Backoff
 from store.model import Event, Quarantined
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from feeds.jsonl import describe_validation_error
 from feeds.kafka.config import Format
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
+from rules.errors import describe_validation_error
 from store.model import Event, Quarantined, parse_event
 
 from .debezium import map_change

@@ -37,7 +37,6 @@ from pydantic import ValidationError
 
 from feeds.base import Feed
 from feeds.dropfolder import DropFolder
-from feeds.jsonl import describe_validation_error
 from feeds.kafka.consumer import kafka_feeds
 from feeds.kafka.publish import KafkaPublisher
 from feeds.kafka.staleness import lagging_sources
@@ -57,12 +56,13 @@ from feeds.runtime.http.handlers import (
 from feeds.runtime.logs import log_to_stderr
 from feeds.runtime.quarantine import preview
 from feeds.runtime.routing import router_hook
-from feeds.runtime.serve_config import ServeConfig, load_serve_config
-from feeds.settings import Settings
-from feeds.stream import Backoff, FeedMonitor, NdjsonFeed, SseFeed, pump_live
+from feeds.settings import ServeConfig, Settings, load_serve_config
+from feeds.stream import FeedMonitor, NdjsonFeed, SseFeed, pump_live
 from feeds.webhooks.mapping import Mapping, MappingError, load_mapping, mapping_watcher
 from feeds.webhooks.square_api import FEED as SQUARE_ORDERS_FEED
 from feeds.webhooks.square_api import SquareApi, SquareOrders
+from rules.backoff import Backoff
+from rules.errors import describe_validation_error
 from rules.file import default_rules_path
 from rules.routing.config import FulfillmentRouting
 from store.clock import Clock, SystemClock

@@ -502,8 +502,8 @@ def run_web(args: Namespace, console_command: Callable[[Path], list[str]]) -> in
         args: The parsed options (see :func:`add_web_arguments`).
         console_command: The argument list that starts one console on a store.
     """
-    from feeds.jsonl import describe_validation_error
     from feeds.settings import Settings
+    from rules.errors import describe_validation_error
     from rules.roles import current_user
 
     log_to_stderr(args.log_level)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from feeds.jsonl import describe_validation_error
 from feeds.webhooks import PayloadError
 from feeds.webhooks.bounded import ShapeError, check_shape
 from feeds.webhooks.redact import redact_raw
+from rules.errors import describe_validation_error
 from store.model import Event, Quarantined, parse_event
 
 SOURCE = "events"

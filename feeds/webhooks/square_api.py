@@ -51,13 +51,13 @@ import aiohttp
 from pydantic import SecretStr, ValidationError
 
 from feeds.base import FeedState
-from feeds.jsonl import describe_validation_error
 from feeds.stream import FeedMonitor
 from feeds.webhooks import JsonObject, Mapped, PayloadError
 from feeds.webhooks.mapping import SquareMapping
 from feeds.webhooks.redact import redact_raw
 from feeds.webhooks.square import SOURCE, map_square_order, map_square_refund
 from rules.backoff import Backoff
+from rules.errors import describe_validation_error
 from store import pending
 from store.apply import Outcome
 from store.clock import Clock, SystemClock

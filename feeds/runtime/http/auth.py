@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import SecretStr
 
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import (
     verify_bearer,
     verify_easypost,

@@ -60,7 +60,6 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from feeds.base import FeedState
-from feeds.jsonl import describe_validation_error
 from feeds.runtime.http.auth import (
     NOT_CONFIGURED,
     Authenticate,
@@ -76,7 +75,7 @@ from feeds.runtime.http.exposition import Metrics, notification_gauges
 from feeds.runtime.quarantine import hold_for
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource
-from feeds.runtime.serve_config import ServeConfig
+from feeds.settings import ServeConfig
 from feeds.stream import FeedMonitor
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.bounded import ShapeError
@@ -84,6 +83,7 @@ from feeds.webhooks.bounded import loads as bounded_loads
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
+from rules.errors import describe_validation_error
 from rules.routing.config import FulfillmentRouting
 from store.alerts import ReceiverStatus, load_receiver_status
 from store.apply import Outcome, epoch

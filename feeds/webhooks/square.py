@@ -151,21 +151,7 @@ def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
             continue
         sku = mapping.catalog_objects.get(catalog)
         location = mapping.locations.get(loc_ext)
-        problems = []
-        if sku is None:
-            problems.append(f"unmapped Square catalog_object_id {catalog}")
-            out.note_unmapped("catalog_object_id", catalog)
-        if location is None:
-            problems.append(f"unmapped Square location_id {loc_ext}")
-            out.note_unmapped("location_id", loc_ext)
-        if problems:
-            out.items.append(
-                Quarantined(
-                    source=SOURCE,
-                    raw=redact_json(count),
-                    error=f"event {event_id} {path}: " + "; ".join(problems),
-                )
-            )
+        if _held_unmapped(out, count, f"event {event_id} {path}", catalog, sku, loc_ext, location):
             continue
         assert sku is not None and location is not None
         out.items.append(
@@ -180,6 +166,34 @@ def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
             )
         )
     return out
+
+
+def _held_unmapped(
+    out: Mapped,
+    item: JsonObject,
+    where: str,
+    catalog: str,
+    sku: str | None,
+    loc_ext: str | None,
+    location: str | None,
+) -> bool:
+    """Quarantine ``item`` (and note its ids) when its catalog object or location is unmapped.
+
+    Returns True when it was quarantined, so the caller skips it.
+    """
+    problems = []
+    if sku is None:
+        problems.append(f"unmapped Square catalog_object_id {catalog}")
+        out.note_unmapped("catalog_object_id", catalog)
+    if location is None:
+        problems.append(f"unmapped Square location_id {loc_ext}")
+        out.note_unmapped("location_id", loc_ext)
+    if not problems:
+        return False
+    out.items.append(
+        Quarantined(source=SOURCE, raw=redact_json(item), error=f"{where}: " + "; ".join(problems))
+    )
+    return True
 
 
 def _cents(money_obj: JsonObject | None, path: str) -> Decimal:
@@ -422,21 +436,8 @@ def map_square_refund(
                 out.ignored.append(f"{lpath}: ad-hoc line is not stock (skipped)")
                 continue
             sku = mapping.catalog_objects.get(catalog)
-            problems = []
-            if sku is None:
-                problems.append(f"unmapped Square catalog_object_id {catalog}")
-                out.note_unmapped("catalog_object_id", catalog)
-            if location is None:
-                problems.append(f"unmapped Square location_id {loc_ext}")
-                out.note_unmapped("location_id", loc_ext)
-            if problems:
-                out.items.append(
-                    Quarantined(
-                        source=SOURCE,
-                        raw=redact_json(line),
-                        error=f"refund {refund_id} {lpath}: " + "; ".join(problems),
-                    )
-                )
+            where = f"refund {refund_id} {lpath}"
+            if _held_unmapped(out, line, where, catalog, sku, loc_ext, location):
                 continue
             assert sku is not None and location is not None
             uid = opt_ident(line, "uid", lpath) or str(lines)

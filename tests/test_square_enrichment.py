@@ -400,6 +400,17 @@ async def test_unmapped_catalog_id_is_quarantined_with_the_order_for_replay(worl
     mapped = map_square(json.loads(raw), parse_mapping(MAPPING).square)
     (order,) = [e for e in mapped.items if isinstance(e, OrderPlaced)]
     assert order.body.lines[0].sku == "APP-0001"
+    # serve held it like any webhook delivery, so `omniops quarantine replay` places it
+    # once the mapping has the line, without asking Square again.
+    assert world.rows("SELECT source, state FROM held") == [("square", "held")]
+    from feeds.runtime.quarantine_cli import _replay
+
+    fetched = len(world.fake.seen)
+    await _replay(world.db, parse_mapping(MAPPING))
+    ((location, *_),) = placed(world)  # placed once, at the mapped node
+    assert location == "S-BKN"
+    assert world.rows("SELECT state FROM held") == [("placed",)]
+    assert len(world.fake.seen) == fetched
 
 
 def test_square_mapping_of_documented_bodies() -> None:

@@ -52,6 +52,7 @@ from feeds.runtime.http.handlers import (
     StoreReader,
     build_app,
     json_errors,
+    keep_delivery,
 )
 from feeds.runtime.logs import log_to_stderr
 from feeds.runtime.quarantine import preview
@@ -276,6 +277,9 @@ class Server:
                 monitor=state.monitor(SQUARE_ORDERS_FEED, "enrichment"),
                 backoff=self.square_backoff,
                 on_outcomes=functools.partial(_count_outcomes, state.metrics),
+                on_kept=lambda mapped, body, key: keep_delivery(
+                    state, "square", body, mapped, delivery_id=key
+                ),
             )
             state.gauges.append(self.square_orders.gauges)
             app.middlewares.append(square_keeper(self.square_orders))

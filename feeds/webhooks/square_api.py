@@ -42,7 +42,7 @@ import email.utils
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -276,10 +276,15 @@ class SquareOrders:
         monitor: FeedMonitor | None = None,
         backoff: Backoff | None = None,
         on_outcomes: Callable[[list[Outcome]], None] | None = None,
+        on_kept: Callable[[Mapped, bytes, str], Awaitable[None]] | None = None,
     ) -> None:
         self.writer = writer
         self.on_outcomes = on_outcomes
         """Told the outcomes of every write (``serve`` counts them in ``/metrics``)."""
+        self.on_kept = on_kept
+        """Told what a fetch became when it quarantined or carried an unmapped id, with the
+        notification (the fetched order inside) and its key, after the write: ``serve``
+        holds it for ``omniops quarantine replay`` like any webhook delivery."""
         self.summary = pending.PendingSummary(SOURCE, 0, None, "", None, 0)
         """The kept notifications as of the last pass."""
         self.api = api
@@ -372,8 +377,9 @@ class SquareOrders:
 
     async def _attempt(self, row: pending.Pending) -> int:
         now = self._now()
+        body = row.body.encode("utf-8")
         try:
-            mapped = await self._fetch_and_map(row)
+            mapped, body = await self._fetch_and_map(row)
         except SquareUnavailable as exc:
             delay = max(1.0, self.backoff.delay(row.attempts + 1), exc.retry_after or 0.0)
             retry_at = math.ceil(self.clock.now().timestamp() + delay)
@@ -407,6 +413,13 @@ class SquareOrders:
                 ]
             )
         outcomes = await self.writer.write_many(mapped.items)
+        if self.on_kept is not None and (
+            mapped.unmapped or any(isinstance(item, Quarantined) for item in mapped.items)
+        ):
+            try:
+                await self.on_kept(mapped, body, row.key)
+            except Exception:  # the events are durable; only the replay copy is missing
+                log.exception("Square %s %s: could not keep it for a replay", row.kind, row.key)
         for note in mapped.ignored:
             log.info("Square %s %s: %s", row.kind, row.key, note)
         self.monitor.record(outcomes)
@@ -417,7 +430,8 @@ class SquareOrders:
         await self.writer.run(lambda db: pending.resolve(db, row.id))
         return 1
 
-    async def _fetch_and_map(self, row: pending.Pending) -> Mapped:
+    async def _fetch_and_map(self, row: pending.Pending) -> tuple[Mapped, bytes]:
+        """What the kept notification became, and the body to keep for a replay."""
         wanted = enrichment_of(json.loads(row.body))
         if wanted is None:
             raise SquareRefused("the kept notification names no order or refund")
@@ -431,22 +445,24 @@ class SquareOrders:
                     order = await self.api.retrieve_order(order_id)
                 except SquareRefused as exc:
                     log.info("refund %s: its order is not readable: %s", wanted.object_id, exc)
-            return map_square_refund(refund, order, mapping)
+            return map_square_refund(refund, order, mapping), row.body.encode("utf-8")
         order = await self.api.retrieve_order(wanted.object_id)
         mapped = map_square_order(order, mapping)
-        if any(isinstance(item, Quarantined) for item in mapped.items):
+        body = row.body.encode("utf-8")
+        if mapped.unmapped or any(isinstance(item, Quarantined) for item in mapped.items):
             # Quarantine the notification with the order inside (the shape a relay sends,
             # ``data.object.order``), so a replay after a mapping fix needs no fetch.
             enriched = json.loads(row.body)
             enriched.setdefault("data", {}).setdefault("object", {})["order"] = order
-            raw = redact_raw(json.dumps(enriched))
+            body = json.dumps(enriched).encode("utf-8")
+            raw = redact_raw(body)
             mapped.items = [
                 Quarantined(source=i.source, raw=raw, error=i.error)
                 if isinstance(i, Quarantined)
                 else i
                 for i in mapped.items
             ]
-        return mapped
+        return mapped, body
 
     async def _refresh_health(self) -> None:
         summary = self.summary = await self.writer.run(

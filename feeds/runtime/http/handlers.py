@@ -326,6 +326,34 @@ async def _keep(
     if source == "shopify":
         headers = request.headers
         delivery = headers.get("X-Shopify-Event-Id") or headers.get("X-Shopify-Webhook-Id") or ""
+    await keep_delivery(
+        state,
+        source,
+        body,
+        mapped,
+        topic=topic,
+        delivery_id=delivery,
+        error=error,
+        redacted=redacted,
+    )
+
+
+async def keep_delivery(
+    state: ServerState,
+    source: str,
+    body: bytes,
+    mapped: Mapped,
+    *,
+    topic: str = "",
+    delivery_id: str = "",
+    error: str | None = None,
+    redacted: str | None = None,
+) -> None:
+    """Hold ``body`` for a replay (:func:`~feeds.runtime.quarantine.hold_for`), if it needs one.
+
+    Used by the webhook handlers and by serve's Square enrichment (a fetched order that
+    quarantined); a failure is logged, never raised (the events are durable already).
+    """
     try:
         kept = await state.offload(
             hold_for,
@@ -333,7 +361,7 @@ async def _keep(
             mapped,
             body,
             topic=topic,
-            delivery_id=delivery,
+            delivery_id=delivery_id,
             error=error,
             redacted=redacted,
         )

@@ -21,6 +21,7 @@ cancelled orders over the cancellations stamped after ``t`` (none, live).
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import NamedTuple
 
@@ -131,6 +132,7 @@ def stock_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, tuple[int, int]]:
             continue
         on_hand, reserved = out.get(pair, (0, 0))
         out[pair] = (on_hand + delta, reserved)
+    _with_reservations(db, t, out, {pair: count[2] for pair, count in counts.items()})
     return out
 
 
@@ -159,3 +161,169 @@ def inbound_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, list[tuple[int, 
     for lines in out.values():
         lines.sort(key=lambda qe: qe[1])
     return out
+
+
+# --- the catalogue and routing as of a moment -----------------------------------------------
+#
+# The writer keeps every SKU and node record (``sku_history``, ``location_history``, by
+# record time) and every routing decision (``routing_history``, by the moment routed for).
+# Live, nothing in them is after ``t`` and one index probe says so (:func:`changed_after`);
+# only a past moment reads them.
+
+
+class SkuAsOf(NamedTuple):
+    """The catalogue fields the panels read, as last recorded at or before a moment."""
+
+    category: str
+    reorder_point: int
+    lead_time_days: float
+
+
+def changed_after(db: sqlite3.Connection, t: int) -> tuple[bool, bool]:
+    """(catalogue, routing): whether a SKU or node record, or a routing decision, is after ``t``.
+
+    Each is one probe of a time index, so the live path pays nothing more.
+    """
+    catalogue, routing = db.execute(
+        """SELECT EXISTS (SELECT 1 FROM sku_history WHERE ts > ?1)
+                  OR EXISTS (SELECT 1 FROM location_history WHERE ts > ?1),
+                  EXISTS (SELECT 1 FROM routing_history WHERE routed_for > ?1)""",
+        (t,),
+    ).fetchone()
+    return bool(catalogue), bool(routing)
+
+
+def skus_as_of(db: sqlite3.Connection, t: int) -> dict[str, SkuAsOf]:
+    """Every SKU with a record at or before ``t``, as its latest such record says."""
+    return {
+        sku: SkuAsOf(category, reorder, lead)
+        for sku, category, reorder, lead, _ in db.execute(
+            """SELECT sku, category, reorder_point, lead_time_days, MAX(ts) FROM sku_history
+               WHERE ts <= ? GROUP BY sku""",
+            (t,),
+        )
+    }
+
+
+def buffers_as_of(db: sqlite3.Connection, t: int) -> dict[str, int]:
+    """Each node's safety buffer as last recorded at or before ``t``."""
+    return {
+        loc: buffer
+        for loc, buffer, _ in db.execute(
+            """SELECT location_id, safety_buffer, MAX(ts) FROM location_history
+               WHERE ts <= ? GROUP BY location_id""",
+            (t,),
+        )
+    }
+
+
+def uncatalogued_at(db: sqlite3.Connection, t: int) -> set[str]:
+    """SKUs whose first record is after ``t``: as of ``t`` their units count under ``-``.
+
+    The writer moves a SKU's units counted under ``-`` to its category when its first
+    record arrives (store/apply.py); before that record's time they are still ``-``.
+    """
+    return {
+        sku
+        for (sku,) in db.execute(
+            """SELECT DISTINCT h.sku FROM sku_history h INDEXED BY sku_history_ts
+               WHERE h.ts > ?1 AND NOT EXISTS (
+                 SELECT 1 FROM sku_history e WHERE e.sku = h.sku AND e.ts <= ?1)""",
+            (t,),
+        )
+    }
+
+
+def unrouted_at(db: sqlite3.Connection, t: int) -> set[str]:
+    """Orders first routed after ``t``: as of ``t`` they have no node (``-``) yet.
+
+    Only the first routed decision gives an order its node and moves its sales
+    (:func:`store.apply.assign_node`); a re-route later changes neither.
+    """
+    return {
+        order_id
+        for (order_id,) in db.execute(
+            """SELECT DISTINCT h.order_id FROM routing_history h INDEXED BY routing_history_for
+               WHERE h.routed_for > ?1 AND h.status = 'routed' AND NOT EXISTS (
+                 SELECT 1 FROM routing_history e
+                 WHERE e.order_id = h.order_id AND e.routed_for <= ?1 AND e.status = 'routed')""",
+            (t,),
+        )
+    }
+
+
+def unroutable_at(db: sqlite3.Connection, t: int) -> int:
+    """Orders open at ``t`` whose decision in force at ``t`` is held or unfulfillable.
+
+    The decision in force is the latest one routed for a moment at or before ``t`` (of two
+    for the same moment, the later written).
+    """
+    (n,) = db.execute(
+        """SELECT COUNT(*) FROM routing_history h JOIN orders o USING (order_id)
+           WHERE h.routed_for <= ?1 AND h.status IN ('held', 'unfulfillable')
+             AND o.placed_ts <= ?1 AND (o.done_ts IS NULL OR o.done_ts > ?1)
+             AND NOT EXISTS (
+               SELECT 1 FROM routing_history e
+               WHERE e.order_id = h.order_id AND e.routed_for <= ?1
+                 AND (e.routed_for > h.routed_for
+                      OR (e.routed_for = h.routed_for AND e.seq > h.seq)))""",
+        (t,),
+    ).fetchone()
+    return int(n)
+
+
+def unrouted_sales(
+    db: sqlite3.Connection, t: int, orders: set[str], first_hour: int
+) -> dict[Pair, int]:
+    """Units of ``orders`` counted at their routed node from ``first_hour`` up to ``t``.
+
+    Routed after ``t``, they are not at that node as of ``t``: the caller takes them off.
+    A line counts as of ``t`` when its order was placed by ``t`` and not cancelled by ``t``
+    (the roll-up and :func:`sales_lines` together count exactly those).
+    """
+    out: dict[Pair, int] = {}
+    if not orders:
+        return out
+    for sku, loc, units in db.execute(
+        """SELECT l.sku, l.sales_location, SUM(l.quantity)
+           FROM orders o CROSS JOIN order_lines l ON l.order_id = o.order_id
+           WHERE o.order_id IN (SELECT value FROM json_each(?)) AND o.has_order = 1
+             AND o.location_id IS NULL AND o.placed_ts >= ? AND o.placed_ts <= ?
+             AND (o.cancelled_ts IS NULL OR o.cancelled_ts > ?)
+             AND l.sales_location IS NOT NULL AND l.sales_location != ?
+           GROUP BY 1, 2""",
+        (json.dumps(sorted(orders)), first_hour * HOUR, t, t, UNASSIGNED),
+    ):
+        out[(sku, loc)] = int(units)
+    return out
+
+
+def _with_reservations(
+    db: sqlite3.Connection, t: int, stock: dict[Pair, tuple[int, int]], counted: dict[Pair, int]
+) -> None:
+    """Add to ``stock``'s reserved the router's reservations after each pair's count, to ``t``.
+
+    A count sets reserved (``counted``: its time per pair); the router adds each line's
+    units when it routes and takes them off when the order is done, never below zero
+    (feeds/runtime/routing.py), in that order of time.  Reservations are by the time
+    the router wrote them.
+    """
+    steps: dict[Pair, list[tuple[int, int]]] = {}
+    for sku, loc, qty, at, released in db.execute(
+        """SELECT sku, location_id, quantity, reserved_at, released_at
+           FROM routing_reservations WHERE reserved_at <= ?""",
+        (t,),
+    ):
+        pair = (sku, loc)
+        if pair not in stock:
+            continue
+        start = counted.get(pair, -1)
+        if at > start:
+            steps.setdefault(pair, []).append((at, qty))
+        if released is not None and start < released <= t:
+            steps.setdefault(pair, []).append((released, -qty))
+    for pair, moves in steps.items():
+        on_hand, reserved = stock[pair]
+        for _, qty in sorted(moves):
+            reserved = max(0, reserved + qty)
+        stock[pair] = (on_hand, reserved)

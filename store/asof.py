@@ -17,6 +17,11 @@ So a window as of ``t`` is read in two parts:
 
 Both reads follow an index: the placed-time index over one hour, and the index of
 cancelled orders over the cancellations stamped after ``t`` (none, live).
+
+Stock, listings and inbound as of ``t`` come from their history tables; so do the
+catalogue (each SKU's category, reorder point and lead time, each node's safety buffer)
+and routing (an order placed without a node has one only from the moment it was routed
+for), read only when something in them is after ``t`` (:func:`changed_after`).
 """
 
 from __future__ import annotations
@@ -112,7 +117,8 @@ def stock_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, tuple[int, int]]:
 
     Its latest count at or before ``t`` plus the adjustments after that count up to
     ``t``; without a count, the sum of its adjustments up to ``t`` (reserved 0): the rule
-    the writer applies, replayed to ``t``.
+    the writer applies, replayed to ``t``; reserved adds the router's reservations after
+    the count up to ``t`` (:func:`_with_reservations`).
     """
     counts: dict[Pair, tuple[int, int, int]] = {
         (sku, loc): (on_hand, reserved, ts)

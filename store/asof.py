@@ -64,7 +64,10 @@ def closed_last_hour(t: int, last: int) -> int:
 
 _LINES = """
     SELECT l.sku, COALESCE(l.sales_location, o.location_id, ?), COALESCE(l.sales_category,
-           (SELECT k.category FROM skus k WHERE k.sku = l.sku), '-'), o.channel,
+           (SELECT h.category FROM sku_history h WHERE h.sku = l.sku AND h.ts <= o.placed_ts
+            ORDER BY h.ts DESC LIMIT 1),
+           (SELECT h.category FROM sku_history h WHERE h.sku = l.sku ORDER BY h.ts LIMIT 1),
+           '-'), o.channel,
            o.placed_ts / 3600, l.quantity, l.quantity * l.unit_price_cents - l.discount_cents
     FROM orders o INDEXED BY {index} CROSS JOIN order_lines l ON l.order_id = o.order_id
 """
@@ -74,7 +77,9 @@ def sales_lines(db: sqlite3.Connection, t: int, first_hour: int) -> list[SalesLi
     """Lines to add to the closed roll-up hours ``[first_hour, t's hour)`` to get ``t``.
 
     The current hour's orders placed by ``t`` and not cancelled by ``t``, and the orders
-    placed in ``[first_hour, t's hour)`` cancelled after ``t``.
+    placed in ``[first_hour, t's hour)`` cancelled after ``t``.  A line never counted (its
+    cancellation arrived first) is in the category its SKU had at placement, or, with no
+    record by then, its first record's (where the writer would have moved it).
     """
     hour_start = t // HOUR * HOUR
     rows = db.execute(

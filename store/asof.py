@@ -317,12 +317,12 @@ def _with_reservations(
     A count sets reserved (``counted``: its time per pair); the router adds each line's
     units when it routes and takes them off when the order is done, never below zero
     (feeds/runtime/routing.py), in that order of time.  Reservations are by the time
-    the router wrote them.
+    the router wrote them, from ``reservation_history`` (a re-route's replaced ones too).
     """
     steps: dict[Pair, list[tuple[int, int]]] = {}
     for sku, loc, qty, at, released in db.execute(
         """SELECT sku, location_id, quantity, reserved_at, released_at
-           FROM routing_reservations WHERE reserved_at <= ?""",
+           FROM reservation_history WHERE reserved_at <= ?""",
         (t,),
     ):
         pair = (sku, loc)

@@ -329,8 +329,9 @@ MIGRATIONS: tuple[str, ...] = (
     HELD_DDL,
     # 13: the catalogue's history, for the catalogue as of a past moment (store/asof.py):
     # every SKU and node record by its time (the later arrival of two stamped alike wins),
-    # and every routing decision by the moment routed for (a trigger keeps it, so a
-    # re-route that replaces ``routing_decisions``' row leaves the earlier one here).
+    # and every routing decision by the moment routed for and every reservation (triggers
+    # keep them, so a re-route that replaces ``routing_decisions``' and
+    # ``routing_reservations``' rows leaves the earlier ones here).
     """
     CREATE TABLE sku_history (
         sku TEXT NOT NULL,
@@ -381,6 +382,33 @@ MIGRATIONS: tuple[str, ...] = (
                                      nodes)
         VALUES (NEW.order_id, NEW.routed_for, NEW.decided_at, NEW.status, NEW.location_id,
                 NEW.nodes);
+    END;
+    CREATE TABLE reservation_history (
+        order_id TEXT NOT NULL,
+        line_no INTEGER NOT NULL,
+        reserved_at INTEGER NOT NULL,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        released_at INTEGER,
+        PRIMARY KEY (order_id, line_no, reserved_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX reservation_history_at ON reservation_history (reserved_at);
+    INSERT INTO reservation_history (order_id, line_no, reserved_at, sku, location_id,
+                                     quantity, released_at)
+        SELECT order_id, line_no, reserved_at, sku, location_id, quantity, released_at
+        FROM routing_reservations;
+    CREATE TRIGGER reservation_history_insert AFTER INSERT ON routing_reservations BEGIN
+        INSERT OR REPLACE INTO reservation_history (order_id, line_no, reserved_at, sku,
+                                                    location_id, quantity, released_at)
+        VALUES (NEW.order_id, NEW.line_no, NEW.reserved_at, NEW.sku, NEW.location_id,
+                NEW.quantity, NEW.released_at);
+    END;
+    CREATE TRIGGER reservation_history_release AFTER UPDATE OF released_at
+        ON routing_reservations BEGIN
+        UPDATE reservation_history SET released_at = NEW.released_at
+        WHERE order_id = NEW.order_id AND line_no = NEW.line_no
+          AND reserved_at = NEW.reserved_at;
     END;
     """,
 )

@@ -6,9 +6,10 @@ The day is the fixture slice of ``tests/test_asof.py`` with, generated from a se
 that change category, lead time and reorder point during the day, SKUs whose first
 catalogue record arrives hours after their first sales and returns, nodes that change
 their safety buffer, and webshop orders placed without a node that the router decides
-later (some held first, then routed).  Both stores are fed the same timeline, events and
-routing decisions in time order; the full one to the end, the prefix one up to each of
-the random moments, where the two are compared on every panel field.
+later (some held first, then routed; some routed twice).  Both stores are fed the same
+timeline, events and routing decisions in time order; the full one to the end, the
+prefix one up to each of the random moments, where the two are compared on every panel
+field.
 """
 
 from __future__ import annotations
@@ -126,6 +127,9 @@ def generated_day(seed: int) -> tuple[list[Event], list[Routing]]:
         if n % 4 == 0:  # held first, routed later
             routings.append(Routing(placed + 30, body["order_id"], "held", None, lines))
         routings.append(Routing(at, body["order_id"], "routed", node, lines))
+        if n % 4 == 1 and placed + room - at > 60:  # routed again later (its units reserved anew)
+            again = rng.randint(at + 30, placed + room)
+            routings.append(Routing(again, body["order_id"], "routed", node, lines))
     for e in raw:  # the node reaches the order only through the router
         if e["type"] == "fulfillment.updated" and e["body"]["order_id"] in nodeless:
             e["body"]["location_id"] = None

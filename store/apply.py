@@ -771,6 +771,12 @@ def _skus(db: sqlite3.Connection, events: list[tuple[SkuUpserted, int]], touched
            WHERE excluded.updated_ts >= skus.updated_ts""",
         rows,
     )
+    # Every record, for the catalogue as of a past moment (store/asof.py).
+    db.executemany(
+        "INSERT OR REPLACE INTO sku_history (sku, ts, category, product_type, unit_cost_cents,"
+        " price_cents, reorder_point, lead_time_days) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(r[0], r[10], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows],
+    )
     for sku in dict.fromkeys(row[0] for row in rows):
         _categorise_late(db, sku)
 
@@ -811,6 +817,12 @@ def _locations(
                safety_buffer = excluded.safety_buffer, updated_ts = excluded.updated_ts
            WHERE excluded.updated_ts >= locations.updated_ts""",
         rows,
+    )
+    # Every record, for the nodes as of a past moment (store/asof.py).
+    db.executemany(
+        "INSERT OR REPLACE INTO location_history (location_id, ts, kind, opens, closes, cutoff,"
+        " safety_buffer) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(r[0], r[11], r[2], r[7], r[8], r[9], r[10]) for r in rows],
     )
 
 

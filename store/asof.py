@@ -17,10 +17,16 @@ So a window as of ``t`` is read in two parts:
 
 Both reads follow an index: the placed-time index over one hour, and the index of
 cancelled orders over the cancellations stamped after ``t`` (none, live).
+
+Stock, listings and inbound as of ``t`` come from their history tables; so do the
+catalogue (each SKU's category, reorder point and lead time, each node's safety buffer)
+and routing (an order placed without a node has one only from the moment it was routed
+for), read only when something in them is after ``t`` (:func:`changed_after`).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import NamedTuple
 
@@ -58,7 +64,10 @@ def closed_last_hour(t: int, last: int) -> int:
 
 _LINES = """
     SELECT l.sku, COALESCE(l.sales_location, o.location_id, ?), COALESCE(l.sales_category,
-           (SELECT k.category FROM skus k WHERE k.sku = l.sku), '-'), o.channel,
+           (SELECT h.category FROM sku_history h WHERE h.sku = l.sku AND h.ts <= o.placed_ts
+            ORDER BY h.ts DESC LIMIT 1),
+           (SELECT h.category FROM sku_history h WHERE h.sku = l.sku ORDER BY h.ts LIMIT 1),
+           '-'), o.channel,
            o.placed_ts / 3600, l.quantity, l.quantity * l.unit_price_cents - l.discount_cents
     FROM orders o INDEXED BY {index} CROSS JOIN order_lines l ON l.order_id = o.order_id
 """
@@ -68,7 +77,9 @@ def sales_lines(db: sqlite3.Connection, t: int, first_hour: int) -> list[SalesLi
     """Lines to add to the closed roll-up hours ``[first_hour, t's hour)`` to get ``t``.
 
     The current hour's orders placed by ``t`` and not cancelled by ``t``, and the orders
-    placed in ``[first_hour, t's hour)`` cancelled after ``t``.
+    placed in ``[first_hour, t's hour)`` cancelled after ``t``.  A line never counted (its
+    cancellation arrived first) is in the category its SKU had at placement, or, with no
+    record by then, its first record's (where the writer would have moved it).
     """
     hour_start = t // HOUR * HOUR
     rows = db.execute(
@@ -111,7 +122,8 @@ def stock_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, tuple[int, int]]:
 
     Its latest count at or before ``t`` plus the adjustments after that count up to
     ``t``; without a count, the sum of its adjustments up to ``t`` (reserved 0): the rule
-    the writer applies, replayed to ``t``.
+    the writer applies, replayed to ``t``; reserved adds the router's reservations after
+    the count up to ``t`` (:func:`_with_reservations`).
     """
     counts: dict[Pair, tuple[int, int, int]] = {
         (sku, loc): (on_hand, reserved, ts)
@@ -131,6 +143,7 @@ def stock_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, tuple[int, int]]:
             continue
         on_hand, reserved = out.get(pair, (0, 0))
         out[pair] = (on_hand + delta, reserved)
+    _with_reservations(db, t, out, {pair: count[2] for pair, count in counts.items()})
     return out
 
 
@@ -159,3 +172,169 @@ def inbound_as_of(db: sqlite3.Connection, t: int) -> dict[Pair, list[tuple[int, 
     for lines in out.values():
         lines.sort(key=lambda qe: qe[1])
     return out
+
+
+# --- the catalogue and routing as of a moment -----------------------------------------------
+#
+# The writer keeps every SKU and node record (``sku_history``, ``location_history``, by
+# record time) and every routing decision (``routing_history``, by the moment routed for).
+# Live, nothing in them is after ``t`` and one index probe says so (:func:`changed_after`);
+# only a past moment reads them.
+
+
+class SkuAsOf(NamedTuple):
+    """The catalogue fields the panels read, as last recorded at or before a moment."""
+
+    category: str
+    reorder_point: int
+    lead_time_days: float
+
+
+def changed_after(db: sqlite3.Connection, t: int) -> tuple[bool, bool]:
+    """(catalogue, routing): whether a SKU or node record, or a routing decision, is after ``t``.
+
+    Each is one probe of a time index, so the live path pays nothing more.
+    """
+    catalogue, routing = db.execute(
+        """SELECT EXISTS (SELECT 1 FROM sku_history WHERE ts > ?1)
+                  OR EXISTS (SELECT 1 FROM location_history WHERE ts > ?1),
+                  EXISTS (SELECT 1 FROM routing_history WHERE routed_for > ?1)""",
+        (t,),
+    ).fetchone()
+    return bool(catalogue), bool(routing)
+
+
+def skus_as_of(db: sqlite3.Connection, t: int) -> dict[str, SkuAsOf]:
+    """Every SKU with a record at or before ``t``, as its latest such record says."""
+    return {
+        sku: SkuAsOf(category, reorder, lead)
+        for sku, category, reorder, lead, _ in db.execute(
+            """SELECT sku, category, reorder_point, lead_time_days, MAX(ts) FROM sku_history
+               WHERE ts <= ? GROUP BY sku""",
+            (t,),
+        )
+    }
+
+
+def buffers_as_of(db: sqlite3.Connection, t: int) -> dict[str, int]:
+    """Each node's safety buffer as last recorded at or before ``t``."""
+    return {
+        loc: buffer
+        for loc, buffer, _ in db.execute(
+            """SELECT location_id, safety_buffer, MAX(ts) FROM location_history
+               WHERE ts <= ? GROUP BY location_id""",
+            (t,),
+        )
+    }
+
+
+def uncatalogued_at(db: sqlite3.Connection, t: int) -> set[str]:
+    """SKUs whose first record is after ``t``: as of ``t`` their units count under ``-``.
+
+    The writer moves a SKU's units counted under ``-`` to its category when its first
+    record arrives (store/apply.py); before that record's time they are still ``-``.
+    """
+    return {
+        sku
+        for (sku,) in db.execute(
+            """SELECT DISTINCT h.sku FROM sku_history h INDEXED BY sku_history_ts
+               WHERE h.ts > ?1 AND NOT EXISTS (
+                 SELECT 1 FROM sku_history e WHERE e.sku = h.sku AND e.ts <= ?1)""",
+            (t,),
+        )
+    }
+
+
+def unrouted_at(db: sqlite3.Connection, t: int) -> set[str]:
+    """Orders first routed after ``t``: as of ``t`` they have no node (``-``) yet.
+
+    Only the first routed decision gives an order its node and moves its sales
+    (:func:`store.apply.assign_node`); a re-route later changes neither.
+    """
+    return {
+        order_id
+        for (order_id,) in db.execute(
+            """SELECT DISTINCT h.order_id FROM routing_history h INDEXED BY routing_history_for
+               WHERE h.routed_for > ?1 AND h.status = 'routed' AND NOT EXISTS (
+                 SELECT 1 FROM routing_history e
+                 WHERE e.order_id = h.order_id AND e.routed_for <= ?1 AND e.status = 'routed')""",
+            (t,),
+        )
+    }
+
+
+def unroutable_at(db: sqlite3.Connection, t: int) -> int:
+    """Orders open at ``t`` whose decision in force at ``t`` is held or unfulfillable.
+
+    The decision in force is the latest one routed for a moment at or before ``t`` (of two
+    for the same moment, the later written).
+    """
+    (n,) = db.execute(
+        """SELECT COUNT(*) FROM routing_history h JOIN orders o USING (order_id)
+           WHERE h.routed_for <= ?1 AND h.status IN ('held', 'unfulfillable')
+             AND o.placed_ts <= ?1 AND (o.done_ts IS NULL OR o.done_ts > ?1)
+             AND NOT EXISTS (
+               SELECT 1 FROM routing_history e
+               WHERE e.order_id = h.order_id AND e.routed_for <= ?1
+                 AND (e.routed_for > h.routed_for
+                      OR (e.routed_for = h.routed_for AND e.seq > h.seq)))""",
+        (t,),
+    ).fetchone()
+    return int(n)
+
+
+def unrouted_sales(
+    db: sqlite3.Connection, t: int, orders: set[str], first_hour: int
+) -> dict[Pair, int]:
+    """Units of ``orders`` counted at their routed node from ``first_hour`` up to ``t``.
+
+    Routed after ``t``, they are not at that node as of ``t``: the caller takes them off.
+    A line counts as of ``t`` when its order was placed by ``t`` and not cancelled by ``t``
+    (the roll-up and :func:`sales_lines` together count exactly those).
+    """
+    out: dict[Pair, int] = {}
+    if not orders:
+        return out
+    for sku, loc, units in db.execute(
+        """SELECT l.sku, l.sales_location, SUM(l.quantity)
+           FROM orders o CROSS JOIN order_lines l ON l.order_id = o.order_id
+           WHERE o.order_id IN (SELECT value FROM json_each(?)) AND o.has_order = 1
+             AND o.location_id IS NULL AND o.placed_ts >= ? AND o.placed_ts <= ?
+             AND (o.cancelled_ts IS NULL OR o.cancelled_ts > ?)
+             AND l.sales_location IS NOT NULL AND l.sales_location != ?
+           GROUP BY 1, 2""",
+        (json.dumps(sorted(orders)), first_hour * HOUR, t, t, UNASSIGNED),
+    ):
+        out[(sku, loc)] = int(units)
+    return out
+
+
+def _with_reservations(
+    db: sqlite3.Connection, t: int, stock: dict[Pair, tuple[int, int]], counted: dict[Pair, int]
+) -> None:
+    """Add to ``stock``'s reserved the router's reservations after each pair's count, to ``t``.
+
+    A count sets reserved (``counted``: its time per pair); the router adds each line's
+    units when it routes and takes them off when the order is done, never below zero
+    (feeds/runtime/routing.py), in that order of time.  Reservations are by the time
+    the router wrote them, from ``reservation_history`` (a re-route's replaced ones too).
+    """
+    steps: dict[Pair, list[tuple[int, int]]] = {}
+    for sku, loc, qty, at, released in db.execute(
+        """SELECT sku, location_id, quantity, reserved_at, released_at
+           FROM reservation_history WHERE reserved_at <= ?""",
+        (t,),
+    ):
+        pair = (sku, loc)
+        if pair not in stock:
+            continue
+        start = counted.get(pair, -1)
+        if at > start:
+            steps.setdefault(pair, []).append((at, qty))
+        if released is not None and start < released <= t:
+            steps.setdefault(pair, []).append((released, -qty))
+    for pair, moves in steps.items():
+        on_hand, reserved = stock[pair]
+        for _, qty in sorted(moves):
+            reserved = max(0, reserved + qty)
+        stock[pair] = (on_hand, reserved)

@@ -20,13 +20,23 @@ import sqlite3
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from store.apply import epoch
-from store.asof import closed_last_hour, return_lines, sales_lines
+from store.asof import (
+    changed_after,
+    closed_last_hour,
+    return_lines,
+    sales_lines,
+    skus_as_of,
+    uncatalogued_at,
+    unroutable_at,
+    unrouted_at,
+)
 from store.risk import (
     AT_RISK,
     MetricParams,
@@ -151,9 +161,12 @@ def compute_fulfillment(
 ) -> FulfillmentSnapshot:
     """Fulfillment health per location, channel and carrier (README: Fulfillment health)."""
     horizon = t + int(params.at_risk_horizon_hours * HOUR)
+    # As of a past t, an order routed only after t has no node yet (store/asof.py).
+    routed_later = changed_after(db, t)[1]
+    node = _node_as_of(unrouted_at(db, t) if routed_later else set())
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
     open_rows = db.execute(
-        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
+        node("""SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
                   promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
            WHERE done_ts IS NULL AND has_order = 1 AND +placed_ts <= ?
@@ -161,25 +174,25 @@ def compute_fulfillment(
            SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
                   promised_ts, packed_ts, exception_ts, line_nodes
            FROM orders
-           WHERE done_ts > ? AND has_order = 1 AND +placed_ts <= ?""",
+           WHERE done_ts > ? AND has_order = 1 AND +placed_ts <= ?"""),
         (t, t, t),
     ).fetchall()
     day_ago = t - DAY
     completed = db.execute(
-        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, method,
+        node("""SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, method,
                   fulfilled_ts, promised_ts, ready_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND fulfilled_ts > ? AND fulfilled_ts <= ?
-             AND (cancelled_ts IS NULL OR cancelled_ts > fulfilled_ts)""",
+             AND (cancelled_ts IS NULL OR cancelled_ts > fulfilled_ts)"""),
         (day_ago, t),
     ).fetchall()
     pick_from = t - int(params.pick_window_hours * HOUR)
     picks = db.execute(
-        """SELECT COALESCE(location_id, fulfil_location_id, '-'), channel,
+        node("""SELECT COALESCE(location_id, fulfil_location_id, '-'), channel,
                   picked_ts - released_ts, line_nodes
            FROM orders
            WHERE has_order = 1 AND picked_ts > ? AND picked_ts <= ? AND released_ts IS NOT NULL
-             AND released_ts <= picked_ts""",
+             AND released_ts <= picked_ts"""),
         (pick_from, t),
     ).fetchall()
 
@@ -265,12 +278,16 @@ def compute_fulfillment(
     rows = _with_delivery_promises(rows, promises)
     rank = {"LATE": 0, "AT RISK": 1, "OK": 2}
     rows.sort(key=lambda r: (rank[r.status], -r.late, -r.at_risk, -r.open_orders, r.scope, r.key))
-    unroutable = db.execute(
-        """SELECT COUNT(*) FROM routing_decisions d JOIN orders o USING (order_id)
-           WHERE d.status IN ('held', 'unfulfillable') AND o.placed_ts <= ?
-             AND (o.done_ts IS NULL OR o.done_ts > ?)""",
-        (t, t),
-    ).fetchone()[0]
+    unroutable = (
+        unroutable_at(db, t)
+        if routed_later
+        else db.execute(
+            """SELECT COUNT(*) FROM routing_decisions d JOIN orders o USING (order_id)
+               WHERE d.status IN ('held', 'unfulfillable') AND o.placed_ts <= ?
+                 AND (o.done_ts IS NULL OR o.done_ts > ?)""",
+            (t, t),
+        ).fetchone()[0]
+    )
     return FulfillmentSnapshot(
         rows=tuple(rows[: params.top_n]),
         total_open=total_open,
@@ -281,6 +298,28 @@ def compute_fulfillment(
         delivered_late_window=sum(v[3] for (scope, _), v in promises.items() if scope == "channel"),
         delivery_window_days=params.delivery_window_days,
     )
+
+
+_NODE = "COALESCE(location_id, fulfil_location_id, '-')"
+
+
+def _node_as_of(unrouted: set[str]) -> Callable[[str], str]:
+    """Rewrites an order query so ``unrouted`` orders read as placed: no node, no split.
+
+    Live (none), the query is left as it is.  The ids are few (orders placed by a past
+    moment and routed after it) and written into the SQL as quoted literals.
+    """
+    if not unrouted:
+        return lambda sql: sql
+    ids = ", ".join("'" + order_id.replace("'", "''") + "'" for order_id in sorted(unrouted))
+    later = f"(location_id IS NULL AND order_id IN ({ids}))"
+
+    def rewrite(sql: str) -> str:
+        return sql.replace(_NODE, f"CASE WHEN {later} THEN '-' ELSE {_NODE} END").replace(
+            "line_nodes\n", f"CASE WHEN {later} THEN NULL ELSE line_nodes END\n"
+        )
+
+    return rewrite
 
 
 def _order_keys(loc: str, channel: str | None, nodes: str | None) -> list[tuple[str, str]]:
@@ -444,7 +483,8 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     the flags were last computed (``report --at`` in the past), every pair is evaluated.
     """
     flagged_at = risk_flags_time(db)
-    scope: Scope = "all" if flagged_at is None or t < flagged_at else "flagged"
+    past = flagged_at is None or t < flagged_at or any(changed_after(db, t))
+    scope: Scope = "all" if past else "flagged"
     window = params.velocity_window_days
     rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
     counts = dict.fromkeys(AT_RISK, 0)
@@ -587,6 +627,10 @@ def _sku_series(
     ``[first_hour, last_hour]`` as of ``t`` instead: a loose index scan of
     ``sku_hourly``, plus the SKUs that sold only in ``t``'s hour so far.
     """
+    if changed_after(db, t)[0]:  # a past moment: the catalogue as of t
+        known = skus_as_of(db, t)
+        if known:
+            return len(known) + sum(sku not in known for sku in returned)
     catalogue = int(db.execute("SELECT COUNT(*) FROM skus").fetchone()[0])
     if catalogue:
         (outside,) = db.execute(
@@ -669,8 +713,12 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
             w_start,
         ),
     ).fetchall()
+    # As of a past t, each SKU's category as its record by t says (store/asof.py).
+    then = skus_as_of(db, t) if changed_after(db, t)[0] else None
     counted = []
     for sku, category, s_closed, bs_closed, br in per_sku:
+        if then is not None:
+            category = then[sku].category if sku in then else "-"
         s, bs = s_closed + late_sold[sku], bs_closed + late_base[sku]
         counted.append((sku, category, current[sku], s, br, bs))
     p_values = [rate_p_value(ret, s, br, bs) for _, _, ret, s, br, bs in counted]
@@ -802,12 +850,22 @@ def return_rollups(
         ):
             add(category, channel, day, slot, units)
     # As of t (store/asof.py): t's hour so far, and sales cancelled only after t.
-    late: list[tuple[str, str, int, int, int]] = [
-        (line.category, line.channel, line.hour, line.units, 1)
+    late: list[tuple[str, str, str, int, int, int]] = [
+        (line.sku, line.category, line.channel, line.hour, line.units, 1)
         for line in sales_lines(db, t, b_first)
     ]
-    late.extend((r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
-    for category, channel, hour, units, slot in late:
+    late.extend((r.sku, r.category, r.channel, r.hour, r.units, 0) for r in return_lines(db, t))
+    # As of a past t, a SKU whose first record came after t still counts under "-".
+    uncatalogued = uncatalogued_at(db, t) if changed_after(db, t)[0] else set()
+    for category, channel, hour, units, slot in _uncatalogued_closed(
+        db, uncatalogued, b_first, closed_last_hour(t, last)
+    ):
+        day = -1 if hour >= first else (hour - b_first) // 24
+        add(category, channel, day, slot, -units)
+        add("-", channel, day, slot, units)
+    for sku, category, channel, hour, units, slot in late:
+        if sku in uncatalogued:
+            category = "-"
         if b_first <= hour <= last:
             add(category, channel, -1 if hour >= first else (hour - b_first) // 24, slot, units)
     counts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
@@ -853,6 +911,34 @@ def return_rollups(
         )
     rollups.sort(key=lambda r: (not r.spike, -(r.z_score or -math.inf), r.scope, r.key))
     return tuple(rollups)
+
+
+def _uncatalogued_closed(
+    db: sqlite3.Connection, skus: set[str], first_hour: int, last_hour: int
+) -> list[tuple[str, str, int, int, int]]:
+    """``skus``' units in the category roll-ups' hours ``[first_hour, last_hour]``.
+
+    (category, channel, hour, units, slot): slot 1 sold (lines counted and not reversed,
+    as the roll-up holds them), 0 returned.
+    """
+    if not skus:
+        return []
+    packed = json.dumps(sorted(skus))
+    rows = db.execute(
+        """SELECT l.sales_category, o.channel, o.placed_ts / 3600, SUM(l.quantity), 1
+           FROM order_lines l JOIN orders o ON o.order_id = l.order_id
+           WHERE l.sku IN (SELECT value FROM json_each(?1)) AND l.sales_category IS NOT NULL
+             AND o.has_order = 1 AND o.sales_reversed = 0
+             AND o.placed_ts >= ?2 * 3600 AND o.placed_ts < (?3 + 1) * 3600
+           GROUP BY 1, 2, 3
+           UNION ALL
+           SELECT category, channel, received_ts / 3600, SUM(quantity), 0 FROM returns
+           WHERE sku IN (SELECT value FROM json_each(?1))
+             AND received_ts >= ?2 * 3600 AND received_ts < (?3 + 1) * 3600
+           GROUP BY 1, 2, 3""",
+        (packed, first_hour, last_hour),
+    ).fetchall()
+    return [(c, ch, int(h), int(u), int(slot)) for c, ch, h, u, slot in rows]
 
 
 # --- headline ----------------------------------------------------------------------------

@@ -25,11 +25,15 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from store.asof import (
+    buffers_as_of,
     closed_last_hour,
     inbound_as_of,
     listings_as_of,
     sales_lines,
+    skus_as_of,
     stock_as_of,
+    unrouted_at,
+    unrouted_sales,
 )
 from store.snapshots import StockoutRow
 
@@ -422,7 +426,7 @@ def pair_inputs(
 def _all_pairs_as_of(
     db: sqlite3.Connection, t: int, first: int, last: int, late: dict[Pair, int]
 ) -> list[PairInputs]:
-    """Every pair known by ``t``, with its stock, listings and inbound as of ``t``.
+    """Every pair known by ``t``, with its stock, listings, inbound and catalogue as of ``t``.
 
     ``last`` is the last closed roll-up hour; ``late`` the sales after it up to ``t``.
     """
@@ -437,15 +441,12 @@ def _all_pairs_as_of(
             (first, last),
         )
     }
-    buffers: dict[str, int] = dict(
-        db.execute("SELECT location_id, safety_buffer FROM locations").fetchall()
-    )
-    skus = {
-        sku: (category, reorder, lead)
-        for sku, category, reorder, lead in db.execute(
-            "SELECT sku, category, reorder_point, lead_time_days FROM skus"
-        )
-    }
+    # The catalogue and nodes as of t; sales of orders routed only after t are not at
+    # their node yet (store/asof.py).
+    buffers = buffers_as_of(db, t)
+    skus = skus_as_of(db, t)
+    for pair, units in unrouted_sales(db, t, unrouted_at(db, t), first).items():
+        sold[pair] = sold.get(pair, 0) - units
     out = []
     for (sku, loc), (on_hand, reserved) in sorted(stock.items()):
         category, reorder, lead = skus.get(sku, ("-", 0, 0.0))

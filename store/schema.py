@@ -327,6 +327,90 @@ MIGRATIONS: tuple[str, ...] = (
     # 12: what could not be placed, kept to be replayed (see store/held.py): the external
     # ids seen without a mapping, and the (redacted) deliveries held for a replay.
     HELD_DDL,
+    # 13: the catalogue's history, for the catalogue as of a past moment (store/asof.py):
+    # every SKU and node record by its time (the later arrival of two stamped alike wins),
+    # and every routing decision by the moment routed for and every reservation (triggers
+    # keep them, so a re-route that replaces ``routing_decisions``' and
+    # ``routing_reservations``' rows leaves the earlier ones here).
+    """
+    CREATE TABLE sku_history (
+        sku TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        category TEXT NOT NULL,
+        product_type TEXT NOT NULL,
+        unit_cost_cents INTEGER NOT NULL,
+        price_cents INTEGER NOT NULL,
+        reorder_point INTEGER NOT NULL,
+        lead_time_days REAL NOT NULL,
+        PRIMARY KEY (sku, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX sku_history_ts ON sku_history (ts);
+    INSERT INTO sku_history (sku, ts, category, product_type, unit_cost_cents, price_cents,
+                             reorder_point, lead_time_days)
+        SELECT sku, updated_ts, category, product_type, unit_cost_cents, price_cents,
+               reorder_point, lead_time_days FROM skus;
+    CREATE TABLE location_history (
+        location_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        opens TEXT NOT NULL,
+        closes TEXT NOT NULL,
+        cutoff TEXT,
+        safety_buffer INTEGER NOT NULL,
+        PRIMARY KEY (location_id, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX location_history_ts ON location_history (ts);
+    INSERT INTO location_history (location_id, ts, kind, opens, closes, cutoff, safety_buffer)
+        SELECT location_id, updated_ts, kind, opens, closes, cutoff, safety_buffer
+        FROM locations;
+    CREATE TABLE routing_history (
+        seq INTEGER PRIMARY KEY,
+        order_id TEXT NOT NULL,
+        routed_for INTEGER NOT NULL,
+        decided_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        location_id TEXT,
+        nodes TEXT NOT NULL
+    );
+    CREATE INDEX routing_history_for ON routing_history (routed_for);
+    CREATE INDEX routing_history_order ON routing_history (order_id, routed_for);
+    INSERT INTO routing_history (order_id, routed_for, decided_at, status, location_id, nodes)
+        SELECT order_id, routed_for, decided_at, status, location_id, nodes
+        FROM routing_decisions ORDER BY decided_at, order_id;
+    CREATE TRIGGER routing_history_insert AFTER INSERT ON routing_decisions BEGIN
+        INSERT INTO routing_history (order_id, routed_for, decided_at, status, location_id,
+                                     nodes)
+        VALUES (NEW.order_id, NEW.routed_for, NEW.decided_at, NEW.status, NEW.location_id,
+                NEW.nodes);
+    END;
+    CREATE TABLE reservation_history (
+        order_id TEXT NOT NULL,
+        line_no INTEGER NOT NULL,
+        reserved_at INTEGER NOT NULL,
+        sku TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        quantity INTEGER NOT NULL,
+        released_at INTEGER,
+        PRIMARY KEY (order_id, line_no, reserved_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX reservation_history_at ON reservation_history (reserved_at);
+    INSERT INTO reservation_history (order_id, line_no, reserved_at, sku, location_id,
+                                     quantity, released_at)
+        SELECT order_id, line_no, reserved_at, sku, location_id, quantity, released_at
+        FROM routing_reservations;
+    CREATE TRIGGER reservation_history_insert AFTER INSERT ON routing_reservations BEGIN
+        INSERT OR REPLACE INTO reservation_history (order_id, line_no, reserved_at, sku,
+                                                    location_id, quantity, released_at)
+        VALUES (NEW.order_id, NEW.line_no, NEW.reserved_at, NEW.sku, NEW.location_id,
+                NEW.quantity, NEW.released_at);
+    END;
+    CREATE TRIGGER reservation_history_release AFTER UPDATE OF released_at
+        ON routing_reservations BEGIN
+        UPDATE reservation_history SET released_at = NEW.released_at
+        WHERE order_id = NEW.order_id AND line_no = NEW.line_no
+          AND reserved_at = NEW.reserved_at;
+    END;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

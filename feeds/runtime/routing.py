@@ -294,12 +294,6 @@ def save_decisions(
         )
         if d.status != "routed":
             continue
-        assign_node(
-            db,
-            d.order_id,
-            [(line.line_no, line.location_id) for line in d.lines if line.location_id],
-            MetricParams(),
-        )
         for line in d.lines:
             if line.location_id is None:
                 continue
@@ -313,6 +307,13 @@ def save_decisions(
                 (line.quantity, line.sku, line.location_id),
             )
             units += line.quantity
+        # After the reservations: the stock-risk flags it refreshes see the reserved units.
+        assign_node(
+            db,
+            d.order_id,
+            [(line.line_no, line.location_id) for line in d.lines if line.location_id],
+            MetricParams(),
+        )
     return units
 
 

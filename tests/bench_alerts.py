@@ -717,6 +717,58 @@ def parse_step(text: str) -> timedelta:
     return timedelta(minutes=float(text))
 
 
+def write_json(path: Path, days: Sequence[DayResult], scores: Sequence[RuleScore]) -> None:
+    """Save the days' episodes and the scores (``--json``; re-scored by ``--from-json``)."""
+    path.write_text(
+        json.dumps(
+            {
+                "days": [
+                    {
+                        "name": d.name,
+                        "start": d.start.isoformat(),
+                        "end": d.end.isoformat(),
+                        "incidents": [
+                            {
+                                "kind": i.kind,
+                                "scope": dict(i.scope),
+                                "start": i.start.isoformat(),
+                                "end": i.end.isoformat(),
+                            }
+                            for i in d.incidents
+                        ],
+                        "episodes": [
+                            {
+                                "rule": e.rule_id,
+                                "scope": dict(e.scope),
+                                "onset": e.onset.isoformat(),
+                                "offset": e.offset.isoformat() if e.offset else None,
+                            }
+                            for e in d.episodes
+                        ],
+                        "verified": sorted(d.verified),
+                    }
+                    for d in days
+                ],
+                "scores": [
+                    {
+                        "rule": s.rule_id,
+                        "detected": s.detected,
+                        "targets": s.targets,
+                        "delay_median_min": s.delay_median,
+                        "delay_max_min": s.delay_max,
+                        "false_alarms": s.false_alarms,
+                        "verified": s.verified,
+                        "missed": s.missed,
+                    }
+                    for s in scores
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -750,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
                 day = replay_day(name, folder, Path(tmp), step, cache)
                 print(f"  {name}: {len(day.episodes)} firing episodes, {day.seconds:.0f} s")
                 days.append(day)
+                if args.json:  # after every day: a run cut short keeps what it replayed
+                    rule_ids = [r.id for r in load_bench_rules().alert if r.enabled]
+                    write_json(args.json, days, score(days, rule_ids, grace))
     rule_ids = [r.id for r in load_bench_rules().alert if r.enabled]
     scores = score(days, rule_ids, grace)
     print()
@@ -763,54 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(false_alarm_lines(days, grace))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "days": [
-                        {
-                            "name": d.name,
-                            "start": d.start.isoformat(),
-                            "end": d.end.isoformat(),
-                            "incidents": [
-                                {
-                                    "kind": i.kind,
-                                    "scope": dict(i.scope),
-                                    "start": i.start.isoformat(),
-                                    "end": i.end.isoformat(),
-                                }
-                                for i in d.incidents
-                            ],
-                            "episodes": [
-                                {
-                                    "rule": e.rule_id,
-                                    "scope": dict(e.scope),
-                                    "onset": e.onset.isoformat(),
-                                    "offset": e.offset.isoformat() if e.offset else None,
-                                }
-                                for e in d.episodes
-                            ],
-                            "verified": sorted(d.verified),
-                        }
-                        for d in days
-                    ],
-                    "scores": [
-                        {
-                            "rule": s.rule_id,
-                            "detected": s.detected,
-                            "targets": s.targets,
-                            "delay_median_min": s.delay_median,
-                            "delay_max_min": s.delay_max,
-                            "false_alarms": s.false_alarms,
-                            "verified": s.verified,
-                            "missed": s.missed,
-                        }
-                        for s in scores
-                    ],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_json(args.json, days, scores)
     return 0
 
 

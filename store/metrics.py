@@ -1144,10 +1144,45 @@ def _orders_between(db: sqlite3.Connection, start: int, end: int) -> int:
     )
 
 
+def expected_feed_events(
+    db: sqlite3.Connection, feed: str, last: int, t: int, days: int
+) -> float | None:
+    """How many events ``feed`` delivered in the silence ``(last, t]`` on previous days.
+
+    The mean, over the previous ``days`` days that the feed's history covers, of its
+    events stamped in the same window shifted back by whole days (``(last − d·24 h,
+    t − d·24 h]``, d = 1 … ``days``).  A day counts when the feed had delivered before that
+    day's window began.  None when no day counts (no history to judge the silence by).
+    """
+    if days <= 0:
+        return None
+    first = db.execute("SELECT MIN(ts) FROM event_log WHERE source = ?", (feed,)).fetchone()[0]
+    if first is None:
+        return None
+    counts = [
+        int(
+            db.execute(
+                "SELECT COUNT(*) FROM event_log WHERE source = ? AND ts > ? AND ts <= ?",
+                (feed, last - d * 86400, t - d * 86400),
+            ).fetchone()[0]
+        )
+        for d in range(1, days + 1)
+        if last - d * 86400 >= first
+    ]
+    return sum(counts) / len(counts) if counts else None
+
+
 def feed_freshness(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[FeedFreshness, ...]:
-    """Last event per feed as of ``t``; stale after ``stale_feed_minutes`` or if never seen."""
+    """Last event per feed as of ``t``, and whether its silence is stale (README: Feeds).
+
+    Stale when the feed never delivered, or when nothing arrived for longer than
+    ``stale_feed_minutes`` (or its ``stale_overrides`` entry) *and* the feed's own history
+    expects at least ``stale_min_expected`` events in that silence
+    (:func:`expected_feed_events`); a feed with no history to judge by is stale on the
+    limit alone.
+    """
     as_of = events_as_of(db, t)
     known = {
         feed: (as_of.get(feed, 0), quarantined)
@@ -1162,6 +1197,9 @@ def feed_freshness(
         events, quarantined = known.get(feed, (0, 0))
         limit = params.stale_overrides.get(feed, params.stale_feed_minutes)
         stale = last is None or t - last > limit * 60
+        if stale and last is not None:
+            expected = expected_feed_events(db, feed, last, t, params.stale_history_days)
+            stale = expected is None or expected >= params.stale_min_expected
         out.append(
             FeedFreshness(
                 feed=feed,

@@ -162,6 +162,14 @@ _DECLARED = (
         "fulfillment",
     ),
     Metric(
+        "fulfillment.completed_24h",
+        _FUL,
+        "orders",
+        "int",
+        "orders shipped or made ready in the last 24 h",
+        "fulfillment",
+    ),
+    Metric(
         "carrier.delay_hours",
         ("scope", "carrier"),
         "hours",
@@ -339,6 +347,14 @@ _DECLARED = (
         "aov",
         "<",
         alert=0.8,
+    ),
+    Metric(
+        "headline.channel_orders",
+        ("channel",),
+        "orders",
+        "int",
+        "orders placed today on the channel, not cancelled",
+        "overview",
     ),
     # -- feeds --
     Metric(

@@ -78,6 +78,12 @@ class MetricParams(BaseModel):
     """Per-feed staleness in minutes, for feeds that deliver rarely (a catalogue, POs)."""
     expected_feeds: tuple[str, ...] = ()
     """Feeds that should deliver; one that never did is listed as stale with no time."""
+    stale_history_days: int = 7
+    """Staleness is judged against the feed's own traffic at that time of day over this many
+    previous days (0: the limit alone decides)."""
+    stale_min_expected: float = 5.0
+    """A silence past the limit is stale only when the feed's history expects at least this
+    many events in it (a feed that is normally quiet then is not stale)."""
     top_n: int = 200
     """Rows kept per panel (the ones that matter most)."""
     oversell_tolerance_units: int = 2

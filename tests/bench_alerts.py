@@ -104,6 +104,9 @@ class DayResult:
     """The first evaluation (the replay start)."""
     end: datetime
     seconds: float = 0.0
+    verified: frozenset[int] = frozenset()
+    """Indices of episodes that match no injected incident but are true alerts all the same,
+    checked from the day's own events (:func:`verified_stockout_risks`)."""
 
 
 @dataclass
@@ -116,6 +119,8 @@ class RuleScore:
     delays: list[float] = field(default_factory=list)
     """Detection delays in minutes, one per detected incident."""
     false_alarms: int = 0
+    verified: int = 0
+    """Episodes outside the injected truth verified as true from the day's events."""
     missed: list[str] = field(default_factory=list)
     """``day: kind scope`` of each incident of its kind it did not detect."""
 
@@ -260,8 +265,13 @@ def score(days: Sequence[DayResult], rule_ids: Sequence[str], grace: timedelta) 
                     scope = ",".join(f"{k}={v}" for k, v in sorted(incident.scope.items()))
                     row.missed.append(f"{day.name}: {incident.kind} {scope}")
         for i, ep in enumerate(day.episodes):
-            if i not in matched:
-                scores.setdefault(ep.rule_id, RuleScore(ep.rule_id)).false_alarms += 1
+            if i in matched:
+                continue
+            row = scores.setdefault(ep.rule_id, RuleScore(ep.rule_id))
+            if i in day.verified:
+                row.verified += 1
+            else:
+                row.false_alarms += 1
     return list(scores.values())
 
 
@@ -272,19 +282,23 @@ def _minutes(value: float | None) -> str:
 def format_table(scores: Sequence[RuleScore], n_days: int) -> str:
     """The per-rule table, a total row, and the goal check."""
     lines = [
-        f"{'rule':<28} {'detected':>9} {'delay med':>10} {'delay max':>10} {'false/day':>10}",
-        "-" * 71,
+        f"{'rule':<28} {'detected':>9} {'delay med':>10} {'delay max':>10} {'false/day':>10}"
+        f" {'verified':>9}",
+        "-" * 81,
     ]
     for s in scores:
         detected = f"{s.detected}/{s.targets}" if s.targets else "-"
         lines.append(
             f"{s.rule_id:<28} {detected:>9} {_minutes(s.delay_median):>10} "
             f"{_minutes(s.delay_max):>10} {s.false_alarms / max(n_days, 1):>10.2f}"
+            f" {s.verified:>9}"
         )
     total_false = sum(s.false_alarms for s in scores)
-    lines.append("-" * 71)
+    total_verified = sum(s.verified for s in scores)
+    lines.append("-" * 81)
     lines.append(
         f"{'all rules':<28} {'':>9} {'':>10} {'':>10} {total_false / max(n_days, 1):>10.2f}"
+        f" {total_verified:>9}"
     )
     return "\n".join(lines)
 
@@ -308,8 +322,9 @@ def false_alarms(days: Sequence[DayResult], grace: timedelta) -> list[tuple[str,
     return [
         (day.name, ep)
         for day in days
-        for ep in day.episodes
-        if not any(matches(ep, inc, day.start, grace) for inc in day.incidents)
+        for i, ep in enumerate(day.episodes)
+        if i not in day.verified
+        and not any(matches(ep, inc, day.start, grace) for inc in day.incidents)
     ]
 
 
@@ -348,6 +363,131 @@ def goal_lines(scores: Sequence[RuleScore], days: Sequence[DayResult], grace: ti
             scope = ",".join(f"{k}={v}" for k, v in sorted(incident.scope.items()))
             lines.append(f"  missed: {name} {incident.kind} {scope}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# True alerts outside the injected truth
+# ---------------------------------------------------------------------------
+
+STOCKOUT_RULE = "stockout_risk_best_sellers"
+COVER_DAYS = 3.0
+"""The default stockout rule's definition, re-checked here from the raw events: a pair
+selling ``BEST_SELLER_PER_DAY`` or more a day with under ``COVER_DAYS`` of cover."""
+BEST_SELLER_PER_DAY = 5.0
+VELOCITY_DAYS = 7
+
+
+@dataclass
+class _Pair:
+    """One SKU × location's raw stock history, read from the day's feed files."""
+
+    snapshots: list[tuple[datetime, int, int]] = field(default_factory=list)
+    """(ts, on hand, reserved) of every count."""
+    adjustments: list[tuple[datetime, int, str]] = field(default_factory=list)
+    """(ts, delta, reason) of every adjustment."""
+    inbound: list[tuple[datetime, str, int, datetime, str]] = field(default_factory=list)
+    """(ts, po id, quantity, eta, status) of every inbound update."""
+
+
+def _read_pairs(
+    fixtures: Path, wanted: set[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], _Pair], dict[str, int]]:
+    """The raw stock, adjustments and inbound of ``wanted`` pairs, and safety buffers."""
+    import gzip
+
+    pairs: dict[tuple[str, str], _Pair] = {k: _Pair() for k in wanted}
+    buffers: dict[str, int] = {}
+    with gzip.open(fixtures / "catalog.jsonl.gz", "rt") as fh:
+        for line in fh:
+            e = json.loads(line)
+            if e["type"] == "location.upserted":
+                buffers[e["body"]["location_id"]] = int(e["body"].get("safety_buffer", 0))
+    for name in ("inventory", "purchasing"):
+        with gzip.open(fixtures / f"{name}.jsonl.gz", "rt") as fh:
+            for line in fh:
+                e = json.loads(line)
+                b = e["body"]
+                pair = pairs.get((b.get("sku"), b.get("location_id")))
+                if pair is None:
+                    continue
+                ts = _utc(e["ts"])
+                if e["type"] == "stock.snapshot":
+                    pair.snapshots.append((ts, int(b["on_hand"]), int(b.get("reserved", 0))))
+                elif e["type"] == "stock.adjusted":
+                    pair.adjustments.append((ts, int(b["delta"]), str(b["reason"])))
+                elif e["type"] == "inbound.updated":
+                    pair.inbound.append(
+                        (ts, str(b["po_id"]), int(b["quantity"]), _utc(b["eta"]), b["status"])
+                    )
+    return pairs, buffers
+
+
+def raw_cover(pair: _Pair, buffer: int, at: datetime) -> tuple[float, float | None]:
+    """(velocity per day, days of cover) of a pair at ``at``, from its raw events alone.
+
+    Available = the latest count at or before ``at`` plus the adjustments after it, less
+    reserved and the safety buffer; velocity = units of ``sale`` adjustments less
+    ``cancellation`` ones over the previous 7 days, ÷ 7; cover = (max(available, 0) + each
+    open inbound whose ETA falls before the projected stockout, an overdue one counting as
+    landing now) ÷ velocity.  The README's definitions, computed without the store.
+    """
+    counts = [c for c in pair.snapshots if c[0] <= at]
+    base_ts, on_hand, reserved = (
+        max(counts) if counts else (datetime.min.replace(tzinfo=at.tzinfo), 0, 0)
+    )
+    on_hand += sum(d for ts, d, _ in pair.adjustments if base_ts < ts <= at)
+    since = at - timedelta(days=VELOCITY_DAYS)
+    sold = sum(-d for ts, d, r in pair.adjustments if since < ts <= at and r == "sale")
+    sold -= sum(d for ts, d, r in pair.adjustments if since < ts <= at and r == "cancellation")
+    velocity = max(sold, 0) / VELOCITY_DAYS
+    if velocity <= 0:
+        return velocity, None
+    latest: dict[str, tuple[datetime, int, datetime, str]] = {}
+    for ts, po, qty, eta, status in sorted(pair.inbound):
+        if ts <= at:
+            latest[po] = (ts, qty, eta, status)
+    stock = float(max(on_hand - reserved - buffer, 0))
+    for _, qty, eta, _ in sorted(
+        (v for v in latest.values() if v[3] == "open"), key=lambda v: v[2]
+    ):
+        if eta <= at + timedelta(days=stock / velocity):
+            stock += qty
+    return velocity, stock / velocity
+
+
+def verified_stockout_risks(
+    fixtures: Path, episodes: Sequence[Episode], incidents: Sequence[Incident]
+) -> frozenset[int]:
+    """Stockout-rule episodes that are true alerts though no incident was injected there.
+
+    The generated worlds have, besides the injected store stockout, best-sellers whose
+    replenishment runs short (``fixtures/README.md``, "Also in the data": low-cover
+    best-sellers); the stockout rule is right to flag them.  An episode of that rule on a
+    pair that is not an incident's counts as verified when, at its onset, the pair's cover
+    computed from the day's raw inventory and purchasing events (:func:`raw_cover`) is
+    under 3 days at 5+ units a day: the rule's definition holds without the store's word
+    for it.  Anything else stays a false alarm.
+    """
+    truth = {
+        (i.scope.get("sku"), i.scope.get("location"))
+        for i in incidents
+        if i.kind in RULE_TARGETS[STOCKOUT_RULE]
+    }
+    candidates = {
+        i: (str(ep.scope.get("sku")), str(ep.scope.get("location")))
+        for i, ep in enumerate(episodes)
+        if ep.rule_id == STOCKOUT_RULE
+        and (ep.scope.get("sku"), ep.scope.get("location")) not in truth
+    }
+    if not candidates:
+        return frozenset()
+    pairs, buffers = _read_pairs(fixtures, set(candidates.values()))
+    out = set()
+    for i, key in candidates.items():
+        velocity, cover = raw_cover(pairs[key], buffers.get(key[1], 0), episodes[i].onset)
+        if velocity >= BEST_SELLER_PER_DAY and cover is not None and cover < COVER_DAYS:
+            out.add(i)
+    return frozenset(out)
 
 
 # ---------------------------------------------------------------------------
@@ -438,13 +578,16 @@ def replay_day(
     prepare_demo_store(fixtures, start, db, cache=cache / "history", say=lambda _m: None)
     say(f"  {name}: history ready in {time.monotonic() - began:.0f} s, replaying ...")
     steps = asyncio.run(_replay(fixtures, db, manifest, step))
+    incidents = incidents_from_manifest(manifest)
+    episodes = episodes_from_steps(steps)
     return DayResult(
         name=name,
-        incidents=incidents_from_manifest(manifest),
-        episodes=episodes_from_steps(steps),
+        incidents=incidents,
+        episodes=episodes,
         start=start,
         end=_utc(manifest["day_end_utc"]),
         seconds=time.monotonic() - began,
+        verified=verified_stockout_risks(fixtures, episodes, incidents),
     )
 
 
@@ -514,30 +657,56 @@ REPLAY_WINDOW = ("2026-11-18T13:00:00Z", "2026-11-19T05:00:00Z")
 """The generator's replay start and day end: for saved runs that did not record them."""
 
 
-def days_from_json(path: Path) -> list[DayResult]:
-    """The days of a file an earlier ``--json`` run wrote."""
+def day_folder(name: str, cache: Path) -> Path | None:
+    """The fixture folder a saved day was replayed from, if it is still there."""
+    if name == "fixture":
+        return FIXTURE_DAY
+    if name.startswith("seed-"):
+        folder = cache / f"days-{generator_digest()}" / name
+        if (folder / "manifest.json").exists():
+            return folder
+    return None
+
+
+def days_from_json(path: Path, cache: Path | None = None) -> list[DayResult]:
+    """The days of a file an earlier ``--json`` run wrote.
+
+    A file written before verified episodes were recorded has them re-checked from the
+    day's folder when it is still at hand (``cache``: where generated days are kept).
+    """
     data = json.loads(path.read_text())
-    return [
-        DayResult(
-            name=d["name"],
-            incidents=[
-                Incident(i["kind"], i["scope"], _utc(i["start"]), _utc(i["end"]))
-                for i in d["incidents"]
-            ],
-            episodes=[
-                Episode(
-                    e["rule"],
-                    e["scope"],
-                    _utc(e["onset"]),
-                    _utc(e["offset"]) if e["offset"] else None,
-                )
-                for e in d["episodes"]
-            ],
-            start=_utc(d.get("start", REPLAY_WINDOW[0])),
-            end=_utc(d.get("end", REPLAY_WINDOW[1])),
+    days = []
+    for d in data["days"]:
+        incidents = [
+            Incident(i["kind"], i["scope"], _utc(i["start"]), _utc(i["end"]))
+            for i in d["incidents"]
+        ]
+        episodes = [
+            Episode(
+                e["rule"], e["scope"], _utc(e["onset"]), _utc(e["offset"]) if e["offset"] else None
+            )
+            for e in d["episodes"]
+        ]
+        if "verified" in d:
+            verified = frozenset(int(i) for i in d["verified"])
+        else:
+            folder = day_folder(d["name"], cache) if cache is not None else None
+            verified = (
+                verified_stockout_risks(folder, episodes, incidents)
+                if folder is not None
+                else frozenset()
+            )
+        days.append(
+            DayResult(
+                name=d["name"],
+                incidents=incidents,
+                episodes=episodes,
+                start=_utc(d.get("start", REPLAY_WINDOW[0])),
+                end=_utc(d.get("end", REPLAY_WINDOW[1])),
+                verified=verified,
+            )
         )
-        for d in data["days"]
-    ]
+    return days
 
 
 def parse_step(text: str) -> timedelta:
@@ -546,6 +715,58 @@ def parse_step(text: str) -> timedelta:
     if text and text[-1] in units:
         return timedelta(seconds=float(text[:-1]) * units[text[-1]])
     return timedelta(minutes=float(text))
+
+
+def write_json(path: Path, days: Sequence[DayResult], scores: Sequence[RuleScore]) -> None:
+    """Save the days' episodes and the scores (``--json``; re-scored by ``--from-json``)."""
+    path.write_text(
+        json.dumps(
+            {
+                "days": [
+                    {
+                        "name": d.name,
+                        "start": d.start.isoformat(),
+                        "end": d.end.isoformat(),
+                        "incidents": [
+                            {
+                                "kind": i.kind,
+                                "scope": dict(i.scope),
+                                "start": i.start.isoformat(),
+                                "end": i.end.isoformat(),
+                            }
+                            for i in d.incidents
+                        ],
+                        "episodes": [
+                            {
+                                "rule": e.rule_id,
+                                "scope": dict(e.scope),
+                                "onset": e.onset.isoformat(),
+                                "offset": e.offset.isoformat() if e.offset else None,
+                            }
+                            for e in d.episodes
+                        ],
+                        "verified": sorted(d.verified),
+                    }
+                    for d in days
+                ],
+                "scores": [
+                    {
+                        "rule": s.rule_id,
+                        "detected": s.detected,
+                        "targets": s.targets,
+                        "delay_median_min": s.delay_median,
+                        "delay_max_min": s.delay_max,
+                        "false_alarms": s.false_alarms,
+                        "verified": s.verified,
+                        "missed": s.missed,
+                    }
+                    for s in scores
+                ],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = cache_root(args.cache)
     days: list[DayResult] = []
     if args.from_json:
-        days = [d for path in args.from_json for d in days_from_json(path)]
+        days = [d for path in args.from_json for d in days_from_json(path, cache)]
     else:
         names: list[str | int] = [] if args.no_fixture_day else ["fixture"]
         names += seeds
@@ -581,6 +802,9 @@ def main(argv: list[str] | None = None) -> int:
                 day = replay_day(name, folder, Path(tmp), step, cache)
                 print(f"  {name}: {len(day.episodes)} firing episodes, {day.seconds:.0f} s")
                 days.append(day)
+                if args.json:  # after every day: a run cut short keeps what it replayed
+                    rule_ids = [r.id for r in load_bench_rules().alert if r.enabled]
+                    write_json(args.json, days, score(days, rule_ids, grace))
     rule_ids = [r.id for r in load_bench_rules().alert if r.enabled]
     scores = score(days, rule_ids, grace)
     print()
@@ -594,52 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(false_alarm_lines(days, grace))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "days": [
-                        {
-                            "name": d.name,
-                            "start": d.start.isoformat(),
-                            "end": d.end.isoformat(),
-                            "incidents": [
-                                {
-                                    "kind": i.kind,
-                                    "scope": dict(i.scope),
-                                    "start": i.start.isoformat(),
-                                    "end": i.end.isoformat(),
-                                }
-                                for i in d.incidents
-                            ],
-                            "episodes": [
-                                {
-                                    "rule": e.rule_id,
-                                    "scope": dict(e.scope),
-                                    "onset": e.onset.isoformat(),
-                                    "offset": e.offset.isoformat() if e.offset else None,
-                                }
-                                for e in d.episodes
-                            ],
-                        }
-                        for d in days
-                    ],
-                    "scores": [
-                        {
-                            "rule": s.rule_id,
-                            "detected": s.detected,
-                            "targets": s.targets,
-                            "delay_median_min": s.delay_median,
-                            "delay_max_min": s.delay_max,
-                            "false_alarms": s.false_alarms,
-                            "missed": s.missed,
-                        }
-                        for s in scores
-                    ],
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_json(args.json, days, scores)
     return 0
 
 

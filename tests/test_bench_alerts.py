@@ -225,3 +225,78 @@ def test_a_random_manifest_records_its_plan_consistently(generate: ModuleType) -
         (kinds[k].scope, kinds[k].start) != (documented[k].scope, documented[k].start)
         for k in ("return_spike", "carrier_slip", "slow_picks", "silent_feed")
     )
+
+
+# -- stockout episodes verified from the day's raw events -------------------------------
+
+
+def _feed(folder: Path, name: str, events: list[tuple[str, str, dict[str, object]]]) -> None:
+    import gzip
+
+    with gzip.open(folder / f"{name}.jsonl.gz", "wt") as fh:
+        for i, (ts, type_, body) in enumerate(events):
+            line = {"id": f"{name}-{i}", "ts": ts, "source": name, "type": type_, "body": body}
+            fh.write(json.dumps(line) + "\n")
+
+
+def test_stockout_episodes_off_the_truth_are_verified_from_raw_cover(tmp_path: Path) -> None:
+    def adj(ts: str, code: str, loc: str, delta: int, reason: str = "sale") -> tuple:
+        body = {"sku": code, "location_id": loc, "delta": delta, "reason": reason}
+        return (ts, "stock.adjusted", body)
+
+    def count(ts: str, code: str, loc: str, on_hand: int, reserved: int = 0) -> tuple:
+        body = {"sku": code, "location_id": loc, "on_hand": on_hand, "reserved": reserved}
+        return (ts, "stock.snapshot", body)
+
+    store = {"location_id": "S1", "safety_buffer": 2}
+    _feed(tmp_path, "catalog", [("2026-11-01T00:00:00Z", "location.upserted", store)])
+    inventory = [
+        # LOW @ S1: in the 7 days to 13:00 on the 18th, 7 x 8 + 10 sold and 1 cancelled
+        # back: 65/7 = 9.29/day; counted 30 (reserved 1) on the 18th, then the 10 sold:
+        # available 30 - 10 - 1 - 2 (buffer) = 17, cover 17 / 9.29 = 1.83 d < 3: verified
+        *[adj(f"2026-11-{d:02d}T15:00:00Z", "LOW", "S1", -8) for d in range(11, 18)],
+        adj("2026-11-17T16:00:00Z", "LOW", "S1", +1, "cancellation"),
+        count("2026-11-18T10:00:00Z", "LOW", "S1", 30, reserved=1),
+        adj("2026-11-18T12:00:00Z", "LOW", "S1", -10),
+        # SAVED @ S1: the same, but a 40-unit PO lands in time (ETA in 1.1 d < 1.83 d):
+        # (17 + 40) / 9.29 = 6.1 d
+        *[adj(f"2026-11-{d:02d}T15:00:00Z", "SAVED", "S1", -8) for d in range(11, 18)],
+        adj("2026-11-17T16:00:00Z", "SAVED", "S1", +1, "cancellation"),
+        count("2026-11-18T10:00:00Z", "SAVED", "S1", 30, reserved=1),
+        adj("2026-11-18T12:00:00Z", "SAVED", "S1", -10),
+        # SLOW @ S1: 3 units a day with 2 days of cover: not a best-seller
+        *[adj(f"2026-11-{d:02d}T15:00:00Z", "SLOW", "S1", -3) for d in range(11, 18)],
+        count("2026-11-18T10:00:00Z", "SLOW", "S1", 8),
+    ]
+    _feed(tmp_path, "inventory", inventory)
+    po = {"po_id": "P1", "sku": "SAVED", "location_id": "S1", "quantity": 40}
+    _feed(
+        tmp_path,
+        "purchasing",
+        [
+            (
+                "2026-11-15T00:00:00Z",
+                "inbound.updated",
+                {**po, "eta": "2026-11-19T16:00:00Z", "status": "open"},
+            ),
+        ],
+    )
+    from tests.bench_alerts import _read_pairs, raw_cover, verified_stockout_risks
+
+    onset = at("13:00")
+    pairs, buffers = _read_pairs(tmp_path, {("LOW", "S1"), ("SAVED", "S1")})
+    velocity, cover = raw_cover(pairs["LOW", "S1"], buffers["S1"], onset)
+    assert velocity == pytest.approx(65 / 7) and cover == pytest.approx(17 / (65 / 7))
+    assert raw_cover(pairs["SAVED", "S1"], 2, onset)[1] == pytest.approx(57 / (65 / 7))
+
+    def ep(code: str) -> Episode:
+        return Episode("stockout_risk_best_sellers", {"sku": code, "location": "S1"}, onset)
+
+    episodes = [ep("LOW"), ep("SAVED"), ep("SLOW"), ep("LOW")]
+    truth = [Incident("store_stockout", {"sku": "LOW", "location": "S1"}, onset, at("23:00"))]
+    assert verified_stockout_risks(tmp_path, episodes, []) == {0, 3}
+    assert verified_stockout_risks(tmp_path, episodes, truth) == set()  # the incident's own
+
+    day = DayResult("d", [], episodes, at("13:00"), at("23:59"), verified=frozenset({0, 3}))
+    (row,) = score([day], ["stockout_risk_best_sellers"], GRACE)
+    assert (row.false_alarms, row.verified) == (2, 2)

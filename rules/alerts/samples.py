@@ -61,6 +61,7 @@ def samples(snapshots: Snapshots) -> list[Sample]:
         add(_sample("fulfillment.pick_p50_minutes", labels, row.pick_p50_minutes))
         add(_sample("fulfillment.pick_p90_minutes", labels, row.pick_p90_minutes))
         add(_sample("fulfillment.bopis_ready_rate", labels, row.bopis_ready_rate))
+        add(_sample("fulfillment.completed_24h", labels, row.completed_24h))
     for s in snapshots.stockout.rows:
         labels = {"sku": s.sku, "location": s.location_id, "category": s.category}
         add(_sample("stock.available", labels, s.available))
@@ -94,6 +95,7 @@ def samples(snapshots: Snapshots) -> list[Sample]:
         labels = {"channel": c.channel}
         add(_sample("headline.aov", labels, c.aov))
         add(_sample("headline.aov_vs_rolling", labels, _ratio(c.aov, c.aov_rolling)))
+        add(_sample("headline.channel_orders", labels, c.orders))
     for f in h.feeds:
         labels = {"feed": f.feed, "channel": f.feed}
         minutes = (

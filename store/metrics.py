@@ -30,7 +30,9 @@ from store.asof import closed_last_hour, return_lines, sales_lines
 from store.risk import (
     AT_RISK,
     MetricParams,
+    PairInputs,
     Scope,
+    flagged_summary,
     pair_inputs,
     risk_flags_time,
     window_hours,
@@ -449,9 +451,17 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
     counts = dict.fromkeys(AT_RISK, 0)
     # Tens of thousands of pairs at retailer scale: count them all, but order only what
-    # is shown (a heap of top_n), and build the sort key once per pair.
-    keyed = []
-    evaluated = pair_inputs(db, scope, t, params, past=scope == "all")
+    # is shown (a heap of top_n), and build the sort key once per pair.  Flagged pairs
+    # with nothing but their own columns to go on are counted and ordered in SQL
+    # (:func:`store.risk.flagged_summary`); only the rest are assessed here.
+    keyed: list[tuple[int, float, float, str, str, PairInputs | None]] = []
+    if scope == "flagged":
+        summary = flagged_summary(db, t, params, params.top_n)
+        counts.update(summary.counts)
+        keyed.extend((*key, None) for key in summary.leading)
+        evaluated = summary.others
+    else:
+        evaluated = pair_inputs(db, scope, t, params, past=True)
     for inputs in evaluated:
         status, cover, velocity = inputs.assess(window, t, params)
         if status in rank:
@@ -466,8 +476,11 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
                     inputs,
                 )
             )
-    top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
-    rows = [k[5].row(window, t, params) for k in top]
+    top = heapq.nsmallest(params.top_n, keyed, key=lambda k: k[:5])  # (sku, location) unique
+    # The leading pairs SQL ordered are read in full only now, the few that are shown.
+    wanted = [(k[3], k[4]) for k in top if k[5] is None]
+    read = {(p.sku, p.location_id): p for p in pair_inputs(db, wanted, t, params)}
+    rows = [(k[5] or read[(k[3], k[4])]).row(window, t, params) for k in top]
     # The pairs known by t: all evaluated when t is in the past, else the stock table's.
     total = (
         len(evaluated) if scope == "all" else db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]

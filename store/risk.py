@@ -450,7 +450,7 @@ _FLAGGED_SUMMARY = """
                OR (s.sku, s.location_id) IN (SELECT sku, location_id FROM late) AS other
         FROM stock s INDEXED BY stock_flagged LEFT JOIN skus k ON k.sku = s.sku
         WHERE s.risk = 1),
-    c AS MATERIALIZED (
+    c AS NOT MATERIALIZED (
         SELECT sku, location_id, velocity,
                CASE WHEN velocity > 0 THEN MAX(available, 0) / velocity ELSE 9e999 END AS cover,
                CASE WHEN available <= 0 THEN 0
@@ -458,7 +458,7 @@ _FLAGGED_SUMMARY = """
                          OR (velocity > 0 AND MAX(available, 0) / velocity < lead) THEN 2
                END AS rank
         FROM p WHERE NOT other)
-    SELECT 0, rank, COUNT(*), NULL, NULL, NULL FROM c WHERE rank IS NOT NULL GROUP BY rank
+    SELECT 0, NULL, COALESCE(SUM(rank = 0), 0), COALESCE(SUM(rank = 2), 0), NULL, NULL FROM c
     UNION ALL
     SELECT * FROM (
         SELECT 1, rank, cover, velocity, sku, location_id FROM c WHERE rank IS NOT NULL
@@ -489,18 +489,20 @@ def flagged_summary(
     }
     last = closed_last_hour(t, last)
     window = params.velocity_window_days
-    names = {0: "OUT", 2: "AT RISK"}
     counts = dict.fromkeys(AT_RISK, 0)
     leading: list[tuple[int, float, float, str, str]] = []
     others: list[Pair] = []
-    for kind, rank, value, velocity, sku, loc in db.execute(
+    # Rows: (0, -, OUT, AT RISK, -, -) once; (1, rank, cover, velocity, sku, location) per
+    # leading pair; (2, -, -, -, sku, location) per pair left to Python.
+    for kind, rank, x, y, sku, loc in db.execute(
         _FLAGGED_SUMMARY,
         (json.dumps(sorted(late)), first, last, window, top_n),
     ):
         if kind == 0:
-            counts[names[rank]] += value
+            counts["OUT"] += x
+            counts["AT RISK"] += y
         elif kind == 1:
-            leading.append((rank, value, -velocity, sku, loc))
+            leading.append((rank, x, -y, sku, loc))
         else:
             others.append((sku, loc))
     return FlaggedSummary(counts, leading, pair_inputs(db, others, t, params))

@@ -761,7 +761,9 @@ def _windows_by_key(table: str) -> str:
     scan": the next key is the smallest one above the last), and each key reads only its
     hours in the windows, so the cost follows the keys and the windows, not the history.
     Rows are per key and day: -1 for the current window, else the baseline day
-    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts).
+    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts),
+    in (category, channel, day) order, a key's day only if it has hours.  Each (key, day) is
+    one range sum of the primary key, so nothing is sorted to group the hours.
     Parameters: current window's first hour, baseline's first hour (twice), last hour.
     """
     return f"""
@@ -777,14 +779,20 @@ def _windows_by_key(table: str) -> str:
             UNION ALL
             SELECT category, (SELECT MIN(channel) FROM {table} r
                               WHERE r.category = keys.category AND r.channel > keys.channel)
-            FROM keys WHERE channel IS NOT NULL)
-        SELECT k.category, k.channel,
-               CASE WHEN h.hour >= ? THEN -1 ELSE (h.hour - ?) / 24 END AS day,
-               SUM(h.units)
-        FROM keys k CROSS JOIN {table} h
-          ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
-        WHERE k.channel IS NOT NULL
-        GROUP BY k.category, k.channel, day"""
+            FROM keys WHERE channel IS NOT NULL),
+          days(day, lo, hi) AS (
+            SELECT -1, ?1, ?4
+            UNION ALL
+            SELECT 0, ?2, MIN(?2 + 23, ?1 - 1, ?4)
+            UNION ALL
+            SELECT day + 1, lo + 24, MIN(lo + 47, ?1 - 1, ?4) FROM days
+            WHERE day >= 0 AND lo + 24 < ?1)
+        SELECT k.category, k.channel, d.day,
+               (SELECT SUM(h.units) FROM {table} h
+                WHERE h.category = k.category AND h.channel = k.channel
+                  AND h.hour BETWEEN d.lo AND d.hi) AS units
+        FROM keys k CROSS JOIN days d
+        WHERE k.channel IS NOT NULL AND units IS NOT NULL"""
 
 
 def return_rollups(

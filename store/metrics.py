@@ -148,6 +148,23 @@ def _ratio(num: int, den: int) -> float | None:
 # --- fulfillment --------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Acc:
+    """One fulfillment row's running figures while the orders are read."""
+
+    open: int = 0
+    oldest: int | None = None
+    late: int = 0
+    at_risk: int = 0
+    exceptions: int = 0
+    completed: int = 0
+    promised: int = 0
+    on_time: int = 0
+    bopis: int = 0
+    bopis_on_time: int = 0
+    picks: list[float] | None = None
+
+
 def compute_fulfillment(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> FulfillmentSnapshot:
@@ -185,21 +202,17 @@ def compute_fulfillment(
         (pick_from, t),
     ).fetchall()
 
-    @dataclass
-    class Acc:
-        open: int = 0
-        oldest: int | None = None
-        late: int = 0
-        at_risk: int = 0
-        exceptions: int = 0
-        completed: int = 0
-        promised: int = 0
-        on_time: int = 0
-        bopis: int = 0
-        bopis_on_time: int = 0
-        picks: list[float] | None = None
+    accs: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
+    # The rows an order counts in depend only on its node, channel and line nodes: resolved
+    # once per distinct combination, not once per order (tens of thousands a day).
+    resolved: dict[tuple[str, str | None, str | None], list[_Acc]] = {}
 
-    accs: dict[tuple[str, str], Acc] = defaultdict(Acc)
+    def resolve(loc: str, channel: str | None, nodes: str | None) -> list[_Acc]:
+        found = resolved[(loc, channel, nodes)] = [
+            accs[key] for key in _order_keys(loc, channel, nodes)
+        ]
+        return found  # never empty: the channel's row is always one
+
     total_open = total_late = total_at_risk = 0
     for loc, channel, placed, promised, packed, exc, nodes in open_rows:
         late = promised is not None and promised < t
@@ -212,8 +225,7 @@ def compute_fulfillment(
         total_open += 1
         total_late += late
         total_at_risk += at_risk
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             a.open += 1
             a.oldest = placed if a.oldest is None else min(a.oldest, placed)
             if late:
@@ -223,8 +235,7 @@ def compute_fulfillment(
             if exc is not None and exc <= t:
                 a.exceptions += 1
     for loc, channel, method, fulfilled, promised, ready, nodes in completed:
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             a.completed += 1
             if promised is not None:  # no promise: neither on time nor late
                 a.promised += 1
@@ -234,8 +245,7 @@ def compute_fulfillment(
                 if promised is not None and ready <= promised:
                     a.bopis_on_time += 1
     for loc, channel, seconds, nodes in picks:
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             if a.picks is None:
                 a.picks = []
             a.picks.append(seconds / 60)

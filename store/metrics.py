@@ -40,7 +40,9 @@ from store.asof import (
 from store.risk import (
     AT_RISK,
     MetricParams,
+    PairInputs,
     Scope,
+    flagged_summary,
     pair_inputs,
     risk_flags_time,
     window_hours,
@@ -156,6 +158,23 @@ def _ratio(num: int, den: int) -> float | None:
 # --- fulfillment --------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Acc:
+    """One fulfillment row's running figures while the orders are read."""
+
+    open: int = 0
+    oldest: int | None = None
+    late: int = 0
+    at_risk: int = 0
+    exceptions: int = 0
+    completed: int = 0
+    promised: int = 0
+    on_time: int = 0
+    bopis: int = 0
+    bopis_on_time: int = 0
+    picks: list[float] | None = None
+
+
 def compute_fulfillment(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> FulfillmentSnapshot:
@@ -196,21 +215,17 @@ def compute_fulfillment(
         (pick_from, t),
     ).fetchall()
 
-    @dataclass
-    class Acc:
-        open: int = 0
-        oldest: int | None = None
-        late: int = 0
-        at_risk: int = 0
-        exceptions: int = 0
-        completed: int = 0
-        promised: int = 0
-        on_time: int = 0
-        bopis: int = 0
-        bopis_on_time: int = 0
-        picks: list[float] | None = None
+    accs: dict[tuple[str, str], _Acc] = defaultdict(_Acc)
+    # The rows an order counts in depend only on its node, channel and line nodes: resolved
+    # once per distinct combination, not once per order (tens of thousands a day).
+    resolved: dict[tuple[str, str | None, str | None], list[_Acc]] = {}
 
-    accs: dict[tuple[str, str], Acc] = defaultdict(Acc)
+    def resolve(loc: str, channel: str | None, nodes: str | None) -> list[_Acc]:
+        found = resolved[(loc, channel, nodes)] = [
+            accs[key] for key in _order_keys(loc, channel, nodes)
+        ]
+        return found  # never empty: the channel's row is always one
+
     total_open = total_late = total_at_risk = 0
     for loc, channel, placed, promised, packed, exc, nodes in open_rows:
         late = promised is not None and promised < t
@@ -223,8 +238,7 @@ def compute_fulfillment(
         total_open += 1
         total_late += late
         total_at_risk += at_risk
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             a.open += 1
             a.oldest = placed if a.oldest is None else min(a.oldest, placed)
             if late:
@@ -234,8 +248,7 @@ def compute_fulfillment(
             if exc is not None and exc <= t:
                 a.exceptions += 1
     for loc, channel, method, fulfilled, promised, ready, nodes in completed:
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             a.completed += 1
             if promised is not None:  # no promise: neither on time nor late
                 a.promised += 1
@@ -245,8 +258,7 @@ def compute_fulfillment(
                 if promised is not None and ready <= promised:
                     a.bopis_on_time += 1
     for loc, channel, seconds, nodes in picks:
-        for key in _order_keys(loc, channel, nodes):
-            a = accs[key]
+        for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             if a.picks is None:
                 a.picks = []
             a.picks.append(seconds / 60)
@@ -489,9 +501,17 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
     rank = {"OUT": 0, "OVERSELL": 1, "AT RISK": 2}
     counts = dict.fromkeys(AT_RISK, 0)
     # Tens of thousands of pairs at retailer scale: count them all, but order only what
-    # is shown (a heap of top_n), and build the sort key once per pair.
-    keyed = []
-    evaluated = pair_inputs(db, scope, t, params, past=scope == "all")
+    # is shown (a heap of top_n), and build the sort key once per pair.  Flagged pairs
+    # with nothing but their own columns to go on are counted and ordered in SQL
+    # (:func:`store.risk.flagged_summary`); only the rest are assessed here.
+    keyed: list[tuple[int, float, float, str, str, PairInputs | None]] = []
+    if scope == "flagged":
+        summary = flagged_summary(db, t, params, params.top_n)
+        counts.update(summary.counts)
+        keyed.extend((*key, None) for key in summary.leading)
+        evaluated = summary.others
+    else:
+        evaluated = pair_inputs(db, scope, t, params, past=True)
     for inputs in evaluated:
         status, cover, velocity = inputs.assess(window, t, params)
         if status in rank:
@@ -506,8 +526,11 @@ def compute_stockout(db: sqlite3.Connection, t: int, params: MetricParams) -> St
                     inputs,
                 )
             )
-    top = heapq.nsmallest(params.top_n, keyed)  # (sku, location) is unique: no ties
-    rows = [k[5].row(window, t, params) for k in top]
+    top = heapq.nsmallest(params.top_n, keyed, key=lambda k: k[:5])  # (sku, location) unique
+    # The leading pairs SQL ordered are read in full only now, the few that are shown.
+    wanted = [(k[3], k[4]) for k in top if k[5] is None]
+    read = {(p.sku, p.location_id): p for p in pair_inputs(db, wanted, t, params)}
+    rows = [(k[5] or read[(k[3], k[4])]).row(window, t, params) for k in top]
     # The pairs known by t: all evaluated when t is in the past, else the stock table's.
     total = (
         len(evaluated) if scope == "all" else db.execute("SELECT COUNT(*) FROM stock").fetchone()[0]
@@ -796,7 +819,9 @@ def _windows_by_key(table: str) -> str:
     scan": the next key is the smallest one above the last), and each key reads only its
     hours in the windows, so the cost follows the keys and the windows, not the history.
     Rows are per key and day: -1 for the current window, else the baseline day
-    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts).
+    (``(hour − baseline's first hour) // 24``, 24-hour blocks ending where the window starts),
+    in (category, channel, day) order, a key's day only if it has hours.  Each (key, day) is
+    one range sum of the primary key, so nothing is sorted to group the hours.
     Parameters: current window's first hour, baseline's first hour (twice), last hour.
     """
     return f"""
@@ -812,14 +837,20 @@ def _windows_by_key(table: str) -> str:
             UNION ALL
             SELECT category, (SELECT MIN(channel) FROM {table} r
                               WHERE r.category = keys.category AND r.channel > keys.channel)
-            FROM keys WHERE channel IS NOT NULL)
-        SELECT k.category, k.channel,
-               CASE WHEN h.hour >= ? THEN -1 ELSE (h.hour - ?) / 24 END AS day,
-               SUM(h.units)
-        FROM keys k CROSS JOIN {table} h
-          ON h.category = k.category AND h.channel = k.channel AND h.hour BETWEEN ? AND ?
-        WHERE k.channel IS NOT NULL
-        GROUP BY k.category, k.channel, day"""
+            FROM keys WHERE channel IS NOT NULL),
+          days(day, lo, hi) AS (
+            SELECT -1, ?1, ?4
+            UNION ALL
+            SELECT 0, ?2, MIN(?2 + 23, ?1 - 1, ?4)
+            UNION ALL
+            SELECT day + 1, lo + 24, MIN(lo + 47, ?1 - 1, ?4) FROM days
+            WHERE day >= 0 AND lo + 24 < ?1)
+        SELECT k.category, k.channel, d.day,
+               (SELECT SUM(h.units) FROM {table} h
+                WHERE h.category = k.category AND h.channel = k.channel
+                  AND h.hour BETWEEN d.lo AND d.hi) AS units
+        FROM keys k CROSS JOIN days d
+        WHERE k.channel IS NOT NULL AND units IS NOT NULL"""
 
 
 def return_rollups(

@@ -429,6 +429,95 @@ def pair_inputs(
     ]  # fmt: skip
 
 
+class FlaggedSummary(NamedTuple):
+    """The flagged pairs as the stockout panel needs them: counts and the leading pairs."""
+
+    counts: dict[str, int]
+    """Pairs per listed status (:data:`AT_RISK`)."""
+    leading: list[tuple[int, float, float, str, str]]
+    """At most ``top_n`` (rank, cover or inf, −velocity, sku, location) of listed pairs,
+    in that order, among those SQL classified (see :func:`flagged_summary`)."""
+    others: list[PairInputs]
+    """The flagged pairs SQL did not classify, to be assessed in Python."""
+
+
+_FLAGGED_SUMMARY = """
+    WITH late(sku, location_id) AS (
+        SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)),
+    p AS MATERIALIZED (
+        SELECT s.sku, s.location_id,
+               s.on_hand - s.reserved - COALESCE(
+                   (SELECT l.safety_buffer FROM locations l
+                    WHERE l.location_id = s.location_id), 0) AS available,
+               COALESCE(k.reorder_point, 0) AS reorder, COALESCE(k.lead_time_days, 0) AS lead,
+               COALESCE(CAST((SELECT COALESCE(SUM(h.units), 0) FROM sales_hourly h
+                              WHERE h.sku = s.sku AND h.location_id = s.location_id
+                                AND h.hour BETWEEN ? AND ?) AS REAL) / ?, 0.0) AS velocity,
+               EXISTS (SELECT 1 FROM inbound i
+                       WHERE i.sku = s.sku AND i.location_id = s.location_id)
+               OR EXISTS (SELECT 1 FROM listings g
+                          WHERE g.sku = s.sku AND g.location_id = s.location_id)
+               OR (s.sku, s.location_id) IN (SELECT sku, location_id FROM late) AS other
+        FROM stock s INDEXED BY stock_flagged LEFT JOIN skus k ON k.sku = s.sku
+        WHERE s.risk = 1),
+    c AS NOT MATERIALIZED (
+        SELECT sku, location_id, velocity,
+               CASE WHEN velocity > 0 THEN MAX(available, 0) / velocity ELSE 9e999 END AS cover,
+               CASE WHEN available <= 0 THEN 0
+                    WHEN available < reorder
+                         OR (velocity > 0 AND MAX(available, 0) / velocity < lead) THEN 2
+               END AS rank
+        FROM p WHERE NOT other)
+    SELECT 0, NULL, COALESCE(SUM(rank = 0), 0), COALESCE(SUM(rank = 2), 0), NULL, NULL FROM c
+    UNION ALL
+    SELECT * FROM (
+        SELECT 1, rank, cover, velocity, sku, location_id FROM c WHERE rank IS NOT NULL
+        ORDER BY rank, cover, velocity DESC, sku, location_id LIMIT ?)
+    UNION ALL
+    SELECT 2, NULL, NULL, NULL, sku, location_id FROM p WHERE other"""
+
+
+def flagged_summary(
+    db: sqlite3.Connection, t: int, params: MetricParams, top_n: int
+) -> FlaggedSummary:
+    """Count the flagged pairs per status and find the leading ones, mostly in SQL.
+
+    A flagged pair with no inbound, no listing and no sale after the roll-ups' last closed
+    hour has a status that is a plain expression of its columns (:func:`assess` with no
+    pending inbound and no listing): SQL classifies those, counts them and sorts out the
+    ``top_n`` first, so Python never builds an object for the thousands of pairs that are
+    counted but not shown.  The same arithmetic in the same order (IEEE doubles in both),
+    so the status and the sort key are the definition's.  The others (inbound may extend
+    their cover, a listing may oversell, sales of ``t``'s hour add to their velocity) are
+    read with :func:`pair_inputs` and left to :meth:`PairInputs.assess`.
+    """
+    first, last = window_hours(t, params.velocity_window_days)
+    late = {
+        (line.sku, line.location_id)
+        for line in sales_lines(db, t, first)
+        if first <= line.hour <= last
+    }
+    last = closed_last_hour(t, last)
+    window = params.velocity_window_days
+    counts = dict.fromkeys(AT_RISK, 0)
+    leading: list[tuple[int, float, float, str, str]] = []
+    others: list[Pair] = []
+    # Rows: (0, -, OUT, AT RISK, -, -) once; (1, rank, cover, velocity, sku, location) per
+    # leading pair; (2, -, -, -, sku, location) per pair left to Python.
+    for kind, rank, x, y, sku, loc in db.execute(
+        _FLAGGED_SUMMARY,
+        (json.dumps(sorted(late)), first, last, window, top_n),
+    ):
+        if kind == 0:
+            counts["OUT"] += x
+            counts["AT RISK"] += y
+        elif kind == 1:
+            leading.append((rank, x, -y, sku, loc))
+        else:
+            others.append((sku, loc))
+    return FlaggedSummary(counts, leading, pair_inputs(db, others, t, params))
+
+
 def _all_pairs_as_of(
     db: sqlite3.Connection, t: int, first: int, last: int, late: dict[Pair, int]
 ) -> list[PairInputs]:

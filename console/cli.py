@@ -19,12 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.progress import TerminalProgress, summary_line
 from store.clock import Clock, ReplayClock, SystemClock
-from store.metrics import compute_snapshots, open_reader
-from store.model import event_json_schema
-from store.risk import MetricParams
-from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
@@ -35,6 +30,8 @@ if TYPE_CHECKING:
     from console.screens.silences import SilencesScreen
     from feeds.runtime.routing import StoreRoutingSource
     from rules.roles import Roles
+    from store.risk import MetricParams
+    from store.snapshots import Snapshots
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -252,12 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the canonical event's JSON Schema."""
+    from store.model import event_json_schema
+
     print(json.dumps(event_json_schema(), indent=2))
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
+    from console.progress import TerminalProgress, summary_line
     from feeds.runtime.ingest import ingest_paths
 
     progress = TerminalProgress("ingest") if sys.stderr.isatty() else None
@@ -295,6 +295,8 @@ def _metric_params(args: argparse.Namespace) -> MetricParams:
 
 def report(db: Path, at: datetime, params: MetricParams) -> Snapshots:
     """The same computation the console's panels show, for one moment."""
+    from store.metrics import compute_snapshots, open_reader
+
     reader = open_reader(db)
     try:
         return compute_snapshots(reader, at, params)
@@ -304,6 +306,8 @@ def report(db: Path, at: datetime, params: MetricParams) -> Snapshots:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the snapshots as JSON (``--json``) or a short text summary."""
+    from store.snapshots import to_jsonable
+
     at = args.at or SystemClock().now()
     snaps = report(args.db, at, _metric_params(args))
     data = to_jsonable(snaps)
@@ -347,37 +351,41 @@ def build_console(
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
     its user an editor); ``read_only`` forbids every change.
     """
-    # The views' screens and the routing source are imported when first opened: the
-    # console's first paint waits on nothing it does not show (issue 15).
+    # The first paint waits only on the store's readers and the panels (issue 15): the
+    # rules file (highlights, editor, alert actions, permissions), the views' screens and the
+    # routing source are loaded after it, in the warm-up or when a view first opens.
     from console.app import OmniopsApp
     from feeds.settings import Settings
-    from rules.alerts.actions import AlertActions, PanelTarget
-    from rules.editor import RulesEditor
-    from rules.file import default_rules_path, ensure_rules_file
-    from rules.highlights import RulesHighlights
-    from rules.identity import console_permissions
-    from rules.routing.config import FulfillmentRouting
-    from store import alerts as alert_store
-    from store.details import late_orders, stock_history
-    from store.export import export_panel
-    from store.held import held_summary
-    from store.snapshots import (
-        FulfillmentRow,
-        HeldSummary,
-        LateOrders,
-        StockHistory,
-        StockoutRow,
-    )
+    from rules.highlights import Highlights, RulesHighlights
+    from store.metrics import compute_snapshots, open_reader
+
+    if TYPE_CHECKING:
+        import sqlite3
+
+        from rules.alerts.actions import AlertActions, PanelTarget
+        from rules.editor import RulesEditor
+        from rules.roles import Permissions
+        from rules.routing.config import FulfillmentRouting
+        from store.snapshots import HeldSummary, LateOrders, StockHistory
 
     reader = open_reader(db)
-    detail_reader = open_reader(db)  # detail fetches may overlap a refresh: own connection
+    detail_readers: list[
+        sqlite3.Connection
+    ] = []  # detail fetches may overlap a refresh: own connection
     settings = Settings()
     last: list[Snapshots] = []
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
+    def detail_reader() -> sqlite3.Connection:
+        """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""
+        if not detail_readers:
+            detail_readers.append(open_reader(db))
+        return detail_readers[0]
+
     def compute_at(moment: datetime) -> Snapshots:
-        highlights.refresh()  # the thresholds the panels flag at follow the rules file
+        if warmed and highlights is not None:
+            highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
             snaps = compute_snapshots(reader, moment, params)
         last[:] = [snaps]
@@ -387,27 +395,84 @@ def build_console(
         return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
+        from store.details import late_orders, stock_history
+        from store.snapshots import FulfillmentRow, StockoutRow
+
         now = last[0].as_of if last else clock.now()
         with in_use:
             if isinstance(row, StockoutRow):
-                return stock_history(detail_reader, row.sku, row.location_id, now, params.timezone)
+                return stock_history(
+                    detail_reader(), row.sku, row.location_id, now, params.timezone
+                )
             if isinstance(row, FulfillmentRow) and row.scope == "location":
-                return late_orders(detail_reader, row.key, now)
+                return late_orders(detail_reader(), row.key, now)
         return None
 
     def export(panel: str, fmt: str, path: Path, rows: Sequence[object]) -> Path:
+        from store.export import export_panel
+
         if not last:
             raise RuntimeError("nothing to export yet: the first refresh has not finished")
         return export_panel(last[0], panel, fmt, path, rows=rows)
 
     zone = tz or settings.display_tz()
-    path = rules_path or settings.rules_file or default_rules_path()
-    ensure_rules_file(path)
-    highlights = RulesHighlights(path)
-    # a browser session (``omniops web``) acts as its web user, checked like an SSH login
-    permissions = console_permissions(roles or settings.roles, read_only=read_only)
-    editor = RulesEditor(path, permissions=permissions, clock=clock)
-    actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
+    path = rules_path or settings.rules_file
+    highlights = RulesHighlights(path) if path is not None else None
+    warmed: list[bool] = []
+    services: dict[str, Any] = {}
+
+    def rules_file() -> Path:
+        """The rules file, written from the shipped defaults the first time it is needed."""
+        nonlocal highlights
+        if "path" not in services:
+            from rules.file import default_rules_path, ensure_rules_file
+
+            services["path"] = path or default_rules_path()
+            ensure_rules_file(services["path"])
+            if highlights is None:
+                highlights = RulesHighlights(services["path"])
+        return Path(services["path"])
+
+    def warm_up() -> bool:
+        """After the first paint: the rules file's highlights (redraw if they changed)."""
+        rules_file()
+        assert highlights is not None
+        before = highlights.current()
+        warmed.append(True)
+        return highlights.refresh() != before
+
+    default_highlights = Highlights()
+
+    def current_highlights() -> Highlights:
+        return highlights.current() if highlights is not None else default_highlights
+
+    def permissions() -> Permissions:
+        if "permissions" not in services:
+            from rules.identity import console_permissions
+
+            # a browser session (``omniops web``) acts as its web user, like an SSH login
+            services["permissions"] = console_permissions(
+                roles or settings.roles, read_only=read_only
+            )
+        return services["permissions"]  # type: ignore[no-any-return]
+
+    def editor() -> RulesEditor:
+        if "editor" not in services:
+            from rules.editor import RulesEditor
+
+            services["editor"] = RulesEditor(rules_file(), permissions=permissions(), clock=clock)
+        return services["editor"]  # type: ignore[no-any-return]
+
+    def actions() -> AlertActions:
+        if "actions" not in services:
+            from rules.alerts.actions import AlertActions
+            from store import alerts as alert_store
+
+            services["actions"] = AlertActions(
+                lambda: alert_store.connect(db), clock, permissions()
+            )
+        return services["actions"]  # type: ignore[no-any-return]
+
     opened: list[StoreRoutingSource] = []
 
     def routing_source() -> StoreRoutingSource:
@@ -426,43 +491,47 @@ def build_console(
             app.main_screen.action_show_tab(target.panel)
             app.main_screen.apply_filter(target.panel, target.filter)
 
-        return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
+        return AlertsScreen(source=actions(), clock=clock, tz=zone, on_jump=jump)
 
     def silences_view(app: OmniopsApp) -> SilencesScreen:
         from console.screens.silences import SilencesScreen
 
-        return SilencesScreen(source=actions, clock=clock, tz=zone)
+        return SilencesScreen(source=actions(), clock=clock, tz=zone)
 
     def rules_view(app: OmniopsApp) -> RulesScreen:
         from console.screens.rules import RulesScreen
 
         return RulesScreen(
-            editor=editor,
+            editor=editor(),
             tz=zone,
             snapshots=lambda: app.snapshots,
-            fired_counts=actions.fired_counts,
+            fired_counts=actions().fired_counts,
         )
 
     def save_routing(routing: FulfillmentRouting) -> FulfillmentRouting:
-        return editor.save_fulfillment(editor.load(), routing).rules.fulfillment
+        rules = editor()
+        return rules.save_fulfillment(rules.load(), routing).rules.fulfillment
 
     def routing_view(app: OmniopsApp) -> RoutingScreen:
         from console.screens.routing import RoutingScreen, RoutingServices
 
-        services = RoutingServices(
-            load_rules=lambda: editor.load().rules.fulfillment,
+        rules = editor()
+        routing_services = RoutingServices(
+            load_rules=lambda: rules.load().rules.fulfillment,
             what_if=lambda current, draft: routing_source().what_if(current, draft, clock.now()),
             explain=lambda order_id: routing_source().decision(order_id),
-            save_rules=save_routing if permissions.can_edit_rules else None,
+            save_rules=save_routing if permissions().can_edit_rules else None,
         )
-        return RoutingScreen(services=services, tz=zone)
+        return RoutingScreen(services=routing_services, tz=zone)
 
     def held() -> HeldSummary:
+        from store.held import held_summary
+
         with in_use:
-            return held_summary(detail_reader)
+            return held_summary(detail_reader())
 
     def replay_held() -> str:
-        permissions.require("acknowledge")  # operators and editors (never read-only)
+        permissions().require("acknowledge")  # operators and editors (never read-only)
         from feeds.runtime.quarantine_cli import replay_store
 
         return replay_store(db)
@@ -488,7 +557,8 @@ def build_console(
             "silences": silences_view,
         },
         title=title,
-        highlights=highlights.current,
+        highlights=current_highlights,
+        warm_up=warm_up,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -496,10 +566,12 @@ def build_console(
     def close() -> None:
         with in_use:
             reader.close()
-            detail_reader.close()
+            for opened_reader in detail_readers:
+                opened_reader.close()
         for source in opened:
             source.close()
-        actions.close()
+        if "actions" in services:
+            services["actions"].close()
 
     return app, close
 
@@ -594,6 +666,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from feeds.runtime.routing import router_hook
     from rules.roles import Roles, current_user
     from store.replay_clock import record_replay_clock
+    from store.risk import MetricParams
     from store.writer import StoreWriter
 
     manifest = load_manifest(args.fixtures)
@@ -705,6 +778,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
+    from console.progress import TerminalProgress, summary_line
     from feeds.runtime.ingest import import_history
 
     progress = TerminalProgress("import-history") if sys.stderr.isatty() else None

@@ -25,7 +25,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from store.apply import epoch
 from store.asof import closed_last_hour, return_lines, sales_lines
 from store.risk import (
     AT_RISK,
@@ -48,6 +47,15 @@ from store.snapshots import (
     Snapshots,
     StockoutSnapshot,
 )
+
+
+def epoch(moment: datetime) -> int:
+    """Seconds since the Unix epoch (UTC) for an aware datetime (as :func:`store.apply.epoch`).
+
+    Defined here so that reading the panels does not import the writer's models.
+    """
+    return int(moment.timestamp())
+
 
 HOUR = 3600
 DAY = 86400

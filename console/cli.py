@@ -133,9 +133,25 @@ Each command (omniops COMMAND --help tells more):
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+LIGHT_COMMANDS = frozenset(
+    {"demo", "console", "ingest", "report", "schema", "kafka", "import-history"}
+)
+"""Commands whose arguments are all defined here: parsing them needs no other command's
+module (``serve``'s arguments import the whole server, about a second of a console's start)."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand.
+
+    ``command``: the first word of the command line; when it is one of
+    :data:`LIGHT_COMMANDS` the parser holds what parsing it needs and leaves out the
+    arguments of the commands defined elsewhere (``serve``, ``web``, ``rules``,
+    ``quarantine``, ``mapping``), whose modules are slow to import.  Anything else (no
+    command, ``--help``, ``--version``, a typo) gets the full parser.
+    """
     from feeds.runtime.logs import log_help
+
+    full = command not in LIGHT_COMMANDS
 
     parser = argparse.ArgumentParser(
         prog="omniops",
@@ -189,25 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 
-    from feeds.runtime.serve import add_serve_arguments
-    from rules.cli import add_rules_arguments
+    if full:
+        from rules.cli import add_rules_arguments
 
-    add_rules_arguments(sub)
+        add_rules_arguments(sub)
 
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
-    add_serve_arguments(srv)
+    if full:
+        from feeds.runtime.serve import add_serve_arguments
+
+        add_serve_arguments(srv)
 
     kafka = sub.add_parser("kafka", help="Kafka subscriptions of serve")
     kafka.add_argument("action", choices=["check"], help="check: brokers, topics, offsets, lag")
 
-    from feeds.runtime.web_config import add_web_arguments
-
     web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
-    add_web_arguments(web)
+    if full:
+        from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
+        from feeds.runtime.web_config import add_web_arguments
 
-    from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
-
-    add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
+        add_web_arguments(web)
+        add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
 
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
@@ -222,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniops`` command."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words else None).parse_args(words)
     if args.command in ("console", "demo"):  # full screen: the terminal cannot show logs
         from feeds.runtime.logs import log_to_file
 
@@ -639,13 +658,13 @@ def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     from console.loading import LoadingApp
 
     build = HistoryBuild(fixtures, start)
-    build.start()
-    try:
-        finished = LoadingApp(build).run()
+    try:  # the build starts once the screen is up: it would compete with the first paint
+        finished = LoadingApp(build, on_shown=build.start).run()
     finally:
-        if not build.finished:
-            build.cancel()
-        build.join()
+        if build.ident is not None:  # started
+            if not build.finished:
+                build.cancel()
+            build.join()
     if not finished:
         return False
     if build.error is not None:
@@ -659,15 +678,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
-    from feeds.replay import ReplayFeed, load_manifest
-    from feeds.runtime.alerting import RulesRuntime, alert_loop
-    from feeds.runtime.demo_rules import ensure_demo_rules
-    from feeds.runtime.pipeline import PipelineThread
-    from feeds.runtime.routing import router_hook
-    from rules.roles import Roles, current_user
-    from store.replay_clock import record_replay_clock
-    from store.risk import MetricParams
-    from store.writer import StoreWriter
+    from feeds.runtime.demo import load_manifest
 
     manifest = load_manifest(args.fixtures)
     start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
@@ -684,6 +695,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
         raise
+    # the pipeline's modules load after the history screen (the first thing on screen)
+    from feeds.replay import ReplayFeed
+    from feeds.runtime.alerting import RulesRuntime, alert_loop
+    from feeds.runtime.demo_rules import ensure_demo_rules
+    from feeds.runtime.pipeline import PipelineThread
+    from feeds.runtime.routing import router_hook
+    from rules.roles import Roles, current_user
+    from store.replay_clock import record_replay_clock
+    from store.risk import MetricParams
+    from store.writer import StoreWriter
+
     params = MetricParams(
         timezone=zone,
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},

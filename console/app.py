@@ -256,9 +256,9 @@ class OmniopsApp(App[None]):
         """Thread worker: what the first paint did not wait for; redraw if it says so."""
         try:
             redraw = warm_up()
-        except Exception as exc:  # said in a notice; the panels keep the defaults
-            self.post_message(WarmedUp(redraw=False))
-            self.post_message(WorkFailed("Loading the rules for the highlights failed", exc))
+        except Exception as exc:  # said in a notice; the panels are drawn again all the same
+            self.post_message(WarmedUp(redraw=True))
+            self.post_message(WorkFailed("Part of the start failed", exc))
             return
         self.post_message(WarmedUp(redraw=redraw))
 

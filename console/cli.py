@@ -363,12 +363,15 @@ def build_console(
     rules_path: Path | None = None,
     read_only: bool = False,
     roles: Roles | None = None,
+    after_first_paint: Callable[[], None] | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
     ``rules_path`` (default from the settings) is the rules file the alerts, rules and
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
-    its user an editor); ``read_only`` forbids every change.
+    its user an editor); ``read_only`` forbids every change.  ``after_first_paint``
+    (blocking) runs in a worker once the first snapshots are on screen, before the rules
+    file is read (the demo starts its replay and writes its rules file there).
     """
     # The first paint waits only on the store's readers and the panels (issue 15): the
     # rules file (highlights, editor, alert actions, permissions), the views' screens and the
@@ -379,8 +382,6 @@ def build_console(
     from store.metrics import compute_snapshots, open_reader
 
     if TYPE_CHECKING:
-        import sqlite3
-
         from rules.alerts.actions import AlertActions, PanelTarget
         from rules.editor import RulesEditor
         from rules.roles import Permissions
@@ -388,15 +389,13 @@ def build_console(
         from store.snapshots import HeldSummary, LateOrders, StockHistory
 
     reader = open_reader(db)
-    detail_readers: list[
-        sqlite3.Connection
-    ] = []  # detail fetches may overlap a refresh: own connection
+    detail_readers: list[Any] = []  # detail fetches may overlap a refresh: own connection
     settings = Settings()
     last: list[Snapshots] = []
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
-    def detail_reader() -> sqlite3.Connection:
+    def detail_reader() -> Any:
         """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""
         if not detail_readers:
             detail_readers.append(open_reader(db))
@@ -454,11 +453,20 @@ def build_console(
 
     def warm_up() -> bool:
         """After the first paint: the rules file's highlights (redraw if they changed)."""
+        failed: Exception | None = None
+        if after_first_paint is not None:
+            try:
+                after_first_paint()
+            except Exception as exc:  # said once the highlights are loaded all the same
+                failed = exc
         rules_file()
         assert highlights is not None
         before = highlights.current()
         warmed.append(True)
-        return highlights.refresh() != before
+        changed = highlights.refresh() != before
+        if failed is not None:
+            raise failed
+        return changed
 
     default_highlights = Highlights()
 
@@ -643,16 +651,66 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CONSOLE_MODULES = (
+    "console.app",
+    "feeds.settings",
+    "rules.highlights",
+    "rules.roles",
+    "store.metrics",
+    "store.replay_clock",
+    "store.risk",
+)
+"""What the demo's console imports before its first paint."""
+
+
+def _load_console_modules() -> None:
+    """Import what the demo's console needs (while its store is copied: the copy is I/O)."""
+    import importlib
+
+    for name in DEMO_CONSOLE_MODULES:
+        importlib.import_module(name)
+
+
+def copy_while(cached: Path, db: Path, meanwhile: Callable[[], None]) -> None:
+    """Copy the cached store to ``db`` on a thread while ``meanwhile`` runs here.
+
+    A copy is the kernel's work (the GIL is released), so the demo's imports run beside it.
+    """
+    from feeds.runtime.demo import copy_store
+
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            copy_store(cached, db)
+        except BaseException as exc:  # raised on the waiting thread
+            failed.append(exc)
+
+    copier = threading.Thread(target=copy, name="omniops-demo-copy")
+    copier.start()
+    try:
+        meanwhile()
+    finally:
+        copier.join()
+    if failed:
+        raise failed[0]
+
+
 def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     """Put the demo's history store at ``db``; ``False`` if the user quit while it loaded.
 
     On a terminal, when the history must be built, the console opens at once with a
     progress bar (:class:`console.loading.LoadingApp`) while the build runs on a thread;
     ``q`` or Ctrl-C cancel it and nothing is left behind.  Elsewhere the build runs here.
+    A cached history is copied while the console's modules load.
     """
     from feeds.runtime.demo import HistoryBuild, cached_store, copy_store, prepare_demo_store
 
-    if cached_store(fixtures, start).exists() or not sys.stdout.isatty():
+    cached = cached_store(fixtures, start)
+    if cached.exists():  # the key (a digest of the fixtures) is computed once
+        copy_while(cached, db, _load_console_modules)
+        return True
+    if not sys.stdout.isatty():
         prepare_demo_store(fixtures, start, db)
         return True
     from console.loading import LoadingApp
@@ -672,6 +730,83 @@ def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     assert build.result is not None
     copy_store(build.result, db)
     return True
+
+
+class DemoReplay:
+    """The demo's pipeline (the fixture day replayed, alerting), started behind the console.
+
+    :meth:`start` (blocking; the console runs it in a worker after its first paint) writes
+    the demo rules file if it is the demo's own, then starts the pipeline and waits until it
+    runs; :meth:`stop` stops it, and once stopped a late :meth:`start` starts nothing.
+    """
+
+    def __init__(
+        self,
+        db: Path,
+        fixtures: Path,
+        start: datetime,
+        clock: ReplayClock,
+        params: MetricParams,
+        refresh: float,
+        rules_path: Path,
+        *,
+        demo_rules: bool,
+    ) -> None:
+        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``."""
+        self.db = db
+        self.fixtures = fixtures
+        self.start_at = start
+        self.clock = clock
+        self.params = params
+        self.refresh = refresh
+        self.rules_path = rules_path
+        self.demo_rules = demo_rules
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._pipeline: Any = None
+
+    def start(self) -> None:
+        """Write the demo rules if needed, start the pipeline, wait until it runs."""
+        from feeds.replay import ReplayFeed
+        from feeds.runtime.alerting import RulesRuntime, alert_loop
+        from feeds.runtime.demo_rules import ensure_demo_rules
+        from feeds.runtime.pipeline import PipelineThread
+        from feeds.runtime.routing import router_hook
+        from store.writer import StoreWriter
+
+        with self._lock:
+            if self._stopped or self._pipeline is not None:
+                return
+            if self.demo_rules:
+                ensure_demo_rules(self.rules_path, self.fixtures)
+            runtime = RulesRuntime(self.rules_path)
+
+            async def alerting(writer: StoreWriter) -> None:
+                await alert_loop(self.db, runtime, self.clock, self.params, self.refresh)
+
+            pipeline = PipelineThread(
+                self.db,
+                [ReplayFeed([self.fixtures], self.clock, since=self.start_at)],
+                background=[alerting],
+                rules=runtime,
+                writer_options={
+                    "clock": self.clock,
+                    "params": self.params,
+                    "after_commit": router_hook(runtime.fulfillment),
+                },
+            )
+            pipeline.start()
+            self._pipeline = pipeline
+            pipeline.ready.wait()
+            if pipeline.error is not None:
+                raise RuntimeError(f"the demo's pipeline failed: {pipeline.error}")
+
+    def stop(self) -> None:
+        """Stop the pipeline if it started; no later :meth:`start` starts it."""
+        with self._lock:
+            self._stopped = True
+            if self._pipeline is not None:
+                self._pipeline.stop()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -695,16 +830,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
         raise
-    # the pipeline's modules load after the history screen (the first thing on screen)
-    from feeds.replay import ReplayFeed
-    from feeds.runtime.alerting import RulesRuntime, alert_loop
-    from feeds.runtime.demo_rules import ensure_demo_rules
-    from feeds.runtime.pipeline import PipelineThread
-    from feeds.runtime.routing import router_hook
     from rules.roles import Roles, current_user
     from store.replay_clock import record_replay_clock
     from store.risk import MetricParams
-    from store.writer import StoreWriter
 
     params = MetricParams(
         timezone=zone,
@@ -713,28 +841,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     clock = ReplayClock(start, speed=args.speed)
     record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
-    if not args.rules:  # the shipped alert defaults plus the demo retailer's routing
-        ensure_demo_rules(rules_path, args.fixtures)
-    runtime = RulesRuntime(rules_path)
-
-    async def alerting(writer: StoreWriter) -> None:
-        await alert_loop(db, runtime, clock, params, args.refresh)
-
-    pipeline = PipelineThread(
+    replay = DemoReplay(
         db,
-        [ReplayFeed([args.fixtures], clock, since=start)],
-        background=[alerting],
-        rules=runtime,
-        writer_options={
-            "clock": clock,
-            "params": params,
-            "after_commit": router_hook(runtime.fulfillment),
-        },
+        args.fixtures,
+        start,
+        clock,
+        params,
+        args.refresh,
+        rules_path,
+        demo_rules=not args.rules,  # the shipped alert defaults plus the demo's routing
     )
-    pipeline.start()
-    pipeline.ready.wait()
-    if pipeline.error is not None:
-        raise SystemExit(f"omniops demo: the pipeline failed: {pipeline.error}")
     try:
         run_console(
             db,
@@ -745,9 +861,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             tz=ZoneInfo(zone),
             rules_path=rules_path,
             roles=Roles(editors=(current_user(),)),  # the demo is a sandbox: you may edit
+            after_first_paint=replay.start,  # the replay starts behind the first screen
         )
     finally:
-        pipeline.stop()
+        replay.stop()
         if tmp is not None:
             tmp.cleanup()
     return 0

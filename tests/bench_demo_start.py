@@ -13,7 +13,9 @@ text reached the terminal:
   a fresh empty folder); then ``q``: the seconds until the process exited, and whether the
   cache folder holds anything but its lock (it must not);
 * **warm, console**: the console's top bar (``omniops demo │``) and **warm, populated**:
-  the first refresh's ``(N ms)`` in the top bar, with the history cached.
+  the first refresh's ``(N ms)`` in the top bar, with the history cached;
+* **omniops console**: ``omniops console --db`` on a copy of the cached history store (the
+  whole command line, as an operator types it), to its first ``(N ms)``.
 
 The warm runs need a built history: ``--cache DIR`` names a cache folder that holds one
 (``XDG_CACHE_HOME`` of an earlier demo; built here first if it does not, which takes a
@@ -28,6 +30,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import statistics
 import struct
@@ -131,6 +134,7 @@ def environment(folder: Path, cache: Path) -> dict[str, str]:
     env.update(
         {
             "OMNIOPS_CONFIG": str(folder / "config.toml"),
+            "OMNIOPS_RULES": str(folder / "rules.toml"),
             "XDG_STATE_HOME": str(folder / "state"),
             "XDG_CACHE_HOME": str(cache),
             "PYTHONPATH": str(ROOT),
@@ -139,7 +143,6 @@ def environment(folder: Path, cache: Path) -> dict[str, str]:
             "LINES": str(ROWS),
         }
     )
-    env.pop("OMNIOPS_RULES", None)
     return env
 
 
@@ -182,19 +185,31 @@ def warm_once(folder: Path, cache: Path) -> tuple[float, float]:
     return shown, populated
 
 
-def ensure_cache(cache: Path) -> None:
-    """Build the demo's history into ``cache`` unless it holds it (minutes, once)."""
+def console_once(folder: Path, cache: Path, store: Path) -> float:
+    """``omniops console --db store``: seconds to its first populated paint."""
+    with tempfile.TemporaryDirectory(dir=folder) as run:
+        argv = [sys.executable, "-m", "console.cli", "console", "--db", str(store)]
+        term = Terminal(argv, environment(Path(run), cache))
+        try:
+            return term.wait_for(POPULATED)
+        finally:
+            term.quit()
+
+
+def ensure_cache(cache: Path) -> Path:
+    """The demo's history in ``cache``, built first unless it is there (minutes, once)."""
     from console.cli import FIXTURES, parse_time
     from feeds.replay import load_manifest
     from feeds.runtime.demo import cached_store, prepare_demo_store
 
     manifest = load_manifest(FIXTURES)
     start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
-    if cached_store(FIXTURES, start, cache / "omniops").exists():
-        return
-    print(f"building the demo history into {cache} (once; a minute or two)…", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare_demo_store(FIXTURES, start, Path(tmp) / "d.db", cache=cache / "omniops")
+    cached = cached_store(FIXTURES, start, cache / "omniops")
+    if not cached.exists():
+        print(f"building the demo history into {cache} (once; a minute or two)…", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            prepare_demo_store(FIXTURES, start, Path(tmp) / "d.db", cache=cache / "omniops")
+    return cached
 
 
 def fmt(runs: list[float]) -> str:
@@ -212,8 +227,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="omniops-bench-demo-") as tmp:
         folder = Path(tmp)
         cache = args.cache or folder / "cache"
+        store = folder / "history.db"
         if not args.no_warm:
-            ensure_cache(cache)
+            shutil.copyfile(ensure_cache(cache), store)
         env = environment(folder, folder / "bare-cache")
         bare_once(env)  # warm the OS file cache and the .pyc files
         bare: list[float] = []
@@ -221,6 +237,7 @@ def main() -> None:
         quits: list[float] = []
         warm: list[float] = []
         populated: list[float] = []
+        console: list[float] = []
         left_behind: set[str] = set()
         for _ in range(args.runs):
             bare.append(bare_once(env))
@@ -232,6 +249,7 @@ def main() -> None:
                 on, full = warm_once(folder, cache)
                 warm.append(on)
                 populated.append(full)
+                console.append(console_once(folder, cache, store))
     b = statistics.median(bare)
     print(f"bare Textual app, on screen:          {fmt(bare)}")
     print(
@@ -250,6 +268,10 @@ def main() -> None:
         print(
             f"demo, history cached, populated:     {fmt(populated)}   "
             f"ratio {statistics.median(populated) / b:.2f}"
+        )
+        print(
+            f"omniops console --db, populated:     {fmt(console)}   "
+            f"ratio {statistics.median(console) / b:.2f}"
         )
 
 

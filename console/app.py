@@ -40,7 +40,13 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from console.errors import describe_error
-from console.messages import ExportWritten, RefreshFailed, SnapshotsComputed, WorkFailed
+from console.messages import (
+    ExportWritten,
+    RefreshFailed,
+    SnapshotsComputed,
+    WarmedUp,
+    WorkFailed,
+)
 from console.screens.detail import DetailFetch
 from console.screens.feeds import FeedsScreen
 from console.screens.help import HelpScreen
@@ -100,6 +106,7 @@ class OmniopsApp(App[None]):
         title: str = "omniops",
         highlights: Callable[[], Highlights] | None = None,
         compute_at: Callable[[datetime], Snapshots] | None = None,
+        warm_up: Callable[[], bool] | None = None,
     ) -> None:
         """Create the console.
 
@@ -120,6 +127,9 @@ class OmniopsApp(App[None]):
                 every render); None: the registry's defaults.
             compute_at: Blocking function returning the snapshots as of a past moment on
                 the same store (``:at 14:00``); None: this console can only look live.
+            warm_up: Blocking work the first paint does not wait for (the rules file the
+                highlights follow), run once in a thread worker after the first snapshots
+                are on screen; it returns whether the panels must be drawn again.
         """
         super().__init__()
         if refresh_interval <= 0:
@@ -145,6 +155,8 @@ class OmniopsApp(App[None]):
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
         self._received_at: float | None = None  # monotonic time the shown data arrived
         self._console_screen = ConsoleScreen()
+        self._warm_up = warm_up
+        self._warming = warm_up is not None  # until the warm-up after the first paint ran
 
     def highlights(self) -> Highlights:
         """The thresholds in force for panel highlights (the operator's rules, else defaults)."""
@@ -231,6 +243,31 @@ class OmniopsApp(App[None]):
         self._received_at = monotonic()
         self.snapshots = message.snapshots
         self._refresh_finished()
+        self._start_warm_up()
+
+    def _start_warm_up(self) -> None:
+        """Once, after the first refresh's result is painted: run the warm-up."""
+        if self._warm_up is not None:
+            warm_up, self._warm_up = self._warm_up, None
+            self.call_after_refresh(self._run_warm_up, warm_up)
+
+    @work(thread=True, exit_on_error=False, group="warm-up")
+    def _run_warm_up(self, warm_up: Callable[[], bool]) -> None:
+        """Thread worker: what the first paint did not wait for; redraw if it says so."""
+        try:
+            redraw = warm_up()
+        except Exception as exc:  # said in a notice; the panels are drawn again all the same
+            self.post_message(WarmedUp(redraw=True))
+            self.post_message(WorkFailed("Part of the start failed", exc))
+            return
+        self.post_message(WarmedUp(redraw=redraw))
+
+    @on(WarmedUp)
+    def _warmed_up(self, message: WarmedUp) -> None:
+        """Draw the panels again with what the warm-up loaded (the same snapshots)."""
+        self._warming = False
+        if message.redraw and self.snapshots is not None:
+            self.snapshots = self.snapshots  # always_update: the screen re-renders
 
     @on(RefreshFailed)
     def _refresh_failed(self, message: RefreshFailed) -> None:
@@ -249,6 +286,7 @@ class OmniopsApp(App[None]):
             ),
         )
         self._refresh_finished()
+        self._start_warm_up()
 
     def _refresh_finished(self) -> None:
         """Arm the next refresh, or run the one queued by ``r`` during this one."""
@@ -278,8 +316,12 @@ class OmniopsApp(App[None]):
 
     @property
     def refreshing(self) -> bool:
-        """Whether a refresh is running right now."""
-        return self._refresh_running
+        """Whether a refresh is running right now.
+
+        The first one counts until the warm-up after its paint (the rules the highlights
+        follow) has run, so that what it shows is what the operator's rules say.
+        """
+        return self._refresh_running or self._warming
 
     @property
     def next_refresh_armed(self) -> bool:

@@ -19,12 +19,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from console.progress import TerminalProgress, summary_line
 from store.clock import Clock, ReplayClock, SystemClock
-from store.metrics import compute_snapshots, open_reader
-from store.model import event_json_schema
-from store.risk import MetricParams
-from store.snapshots import Snapshots, to_jsonable
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
@@ -35,6 +30,8 @@ if TYPE_CHECKING:
     from console.screens.silences import SilencesScreen
     from feeds.runtime.routing import StoreRoutingSource
     from rules.roles import Roles
+    from store.risk import MetricParams
+    from store.snapshots import Snapshots
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -136,9 +133,25 @@ Each command (omniops COMMAND --help tells more):
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+LIGHT_COMMANDS = frozenset(
+    {"demo", "console", "ingest", "report", "schema", "kafka", "import-history"}
+)
+"""Commands whose arguments are all defined here: parsing them needs no other command's
+module (``serve``'s arguments import the whole server, about a second of a console's start)."""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand.
+
+    ``command``: the first word of the command line; when it is one of
+    :data:`LIGHT_COMMANDS` the parser holds what parsing it needs and leaves out the
+    arguments of the commands defined elsewhere (``serve``, ``web``, ``rules``,
+    ``quarantine``, ``mapping``), whose modules are slow to import.  Anything else (no
+    command, ``--help``, ``--version``, a typo) gets the full parser.
+    """
     from feeds.runtime.logs import log_help
+
+    full = command not in LIGHT_COMMANDS
 
     parser = argparse.ArgumentParser(
         prog="omniops",
@@ -192,25 +205,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 
-    from feeds.runtime.serve import add_serve_arguments
-    from rules.cli import add_rules_arguments
+    if full:
+        from rules.cli import add_rules_arguments
 
-    add_rules_arguments(sub)
+        add_rules_arguments(sub)
 
     srv = sub.add_parser("serve", help="the store's single writer: webhooks, subscriptions, API")
-    add_serve_arguments(srv)
+    if full:
+        from feeds.runtime.serve import add_serve_arguments
+
+        add_serve_arguments(srv)
 
     kafka = sub.add_parser("kafka", help="Kafka subscriptions of serve")
     kafka.add_argument("action", choices=["check"], help="check: brokers, topics, offsets, lag")
 
-    from feeds.runtime.web_config import add_web_arguments
-
     web = sub.add_parser("web", help="the console in a browser: a console per session, by token")
-    add_web_arguments(web)
+    if full:
+        from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
+        from feeds.runtime.web_config import add_web_arguments
 
-    from feeds.runtime.quarantine_cli import add_arguments as add_quarantine_arguments
-
-    add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
+        add_web_arguments(web)
+        add_quarantine_arguments(sub)  # mapping suggest; quarantine list | show | replay
 
     hist = sub.add_parser(
         "import-history", help="import an order-line history CSV (Online Retail shape)"
@@ -225,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniops`` command."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words else None).parse_args(words)
     if args.command in ("console", "demo"):  # full screen: the terminal cannot show logs
         from feeds.runtime.logs import log_to_file
 
@@ -252,12 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the canonical event's JSON Schema."""
+    from store.model import event_json_schema
+
     print(json.dumps(event_json_schema(), indent=2))
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest files; print applied / duplicate / quarantined counts."""
+    from console.progress import TerminalProgress, summary_line
     from feeds.runtime.ingest import ingest_paths
 
     progress = TerminalProgress("ingest") if sys.stderr.isatty() else None
@@ -295,6 +314,8 @@ def _metric_params(args: argparse.Namespace) -> MetricParams:
 
 def report(db: Path, at: datetime, params: MetricParams) -> Snapshots:
     """The same computation the console's panels show, for one moment."""
+    from store.metrics import compute_snapshots, open_reader
+
     reader = open_reader(db)
     try:
         return compute_snapshots(reader, at, params)
@@ -304,6 +325,8 @@ def report(db: Path, at: datetime, params: MetricParams) -> Snapshots:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Print the snapshots as JSON (``--json``) or a short text summary."""
+    from store.snapshots import to_jsonable
+
     at = args.at or SystemClock().now()
     snaps = report(args.db, at, _metric_params(args))
     data = to_jsonable(snaps)
@@ -340,44 +363,47 @@ def build_console(
     rules_path: Path | None = None,
     read_only: bool = False,
     roles: Roles | None = None,
+    after_first_paint: Callable[[], None] | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
     ``rules_path`` (default from the settings) is the rules file the alerts, rules and
     routing views read and edit; ``roles`` overrides the configured roles (the demo makes
-    its user an editor); ``read_only`` forbids every change.
+    its user an editor); ``read_only`` forbids every change.  ``after_first_paint``
+    (blocking) runs in a worker once the first snapshots are on screen, before the rules
+    file is read (the demo starts its replay and writes its rules file there).
     """
-    # The views' screens and the routing source are imported when first opened: the
-    # console's first paint waits on nothing it does not show (issue 15).
+    # The first paint waits only on the store's readers and the panels (issue 15): the
+    # rules file (highlights, editor, alert actions, permissions), the views' screens and the
+    # routing source are loaded after it, in the warm-up or when a view first opens.
     from console.app import OmniopsApp
     from feeds.settings import Settings
-    from rules.alerts.actions import AlertActions, PanelTarget
-    from rules.editor import RulesEditor
-    from rules.file import default_rules_path, ensure_rules_file
-    from rules.highlights import RulesHighlights
-    from rules.identity import console_permissions
-    from rules.routing.config import FulfillmentRouting
-    from store import alerts as alert_store
-    from store.details import late_orders, stock_history
-    from store.export import export_panel
-    from store.held import held_summary
-    from store.snapshots import (
-        FulfillmentRow,
-        HeldSummary,
-        LateOrders,
-        StockHistory,
-        StockoutRow,
-    )
+    from rules.highlights import Highlights, RulesHighlights
+    from store.metrics import compute_snapshots, open_reader
+
+    if TYPE_CHECKING:
+        from rules.alerts.actions import AlertActions, PanelTarget
+        from rules.editor import RulesEditor
+        from rules.roles import Permissions
+        from rules.routing.config import FulfillmentRouting
+        from store.snapshots import HeldSummary, LateOrders, StockHistory
 
     reader = open_reader(db)
-    detail_reader = open_reader(db)  # detail fetches may overlap a refresh: own connection
+    detail_readers: list[Any] = []  # detail fetches may overlap a refresh: own connection
     settings = Settings()
     last: list[Snapshots] = []
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
 
+    def detail_reader() -> Any:
+        """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""
+        if not detail_readers:
+            detail_readers.append(open_reader(db))
+        return detail_readers[0]
+
     def compute_at(moment: datetime) -> Snapshots:
-        highlights.refresh()  # the thresholds the panels flag at follow the rules file
+        if warmed and highlights is not None:
+            highlights.refresh()  # the thresholds the panels flag at follow the rules file
         with in_use:
             snaps = compute_snapshots(reader, moment, params)
         last[:] = [snaps]
@@ -387,27 +413,93 @@ def build_console(
         return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
+        from store.details import late_orders, stock_history
+        from store.snapshots import FulfillmentRow, StockoutRow
+
         now = last[0].as_of if last else clock.now()
         with in_use:
             if isinstance(row, StockoutRow):
-                return stock_history(detail_reader, row.sku, row.location_id, now, params.timezone)
+                return stock_history(
+                    detail_reader(), row.sku, row.location_id, now, params.timezone
+                )
             if isinstance(row, FulfillmentRow) and row.scope == "location":
-                return late_orders(detail_reader, row.key, now)
+                return late_orders(detail_reader(), row.key, now)
         return None
 
     def export(panel: str, fmt: str, path: Path, rows: Sequence[object]) -> Path:
+        from store.export import export_panel
+
         if not last:
             raise RuntimeError("nothing to export yet: the first refresh has not finished")
         return export_panel(last[0], panel, fmt, path, rows=rows)
 
     zone = tz or settings.display_tz()
-    path = rules_path or settings.rules_file or default_rules_path()
-    ensure_rules_file(path)
-    highlights = RulesHighlights(path)
-    # a browser session (``omniops web``) acts as its web user, checked like an SSH login
-    permissions = console_permissions(roles or settings.roles, read_only=read_only)
-    editor = RulesEditor(path, permissions=permissions, clock=clock)
-    actions = AlertActions(lambda: alert_store.connect(db), clock, permissions)
+    path = rules_path or settings.rules_file
+    highlights = RulesHighlights(path) if path is not None else None
+    warmed: list[bool] = []
+    services: dict[str, Any] = {}
+
+    def rules_file() -> Path:
+        """The rules file, written from the shipped defaults the first time it is needed."""
+        nonlocal highlights
+        if "path" not in services:
+            from rules.file import default_rules_path, ensure_rules_file
+
+            services["path"] = path or default_rules_path()
+            ensure_rules_file(services["path"])
+            if highlights is None:
+                highlights = RulesHighlights(services["path"])
+        return Path(services["path"])
+
+    def warm_up() -> bool:
+        """After the first paint: the rules file's highlights (redraw if they changed)."""
+        failed: Exception | None = None
+        if after_first_paint is not None:
+            try:
+                after_first_paint()
+            except Exception as exc:  # said once the highlights are loaded all the same
+                failed = exc
+        rules_file()
+        assert highlights is not None
+        before = highlights.current()
+        warmed.append(True)
+        changed = highlights.refresh() != before
+        if failed is not None:
+            raise failed
+        return changed
+
+    default_highlights = Highlights()
+
+    def current_highlights() -> Highlights:
+        return highlights.current() if highlights is not None else default_highlights
+
+    def permissions() -> Permissions:
+        if "permissions" not in services:
+            from rules.identity import console_permissions
+
+            # a browser session (``omniops web``) acts as its web user, like an SSH login
+            services["permissions"] = console_permissions(
+                roles or settings.roles, read_only=read_only
+            )
+        return services["permissions"]  # type: ignore[no-any-return]
+
+    def editor() -> RulesEditor:
+        if "editor" not in services:
+            from rules.editor import RulesEditor
+
+            services["editor"] = RulesEditor(rules_file(), permissions=permissions(), clock=clock)
+        return services["editor"]  # type: ignore[no-any-return]
+
+    def actions() -> AlertActions:
+        if "actions" not in services:
+            from rules.alerts.actions import AlertActions
+            from store import alerts as alert_store
+
+            services["actions"] = AlertActions(
+                lambda: alert_store.connect(db), clock, permissions()
+            )
+        return services["actions"]  # type: ignore[no-any-return]
+
     opened: list[StoreRoutingSource] = []
 
     def routing_source() -> StoreRoutingSource:
@@ -426,43 +518,47 @@ def build_console(
             app.main_screen.action_show_tab(target.panel)
             app.main_screen.apply_filter(target.panel, target.filter)
 
-        return AlertsScreen(source=actions, clock=clock, tz=zone, on_jump=jump)
+        return AlertsScreen(source=actions(), clock=clock, tz=zone, on_jump=jump)
 
     def silences_view(app: OmniopsApp) -> SilencesScreen:
         from console.screens.silences import SilencesScreen
 
-        return SilencesScreen(source=actions, clock=clock, tz=zone)
+        return SilencesScreen(source=actions(), clock=clock, tz=zone)
 
     def rules_view(app: OmniopsApp) -> RulesScreen:
         from console.screens.rules import RulesScreen
 
         return RulesScreen(
-            editor=editor,
+            editor=editor(),
             tz=zone,
             snapshots=lambda: app.snapshots,
-            fired_counts=actions.fired_counts,
+            fired_counts=actions().fired_counts,
         )
 
     def save_routing(routing: FulfillmentRouting) -> FulfillmentRouting:
-        return editor.save_fulfillment(editor.load(), routing).rules.fulfillment
+        rules = editor()
+        return rules.save_fulfillment(rules.load(), routing).rules.fulfillment
 
     def routing_view(app: OmniopsApp) -> RoutingScreen:
         from console.screens.routing import RoutingScreen, RoutingServices
 
-        services = RoutingServices(
-            load_rules=lambda: editor.load().rules.fulfillment,
+        rules = editor()
+        routing_services = RoutingServices(
+            load_rules=lambda: rules.load().rules.fulfillment,
             what_if=lambda current, draft: routing_source().what_if(current, draft, clock.now()),
             explain=lambda order_id: routing_source().decision(order_id),
-            save_rules=save_routing if permissions.can_edit_rules else None,
+            save_rules=save_routing if permissions().can_edit_rules else None,
         )
-        return RoutingScreen(services=services, tz=zone)
+        return RoutingScreen(services=routing_services, tz=zone)
 
     def held() -> HeldSummary:
+        from store.held import held_summary
+
         with in_use:
-            return held_summary(detail_reader)
+            return held_summary(detail_reader())
 
     def replay_held() -> str:
-        permissions.require("acknowledge")  # operators and editors (never read-only)
+        permissions().require("acknowledge")  # operators and editors (never read-only)
         from feeds.runtime.quarantine_cli import replay_store
 
         return replay_store(db)
@@ -488,7 +584,8 @@ def build_console(
             "silences": silences_view,
         },
         title=title,
-        highlights=highlights.current,
+        highlights=current_highlights,
+        warm_up=warm_up,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -496,10 +593,12 @@ def build_console(
     def close() -> None:
         with in_use:
             reader.close()
-            detail_reader.close()
+            for opened_reader in detail_readers:
+                opened_reader.close()
         for source in opened:
             source.close()
-        actions.close()
+        if "actions" in services:
+            services["actions"].close()
 
     return app, close
 
@@ -552,28 +651,78 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_CONSOLE_MODULES = (
+    "console.app",
+    "feeds.settings",
+    "rules.highlights",
+    "rules.roles",
+    "store.metrics",
+    "store.replay_clock",
+    "store.risk",
+)
+"""What the demo's console imports before its first paint."""
+
+
+def _load_console_modules() -> None:
+    """Import what the demo's console needs (while its store is copied: the copy is I/O)."""
+    import importlib
+
+    for name in DEMO_CONSOLE_MODULES:
+        importlib.import_module(name)
+
+
+def copy_while(cached: Path, db: Path, meanwhile: Callable[[], None]) -> None:
+    """Copy the cached store to ``db`` on a thread while ``meanwhile`` runs here.
+
+    A copy is the kernel's work (the GIL is released), so the demo's imports run beside it.
+    """
+    from feeds.runtime.demo import copy_store
+
+    failed: list[BaseException] = []
+
+    def copy() -> None:
+        try:
+            copy_store(cached, db)
+        except BaseException as exc:  # raised on the waiting thread
+            failed.append(exc)
+
+    copier = threading.Thread(target=copy, name="omniops-demo-copy")
+    copier.start()
+    try:
+        meanwhile()
+    finally:
+        copier.join()
+    if failed:
+        raise failed[0]
+
+
 def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     """Put the demo's history store at ``db``; ``False`` if the user quit while it loaded.
 
     On a terminal, when the history must be built, the console opens at once with a
     progress bar (:class:`console.loading.LoadingApp`) while the build runs on a thread;
     ``q`` or Ctrl-C cancel it and nothing is left behind.  Elsewhere the build runs here.
+    A cached history is copied while the console's modules load.
     """
     from feeds.runtime.demo import HistoryBuild, cached_store, copy_store, prepare_demo_store
 
-    if cached_store(fixtures, start).exists() or not sys.stdout.isatty():
+    cached = cached_store(fixtures, start)
+    if cached.exists():  # the key (a digest of the fixtures) is computed once
+        copy_while(cached, db, _load_console_modules)
+        return True
+    if not sys.stdout.isatty():
         prepare_demo_store(fixtures, start, db)
         return True
     from console.loading import LoadingApp
 
     build = HistoryBuild(fixtures, start)
-    build.start()
-    try:
-        finished = LoadingApp(build).run()
+    try:  # the build starts once the screen is up: it would compete with the first paint
+        finished = LoadingApp(build, on_shown=build.start).run()
     finally:
-        if not build.finished:
-            build.cancel()
-        build.join()
+        if build.ident is not None:  # started
+            if not build.finished:
+                build.cancel()
+            build.join()
     if not finished:
         return False
     if build.error is not None:
@@ -583,18 +732,88 @@ def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     return True
 
 
+class DemoReplay:
+    """The demo's pipeline (the fixture day replayed, alerting), started behind the console.
+
+    :meth:`start` (blocking; the console runs it in a worker after its first paint) writes
+    the demo rules file if it is the demo's own, then starts the pipeline and waits until it
+    runs; :meth:`stop` stops it, and once stopped a late :meth:`start` starts nothing.
+    """
+
+    def __init__(
+        self,
+        db: Path,
+        fixtures: Path,
+        start: datetime,
+        clock: ReplayClock,
+        params: MetricParams,
+        refresh: float,
+        rules_path: Path,
+        *,
+        demo_rules: bool,
+    ) -> None:
+        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``."""
+        self.db = db
+        self.fixtures = fixtures
+        self.start_at = start
+        self.clock = clock
+        self.params = params
+        self.refresh = refresh
+        self.rules_path = rules_path
+        self.demo_rules = demo_rules
+        self._lock = threading.Lock()
+        self._stopped = False
+        self._pipeline: Any = None
+
+    def start(self) -> None:
+        """Write the demo rules if needed, start the pipeline, wait until it runs."""
+        from feeds.replay import ReplayFeed
+        from feeds.runtime.alerting import RulesRuntime, alert_loop
+        from feeds.runtime.demo_rules import ensure_demo_rules
+        from feeds.runtime.pipeline import PipelineThread
+        from feeds.runtime.routing import router_hook
+        from store.writer import StoreWriter
+
+        with self._lock:
+            if self._stopped or self._pipeline is not None:
+                return
+            if self.demo_rules:
+                ensure_demo_rules(self.rules_path, self.fixtures)
+            runtime = RulesRuntime(self.rules_path)
+
+            async def alerting(writer: StoreWriter) -> None:
+                await alert_loop(self.db, runtime, self.clock, self.params, self.refresh)
+
+            pipeline = PipelineThread(
+                self.db,
+                [ReplayFeed([self.fixtures], self.clock, since=self.start_at)],
+                background=[alerting],
+                rules=runtime,
+                writer_options={
+                    "clock": self.clock,
+                    "params": self.params,
+                    "after_commit": router_hook(runtime.fulfillment),
+                },
+            )
+            pipeline.start()
+            self._pipeline = pipeline
+            pipeline.ready.wait()
+            if pipeline.error is not None:
+                raise RuntimeError(f"the demo's pipeline failed: {pipeline.error}")
+
+    def stop(self) -> None:
+        """Stop the pipeline if it started; no later :meth:`start` starts it."""
+        with self._lock:
+            self._stopped = True
+            if self._pipeline is not None:
+                self._pipeline.stop()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
-    from feeds.replay import ReplayFeed, load_manifest
-    from feeds.runtime.alerting import RulesRuntime, alert_loop
-    from feeds.runtime.demo_rules import ensure_demo_rules
-    from feeds.runtime.pipeline import PipelineThread
-    from feeds.runtime.routing import router_hook
-    from rules.roles import Roles, current_user
-    from store.replay_clock import record_replay_clock
-    from store.writer import StoreWriter
+    from feeds.runtime.demo import load_manifest
 
     manifest = load_manifest(args.fixtures)
     start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
@@ -611,6 +830,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
         raise
+    from rules.roles import Roles, current_user
+    from store.replay_clock import record_replay_clock
+    from store.risk import MetricParams
+
     params = MetricParams(
         timezone=zone,
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
@@ -618,28 +841,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     clock = ReplayClock(start, speed=args.speed)
     record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
-    if not args.rules:  # the shipped alert defaults plus the demo retailer's routing
-        ensure_demo_rules(rules_path, args.fixtures)
-    runtime = RulesRuntime(rules_path)
-
-    async def alerting(writer: StoreWriter) -> None:
-        await alert_loop(db, runtime, clock, params, args.refresh)
-
-    pipeline = PipelineThread(
+    replay = DemoReplay(
         db,
-        [ReplayFeed([args.fixtures], clock, since=start)],
-        background=[alerting],
-        rules=runtime,
-        writer_options={
-            "clock": clock,
-            "params": params,
-            "after_commit": router_hook(runtime.fulfillment),
-        },
+        args.fixtures,
+        start,
+        clock,
+        params,
+        args.refresh,
+        rules_path,
+        demo_rules=not args.rules,  # the shipped alert defaults plus the demo's routing
     )
-    pipeline.start()
-    pipeline.ready.wait()
-    if pipeline.error is not None:
-        raise SystemExit(f"omniops demo: the pipeline failed: {pipeline.error}")
     try:
         run_console(
             db,
@@ -650,9 +861,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             tz=ZoneInfo(zone),
             rules_path=rules_path,
             roles=Roles(editors=(current_user(),)),  # the demo is a sandbox: you may edit
+            after_first_paint=replay.start,  # the replay starts behind the first screen
         )
     finally:
-        pipeline.stop()
+        replay.stop()
         if tmp is not None:
             tmp.cleanup()
     return 0
@@ -705,6 +917,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
+    from console.progress import TerminalProgress, summary_line
     from feeds.runtime.ingest import import_history
 
     progress = TerminalProgress("import-history") if sys.stderr.isatty() else None

@@ -9,11 +9,26 @@ failure it was.
 
 from __future__ import annotations
 
-from rules.editor import ConflictError
+import sys
+
 from rules.errors import describe_error as _describe
 
-_SPOKEN = (ValueError, PermissionError, ConflictError)
-"""Errors whose message is meant for the operator as it is."""
+_SPOKEN: tuple[type[BaseException], ...] = (ValueError, PermissionError)
+"""Errors whose message is meant for the operator as it is (and the editor's conflict)."""
+
+
+def _spoken(error: BaseException) -> bool:
+    """Whether ``error``'s message is for the operator as it is.
+
+    The rules editor's :class:`~rules.editor.ConflictError` is one; it is looked up only
+    if the editor was imported (an error of a module never loaded cannot be one of its
+    classes), so the console's start does not load the editor for it.
+    """
+    if isinstance(error, _SPOKEN):
+        return True
+    editor = sys.modules.get("rules.editor")
+    conflict = getattr(editor, "ConflictError", None)
+    return conflict is not None and isinstance(error, conflict)
 
 
 def describe_error(error: BaseException | None) -> str:
@@ -26,4 +41,4 @@ def describe_error(error: BaseException | None) -> str:
         ``rules.toml: alert[2].threshold: must be a number (+1 more)``,
         ``fulfillment.rules.0.id: Field required``, ``RuntimeError: database is locked``.
     """
-    return _describe(error, with_type=error is not None and not isinstance(error, _SPOKEN))
+    return _describe(error, with_type=error is not None and not _spoken(error))

@@ -8,6 +8,7 @@ after asking the build to cancel.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -84,10 +85,21 @@ class LoadingApp(App[bool]):
     ]
     CSS_PATH = str(Path(__file__).with_name("loading.tcss"))
 
-    def __init__(self, load: LoadState, *, poll: float = 0.1) -> None:
+    def __init__(
+        self,
+        load: LoadState,
+        *,
+        poll: float = 0.1,
+        on_shown: Callable[[], object] | None = None,
+    ) -> None:
+        """Follow ``load``; ``on_shown`` runs once the screen is painted.
+
+        (A build started then does not hold the first paint back.)
+        """
         super().__init__()
         self.load = load
         self.poll = poll
+        self._on_shown = on_shown
 
     def compose(self) -> ComposeResult:
         """Title, bar and figures, centred."""
@@ -107,6 +119,8 @@ class LoadingApp(App[bool]):
         """Follow the load."""
         self.set_interval(self.poll, self.follow)
         self.follow()
+        if self._on_shown is not None:
+            self.call_after_refresh(self._on_shown)
 
     def follow(self) -> None:
         """Show the load's figures; leave with ``True`` once it finished."""

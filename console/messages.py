@@ -14,25 +14,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
-from rules.alerts.actions import ReceiverStatus, Transition
-from rules.alerts.silences import AlertView, SilenceView
-from rules.audit import AuditEntry
-from rules.file import LoadedRules
-from rules.routing.config import FulfillmentRouting
-from rules.routing.orders import Decision
-from rules.whatif import WhatIfReport
-from store.snapshots import (
-    FulfillmentRow,
-    HeldSummary,
-    LateOrders,
-    ReturnSpikeRow,
-    Snapshots,
-    StockHistory,
-    StockoutRow,
-)
+if TYPE_CHECKING:  # annotations only: the console's first paint loads no rules models
+    from rules.alerts.actions import ReceiverStatus, Transition
+    from rules.alerts.silences import AlertView, SilenceView
+    from rules.audit import AuditEntry
+    from rules.file import LoadedRules
+    from rules.routing.config import FulfillmentRouting
+    from rules.routing.orders import Decision
+    from rules.whatif import WhatIfReport
+    from store.snapshots import (
+        FulfillmentRow,
+        HeldSummary,
+        LateOrders,
+        ReturnSpikeRow,
+        Snapshots,
+        StockHistory,
+        StockoutRow,
+    )
 
 # -- generic -------------------------------------------------------------------------------
 
@@ -69,6 +71,13 @@ class RefreshFailed(Message):
     """A refresh worker raised: the last good snapshots stay on screen."""
 
     error: BaseException
+
+
+@dataclass
+class WarmedUp(Message):
+    """The warm-up after the first paint ran; ``redraw``: the panels must be drawn again."""
+
+    redraw: bool
 
 
 @dataclass

@@ -16,11 +16,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rules.alerts.rule import AlertRule, holds
-from rules.file import RulesFile, RulesFileError, load_rules
 from rules.matchers import matches_all
 from store.registry import METRICS, Op
+
+if TYPE_CHECKING:  # the file's models load with the first refresh, not with the console
+    from rules.file import RulesFile
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,9 @@ class Highlights:
         """The highlights of a rules file (or of its alert rules)."""
         if rules is None:
             return cls()
-        alerts = rules.alert if isinstance(rules, RulesFile) else rules
-        return cls(tuple(alerts))
+        if isinstance(rules, Sequence):
+            return cls(tuple(rules))
+        return cls(tuple(rules.alert))
 
     def level(self, metric: str, labels: Mapping[str, str] | None = None) -> Level | None:
         """The threshold in force for ``metric`` on the row with these scope labels.
@@ -106,6 +110,8 @@ class RulesHighlights:
             return self._current
         if mtime == self._mtime_ns:
             return self._current
+        from rules.file import RulesFileError, load_rules
+
         try:
             loaded = load_rules(self.path)
         except RulesFileError as exc:

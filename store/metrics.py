@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from store.apply import epoch
 from store.asof import (
     changed_after,
     closed_last_hour,
@@ -60,6 +59,15 @@ from store.snapshots import (
     Snapshots,
     StockoutSnapshot,
 )
+
+
+def epoch(moment: datetime) -> int:
+    """Seconds since the Unix epoch (UTC) for an aware datetime (as :func:`store.apply.epoch`).
+
+    Defined here so that reading the panels does not import the writer's models.
+    """
+    return int(moment.timestamp())
+
 
 HOUR = 3600
 DAY = 86400

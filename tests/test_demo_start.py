@@ -151,3 +151,45 @@ def test_the_estimate_and_the_progress_line() -> None:
     state.cancel.set()
     with pytest.raises(BuildCancelled):
         state.update(2000)
+
+
+def test_the_demo_reads_fixtures_as_the_feeds_do(small_fixtures: Path, tmp_path: Path) -> None:
+    """The demo's light manifest and file readers (before its first screen) agree with feeds."""
+    from feeds import jsonl, replay
+    from feeds.runtime import demo
+
+    assert demo.FEED_SUFFIXES == jsonl.SUFFIXES
+    (tmp_path / "notes.txt").write_text("not events")
+    (tmp_path / "b.ndjson").write_text("")
+    (tmp_path / "a.jsonl").write_text("")
+    for folder in (FIXTURES, small_fixtures, tmp_path):
+        assert demo.load_manifest(folder) == replay.load_manifest(folder)
+        assert demo.feed_files(folder) == jsonl.feed_files(folder)
+    one = feed_files(FIXTURES)[0]
+    assert demo.feed_files(one) == jsonl.feed_files(one) == [one]
+    with pytest.raises(FileNotFoundError):
+        demo.feed_files(tmp_path / "missing")
+
+
+def test_a_demo_replay_stopped_before_it_started_never_starts(tmp_path: Path) -> None:
+    """Quitting the console before the warm-up ran: the replay starts nothing afterwards."""
+    from console.cli import DemoReplay
+    from store.clock import ReplayClock
+    from store.risk import MetricParams
+
+    rules = tmp_path / "rules.toml"
+    replay = DemoReplay(
+        tmp_path / "demo.db",
+        FIXTURES,
+        START,
+        ReplayClock(START),
+        MetricParams(timezone="America/New_York"),
+        5.0,
+        rules,
+        demo_rules=True,
+    )
+    replay.stop()
+    replay.start()
+    assert not rules.exists()  # not even the demo rules were written
+    assert not (tmp_path / "demo.db").exists()
+    replay.stop()  # twice is fine

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,16 +28,42 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from feeds.jsonl import feed_files
-from feeds.replay import ReplayFeed, load_manifest
-from feeds.runtime.ingest import Progress, write_stream
-from feeds.runtime.routing import router_hook
-from store.clock import ReplayClock
 from store.schema import MIGRATIONS
-from store.writer import StoreWriter
+
+if TYPE_CHECKING:
+    from feeds.runtime.ingest import Progress
+
+# The writer, the feeds and the event models are imported where a build runs: a demo on a
+# terminal finds its cached store, or puts its loading screen up, before loading them.
 
 HISTORY_FEED = "replay-history"
+
+FEED_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
+"""The event files' suffixes, as :data:`feeds.jsonl.SUFFIXES` (a test checks they agree)."""
+
+
+def load_manifest(folder: Path) -> dict[str, object]:
+    """The fixture folder's ``manifest.json``, as :func:`feeds.replay.load_manifest` reads it.
+
+    Here without the feeds' imports (the event models): the demo reads it before its first
+    screen.
+    """
+    path = folder / "manifest.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def feed_files(fixtures: Path) -> list[Path]:
+    """The event files of a fixture folder (or the one file), as :func:`feeds.jsonl.feed_files`."""
+    if fixtures.is_dir():
+        return sorted(p for p in fixtures.iterdir() if p.name.endswith(FEED_SUFFIXES))
+    if not fixtures.exists():
+        raise FileNotFoundError(f"{fixtures}: no such file or folder")
+    return [fixtures]
 
 
 def cache_dir() -> Path:
@@ -64,6 +91,12 @@ async def load_history(
     Through the writer's bulk path, in time order, parsed in a worker thread while the
     writer commits.
     """
+    from feeds.replay import ReplayFeed
+    from feeds.runtime.ingest import write_stream
+    from feeds.runtime.routing import router_hook
+    from store.clock import ReplayClock
+    from store.writer import StoreWriter
+
     feed = ReplayFeed([fixtures], ReplayClock(start), name=HISTORY_FEED, until=start)
     async with StoreWriter(db, after_commit=router_hook()) as writer:
         await write_stream(writer, feed.backfill(), progress=progress)

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
@@ -307,7 +308,7 @@ NO_SLOT = Slot(_NEVER, _NEVER, False, None, "")
 """The slot of a node that is not a candidate at all (wrong kind, disabled)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeCandidate:
     """How one node fared under one rule, before ranking (the trace's raw material)."""
 
@@ -367,9 +368,14 @@ def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slo
     slot = ctx.slots.get(key)
     if slot is None:
         fn = pickup_slot if pickup else ship_slot
-        slot = fn(node.hours, node.timezone, ctx.now, timedelta(minutes=prep))
+        slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep))
         ctx.slots[key] = slot
     return slot
+
+
+@lru_cache(maxsize=256)
+def _minutes(prep: int) -> timedelta:
+    return timedelta(minutes=prep)
 
 
 def _capacity(node: LocationBody, rules: FulfillmentRouting) -> int | None:
@@ -453,16 +459,16 @@ def evaluate_entry(
             short.append(f"{sku} {max(0, free)} after buffer {buffer}, needs {line.quantity}")
     if not fills:
         reasons.append(("no_stock", "; ".join(short)))
-    return NodeCandidate(
-        node=node,
-        distance=distance,
-        slot=slot,
-        reasons=reasons,
-        fills=frozenset(fills),
-        capacity_left=left,
-        rank=facts.rank,
-        market_ok=facts.market == ctx.market,
-        stock_detail="; ".join(short),
+    return NodeCandidate(  # positional: the fields' order (a keyword call costs more)
+        node,
+        distance,
+        slot,
+        reasons,
+        frozenset(fills),
+        left,
+        facts.rank,
+        facts.market == ctx.market,
+        "; ".join(short),
     )
 
 

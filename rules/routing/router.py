@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 from rules.geo import zone
@@ -224,7 +225,12 @@ def _line_labels(skus: Sequence[SkuBody]) -> dict[str, list[str]]:
 
 
 def _fmt_local(moment: datetime, node: LocationBody) -> str:
-    return moment.astimezone(zone(node.timezone)).strftime("%a %H:%M %Z")
+    return _local_stamp(moment, node.timezone)
+
+
+@lru_cache(maxsize=4096)
+def _local_stamp(moment: datetime, timezone: str) -> str:
+    return moment.astimezone(zone(timezone)).strftime("%a %H:%M %Z")
 
 
 def _decide(

@@ -118,11 +118,11 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-_O = TypeVar("_O", bound=_Out)
-_MAKERS: dict[type[_Out], Callable[..., Any]] = {}
+_O = TypeVar("_O", bound=BaseModel)
+_MAKERS: dict[type[BaseModel], Callable[..., Any]] = {}
 
 
-def _maker(cls: type[_Out]) -> Callable[..., Any]:
+def _maker(cls: type[BaseModel]) -> Callable[..., Any]:
     """A constructor of ``cls`` taking its fields as keywords, generated once per class."""
     params: list[str] = []
     env: dict[str, Any] = {"_new": cls.__new__, "_cls": cls, "_set": object.__setattr__}
@@ -157,7 +157,7 @@ def _maker(cls: type[_Out]) -> Callable[..., Any]:
 
 
 def trusted(cls: type[_O], /, **values: Any) -> _O:
-    """An output model built from values the router made itself, without validating them.
+    """A model (without private attributes) built from values already checked, unvalidated.
 
     For the router's hot path: validation costs several µs per object and a decision has
     a dozen.  The values must already be what validation would give (the right types, a

@@ -325,7 +325,26 @@ def answer_bodies(seed: int = 7) -> list[bytes]:
         {"location_id": "ST-NYC", "cart": [{**cart[0], "quantity": 10_000}]},
         {"location_id": "ST-NYC", "cart": cart, "extra": 1},
     ]
+    sku = cart[0]["sku"].encode()
+    edges = [  # where decoding the bytes directly could differ from json.loads, then validating
+        b'{"order_id": "cart", "destination_region": "northeast", "lines": [{"sku": "%s", '
+        b'"quantity": 1}]}' % sku,
+        b'{"location_id": "ST-NYC", "\\u0063art": [{"sku": "%s", "quantity": 1}]}' % sku,
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "\\ud800", "quantity": 1}]}',
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "A\tB", "quantity": 1}]}',
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "%s", "quantity": NaN}]}' % sku,
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "%s", "quantity": 1}], "cart": []}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": "2", '
+        b'"unit_price": 12.10, "discount": 0.5}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": true}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1.0}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1}]} []' % sku,
+        b'{"destination_region": "w\\u00e9st", "lines": [{"sku": "%s", "quantity": 1}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1, '
+        b'"unit_price": 1.234}]}' % sku,
+    ]
     out.extend(b if isinstance(b, bytes) else json.dumps(b).encode() for b in bad)
+    out.extend(edges)
     return out
 
 

@@ -3,6 +3,13 @@
 ``python -m tests.bench_route_api [--connections 1 8 50] [--seconds 5] [--windows 4]
 [--window-seconds 20] [--db PATH]``
 
+``python -m tests.bench_route_api --db PATH --record FILE`` / ``--compare FILE``: no load;
+every bench body (and variants: other moments, promises, other methods, invalid bodies,
+unknown SKUs and stores), under the built-in and the demo rules, posted in-process over
+loopback; the answers (status, content type, bytes) are written to ``FILE``, or compared
+byte for byte with those in it (exit 1 on a difference).  Record on one commit, compare
+on another: a speed-up must not change one byte of an answer.
+
 Two servers run in their own processes on 127.0.0.1 (a port chosen by the OS), in the same
 run and on the same machine:
 
@@ -33,17 +40,21 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from feeds.runtime.route_api import add_routes
 from feeds.runtime.routing import StoreRoutingSource
@@ -257,6 +268,140 @@ def capture_answer(base: str, body: bytes) -> bytes:
     return asyncio.run(get())
 
 
+DEMO_RULES = Path(__file__).resolve().parent.parent / "fixtures" / "demo-fulfillment.toml"
+
+
+def answer_bodies(seed: int = 7) -> list[bytes]:
+    """The bench bodies and variants of them that reach the other paths of ``/route``.
+
+    Other moments (through two days, so closed, past cut-off and next-day slots), promises,
+    every method, ship-to-home fallbacks, and bodies that must be refused (bad JSON,
+    validation errors, unknown SKUs and stores, a warehouse as pickup store).
+    """
+    rng = random.Random(seed)
+    base = bodies(BODIES)
+    out = [json.dumps(b).encode() for b in base]
+    for n, body in enumerate(base[:600]):
+        variant = dict(body)
+        at = AT + timedelta(minutes=37 * n)
+        variant["at"] = at.isoformat() if n % 3 else at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if n % 4 == 1 and "cart" not in variant:
+            variant["method"] = rng.choice(["ship", "bopis", "ship_from_store"])
+            if variant["method"] == "bopis" and not variant.get("location_id"):
+                variant["location_id"] = rng.choice(["ST-NYC", "ST-CHI", "ST-LA", "ST-ATL"])
+        if n % 5 == 2 and "cart" not in variant:
+            variant["promised_by"] = (at + timedelta(hours=rng.choice([1, 5, 30]))).isoformat()
+        if n % 7 == 3:
+            variant["destination_region"] = rng.choice(
+                ["northeast", "west", "mountain", "south", "10001", "zz-unknown"]
+            )
+        if n % 11 == 4 and "lines" in variant:
+            variant["lines"] = [
+                {**line, "unit_price": "12.50", "discount": "1.25"} for line in variant["lines"]
+            ]
+        out.append(json.dumps(variant).encode())
+    cart = [{"sku": base[0].get("lines", base[0].get("cart"))[0]["sku"], "quantity": 1}]
+    bad: list[Any] = [
+        b"not json",
+        b"[1, 2]",
+        b'"text"',
+        b"{}",
+        b"\xff\xfe",
+        b"[" * 100 + b"]" * 100,
+        {"destination_region": "northeast", "lines": []},
+        {"destination_region": "northeast", "lines": [{"sku": "NOPE-1", "quantity": 1}]},
+        {"destination_region": "northeast", "lines": [{**cart[0], "quantity": 0}]},
+        {"destination_region": "northeast", "lines": [{**cart[0], "extra": 1}]},
+        {"destination_region": "northeast", "lines": cart, "at": "2026-11-18T12:00:00"},
+        {"destination_region": "northeast", "lines": cart, "method": "drone"},
+        {"destination_region": "northeast", "lines": cart, "surprise": True},
+        {"destination_region": 5, "lines": cart},
+        {"lines": cart},
+        {"location_id": "ST-NOPE", "cart": cart},
+        {"location_id": "WH-NJ", "cart": cart},
+        {"location_id": "ST-NYC", "cart": []},
+        {"location_id": "ST-NYC", "cart": [{"sku": "NOPE-1", "quantity": 1}]},
+        {"location_id": "ST-NYC", "cart": cart, "channel": "pos", "at": "2026-11-19T03:00:00Z"},
+        {"location_id": "ST-NYC", "cart": [{**cart[0], "quantity": 10_000}]},
+        {"location_id": "ST-NYC", "cart": cart, "extra": 1},
+    ]
+    sku = cart[0]["sku"].encode()
+    edges = [  # where decoding the bytes directly could differ from json.loads, then validating
+        b'{"order_id": "cart", "destination_region": "northeast", "lines": [{"sku": "%s", '
+        b'"quantity": 1}]}' % sku,
+        b'{"location_id": "ST-NYC", "\\u0063art": [{"sku": "%s", "quantity": 1}]}' % sku,
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "\\ud800", "quantity": 1}]}',
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "A\tB", "quantity": 1}]}',
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "%s", "quantity": NaN}]}' % sku,
+        b'{"location_id": "ST-NYC", "cart": [{"sku": "%s", "quantity": 1}], "cart": []}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": "2", '
+        b'"unit_price": 12.10, "discount": 0.5}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": true}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1.0}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1}]} []' % sku,
+        b'{"destination_region": "w\\u00e9st", "lines": [{"sku": "%s", "quantity": 1}]}' % sku,
+        b'{"destination_region": "west", "lines": [{"sku": "%s", "quantity": 1, '
+        b'"unit_price": 1.234}]}' % sku,
+    ]
+    out.extend(b if isinstance(b, bytes) else json.dumps(b).encode() for b in bad)
+    out.extend(edges)
+    return out
+
+
+def record_answers(db: Path) -> list[dict[str, Any]]:
+    """Every :func:`answer_bodies` body's answer, under the built-in and the demo rules."""
+    demo = FulfillmentRouting.model_validate(tomllib.loads(DEMO_RULES.read_text())["fulfillment"])
+    payloads = answer_bodies()
+
+    async def run() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name, rules in (("builtin", FulfillmentRouting()), ("demo", demo)):
+            app = web.Application()
+            add_routes(
+                app, source=StoreRoutingSource(db), rules=lambda r=rules: r, clock=FixedClock(AT)
+            )
+            async with TestClient(TestServer(app)) as client:
+                for n, body in enumerate(payloads):
+                    resp = await client.post(
+                        "/route", data=body, headers={"Content-Type": "application/json"}
+                    )
+                    raw = await resp.read()
+                    out.append(
+                        {
+                            "rules": name,
+                            "n": n,
+                            "status": resp.status,
+                            "type": resp.content_type,
+                            "body": raw.decode("utf-8", "replace"),
+                        }
+                    )
+        return out
+
+    return asyncio.run(run())
+
+
+def compare_answers(db: Path, path: Path) -> int:
+    """Compare the answers now with those recorded in ``path``; the number that differ."""
+    recorded = [json.loads(line) for line in path.read_text().splitlines()]
+    now = record_answers(db)
+    if len(now) != len(recorded):
+        print(f"{len(now)} answers now, {len(recorded)} recorded")
+        return abs(len(now) - len(recorded)) or 1
+    differ = 0
+    for old, new in zip(recorded, now, strict=True):
+        if old != new:
+            differ += 1
+            if differ <= 5:
+                print(f"differs: rules {old['rules']} body {old['n']}:")
+                print(f"  was {old['status']} {old['body'][:400]}")
+                print(f"  now {new['status']} {new['body'][:400]}")
+    statuses: dict[int, int] = {}
+    for a in now:
+        statuses[a["status"]] = statuses.get(a["status"], 0) + 1
+    print(f"{len(now):,} answers compared, {differ} differ; statuses {statuses}")
+    return differ
+
+
 def main() -> None:
     """Build the store, start both servers, load them at each connection count."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -268,9 +413,20 @@ def main() -> None:
     )
     parser.add_argument("--db", type=Path, default=None, help="reuse / keep the store here")
     parser.add_argument("--client", action="store_true", help="aiohttp client even with wrk")
+    parser.add_argument("--record", type=Path, default=None, help="write the answers here")
+    parser.add_argument("--compare", type=Path, default=None, help="compare with these answers")
     args = parser.parse_args()
     if not (FIXTURE_DAY / "manifest.json").exists():
         raise SystemExit("no fixtures/day: run python fixtures/generate.py first")
+    if args.record or args.compare:
+        if args.db is None:
+            raise SystemExit("--record / --compare need --db (a store built by a bench run)")
+        if args.record:
+            answers = record_answers(args.db)
+            args.record.write_text("".join(json.dumps(a) + "\n" for a in answers))
+            print(f"{len(answers):,} answers written to {args.record}")
+            return
+        raise SystemExit(1 if compare_answers(args.db, args.compare) else 0)
     use_wrk = shutil.which("wrk") is not None and not args.client
     with tempfile.TemporaryDirectory() as tmp:
         db = args.db or Path(tmp) / "bench.db"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,10 @@ from aiohttp.test_utils import TestServer
 from feeds.runtime.route_api import make_app
 from feeds.runtime.routing import StoreRoutingSource, route_pending_orders
 from rules.routing.config import FulfillmentRouting
+from rules.routing.orders import Decision
+from rules.routing.router import route_sequence
 from store.clock import FixedClock
-from tests.routing_world import DAY, ny, seed
+from tests.routing_world import DAY, FIXTURE_DAY, fixture_day_inputs, ny, seed
 
 RULES = FulfillmentRouting.model_validate(
     {
@@ -197,3 +200,24 @@ async def test_stored_decision_and_concurrent_checks(base_url: str) -> None:
                 return resp.status
 
         assert await asyncio.gather(*(one(n) for n in range(25))) == [200] * 25
+
+
+@pytest.mark.parametrize("rules_name", ["builtin", "demo"])
+def test_decisions_built_unvalidated_are_what_validation_gives(rules_name: str) -> None:
+    # The router builds its output models without validating them (trusted); each must be
+    # exactly the validated model of the same values: equal, and serialised byte for byte.
+    if not (FIXTURE_DAY / "manifest.json").exists():
+        pytest.skip("no fixtures/day")
+    rules = FulfillmentRouting()
+    if rules_name == "demo":
+        demo = Path(__file__).resolve().parent.parent / "fixtures" / "demo-fulfillment.toml"
+        rules = FulfillmentRouting.model_validate(tomllib.loads(demo.read_text())["fulfillment"])
+    inputs = fixture_day_inputs()
+    decisions = route_sequence(inputs.orders[:400], inputs.inventory, inputs.nodes, rules)
+    assert {d.status for d in decisions} >= {"routed"}
+    assert any(d.trace and d.trace[0].candidates for d in decisions)
+    serialise = Decision.__pydantic_serializer__.to_json
+    for d in decisions:
+        validated = Decision.model_validate(d.model_dump())
+        assert validated == d
+        assert serialise(validated) == serialise(d)

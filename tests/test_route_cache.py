@@ -142,6 +142,29 @@ async def test_a_stock_count_is_seen_by_the_next_answer(world: World) -> None:
     assert nyc[0]["reason"] == "no_stock"
 
 
+async def test_a_stock_change_by_hand_after_repeated_answers_is_seen(world: World) -> None:
+    # Asked twice, the second answer comes from what the first read (nothing committed in
+    # between); a commit by any other connection, even outside the writer, ends that.
+    first = await ask(world.url, CART)
+    assert await ask(world.url, CART) == first
+    assert first["shipments"][0]["location_id"] == "ST-NYC"
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    try:
+        conn.execute("UPDATE stock SET on_hand = 0 WHERE sku = 'TEE' AND location_id = 'ST-NYC'")
+    finally:
+        conn.close()
+    after = await ask(world.url, CART)
+    assert after["status"] == "held"
+    nyc = [c for c in after["trace"][0]["candidates"] if c["location_id"] == "ST-NYC"]
+    assert nyc[0]["reason"] == "no_stock" and "TEE 0 after buffer" in nyc[0]["detail"]
+    conn = sqlite3.connect(world.db, isolation_level=None)
+    try:  # and back: the next answer is the first one again
+        conn.execute("UPDATE stock SET on_hand = 4 WHERE sku = 'TEE' AND location_id = 'ST-NYC'")
+    finally:
+        conn.close()
+    assert await ask(world.url, CART) == first
+
+
 async def test_a_sku_added_to_the_catalogue_is_seen_by_the_next_answer(world: World) -> None:
     cart = {"location_id": "ST-NYC", "cart": [{"sku": "CAP", "quantity": 1}]}
     unknown = await ask(world.url, cart, status=422)

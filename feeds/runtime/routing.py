@@ -629,7 +629,14 @@ and the locations counter."""
 
 
 _SKUS_KEPT = 20_000
-"""Catalogue records the source keeps at most (it starts over when full)."""
+"""SKUs the source keeps at most (it starts over when full)."""
+
+_Kept = tuple[
+    tuple[int, int], SkuBody | None, tuple[tuple[tuple[str, str], StockLevel], ...], Any, Any
+]
+"""What a source keeps of one SKU: the (connection, ``data_version``) it was read at, its
+record (None: not in the catalogue), its stock levels, and the raw row and stock text
+they came from (a row read again unchanged reuses them)."""
 
 
 class StoreRoutingSource:
@@ -637,9 +644,12 @@ class StoreRoutingSource:
 
     Used by the ``POST /route`` handler; :meth:`close` closes every connection it opened.
     What does not change between requests is kept: the nodes (one list object until
-    ``meta.locations_version`` moves), each SKU's catalogue record (rebuilt only when its
-    row differs), and today's node load (for ``load_ttl`` seconds).  Per request, one
-    statement reads the cart's SKUs, their stock at every node and the locations counter.
+    ``meta.locations_version`` moves), each SKU's catalogue record and stock levels
+    (rebuilt only when its row or its stock differ), and today's node load (for
+    ``load_ttl`` seconds).  Per request, ``PRAGMA data_version`` (it moves with every
+    commit of another connection, e.g. the writer's): while it stands and every SKU of the
+    cart was read at it, nothing more is read; otherwise one statement reads the cart's
+    SKUs, their stock at every node and the locations counter.
     """
 
     def __init__(
@@ -656,7 +666,8 @@ class StoreRoutingSource:
         self.load_ttl = load_ttl
         self._load_cache: tuple[datetime, float, dict[str, int]] | None = None
         self._nodes_cache: tuple[str, list[LocationBody]] | None = None
-        self._skus: dict[str, tuple[tuple[Any, ...], SkuBody]] = {}
+        self._kept: dict[str, _Kept] = {}
+        self._nodes_seen: tuple[tuple[int, int], list[LocationBody]] | None = None
         self._since: datetime | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -710,7 +721,20 @@ class StoreRoutingSource:
         db = self._db(wait)
         wanted = sorted(set(skus))
         try:
-            if len(wanted) > _CHUNK:  # a huge cart: several statements in one snapshot
+            # Bumped by every commit of another connection: while it stands, what this
+            # connection read is still what the file holds (a cache on the store's version).
+            tag = (id(db), db.execute("PRAGMA data_version").fetchone()[0])
+            kept = self._kept
+            hits = [kept.get(sku) for sku in wanted]
+            seen = self._nodes_seen
+            if (
+                seen is not None
+                and seen[0] == tag
+                and all(h is not None and h[0] == tag for h in hits)
+            ):
+                nodes = seen[1]
+                rows = None
+            elif len(wanted) > _CHUNK:  # a huge cart: several statements in one snapshot
                 db.execute("BEGIN")
                 try:
                     rows = [
@@ -734,19 +758,36 @@ class StoreRoutingSource:
             raise
         bodies: dict[str, SkuBody] = {}
         levels: dict[tuple[str, str], StockLevel] = {}
-        known = self._skus
+        if rows is None:
+            for hit in hits:
+                assert hit is not None
+                if hit[1] is not None:
+                    bodies[hit[1].sku] = hit[1]
+                    levels.update(hit[2])
+            return Inventory(skus=bodies, levels=levels, load=load), nodes
+        if len(kept) + len(wanted) > _SKUS_KEPT:
+            kept.clear()
         for row in rows:
             sku = row[0]
             record = row[:10]
-            hit = known.get(sku)
-            if hit is None or hit[0] != record:
-                if len(known) >= _SKUS_KEPT:
-                    known.clear()
-                hit = (record, _sku_body(record))
-                known[sku] = hit
-            bodies[sku] = hit[1]
-            for location_id, on_hand, reserved in json.loads(row[10]):
-                levels[(sku, location_id)] = StockLevel(on_hand, reserved)
+            old = kept.get(sku)
+            body = old[1] if old is not None and old[3] == record else None
+            if body is None:
+                body = _sku_body(record)
+            if old is not None and old[4] == row[10]:
+                items = old[2]  # the same stock text: the same levels
+            else:
+                items = tuple(
+                    ((sku, location_id), StockLevel(on_hand, reserved))
+                    for location_id, on_hand, reserved in json.loads(row[10])
+                )
+            kept[sku] = (tag, body, items, record, row[10])
+            bodies[sku] = body
+            levels.update(items)
+        for sku in wanted:
+            if sku not in bodies:
+                kept[sku] = (tag, None, (), None, None)  # unknown (still unknown at this tag)
+        self._nodes_seen = (tag, nodes)
         return Inventory(skus=bodies, levels=levels, load=load), nodes
 
     def _nodes(self, db: sqlite3.Connection, version: object) -> list[LocationBody]:

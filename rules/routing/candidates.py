@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
@@ -23,7 +24,7 @@ from rules.routing.config import (
     FulfillmentRouting,
     RoutingRule,
 )
-from rules.routing.orders import Inventory, Reason, RouteOrder
+from rules.routing.orders import Candidate, Inventory, Reason, RouteOrder, trusted
 from store.model import LocationBody, Method
 
 
@@ -116,6 +117,7 @@ class Network:
         self._distances: dict[tuple[float, float], dict[str, float]] = {}
         self._memo: dict[Hashable, Any] = {}
         self._matchers: dict[int, list[Matcher]] = {}
+        self._entries: dict[tuple[int, str, tuple[float, float] | None], list[NodeEntry]] = {}
 
     def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
@@ -157,6 +159,26 @@ class Network:
             market=node_market(node, rules),
         )
 
+    def entries(
+        self, rule: RoutingRule, method: Method, origin: tuple[float, float] | None
+    ) -> list[NodeEntry]:
+        """Per node (by id), what ``rule`` makes of it for ``method`` from ``origin``, kept.
+
+        Everything of a node's evaluation that no order changes: its facts, its distance
+        from ``origin``, the too-far reason, and for a wrong-kind or disabled node the whole
+        evaluation and its trace entry.
+        """
+        key = (id(rule), method, origin)
+        found = self._entries.get(key)
+        if found is None:
+            if len(self._entries) >= _CACHE_LIMIT:
+                self._entries.clear()
+            facts = self.node_rules(rule, method)
+            distances = None if origin is None else self.distances(origin)
+            found = [_entry(node, facts[node.location_id], distances) for node in self.nodes]
+            self._entries[key] = found
+        return found
+
     def matchers(self, rule: RoutingRule | CarrierRule) -> list[Matcher]:
         """The parsed ``match`` of ``rule`` (read once: a private attribute is slow to reach)."""
         key = id(rule)
@@ -185,6 +207,46 @@ class Network:
             cached = {n.location_id: haversine_km(lat, lon, n.lat, n.lon) for n in self.nodes}
             self._distances[origin] = cached
         return cached
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """A node under one rule, method and origin, before any order (:meth:`Network.entries`)."""
+
+    node: LocationBody
+    facts: NodeRule
+    distance: float | None
+    far: tuple[Reason, str] | None
+    """The too-far reason (None: within the limit, no limit, or the distance unknown)."""
+    excluded: NodeCandidate | None
+    """The evaluation of a wrong-kind or disabled node (the same for every order)."""
+    entry: Candidate | None
+    """The trace entry of such a node."""
+
+
+def _entry(node: LocationBody, facts: NodeRule, distances: Mapping[str, float] | None) -> NodeEntry:
+    distance = None if distances is None else distances[node.location_id]
+    far: tuple[Reason, str] | None = None
+    if facts.limit is not None and distance is not None and distance > facts.limit:
+        far = ("too_far", f"{fmt_km(distance)} > {fmt_km(facts.limit)}")
+    excluded: NodeCandidate | None = None
+    entry: Candidate | None = None
+    if facts.excluded is not None:
+        excluded = NodeCandidate(
+            node, distance, NO_SLOT, [facts.excluded], frozenset(), 0, facts.rank, False, ""
+        )
+        reason, text = facts.excluded
+        entry = trusted(
+            Candidate,
+            location_id=node.location_id,
+            kind=node.kind,
+            outcome="rejected",
+            reason=reason,
+            detail=text,
+            distance_km=None if distance is None else round(distance, 2),
+            at=None,
+        )
+    return NodeEntry(node, facts, distance, far, excluded, entry)
 
 
 _NETWORKS: dict[tuple[int, tuple[int, ...]], Network] = {}
@@ -246,7 +308,7 @@ NO_SLOT = Slot(_NEVER, _NEVER, False, None, "")
 """The slot of a node that is not a candidate at all (wrong kind, disabled)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeCandidate:
     """How one node fared under one rule, before ranking (the trace's raw material)."""
 
@@ -306,9 +368,14 @@ def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slo
     slot = ctx.slots.get(key)
     if slot is None:
         fn = pickup_slot if pickup else ship_slot
-        slot = fn(node.hours, node.timezone, ctx.now, timedelta(minutes=prep))
+        slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep))
         ctx.slots[key] = slot
     return slot
+
+
+@lru_cache(maxsize=256)
+def _minutes(prep: int) -> timedelta:
+    return timedelta(minutes=prep)
 
 
 def _capacity(node: LocationBody, rules: FulfillmentRouting) -> int | None:
@@ -329,21 +396,28 @@ def evaluate_node(
     net = ctx.network
     if net is None:
         net = ctx.network = network(ctx.rules, ctx.nodes)
-    facts = net.node_rules(rule, method)[node.location_id]
-    distance = None if origin is None else net.distances(origin)[node.location_id]
-    if facts.excluded is not None:  # not a candidate at all: the other checks would only be noise
-        return NodeCandidate(
-            node, distance, NO_SLOT, [facts.excluded], frozenset(), 0, facts.rank, False, ""
-        )
+    entries = net.entries(rule, method, origin)
+    entry = next(e for e in entries if e.node.location_id == node.location_id)
+    return evaluate_entry(ctx, rule, entry, method)
+
+
+def evaluate_entry(
+    ctx: RouteContext, rule: RoutingRule, entry: NodeEntry, method: Method
+) -> NodeCandidate:
+    """:func:`evaluate_node` of a node's :class:`NodeEntry` (what the order adds to it)."""
+    if entry.excluded is not None:  # not a candidate at all: the other checks would be noise
+        return entry.excluded
+    node = entry.node
+    facts = entry.facts
+    distance = entry.distance
     reasons: list[tuple[Reason, str]] = []
-    limit = facts.limit
-    if limit is not None:
+    if facts.limit is not None:
         if distance is None:
             reasons.append(
                 ("too_far", f"distance unknown: add {ctx.order.destination_region!r} to regions")
             )
-        elif distance > limit:
-            reasons.append(("too_far", f"{fmt_km(distance)} > {fmt_km(limit)}"))
+        elif entry.far is not None:
+            reasons.append(entry.far)
     capacity = facts.capacity
     left = math.inf if capacity is None else capacity - ctx.stock.load.get(node.location_id, 0)
     if rule.respect_capacity and left < 1:
@@ -385,16 +459,16 @@ def evaluate_node(
             short.append(f"{sku} {max(0, free)} after buffer {buffer}, needs {line.quantity}")
     if not fills:
         reasons.append(("no_stock", "; ".join(short)))
-    return NodeCandidate(
-        node=node,
-        distance=distance,
-        slot=slot,
-        reasons=reasons,
-        fills=frozenset(fills),
-        capacity_left=left,
-        rank=facts.rank,
-        market_ok=facts.market == ctx.market,
-        stock_detail="; ".join(short),
+    return NodeCandidate(  # positional: the fields' order (a keyword call costs more)
+        node,
+        distance,
+        slot,
+        reasons,
+        frozenset(fills),
+        left,
+        facts.rank,
+        facts.market == ctx.market,
+        "; ".join(short),
     )
 
 

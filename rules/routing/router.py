@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache
 from typing import Literal
 
 from rules.geo import zone
@@ -22,7 +22,7 @@ from rules.routing.candidates import (
     RouteContext,
     describe_loss,
     effective_buffer,
-    evaluate_node,
+    evaluate_entry,
     fmt_km,
     label_holds,
     network,
@@ -43,6 +43,7 @@ from rules.routing.orders import (
     Shipment,
     Status,
     StockLevel,
+    trusted,
 )
 from store.model import LocationBody, Method, SkuBody
 
@@ -68,10 +69,12 @@ def _try_rule(
         if chosen_store is not None:
             origin = (chosen_store.lat, chosen_store.lon)
     # Evaluation does not depend on ``relaxed``: the relaxed pass only filters differently.
+    net = ctx.network or network(ctx.rules, ctx.nodes)
+    entries = net.entries(rule, method, origin)
     key = (id(rule), method, origin)
     evaluated = ctx.evaluated.get(key)
     if evaluated is None:
-        evaluated = [evaluate_node(ctx, rule, node, method, origin) for node in ctx.nodes]
+        evaluated = [e.excluded or evaluate_entry(ctx, rule, e, method) for e in entries]
         ctx.evaluated[key] = evaluated
     all_lines = frozenset(range(len(ctx.order.lines)))
     max_nodes = 1 if pickup else rule.max_splits + 1
@@ -81,7 +84,6 @@ def _try_rule(
             return [r for r in c.reasons if r[0] not in WINDOW_REASONS]
         return c.reasons
 
-    net = ctx.network or network(ctx.rules, ctx.nodes)
     pool = [c for c in evaluated if not blocking(c)]
     picks: list[tuple[NodeCandidate, frozenset[int]]] = []
     remaining = all_lines
@@ -114,18 +116,18 @@ def _try_rule(
     chosen_ids = {p.node.location_id for p, _ in picks} if ok else set()
 
     candidates: list[Candidate] = []
-    for c in evaluated:
+    for e, c in zip(entries, evaluated, strict=True):
+        if c is e.excluded:
+            # Wrong kind or disabled: the same entry for every order (from this origin).
+            assert e.entry is not None
+            candidates.append(e.entry)
+            continue
         node_id = c.node.location_id
         block = blocking(c)
         if node_id in chosen_ids:
             lines = sorted(next(t for p, t in picks if p is c))
             detail = f"chosen for line(s) {', '.join(str(n) for n in lines)}; {c.slot.detail}"
             candidates.append(_candidate(c, "chosen", None, detail))
-        elif block and c.slot is NO_SLOT and block[0][0] in _EXCLUDED:
-            # Wrong kind or disabled: the same entry for every order (from this origin).
-            reason, text = block[0]
-            make = partial(_candidate, c, "rejected", reason, text)
-            candidates.append(net.remember((node_id, reason, text, c.distance), make))
         elif block:
             detail = "; ".join(text for _, text in block)
             candidates.append(_candidate(c, "rejected", block[0][0], detail))
@@ -141,7 +143,8 @@ def _try_rule(
 
     if ok:
         names = ", ".join(p.node.location_id for p, _ in picks)
-        trace = RuleTrace(
+        trace = trusted(
+            RuleTrace,
             rule_id=rule.id,
             outcome="chosen",
             detail=f"routed to {names}" + (" (next window)" if relaxed else ""),
@@ -156,7 +159,8 @@ def _try_rule(
         why = "no eligible node"
     else:
         why = "the eligible nodes together cannot fill every line"
-    trace = RuleTrace(
+    trace = trusted(
+        RuleTrace,
         rule_id=rule.id,
         outcome="no_plan",
         detail=f"no plan: {why}",
@@ -173,7 +177,8 @@ def _candidate(
     reason: Reason | None,
     detail: str,
 ) -> Candidate:
-    return Candidate(
+    return trusted(
+        Candidate,
         location_id=c.node.location_id,
         kind=c.node.kind,
         outcome=outcome,
@@ -220,7 +225,12 @@ def _line_labels(skus: Sequence[SkuBody]) -> dict[str, list[str]]:
 
 
 def _fmt_local(moment: datetime, node: LocationBody) -> str:
-    return moment.astimezone(zone(node.timezone)).strftime("%a %H:%M %Z")
+    return _local_stamp(moment, node.timezone)
+
+
+@lru_cache(maxsize=4096)
+def _local_stamp(moment: datetime, timezone: str) -> str:
+    return moment.astimezone(zone(timezone)).strftime("%a %H:%M %Z")
 
 
 def _decide(
@@ -248,7 +258,8 @@ def _decide(
         for n in taken:
             line_routes[n] = node.location_id
         shipments.append(
-            Shipment(
+            trusted(
+                Shipment,
                 location_id=node.location_id,
                 kind=node.kind,
                 line_nos=sorted(taken),
@@ -269,7 +280,8 @@ def _decide(
         others = [c for c in plan.eligible if c is not first]
         others.sort(key=lambda c: rank_key(c, rule.rank_by, frozenset(range(len(order.lines)))))
         alternatives = [
-            Alternative(
+            trusted(
+                Alternative,
                 location_id=c.node.location_id,
                 distance_km=None if c.distance is None else round(c.distance, 2),
                 ready_at=c.slot.at,
@@ -297,7 +309,8 @@ def _decide(
         "hold": "",
     }[fallback]
     summary = f"{prefix}{summary} [rule {rule.id}]" + (" LATE vs promise" if late else "")
-    return Decision(
+    return trusted(
+        Decision,
         order_id=order.order_id,
         status="routed",
         requested_method=requested,
@@ -305,7 +318,13 @@ def _decide(
         rule_id=rule.id,
         decided_for=ctx.now,
         lines=[
-            LineRoute(line_no=n, sku=line.sku, quantity=line.quantity, location_id=line_routes[n])
+            trusted(
+                LineRoute,
+                line_no=n,
+                sku=line.sku,
+                quantity=line.quantity,
+                location_id=line_routes[n],
+            )
             for n, line in enumerate(order.lines)
         ],
         shipments=shipments,
@@ -329,13 +348,17 @@ def _run_rules(
     for rule in rule_list:
         if not rule.enabled:
             traces.append(
-                RuleTrace(rule_id=rule.id, outcome="skipped", detail="disabled", method=method)
+                trusted(
+                    RuleTrace, rule_id=rule.id, outcome="skipped", detail="disabled", method=method
+                )
             )
             continue
         why = why_not_matched(rule, ctx, method)
         if why is not None:
             traces.append(
-                RuleTrace(rule_id=rule.id, outcome="not_matched", detail=why, method=method)
+                trusted(
+                    RuleTrace, rule_id=rule.id, outcome="not_matched", detail=why, method=method
+                )
             )
             continue
         plan, trace = _try_rule(ctx, rule, method, relaxed=False)
@@ -349,7 +372,13 @@ def _run_rules(
                 return rule, plan, "next_pickup_window"
         if rule.fallback == "hold":
             traces.append(
-                RuleTrace(rule_id=rule.id, outcome="held", detail="fallback: hold", method=method)
+                trusted(
+                    RuleTrace,
+                    rule_id=rule.id,
+                    outcome="held",
+                    detail="fallback: hold",
+                    method=method,
+                )
             )
             return rule
     return None
@@ -470,7 +499,8 @@ def _unrouted(
     traces: list[RuleTrace],
     notes: list[str],
 ) -> Decision:
-    return Decision(
+    return trusted(
+        Decision,
         order_id=order.order_id,
         status=status,
         requested_method=order.method,
@@ -478,7 +508,7 @@ def _unrouted(
         rule_id=rule_id,
         decided_for=now,
         lines=[
-            LineRoute(line_no=n, sku=line.sku, quantity=line.quantity, location_id=None)
+            trusted(LineRoute, line_no=n, sku=line.sku, quantity=line.quantity, location_id=None)
             for n, line in enumerate(order.lines)
         ],
         shipments=[],

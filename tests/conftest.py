@@ -1,17 +1,23 @@
-"""Shared fixtures: a fresh store file per test, and a helper to write events into it."""
+"""Shared fixtures: a fresh store file per test, a helper to write events into it, and the
+fixture day's stores built once for the session (read them; copy one to write to it)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from feeds.runtime.ingest import ingest_paths
 from feeds.runtime.routing import router_hook
 from store.apply import Outcome
 from store.model import Event, Quarantined
 from store.writer import StoreWriter
 from tests.kafka_broker import Broker
+
+FIXTURE_DAY = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
 
 @pytest.fixture(autouse=True)
@@ -49,3 +55,43 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+def copy_store(source: Path, target: Path) -> Path:
+    """A private copy of a store (SQLite's online backup), for a test that writes to it."""
+    src, dst = sqlite3.connect(f"file:{source}?mode=ro", uri=True), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+    return target
+
+
+@pytest.fixture(scope="session")
+def fixture_day_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole fixture day ingested once per session (the ``ingest`` path).
+
+    Shared by every test that needs it: read it only (``open_reader``); a test that writes
+    takes :func:`copy_store` of it.
+    """
+    db = tmp_path_factory.mktemp("fixture-day") / "day.db"
+    counts = asyncio.run(ingest_paths([FIXTURE_DAY], db))
+    assert counts.get("quarantined", 0) == 0
+    return db
+
+
+@pytest.fixture(scope="session")
+def day_slice_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture day's first day and a half (``tests.test_asof.slice_events``), written
+    through the real writer once per session.  Read it only; copy it to write."""
+    from tests.test_asof import slice_events
+
+    db = tmp_path_factory.mktemp("day-slice") / "slice.db"
+
+    async def fill() -> None:
+        async with StoreWriter(db) as writer:
+            await writer.write_many(slice_events())
+
+    asyncio.run(fill())
+    return db

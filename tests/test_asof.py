@@ -8,6 +8,7 @@ incrementally, one random moment after the other in time order, and compared at 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import random
 from datetime import UTC, datetime
@@ -28,8 +29,12 @@ MOMENTS = 60
 P = MetricParams(timezone="America/New_York", top_n=10_000)
 
 
+@functools.cache
 def slice_events() -> list[Event]:
-    """The fixture day's events stamped before :data:`SLICE_END`, in time order."""
+    """The fixture day's events stamped before :data:`SLICE_END`, in time order.
+
+    Parsed once per session and shared (the list and its events are read, never changed).
+    """
     events: list[Event] = []
     for path in sorted(FIXTURE.glob("*.jsonl.gz")):
         with gzip.open(path, "rt", encoding="utf-8") as lines:
@@ -67,11 +72,12 @@ def diff(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: full {str(a)[:160]} != prefix {str(b)[:160]}"]
 
 
-async def test_report_at_t_equals_report_of_the_events_up_to_t(tmp_path: Path) -> None:
+async def test_report_at_t_equals_report_of_the_events_up_to_t(
+    tmp_path: Path, day_slice_store: Path
+) -> None:
     events = slice_events()
-    full, prefix = tmp_path / "full.db", tmp_path / "prefix.db"
-    async with StoreWriter(full) as writer:
-        await writer.write_many(events)
+    # the full store: these same events written at once (built once for the session; read only)
+    full, prefix = day_slice_store, tmp_path / "prefix.db"
     first, last = epoch(events[0].ts), epoch(events[-1].ts)
     rng = random.Random(11)
     moments = sorted(rng.randint(first, last + 3600) for _ in range(MOMENTS))

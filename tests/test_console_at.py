@@ -4,7 +4,6 @@ returns to live.  The store is a slice of the fixture day's history (as in test_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from store.clock import FixedClock
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 from store.snapshots import Snapshots
-from store.writer import StoreWriter
-from tests.test_asof import SLICE_END, slice_events
+from tests.test_asof import SLICE_END
 from tests.test_console import panel, settle, static_text
 
 NY = ZoneInfo("America/New_York")
@@ -28,19 +26,10 @@ PARAMS = MetricParams(timezone="America/New_York")
 LIVE = datetime.fromisoformat(SLICE_END.replace("Z", "+00:00"))  # 12:00 in New York
 
 
-@pytest.fixture(scope="module")
-def day_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The fixture day's first day and a half, written through the real writer once."""
-    import asyncio
-
-    db = tmp_path_factory.mktemp("at") / "day.db"
-
-    async def fill() -> None:
-        async with StoreWriter(db) as writer:
-            await writer.write_many(slice_events())
-
-    asyncio.run(fill())
-    yield db
+@pytest.fixture
+def day_store(day_slice_store: Path) -> Path:
+    """The fixture day's first day and a half (built once for the session in conftest)."""
+    return day_slice_store
 
 
 def report_at(db: Path, moment: datetime) -> Snapshots:

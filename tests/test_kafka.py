@@ -251,7 +251,6 @@ async def test_two_serves_in_one_group_split_partitions_and_take_over(
     first, second = lines[: len(lines) // 2], lines[len(lines) // 2 :]
     topic, group = unique("split"), unique("group")
     await kafka_broker.create_topic(topic, 4)
-    await kafka_broker.produce(topic, records(first))
     dbs = [tmp_path / "a.db", tmp_path / "b.db"]
     configs = [
         write_config(tmp_path / f"{n}.toml", db, kafka_broker, topic, group)
@@ -274,9 +273,15 @@ async def test_two_serves_in_one_group_split_partitions_and_take_over(
             return bool(a) and bool(b) and not (a & b) and len(a | b) == 4
 
         await until(split, "the group to split the partitions between the two")
+        # The first half goes out once the split is settled: produced earlier, a serve that
+        # joined alone (the other still starting, on a busy machine) could take it all.
+        placed = await kafka_broker.produce(topic, records(first))
+        assert {p for p, _ in placed} == {0, 1, 2, 3}  # a share for each serve
         ids_first = {json.loads(x)["id"] for x in first}
         await until(lambda: union() >= ids_first, "the first half in the two stores")
-        assert stored_ids(dbs[0]) and stored_ids(dbs[1])
+        await until(
+            lambda: stored_ids(dbs[0]) and stored_ids(dbs[1]), "both serves to store a share"
+        )
         b_parts = await owned(url_b)
         proc_b.send_signal(signal.SIGTERM)
         assert proc_b.wait(30) == 0

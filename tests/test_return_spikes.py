@@ -7,7 +7,6 @@ disagree; and the fixture day, where only APP-1056 spikes, at its documented tim
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from feeds.runtime.ingest import ingest_paths
 from feeds.settings import Settings
 from rules.alerts.samples import samples
 from rules.file import default_rules_text, parse_rules
@@ -210,13 +208,10 @@ async def test_a_z_of_three_among_many_series_is_not_a_spike(
 # --- the fixture day -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fixture_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole fixture day ingested once for this module (about a minute)."""
-    db = tmp_path_factory.mktemp("fixture-day") / "day.db"
-    counts = asyncio.run(ingest_paths([FIXTURE], db))
-    assert counts.get("quarantined", 0) == 0
-    return db
+@pytest.fixture
+def fixture_store(fixture_day_store: Path) -> Path:
+    """The whole fixture day, ingested once for the session (``tests/conftest.py``); read only."""
+    return fixture_day_store
 
 
 def trading_day() -> tuple[dict[str, object], list[datetime]]:

@@ -150,6 +150,8 @@ class OmniopsApp(App[None]):
         self.title = title
         self._highlights = highlights or Highlights
         self._refresh_running = False
+        self.refreshes_done = 0
+        """Refreshes that ended (with snapshots or a failure) since the console started."""
         self._refresh_pending = False
         self._refresh_timer: Timer | None = None
         self._sighup_loop: asyncio.AbstractEventLoop | None = None
@@ -291,6 +293,7 @@ class OmniopsApp(App[None]):
     def _refresh_finished(self) -> None:
         """Arm the next refresh, or run the one queued by ``r`` during this one."""
         self._refresh_running = False
+        self.refreshes_done += 1
         if self._refresh_pending:
             self.refresh_snapshots()
         elif self.is_running:

@@ -11,6 +11,7 @@ import ast
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -90,13 +91,18 @@ def make_app(
 
 
 async def settle(pilot: Pilot[None]) -> None:
-    """Wait until no refresh is running or queued and every message is handled."""
+    """Wait until a refresh ended, none is running or queued, and every message is handled.
+
+    The first refresh starts after the first paint: on a busy machine a pause can come
+    back before it began, so "not refreshing" alone is not settled.
+    """
     app = pilot.app
     assert isinstance(app, OmniopsApp)
-    for _ in range(50):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not app.refreshing:
+        if not app.refreshing and app.refreshes_done > 0:
             return
     raise AssertionError("refresh did not settle")
 

@@ -17,6 +17,7 @@ arrival order, because feeds do not deliver in order:
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections import defaultdict
@@ -631,20 +632,40 @@ _DONE_STEPS = frozenset({"shipped_ts", "ready_ts", "picked_up_ts", "delivered_ts
 """Step columns ``fulfilled_ts`` and ``done_ts`` are computed from."""
 
 
-def _fulfillment_sql(columns: tuple[str, ...], exception: bool) -> str:
-    """One update per order setting only the step columns a batch reported for it.
+@functools.cache
+def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) -> str:
+    """One upsert per order setting only the step columns a batch reported for it.
 
-    Assigning only those keeps SQLite from rewriting the other steps' indexes.
+    An order not seen yet is created with them (a placeholder its placement fills in);
+    a known one has only those columns assigned, which keeps SQLite from rewriting the
+    other steps' indexes.  With ``estimate``, the carrier's estimate is kept when it is
+    at least as new as the stored one.
     """
-    sets = [f"{col} = COALESCE(MIN({col}, ?), {col}, ?)" for col in columns]
+    names = [*columns, "carrier", "tracking", "fulfil_location_id"]
+    sets = [
+        f"{col} = COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col})" for col in columns
+    ]
     sets += [
-        "carrier = COALESCE(?, carrier)",
-        "tracking = COALESCE(?, tracking)",
-        "fulfil_location_id = COALESCE(fulfil_location_id, ?)",
+        "carrier = COALESCE(excluded.carrier, carrier)",
+        "tracking = COALESCE(excluded.tracking, tracking)",
+        "fulfil_location_id = COALESCE(fulfil_location_id, excluded.fulfil_location_id)",
     ]
     if exception:
-        sets.append("exception_detail = ?")
-    return f"UPDATE orders SET {', '.join(sets)} WHERE order_id = ?"
+        names.append("exception_detail")
+        sets.append("exception_detail = excluded.exception_detail")
+    if estimate:
+        names += ["estimated_delivery_ts", "estimate_ts"]
+        newer = "estimate_ts IS NULL OR estimate_ts <= excluded.estimate_ts"
+        sets += [
+            f"estimated_delivery_ts = CASE WHEN {newer} THEN excluded.estimated_delivery_ts"
+            " ELSE estimated_delivery_ts END",
+            f"estimate_ts = CASE WHEN {newer} THEN excluded.estimate_ts ELSE estimate_ts END",
+        ]
+    marks = ", ".join("?" * (len(names) + 1))
+    return (
+        f"INSERT INTO orders (order_id, {', '.join(names)}) VALUES ({marks})"
+        f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(sets)}"
+    )
 
 
 def _fulfillment(
@@ -695,29 +716,24 @@ def _fulfillment(
                 )
         if b.shipping_cost is not None:
             costs.append((order_id, b.tracking or "-", ts, cents(b.shipping_cost)))
-    db.executemany("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", [(o,) for o in steps])
-    shapes: dict[tuple[tuple[str, ...], bool], list[list[Any]]] = defaultdict(list)
+    shapes: dict[tuple[tuple[str, ...], bool, bool], list[list[Any]]] = defaultdict(list)
+    done = touched.orders
     for order_id, order_steps in steps.items():
-        columns = tuple(sorted(order_steps))
+        columns = tuple(sorted(order_steps)) if len(order_steps) > 1 else tuple(order_steps)
         carrier, tracking, node, detail = extra[order_id]
-        row: list[Any] = []
-        for col in columns:
-            row += (order_steps[col], order_steps[col])
+        row: list[Any] = [order_id]
+        row += [order_steps[col] for col in columns]
         row += (carrier, tracking, node)
         if detail is not None:
             row.append(detail)
-        row.append(order_id)
-        shapes[(columns, detail is not None)].append(row)
-        if _DONE_STEPS.intersection(columns):
-            touched.orders.add(order_id)
-    for (columns, exception), rows in shapes.items():
-        db.executemany(_fulfillment_sql(columns, exception), rows)
-    if estimates:
-        db.executemany(
-            """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
-               WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
-            [(est, ts, oid, ts) for oid, (est, ts) in estimates.items()],
-        )
+        newest = estimates.get(order_id)
+        if newest is not None:
+            row += newest
+        shapes[(columns, detail is not None, newest is not None)].append(row)
+        if not _DONE_STEPS.isdisjoint(columns):
+            done.add(order_id)
+    for (columns, exception, estimated), rows in shapes.items():
+        db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
     if costs:
         db.executemany(
             "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"

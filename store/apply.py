@@ -17,14 +17,15 @@ arrival order, because feeds do not deliver in order:
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from store.model import (
     ChannelUpserted,
@@ -71,6 +72,32 @@ def cents(amount: Decimal) -> int:
     return int((amount * 100).to_integral_value())
 
 
+_CACHE_LIMIT = 1 << 16
+"""Entries kept by each conversion cache before it starts afresh."""
+
+_CENTS: dict[Decimal, int] = {}
+""":func:`cents` of amounts seen (prices repeat: a dict hit is many times cheaper)."""
+
+_EPOCHS: dict[datetime, int] = {}
+""":func:`epoch` of moments seen (promises and estimates repeat across events)."""
+
+
+def _cache_cents(amount: Decimal) -> int:
+    value = cents(amount)
+    if len(_CENTS) >= _CACHE_LIMIT:
+        _CENTS.clear()
+    _CENTS[amount] = value
+    return value
+
+
+def _cache_epoch(moment: datetime) -> int:
+    value = epoch(moment)
+    if len(_EPOCHS) >= _CACHE_LIMIT:
+        _EPOCHS.clear()
+    _EPOCHS[moment] = value
+    return value
+
+
 @dataclass
 class Touched:
     """What a batch changed that stock risk depends on (see :mod:`store.risk`)."""
@@ -87,6 +114,12 @@ class Touched:
         if location_id is not None:
             self.pairs.add((sku, location_id))
             self.latest = max(self.latest, ts)
+
+
+def _touch(touched: Touched, rows: list[tuple[Any, ...]]) -> None:
+    """Record the pairs of ``rows`` (``sku, location, ts, ...``, location never null)."""
+    touched.pairs.update([(row[0], row[1]) for row in rows])
+    touched.latest = max(touched.latest, max(row[2] for row in rows))
 
 
 RISK_SWEEP_SECONDS = 900
@@ -135,49 +168,19 @@ def apply_batch(
         if prepare is not None:
             prepare(db, touched)
         known = _known_ids(db, [item.id for item in items if not isinstance(item, Quarantined)])
-        feeds: dict[str, list[int]] = {}
-        quarantine: list[tuple[int, str, str, str]] = []
-        fresh: list[tuple[Event, int]] = []
-        for item in items:
-            if isinstance(item, Quarantined):
-                quarantine.append((received_at, item.source, item.error, item.raw))
-                _bump(feeds, item.source, 2)
-                outcomes.append("quarantined")
-            elif item.id in known:
-                _bump(feeds, item.source, 1)
-                outcomes.append("duplicate")
-            else:
-                known.add(item.id)
-                ts = int(item.ts.timestamp())
-                fresh.append((item, ts))
-                counters = _bump(feeds, item.source, 0)
-                if ts > counters[3]:
-                    counters[3] = ts
-                outcomes.append("applied")
-        if quarantine:
+        plan = _plan(items, known, received_at, outcomes)
+        if plan.quarantine:
             db.executemany(
                 "INSERT INTO quarantine (received_at, source, error, raw) VALUES (?, ?, ?, ?)",
-                quarantine,
+                plan.quarantine,
             )
-        if fresh:
+        if plan.log:
             db.executemany(
                 "INSERT INTO event_log (event_id, type, ts, source, received_at, body)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    # The body's own serializer: what model_dump_json() calls, less the wrapper.
-                    (
-                        e.id,
-                        e.type,
-                        ts,
-                        e.source,
-                        received_at,
-                        e.body.__pydantic_serializer__.to_json(e.body).decode(),
-                    )
-                    for e, ts in fresh
-                ],
+                plan.log,
             )
-        for segment in _segments(fresh):
-            groups = _group(segment)
+        for groups in plan.segments:
             for key in APPLY_ORDER:
                 group = groups.get(key)
                 if group:
@@ -186,6 +189,7 @@ def apply_batch(
             if done:
                 db.execute(_DONE_SQL, (json.dumps(sorted(done)),))
                 done.clear()
+        feeds = plan.feeds
         db.executemany(
             """
             INSERT INTO feed_state (feed, last_event_ts, last_received_at, events, duplicates,
@@ -212,43 +216,107 @@ def apply_batch(
     return outcomes
 
 
-def _segments(fresh: list[tuple[Event, int]]) -> Iterator[list[tuple[Event, int]]]:
-    """Runs of SKU records and runs of everything else, in arrival order.
+@dataclass(slots=True)
+class _Plan:
+    """One pass over a batch: what to log, quarantine and count, and what to apply."""
 
-    A SKU record changes the category later sales and returns are counted under, so the
-    events on either side of it are applied in separate steps, as they arrived.
+    quarantine: list[tuple[int, str, str, str]] = field(default_factory=list)
+    log: list[tuple[str, str, int, str, int, str]] = field(default_factory=list)
+    """``event_log`` rows of the fresh events, in arrival order."""
+    feeds: dict[str, list[int]] = field(default_factory=dict)
+    """Per feed: applied, duplicates, quarantined, latest event time."""
+    segments: list[dict[str, list[tuple[Any, int]]]] = field(default_factory=list)
+    """The fresh events by applier key, per segment (see :func:`_plan`)."""
+
+
+def _plan(
+    items: Sequence[Event | Quarantined],
+    known: set[str],
+    received_at: int,
+    outcomes: list[Outcome],
+) -> _Plan:
+    """Sort a batch in one pass: outcomes (appended to ``outcomes``), rows, segments.
+
+    A fresh event's id joins ``known`` (a second copy in the batch is a duplicate).
+    Segments are runs of SKU records and runs of everything else, in arrival order: a SKU
+    record changes the category later sales and returns are counted under, so the events
+    on either side of it are applied in separate steps, as they arrived.  Within a segment
+    events are grouped by type (arrival order kept); a cancellation that arrived before
+    its order's first placement in the segment is grouped apart (:data:`_EARLY_CANCEL`).
     """
-    run: list[tuple[Event, int]] = []
+    plan = _Plan()
+    feeds = plan.feeds
+    log = plan.log
+    log_append = log.append
+    outcome = outcomes.append
+    serializers: dict[type, Callable[[Any], bytes]] = {}
+    groups: dict[str, list[tuple[Any, int]]] | None = None
     run_is_sku = False
-    for pair in fresh:
-        is_sku = isinstance(pair[0], SkuUpserted)
-        if run and is_sku != run_is_sku:
-            yield run
-            run = []
-        run_is_sku = is_sku
-        run.append(pair)
-    if run:
-        yield run
-
-
-def _group(segment: list[tuple[Event, int]]) -> dict[str, list[tuple[Any, int]]]:
-    """A segment's events by type (arrival order kept), early cancellations apart."""
-    groups: dict[str, list[tuple[Any, int]]] = defaultdict(list)
-    cancels: list[tuple[int, OrderCancelled, int]] = []
     placed_at: dict[str, int] = {}
-    for position, pair in enumerate(segment):
-        event = pair[0]
-        if isinstance(event, OrderCancelled):
-            cancels.append((position, event, pair[1]))
+    cancels: list[tuple[int, OrderCancelled, int]] = []
+    for position, item in enumerate(items):
+        if isinstance(item, Quarantined):
+            plan.quarantine.append((received_at, item.source, item.error, item.raw))
+            counters = feeds.get(item.source)
+            if counters is None:
+                counters = feeds[item.source] = [0, 0, 0, 0]
+            counters[2] += 1
+            outcome("quarantined")
             continue
-        if isinstance(event, OrderPlaced):
-            placed_at.setdefault(event.body.order_id, position)
-        groups[event.type].append(pair)
+        event_id = item.id
+        source = item.source
+        counters = feeds.get(source)
+        if counters is None:
+            counters = feeds[source] = [0, 0, 0, 0]
+        if event_id in known:
+            counters[1] += 1
+            outcome("duplicate")
+            continue
+        known.add(event_id)
+        ts = int(item.ts.timestamp())
+        counters[0] += 1
+        if ts > counters[3]:
+            counters[3] = ts
+        outcome("applied")
+        body = item.body
+        kind = body.__class__
+        to_json = serializers.get(kind)
+        if to_json is None:
+            # The body's own serializer: what model_dump_json() calls, less the wrapper.
+            to_json = serializers[kind] = kind.__pydantic_serializer__.to_json
+        type_ = item.type
+        log_append((event_id, type_, ts, source, received_at, to_json(body).decode()))
+        is_sku = type_ == "sku.upserted"
+        if groups is None or is_sku != run_is_sku:
+            if groups is not None:
+                _close_segment(groups, placed_at, cancels)
+                plan.segments.append(groups)
+            groups = defaultdict(list)
+            run_is_sku = is_sku
+        if type_ == "order.cancelled":
+            cancels.append((position, cast(OrderCancelled, item), ts))
+            continue
+        if type_ == "order.placed":
+            placed_at.setdefault(cast(OrderPlaced, item).body.order_id, position)
+        groups[type_].append((item, ts))
+    if groups is not None:
+        _close_segment(groups, placed_at, cancels)
+        plan.segments.append(groups)
+    return plan
+
+
+def _close_segment(
+    groups: dict[str, list[tuple[Any, int]]],
+    placed_at: dict[str, int],
+    cancels: list[tuple[int, OrderCancelled, int]],
+) -> None:
+    """Group a segment's cancellations (early ones apart); reset the per-segment state."""
     for position, cancel, ts in cancels:
         placed = placed_at.get(cancel.body.order_id)
         early = placed is not None and position < placed
         groups[_EARLY_CANCEL if early else "order.cancelled"].append((cancel, ts))
-    return groups
+    placed_at.clear()
+    cancels.clear()
 
 
 def _ids_json(ids: Iterable[str]) -> str:
@@ -290,6 +358,16 @@ def _add_rollups(
             category[ckey] = category.get(ckey, 0) + units
         skey = (sku_, hour)
         sku[skey] = sku.get(skey, 0) + units
+    _store_rollups(db, sales, category, sku)
+
+
+def _store_rollups(
+    db: sqlite3.Connection,
+    sales: dict[tuple[str, str, str, int], list[int]],
+    category: dict[tuple[str, str, int], int],
+    sku: dict[tuple[str, int], int],
+) -> None:
+    """Add summed sales to the three roll-ups: per pair and hour, category, SKU."""
     if sales:
         db.executemany(
             """INSERT INTO sales_hourly (sku, location_id, channel, hour, units, net_cents)
@@ -317,11 +395,20 @@ def _orders_placed(
 ) -> None:
     """Placements: the first one of an order stands (a re-sent export changes nothing)."""
     first: dict[str, tuple[OrderPlaced, int]] = {}
+    pairs = touched.pairs
+    latest = touched.latest
     for event, ts in events:
         b = event.body
+        order_node = b.location_id
         for line in b.lines:
-            touched.pair(line.sku, line.location_id or b.location_id, ts)
-        first.setdefault(b.order_id, (event, ts))
+            node = line.location_id or order_node
+            if node is not None:
+                pairs.add((line.sku, node))
+                if ts > latest:
+                    latest = ts
+        if b.order_id not in first:
+            first[b.order_id] = (event, ts)
+    touched.latest = latest
     existing: dict[str, tuple[int, int | None]] = {
         order_id: (has_order, cancelled)
         for order_id, has_order, cancelled in db.execute(
@@ -336,55 +423,104 @@ def _orders_placed(
     categories = _categories(db, (line.sku for event, _ in new for line in event.body.lines))
     orders: list[tuple[object, ...]] = []
     lines: list[tuple[object, ...]] = []
-    sales: list[tuple[str, str | None, str | None, str, int, int, int]] = []
-    reversed_ids: list[tuple[str]] = []
+    sales: dict[tuple[str, str, str, int], list[int]] = {}
+    by_category: dict[tuple[str, str, int], int] = {}
+    by_sku: dict[tuple[str, int], int] = {}
     unavailable: list[tuple[int, int, str]] = []
+    money = _CENTS
+    moments = _EPOCHS
     for event, ts in new:
         b = event.body
-        cancelled = existing.get(b.order_id, (0, None))[1] is not None
+        order_id = b.order_id
+        channel = b.channel
+        order_lines = b.lines
+        found = existing.get(order_id)
+        cancelled = found is not None and found[1] is not None
         # Every line at a node of its own and none for the order: the order is placed (at
         # its first line's node), not left for the router.
         node_of_order = b.location_id
-        if node_of_order is None and b.lines and all(line.location_id for line in b.lines):
-            node_of_order = b.lines[0].location_id
+        split = False  # some line names a node of its own
+        for line in order_lines:
+            if line.location_id is not None:
+                split = True
+                break
+        if (
+            node_of_order is None
+            and order_lines
+            and split
+            and all(line.location_id for line in order_lines)
+        ):
+            node_of_order = order_lines[0].location_id
         location = node_of_order or UNASSIGNED
         hour = ts // 3600
         gross = discount = units = 0
-        for n, line in enumerate(b.lines):
-            price, off, qty = cents(line.unit_price), cents(line.discount), line.quantity
+        for n, line in enumerate(order_lines):
+            amount = line.unit_price
+            price = money.get(amount)
+            if price is None:
+                price = _cache_cents(amount)
+            amount = line.discount
+            off = money.get(amount)
+            if off is None:
+                off = _cache_cents(amount)
+            qty = line.quantity
             gross += price * qty
             discount += off
             units += qty
+            sku = line.sku
             if cancelled:
                 # Cancelled before it arrived: never counted as sales, nothing to reverse.
-                lines.append((b.order_id, n, line.sku, qty, price, off, None, None))
+                lines.append((order_id, n, sku, qty, price, off, None, None))
+                continue
+            category = categories.get(sku, "-")
+            node = line.location_id or location
+            lines.append((order_id, n, sku, qty, price, off, node, category))
+            net = qty * price - off
+            key = (sku, node, channel, hour)
+            acc = sales.get(key)
+            if acc is None:
+                sales[key] = [qty, net]
             else:
-                category = categories.get(line.sku, "-")
-                node = line.location_id or location
-                lines.append((b.order_id, n, line.sku, qty, price, off, node, category))
-                sales.append((line.sku, node, category, b.channel, hour, qty, qty * price - off))
+                acc[0] += qty
+                acc[1] += net
+            ckey = (category, channel, hour)
+            by_category[ckey] = by_category.get(ckey, 0) + qty
+            skey = (sku, hour)
+            by_sku[skey] = by_sku.get(skey, 0) + qty
+        promised: int | None = None
+        if b.promised_by is not None:
+            promised = moments.get(b.promised_by)
+            if promised is None:
+                promised = _cache_epoch(b.promised_by)
+        delivery: int | None = None
+        if b.delivery_promised_by is not None:
+            delivery = moments.get(b.delivery_promised_by)
+            if delivery is None:
+                delivery = _cache_epoch(b.delivery_promised_by)
+        shipping = b.shipping_charged
         orders.append(
             (
-                b.order_id,
-                b.channel,
+                order_id,
+                channel,
                 b.method,
                 b.destination_region,
                 node_of_order,
                 ts,
-                None if b.promised_by is None else epoch(b.promised_by),
-                None if b.delivery_promised_by is None else epoch(b.delivery_promised_by),
-                None if b.shipping_charged is None else cents(b.shipping_charged),
-                line_nodes(node_of_order, [line.location_id for line in b.lines]),
+                promised,
+                delivery,
+                None if shipping is None else cents(shipping),
+                # Without a line node of its own, every line is at the order's node.
+                line_nodes(node_of_order, [line.location_id for line in order_lines])
+                if split
+                else None,
                 gross,
                 discount,
                 units,
                 int(cancelled),
             )
         )
-        if cancelled:
-            reversed_ids.append((b.order_id,))
-        if not b.lines:
-            unavailable.append((ts, ts, b.order_id))
+        if not order_lines:
+            unavailable.append((ts, ts, order_id))
     db.executemany(
         """INSERT INTO orders (order_id, has_order, channel, method, destination_region,
                location_id, placed_ts, promised_ts, delivery_promised_ts,
@@ -408,7 +544,7 @@ def _orders_placed(
         " discount_cents, sales_location, sales_category) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         lines,
     )
-    _add_rollups(db, sales)
+    _store_rollups(db, sales, by_category, by_sku)
     if unavailable:
         # No lines: never available.  Placed and cancelled at the same instant (an earlier
         # cancellation stands), so it counts as a cancelled order everywhere.
@@ -466,11 +602,18 @@ def _orders_cancelled(
         (ids,),
     ):
         lines[order_id].append((sku, qty, net, location, category))
+    pairs = touched.pairs
+    latest = touched.latest
     for event, ts in events:
         order_id = event.body.order_id
         node = orders[order_id][2]
         for line in lines.get(order_id, ()):
-            touched.pair(line[0], line[3] if line[3] not in (None, UNASSIGNED) else node, ts)
+            at = line[3] if line[3] not in (None, UNASSIGNED) else node
+            if at is not None:
+                pairs.add((line[0], at))
+                if ts > latest:
+                    latest = ts
+    touched.latest = latest
     reversals: list[tuple[str, str | None, str | None, str, int, int, int]] = []
     reversed_ids: list[tuple[str]] = []
     for order_id, (has_order, sales_reversed, _, channel, placed) in orders.items():
@@ -489,20 +632,40 @@ _DONE_STEPS = frozenset({"shipped_ts", "ready_ts", "picked_up_ts", "delivered_ts
 """Step columns ``fulfilled_ts`` and ``done_ts`` are computed from."""
 
 
-def _fulfillment_sql(columns: tuple[str, ...], exception: bool) -> str:
-    """One update per order setting only the step columns a batch reported for it.
+@functools.cache
+def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) -> str:
+    """One upsert per order setting only the step columns a batch reported for it.
 
-    Assigning only those keeps SQLite from rewriting the other steps' indexes.
+    An order not seen yet is created with them (a placeholder its placement fills in);
+    a known one has only those columns assigned, which keeps SQLite from rewriting the
+    other steps' indexes.  With ``estimate``, the carrier's estimate is kept when it is
+    at least as new as the stored one.
     """
-    sets = [f"{col} = COALESCE(MIN({col}, ?), {col}, ?)" for col in columns]
+    names = [*columns, "carrier", "tracking", "fulfil_location_id"]
+    sets = [
+        f"{col} = COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col})" for col in columns
+    ]
     sets += [
-        "carrier = COALESCE(?, carrier)",
-        "tracking = COALESCE(?, tracking)",
-        "fulfil_location_id = COALESCE(fulfil_location_id, ?)",
+        "carrier = COALESCE(excluded.carrier, carrier)",
+        "tracking = COALESCE(excluded.tracking, tracking)",
+        "fulfil_location_id = COALESCE(fulfil_location_id, excluded.fulfil_location_id)",
     ]
     if exception:
-        sets.append("exception_detail = ?")
-    return f"UPDATE orders SET {', '.join(sets)} WHERE order_id = ?"
+        names.append("exception_detail")
+        sets.append("exception_detail = excluded.exception_detail")
+    if estimate:
+        names += ["estimated_delivery_ts", "estimate_ts"]
+        newer = "estimate_ts IS NULL OR estimate_ts <= excluded.estimate_ts"
+        sets += [
+            f"estimated_delivery_ts = CASE WHEN {newer} THEN excluded.estimated_delivery_ts"
+            " ELSE estimated_delivery_ts END",
+            f"estimate_ts = CASE WHEN {newer} THEN excluded.estimate_ts ELSE estimate_ts END",
+        ]
+    marks = ", ".join("?" * (len(names) + 1))
+    return (
+        f"INSERT INTO orders (order_id, {', '.join(names)}) VALUES ({marks})"
+        f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(sets)}"
+    )
 
 
 def _fulfillment(
@@ -517,15 +680,21 @@ def _fulfillment(
     steps: dict[str, dict[str, int]] = {}
     extra: dict[str, list[Any]] = {}  # carrier, tracking, node, exception detail
     estimates: dict[str, tuple[int, int]] = {}
+    # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
+    # arrival stands, as one at a time).
+    costs: list[tuple[str, str, int, int]] = []
+    moments = _EPOCHS
     for event, ts in events:
         b = event.body
-        order_steps = steps.get(b.order_id)
+        order_id = b.order_id
+        order_steps = steps.get(order_id)
         if order_steps is None:
-            order_steps = steps[b.order_id] = {}
-            acc = extra[b.order_id] = [None, None, None, None]
+            order_steps = steps[order_id] = {}
+            acc = extra[order_id] = [None, None, None, None]
         else:
-            acc = extra[b.order_id]
-        column = STEP_COLUMN[b.status]
+            acc = extra[order_id]
+        status = b.status
+        column = STEP_COLUMN[status]
         if ts < order_steps.get(column, ts + 1):
             order_steps[column] = ts
         if b.carrier is not None:
@@ -534,42 +703,37 @@ def _fulfillment(
             acc[1] = b.tracking
         if acc[2] is None:
             acc[2] = b.location_id
-        if b.status == "exception":
+        if status == "exception":
             acc[3] = b.detail
-        if b.estimated_delivery is not None:
-            best = estimates.get(b.order_id)
+        estimate = b.estimated_delivery
+        if estimate is not None:
+            best = estimates.get(order_id)
             if best is None or ts >= best[1]:
-                estimates[b.order_id] = (epoch(b.estimated_delivery), ts)
-    db.executemany("INSERT OR IGNORE INTO orders (order_id) VALUES (?)", [(o,) for o in steps])
-    shapes: dict[tuple[tuple[str, ...], bool], list[list[Any]]] = defaultdict(list)
+                moment = moments.get(estimate)
+                estimates[order_id] = (
+                    _cache_epoch(estimate) if moment is None else moment,
+                    ts,
+                )
+        if b.shipping_cost is not None:
+            costs.append((order_id, b.tracking or "-", ts, cents(b.shipping_cost)))
+    shapes: dict[tuple[tuple[str, ...], bool, bool], list[list[Any]]] = defaultdict(list)
+    done = touched.orders
     for order_id, order_steps in steps.items():
-        columns = tuple(sorted(order_steps))
+        columns = tuple(sorted(order_steps)) if len(order_steps) > 1 else tuple(order_steps)
         carrier, tracking, node, detail = extra[order_id]
-        row: list[Any] = []
-        for col in columns:
-            row += (order_steps[col], order_steps[col])
+        row: list[Any] = [order_id]
+        row += [order_steps[col] for col in columns]
         row += (carrier, tracking, node)
         if detail is not None:
             row.append(detail)
-        row.append(order_id)
-        shapes[(columns, detail is not None)].append(row)
-        if _DONE_STEPS.intersection(columns):
-            touched.orders.add(order_id)
-    for (columns, exception), rows in shapes.items():
-        db.executemany(_fulfillment_sql(columns, exception), rows)
-    if estimates:
-        db.executemany(
-            """UPDATE orders SET estimated_delivery_ts = ?, estimate_ts = ?
-               WHERE order_id = ? AND (estimate_ts IS NULL OR estimate_ts <= ?)""",
-            [(est, ts, oid, ts) for oid, (est, ts) in estimates.items()],
-        )
-    # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
-    # arrival stands, as one at a time).
-    costs = [
-        (e.body.order_id, e.body.tracking or "-", ts, cents(e.body.shipping_cost))
-        for e, ts in events
-        if e.body.shipping_cost is not None
-    ]
+        newest = estimates.get(order_id)
+        if newest is not None:
+            row += newest
+        shapes[(columns, detail is not None, newest is not None)].append(row)
+        if not _DONE_STEPS.isdisjoint(columns):
+            done.add(order_id)
+    for (columns, exception, estimated), rows in shapes.items():
+        db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
     if costs:
         db.executemany(
             "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"
@@ -582,21 +746,24 @@ def _stock_adjusted(
     db: sqlite3.Connection, events: list[tuple[StockAdjusted, int]], touched: Touched
 ) -> None:
     """Adjustments: logged, and added to the pair's count when stamped after it."""
+    logged = []
     rows = []
     for event, ts in events:
         b = event.body
-        touched.pair(b.sku, b.location_id, ts)
-        rows.append((b.sku, b.location_id, ts, b.delta, b.reason, b.source_system))
+        sku, location, delta = b.sku, b.location_id, b.delta
+        logged.append((sku, location, ts, delta, b.reason))
+        rows.append((sku, location, ts, delta, b.source_system))
+    _touch(touched, logged)
     db.executemany(
         "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason)"
         " VALUES (?1, ?2, ?3, ?4, ?5)",
-        [row[:5] for row in rows],
+        logged,
     )
     # Without a count yet, the pair starts at the sum of its adjustments (as_of 0), and the
     # first snapshot replaces that with count + later adjustments.
     db.executemany(
         """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
-           VALUES (?1, ?2, ?4, 0, 0, ?6)
+           VALUES (?1, ?2, ?4, 0, 0, ?5)
            ON CONFLICT DO UPDATE SET on_hand = on_hand + excluded.on_hand
            WHERE stock.as_of_ts < ?3""",
         rows,
@@ -614,10 +781,11 @@ def _stock_snapshot(
     for event, ts in events:
         b = event.body
         key = (b.sku, b.location_id)
-        touched.pair(b.sku, b.location_id, ts)
         best = newest.get(key)
         if best is None or ts >= best[1]:
             newest[key] = (event, ts)
+    touched.pairs.update(newest)
+    touched.latest = max(touched.latest, max(ts for _, ts in events))
     db.executemany(
         """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
            VALUES (?1, ?2, ?3 + (SELECT COALESCE(SUM(delta), 0) FROM stock_adjustments
@@ -695,8 +863,9 @@ def _listings(
     rows = []
     for event, ts in events:
         b = event.body
-        touched.pair(b.sku, b.location_id, ts)
         rows.append((b.channel, b.sku, b.location_id, b.advertised, ts))
+    touched.pairs.update([(row[1], row[2]) for row in rows])
+    touched.latest = max(touched.latest, max(row[4] for row in rows))
     db.executemany(
         """INSERT INTO listings (channel, sku, location_id, advertised, updated_ts)
            VALUES (?, ?, ?, ?, ?)
@@ -719,8 +888,9 @@ def _inbound(
     rows = []
     for event, ts in events:
         b = event.body
-        touched.pair(b.sku, b.location_id, ts)
         rows.append((b.po_id, b.sku, b.location_id, b.quantity, epoch(b.eta), b.status, ts))
+    touched.pairs.update([(row[1], row[2]) for row in rows])
+    touched.latest = max(touched.latest, max(row[6] for row in rows))
     db.executemany(
         """INSERT INTO inbound (po_id, sku, location_id, quantity, eta_ts, status, updated_ts)
            VALUES (?, ?, ?, ?, ?, ?, ?)

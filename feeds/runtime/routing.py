@@ -450,15 +450,17 @@ def routing_after_batch(
     Both are idempotent, so duplicates and re-deliveries are harmless.  Runs in one
     ``BEGIN IMMEDIATE`` transaction on the writer connection.
     """
-    placed = [
-        i.body.order_id for i in items if isinstance(i, OrderPlaced) and i.body.location_id is None
-    ]
-    done = [
-        i.body.order_id
-        for i in items
-        if (isinstance(i, FulfillmentUpdated) and i.body.status in RELEASING_STEPS)
-        or isinstance(i, OrderCancelled)
-    ]
+    placed: list[str] = []
+    done: list[str] = []
+    for i in items:  # one pass: a bulk batch is thousands of items, most of other types
+        if isinstance(i, FulfillmentUpdated):
+            if i.body.status in RELEASING_STEPS:
+                done.append(i.body.order_id)
+        elif isinstance(i, OrderPlaced):
+            if i.body.location_id is None:
+                placed.append(i.body.order_id)
+        elif isinstance(i, OrderCancelled):
+            done.append(i.body.order_id)
     if not placed and not done:
         return []
     db.execute("BEGIN IMMEDIATE")

@@ -48,7 +48,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -280,14 +279,16 @@ async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int,
             503, "store", f"the store could not write ({type(exc).__name__}); retry"
         ) from exc
     results: list[dict[str, Any]] = []
-    by_feed: dict[str, list[Outcome]] = defaultdict(list)
+    counts: dict[tuple[str, Outcome], int] = {}  # one counter update per feed and outcome
     for item, outcome in zip(mapped.items, outcomes, strict=True):
-        state.metrics.inc("omniops_events_total", feed=item.source, outcome=outcome)
-        by_feed[item.source].append(outcome)
+        key = (item.source, outcome)
+        counts[key] = counts.get(key, 0) + 1
         if isinstance(item, Quarantined):
             results.append({"outcome": outcome, "reason": item.error})
         else:
             results.append({"id": item.id, "type": item.type, "outcome": outcome})
+    for (feed, outcome), n in counts.items():
+        state.metrics.inc("omniops_events_total", n, feed=feed, outcome=outcome)
     state.monitors[f"webhook:{source}"].record(outcomes)
     for _ in mapped.ignored:
         state.metrics.inc("omniops_webhook_ignored_total", source=source)

@@ -1186,12 +1186,15 @@ def _orders_between(db: sqlite3.Connection, start: int, end: int) -> int:
 def expected_feed_events(
     db: sqlite3.Connection, feed: str, last: int, t: int, days: int
 ) -> float | None:
-    """How many events ``feed`` delivered in the silence ``(last, t]`` on previous days.
+    """How much ``feed`` usually delivers in the silence ``(last, t]``: active minutes.
 
-    The mean, over the previous ``days`` days that the feed's history covers, of its
-    events stamped in the same window shifted back by whole days (``(last − d·24 h,
-    t − d·24 h]``, d = 1 … ``days``).  A day counts when the feed had delivered before that
-    day's window began.  None when no day counts (no history to judge the silence by).
+    The mean, over the previous ``days`` days that the feed's history covers, of the
+    distinct minutes in which it delivered at least one event within the same window
+    shifted back by whole days (``(last − d·24 h, t − d·24 h]``, d = 1 … ``days``).
+    Minutes, not events: a feed delivers in bursts (a till sale and its hand-over a second
+    apart, a listing sync of hundreds of rows at once), and a burst is one delivery.  A day
+    counts when the feed had delivered before that day's window began.  None when no day
+    counts (no history to judge the silence by).
     """
     if days <= 0:
         return None
@@ -1201,7 +1204,8 @@ def expected_feed_events(
     counts = [
         int(
             db.execute(
-                "SELECT COUNT(*) FROM event_log WHERE source = ? AND ts > ? AND ts <= ?",
+                "SELECT COUNT(DISTINCT ts / 60) FROM event_log"
+                " WHERE source = ? AND ts > ? AND ts <= ?",
                 (feed, last - d * 86400, t - d * 86400),
             ).fetchone()[0]
         )
@@ -1218,7 +1222,7 @@ def feed_freshness(
 
     Stale when the feed never delivered, or when nothing arrived for longer than
     ``stale_feed_minutes`` (or its ``stale_overrides`` entry) *and* the feed's own history
-    expects at least ``stale_min_expected`` events in that silence
+    expects at least ``stale_min_expected`` active minutes in that silence
     (:func:`expected_feed_events`); a feed with no history to judge by is stale on the
     limit alone.
     """

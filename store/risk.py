@@ -83,7 +83,7 @@ class MetricParams(BaseModel):
     previous days (0: the limit alone decides)."""
     stale_min_expected: float = 5.0
     """A silence past the limit is stale only when the feed's history expects at least this
-    many events in it (a feed that is normally quiet then is not stale)."""
+    many active minutes (minutes with an event) in it: a feed normally quiet then is not."""
     top_n: int = 200
     """Rows kept per panel (the ones that matter most)."""
     oversell_tolerance_units: int = 2

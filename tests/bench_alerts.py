@@ -26,7 +26,10 @@ to the step it stops.  An episode is a *true detection* when its rule is meant f
 incident's kind (:data:`RULE_TARGETS`), its scope labels agree with every scope key of the
 incident, and it starts within [incident start, incident end + grace] (an incident that
 began before the replay counts from the replay start).  Every other episode is a *false
-alarm*, counted once.  The detection delay is the first matching episode's start minus the
+alarm*, counted once, except a stockout-rule episode that the day's own raw events show to
+be a real low-cover best-seller (:func:`verified_stockout_risks`): that one is counted as
+*verified* (a true alert outside the injected truth), in a column of its own.  The
+detection delay is the first matching episode's start minus the
 incident's start.  The table prints, per rule: incidents detected / incidents of its kind,
 delay median and max, and false alarms per replayed day.
 

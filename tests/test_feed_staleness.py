@@ -1,7 +1,8 @@
 """Feed staleness judged by the feed's own traffic at that hour (README: Feed freshness).
 
 Hand-made histories in a real store file: a silence past the limit is stale only when the
-previous days' events in the same time-of-day window average ``stale_min_expected`` or more.
+previous days' active minutes in the same time-of-day window average ``stale_min_expected``
+or more.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ async def test_a_silence_is_stale_only_where_the_feed_usually_delivers(db_path: 
     # today every feed last delivered an hour ago (the limit is 15 minutes) ...
     events += [tick(feed, at(minutes=-60)) for feed in ("busy", "quiet", "uneven", "fresh")]
     # ... and a feed first seen two days ago, silent in the window on both days
+    # bursty: 20 events a day in the window, but all in one second: one active minute
+    for d in range(1, 8):
+        events += [tick("bursty", t) for t in day(d, 30) * 20]
+    events.append(tick("bursty", at(minutes=-60)))
     events += [tick("young", t) for t in day(2, 90) + day(1, 90)] + [tick("young", at(-1))]
     await write(db_path, events)
 
@@ -62,6 +67,7 @@ async def test_a_silence_is_stale_only_where_the_feed_usually_delivers(db_path: 
         assert expected_feed_events(conn, "young", last, t, 7) == 0  # 2 days of history count
         assert expected_feed_events(conn, "fresh", last, t, 7) is None  # no history at all
         assert expected_feed_events(conn, "busy", last, t, 0) is None
+        assert expected_feed_events(conn, "bursty", last, t, 7) == 1  # minutes, not events
     finally:
         conn.close()
 
@@ -70,6 +76,7 @@ async def test_a_silence_is_stale_only_where_the_feed_usually_delivers(db_path: 
     assert not flags["quiet"]  # normally quiet at this hour
     assert flags["uneven"]  # the mean (5) reaches stale_min_expected (5)
     assert not flags["young"]
+    assert not flags["bursty"]  # 20 events a day there, but one delivery
     assert flags["fresh"]  # nothing to judge by: the limit alone
     stricter = P.model_copy(update={"stale_min_expected": 5.5})
     assert not stale(db_path, stricter)["uneven"]

@@ -196,6 +196,18 @@ def _held_unmapped(
     return True
 
 
+def _cancelled(order: JsonObject, square_id: str, path: str) -> OrderCancelled:
+    """The cancellation of a ``CANCELED`` Square order, at its last update."""
+    ts = opt_when(order, "updated_at", path) or when(order, "created_at", path)
+    return OrderCancelled(
+        id=f"square:order:{square_id}:cancelled",
+        type="order.cancelled",
+        ts=ts,
+        source=SOURCE,
+        body=OrderCancelledBody(order_id=f"square-{square_id}", reason="Square order canceled"),
+    )
+
+
 def _cents(money_obj: JsonObject | None, path: str) -> Decimal:
     if money_obj is None:
         return Decimal("0.00")
@@ -213,7 +225,6 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
         raise PayloadError(f"data.object.{summary_key}", "required field is missing")
     where = f"data.object.{summary_key}" if full is None else "data.object.order"
     square_id = ident(summary, "order_id" if full is None else "id", where)
-    oid = f"square-{square_id}"
     state = opt_text(summary, "state", where) or ""
     if full is not None:
         skipped: list[str] = []
@@ -228,16 +239,7 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
             " (serve fetches the order from Square's Orders API)"
         )
     if state == "CANCELED":
-        ts = opt_when(summary, "updated_at", where) or when(summary, "created_at", where)
-        out.items.append(
-            OrderCancelled(
-                id=f"square:order:{square_id}:cancelled",
-                type="order.cancelled",
-                ts=ts,
-                source=SOURCE,
-                body=OrderCancelledBody(order_id=oid, reason="Square order canceled"),
-            )
-        )
+        out.items.append(_cancelled(summary, square_id, where))
     return out
 
 
@@ -385,18 +387,7 @@ def map_square_order(order: JsonObject, mapping: SquareMapping) -> Mapped:
     if tenders is not None:
         out.ignored.append(f"order {square_id}: {tenders} (payments are not stored)")
     if state == "CANCELED":
-        ts = opt_when(order, "updated_at", path) or when(order, "created_at", path)
-        out.items.append(
-            OrderCancelled(
-                id=f"square:order:{square_id}:cancelled",
-                type="order.cancelled",
-                ts=ts,
-                source=SOURCE,
-                body=OrderCancelledBody(
-                    order_id=f"square-{square_id}", reason="Square order canceled"
-                ),
-            )
-        )
+        out.items.append(_cancelled(order, square_id, path))
     return out
 
 

@@ -31,7 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -55,7 +55,7 @@ from rules.receivers import (
 from store import outbox as outbox_store
 from store.alerts import ReceiverStatus
 from store.clock import Clock
-from store.outbox import Outbox
+from store.outbox import GroupMemory, Outbox
 
 if TYPE_CHECKING:  # imported when a session is opened: the console reads rules without HTTP
     import aiohttp
@@ -336,7 +336,8 @@ class _Group:
     created_at: datetime
     firing: dict[str, NotifyAlert] = field(default_factory=dict)
     resolved: dict[str, NotifyAlert] = field(default_factory=dict)
-    notified: set[str] = field(default_factory=set)
+    notified: dict[str, str] = field(default_factory=dict)
+    """Fingerprint -> state of each alert the latest notification announced as firing."""
     last_sent_at: datetime | None = None
     changed: bool = True
 
@@ -347,24 +348,55 @@ class Dispatcher:
     Each :meth:`update` takes the complete set of firing alerts to notify (silenced and
     inhibited ones already left out) and those that just resolved; :meth:`due` returns the
     notifications to send at ``now``.
+
+    What a group was last told is its *memory* (:class:`store.outbox.GroupMemory`):
+    :meth:`take_changes` hands over what changed since it was last asked, for the notifier
+    to store, and :meth:`restore` takes back what a previous process stored, so that after
+    a restart a group already announced is neither announced again nor made to wait its
+    ``group_wait`` again.
     """
 
     def __init__(self, config: NotifyConfig) -> None:
         self.config = config
         self.groups: dict[str, _Group] = {}
+        self._restored: dict[str, GroupMemory] = {}
+        self._changes: dict[str, GroupMemory | None] = {}
+
+    def restore(self, memories: Iterable[GroupMemory]) -> None:
+        """Take back the groups a previous process announced (before the first update)."""
+        self._restored = {m.key: m for m in memories}
+
+    def take_changes(self) -> dict[str, GroupMemory | None]:
+        """Memories changed since the last call (``None``: forget the group); clears them."""
+        changes, self._changes = self._changes, {}
+        return changes
+
+    def _group(
+        self, key: str, match: RouteMatch, labels: Mapping[str, str], now: datetime
+    ) -> _Group:
+        group = _Group(key, match, match.group_labels(labels), now)
+        memory = self._restored.pop(key, None)
+        if memory is not None:
+            group.created_at = memory.created_at
+            group.last_sent_at = memory.last_sent_at
+            group.notified = dict(memory.notified)
+        self.groups[key] = group
+        return group
+
+    def _forget(self, key: str) -> None:
+        del self.groups[key]
+        self._changes[key] = None
 
     def update(
         self, firing: Sequence[NotifyAlert], resolved: Sequence[NotifyAlert], now: datetime
     ) -> None:
         """Fold one evaluation's alerts into the groups."""
         seen: dict[str, set[str]] = {}
+        restored = set(self._restored)
         for alert in firing:
             for match in match_routes(self.config.route, alert.labels):
                 key = match.group_key(alert.labels)
-                group = self.groups.get(key)
-                if group is None:
-                    group = _Group(key, match, match.group_labels(alert.labels), now)
-                    self.groups[key] = group
+                group = self.groups.get(key) or self._group(key, match, alert.labels, now)
                 old = group.firing.get(alert.fingerprint)
                 if old is None or old.state != alert.state:
                     group.changed = True
@@ -374,9 +406,14 @@ class Dispatcher:
         resolved_fps = {a.fingerprint for a in resolved}
         for alert in resolved:
             for match in match_routes(self.config.route, alert.labels):
-                group = self.groups.get(match.group_key(alert.labels))
-                if group is None:
-                    continue
+                key = match.group_key(alert.labels)
+                known = self.groups.get(key)
+                if known is None:
+                    memory = self._restored.get(key)
+                    if memory is None or alert.fingerprint not in memory.notified:
+                        continue
+                    known = self._group(key, match, alert.labels, now)
+                group = known
                 group.firing.pop(alert.fingerprint, None)
                 if alert.fingerprint in group.notified:
                     group.resolved[alert.fingerprint] = alert
@@ -387,7 +424,17 @@ class Dispatcher:
             for fp in list(group.firing):
                 if fp not in keep and fp not in resolved_fps:
                     del group.firing[fp]
-                    group.notified.discard(fp)
+                    group.notified.pop(fp, None)
+            if key in restored:
+                # Taken back from a previous process: changed only if what fires now is not
+                # what that process announced.
+                now_firing = {fp: a.state for fp, a in group.firing.items()}
+                group.changed = bool(group.resolved) or now_firing != group.notified
+        # A remembered group none of whose alerts came back is over (they ended or were
+        # silenced while no process was watching): forget it.
+        for key in self._restored:
+            self._changes[key] = None
+        self._restored = {}
 
     def due(self, now: datetime) -> list[Notification]:
         """The notifications to send at ``now``; marks them sent."""
@@ -417,13 +464,14 @@ class Dispatcher:
                         route_path=group.match.path,
                     )
                 )
-                group.notified = set(group.firing)
+                group.notified = {fp: a.state for fp, a in group.firing.items()}
                 group.resolved.clear()
                 group.changed = False
                 group.last_sent_at = now
+                self._changes[key] = GroupMemory(key, group.created_at, now, dict(group.notified))
             idle = not group.firing and not group.resolved and not group.changed
             if idle and group.last_sent_at is not None:
-                del self.groups[key]
+                self._forget(key)
         return out
 
 
@@ -489,6 +537,7 @@ class Notifier:
         self._taps = tuple(taps)
         self._own_outbox = outbox is None
         self.outbox = outbox or Outbox.memory()
+        self._unsaved: dict[str, GroupMemory | None] = {}
         """Where the notifications wait (shared by every receiver of this notifier)."""
         for tap in self._taps:
             tap.on_change = self._mark_status
@@ -518,6 +567,13 @@ class Notifier:
         """Start the dispatcher and one delivery task per receiver."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        if self.outbox.durable:
+            try:
+                memories = await asyncio.to_thread(self.outbox.run, outbox_store.load_groups)
+            except Exception:  # a memory that cannot be read: notify as a fresh process would
+                log.exception("could not read the alert groups' memory; starting without it")
+            else:
+                self._dispatcher.restore(memories)
         self._build_workers(self._config)
         self._task = asyncio.create_task(self._run(), name="notifier")
 
@@ -536,6 +592,7 @@ class Notifier:
             await worker.stop()
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self._save_groups()
         await self._write_status()
         if self._own_session and self._session is not None:
             await self._session.close()
@@ -626,6 +683,7 @@ class Notifier:
             self._wake.clear()
             try:
                 self.process()
+                await self._save_groups()
                 if self._status_dirty:
                     await self._write_status()
             except Exception:  # keep notifying whatever went wrong once
@@ -654,7 +712,29 @@ class Notifier:
             worker.enqueue(notification)
             for tap in self._taps:
                 tap.enqueue(dataclasses.replace(notification, receiver=tap.name))
+        self._unsaved.update(self._dispatcher.take_changes())
         return due
+
+    async def _save_groups(self) -> None:
+        """Store the groups' memory once the notifications it speaks of are in the outbox.
+
+        A group is remembered as told only after its notification is stored, never before:
+        a crash in between makes the next process announce the group once more (at least
+        once), never forget to.
+        """
+        if not self._unsaved or not self.outbox.durable:
+            self._unsaved.clear()
+            return
+        if any(w.unstored for w in (*self._workers.values(), *self._taps)):
+            return  # next cycle
+        changes, self._unsaved = self._unsaved, {}
+        try:
+            await asyncio.to_thread(
+                self.outbox.run, lambda db: outbox_store.save_groups(db, changes)
+            )
+        except Exception:
+            self._unsaved = {**changes, **self._unsaved}
+            raise
 
     async def flush(self) -> list[Notification]:
         """Process now (instead of at the next tick); return the notifications enqueued."""

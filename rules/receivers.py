@@ -512,6 +512,11 @@ class ReceiverWorker(DeliveryLoop):
         self._idle.clear()
         self._wake.set()
 
+    @property
+    def unstored(self) -> bool:
+        """Whether notifications handed over are not yet in the outbox."""
+        return bool(self._incoming)
+
     def use_outbox(self, outbox: Outbox) -> None:
         """Deliver from ``outbox`` from now on (before anything was enqueued here)."""
         self.outbox = outbox

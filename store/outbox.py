@@ -21,17 +21,18 @@ in tests and can be in a real deployment).
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from store.outbox_schema import OUTBOX_DDL
+from store.outbox_schema import GROUPS_DDL, OUTBOX_DDL
 from store.schema import migrate
 
 T = TypeVar("T")
@@ -330,6 +331,52 @@ def counts(conn: sqlite3.Connection, receiver: str | None = None) -> dict[str, O
     }
 
 
+@dataclass(frozen=True)
+class GroupMemory:
+    """What one alert group was last told: kept so a restarted notifier carries on."""
+
+    key: str
+    """The group's key (route path and group label values)."""
+    created_at: datetime
+    """When the group first formed."""
+    last_sent_at: datetime
+    """When its latest notification was handed to the receivers."""
+    notified: Mapping[str, str]
+    """Fingerprint -> state of each alert that notification announced as firing."""
+
+
+def load_groups(conn: sqlite3.Connection) -> list[GroupMemory]:
+    """Every remembered alert group."""
+    rows = conn.execute(
+        "SELECT key, created_ms, last_sent_ms, notified FROM notification_groups ORDER BY key"
+    ).fetchall()
+    return [
+        GroupMemory(key, _must(created), _must(sent), dict(json.loads(notified)))
+        for key, created, sent, notified in rows
+    ]
+
+
+def save_groups(conn: sqlite3.Connection, changes: Mapping[str, GroupMemory | None]) -> None:
+    """Store each group's memory (``None``: the group is gone), in one transaction."""
+    with _immediate(conn):
+        for key, memory in changes.items():
+            if memory is None:
+                conn.execute("DELETE FROM notification_groups WHERE key = ?", (key,))
+                continue
+            conn.execute(
+                "INSERT INTO notification_groups (key, created_ms, last_sent_ms, notified)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+                " created_ms = excluded.created_ms, last_sent_ms = excluded.last_sent_ms,"
+                " notified = excluded.notified",
+                (
+                    key,
+                    to_ms(memory.created_at),
+                    to_ms(memory.last_sent_at),
+                    json.dumps(dict(sorted(memory.notified.items()))),
+                ),
+            )
+
+
 def has_outbox(conn: sqlite3.Connection) -> bool:
     """Whether the store has the outbox table (a store migrated by this omniops)."""
     row = conn.execute(
@@ -366,7 +413,7 @@ class Outbox:
     def memory(cls) -> Outbox:
         """An outbox that lives as long as the process (nothing survives a restart)."""
         conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        conn.executescript(OUTBOX_DDL)
+        conn.executescript(OUTBOX_DDL + GROUPS_DDL)
         return cls(conn, durable=False)
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -11,7 +11,7 @@ import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
 from store.held_schema import HELD_DDL
-from store.outbox_schema import OUTBOX_DDL
+from store.outbox_schema import GROUPS_DDL, OUTBOX_DDL
 from store.pending import PENDING_DDL
 from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
 
@@ -411,6 +411,9 @@ MIGRATIONS: tuple[str, ...] = (
           AND reserved_at = NEW.reserved_at;
     END;
     """,
+    # 14: what each alert group was last told (see store/outbox_schema.py), so a restarted
+    # notifier does not notify a firing group again.
+    GROUPS_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

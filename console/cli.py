@@ -376,9 +376,6 @@ def build_console(
     # The first paint waits only on the store's readers and the panels (issue 15): the
     # rules file (highlights, editor, alert actions, permissions), the views' screens and the
     # routing source are loaded after it, in the warm-up or when a view first opens.
-    from console.app import OmniopsApp
-    from feeds.settings import Settings
-    from rules.highlights import Highlights, RulesHighlights
     from store.metrics import compute_snapshots, open_reader
 
     if TYPE_CHECKING:
@@ -390,10 +387,21 @@ def build_console(
 
     reader = open_reader(db)
     detail_readers: list[Any] = []  # detail fetches may overlap a refresh: own connection
-    settings = Settings()
     last: list[Snapshots] = []
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
+
+    # The first snapshots, as of now, are computed on a thread from here on, while the
+    # console's modules load (the store's reads release the GIL): the first refresh takes
+    # them, so the panels are populated in the console's first layout, not in a second one.
+    first = FirstSnapshots(lambda moment: compute_snapshots(reader, moment, params), clock, in_use)
+    first.start()
+
+    from console.app import OmniopsApp
+    from feeds.settings import Settings
+    from rules.highlights import Highlights, RulesHighlights
+
+    settings = Settings()
 
     def detail_reader() -> Any:
         """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""
@@ -410,6 +418,10 @@ def build_console(
         return snaps
 
     def compute() -> Snapshots:
+        snaps = first.take()
+        if snaps is not None:
+            last[:] = [snaps]
+            return snaps
         return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
@@ -591,6 +603,7 @@ def build_console(
         app.set_keymap(settings.keys)
 
     def close() -> None:
+        first.discard()
         with in_use:
             reader.close()
             for opened_reader in detail_readers:
@@ -601,6 +614,56 @@ def build_console(
             services["actions"].close()
 
     return app, close
+
+
+class FirstSnapshots(threading.Thread):
+    """The console's first snapshots, computed on a thread as soon as its store is open.
+
+    :meth:`take` (the first refresh) waits for them and hands them over once; a failure is
+    raised there, as the refresh's own would be.  :meth:`discard` (the console closed
+    first) waits for the thread, so the store's connection is not closed under it.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[datetime], Snapshots],
+        clock: Clock,
+        lock: threading.Lock,
+    ) -> None:
+        """Compute ``compute(clock.now())`` holding ``lock`` (the reader's)."""
+        super().__init__(name="omniops-first-snapshots", daemon=True)
+        self._compute = compute
+        self._clock = clock
+        self._lock = lock
+        self._result: Snapshots | None = None
+        self._error: Exception | None = None
+        self._taken = False
+
+    def run(self) -> None:
+        """Compute the snapshots (a failure is kept for :meth:`take`)."""
+        try:
+            with self._lock:
+                self._result = self._compute(self._clock.now())
+        except Exception as exc:  # raised by take(), in the refresh worker
+            self._error = exc
+
+    def take(self) -> Snapshots | None:
+        """The first snapshots (waiting for them), once; None on every later call."""
+        if self._taken:
+            return None
+        self._taken = True
+        self.join()
+        result, error, self._result, self._error = self._result, self._error, None, None
+        if error is not None:
+            raise error
+        return result
+
+    def discard(self) -> None:
+        """Wait for the thread and drop what it computed."""
+        self._taken = True
+        if self.ident is not None:
+            self.join()
+        self._result = self._error = None
 
 
 def run_console(

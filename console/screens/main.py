@@ -252,6 +252,12 @@ class ConsoleScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Top bar, feeds, headline, the tabbed panels, filter prompt, status and footer."""
         tz = self.omniops.tz
+        # The breakpoint class the first resize would give (``App.HORIZONTAL_BREAKPOINTS``),
+        # set before the widgets get their styles: that resize then changes no class, and
+        # the whole screen is not styled a second time before its first paint (issue 15).
+        wide = self.app.size.width >= WIDE_COLUMNS
+        self.set_class(wide, "-wide", update=False)
+        self.set_class(not wide, "-narrow", update=False)
         yield TextBar(id="topbar")
         yield TextBar(id="feeds")
         yield HeadlineStrip(id="headline")
@@ -275,9 +281,14 @@ class ConsoleScreen(Screen[None]):
     def on_mount(self) -> None:
         """Draw the empty frame, follow the app's snapshots, keys on the first panel."""
         self._ready = True
-        self.watch(self.app, "snapshots", self._snapshots_changed)
+        # init=False: before the first refresh there is nothing to hand the panels (they
+        # draw their empty frame themselves); snapshots already there are shown now.
+        self.watch(self.app, "snapshots", self._snapshots_changed, init=False)
         self._apply_layout(self.app.size.width)
-        self.render_bars()
+        if self.omniops.snapshots is not None:
+            self._snapshots_changed(self.omniops.snapshots)
+        else:
+            self.render_bars()
         self._render_status()
         self.query_one("#overview-fulfillment", Panel).table.focus()
 

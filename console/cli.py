@@ -715,15 +715,16 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 DEMO_CONSOLE_MODULES = (
-    "console.app",
-    "feeds.settings",
-    "rules.highlights",
-    "rules.roles",
     "store.metrics",
     "store.replay_clock",
     "store.risk",
+    "rules.roles",
+    "feeds.settings",
+    "textual.app",
 )
-"""What the demo's console imports before its first paint."""
+"""What the demo imports while its store is copied: everything its console needs before
+the first paint but the console's own modules, which :func:`build_console` imports beside
+the first snapshots' computation (it starts once the store is there)."""
 
 
 def _load_console_modules() -> None:
@@ -732,6 +733,13 @@ def _load_console_modules() -> None:
 
     for name in DEMO_CONSOLE_MODULES:
         importlib.import_module(name)
+    widgets = importlib.import_module("textual.widgets")  # its widgets load when named
+    for widget in DEMO_CONSOLE_WIDGETS:
+        getattr(widgets, widget)
+
+
+DEMO_CONSOLE_WIDGETS = ("DataTable", "Footer", "Input", "Static", "TabbedContent", "Tabs")
+"""The Textual widgets the console's first screen is made of."""
 
 
 def copy_while(cached: Path, db: Path, meanwhile: Callable[[], None]) -> None:
@@ -814,8 +822,13 @@ class DemoReplay:
         rules_path: Path,
         *,
         demo_rules: bool,
+        after: Callable[[], None] | None = None,
     ) -> None:
-        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``."""
+        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``.
+
+        ``after`` (blocking) runs first in :meth:`start`: what must be done with the store
+        before the pipeline writes it (the demo's replay clock record).
+        """
         self.db = db
         self.fixtures = fixtures
         self.start_at = start
@@ -824,6 +837,7 @@ class DemoReplay:
         self.refresh = refresh
         self.rules_path = rules_path
         self.demo_rules = demo_rules
+        self._after = after
         self._lock = threading.Lock()
         self._stopped = False
         self._pipeline: Any = None
@@ -837,6 +851,8 @@ class DemoReplay:
         from feeds.runtime.routing import router_hook
         from store.writer import StoreWriter
 
+        if self._after is not None:
+            self._after()
         with self._lock:
             if self._stopped or self._pipeline is not None:
                 return
@@ -902,7 +918,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
     clock = ReplayClock(start, speed=args.speed)
-    record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
+    # Consoles opened on this store follow the same clock.  Written on a thread: its commit
+    # flushes the freshly copied store to disk (tens of ms the first paint need not wait for);
+    # the replay, which writes the store, starts only once it is written.
+    recorded = threading.Thread(
+        target=record_replay_clock, args=(db, clock), name="omniops-demo-clock"
+    )
+    recorded.start()
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
     replay = DemoReplay(
         db,
@@ -913,6 +935,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.refresh,
         rules_path,
         demo_rules=not args.rules,  # the shipped alert defaults plus the demo's routing
+        after=recorded.join,
     )
     try:
         run_console(
@@ -928,6 +951,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     finally:
         replay.stop()
+        recorded.join()
         if tmp is not None:
             tmp.cleanup()
     return 0

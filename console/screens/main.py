@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, time, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -27,9 +27,6 @@ from textual.screen import Screen
 from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
-from console.screens.command import CommandScreen
-from console.screens.detail import DetailFetch, DetailScreen
-from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
 from console.widgets.footer import FittedFooter
 from console.widgets.formatting import to_local
@@ -44,6 +41,12 @@ from rules.highlights import Highlights
 from rules.matchers import format_matchers, parse_matchers
 from store.clock import Clock
 from store.snapshots import Snapshots
+
+if TYPE_CHECKING:
+    from console.screens.detail import DetailFetch
+
+# The screens pushed over the console (detail, prompt, command line) are imported when first
+# opened: the first paint does not wait on their modules (issue 15).
 
 
 class ConsoleHost(Protocol):
@@ -516,6 +519,8 @@ class ConsoleScreen(Screen[None]):
         self._open_detail(message.row, message.as_of)
 
     def _open_detail(self, row: object, as_of: datetime) -> None:
+        from console.screens.detail import DetailScreen
+
         app = self.omniops
         self.app.push_screen(
             DetailScreen(row=row, as_of=as_of, tz=app.tz, fetch=app.detail_fetch)  # type: ignore[arg-type]
@@ -543,6 +548,8 @@ class ConsoleScreen(Screen[None]):
                 severity="warning",
             )
             return
+        from console.screens.dialogs import PromptField, PromptScreen
+
         as_of = app.snapshots.as_of if app.snapshots is not None else None
         self.app.push_screen(
             PromptScreen(
@@ -583,6 +590,8 @@ class ConsoleScreen(Screen[None]):
         def answered(text: str | None) -> None:
             if text:
                 self.run_command(text)
+
+        from console.screens.command import CommandScreen
 
         self.app.push_screen(CommandScreen(self.completions), answered)
 

@@ -397,11 +397,16 @@ def build_console(
     first = FirstSnapshots(lambda moment: compute_snapshots(reader, moment, params), clock, in_use)
     first.start()
 
-    from console.app import OmniopsApp
-    from feeds.settings import Settings
-    from rules.highlights import Highlights, RulesHighlights
+    try:
+        from console.app import OmniopsApp
+        from feeds.settings import Settings
+        from rules.highlights import Highlights, RulesHighlights
 
-    settings = Settings()
+        settings = Settings()  # a bad config file raises here: the reader is not left open
+    except BaseException:
+        first.discard()
+        reader.close()
+        raise
 
     def detail_reader() -> Any:
         """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from console.app import OmniopsApp
@@ -299,3 +300,21 @@ async def test_a_console_closed_before_it_ran_waits_for_its_first_snapshots(
     close()
     alive = [t for t in threading.enumerate() if t.name == "omniops-first-snapshots"]
     assert not alive
+
+
+async def test_a_bad_config_file_leaves_no_first_snapshots_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The settings are read after the first snapshots started: a bad file stops both."""
+    import pytest
+
+    from console.cli import build_console
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    bad = tmp_path / "config.toml"
+    bad.write_text("refresh_interval = [\n", encoding="utf-8")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(bad))
+    with pytest.raises(ValueError, match=r"config\.toml"):
+        build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    assert not [t for t in threading.enumerate() if t.name == "omniops-first-snapshots"]

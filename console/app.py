@@ -29,7 +29,7 @@ from datetime import datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from time import monotonic
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -47,9 +47,6 @@ from console.messages import (
     WarmedUp,
     WorkFailed,
 )
-from console.screens.detail import DetailFetch
-from console.screens.feeds import FeedsScreen
-from console.screens.help import HelpScreen
 from console.screens.main import (
     TAB_IDS,
     TAB_LABELS,
@@ -63,6 +60,9 @@ from rules.highlights import Highlights
 from store.clock import Clock
 from store.snapshots import Snapshots
 
+if TYPE_CHECKING:
+    from console.screens.detail import DetailFetch
+
 ExportFn = Callable[[str, str, Path, Sequence[object]], Path]
 """``export(panel_name, fmt, path, rows) -> written path``; panel_name is fulfillment,
 stockout or returns; fmt is csv or json; rows are the snapshot rows the panel shows (its
@@ -74,6 +74,13 @@ ViewFactory = Callable[["OmniopsApp"], Screen[None]]
 """Builds a view (alerts, rules, routing) over the console; injected by the command line."""
 
 __all__ = ["WIDE_COLUMNS", "ExportFn", "OmniopsApp", "ViewFactory"]
+
+
+def _plain_feeds_view(app: OmniopsApp) -> Screen[None]:
+    """The feeds view of a console given none: the snapshots' feeds alone."""
+    from console.screens.feeds import FeedsScreen
+
+    return FeedsScreen(snapshots=app.snapshots, tz=app.tz)
 
 
 class OmniopsApp(App[None]):
@@ -146,7 +153,7 @@ class OmniopsApp(App[None]):
         """Fetches what a row's detail shows beyond the snapshot (None: nothing more)."""
         self.views: dict[str, ViewFactory] = dict(views or {})
         """The views ``a``, ``t``, ``g`` and ``h`` open, by name."""
-        self.views.setdefault("feeds", lambda app: FeedsScreen(snapshots=app.snapshots, tz=app.tz))
+        self.views.setdefault("feeds", _plain_feeds_view)
         self.title = title
         self._highlights = highlights or Highlights
         self._refresh_running = False
@@ -337,6 +344,8 @@ class OmniopsApp(App[None]):
 
     def action_help(self) -> None:
         """Show every key of the current view (``?``), generated from its bindings."""
+        from console.screens.help import HelpScreen
+
         screen = self.screen
         if isinstance(screen, HelpScreen):
             return

@@ -376,9 +376,6 @@ def build_console(
     # The first paint waits only on the store's readers and the panels (issue 15): the
     # rules file (highlights, editor, alert actions, permissions), the views' screens and the
     # routing source are loaded after it, in the warm-up or when a view first opens.
-    from console.app import OmniopsApp
-    from feeds.settings import Settings
-    from rules.highlights import Highlights, RulesHighlights
     from store.metrics import compute_snapshots, open_reader
 
     if TYPE_CHECKING:
@@ -390,10 +387,26 @@ def build_console(
 
     reader = open_reader(db)
     detail_readers: list[Any] = []  # detail fetches may overlap a refresh: own connection
-    settings = Settings()
     last: list[Snapshots] = []
 
     in_use = threading.Lock()  # closing a connection a worker thread still uses crashes
+
+    # The first snapshots, as of now, are computed on a thread from here on, while the
+    # console's modules load (the store's reads release the GIL): the first refresh takes
+    # them, so the panels are populated in the console's first layout, not in a second one.
+    first = FirstSnapshots(lambda moment: compute_snapshots(reader, moment, params), clock, in_use)
+    first.start()
+
+    try:
+        from console.app import OmniopsApp
+        from feeds.settings import Settings
+        from rules.highlights import Highlights, RulesHighlights
+
+        settings = Settings()  # a bad config file raises here: the reader is not left open
+    except BaseException:
+        first.discard()
+        reader.close()
+        raise
 
     def detail_reader() -> Any:
         """The detail fetches' own connection, opened with the first of them (under ``in_use``)."""
@@ -410,6 +423,10 @@ def build_console(
         return snaps
 
     def compute() -> Snapshots:
+        snaps = first.take()
+        if snaps is not None:
+            last[:] = [snaps]
+            return snaps
         return compute_at(clock.now())
 
     def detail(row: object) -> StockHistory | LateOrders | None:
@@ -591,6 +608,7 @@ def build_console(
         app.set_keymap(settings.keys)
 
     def close() -> None:
+        first.discard()
         with in_use:
             reader.close()
             for opened_reader in detail_readers:
@@ -601,6 +619,56 @@ def build_console(
             services["actions"].close()
 
     return app, close
+
+
+class FirstSnapshots(threading.Thread):
+    """The console's first snapshots, computed on a thread as soon as its store is open.
+
+    :meth:`take` (the first refresh) waits for them and hands them over once; a failure is
+    raised there, as the refresh's own would be.  :meth:`discard` (the console closed
+    first) waits for the thread, so the store's connection is not closed under it.
+    """
+
+    def __init__(
+        self,
+        compute: Callable[[datetime], Snapshots],
+        clock: Clock,
+        lock: threading.Lock,
+    ) -> None:
+        """Compute ``compute(clock.now())`` holding ``lock`` (the reader's)."""
+        super().__init__(name="omniops-first-snapshots", daemon=True)
+        self._compute = compute
+        self._clock = clock
+        self._lock = lock
+        self._result: Snapshots | None = None
+        self._error: Exception | None = None
+        self._taken = False
+
+    def run(self) -> None:
+        """Compute the snapshots (a failure is kept for :meth:`take`)."""
+        try:
+            with self._lock:
+                self._result = self._compute(self._clock.now())
+        except Exception as exc:  # raised by take(), in the refresh worker
+            self._error = exc
+
+    def take(self) -> Snapshots | None:
+        """The first snapshots (waiting for them), once; None on every later call."""
+        if self._taken:
+            return None
+        self._taken = True
+        self.join()
+        result, error, self._result, self._error = self._result, self._error, None, None
+        if error is not None:
+            raise error
+        return result
+
+    def discard(self) -> None:
+        """Wait for the thread and drop what it computed."""
+        self._taken = True
+        if self.ident is not None:
+            self.join()
+        self._result = self._error = None
 
 
 def run_console(
@@ -652,15 +720,16 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 DEMO_CONSOLE_MODULES = (
-    "console.app",
-    "feeds.settings",
-    "rules.highlights",
-    "rules.roles",
     "store.metrics",
     "store.replay_clock",
     "store.risk",
+    "rules.roles",
+    "feeds.settings",
+    "textual.app",
 )
-"""What the demo's console imports before its first paint."""
+"""What the demo imports while its store is copied: everything its console needs before
+the first paint but the console's own modules, which :func:`build_console` imports beside
+the first snapshots' computation (it starts once the store is there)."""
 
 
 def _load_console_modules() -> None:
@@ -669,6 +738,13 @@ def _load_console_modules() -> None:
 
     for name in DEMO_CONSOLE_MODULES:
         importlib.import_module(name)
+    widgets = importlib.import_module("textual.widgets")  # its widgets load when named
+    for widget in DEMO_CONSOLE_WIDGETS:
+        getattr(widgets, widget)
+
+
+DEMO_CONSOLE_WIDGETS = ("DataTable", "Footer", "Input", "Static", "TabbedContent", "Tabs")
+"""The Textual widgets the console's first screen is made of."""
 
 
 def copy_while(cached: Path, db: Path, meanwhile: Callable[[], None]) -> None:
@@ -751,8 +827,13 @@ class DemoReplay:
         rules_path: Path,
         *,
         demo_rules: bool,
+        after: Callable[[], None] | None = None,
     ) -> None:
-        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``."""
+        """Replay ``fixtures`` from ``start`` into ``db`` on ``clock``; alerts every ``refresh``.
+
+        ``after`` (blocking) runs first in :meth:`start`: what must be done with the store
+        before the pipeline writes it (the demo's replay clock record).
+        """
         self.db = db
         self.fixtures = fixtures
         self.start_at = start
@@ -761,6 +842,7 @@ class DemoReplay:
         self.refresh = refresh
         self.rules_path = rules_path
         self.demo_rules = demo_rules
+        self._after = after
         self._lock = threading.Lock()
         self._stopped = False
         self._pipeline: Any = None
@@ -774,6 +856,8 @@ class DemoReplay:
         from feeds.runtime.routing import router_hook
         from store.writer import StoreWriter
 
+        if self._after is not None:
+            self._after()
         with self._lock:
             if self._stopped or self._pipeline is not None:
                 return
@@ -839,7 +923,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
     )
     clock = ReplayClock(start, speed=args.speed)
-    record_replay_clock(db, clock)  # consoles opened on this store follow the same clock
+    # Consoles opened on this store follow the same clock.  Written on a thread: its commit
+    # flushes the freshly copied store to disk (tens of ms the first paint need not wait for);
+    # the replay, which writes the store, starts only once it is written.
+    recorded = threading.Thread(
+        target=record_replay_clock, args=(db, clock), name="omniops-demo-clock"
+    )
+    recorded.start()
     rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
     replay = DemoReplay(
         db,
@@ -850,6 +940,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         args.refresh,
         rules_path,
         demo_rules=not args.rules,  # the shipped alert defaults plus the demo's routing
+        after=recorded.join,
     )
     try:
         run_console(
@@ -865,6 +956,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     finally:
         replay.stop()
+        recorded.join()
         if tmp is not None:
             tmp.cleanup()
     return 0

@@ -324,6 +324,27 @@ async def test_starts_and_shows_every_panel_at_80x24() -> None:
 
 
 @pytest.mark.asyncio
+async def test_panel_tables_fix_their_widths_and_size_without_measuring_every_cell() -> None:
+    """Every column of a shown panel has a fixed width fitting its cells and header, and
+    the table's virtual size counts every row and column (DataTable's per-cell measure of
+    new rows is skipped for such tables, issue 15)."""
+    from rich.cells import cell_len
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        for panel_id in ("overview-stockout", "fulfillment-panel", "returns-panel"):
+            table = panel(app, panel_id).table
+            assert table.row_count > 0
+            for column in table.columns.values():
+                assert not column.auto_width
+                cells = [table.get_cell(row, column.key).plain for row in table.rows]
+                assert column.width >= max(cell_len(c) for c in [*cells, str(column.label)])
+            width = sum(c.get_render_width(table) for c in table.columns.values())
+            assert table.virtual_size.width == width
+            assert table.virtual_size.height == table.row_count + table.header_height
+
+
 async def test_wide_overview_shows_every_column() -> None:
     app = make_app()
     async with app.run_test(size=(160, 48)) as pilot:

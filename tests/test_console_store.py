@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from console.app import OmniopsApp
@@ -242,3 +244,77 @@ async def test_export_writes_the_rows_shown_as_csv_and_json(tmp_path: Path) -> N
     data = json.loads(export_panel(snaps, "returns", "json", tmp_path / "r.json").read_text())
     assert data["panel"] == "returns" and data["rows"][0]["sku"] == "A"
     assert data["rows"][0]["top_reasons"] == "defective (6)"
+
+
+async def test_the_first_snapshots_computed_at_build_reach_every_tab(tmp_path: Path) -> None:
+    """The first refresh takes the snapshots computed while the console loaded (issue 15).
+
+    The hidden tabs get them after the first paint: shown by their keys, their tables hold
+    the store's numbers, and ``:`` commands aimed at a tab not yet shown filter and sort it.
+    """
+    from console.cli import build_console
+    from tests.test_console import panel
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    clock = FixedClock(T0)
+    app, close = build_console(db, clock, PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    reported = json.loads(json.dumps(to_jsonable(report(db, T0, PARAMS))))
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            assert app.snapshots is not None and app.snapshots.as_of == T0
+            assert app.main_screen.has_class("-narrow") and not app.main_screen.has_class("-wide")
+            await pilot.press("3")
+            await pilot.pause()
+            stock = [f"{r['sku']}@{r['location_id']}" for r in reported["stockout"]["rows"]]
+            assert row_keys(app, "stockout-panel") == stock
+            for r in reported["stockout"]["rows"]:
+                key = f"{r['sku']}@{r['location_id']}"
+                assert cell_text(app, "stockout-panel", key, "available") == fmt_int(r["available"])
+            await pilot.press("4")
+            await pilot.pause()
+            assert row_keys(app, "returns-panel") == ["A"]
+            assert cell_text(app, "returns-panel", "A", "spike") == "SPIKE"
+            await pilot.press("1")
+            await pilot.pause()
+            assert app.main_screen.run_command("fulfillment scope=location")
+            await pilot.pause()
+            assert all(k.startswith("location:") for k in row_keys(app, "fulfillment-panel"))
+            assert app.main_screen.run_command("sort open desc")
+            await pilot.pause()
+            assert panel(app, "fulfillment-panel").sort_column == "open"
+    finally:
+        close()
+
+
+async def test_a_console_closed_before_it_ran_waits_for_its_first_snapshots(
+    tmp_path: Path,
+) -> None:
+    """Closing a console never run joins the thread computing its first snapshots."""
+    from console.cli import build_console
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    _app, close = build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    close()
+    alive = [t for t in threading.enumerate() if t.name == "omniops-first-snapshots"]
+    assert not alive
+
+
+async def test_a_bad_config_file_leaves_no_first_snapshots_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The settings are read after the first snapshots started: a bad file stops both."""
+    import pytest
+
+    from console.cli import build_console
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    bad = tmp_path / "config.toml"
+    bad.write_text("refresh_interval = [\n", encoding="utf-8")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(bad))
+    with pytest.raises(ValueError, match=r"config\.toml"):
+        build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    assert not [t for t in threading.enumerate() if t.name == "omniops-first-snapshots"]

@@ -193,3 +193,28 @@ def test_a_demo_replay_stopped_before_it_started_never_starts(tmp_path: Path) ->
     assert not rules.exists()  # not even the demo rules were written
     assert not (tmp_path / "demo.db").exists()
     replay.stop()  # twice is fine
+
+
+def test_a_demo_replay_waits_for_what_must_precede_it(tmp_path: Path) -> None:
+    """``after`` (the replay clock's record, written on a thread) runs before anything else."""
+    from console.cli import DemoReplay
+    from store.clock import ReplayClock
+    from store.risk import MetricParams
+
+    rules = tmp_path / "rules.toml"
+    seen: list[bool] = []
+    replay = DemoReplay(
+        tmp_path / "demo.db",
+        FIXTURES,
+        START,
+        ReplayClock(START),
+        MetricParams(timezone="America/New_York"),
+        5.0,
+        rules,
+        demo_rules=True,
+        after=lambda: seen.append(rules.exists()),
+    )
+    replay.stop()  # stopped: after still ran (a join is harmless), nothing else did
+    replay.start()
+    assert seen == [False]
+    assert not rules.exists()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, time, timedelta, tzinfo
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Protocol, cast
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from textual import events, on
 from textual.app import ComposeResult
@@ -27,9 +27,6 @@ from textual.screen import Screen
 from textual.widgets import Input, TabbedContent, TabPane, Tabs
 
 from console.messages import PanelRowSelected
-from console.screens.command import CommandScreen
-from console.screens.detail import DetailFetch, DetailScreen
-from console.screens.dialogs import PromptField, PromptScreen
 from console.widgets.bars import FilterBar, HeadlineStrip, TextBar, feed_content, top_bar_content
 from console.widgets.footer import FittedFooter
 from console.widgets.formatting import to_local
@@ -44,6 +41,12 @@ from rules.highlights import Highlights
 from rules.matchers import format_matchers, parse_matchers
 from store.clock import Clock
 from store.snapshots import Snapshots
+
+if TYPE_CHECKING:
+    from console.screens.detail import DetailFetch
+
+# The screens pushed over the console (detail, prompt, command line) are imported when first
+# opened: the first paint does not wait on their modules (issue 15).
 
 
 class ConsoleHost(Protocol):
@@ -252,6 +255,12 @@ class ConsoleScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Top bar, feeds, headline, the tabbed panels, filter prompt, status and footer."""
         tz = self.omniops.tz
+        # The breakpoint class the first resize would give (``App.HORIZONTAL_BREAKPOINTS``),
+        # set before the widgets get their styles: that resize then changes no class, and
+        # the whole screen is not styled a second time before its first paint (issue 15).
+        wide = self.app.size.width >= WIDE_COLUMNS
+        self.set_class(wide, "-wide", update=False)
+        self.set_class(not wide, "-narrow", update=False)
         yield TextBar(id="topbar")
         yield TextBar(id="feeds")
         yield HeadlineStrip(id="headline")
@@ -275,9 +284,14 @@ class ConsoleScreen(Screen[None]):
     def on_mount(self) -> None:
         """Draw the empty frame, follow the app's snapshots, keys on the first panel."""
         self._ready = True
-        self.watch(self.app, "snapshots", self._snapshots_changed)
+        # init=False: before the first refresh there is nothing to hand the panels (they
+        # draw their empty frame themselves); snapshots already there are shown now.
+        self.watch(self.app, "snapshots", self._snapshots_changed, init=False)
         self._apply_layout(self.app.size.width)
-        self.render_bars()
+        if self.omniops.snapshots is not None:
+            self._snapshots_changed(self.omniops.snapshots)
+        else:
+            self.render_bars()
         self._render_status()
         self.query_one("#overview-fulfillment", Panel).table.focus()
 
@@ -505,6 +519,8 @@ class ConsoleScreen(Screen[None]):
         self._open_detail(message.row, message.as_of)
 
     def _open_detail(self, row: object, as_of: datetime) -> None:
+        from console.screens.detail import DetailScreen
+
         app = self.omniops
         self.app.push_screen(
             DetailScreen(row=row, as_of=as_of, tz=app.tz, fetch=app.detail_fetch)  # type: ignore[arg-type]
@@ -532,6 +548,8 @@ class ConsoleScreen(Screen[None]):
                 severity="warning",
             )
             return
+        from console.screens.dialogs import PromptField, PromptScreen
+
         as_of = app.snapshots.as_of if app.snapshots is not None else None
         self.app.push_screen(
             PromptScreen(
@@ -572,6 +590,8 @@ class ConsoleScreen(Screen[None]):
         def answered(text: str | None) -> None:
             if text:
                 self.run_command(text)
+
+        from console.screens.command import CommandScreen
 
         self.app.push_screen(CommandScreen(self.completions), answered)
 

@@ -10,7 +10,7 @@ removed, and the order restored, so a refresh never clears and refills the table
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, ClassVar, Literal, TypeAlias
@@ -23,9 +23,10 @@ from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
 from textual.containers import Vertical
 from textual.content import Content
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from console.messages import PanelRowSelected
 from console.widgets.bars import TextBar
@@ -207,6 +208,26 @@ class PanelTable(DataTable[Cell]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Detail", id="detail"),
     ]
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        """The table's size; the new rows' cells are measured only for automatic widths.
+
+        A panel fixes its columns' widths itself (:meth:`Panel._fit_columns`) in the batch
+        that adds the rows, and its rows are one line without labels, so DataTable's
+        measuring of every cell of every new row (the largest part of a first paint's
+        work after the layout, issue 15) would find nothing to change.
+        """
+        if any(column.auto_width for column in self.columns.values()) or any(
+            row.label is not None or row.auto_height for row in self.rows.values()
+        ):
+            super()._update_dimensions(new_rows)
+            return
+        header_height = self.header_height if self.show_header else 0
+        self.virtual_size = Size(
+            sum(column.get_render_width(self) for column in self.columns.values())
+            + self._row_label_column_width,
+            self._total_row_height + header_height,
+        )
 
 
 class Panel(Vertical):

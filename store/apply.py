@@ -1136,14 +1136,18 @@ def _categorise_late(db: sqlite3.Connection, sku: str) -> None:
 
 _NEVER = 9_000_000_000_000_000_000
 
-_DONE_SQL = f"""UPDATE orders SET
-    fulfilled_ts = NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
-                              COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER})),
-                          {_NEVER}),
-    done_ts = NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
-                         COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER}),
-                         COALESCE(cancelled_ts, {_NEVER})), {_NEVER})
-    WHERE order_id IN (SELECT value FROM json_each(?))"""
+_FULFILLED = f"""NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
+                      COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER})),
+                  {_NEVER})"""
+_DONE = f"""NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
+                 COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER}),
+                 COALESCE(cancelled_ts, {_NEVER})), {_NEVER})"""
+
+# Only the orders whose times change are written: a later step (delivered after shipped)
+# leaves them as they are, and rewriting the row would also rewrite its index entries.
+_DONE_SQL = f"""UPDATE orders SET fulfilled_ts = {_FULFILLED}, done_ts = {_DONE}
+    WHERE order_id IN (SELECT value FROM json_each(?))
+      AND (fulfilled_ts IS NOT {_FULFILLED} OR done_ts IS NOT {_DONE})"""
 """Keeps ``fulfilled_ts`` (shipped, ready or handed over) and ``done_ts`` (that or cancelled)."""
 
 

@@ -165,6 +165,8 @@ class StoreWriter:
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._applying: list[_Job] = []
+        """The jobs of the batch being committed (:meth:`withdraw` leaves them be)."""
 
     async def __aenter__(self) -> StoreWriter:
         await self.start()
@@ -231,6 +233,17 @@ class StoreWriter:
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Job([], future))
         await future
+
+    def withdraw(self, futures: Iterable[asyncio.Future[Any]]) -> None:
+        """Cancel the queued jobs of ``futures`` that the writer has not started.
+
+        Their items are never applied (a stopped bulk load).  A job in the batch being
+        committed is left to finish; its future resolves as usual.
+        """
+        applying = {id(job.future) for job in self._applying}
+        for future in futures:
+            if id(future) not in applying:
+                future.cancel()
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the writer's connection, between batches (a replay's replacement).
@@ -339,6 +352,11 @@ class StoreWriter:
                     break
                 batch.append(nxt)
                 size += len(nxt.items)
+            # Jobs withdrawn while queued are dropped; the rest cannot be withdrawn now.
+            batch = [job for job in batch if not job.future.cancelled()]
+            if not batch:
+                continue
+            self._applying = batch
             try:
                 await self._commit(batch)
             except Exception as exc:
@@ -348,6 +366,8 @@ class StoreWriter:
                 log.exception("store writer stopped")
                 self._fail_all(batch, exc)
                 return
+            finally:
+                self._applying = []
 
     def _fail_all(self, batch: list[_Job], exc: BaseException) -> None:
         for job in batch:

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from feeds.runtime.demo import (
     clean_leftovers,
     history_estimate,
 )
+from store.model import Event
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 START = datetime(2026, 11, 18, 13, tzinfo=UTC)
@@ -218,3 +220,41 @@ def test_a_demo_replay_waits_for_what_must_precede_it(tmp_path: Path) -> None:
     replay.start()
     assert seen == [False]
     assert not rules.exists()
+
+
+async def test_a_stopped_load_reads_no_further_and_commits_only_what_it_had_handed_over(
+    tmp_path: Path,
+) -> None:
+    """``q`` mid-build: the reader stops within a step, queued chunks are withdrawn.
+
+    The stop is set while item ``STOP_AT`` is read; nothing read after it is written, at
+    most :data:`STOP_EVERY` more are read, and only chunks handed over before commit.
+    """
+    import sqlite3
+
+    from feeds.runtime.ingest import STOP_EVERY, write_stream
+    from store.writer import StoreWriter
+    from tests.builders import adjust, at
+
+    chunk, total, stop_at = 500, 20_000, 2_750
+    events = [adjust(f"S{n}", "WH-NJ", -1, at(minutes=n / 60)) for n in range(total)]
+    stop = threading.Event()
+    drawn = 0
+
+    def items() -> Iterator[Event]:
+        nonlocal drawn
+        for event in events:
+            drawn += 1
+            if drawn == stop_at:
+                stop.set()
+            yield event
+
+    db = tmp_path / "stopped.db"
+    async with StoreWriter(db, batch_size=100, bulk_batch_size=chunk) as writer:
+        tally = await write_stream(writer, items(), stop=stop)
+    assert drawn <= stop_at + STOP_EVERY  # the reader looked at the flag within a step
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM event_log").fetchone()[0]
+    assert stored == tally["applied"]  # what committed is what the tally says
+    assert stored <= (stop_at // chunk) * chunk  # never a chunk read after the stop
+    assert stored % chunk == 0  # whole chunks: none abandoned half-way

@@ -611,3 +611,31 @@ async def test_serve_records_adapter_health_for_every_console(served: Served) ->
         assert asyncio.get_running_loop().time() < deadline, "serve never reported its feeds"
         await asyncio.sleep(0.1)
     assert adapters["webhook:shopify"].kind == "webhook"
+
+
+def test_a_json_lines_batch_reads_the_same_on_the_fast_path_and_the_general_one() -> None:
+    """``POST /events`` reads an all-valid JSON Lines batch in one step a line: same items."""
+    from feeds.runtime.http.handlers import _events, _valid_json_lines
+    from feeds.webhooks.canonical import parse_events_body
+    from store.model import dump_event
+
+    events = [
+        order("fast-1", T0, [("SKU-1", 2)], loc="WH-NJ", price="19.99"),
+        step("fast-1", "shipped", T0 + timedelta(minutes=5), carrier="UPS"),
+    ]
+    lines = [dump_event(e) for e in events]
+    # an offset timestamp and an amount given as a number read alike on both paths
+    shifted = json.loads(lines[0])
+    shifted["id"] = "fast-2"
+    shifted["ts"] = "2026-11-18T10:00:00-05:00"
+    shifted["body"]["order_id"] = "fast-2"
+    shifted["body"]["lines"][0]["unit_price"] = 19.99  # a JSON number
+    lines.append(json.dumps(shifted))
+    body = ("\n".join(lines) + "\n\n").encode()
+    general = [line.item for line in parse_events_body(body)]
+    assert _valid_json_lines(body) == general
+    assert _events(body).items == general
+    # a bad line, one event, an array: the general path reads them (and quarantines)
+    assert _valid_json_lines(body + b'{"id": "x"}\n') is None
+    assert _valid_json_lines(lines[0].encode()) is None
+    assert _valid_json_lines(f"[{lines[0]}, {lines[1]}]".encode()) is None

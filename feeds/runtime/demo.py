@@ -84,12 +84,18 @@ def history_key(fixtures: Path, start: datetime) -> str:
 
 
 async def load_history(
-    fixtures: Path, db: Path, start: datetime, *, progress: Progress | None = None
+    fixtures: Path,
+    db: Path,
+    start: datetime,
+    *,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Write every fixture event stamped before ``start`` into the store at ``db``.
 
     Through the writer's bulk path, in time order, parsed in a worker thread while the
-    writer commits.
+    writer commits.  Setting ``stop`` ends the load within a batch (the store is then
+    incomplete).
     """
     from feeds.replay import ReplayFeed
     from feeds.runtime.ingest import write_stream
@@ -99,7 +105,7 @@ async def load_history(
 
     feed = ReplayFeed([fixtures], ReplayClock(start), name=HISTORY_FEED, until=start)
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        await write_stream(writer, feed.backfill(), progress=progress)
+        await write_stream(writer, feed.backfill(), progress=progress, stop=stop)
     return feed.health.events
 
 
@@ -258,7 +264,9 @@ def build_history(
         if say is not None:
             say("omniops demo: loading four weeks of fixture history (first run only) ...")
         try:
-            events = asyncio.run(load_history(fixtures, building, start, progress=state.update))
+            events = asyncio.run(
+                load_history(fixtures, building, start, progress=state.update, stop=state.cancel)
+            )
             if state.cancel.is_set():
                 raise BuildCancelled("history build cancelled")
             os.replace(building, cached)

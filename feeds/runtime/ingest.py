@@ -8,6 +8,7 @@ import gc
 import gzip
 import itertools
 import json
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -32,22 +33,49 @@ class NoEventFiles(FileNotFoundError):
     """``ingest`` was given folders that hold no event files (``*.jsonl``, ``*.jsonl.gz``)."""
 
 
+STOP_EVERY = 256
+"""Items the reader parses between two looks at the stop flag (about a millisecond)."""
+
+STOP_POLL = 0.05
+"""Seconds between two looks at the stop flag while waiting for a chunk to commit."""
+
+
 async def write_stream(
     writer: StoreWriter,
     items: Iterable[Item],
     *,
     progress: Progress | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[Outcome, int]:
     """Write ``items`` through the writer's bulk path; return the tally of outcomes.
 
     Items are read (parsed, validated) a chunk at a time in a worker thread while the
     writer commits earlier chunks on its own thread; up to :data:`IN_FLIGHT` chunks wait.
+
+    When ``stop`` is set (from any thread) the load ends soon after: the reader drops the
+    chunk it is reading (it looks every :data:`STOP_EVERY` items), chunks queued but not
+    started are withdrawn from the writer, and only the batch the writer is applying
+    commits.  The tally then counts what was committed.  Leaving early by an exception
+    (a ``progress`` that raises) withdraws the queued chunks too.
     """
     source: Iterator[Item] = iter(items)
     size = writer.bulk_batch_size
 
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     def next_chunk() -> list[Item]:
-        return list(itertools.islice(source, size))
+        if stop is None:
+            return list(itertools.islice(source, size))
+        chunk: list[Item] = []
+        while len(chunk) < size:
+            step = list(itertools.islice(source, min(STOP_EVERY, size - len(chunk))))
+            if stop.is_set():
+                return []
+            chunk += step
+            if len(step) < STOP_EVERY:
+                break
+        return chunk
 
     tally: dict[Outcome, int] = {"applied": 0, "duplicate": 0, "quarantined": 0}
     in_flight: deque[list[asyncio.Future[list[Outcome]]]] = deque()
@@ -55,21 +83,54 @@ async def write_stream(
 
     async def settle() -> None:
         nonlocal done
-        for chunk in await asyncio.gather(*in_flight.popleft()):
+        oldest = in_flight[0]
+        if stop is not None:
+            while not stop.is_set():
+                _, pending = await asyncio.wait(oldest, timeout=STOP_POLL)
+                if not pending:
+                    break
+            if stop.is_set():
+                return
+        in_flight.popleft()
+        for chunk in await asyncio.gather(*oldest):
             for outcome, n in count_outcomes(chunk).items():
                 tally[outcome] += n
             done += len(chunk)
         if progress is not None:
             progress(done)
 
-    with bulk_gc():
-        while chunk := await asyncio.to_thread(next_chunk):
-            in_flight.append(await writer.submit_many(chunk))
-            if len(in_flight) > IN_FLIGHT:
+    try:
+        with bulk_gc():
+            while not stopped() and (chunk := await asyncio.to_thread(next_chunk)):
+                in_flight.append(await writer.submit_many(chunk))
+                if len(in_flight) > IN_FLIGHT:
+                    await settle()
+            while in_flight and not stopped():
                 await settle()
-        while in_flight:
-            await settle()
+    finally:
+        await _withdraw(writer, in_flight, tally)
     return tally
+
+
+async def _withdraw(
+    writer: StoreWriter,
+    in_flight: deque[list[asyncio.Future[list[Outcome]]]],
+    tally: dict[Outcome, int],
+) -> None:
+    """Withdraw chunks the writer has not started; wait for (and count) the ones it has.
+
+    A chunk the writer is applying commits whatever happens, so it is awaited and
+    counted, never abandoned half-way.
+    """
+    futures = [future for chunk in in_flight for future in chunk]
+    in_flight.clear()
+    writer.withdraw(futures)
+    for future in futures:
+        if future.cancelled():
+            continue
+        with contextlib.suppress(Exception):
+            for outcome, n in count_outcomes(await future).items():
+                tally[outcome] += n
 
 
 BULK_GC_THRESHOLD = (50_000, 20, 100)

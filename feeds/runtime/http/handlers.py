@@ -77,7 +77,7 @@ from feeds.runtime.routing import StoreRoutingSource
 from feeds.settings import ServeConfig
 from feeds.stream import FeedMonitor
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
-from feeds.webhooks.bounded import ShapeError
+from feeds.webhooks.bounded import ShapeError, check_shape
 from feeds.webhooks.bounded import loads as bounded_loads
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
@@ -90,7 +90,7 @@ from store.catalog import uncategorised_skus
 from store.clock import Clock, SystemClock
 from store.held import record_held
 from store.metrics import open_reader, store_counts
-from store.model import Quarantined
+from store.model import EVENT_ADAPTER, Event, Quarantined
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
 
@@ -514,7 +514,38 @@ async def _map_amazon(request: web.Request, body: bytes, state: ServerState) -> 
 
 
 def _events(body: bytes) -> Mapped:
-    return Mapped(items=[line.item for line in parse_events_body(body)])
+    items = _valid_json_lines(body)
+    if items is None:
+        items = [line.item for line in parse_events_body(body)]
+    return Mapped(items=items)
+
+
+def _valid_json_lines(body: bytes) -> list[Event | Quarantined] | None:
+    """The events of a JSON Lines body whose every line is valid; ``None`` otherwise.
+
+    The common batch, read in one step a line (pydantic parses and validates the JSON
+    text itself, no decoded dict in between): about half the time of
+    :func:`~feeds.webhooks.canonical.parse_events_body`, which reads every other body
+    (one event, an array, a bad line, a refused shape) and so answers exactly as before.
+    Two lines or more that are each an event are never one JSON document, so they are
+    JSON Lines there too.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = [raw for raw in text.splitlines() if raw.strip()]
+    if len(lines) < 2:
+        return None
+    try:
+        check_shape(text)
+    except ShapeError:
+        return None
+    validate = EVENT_ADAPTER.validate_json
+    try:
+        return [validate(raw) for raw in lines]
+    except (ValidationError, ValueError):
+        return None
 
 
 async def _map_events(request: web.Request, body: bytes, state: ServerState) -> Mapped:

@@ -458,7 +458,7 @@ def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
     ).fetchall()
     delivered = db.execute(
         """SELECT carrier, delivered_ts - estimated_delivery_ts
-           FROM orders
+           FROM orders INDEXED BY orders_delivered_carrier
            WHERE carrier IS NOT NULL AND delivered_ts > ? AND delivered_ts <= ?
              AND estimated_delivery_ts IS NOT NULL""",
         (t - DAY, t),

@@ -245,3 +245,32 @@ def test_live_refresh_neither_scans_stock_nor_undelivered_promises(
     lines = plan(store, *promises[0])
     by_promise = "USING INDEX orders_delivery_promised (delivered_ts>? AND delivered_ts<?)"
     assert any(by_promise in line for line in lines), lines
+
+
+def test_carrier_rows_and_returns_read_their_indexes_alone(store: sqlite3.Connection) -> None:
+    """Migration 14: shipments in transit, deliveries against the carrier's estimate and
+    the returns by receipt time are read from covering indexes, no row looked up."""
+    recorder = RecordingConnection(store)
+    compute_snapshots(recorder, END, PARAMS)  # type: ignore[arg-type]
+    statements = list(reads(recorder.statements))
+    wanted = {
+        "orders_in_transit": "COVERING INDEX orders_in_transit (shipped_ts>? AND shipped_ts<?)",
+        "orders_delivered_carrier": (
+            "COVERING INDEX orders_delivered_carrier (delivered_ts>? AND delivered_ts<?)"
+        ),
+    }
+    for index, expected in wanted.items():
+        (found,) = [(s, p) for s, p in statements if f"INDEXED BY {index}" in s]
+        assert any(expected in line for line in plan(store, *found)), plan(store, *found)
+    returns = [
+        (s, p)
+        for s, p in statements
+        if re.search(r"FROM returns\s+WHERE received_ts >= \?", s) and "category" not in s
+    ]
+    assert len(returns) >= 3  # the panel's window, the refunds of each day, refunds per hour
+    for sql, params in returns:
+        lines = plan(store, sql, params)
+        assert any("COVERING INDEX returns_received (received_ts>? AND" in x for x in lines), (
+            sql,
+            lines,
+        )

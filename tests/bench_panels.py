@@ -20,6 +20,8 @@ transaction), each panel on its own, and prints the young-to-old ratio: the refr
 store in its first week must not be slower than that of a mature one.  Wall time is what
 the goal is about; CPU time is printed too because the machine is shared.  ``--scale``
 multiplies SKUs and orders (locations stay) for machines where the full build is too slow.
+Each store's ``snapshot digest`` hashes every figure of its last refresh (all but the
+refresh's own timing): a change meant only to be faster must leave both digests as they were.
 The stores are kept in ``--out`` and reused when their parameters match.
 """
 

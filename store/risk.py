@@ -444,11 +444,13 @@ class FlaggedSummary(NamedTuple):
 _FLAGGED_SUMMARY = """
     WITH late(sku, location_id) AS (
         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)),
+    buffers(location_id, safety_buffer) AS MATERIALIZED (
+        SELECT location_id, safety_buffer FROM locations),
     p AS MATERIALIZED (
         SELECT s.sku, s.location_id,
                s.on_hand - s.reserved - COALESCE(
-                   (SELECT l.safety_buffer FROM locations l
-                    WHERE l.location_id = s.location_id), 0) AS available,
+                   (SELECT b.safety_buffer FROM buffers b
+                    WHERE b.location_id = s.location_id), 0) AS available,
                COALESCE(k.reorder_point, 0) AS reorder, COALESCE(k.lead_time_days, 0) AS lead,
                COALESCE(CAST((SELECT COALESCE(SUM(h.units), 0) FROM sales_hourly h
                               WHERE h.sku = s.sku AND h.location_id = s.location_id
@@ -489,7 +491,9 @@ def flagged_summary(
     counted but not shown.  The same arithmetic in the same order (IEEE doubles in both),
     so the status and the sort key are the definition's.  The others (inbound may extend
     their cover, a listing may oversell, sales of ``t``'s hour add to their velocity) are
-    read with :func:`pair_inputs` and left to :meth:`PairInputs.assess`.
+    read with :func:`pair_inputs` and left to :meth:`PairInputs.assess`.  The nodes' safety
+    buffers are read once into a small table SQLite indexes for the pairs' lookups (a
+    seek per pair into ``locations`` itself costs its primary key and then its row).
     """
     first, last = window_hours(t, params.velocity_window_days)
     late = {

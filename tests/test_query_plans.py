@@ -218,3 +218,59 @@ def test_the_check_catches_a_scan_and_the_hour_walk(store: sqlite3.Connection) -
     assert violations(store, walk, (first, last))
     orders = "SELECT COUNT(*) FROM orders o WHERE o.shipped_ts > ?"
     assert violations(store, orders, (first,))
+
+
+def test_live_refresh_neither_scans_stock_nor_undelivered_promises(
+    store: sqlite3.Connection,
+) -> None:
+    """Migration 15: the pair count is kept, not counted; promises read by their own index.
+
+    ``stock`` has a row per SKU × location (millions at retailer scale): a live refresh
+    reads only the flagged pairs' index and the count the triggers keep.  Delivered late
+    against the customer's promise walks only the delivered orders that carry a promise.
+    """
+    recorder = RecordingConnection(store)
+    compute_snapshots(recorder, END, PARAMS)  # type: ignore[arg-type]
+    statements = list(reads(recorder.statements))
+    stock_scans = [
+        report(store, sql, params)
+        for sql, params in statements
+        for line in plan(store, sql, params)
+        if re.match(r"SCAN (stock|s)\b", line) and "stock" in aliases(sql).get(line.split()[1], ())
+    ]
+    assert not stock_scans, "\n".join(stock_scans)
+    assert any("FROM row_counts" in sql for sql, _ in statements)
+    promises = [(s, p) for s, p in statements if "delivery_promised_ts" in s]
+    assert len(promises) == 1
+    lines = plan(store, *promises[0])
+    by_promise = "USING INDEX orders_delivery_promised (delivered_ts>? AND delivered_ts<?)"
+    assert any(by_promise in line for line in lines), lines
+
+
+def test_carrier_rows_and_returns_read_their_indexes_alone(store: sqlite3.Connection) -> None:
+    """Migration 15: shipments in transit, deliveries against the carrier's estimate and
+    the returns by receipt time are read from covering indexes, no row looked up."""
+    recorder = RecordingConnection(store)
+    compute_snapshots(recorder, END, PARAMS)  # type: ignore[arg-type]
+    statements = list(reads(recorder.statements))
+    wanted = {
+        "orders_in_transit": "COVERING INDEX orders_in_transit (shipped_ts>? AND shipped_ts<?)",
+        "orders_delivered_carrier": (
+            "COVERING INDEX orders_delivered_carrier (delivered_ts>? AND delivered_ts<?)"
+        ),
+    }
+    for index, expected in wanted.items():
+        (found,) = [(s, p) for s, p in statements if f"INDEXED BY {index}" in s]
+        assert any(expected in line for line in plan(store, *found)), plan(store, *found)
+    returns = [
+        (s, p)
+        for s, p in statements
+        if re.search(r"FROM returns\s+WHERE received_ts >= \?", s) and "category" not in s
+    ]
+    assert len(returns) >= 3  # the panel's window, the refunds of each day, refunds per hour
+    for sql, params in returns:
+        lines = plan(store, sql, params)
+        assert any("COVERING INDEX returns_received (received_ts>? AND" in x for x in lines), (
+            sql,
+            lines,
+        )

@@ -164,6 +164,8 @@ _KEPT_SLOTS = 4096
 """Slots kept per function (one per node's hours, zone, preparation and local day)."""
 _ship_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
 _pickup_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
+_pickup_live: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
+"""Pickups ready today ``prep`` after ``now``: the branch is kept, the moment filled in."""
 
 
 @lru_cache(maxsize=4096)
@@ -258,10 +260,24 @@ def pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) ->
     """
     key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz))
     slot = _kept_slot(_pickup_kept, key, now)
-    if slot is None:
-        slot = _pickup_slot(hours, tz, now, prep)
-        if slot.at - prep > now:  # started at an opening: the same until the next breakpoint
-            _keep_slot(_pickup_kept, key, now, slot)
+    if slot is not None:
+        return slot
+    live = _kept_slot(_pickup_live, key, now)
+    if live is not None:
+        # Kept as "started now, ready today": the same branch at this moment too.
+        ready = now + prep
+        return Slot(
+            ready,
+            live.until,
+            True,
+            None,
+            f"ready today {_local_hm(ready, tz)}–{_local_hm(live.until, tz)}",
+        )
+    slot = _pickup_slot(hours, tz, now, prep)
+    if slot.at - prep != now:  # started at an opening: the same until the next breakpoint
+        _keep_slot(_pickup_kept, key, now, slot)
+    elif slot.same_day:  # started now, ready today: this branch until the next breakpoint
+        _keep_slot(_pickup_live, key, now, slot)
     return slot
 
 

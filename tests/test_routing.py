@@ -708,3 +708,18 @@ def test_preparation_longer_than_opening_hours_rejects_the_node() -> None:
     assert got["ST-BKN"] == ("rejected", "never_open")  # open 10 hours only
     assert got["ST-NYC"] == ("chosen", None)  # 09:00 + 11 h fits its 20:00 cut-off tomorrow
     assert d.promised_by == ny(20, day=19)
+
+
+def test_kept_slot_follows_edited_hours_the_clock_and_the_day() -> None:
+    """A kept slot is keyed on the hours' values and the local day, bounded by breakpoints."""
+    tz = "America/New_York"
+    hour = timedelta(hours=1)
+    hours = OpeningHours(opens="09:00", closes="21:00", cutoff="15:00")
+    assert ship_slot(hours, tz, ny(12), hour).at == ny(15)  # kept now
+    edited = OpeningHours(opens="09:00", closes="21:00", cutoff="17:00")
+    assert ship_slot(edited, tz, ny(12, 1), hour).at == ny(17)  # the edited node: anew
+    assert ship_slot(hours, tz, ny(14, 1), hour).at == ny(15, day=19)  # past 15:00 - 1 h
+    assert ship_slot(hours, tz, ny(12, day=19), hour).at == ny(15, day=19)  # the next day
+    ready = pickup_slot(hours, tz, ny(12), hour)
+    later = pickup_slot(hours, tz, ny(12, 10), hour)  # the kept branch, this moment
+    assert (ready.at, later.at, later.detail) == (ny(13), ny(13, 10), "ready today 13:10–21:00")

@@ -22,6 +22,7 @@ or before the opening time means the node closes after midnight.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -155,12 +156,76 @@ def _days_from(hours: OpeningHours, tz: str, now: datetime) -> Iterator[DayTimes
     yield from days
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_EVER = datetime.max.replace(tzinfo=UTC)
+
+_SlotKey = tuple[str, str, str | None, str, timedelta, date]
+_KEPT_SLOTS = 4096
+"""Slots kept per function (one per node's hours, zone, preparation and local day)."""
+_ship_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
+_pickup_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
+_pickup_live: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
+"""Pickups ready today ``prep`` after ``now``: the branch is kept, the moment filled in."""
+
+
+@lru_cache(maxsize=4096)
+def _breakpoints(
+    opens_at: str, closes_at: str, cutoff_at: str | None, tz: str, today: date, prep: timedelta
+) -> tuple[datetime, ...]:
+    """Every instant of local ``today``'s week where a slot's answer can change, sorted.
+
+    :func:`ship_slot` and :func:`pickup_slot` compare ``now`` only with these (the days'
+    opening, cut-off and closing, and the latest start that still fits ``prep`` before
+    them); so between two neighbours, on one local day, their answer does not depend on
+    ``now`` unless it holds ``now`` itself (a pickup ready at ``now + prep``).
+    """
+    yesterday, days = _week(opens_at, closes_at, cutoff_at, tz, today)
+    points: set[datetime] = set()
+    for dt in (yesterday, *days):
+        points.update((dt.opens, dt.cutoff, dt.closes, dt.cutoff - prep, dt.closes - prep))
+    return tuple(sorted(points))
+
+
+def _kept_slot(
+    kept: dict[_SlotKey, tuple[datetime, datetime, Slot]], key: _SlotKey, now: datetime
+) -> Slot | None:
+    found = kept.get(key)
+    if found is not None and found[0] < now < found[1]:
+        return found[2]
+    return None
+
+
+def _keep_slot(
+    kept: dict[_SlotKey, tuple[datetime, datetime, Slot]], key: _SlotKey, now: datetime, slot: Slot
+) -> None:
+    """Keep ``slot`` for the open interval between the breakpoints around ``now``."""
+    points = _breakpoints(key[0], key[1], key[2], key[3], key[5], key[4])
+    at = bisect_left(points, now)
+    if at < len(points) and points[at] == now:
+        return  # on a breakpoint: a strict and a loose comparison may disagree here
+    lo = points[at - 1] if at else _NEVER
+    hi = points[at] if at < len(points) else _EVER
+    if len(kept) >= _KEPT_SLOTS:
+        kept.clear()
+    kept[key] = (lo, hi, slot)
+
+
 def ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
     """When an order released at ``now`` leaves a node with ``hours`` in zone ``tz``.
 
     The order ships at the first cut-off that the preparation (``prep``), started at
-    ``now`` or at opening, fits before.
+    ``now`` or at opening, fits before.  The answer only changes at the instants of
+    :func:`_breakpoints` (and at local midnight), so it is kept until the next of them.
     """
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz))
+    slot = _kept_slot(_ship_kept, key, now)
+    if slot is None:
+        slot = _ship_slot(hours, tz, now, prep)
+        _keep_slot(_ship_kept, key, now, slot)
+    return slot
+
+
+def _ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
     first: DayTimes | None = None
     for dt in _days_from(hours, tz, now):
         first = first or dt
@@ -190,8 +255,33 @@ def pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) ->
     """When a store could have an order placed at ``now`` ready for pickup, and until when.
 
     Preparation starts at ``now`` or at opening; it must start by the store's cut-off (if it
-    has one) and end by closing time; otherwise the order is ready the next day.
+    has one) and end by closing time; otherwise the order is ready the next day.  A slot
+    whose preparation starts at an opening (not at ``now``) is kept like :func:`ship_slot`'s.
     """
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz))
+    slot = _kept_slot(_pickup_kept, key, now)
+    if slot is not None:
+        return slot
+    live = _kept_slot(_pickup_live, key, now)
+    if live is not None:
+        # Kept as "started now, ready today": the same branch at this moment too.
+        ready = now + prep
+        return Slot(
+            ready,
+            live.until,
+            True,
+            None,
+            f"ready today {_local_hm(ready, tz)}–{_local_hm(live.until, tz)}",
+        )
+    slot = _pickup_slot(hours, tz, now, prep)
+    if slot.at - prep != now:  # started at an opening: the same until the next breakpoint
+        _keep_slot(_pickup_kept, key, now, slot)
+    elif slot.same_day:  # started now, ready today: this branch until the next breakpoint
+        _keep_slot(_pickup_live, key, now, slot)
+    return slot
+
+
+def _pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
     first: DayTimes | None = None
     for dt in _days_from(hours, tz, now):
         first = first or dt

@@ -624,6 +624,45 @@ def test_overnight_hours_and_dst() -> None:
     assert after.at == datetime(2026, 11, 2, 20, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("tz", ["America/New_York", "America/Denver", "Europe/London", "UTC"])
+def test_kept_slots_equal_fresh_ones_at_every_moment(tz: str) -> None:
+    """A slot kept until the next breakpoint is the one computed anew, at any moment.
+
+    Moments every 7 minutes over three days around the DST change, and on every opening,
+    cut-off and closing (where strict and loose comparisons differ) and a microsecond
+    either side; in order (so kept slots are reused) and back again (from the other side).
+    """
+    from rules import geo
+
+    all_hours = [
+        OpeningHours(opens="09:00", closes="21:00", cutoff="15:00"),
+        OpeningHours(opens="22:00", closes="06:00"),
+        OpeningHours(opens="08:00", closes="20:00"),
+    ]
+    preps = [timedelta(), timedelta(minutes=45), timedelta(hours=2)]
+    start = datetime(2026, 10, 31, 0, tzinfo=UTC)
+    tick = timedelta(microseconds=1)
+    moments = [start + timedelta(minutes=7 * n) for n in range(3 * 24 * 60 // 7)]
+    for hours in all_hours:
+        for day in range(-1, 4):
+            local = (start + timedelta(days=day)).date()
+            for prep in preps:
+                for point in geo._breakpoints(
+                    hours.opens, hours.closes, hours.cutoff, tz, local, prep
+                ):
+                    moments.extend((point - tick, point, point + tick))
+    moments.sort()
+    for hours in all_hours:
+        for prep in preps:
+            for moment in [*moments, *reversed(moments)]:
+                assert ship_slot(hours, tz, moment, prep) == geo._ship_slot(
+                    hours, tz, moment, prep
+                ), (hours, prep, moment)
+                assert pickup_slot(hours, tz, moment, prep) == geo._pickup_slot(
+                    hours, tz, moment, prep
+                ), (hours, prep, moment)
+
+
 # -- saving into the rules file -------------------------------------------------------------------
 
 
@@ -669,3 +708,18 @@ def test_preparation_longer_than_opening_hours_rejects_the_node() -> None:
     assert got["ST-BKN"] == ("rejected", "never_open")  # open 10 hours only
     assert got["ST-NYC"] == ("chosen", None)  # 09:00 + 11 h fits its 20:00 cut-off tomorrow
     assert d.promised_by == ny(20, day=19)
+
+
+def test_kept_slot_follows_edited_hours_the_clock_and_the_day() -> None:
+    """A kept slot is keyed on the hours' values and the local day, bounded by breakpoints."""
+    tz = "America/New_York"
+    hour = timedelta(hours=1)
+    hours = OpeningHours(opens="09:00", closes="21:00", cutoff="15:00")
+    assert ship_slot(hours, tz, ny(12), hour).at == ny(15)  # kept now
+    edited = OpeningHours(opens="09:00", closes="21:00", cutoff="17:00")
+    assert ship_slot(edited, tz, ny(12, 1), hour).at == ny(17)  # the edited node: anew
+    assert ship_slot(hours, tz, ny(14, 1), hour).at == ny(15, day=19)  # past 15:00 - 1 h
+    assert ship_slot(hours, tz, ny(12, day=19), hour).at == ny(15, day=19)  # the next day
+    ready = pickup_slot(hours, tz, ny(12), hour)
+    later = pickup_slot(hours, tz, ny(12, 10), hour)  # the kept branch, this moment
+    assert (ready.at, later.at, later.detail) == (ny(13), ny(13, 10), "ready today 13:10–21:00")

@@ -24,8 +24,10 @@ from rules.routing.config import (
     FulfillmentRouting,
     RoutingRule,
 )
-from rules.routing.orders import Candidate, Inventory, Reason, RouteOrder, trusted
+from rules.routing.orders import Candidate, Inventory, Reason, RouteOrder, maker
 from store.model import LocationBody, Method
+
+_NEW_CANDIDATE = maker(Candidate)
 
 
 def resolve_region(
@@ -236,8 +238,7 @@ def _entry(node: LocationBody, facts: NodeRule, distances: Mapping[str, float] |
             node, distance, NO_SLOT, [facts.excluded], frozenset(), 0, facts.rank, False, ""
         )
         reason, text = facts.excluded
-        entry = trusted(
-            Candidate,
+        entry = _NEW_CANDIDATE(
             location_id=node.location_id,
             kind=node.kind,
             outcome="rejected",
@@ -502,9 +503,17 @@ def describe_loss(
     winner: NodeCandidate,
     criteria: Sequence[Criterion],
     remaining: frozenset[int],
+    *,
+    keys: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None,
 ) -> str:
-    """The first criterion on which ``loser`` ranks below ``winner``, in words."""
-    lk, wk = rank_key(loser, criteria, remaining), rank_key(winner, criteria, remaining)
+    """The first criterion on which ``loser`` ranks below ``winner``, in words.
+
+    ``keys``: their :func:`rank_key` s when the caller has them already.
+    """
+    if keys is not None:
+        lk, wk = keys
+    else:
+        lk, wk = rank_key(loser, criteria, remaining), rank_key(winner, criteria, remaining)
     for criterion, a, b in zip((*criteria, "node id"), lk, wk, strict=True):
         if a == b:
             continue

@@ -156,6 +156,11 @@ def _maker(cls: type[BaseModel]) -> Callable[..., Any]:
     return make
 
 
+def maker(cls: type[_O]) -> Callable[..., _O]:
+    """:func:`trusted` of ``cls`` as a function of the values (one call less per object)."""
+    return _MAKERS.get(cls) or _maker(cls)
+
+
 def trusted(cls: type[_O], /, **values: Any) -> _O:
     """A model (without private attributes) built from values already checked, unvalidated.
 

@@ -43,9 +43,16 @@ from rules.routing.orders import (
     Shipment,
     Status,
     StockLevel,
-    trusted,
+    maker,
 )
 from store.model import LocationBody, Method, SkuBody
+
+_NEW_CANDIDATE = maker(Candidate)
+_NEW_RULE_TRACE = maker(RuleTrace)
+_NEW_SHIPMENT = maker(Shipment)
+_NEW_LINE_ROUTE = maker(LineRoute)
+_NEW_DECISION = maker(Decision)
+_NEW_ALTERNATIVE = maker(Alternative)
 
 _EXCLUDED = ("wrong_kind", "disabled")
 """Reasons a node is no candidate at all under a rule (whatever the order)."""
@@ -84,13 +91,18 @@ def _try_rule(
             return [r for r in c.reasons if r[0] not in WINDOW_REASONS]
         return c.reasons
 
-    pool = [c for c in evaluated if not blocking(c)]
+    if relaxed:
+        pool = [c for c in evaluated if not blocking(c)]
+    else:
+        pool = [c for c in evaluated if not c.reasons]
     picks: list[tuple[NodeCandidate, frozenset[int]]] = []
+    picked: set[int] = set()
     remaining = all_lines
     losses: dict[str, str] = {}
     failure: tuple[Reason, str] | None = None
+    rank_by = rule.rank_by
     while remaining:
-        options = [c for c in pool if c.fills & remaining and all(c is not p for p, _ in picks)]
+        options = [c for c in pool if c.fills & remaining and id(c) not in picked]
         if len(picks) + 1 >= max_nodes:
             whole = [c for c in options if remaining <= c.fills]
             if not whole:
@@ -103,17 +115,23 @@ def _try_rule(
             options = whole
         if not options:
             break
-        options.sort(key=lambda c: rank_key(c, rule.rank_by, remaining))
-        best = options[0]
-        for other in options[1:]:
-            losses.setdefault(
-                other.node.location_id, describe_loss(other, best, rule.rank_by, remaining)
-            )
+        if len(options) == 1:
+            best = options[0]
+        else:
+            keyed = sorted(((rank_key(c, rank_by, remaining), c) for c in options), key=_first)
+            best_key, best = keyed[0]
+            for other_key, other in keyed[1:]:
+                node_id = other.node.location_id
+                if node_id not in losses:
+                    losses[node_id] = describe_loss(
+                        other, best, rank_by, remaining, keys=(other_key, best_key)
+                    )
         taken = best.fills & remaining
         picks.append((best, taken))
+        picked.add(id(best))
         remaining = remaining - taken
     ok = not remaining
-    chosen_ids = {p.node.location_id for p, _ in picks} if ok else set()
+    chosen = {id(p): t for p, t in picks} if ok else {}
 
     candidates: list[Candidate] = []
     for e, c in zip(entries, evaluated, strict=True):
@@ -123,9 +141,10 @@ def _try_rule(
             candidates.append(e.entry)
             continue
         node_id = c.node.location_id
-        block = blocking(c)
-        if node_id in chosen_ids:
-            lines = sorted(next(t for p, t in picks if p is c))
+        block = blocking(c) if relaxed else c.reasons
+        taken_here = chosen.get(id(c))
+        if taken_here is not None:
+            lines = sorted(taken_here)
             detail = f"chosen for line(s) {', '.join(str(n) for n in lines)}; {c.slot.detail}"
             candidates.append(_candidate(c, "chosen", None, detail))
         elif block:
@@ -143,8 +162,7 @@ def _try_rule(
 
     if ok:
         names = ", ".join(p.node.location_id for p, _ in picks)
-        trace = trusted(
-            RuleTrace,
+        trace = _NEW_RULE_TRACE(
             rule_id=rule.id,
             outcome="chosen",
             detail=f"routed to {names}" + (" (next window)" if relaxed else ""),
@@ -159,8 +177,7 @@ def _try_rule(
         why = "no eligible node"
     else:
         why = "the eligible nodes together cannot fill every line"
-    trace = trusted(
-        RuleTrace,
+    trace = _NEW_RULE_TRACE(
         rule_id=rule.id,
         outcome="no_plan",
         detail=f"no plan: {why}",
@@ -171,14 +188,17 @@ def _try_rule(
     return None, trace
 
 
+def _first(pair: tuple[tuple[object, ...], NodeCandidate]) -> tuple[object, ...]:
+    return pair[0]
+
+
 def _candidate(
     c: NodeCandidate,
     outcome: Literal["chosen", "eligible", "rejected"],
     reason: Reason | None,
     detail: str,
 ) -> Candidate:
-    return trusted(
-        Candidate,
+    return _NEW_CANDIDATE(
         location_id=c.node.location_id,
         kind=c.node.kind,
         outcome=outcome,
@@ -258,8 +278,7 @@ def _decide(
         for n in taken:
             line_routes[n] = node.location_id
         shipments.append(
-            trusted(
-                Shipment,
+            _NEW_SHIPMENT(
                 location_id=node.location_id,
                 kind=node.kind,
                 line_nos=sorted(taken),
@@ -280,8 +299,7 @@ def _decide(
         others = [c for c in plan.eligible if c is not first]
         others.sort(key=lambda c: rank_key(c, rule.rank_by, frozenset(range(len(order.lines)))))
         alternatives = [
-            trusted(
-                Alternative,
+            _NEW_ALTERNATIVE(
                 location_id=c.node.location_id,
                 distance_km=None if c.distance is None else round(c.distance, 2),
                 ready_at=c.slot.at,
@@ -309,8 +327,7 @@ def _decide(
         "hold": "",
     }[fallback]
     summary = f"{prefix}{summary} [rule {rule.id}]" + (" LATE vs promise" if late else "")
-    return trusted(
-        Decision,
+    return _NEW_DECISION(
         order_id=order.order_id,
         status="routed",
         requested_method=requested,
@@ -318,8 +335,7 @@ def _decide(
         rule_id=rule.id,
         decided_for=ctx.now,
         lines=[
-            trusted(
-                LineRoute,
+            _NEW_LINE_ROUTE(
                 line_no=n,
                 sku=line.sku,
                 quantity=line.quantity,
@@ -348,17 +364,15 @@ def _run_rules(
     for rule in rule_list:
         if not rule.enabled:
             traces.append(
-                trusted(
-                    RuleTrace, rule_id=rule.id, outcome="skipped", detail="disabled", method=method
+                _NEW_RULE_TRACE(
+                    rule_id=rule.id, outcome="skipped", detail="disabled", method=method
                 )
             )
             continue
         why = why_not_matched(rule, ctx, method)
         if why is not None:
             traces.append(
-                trusted(
-                    RuleTrace, rule_id=rule.id, outcome="not_matched", detail=why, method=method
-                )
+                _NEW_RULE_TRACE(rule_id=rule.id, outcome="not_matched", detail=why, method=method)
             )
             continue
         plan, trace = _try_rule(ctx, rule, method, relaxed=False)
@@ -372,8 +386,7 @@ def _run_rules(
                 return rule, plan, "next_pickup_window"
         if rule.fallback == "hold":
             traces.append(
-                trusted(
-                    RuleTrace,
+                _NEW_RULE_TRACE(
                     rule_id=rule.id,
                     outcome="held",
                     detail="fallback: hold",
@@ -499,8 +512,7 @@ def _unrouted(
     traces: list[RuleTrace],
     notes: list[str],
 ) -> Decision:
-    return trusted(
-        Decision,
+    return _NEW_DECISION(
         order_id=order.order_id,
         status=status,
         requested_method=order.method,
@@ -508,7 +520,7 @@ def _unrouted(
         rule_id=rule_id,
         decided_for=now,
         lines=[
-            trusted(LineRoute, line_no=n, sku=line.sku, quantity=line.quantity, location_id=None)
+            _NEW_LINE_ROUTE(line_no=n, sku=line.sku, quantity=line.quantity, location_id=None)
             for n, line in enumerate(order.lines)
         ],
         shipments=[],

@@ -182,10 +182,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop what still runs in the background and remove its files."""
     _STOPPING.set()
     for job in _BACKGROUND.values():
-        if job.proc is not None and job.proc.poll() is None:
-            job.proc.kill()
-    for job in _BACKGROUND.values():
-        job.done.wait(60)
+        while not job.done.wait(0.1):  # (a job may be starting right now: kill it too)
+            if job.proc is not None and job.proc.poll() is None:
+                job.proc.kill()
     for base in _BACKGROUND_DIR:
         shutil.rmtree(base, ignore_errors=True)
 

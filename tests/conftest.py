@@ -126,6 +126,17 @@ def _run_jobs(base: Path, jobs: list[_Job]) -> None:
             job.done.set()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The as-of property tests last: their full sides are then ready (see below)."""
+    last = [i for i in items if {"day_slice_figures", "catalogue_figures"} & _fixtures(i)]
+    if last:
+        items[:] = [i for i in items if i not in last] + last
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the long builds the collected tests need, in the background."""
     items = session.items
@@ -136,7 +147,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return next((n for n, item in enumerate(items) if wanted(item)), None)
 
     def uses(*names: str) -> Callable[[pytest.Item], bool]:
-        return lambda item: any(n in getattr(item, "fixturenames", ()) for n in names)
+        return lambda item: bool(set(names) & _fixtures(item))
 
     base = Path(tempfile.mkdtemp(prefix="omniops-tests-"))
     python = sys.executable

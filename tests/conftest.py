@@ -10,7 +10,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from store.apply import Outcome
 from store.model import Event, Quarantined
 from store.writer import StoreWriter
 from tests.kafka_broker import Broker
+from tests.test_asof import FullSide, load_full_side
 
 FIXTURE_DAY = Path(__file__).resolve().parent.parent / "fixtures" / "day"
 
@@ -73,21 +75,39 @@ def copy_store(source: Path, target: Path) -> Path:
     return target
 
 
-# -- the two long builds, started in the background when the session will need them ------
+# -- the long builds, run in the background when the session will need them -------------
 #
 # Building the fixture day's store (an ``omniops ingest`` of 511k events) and regenerating
-# the fixture day (the generator's byte-identity test) take about half a minute each and
-# are single-threaded, so the session starts them as processes on the machine's other core
-# as soon as collection shows a test needs them; the tests then wait for the result.
+# the fixture day (the generator's byte-identity test) take about half a minute each, and
+# the full sides of the as-of property tests (``tests/test_asof.py``) a quarter of one; all
+# are single-threaded, so the session runs them as processes on the machine's other core
+# as soon as collection shows a test needs them, one after the other (not all at once: they
+# would take the core the tests run on), the one the earliest test needs first; the tests
+# then wait for their result.  (First of all, when Python writes no bytecode itself, the
+# project's modules are compiled: every process the tests start loads them faster.)
 
 ROOT = Path(__file__).resolve().parent.parent
-_BACKGROUND: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-_BACKGROUND_DIR: list[Path] = []
 REGENERATE_TEST = "test_same_seed_regenerates_the_committed_fixture_day"
+ASOF_FIXTURES = ("day_slice_store", "day_slice_figures", "catalogue_figures")
 
 
-def _start(name: str, command: list[str], result: Path) -> None:
-    base = _BACKGROUND_DIR[0]
+class _Job:
+    """One background build: its command, where its result goes, and how it ended."""
+
+    def __init__(self, command: list[str], result: Path) -> None:
+        self.command, self.result = command, result
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.output = b""
+        self.done = threading.Event()
+
+
+_BACKGROUND: dict[str, _Job] = {}
+_BACKGROUND_DIR: list[Path] = []
+_STOPPING = threading.Event()
+
+
+def _run_jobs(base: Path, jobs: list[_Job]) -> None:
+    """Run the jobs one after the other (until the session stops)."""
     env = {
         **os.environ,  # no user config, rules, cache or log: as the private_home fixture does
         "OMNIOPS_CONFIG": str(base / "config.toml"),
@@ -95,42 +115,87 @@ def _start(name: str, command: list[str], result: Path) -> None:
         "XDG_CACHE_HOME": str(base / "cache"),
         "XDG_STATE_HOME": str(base / "state"),
     }
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    _BACKGROUND[name] = (proc, result)
+    for job in jobs:
+        try:
+            if not _STOPPING.is_set():
+                job.proc = subprocess.Popen(
+                    job.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                job.output, _ = job.proc.communicate()
+        finally:
+            job.done.set()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The as-of property tests last: their full sides are then ready (see below)."""
+    last = [i for i in items if {"day_slice_figures", "catalogue_figures"} & _fixtures(i)]
+    if last:
+        items[:] = [i for i in items if i not in last] + last
+
+
+def _fixtures(item: pytest.Item) -> set[str]:
+    return set(getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the long builds the collected tests need, in the background."""
     items = session.items
-    wants_day = any("fixture_day_store" in getattr(i, "fixturenames", ()) for i in items)
-    wants_regen = any(REGENERATE_TEST in i.nodeid for i in items)
-    if not (wants_day or wants_regen) or session.config.option.collectonly:
+    if session.config.option.collectonly:
         return
-    _BACKGROUND_DIR.append(Path(tempfile.mkdtemp(prefix="omniops-tests-")))
-    base = _BACKGROUND_DIR[0]
-    if wants_day:
-        db = base / "day.db"
-        _start(
-            "day",
-            [sys.executable, "-m", "console.cli", "ingest", str(FIXTURE_DAY), "--db", str(db)],
-            db,
-        )
-    if wants_regen:
-        out = base / "regenerated"
-        generate = str(ROOT / "fixtures" / "generate.py")
-        _start(
-            "regen", [sys.executable, generate, "--seed", "7", "--out", str(out), "--no-check"], out
-        )
+
+    def first(wanted: Callable[[pytest.Item], bool]) -> int | None:
+        return next((n for n, item in enumerate(items) if wanted(item)), None)
+
+    def uses(*names: str) -> Callable[[pytest.Item], bool]:
+        return lambda item: bool(set(names) & _fixtures(item))
+
+    base = Path(tempfile.mkdtemp(prefix="omniops-tests-"))
+    python = sys.executable
+    wanted = {
+        "asof": (
+            first(uses(*ASOF_FIXTURES)),
+            [python, "-m", "tests.test_asof", str(base / "asof")],
+            base / "asof",
+        ),
+        "day": (
+            first(uses("fixture_day_store")),
+            [python, "-m", "console.cli", "ingest", str(FIXTURE_DAY), "--db", str(base / "day.db")],
+            base / "day.db",
+        ),
+        "regen": (
+            first(lambda item: REGENERATE_TEST in item.nodeid),
+            [
+                *(python, str(ROOT / "fixtures" / "generate.py")),
+                *("--seed", "7", "--out", str(base / "regenerated"), "--no-check"),
+            ],
+            base / "regenerated",
+        ),
+    }
+    order = sorted((at, name) for name, (at, _, _) in wanted.items() if at is not None)
+    if sys.dont_write_bytecode:
+        # PYTHONDONTWRITEBYTECODE: every process the tests start (consoles, serves, the
+        # CLI) would compile the project's modules anew; compiled once here, first, they
+        # load them (``__pycache__`` is git-ignored).
+        packages = [str(ROOT / name) for name in ("console", "feeds", "store", "rules")]
+        wanted["pyc"] = (-1, [python, "-m", "compileall", "-q", *packages], ROOT)
+        order.insert(0, (-1, "pyc"))
+    if not order:
+        shutil.rmtree(base, ignore_errors=True)
+        return
+    _BACKGROUND_DIR.append(base)
+    for _, name in order:
+        _BACKGROUND[name] = _Job(wanted[name][1], wanted[name][2])
+    jobs = [_BACKGROUND[name] for _, name in order]
+    threading.Thread(target=_run_jobs, args=(base, jobs), daemon=True).start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Stop what still runs in the background and remove its files."""
-    for proc, _ in _BACKGROUND.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+    _STOPPING.set()
+    for job in _BACKGROUND.values():
+        while not job.done.wait(0.1):  # (a job may be starting right now: kill it too)
+            if job.proc is not None and job.proc.poll() is None:
+                job.proc.kill()
     for base in _BACKGROUND_DIR:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -143,11 +208,11 @@ def background_result(name: str) -> tuple[Path, str] | None:
     """
     if name not in _BACKGROUND:
         return None
-    proc, result = _BACKGROUND[name]
-    output, _ = proc.communicate(timeout=900)
-    text = output.decode("utf-8", "replace") if output else ""
-    assert proc.returncode == 0, f"background {name} failed:\n{text}"
-    return result, text
+    job = _BACKGROUND[name]
+    assert job.done.wait(900), f"background {name} still running after 15 minutes"
+    text = job.output.decode("utf-8", "replace")
+    assert job.proc is not None and job.proc.returncode == 0, f"background {name} failed:\n{text}"
+    return job.result, text
 
 
 @pytest.fixture(scope="session")
@@ -170,16 +235,41 @@ def fixture_day_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def day_slice_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def day_slice_figures(tmp_path_factory: pytest.TempPathFactory) -> FullSide:
+    """The full side of ``tests/test_asof.py``'s property test: the fixture day's first day
+    and a half (``tests.test_asof.slice_events``) written through the real writer once per
+    session, the test's moments, and the store's figures at each (``comparable``).
+
+    Computed in the background from the start of the session, else here.  Read the store
+    only; copy it to write.
+    """
+    done = background_result("asof")
+    if done is not None:
+        return load_full_side(done[0] / "slice.pickle")
+    from tests.test_asof import asof_moments, build_slice_store, figures_at, slice_events
+
+    db = build_slice_store(tmp_path_factory.mktemp("day-slice") / "slice.db")
+    moments = asof_moments(slice_events())
+    return db, moments, figures_at(db, moments)
+
+
+@pytest.fixture(scope="session")
+def day_slice_store(day_slice_figures: FullSide) -> Path:
     """The fixture day's first day and a half (``tests.test_asof.slice_events``), written
     through the real writer once per session.  Read it only; copy it to write."""
-    from tests.test_asof import slice_events
+    return day_slice_figures[0]
 
-    db = tmp_path_factory.mktemp("day-slice") / "slice.db"
 
-    async def fill() -> None:
-        async with StoreWriter(db) as writer:
-            await writer.write_many(slice_events())
+@pytest.fixture(scope="session")
+def catalogue_figures(tmp_path_factory: pytest.TempPathFactory) -> FullSide:
+    """The full side of ``tests/test_asof_catalogue.py``'s property test: its store fed the
+    whole generated timeline, the test's moments, and the store's figures at each.
 
-    asyncio.run(fill())
-    return db
+    Computed in the background from the start of the session, else here.
+    """
+    done = background_result("asof")
+    if done is not None:
+        return load_full_side(done[0] / "catalogue.pickle")
+    from tests.test_asof_catalogue import build_catalogue_full_side
+
+    return build_catalogue_full_side(tmp_path_factory.mktemp("catalogue") / "full.db")

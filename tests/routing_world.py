@@ -5,6 +5,7 @@ Times are on 2026-11-18 (a Wednesday; New York is UTC−5, Chicago UTC−6, Denv
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from collections.abc import Iterator
@@ -134,12 +135,16 @@ def _lines(path: Path, needle: str) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
+@functools.cache
 def fixture_day_inputs(folder: Path = FIXTURE_DAY) -> ReplayInputs:
     """The fixture trading day's web and marketplace orders, with the day-start stock count.
 
     Nodes and SKUs from the catalogue, stock from the trading day's count (before which
     nothing is routed here), orders of that local day from the web shop and marketplace
     (point-of-sale orders are walk-in sales, never routed), each routed at its placement.
+
+    Read once per session and shared (the router and the what-if work on copies of the
+    stock and never change the inputs): read them, never change them.
     """
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     day = str(manifest["day"])
@@ -167,7 +172,9 @@ def fixture_day_inputs(folder: Path = FIXTURE_DAY) -> ReplayInputs:
                 orders.append((RouteOrder.from_placed(placed), ts))
     orders.sort(key=lambda t: (t[1], t[0].order_id))
     return ReplayInputs(
-        orders=orders, inventory=Inventory(skus=skus, levels=levels, load={}), nodes=nodes
+        orders=tuple(orders),
+        inventory=Inventory(skus=skus, levels=levels, load={}),
+        nodes=tuple(nodes),
     )
 
 

@@ -10,10 +10,15 @@ later (some held first, then routed; some routed twice).  Both stores are fed th
 timeline, events and routing decisions in time order; the full one to the end, the
 prefix one up to each of the random moments, where the two are compared on every panel
 field.
+
+The full side (the store fed to the end and its figures at every moment) is computed in
+the session's background from its start (see ``tests/test_asof.py``), with the same code.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gzip
 import json
 import random
@@ -30,7 +35,7 @@ from store.metrics import open_reader
 from store.model import Event, parse_event
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
-from tests.test_asof import FIXTURE, SLICE_END, comparable, diff
+from tests.test_asof import FIXTURE, SLICE_END, FullSide, comparable, diff, events_in, figures_at
 
 MOMENTS = 50
 SEED = 1101
@@ -52,8 +57,12 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@functools.cache
 def generated_day(seed: int) -> tuple[list[Event], list[Routing]]:
-    """The slice with catalogue changes, late catalogue records and later routing."""
+    """The slice with catalogue changes, late catalogue records and later routing.
+
+    Generated once per seed per session and shared: read it, never change it.
+    """
     rng = random.Random(seed)
     raw: list[dict[str, Any]] = []
     for path in sorted(FIXTURE.glob("*.jsonl.gz")):
@@ -209,14 +218,14 @@ class Timeline:
             self.routed += 1
 
 
-async def test_report_at_t_equals_report_of_the_prefix_with_catalogue_and_routing(
-    tmp_path: Path,
-) -> None:
-    events, routings = generated_day(SEED)
-    full, prefix = tmp_path / "full.db", tmp_path / "prefix.db"
-    end = epoch(events[-1].ts) + 6 * 3600
-    async with StoreWriter(full) as writer:
-        await Timeline(writer, events, routings).to(end)
+def catalogue_end(events: list[Event]) -> int:
+    """Where the full store's timeline ends: six hours after the last event."""
+    return epoch(events[-1].ts) + 6 * 3600
+
+
+def catalogue_moments(events: list[Event], routings: list[Routing]) -> list[int]:
+    """The test's moments (epoch seconds, in order)."""
+    end = catalogue_end(events)
     rng = random.Random(SEED)
     first = epoch(events[0].ts)
     moments = sorted(rng.randint(first, end) for _ in range(MOMENTS))
@@ -224,13 +233,37 @@ async def test_report_at_t_equals_report_of_the_prefix_with_catalogue_and_routin
     moments[MOMENTS // 4] = routings[len(routings) // 2].at
     moments[MOMENTS // 2] = epoch(next(e.ts for e in events if e.id.startswith("gen-sku")))
     moments.sort()
+    return moments
+
+
+def build_catalogue_full_side(full: Path) -> FullSide:
+    """The full store (the whole timeline fed), the moments and its figures at each."""
+    events, routings = generated_day(SEED)
+
+    async def fill() -> None:
+        async with StoreWriter(full) as writer:
+            await Timeline(writer, events, routings).to(catalogue_end(events))
+
+    asyncio.run(fill())
+    moments = catalogue_moments(events, routings)
+    return full, moments, figures_at(full, moments)
+
+
+async def test_report_at_t_equals_report_of_the_prefix_with_catalogue_and_routing(
+    tmp_path: Path, catalogue_figures: FullSide
+) -> None:
+    events, routings = generated_day(SEED)
+    full, moments, full_figures = catalogue_figures
+    assert events_in(full) == len(events), "the full store holds every event"
+    assert moments == catalogue_moments(events, routings)
+    prefix = tmp_path / "prefix.db"
     failures: list[str] = []
     async with StoreWriter(prefix) as writer:
         timeline = Timeline(writer, events, routings)
-        for t in moments:
+        for t, full_at in zip(moments, full_figures, strict=True):
             await timeline.to(t)
             at = datetime.fromtimestamp(t, UTC)
-            differences = diff(comparable(full, at), comparable(prefix, at))
+            differences = diff(full_at, comparable(prefix, at))
             if differences:
                 failures.append(f"T={at.isoformat()}: " + "; ".join(differences[:8]))
     assert not failures, f"{len(failures)} of {MOMENTS} moments differ:\n" + "\n".join(

@@ -21,6 +21,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from feeds.kafka.debezium import map_change
+from feeds.runtime.ingest import ingest_paths
 from feeds.runtime.serve import Server
 from feeds.settings import ServeConfig
 from feeds.webhooks.mapping import DebeziumMapping, parse_mapping
@@ -53,16 +54,13 @@ def key_of(line: str) -> bytes:
     return str(json.loads(line)["id"]).encode()
 
 
-def ingest_store(tmp_path: Path, lines: list[str]) -> Path:
+async def ingest_store(tmp_path: Path, lines: list[str]) -> Path:
+    """The store ``omniops ingest`` builds from ``lines`` (its code, in this process: the
+    command itself is tested in ``tests/test_pipeline.py``)."""
     src = tmp_path / "events.jsonl"
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     db = tmp_path / "ingest.db"
-    subprocess.run(
-        [sys.executable, "-m", "console.cli", "ingest", str(src), "--db", str(db)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
+    await ingest_paths([src], db)
     return db
 
 
@@ -191,7 +189,7 @@ async def test_serve_consumes_a_partitioned_topic_into_the_store_ingest_builds(
         await until(lambda: feed_detail(db).startswith("lag 0 over 4 partitions"), "feeds view")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-    assert dump(db) == dump(ingest_store(tmp_path, lines))
+    assert dump(db) == dump(await ingest_store(tmp_path, lines))
 
 
 def feed_detail(db: Path) -> str:
@@ -241,7 +239,7 @@ async def test_sigkill_mid_stream_then_restart_loses_and_doubles_nothing(
         await until(lambda: stored_ids(db) >= set(ids), "every event after the restart")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-    assert dump(db) == dump(ingest_store(tmp_path, lines))
+    assert dump(db) == dump(await ingest_store(tmp_path, lines))
 
 
 async def test_two_serves_in_one_group_split_partitions_and_take_over(
@@ -449,7 +447,7 @@ async def test_broker_outage_is_retrying_then_consuming_without_loss(
         all_ids = {json.loads(x)["id"] for x in lines}
         await until(lambda: stored_ids(db) >= all_ids, "every event after the outage", 60)
         await until(lambda: monitor.health.state.value == "connected", "connected again")
-    assert dump(db) == dump(ingest_store(tmp_path, lines))
+    assert dump(db) == dump(await ingest_store(tmp_path, lines))
 
 
 async def test_kafka_check_reports_partitions_offsets_and_lag_without_consuming(
@@ -803,7 +801,7 @@ async def test_a_location_scope_keeps_only_its_nodes_and_what_names_none(
             "the scope's events stored, the others filtered",
         )
     assert stored_ids(db) == {json.loads(x)["id"] for x in kept}
-    assert dump(db) == dump(ingest_store(tmp_path, kept))
+    assert dump(db) == dump(await ingest_store(tmp_path, kept))
 
 
 async def test_serve_started_before_the_broker_retries_until_it_is_there(tmp_path: Path) -> None:

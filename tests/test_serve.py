@@ -150,46 +150,35 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_webhook(tmp_path: Path) -
 
 
 def test_configuration_errors_exit_2_without_leaking_secrets(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "feeds.runtime.serve",
-            "--db",
-            str(tmp_path / "s.db"),
-            "--port",
-            "70000",
-        ],
-        cwd=ROOT,
-        env=child_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert "port" in result.stderr and SECRET not in result.stderr + result.stdout
     bad = tmp_path / "mapping.toml"
     bad.write_text('[shopify]\ninventory_as = "sometimes"\n', encoding="utf-8")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "feeds.runtime.serve",
-            "--db",
-            str(tmp_path / "s.db"),
-            "--port",
-            "0",
-            "--mapping",
-            str(bad),
-        ],
-        cwd=ROOT,
-        env=child_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert str(bad) in result.stderr and "shopify.inventory_as" in result.stderr
+    serve = [sys.executable, "-m", "feeds.runtime.serve", "--db", str(tmp_path / "s.db")]
+    # the two refusals are independent processes: started together, each awaited
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=child_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in (
+            [*serve, "--port", "70000"],
+            [*serve, "--port", "0", "--mapping", str(bad)],
+        )
+    ]
+    try:
+        (port_out, port_err), (_, mapping_err) = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert procs[0].returncode == 2
+    assert "port" in port_err and SECRET not in port_err + port_out
+    assert procs[1].returncode == 2
+    assert str(bad) in mapping_err and "shopify.inventory_as" in mapping_err
 
 
 def test_config_precedence_and_secret_handling(

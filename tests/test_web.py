@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 import textual_serve
 from pydantic import ValidationError
 
@@ -60,6 +61,11 @@ receiver = "console"
 """
 TIMEOUT_MS = 30_000
 
+# One chromium for the module: the async tests and their fixtures share the module's event
+# loop (Playwright's browser belongs to the loop that launched it); every test still gets its
+# own browser contexts (cookies, pages), closed when it ends.
+on_module_loop = pytest.mark.asyncio(loop_scope="module")
+
 SCREEN_JS = """() => {
   const ts = window.omniopsTerminals;
   if (!ts || !ts.length) return "";
@@ -95,7 +101,7 @@ def need_browser() -> None:
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def fixture_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A small store: a few SKUs and locations, late orders, an out-of-stock pair, an alert."""
     db = tmp_path / "store.db"
@@ -136,7 +142,7 @@ async def fixture_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path
 StartWeb = Callable[..., Awaitable[RunningWeb]]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def start(fixture_store: Path) -> AsyncIterator[StartWeb]:
     """Start ``omniops web`` on the fixture store (options as keyword overrides)."""
     running: list[RunningWeb] = []
@@ -154,8 +160,9 @@ async def start(fixture_store: Path) -> AsyncIterator[StartWeb]:
         assert not web.server.sessions, "every console process ends with the server"
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_browser() -> AsyncIterator[Any]:
+    """Chromium, launched once for the module's browser tests."""
     need_browser()
     from playwright.async_api import async_playwright
 
@@ -164,6 +171,15 @@ async def browser() -> AsyncIterator[Any]:
         chromium = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         yield chromium
         await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def browser(shared_browser: Any) -> AsyncIterator[Any]:
+    """The module's chromium; the contexts a test opens are closed when it ends."""
+    assert not shared_browser.contexts, "a previous test left a browser context open"
+    yield shared_browser
+    for context in list(shared_browser.contexts):
+        await context.close()
 
 
 def _patched_textual_js() -> str:
@@ -254,6 +270,7 @@ def _gone(pid: int) -> bool:
 # -- access ------------------------------------------------------------------------------------
 
 
+@on_module_loop
 async def test_without_a_valid_token_the_page_and_the_websocket_are_refused(
     start: StartWeb, browser: Any
 ) -> None:
@@ -278,6 +295,7 @@ async def test_without_a_valid_token_the_page_and_the_websocket_are_refused(
     assert not web.server.sessions
 
 
+@on_module_loop
 async def test_the_console_renders_the_panels_and_keys_switch_tabs(
     start: StartWeb, browser: Any
 ) -> None:
@@ -296,6 +314,7 @@ async def test_the_console_renders_the_panels_and_keys_switch_tabs(
     assert session.console is not None and session.console.process is not None
 
 
+@on_module_loop
 async def test_a_phone_sized_window_gets_the_compact_layout(start: StartWeb, browser: Any) -> None:
     web = await start()
     page = await open_console(browser, web, "olga", phone=True)
@@ -310,6 +329,7 @@ async def test_a_phone_sized_window_gets_the_compact_layout(start: StartWeb, bro
 # -- roles -------------------------------------------------------------------------------------
 
 
+@on_module_loop
 async def test_a_viewer_cannot_acknowledge_an_alert_or_save_a_rule(
     start: StartWeb, browser: Any, fixture_store: Path
 ) -> None:
@@ -339,6 +359,7 @@ async def test_a_viewer_cannot_acknowledge_an_alert_or_save_a_rule(
     assert rules.read_text() == before
 
 
+@on_module_loop
 async def test_an_operator_acknowledges_under_their_web_name(
     start: StartWeb, browser: Any, fixture_store: Path
 ) -> None:
@@ -366,6 +387,7 @@ async def test_an_operator_acknowledges_under_their_web_name(
 # -- limits ------------------------------------------------------------------------------------
 
 
+@on_module_loop
 async def test_closing_the_page_ends_its_console_process(start: StartWeb, browser: Any) -> None:
     web = await start()
     page = await open_console(browser, web, "erin")
@@ -380,6 +402,7 @@ async def test_closing_the_page_ends_its_console_process(start: StartWeb, browse
     assert not web.server.sessions
 
 
+@on_module_loop
 async def test_the_session_limit_is_enforced(start: StartWeb, browser: Any) -> None:
     web = await start(max_sessions=2)
     first = await open_console(browser, web, "erin")
@@ -401,6 +424,7 @@ async def test_the_session_limit_is_enforced(start: StartWeb, browser: Any) -> N
     assert web.server.consoles_started == 3
 
 
+@on_module_loop
 async def test_an_idle_session_is_closed_and_its_process_ends(
     start: StartWeb, browser: Any
 ) -> None:

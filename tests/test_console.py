@@ -102,9 +102,16 @@ async def settle(pilot: Pilot[None]) -> None:
     while time.monotonic() < deadline:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not app.refreshing and app.refreshes_done > 0:
+        if not app.refreshing and app.refreshes_done > 0 and shown_everywhere(app):
             return
     raise AssertionError("refresh did not settle")
+
+
+def shown_everywhere(app: OmniopsApp) -> bool:
+    """Whether every panel, those of the tabs not in view too, holds the latest snapshots
+    (the hidden tabs get them after the frame that shows the visible one)."""
+    latest = app.snapshots
+    return all(p.snapshots is latest for p in app.main_screen.query(Panel))
 
 
 def panel(app: OmniopsApp, panel_id: str) -> Panel:

@@ -112,27 +112,27 @@ class DetailFetched(Message):
 # -- alerts --------------------------------------------------------------------------------
 
 
+class ListLoaded(Message):
+    """One load of a list view's list (:class:`console.screens.listing.ListScreen`)."""
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer list of the same kind supersedes an older one not shown yet."""
+        return isinstance(message, type(self))
+
+
 @dataclass
-class AlertsLoaded(Message):
+class AlertsLoaded(ListLoaded):
     """One load of the alert list and the receivers' delivery state."""
 
     views: tuple[AlertView, ...]
     receivers: tuple[ReceiverStatus, ...]
 
-    def can_replace(self, message: Message) -> bool:
-        """A newer list supersedes an older one not shown yet."""
-        return isinstance(message, AlertsLoaded)
-
 
 @dataclass
-class SilencesLoaded(Message):
+class SilencesLoaded(ListLoaded):
     """One load of the silences in force, each with the alerts it mutes."""
 
     views: tuple[SilenceView, ...]
-
-    def can_replace(self, message: Message) -> bool:
-        """A newer list supersedes an older one not shown yet."""
-        return isinstance(message, SilencesLoaded)
 
 
 @dataclass

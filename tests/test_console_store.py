@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from textual.widgets import Input, Static
 
 from console.app import OmniopsApp
 from console.cli import report
 from console.widgets.formatting import fmt_int, fmt_rate
 from store.clock import FixedClock
 from store.metrics import compute_snapshots, open_reader
+from store.model import Event
 from store.risk import MetricParams
 from store.snapshots import to_jsonable
-from tests.builders import T0, at, location, order, ret, sku, snapshot, step
+from tests.builders import T0, at, ev, iso, location, order, ret, sku, snapshot, step
 from tests.conftest import write
 from tests.test_console import cell_text, row_keys, settle
 
@@ -318,3 +322,124 @@ async def test_a_bad_config_file_leaves_no_first_snapshots_thread(
     with pytest.raises(ValueError, match=r"config\.toml"):
         build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
     assert not [t for t in threading.enumerate() if t.name == "omniops-first-snapshots"]
+
+
+def promised(
+    order_id: str, *, loc: str, channel: str, region: str, delivery: datetime | None
+) -> Event:
+    """An order placed 30 h before T0 (ship-by 8 h later) with a customer delivery date."""
+    placed = at(-30)
+    body: dict[str, object] = {
+        "order_id": order_id,
+        "channel": channel,
+        "method": "ship",
+        "destination_region": region,
+        "location_id": loc,
+        "promised_by": iso(placed + timedelta(hours=8)),
+        "lines": [{"sku": "A", "quantity": 1, "unit_price": "10.00"}],
+    }
+    if delivery is not None:
+        body["delivery_promised_by"] = iso(delivery)
+    return ev("order.placed", placed, body, source=channel)
+
+
+async def delivery_scenario(db: Path) -> None:
+    """Deliveries against the customer's promise, by hand (now = T0):
+
+    d1 WH1 webshop UPS NE       promised -2 h,  delivered -5 h: on time
+    d2 WH1 webshop UPS NE       promised -10 h, delivered -3 h: late
+    d3 WH1 webshop UPS NE       promised -1 h,  delivered -1 h: on time (same instant)
+    d4 WH2 marketplace FedEx SP promised -6 h,  delivered -4 h: late
+    d5 WH1 webshop UPS NE       no promise,     delivered -2 h: left out
+    So WH1, webshop, UPS and NE are 1 late of 3 (33%); WH2, marketplace, FedEx, SP 1 of 1.
+    """
+    plan = [
+        ("d1", "WH1", "webshop", "NE", at(-2), at(-5), "UPS"),
+        ("d2", "WH1", "webshop", "NE", at(-10), at(-3), "UPS"),
+        ("d3", "WH1", "webshop", "NE", at(-1), at(-1), "UPS"),
+        ("d4", "WH2", "marketplace", "SP", at(-6), at(-4), "FedEx"),
+        ("d5", "WH1", "webshop", "NE", None, at(-2), "UPS"),
+    ]
+    events: list[Event] = [sku("A"), location("WH1", kind="warehouse")]
+    events.append(location("WH2", kind="warehouse"))
+    for order_id, loc, channel, region, delivery, delivered, carrier in plan:
+        events.append(
+            promised(order_id, loc=loc, channel=channel, region=region, delivery=delivery)
+        )
+        events.append(step(order_id, "shipped", at(-28), carrier=carrier))
+        events.append(step(order_id, "delivered", delivered))
+    await write(db, events)
+
+
+async def test_delivered_late_vs_promise_column_sorts_filters_exports_and_details(
+    tmp_path: Path,
+) -> None:
+    import csv
+
+    from console.cli import build_console
+    from console.screens import DetailScreen, PromptScreen
+    from tests.test_console import panel, static_text
+
+    db = tmp_path / "s.db"
+    await delivery_scenario(db)
+    app, close = build_console(db, FixedClock(T0), PARAMS, 60.0, tz=ZoneInfo("America/New_York"))
+    third = {"location:WH1", "channel:webshop", "carrier:UPS", "region:NE"}
+    every = {"location:WH2", "channel:marketplace", "carrier:FedEx", "region:SP"}
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            # Not in the compact overview (locations only, the phone layout too).
+            overview = panel(app, "overview-fulfillment").table
+            assert "delivered_late" not in {str(k.value) for k in overview.columns}
+            await pilot.press("2")
+            await pilot.pause()
+            ful = panel(app, "fulfillment-panel")
+            assert set(row_keys(app, "fulfillment-panel")) == third | every
+            for key in third:
+                assert cell_text(app, "fulfillment-panel", key, "delivered_late") == "33%", key
+            for key in every:
+                assert cell_text(app, "fulfillment-panel", key, "delivered_late") == "100%", key
+            # At 80 columns the column is on screen without scrolling sideways.
+            widths = [c.get_render_width(ful.table) for c in ful.table.ordered_columns]
+            index = ful.table.get_column_index("delivered_late")
+            assert sum(widths[: index + 1]) <= ful.table.size.width
+            # Sortable: worst first by default, by its key or its header.
+            assert app.main_screen.run_command("sort dlvlate")
+            await pilot.pause()
+            assert ful.sort_column == "delivered_late" and ful.sort_descending
+            assert set(row_keys(app, "fulfillment-panel")[:4]) == every
+            assert "DlvLate ▼" in [str(c.label) for c in ful.table.columns.values()]
+            # Filterable: the destination-region rows, which carry only these figures.
+            assert app.main_screen.apply_filter("fulfillment", "region=SP")
+            await pilot.pause()
+            assert row_keys(app, "fulfillment-panel") == ["region:SP"]
+            assert app.main_screen.apply_filter("fulfillment", "scope=location")
+            await pilot.pause()
+            assert row_keys(app, "fulfillment-panel") == ["location:WH2", "location:WH1"]
+            # Exported with the rows shown: the counts and the rate of both periods.
+            await pilot.press("e")
+            await pilot.pause()
+            assert isinstance(app.screen, PromptScreen)
+            out = tmp_path / "ful.csv"
+            app.screen.query_one(Input).value = str(out)
+            await pilot.press("enter")
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            with out.open(encoding="utf-8") as handle:
+                rows = {r["key"]: r for r in csv.DictReader(handle)}
+            assert list(rows) == ["WH2", "WH1"]
+            wh1 = rows["WH1"]
+            assert (wh1["delivered_late_24h"], wh1["promised_delivered_24h"]) == ("1", "3")
+            assert wh1["delivered_late_rate_24h"] == "0.3333"  # the JSON rounding
+            assert float(rows["WH2"]["delivered_late_rate_window"]) == 1.0
+            # The detail of a row lists both figures with their counts.
+            ful.table.focus()
+            ful.table.move_cursor(row=ful.table.get_row_index("location:WH1"))
+            await pilot.press("enter")
+            await pilot.pause()
+            assert isinstance(app.screen, DetailScreen)
+            numbers = static_text(app.screen.query_one(".detail-numbers", Static))
+            assert "Delivered late vs promise, 24 h  33.3%  (1 of 3 delivered)" in numbers
+            assert "Delivered late vs promise, 7 d   33.3%  (1 of 3 delivered)" in numbers
+    finally:
+        close()

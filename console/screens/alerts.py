@@ -20,21 +20,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from console.errors import describe_error
-from console.messages import AlertActionDone, AlertHistoryRead, AlertsLoaded, WorkFailed
+from console.messages import AlertHistoryRead, AlertsLoaded, WorkFailed
 from console.screens.alert_history import HistoryScreen
 from console.screens.dialogs import PromptField, PromptScreen
-from console.widgets.cursor import cursor_key, place_cursor
+from console.screens.listing import ListScreen
+from console.widgets.cursor import place_cursor
 from console.widgets.formatting import fmt_age_seconds, fmt_past
 from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
 from rules.alerts.silences import AlertView
@@ -201,7 +200,7 @@ def check_duration(text: str) -> str | None:
 # -- the screen --------------------------------------------------------------------------------
 
 
-class AlertsScreen(Screen[None]):
+class AlertsScreen(ListScreen[AlertsSource, AlertsLoaded]):
     """Firing and pending alerts, worst first; keys to acknowledge, silence and jump."""
 
     CSS_PATH = "alerts.tcss"
@@ -216,6 +215,21 @@ class AlertsScreen(Screen[None]):
         Binding("r", "reload", "Reload", id="alert-reload", show=False),
         Binding("escape", "back", "Back", id="alert-back"),
     ]
+    list_name = "alerts"
+    # What and where first (rule, the scope's key, value vs threshold): at 80 columns
+    # they are on screen without scrolling; the full scope text goes last.
+    list_columns = (
+        ("alert", "Alert"),
+        ("where", "Where"),
+        ("value", "Value"),
+        ("state", "State"),
+        ("severity", "Sev"),
+        ("since", "Since"),
+        ("mute", "Ack / mute"),
+        ("scope", "Scope"),
+    )
+    reload_failed = "ALERTS NOT RELOADED"
+    notice_title = "Alerts"
 
     def __init__(
         self,
@@ -241,20 +255,15 @@ class AlertsScreen(Screen[None]):
             name: Textual name of the screen.
             id: Textual id of the screen.
         """
-        super().__init__(name=name, id=id)
-        self.source = source
-        self.clock = clock
-        self.tz = tz
+        super().__init__(
+            source=source, clock=clock, tz=tz, poll_seconds=poll_seconds, name=name, id=id
+        )
         self.on_jump = on_jump
-        self.poll_seconds = poll_seconds
         self.bell = bell
         self.show_resolved = False
         self.views: tuple[AlertView, ...] = ()
         self.receivers: tuple[ReceiverStatus, ...] = ()
-        self.loads = 0
-        """Completed loads (tests wait on this)."""
         self._firing_seen: set[str] | None = None
-        self._status: str = ""
 
     # -- layout --------------------------------------------------------------------------------
 
@@ -262,77 +271,35 @@ class AlertsScreen(Screen[None]):
         """Header, receiver problems, the table, a status line and the footer."""
         yield Static("Alerts", id="alerts-header")
         yield Static("", id="alerts-receivers", classes="-empty")
-        table: DataTable[Any] = DataTable(id="alerts-table", cursor_type="row", zebra_stripes=True)
-        yield table
-        yield Static("", id="alerts-status", classes="-empty")
+        yield self.list_table()
+        yield self.status_line()
         yield Footer()
-
-    def on_mount(self) -> None:
-        """Columns, first load, and the poll timer."""
-        table = self.table
-        # What and where first (rule, the scope's key, value vs threshold): at 80 columns
-        # they are on screen without scrolling; the full scope text goes last.
-        for key, label in (
-            ("alert", "Alert"),
-            ("where", "Where"),
-            ("value", "Value"),
-            ("state", "State"),
-            ("severity", "Sev"),
-            ("since", "Since"),
-            ("mute", "Ack / mute"),
-            ("scope", "Scope"),
-        ):
-            table.add_column(label, key=key)
-        table.focus()
-        self.refresh_alerts()
-        if self.poll_seconds > 0:
-            self.set_interval(self.poll_seconds, self.refresh_alerts, name="alerts-poll")
-
-    @property
-    def table(self) -> DataTable[Any]:
-        """The alerts table."""
-        return self.query_one("#alerts-table", DataTable)
 
     # -- loading -------------------------------------------------------------------------------
 
     def refresh_alerts(self) -> None:
         """Reload the list from the source (in a thread worker)."""
-        self._load()
+        self.load_list()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="alerts-load")
-    def _load(self) -> None:
-        """Thread worker: read the list, post :class:`AlertsLoaded` or :class:`WorkFailed`."""
-        try:
-            within = timedelta(hours=24) if self.show_resolved else None
-            views = self.source.alerts(resolved_within=within)
-            receivers = self.source.receiver_status()
-        except Exception as exc:  # shown on the status line; the last list stays
-            self.post_message(WorkFailed("ALERTS NOT RELOADED", exc))
-            return
-        self.post_message(AlertsLoaded(tuple(views), tuple(receivers)))
+    def read_list(self) -> AlertsLoaded:
+        """The alerts (with those resolved in 24 h when shown) and the receivers' state."""
+        within = timedelta(hours=24) if self.show_resolved else None
+        views = self.source.alerts(resolved_within=within)
+        receivers = self.source.receiver_status()
+        return AlertsLoaded(tuple(views), tuple(receivers))
 
-    @on(AlertsLoaded)
-    def _loaded(self, message: AlertsLoaded) -> None:
-        message.stop()
-        self._set_status("")
-        self.show(message)
+    def show_loaded(self, loaded: AlertsLoaded) -> None:
+        """Show the loaded alerts."""
+        self.show(loaded)
 
-    @on(WorkFailed)
-    def _failed(self, message: WorkFailed) -> None:
-        message.stop()
-        text = f"{message.what}: {describe_error(message.error)}"
-        if message.what == "ALERTS NOT RELOADED":
+    def failure_text(self, failed: WorkFailed) -> str:
+        """A failed reload says the last list stays and when it is retried."""
+        text = super().failure_text(failed)
+        if failed.what == self.reload_failed:
             text += (
                 f"; showing the last list, retrying in {self.poll_seconds:.0f} s (r retries now)."
             )
-        self._set_status(text)
-
-    @on(AlertActionDone)
-    def _action_done(self, message: AlertActionDone) -> None:
-        message.stop()
-        self._set_status("")
-        self.notify(message.text, title="Alerts")
-        self.refresh_alerts()
+        return text
 
     @on(AlertHistoryRead)
     def _history_read(self, message: AlertHistoryRead) -> None:
@@ -361,7 +328,6 @@ class AlertsScreen(Screen[None]):
                 names = ", ".join(f"{v.record.rule_id} {v.record.scope}" for v in new[:3])
                 self.notify(f"New alert firing: {names}", title="Alert", severity="error")
         self._firing_seen = firing
-        self.loads += 1
 
     def _cells(self, v: AlertView, now: datetime) -> list[Text]:
         r = v.record
@@ -420,22 +386,11 @@ class AlertsScreen(Screen[None]):
         widget.update("\n".join(lines))
         widget.set_class(not lines, "-empty")
 
-    def _set_status(self, text: str) -> None:
-        self._status = text
-        status = self.query_one("#alerts-status", Static)
-        status.update(text)
-        status.set_class(not text, "-empty")
-
-    @property
-    def status_text(self) -> str:
-        """The status line (empty when all is well)."""
-        return self._status
-
     # -- selection -----------------------------------------------------------------------------
 
     def selected_fingerprint(self) -> str | None:
         """The fingerprint of the alert under the cursor."""
-        return cursor_key(self.table)
+        return self.selected_key()
 
     def selected(self) -> AlertView | None:
         """The alert under the cursor."""
@@ -448,33 +403,15 @@ class AlertsScreen(Screen[None]):
             self.notify("No alert selected.", severity="warning")
         return view
 
-    def _allowed(self) -> bool:
-        p = self.source.permissions
-        if p.can_acknowledge:
-            return True
-        why = "this console is read-only" if p.read_only else f"{p.user} is a {p.role}"
-        self._set_status(
-            f"NOT ALLOWED: {why}; acknowledging and silencing need the operator or editor role "
-            "(the [roles] section of the config)."
-        )
-        return False
+    def _may_change(self) -> bool:
+        return self._allowed("acknowledging and silencing need")
 
     # -- actions -------------------------------------------------------------------------------
-
-    @work(thread=True, exit_on_error=False, group="alerts-action")
-    def _act(self, done: str, action: Callable[[], object]) -> None:
-        """Thread worker: carry out one change, post :class:`AlertActionDone` or a failure."""
-        try:
-            action()
-        except Exception as exc:  # refused or failed: said on the status line
-            self.post_message(WorkFailed("NOT DONE", exc))
-            return
-        self.post_message(AlertActionDone(done))
 
     def action_acknowledge(self) -> None:
         """Acknowledge the selected alert (asks for an optional comment)."""
         view = self._need_selection()
-        if view is None or not self._allowed():
+        if view is None or not self._may_change():
             return
         if not view.record.active:
             self._set_status("NOT DONE: a resolved alert needs no acknowledgement.")
@@ -501,7 +438,7 @@ class AlertsScreen(Screen[None]):
     def action_unacknowledge(self) -> None:
         """Withdraw the acknowledgement of the selected alert."""
         view = self._need_selection()
-        if view is None or not self._allowed():
+        if view is None or not self._may_change():
             return
         fp = view.record.fingerprint
         self._act(
@@ -512,7 +449,7 @@ class AlertsScreen(Screen[None]):
     def action_silence(self) -> None:
         """Silence alerts like the selected one (matchers, duration and comment asked)."""
         view = self._need_selection()
-        if view is None or not self._allowed():
+        if view is None or not self._may_change():
             return
 
         def answered(values: dict[str, str] | None) -> None:
@@ -542,7 +479,7 @@ class AlertsScreen(Screen[None]):
     def action_expire_silence(self) -> None:
         """End the silence that mutes the selected alert."""
         view = self._need_selection()
-        if view is None or not self._allowed():
+        if view is None or not self._may_change():
             return
         silence_id = view.silenced_by
         if silence_id is None:
@@ -587,12 +524,3 @@ class AlertsScreen(Screen[None]):
         """Show or hide the alerts resolved in the last 24 h."""
         self.show_resolved = not self.show_resolved
         self.refresh_alerts()
-
-    def action_reload(self) -> None:
-        """Reload the list now."""
-        self.refresh_alerts()
-
-    def action_back(self) -> None:
-        """Leave the alerts view (when it was pushed over the console)."""
-        if self.is_active:
-            self.dismiss()

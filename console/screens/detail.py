@@ -224,8 +224,22 @@ def _kv(rows: list[tuple[str, str]]) -> Content:
     return Content.assemble(*parts)
 
 
-def fulfillment_lines(row: FulfillmentRow) -> list[tuple[str, str]]:
-    """Every number of a fulfillment row, labelled."""
+def _late_of(late: int, promised: int, rate: float | None) -> str:
+    """``33.3%  (1 of 3 delivered)``, or a dash with no delivery against a promise."""
+    if not promised:
+        return DASH
+    return f"{fmt_rate(rate, 1)}  ({late:,} of {promised:,} delivered)"
+
+
+def fulfillment_lines(
+    row: FulfillmentRow, window_days: float | None = None
+) -> list[tuple[str, str]]:
+    """Every number of a fulfillment row, labelled.
+
+    ``window_days``: the snapshot's ``delivery_window_days``, named in the label of the
+    delivered-late figure over that window (unknown: "window").
+    """
+    window = "window" if window_days is None else f"{window_days:g} d"
     return [
         ("Status", row.status),
         ("Scope", f"{row.scope} {row.key}"),
@@ -239,6 +253,20 @@ def fulfillment_lines(row: FulfillmentRow) -> list[tuple[str, str]]:
         ("BOPIS ready within promise", fmt_rate(row.bopis_ready_rate, 1)),
         ("Carrier delay vs estimate", fmt_hours_signed(row.carrier_delay_hours)),
         ("Exceptions", fmt_int(row.exceptions)),
+        (
+            "Delivered late vs promise, 24 h",
+            _late_of(
+                row.delivered_late_24h, row.promised_delivered_24h, row.delivered_late_rate_24h
+            ),
+        ),
+        (
+            f"Delivered late vs promise, {window}",
+            _late_of(
+                row.delivered_late_window,
+                row.promised_delivered_window,
+                row.delivered_late_rate_window,
+            ),
+        ),
     ]
 
 
@@ -468,7 +496,9 @@ class DetailScreen(Screen[None]):
         )
         with VerticalScroll(id="detail-body"):
             if isinstance(row, FulfillmentRow):
-                yield Static(_kv(fulfillment_lines(row)), classes="detail-numbers")
+                snapshots: Snapshots | None = getattr(self.app, "snapshots", None)
+                window = snapshots.fulfillment.delivery_window_days if snapshots else None
+                yield Static(_kv(fulfillment_lines(row, window)), classes="detail-numbers")
             elif isinstance(row, StockoutRow):
                 yield Static(_kv(stock_lines(row, self.as_of, self.tz)), classes="detail-numbers")
                 yield StockChart(row, self.as_of, self.tz, id="stock-chart")

@@ -14,23 +14,21 @@ source checks the role again), ``r`` reload, ``escape`` back.  The list also rel
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, tzinfo
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.screen import Screen
 from textual.widgets import DataTable, Static
 
-from console.errors import describe_error
-from console.messages import AlertActionDone, SilencesLoaded, WorkFailed
+from console.messages import SilencesLoaded
 from console.screens.alerts import STATE_WORDS, fmt_age, scope_key
 from console.screens.dialogs import ConfirmScreen
-from console.widgets.cursor import cursor_key, place_cursor
+from console.screens.listing import ListScreen
+from console.widgets.cursor import place_cursor
 from console.widgets.footer import FittedFooter
 from console.widgets.formatting import fmt_past, fmt_when
 from rules.alerts.silences import SilenceView
@@ -77,7 +75,7 @@ def mutes_text(view: SilenceView, now: datetime, tz: tzinfo) -> str:
     return "\n".join(lines)
 
 
-class SilencesScreen(Screen[None]):
+class SilencesScreen(ListScreen[SilencesSource, SilencesLoaded]):
     """The silences in force, ending soonest first; ``x`` ends the selected one now."""
 
     CSS_PATH = "silences.tcss"
@@ -86,6 +84,18 @@ class SilencesScreen(Screen[None]):
         Binding("r", "reload", "Reload", id="silences-reload"),
         Binding("escape", "back", "Back", id="silences-back"),
     ]
+    list_name = "silences"
+    # Short ones first, so 80 columns show the matchers.
+    list_columns = (
+        ("id", "#"),
+        ("until", "Until"),
+        ("mutes", "Mutes"),
+        ("by", "By"),
+        ("matchers", "Matchers"),
+        ("comment", "Comment"),
+    )
+    reload_failed = "SILENCES NOT RELOADED"
+    notice_title = "Silences"
 
     def __init__(
         self,
@@ -96,81 +106,30 @@ class SilencesScreen(Screen[None]):
         poll_seconds: float = 15.0,
     ) -> None:
         """The silences of ``source``; times in ``tz``, "now" from ``clock``."""
-        super().__init__()
-        self.source = source
-        self.clock = clock
-        self.tz = tz
-        self.poll_seconds = poll_seconds
+        super().__init__(source=source, clock=clock, tz=tz, poll_seconds=poll_seconds)
         self.views: tuple[SilenceView, ...] = ()
-        self.loads = 0
-        """Completed loads (tests wait on this)."""
-        self._status = ""
 
     def compose(self) -> ComposeResult:
         """Header, the table, what the selected silence mutes, a status line, the footer."""
         yield Static("Silences", id="silences-header")
-        table: DataTable[Any] = DataTable(
-            id="silences-table", cursor_type="row", zebra_stripes=True
-        )
-        yield table
+        yield self.list_table()
         yield Static("", id="silences-mutes")
-        yield Static("", id="silences-status", classes="-empty")
+        yield self.status_line()
         yield FittedFooter()
-
-    def on_mount(self) -> None:
-        """Columns (short ones first, so 80 columns show the matchers), first load, poll."""
-        table = self.table
-        for key, label in (
-            ("id", "#"),
-            ("until", "Until"),
-            ("mutes", "Mutes"),
-            ("by", "By"),
-            ("matchers", "Matchers"),
-            ("comment", "Comment"),
-        ):
-            table.add_column(label, key=key)
-        table.focus()
-        self.refresh_silences()
-        if self.poll_seconds > 0:
-            self.set_interval(self.poll_seconds, self.refresh_silences, name="silences-poll")
-
-    @property
-    def table(self) -> DataTable[Any]:
-        """The silences table."""
-        return self.query_one("#silences-table", DataTable)
 
     # -- loading -------------------------------------------------------------------------------
 
     def refresh_silences(self) -> None:
         """Reload the list from the source (in a thread worker)."""
-        self._load()
+        self.load_list()
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="silences-load")
-    def _load(self) -> None:
-        """Thread worker: read the silences, post :class:`SilencesLoaded` or a failure."""
-        try:
-            views = self.source.silence_views()
-        except Exception as exc:  # shown on the status line; the last list stays
-            self.post_message(WorkFailed("SILENCES NOT RELOADED", exc))
-            return
-        self.post_message(SilencesLoaded(tuple(views)))
+    def read_list(self) -> SilencesLoaded:
+        """The silences in force, each with the active alerts it mutes."""
+        return SilencesLoaded(tuple(self.source.silence_views()))
 
-    @on(SilencesLoaded)
-    def _loaded(self, message: SilencesLoaded) -> None:
-        message.stop()
-        self._set_status("")
-        self.show(message.views)
-
-    @on(WorkFailed)
-    def _failed(self, message: WorkFailed) -> None:
-        message.stop()
-        self._set_status(f"{message.what}: {describe_error(message.error)}")
-
-    @on(AlertActionDone)
-    def _done(self, message: AlertActionDone) -> None:
-        message.stop()
-        self.notify(message.text, title="Silences")
-        self.refresh_silences()
+    def show_loaded(self, loaded: SilencesLoaded) -> None:
+        """Show the loaded silences."""
+        self.show(loaded.views)
 
     def show(self, views: tuple[SilenceView, ...]) -> None:
         """Render a loaded list (rows by silence id, the cursor kept on its silence)."""
@@ -203,7 +162,6 @@ class SilencesScreen(Screen[None]):
                 )
             place_cursor(table, None if selected is None else str(selected))
         self._render_mutes()
-        self.loads += 1
 
     @on(DataTable.RowHighlighted, "#silences-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -223,22 +181,11 @@ class SilencesScreen(Screen[None]):
         """The text under the table: the selected silence and what it mutes (tests read it)."""
         return str(self.query_one("#silences-mutes", Static).render())
 
-    def _set_status(self, text: str) -> None:
-        self._status = text
-        status = self.query_one("#silences-status", Static)
-        status.update(text)
-        status.set_class(not text, "-empty")
-
-    @property
-    def status_text(self) -> str:
-        """The status line (empty when all is well)."""
-        return self._status
-
     # -- selection and actions -----------------------------------------------------------------
 
     def selected_id(self) -> int | None:
         """The id of the silence under the cursor."""
-        key = cursor_key(self.table)
+        key = self.selected_key()
         return None if key is None else int(key)
 
     def selected(self) -> SilenceView | None:
@@ -246,29 +193,13 @@ class SilencesScreen(Screen[None]):
         wanted = self.selected_id()
         return next((v for v in self.views if v.silence.id == wanted), None)
 
-    @work(thread=True, exit_on_error=False, group="silences-action")
-    def _act(self, done: str, action: Callable[[], object]) -> None:
-        """Thread worker: carry out one change, post :class:`AlertActionDone` or a failure."""
-        try:
-            action()
-        except Exception as exc:  # refused or failed: said on the status line
-            self.post_message(WorkFailed("NOT DONE", exc))
-            return
-        self.post_message(AlertActionDone(done))
-
     def action_expire(self) -> None:
         """End the selected silence now (asks first; operators and editors only)."""
         view = self.selected()
         if view is None:
             self.notify("No silence selected.", severity="warning")
             return
-        p = self.source.permissions
-        if not p.can_acknowledge:
-            why = "this console is read-only" if p.read_only else f"{p.user} is a {p.role}"
-            self._set_status(
-                f"NOT ALLOWED: {why}; ending a silence needs the operator or editor role "
-                "(the [roles] section of the config)."
-            )
+        if not self._allowed("ending a silence needs"):
             return
         silence_id = view.silence.id
         count = len(view.mutes)
@@ -286,12 +217,3 @@ class SilencesScreen(Screen[None]):
             ),
             callback=answered,
         )
-
-    def action_reload(self) -> None:
-        """Reload the list now."""
-        self.refresh_silences()
-
-    def action_back(self) -> None:
-        """Back to the console."""
-        if self.is_active:
-            self.dismiss()

@@ -251,3 +251,29 @@ async def test_the_form_fits_80x24(tmp_path: Path, size: tuple[int, int]) -> Non
         check = form.query_one("#form-check")
         assert check.region.bottom <= size[1] - 1  # above the footer
         assert form.field("enabled").region.height == 1
+
+
+async def test_the_alerts_columns_fit_their_cells_in_the_batch_that_fills_them(
+    tmp_path: Path,
+) -> None:
+    """Widths are set with the cells, not on DataTable's next idle (a frame painted before
+    that kept the header widths in a browser console under load: ``late_``)."""
+    tmp_path.joinpath("rules.toml").write_text(RULES.replace("threshold = 10", "threshold = 5"))
+    app = ConsoleApp(tmp_path, role="operator")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await app.push_screen("alerts")
+        await settle(pilot)
+        alerts = app.screen
+        assert isinstance(alerts, AlertsScreen)
+        table = alerts.table
+        rows = [(str(r.key.value), list(table.get_row(r.key))) for r in table.ordered_rows]
+        # Fresh columns (as a newly pushed view has them), refilled without an idle between.
+        for column in table.columns.values():
+            column.auto_width, column.width = True, 0
+            column.content_width = len(column.label.plain)
+        table.clear()
+        alerts._sync(rows)
+        widths = [c.get_render_width(table) - 2 * table.cell_padding for c in table.ordered_columns]
+        assert widths[0] >= len("late_orders")
+        for index, column in enumerate(table.ordered_columns):
+            assert widths[index] >= max(len(column.label.plain), rows[0][1][index].cell_len)

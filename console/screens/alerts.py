@@ -32,7 +32,7 @@ from textual.widgets import DataTable, Footer, Static
 from console.messages import AlertHistoryRead, AlertsLoaded, WorkFailed
 from console.screens.alert_history import HistoryScreen
 from console.screens.dialogs import PromptField, PromptScreen
-from console.screens.listing import ListScreen
+from console.screens.listing import ListScreen, fit_columns
 from console.widgets.cursor import place_cursor
 from console.widgets.formatting import fmt_age_seconds, fmt_past
 from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
@@ -348,6 +348,7 @@ class AlertsScreen(ListScreen[AlertsSource, AlertsLoaded]):
         current = [str(key.value) for key in table.rows]
         wanted = [key for key, _ in rows]
         with self.app.batch_update():
+            fit_columns(table, [cells for _, cells in rows])
             if current != wanted:
                 selected = self.selected_fingerprint()
                 table.clear()

@@ -11,10 +11,12 @@ workers' groups and its timer are named after it) and says how to read and show 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import tzinfo
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
+from rich.cells import cell_len
+from rich.text import Text
 from textual import on
 from textual.screen import Screen
 from textual.widgets import DataTable, Static
@@ -24,6 +26,23 @@ from console.messages import AlertActionDone, ListLoaded, WorkFailed
 from console.widgets.cursor import cursor_key
 from rules.roles import Permissions
 from store.clock import Clock
+
+
+def fit_columns(table: DataTable[Any], rows: Sequence[Sequence[Text]]) -> None:
+    """Size the table's columns for ``rows`` now, in the batch that changes the cells.
+
+    DataTable measures automatic widths on its next idle, and a frame painted before that
+    is cached with the old widths (a browser console under load was seen to keep the
+    header widths, ``late_`` for ``late_orders``); fixed widths set with the cells avoid
+    that, as the panels do (:meth:`console.widgets.panels.Panel._fit_columns`).  Columns
+    only grow, so a reload never makes them jump back and forth.
+    """
+    for index, column in enumerate(table.ordered_columns):
+        width = max([cell_len(column.label.plain)] + [r[index].cell_len for r in rows])
+        current = column.content_width if column.auto_width else column.width
+        if column.auto_width or width > current:
+            column.auto_width = False
+            column.width = max(width, current)
 
 
 class ListSource(Protocol):

@@ -27,7 +27,7 @@ from textual.widgets import DataTable, Static
 from console.messages import SilencesLoaded
 from console.screens.alerts import STATE_WORDS, fmt_age, scope_key
 from console.screens.dialogs import ConfirmScreen
-from console.screens.listing import ListScreen
+from console.screens.listing import ListScreen, fit_columns
 from console.widgets.cursor import place_cursor
 from console.widgets.footer import FittedFooter
 from console.widgets.formatting import fmt_past, fmt_when
@@ -147,19 +147,25 @@ class SilencesScreen(ListScreen[SilencesSource, SilencesLoaded]):
         )
         table = self.table
         selected = self.selected_id()
-        with self.app.batch_update():
-            table.clear()
-            for v in views:
-                s = v.silence
-                table.add_row(
-                    Text(str(s.id)),
-                    Text(fmt_until(s.ends_at, now, self.tz)),
+        rows = [
+            (
+                str(v.silence.id),
+                [
+                    Text(str(v.silence.id)),
+                    Text(fmt_until(v.silence.ends_at, now, self.tz)),
                     Text(str(len(v.mutes)), style="bold" if v.mutes else "dim"),
-                    Text(s.created_by),
-                    Text(s.matchers),
-                    Text(s.comment or "-", style="" if s.comment else "dim"),
-                    key=str(s.id),
-                )
+                    Text(v.silence.created_by),
+                    Text(v.silence.matchers),
+                    Text(v.silence.comment or "-", style="" if v.silence.comment else "dim"),
+                ],
+            )
+            for v in views
+        ]
+        with self.app.batch_update():
+            fit_columns(table, [cells for _, cells in rows])
+            table.clear()
+            for key, cells in rows:
+                table.add_row(*cells, key=key)
             place_cursor(table, None if selected is None else str(selected))
         self._render_mutes()
 

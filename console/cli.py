@@ -814,7 +814,7 @@ def demo_history(
     finally:
         if build.ident is not None:  # started
             if not build.finished:
-                build.cancel()  # only now: the consoles' readers of its store are closed
+                build.cancel()
             build.join()
     if not finished:
         return False

@@ -12,8 +12,9 @@ time left) and as of which moment the figures are.
 Nothing that writes runs here: no replay, no alerting (so nothing fires or notifies from
 the partial history), no rules editing, no alerts, rules or routing views, no ``:at``
 (a moment past the committed one would show a half-loaded store).  The app leaves when the
-build finished (:attr:`LoadingConsole.finished` True) or on ``q``/Ctrl-C (False); the
-command line then goes on as today or cancels the build.
+build finished (:attr:`LoadingConsole.finished` True) or on ``q``/Ctrl-C (False, the
+build asked to stop at once); the command line then goes on as today or waits for the
+cancelled build to have removed its store.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def loading_top_bar(
     """Two lines: the load's figures, then as of which moment the panels' figures are.
 
     ``omniops demo │ HISTORY STILL LOADING 23% · 120,000 of ~511,000 events · 9,800/s · 40 s left``
-    ``figures as of Tue 04 Nov 08:00:59 EST (120 ms): all history up to then is loaded ...``
+    ``figures as of Tue 04 Nov 08:00:59 EST (120 ms): all history up to then is in``
     """
     first: list[str | tuple[str, str]] = [
         (title, "bold"),
@@ -93,7 +94,7 @@ def loading_top_bar(
             ("figures as of ", "$text-warning"),
             (local.strftime("%a %d %b %H:%M:%S %Z").strip(), "$text-warning bold"),
             (f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"),
-            ": all history up to then is loaded; the day's replay follows",
+            ": all history up to then is in",
         ]
     return Content.assemble(*first, "\n", *second)
 
@@ -113,7 +114,7 @@ class LoadingConsoleScreen(ConsoleScreen):
         """The feeds strip as ever; the top bar says the history is loading."""
         super().render_bars()
         app = self.app
-        if not isinstance(app, LoadingConsole) or not self.is_mounted:
+        if not isinstance(app, LoadingConsole) or not self._ready:
             return
         self.query_one("#topbar", TextBar).set_content(
             loading_top_bar(
@@ -158,6 +159,7 @@ class LoadingConsole(OmniopsApp):
         self.main_screen.render_bars()
 
     async def action_quit(self) -> None:
-        """Leave; the command line cancels the load once the store's readers are closed."""
+        """Ask the load to stop (it removes its store: a reader still open reads on) and leave."""
         self.finished = False
+        self.load.cancel()  # stopping the writer overlaps the console's own teardown
         self.exit()

@@ -403,9 +403,9 @@ async def test_quitting_the_loading_console_cancels_and_leaves_no_store(
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("ctrl+c")
         assert app.finished is False
+        assert build.progress.cancel.is_set()  # asked at once, before the readers closed
     finally:
         close()
-        build.cancel()  # as demo_history does once the readers are closed
         resume.set()
         build.join(timeout=120)
     assert isinstance(build.error, BuildCancelled)

@@ -748,6 +748,14 @@ def _load_console_modules() -> None:
         getattr(widgets, widget)
 
 
+def _load_loading_console() -> None:
+    """Import the console shown over a history still loading (on a thread, during the bar)."""
+    import importlib
+
+    _load_console_modules()
+    importlib.import_module("console.loading_console")
+
+
 DEMO_CONSOLE_WIDGETS = ("DataTable", "Footer", "Input", "Static", "TabbedContent", "Tabs")
 """The Textual widgets the console's first screen is made of."""
 
@@ -807,8 +815,21 @@ def demo_history(
     from console.loading import LoadingApp
 
     build = HistoryBuild(fixtures, start)
+    # The console over the partial history imports its modules meanwhile, so that the gap
+    # between the bar and the panels is the console's first snapshots, not its imports.
+    importer = threading.Thread(
+        target=_load_loading_console, name="omniops-demo-imports", daemon=True
+    )
+
+    def shown() -> None:
+        build.start()
+        if partial is not None:
+            importer.start()
+
     try:  # the build starts once the screen is up: it would compete with the first paint
-        finished = LoadingApp(build, on_shown=build.start, until_partial=partial is not None).run()
+        finished = LoadingApp(build, on_shown=shown, until_partial=partial is not None).run()
+        if importer.ident is not None:
+            importer.join()
         if finished and not build.finished and partial is not None:
             finished = partial(build)
     finally:

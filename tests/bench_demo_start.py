@@ -13,7 +13,9 @@ text reached the terminal:
   a fresh empty folder); **cold, panels with numbers**: the first refresh's ``(N ms)`` in
   the top bar of the same run (the console over the history loaded so far, once a first
   day is in; goal ≤ 10 s); then ``q``: the seconds until the process exited, and whether
-  the cache folder holds anything but its lock (it must not);
+  the cache folder holds anything but its lock (it must not); with ``--to-replay``, **cold,
+  replay console**: a second cold run left until the build ended and the day's replay
+  console is up (how long the whole build takes with the console reading beside it);
 * **warm, console**: the console's top bar (``omniops demo │``) and **warm, populated**:
   the first refresh's ``(N ms)`` in the top bar, with the history cached;
 * **omniops console**: ``omniops console --db`` on a copy of the cached history store (the
@@ -67,6 +69,8 @@ Bare().run()
 LOADING = re.compile(rb"loading four weeks of fixture history")
 CONSOLE = re.compile(rb"omniops demo \xe2\x94\x82")  # "omniops demo │"
 POPULATED = re.compile(rb"\(\d[\d,]* ms\)")
+REPLAYING = re.compile(rb"omniops demo \xe2\x94\x82 [A-Z][a-z]{2} \d\d [A-Z][a-z]{2} ")
+"""The replay console's top bar (its clock right after the title; not the loading one's)."""
 BARE_READY = re.compile(rb"bare app ready")
 
 
@@ -176,6 +180,17 @@ def cold_once(folder: Path) -> tuple[float, float, float, list[str]]:
     return shown, populated, left, kept
 
 
+def cold_to_replay_once(folder: Path) -> float:
+    """On an empty cache: seconds until the history is built and the day's replay is up."""
+    with tempfile.TemporaryDirectory(dir=folder) as run:
+        cache = Path(run) / "cache"
+        term = Terminal(demo_argv(Path(run)), environment(Path(run), cache))
+        try:
+            return term.wait_for(REPLAYING, timeout=600)
+        finally:
+            term.quit()
+
+
 def warm_once(folder: Path, cache: Path) -> tuple[float, float]:
     """Console on screen and first populated paint, with the history cached."""
     with tempfile.TemporaryDirectory(dir=folder) as run:
@@ -226,6 +241,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=None, help="a cache holding the history")
     parser.add_argument("--no-warm", action="store_true", help="only the cold start")
+    parser.add_argument(
+        "--to-replay",
+        action="store_true",
+        help="also a cold start to the end of the build: the day's replay console (slow)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="omniops-bench-demo-") as tmp:
         folder = Path(tmp)
@@ -243,6 +263,7 @@ def main() -> None:
         populated: list[float] = []
         console: list[float] = []
         left_behind: set[str] = set()
+        to_replay: list[float] = []
         for _ in range(args.runs):
             bare.append(bare_once(env))
             shown, numbers, left, kept = cold_once(folder)
@@ -250,6 +271,8 @@ def main() -> None:
             cold_populated.append(numbers)
             quits.append(left)
             left_behind.update(kept)
+            if args.to_replay:
+                to_replay.append(cold_to_replay_once(folder))
             if not args.no_warm:
                 on, full = warm_once(folder, cache)
                 warm.append(on)
@@ -269,6 +292,11 @@ def main() -> None:
         f"  then q, until the process exited:   {fmt(quits)}   "
         f"left in the cache: {sorted(left_behind) or 'nothing'}"
     )
+    if to_replay:
+        print(
+            f"demo, empty cache, replay console:    {fmt(to_replay)}   "
+            f"ratio {statistics.median(to_replay) / b:.2f}   (the whole build)"
+        )
     if warm:
         print(
             f"demo, history cached, console:       {fmt(warm)}   "

@@ -1001,9 +1001,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         if not args.rules:  # the highlights follow the demo's rules, as after the load
             ensure_demo_rules(rules_path, args.fixtures)
-        app, close = loading_console(
-            build, demo_params(zone), args.refresh, ZoneInfo(zone), rules_path
-        )
+        try:
+            app, close = loading_console(
+                build, demo_params(zone), args.refresh, ZoneInfo(zone), rules_path
+            )
+        except FileNotFoundError:
+            if build.finished:  # it ended (its store renamed) since the bar left: go on
+                return True
+            raise
         try:
             app.run()
         finally:

@@ -23,11 +23,13 @@ from store.clock import Clock, ReplayClock, SystemClock
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
+    from console.loading_console import LoadingConsole
     from console.screens.alerts import AlertsScreen
     from console.screens.feeds import FeedsScreen
     from console.screens.routing import RoutingScreen
     from console.screens.rules import RulesScreen
     from console.screens.silences import SilencesScreen
+    from feeds.runtime.demo import HistoryBuild
     from feeds.runtime.routing import StoreRoutingSource
     from rules.roles import Roles
     from store.risk import MetricParams
@@ -364,6 +366,7 @@ def build_console(
     read_only: bool = False,
     roles: Roles | None = None,
     after_first_paint: Callable[[], None] | None = None,
+    app_factory: Callable[..., OmniopsApp] | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
@@ -372,6 +375,8 @@ def build_console(
     its user an editor); ``read_only`` forbids every change.  ``after_first_paint``
     (blocking) runs in a worker once the first snapshots are on screen, before the rules
     file is read (the demo starts its replay and writes its rules file there).
+    ``app_factory`` builds the app from :class:`OmniopsApp`'s keyword arguments (the demo's
+    console during its history load is a subclass).
     """
     # The first paint waits only on the store's readers and the panels (issue 15): the
     # rules file (highlights, editor, alert actions, permissions), the views' screens and the
@@ -585,7 +590,7 @@ def build_console(
 
         return FeedsScreen(snapshots=app.snapshots, tz=app.tz, held=held, replay=replay_held)
 
-    app = OmniopsApp(
+    app = (app_factory or OmniopsApp)(
         compute=compute,
         compute_at=compute_at,
         clock=clock,
@@ -743,6 +748,14 @@ def _load_console_modules() -> None:
         getattr(widgets, widget)
 
 
+def _load_loading_console() -> None:
+    """Import the console shown over a history still loading (on a thread, during the bar)."""
+    import importlib
+
+    _load_console_modules()
+    importlib.import_module("console.loading_console")
+
+
 DEMO_CONSOLE_WIDGETS = ("DataTable", "Footer", "Input", "Static", "TabbedContent", "Tabs")
 """The Textual widgets the console's first screen is made of."""
 
@@ -772,13 +785,23 @@ def copy_while(cached: Path, db: Path, meanwhile: Callable[[], None]) -> None:
         raise failed[0]
 
 
-def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
+def demo_history(
+    fixtures: Path,
+    start: datetime,
+    db: Path,
+    *,
+    partial: Callable[[HistoryBuild], bool] | None = None,
+) -> bool:
     """Put the demo's history store at ``db``; ``False`` if the user quit while it loaded.
 
     On a terminal, when the history must be built, the console opens at once with a
     progress bar (:class:`console.loading.LoadingApp`) while the build runs on a thread;
-    ``q`` or Ctrl-C cancel it and nothing is left behind.  Elsewhere the build runs here.
-    A cached history is copied while the console's modules load.
+    ``q`` or Ctrl-C cancel it and nothing is left behind.  With ``partial``, the bar gives
+    way as soon as a first full day of history is committed: ``partial(build)`` (the real
+    console over what is loaded, see :func:`loading_console`) runs until the build ends and
+    says whether it finished (``False``: the user quit; the build is then cancelled).
+    Elsewhere the build runs here.  A cached history is copied while the console's modules
+    load.
     """
     from feeds.runtime.demo import HistoryBuild, cached_store, copy_store, prepare_demo_store
 
@@ -792,8 +815,23 @@ def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     from console.loading import LoadingApp
 
     build = HistoryBuild(fixtures, start)
+    # The console over the partial history imports its modules meanwhile, so that the gap
+    # between the bar and the panels is the console's first snapshots, not its imports.
+    importer = threading.Thread(
+        target=_load_loading_console, name="omniops-demo-imports", daemon=True
+    )
+
+    def shown() -> None:
+        build.start()
+        if partial is not None:
+            importer.start()
+
     try:  # the build starts once the screen is up: it would compete with the first paint
-        finished = LoadingApp(build, on_shown=build.start).run()
+        finished = LoadingApp(build, on_shown=shown, until_partial=partial is not None).run()
+        if importer.ident is not None:
+            importer.join()
+        if finished and not build.finished and partial is not None:
+            finished = partial(build)
     finally:
         if build.ident is not None:  # started
             if not build.finished:
@@ -806,6 +844,44 @@ def demo_history(fixtures: Path, start: datetime, db: Path) -> bool:
     assert build.result is not None
     copy_store(build.result, db)
     return True
+
+
+LOADING_REFRESH = 2.0
+"""Wall seconds between refreshes of the console while the history loads (at most)."""
+
+
+def loading_console(
+    build: HistoryBuild,
+    params: MetricParams,
+    refresh: float,
+    tz: tzinfo,
+    rules_path: Path,
+) -> tuple[LoadingConsole, Callable[[], None]]:
+    """The console over a history build's temporary store, as of what is committed.
+
+    Read-only, on the build's :class:`~console.loading_console.HighWaterClock`; the app and
+    the function that closes its readers (call it before the build may remove its store).
+    """
+    from functools import partial
+
+    from console.loading_console import HighWaterClock, LoadingConsole
+
+    store = build.progress.store
+    if store is None:
+        raise RuntimeError("the history build has no store yet")
+    app, close = build_console(
+        store,
+        HighWaterClock(build.progress),
+        params,
+        min(refresh, LOADING_REFRESH),
+        title="omniops demo",
+        tz=tz,
+        rules_path=rules_path,
+        read_only=True,
+        app_factory=partial(LoadingConsole, load=build),
+    )
+    assert isinstance(app, LoadingConsole)
+    return app, close
 
 
 class DemoReplay:
@@ -893,6 +969,16 @@ class DemoReplay:
                 self._pipeline.stop()
 
 
+def demo_params(zone: str) -> MetricParams:
+    """The demo's metric parameters: its zone, and feeds that deliver rarely not stale."""
+    from store.risk import MetricParams
+
+    return MetricParams(
+        timezone=zone,
+        stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
@@ -907,8 +993,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if db is None:
         tmp = tempfile.TemporaryDirectory(prefix="omniops-demo-")
         db = Path(tmp.name) / "demo.db"
+    rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
+
+    def while_loading(build: HistoryBuild) -> bool:
+        """The console over the history committed so far; True once the build finished."""
+        from feeds.runtime.demo_rules import ensure_demo_rules
+
+        if not args.rules:  # the highlights follow the demo's rules, as after the load
+            ensure_demo_rules(rules_path, args.fixtures)
+        try:
+            app, close = loading_console(
+                build, demo_params(zone), args.refresh, ZoneInfo(zone), rules_path
+            )
+        except FileNotFoundError:
+            if build.finished:  # it ended (its store renamed) since the bar left: go on
+                return True
+            raise
+        try:
+            app.run()
+        finally:
+            close()
+        return bool(app.finished)
+
     try:
-        if not demo_history(args.fixtures, start, db):
+        if not demo_history(args.fixtures, start, db, partial=while_loading):
             return 0  # the user quit during the history load: nothing was kept
     except BaseException:
         if tmp is not None:
@@ -916,12 +1024,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise
     from rules.roles import Roles, current_user
     from store.replay_clock import record_replay_clock
-    from store.risk import MetricParams
 
-    params = MetricParams(
-        timezone=zone,
-        stale_overrides={"catalog": 45 * 24 * 60, "purchasing": 24 * 60, "returns": 120},
-    )
+    params = demo_params(zone)
     clock = ReplayClock(start, speed=args.speed)
     # Consoles opened on this store follow the same clock.  Written on a thread: its commit
     # flushes the freshly copied store to disk (tens of ms the first paint need not wait for);
@@ -930,7 +1034,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         target=record_replay_clock, args=(db, clock), name="omniops-demo-clock"
     )
     recorded.start()
-    rules_path = Path(args.rules) if args.rules else db.parent / "rules.toml"
     replay = DemoReplay(
         db,
         args.fixtures,

@@ -3,7 +3,9 @@
 :class:`LoadingApp` appears at once and follows a build running on another thread (any
 object shaped like :class:`LoadState`): events loaded, the rate and the time left.  It
 exits with ``True`` when the build finished, ``False`` when the user quit (``q``, Ctrl-C),
-after asking the build to cancel.
+after asking the build to cancel.  With ``until_partial`` it also exits with ``True`` once
+the load can show figures as of a moment (its progress's ``partial_ready``): the demo then
+puts up the real console over what is loaded (:mod:`console.loading_console`).
 """
 
 from __future__ import annotations
@@ -91,15 +93,18 @@ class LoadingApp(App[bool]):
         *,
         poll: float = 0.1,
         on_shown: Callable[[], object] | None = None,
+        until_partial: bool = False,
     ) -> None:
         """Follow ``load``; ``on_shown`` runs once the screen is painted.
 
-        (A build started then does not hold the first paint back.)
+        (A build started then does not hold the first paint back.)  ``until_partial``:
+        leave (``True``) as soon as the load's progress is ``partial_ready`` too.
         """
         super().__init__()
         self.load = load
         self.poll = poll
         self._on_shown = on_shown
+        self.until_partial = until_partial
 
     def compose(self) -> ComposeResult:
         """Title, bar and figures, centred."""
@@ -124,10 +129,10 @@ class LoadingApp(App[bool]):
 
     def follow(self) -> None:
         """Show the load's figures; leave with ``True`` once it finished."""
-        if self.load.finished:
+        progress = self.load.progress
+        if self.load.finished or (self.until_partial and getattr(progress, "partial_ready", False)):
             self.exit(True)
             return
-        progress = self.load.progress
         bar = self.query_one("#bar", ProgressBar)
         if progress.total:
             bar.update(total=progress.total, progress=min(progress.loaded, progress.total))

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,155 @@ async def test_a_stopped_load_reads_no_further_and_commits_only_what_it_had_hand
     assert stored == tally["applied"]  # what committed is what the tally says
     assert stored <= (stop_at // chunk) * chunk  # never a chunk read after the stop
     assert stored % chunk == 0  # whole chunks: none abandoned half-way
+
+
+def test_the_high_water_mark_is_the_last_second_wholly_committed() -> None:
+    """One second before the first item not committed; None once the order is broken."""
+    from feeds.runtime.demo import HighWater
+
+    class Item:
+        def __init__(self, second: int) -> None:
+            self.ts = datetime.fromtimestamp(second, UTC)
+
+    def moment(second: int) -> datetime:
+        return datetime.fromtimestamp(second, UTC)
+
+    water = HighWater()
+    items = water.watch([Item(s) for s in (100, 100, 101, 105, 105)])
+    drawn = [next(items) for _ in range(4)]
+    assert water.first == moment(100)
+    assert water.moment(0) is None
+    assert water.moment(1) == moment(99)  # the second item shares second 100
+    assert water.moment(2) == moment(100)  # the next item is at 101
+    assert water.moment(3) == moment(104)  # nothing between 101 and 105
+    assert water.moment(4) == moment(104)  # the 5th (not read yet) may share 105
+    drawn += list(items)
+    assert len(drawn) == 5 and water.exhausted
+    assert water.moment(5) == moment(105)  # everything is in
+    late = HighWater()
+    list(late.watch([Item(200), Item(199)]))
+    assert not late.ordered and late.moment(1) is None
+
+
+def snapshot_figures(snapshots: object) -> object:
+    """A snapshot as ``report --json`` gives it (without the time it took)."""
+    from store.snapshots import to_jsonable
+
+    data = to_jsonable(snapshots)
+    data.pop("computed_in_ms", None)
+    return data
+
+
+async def test_while_the_history_loads_the_console_shows_figures_as_of_what_is_committed(
+    small_fixtures: Path, tmp_path: Path
+) -> None:
+    """The panels have numbers mid-load, and they are those of the store as of the moment.
+
+    The build is held after a committed chunk (nothing timed): the console's snapshots are
+    as of the high-water mark, equal to a report of the same store at that moment, and to
+    a report of the finished history at that moment (so nothing later leaked in and
+    nothing earlier was missing).  Then the build goes on; the console leaves with True.
+    """
+    from zoneinfo import ZoneInfo
+
+    from console.cli import demo_params, loading_console
+    from console.widgets.bars import HeadlineStrip, TextBar
+    from console.widgets.formatting import fmt_money
+    from store.metrics import compute_snapshots, open_reader
+
+    cache = tmp_path / "cache"
+    build = HistoryBuild(small_fixtures, START, cache=cache)
+    build.progress.show_after = timedelta(hours=1)
+    resume, held = threading.Event(), threading.Event()
+
+    def hold(progress: BuildProgress) -> None:
+        if progress.partial_ready and progress.loaded >= 10_000 and not resume.is_set():
+            held.set()
+            resume.wait(120)
+
+    build.progress.on_commit = hold
+    build.start()
+    assert held.wait(120), "the build never got far enough to show figures"
+    moment = build.progress.committed_until
+    assert moment is not None and build.progress.store is not None
+    params = demo_params("America/New_York")
+    app, close = loading_console(
+        build, params, 5.0, ZoneInfo("America/New_York"), tmp_path / "rules.toml"
+    )
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            for _ in range(1000):  # bounded: until the first refresh is on screen
+                if app.snapshots is not None:
+                    break
+                await pilot.pause(0.02)
+            shown = app.snapshots
+            assert shown is not None and shown.as_of == moment
+            top = str(app.main_screen.query_one("#topbar", TextBar).render())
+            assert "HISTORY STILL LOADING" in top and "figures as of" in top
+            assert moment.astimezone(ZoneInfo("America/New_York")).strftime("%H:%M:%S") in top
+            strip = app.main_screen.query_one(HeadlineStrip)
+            headline = " ".join(str(bar.render()) for bar in strip.query(TextBar))
+            assert shown.headline.net_sales > 0
+            assert fmt_money(shown.headline.net_sales) in headline
+            reader = open_reader(build.progress.store)
+            try:
+                same = compute_snapshots(reader, moment, params)
+            finally:
+                reader.close()
+            assert snapshot_figures(shown) == snapshot_figures(same)
+            assert app.build_view("alerts") is None and not app.can_look_back
+            resume.set()
+            for _ in range(3000):  # bounded: until the build is done and the console left
+                if app.finished is not None:
+                    break
+                await pilot.pause(0.02)
+        assert app.finished is True
+    finally:
+        resume.set()
+        close()
+        build.join(timeout=120)
+    assert build.error is None and build.result is not None
+    assert leftovers(cache) == [build.result.name]  # the temporary store became the cache
+    reader = open_reader(build.result)
+    try:
+        complete = compute_snapshots(reader, moment, params)
+    finally:
+        reader.close()
+    assert snapshot_figures(shown) == snapshot_figures(complete)
+
+
+async def test_quitting_the_loading_console_cancels_and_leaves_no_store(
+    small_fixtures: Path, tmp_path: Path
+) -> None:
+    """``q`` over the partial history: the console leaves with False, nothing is kept."""
+    from zoneinfo import ZoneInfo
+
+    from console.cli import demo_params, loading_console
+
+    cache = tmp_path / "cache"
+    build = HistoryBuild(small_fixtures, START, cache=cache)
+    build.progress.show_after = timedelta(0)
+    resume, held = threading.Event(), threading.Event()
+
+    def hold(progress: BuildProgress) -> None:
+        if progress.partial_ready and not resume.is_set():
+            held.set()
+            resume.wait(120)
+
+    build.progress.on_commit = hold
+    build.start()
+    assert held.wait(120)
+    app, close = loading_console(
+        build, demo_params("UTC"), 5.0, ZoneInfo("UTC"), tmp_path / "rules.toml"
+    )
+    try:
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("ctrl+c")
+        assert app.finished is False
+        assert build.progress.cancel.is_set()  # asked at once, before the readers closed
+    finally:
+        close()
+        resume.set()
+        build.join(timeout=120)
+    assert isinstance(build.error, BuildCancelled)
+    assert leftovers(cache) == []

@@ -10,6 +10,11 @@ exclusive lock on ``demo-KEY.lock``: a second demo started meanwhile waits for t
 and then copies its store.  A build can be cancelled (the console's ``q``/Ctrl-C during the
 load) at any chunk; it then removes its temporary store.  Temporary stores of builds that
 died (their process is gone) are removed by the next build.
+
+While it loads, the build says up to which moment everything is committed
+(:attr:`BuildProgress.committed_until`, from :class:`HighWater`): the history is written in
+time order, so a console reading the temporary store as of that moment shows figures that
+are true as of it, before the rest of the four weeks is in.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from store.schema import MIGRATIONS
 
@@ -83,6 +90,59 @@ def history_key(fixtures: Path, start: datetime) -> str:
     return digest.hexdigest()[:16]
 
 
+T = TypeVar("T")
+
+
+class HighWater:
+    """The moment up to which every item of a time-ordered load is committed.
+
+    :meth:`watch` wraps the items handed to the writer and notes each one's second (the
+    store keeps whole seconds); :meth:`moment` turns "the first ``done`` items are
+    committed" (what :func:`feeds.runtime.ingest.write_stream` reports, chunk by chunk, in
+    order) into the latest second ``m`` such that every item stamped at or before ``m`` is
+    among them: one second before the first item not yet committed (a chunk that ends
+    inside a second does not count that second).  If an item comes earlier than one
+    before it (the feeds were not in time order) there is no such moment: :attr:`ordered`
+    turns False and :meth:`moment` says None from then on.
+    """
+
+    def __init__(self) -> None:
+        self._seconds = array("q")
+        self._latest: int | None = None
+        self.ordered = True
+        """False once an item came earlier than one before it."""
+        self.exhausted = False
+        """True once every item was handed over."""
+
+    def watch(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, unchanged, their seconds noted (a quarantined line keeps the last)."""
+        for item in items:
+            ts = getattr(item, "ts", None)
+            if isinstance(ts, datetime):
+                second = int(ts.timestamp())
+                if self._latest is not None and second < self._latest:
+                    self.ordered = False
+                self._latest = second if self._latest is None else max(self._latest, second)
+            self._seconds.append(self._latest if self._latest is not None else 0)
+            yield item
+        self.exhausted = True
+
+    @property
+    def first(self) -> datetime | None:
+        """The first item's moment, once one was handed over."""
+        return datetime.fromtimestamp(self._seconds[0], UTC) if self._seconds else None
+
+    def moment(self, done: int) -> datetime | None:
+        """Every item stamped at or before this is among the first ``done``; None if unknown."""
+        if not self.ordered or done <= 0 or done > len(self._seconds):
+            return None
+        if done < len(self._seconds):  # the next item was read: everything before it is in
+            return datetime.fromtimestamp(self._seconds[done] - 1, UTC)
+        if self.exhausted:
+            return datetime.fromtimestamp(self._seconds[done - 1], UTC)
+        return datetime.fromtimestamp(self._seconds[done - 1] - 1, UTC)  # more may share it
+
+
 async def load_history(
     fixtures: Path,
     db: Path,
@@ -90,12 +150,14 @@ async def load_history(
     *,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    high_water: HighWater | None = None,
 ) -> int:
     """Write every fixture event stamped before ``start`` into the store at ``db``.
 
     Through the writer's bulk path, in time order, parsed in a worker thread while the
     writer commits.  Setting ``stop`` ends the load within a batch (the store is then
-    incomplete).
+    incomplete).  ``high_water`` watches the items, so that a ``progress`` callback can
+    ask it up to which moment the committed ones reach.
     """
     from feeds.replay import ReplayFeed
     from feeds.runtime.ingest import write_stream
@@ -105,8 +167,29 @@ async def load_history(
 
     feed = ReplayFeed([fixtures], ReplayClock(start), name=HISTORY_FEED, until=start)
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        await write_stream(writer, feed.backfill(), progress=progress, stop=stop)
+        items = feed.backfill()
+        await write_stream(
+            writer,
+            items if high_water is None else high_water.watch(items),
+            progress=progress,
+            stop=stop,
+        )
     return feed.health.events
+
+
+def checkpoint(db: Path) -> None:
+    """Fold the store's write-ahead log into its file, so the file alone holds it all.
+
+    The writer's own close does that only when it is the last connection; a console that
+    reads the store while it loads may still have it open.  Waits while a reader is in
+    the middle of a read.
+    """
+    conn = sqlite3.connect(db, timeout=30)
+    try:
+        while conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+            time.sleep(0.02)  # busy: a reader's transaction holds an older snapshot
+    finally:
+        conn.close()
 
 
 class BuildCancelled(Exception):
@@ -123,6 +206,12 @@ class BuildProgress:
         started: ``time.monotonic()`` when the build (or the wait for another) began.
         waiting: True while another process holds the build lock.
         building: True once this process is writing the history.
+        store: The temporary store being written (once this process builds).
+        first_at: The history's first moment (once the first event was read).
+        committed_until: Every history event stamped at or before this is committed
+            (None until known, or if the events were not in time order).
+        show_after: How much history must be committed before :attr:`partial_ready`.
+        on_commit: Called (on the build's thread) after each committed chunk was noted.
     """
 
     loaded: int = 0
@@ -131,6 +220,22 @@ class BuildProgress:
     waiting: bool = False
     building: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)
+    store: Path | None = None
+    first_at: datetime | None = None
+    committed_until: datetime | None = None
+    show_after: timedelta = timedelta(days=1)
+    on_commit: Callable[[BuildProgress], None] | None = None
+
+    @property
+    def partial_ready(self) -> bool:
+        """Whether enough history is committed to show figures as of :attr:`committed_until`.
+
+        One full day: before it, "today" and the trailing rates would be over the first
+        hours of the fixture's history alone, true as of their moment but meaningless.
+        """
+        if self.store is None or self.first_at is None or self.committed_until is None:
+            return False
+        return self.committed_until - self.first_at >= self.show_after
 
     @property
     def rate(self) -> float:
@@ -144,11 +249,19 @@ class BuildProgress:
             return None
         return max(self.total - self.loaded, 0) / max(self.rate, 1e-9)
 
-    def update(self, loaded: int) -> None:
-        """Record ``loaded`` events; raise :class:`BuildCancelled` when cancelled."""
+    def update(self, loaded: int, high_water: HighWater | None = None) -> None:
+        """Record ``loaded`` events; raise :class:`BuildCancelled` when cancelled.
+
+        With ``high_water`` (the load's), also the moment they are complete up to.
+        """
         self.loaded = loaded
         if self.total is not None and loaded > self.total:
             self.total = loaded
+        if high_water is not None:
+            self.first_at = high_water.first
+            self.committed_until = high_water.moment(loaded)
+        if self.on_commit is not None:
+            self.on_commit(self)
         if self.cancel.is_set():
             raise BuildCancelled("history build cancelled")
 
@@ -261,14 +374,24 @@ def build_history(
         state.total = history_estimate(fixtures, start)
         state.started = time.monotonic()
         state.building = True
+        high_water = HighWater()
         if say is not None:
             say("omniops demo: loading four weeks of fixture history (first run only) ...")
         try:
+            state.store = building
             events = asyncio.run(
-                load_history(fixtures, building, start, progress=state.update, stop=state.cancel)
+                load_history(
+                    fixtures,
+                    building,
+                    start,
+                    progress=lambda done: state.update(done, high_water),
+                    stop=state.cancel,
+                    high_water=high_water,
+                )
             )
             if state.cancel.is_set():
                 raise BuildCancelled("history build cancelled")
+            checkpoint(building)  # a console reading it meanwhile kept the log from folding
             os.replace(building, cached)
         finally:
             _remove_store(building)  # the renamed store's -wal/-shm were checkpointed away

@@ -8,6 +8,7 @@ of lifetimes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from rules.notify import Dispatcher, Notifier, NotifyConfig
 from rules.receivers import NotifyAlert
@@ -23,6 +23,8 @@ from store import outbox as outbox_store
 from store.clock import FixedClock
 from store.outbox import GroupMemory, Outbox
 from tests.snapshot_factory import AS_OF
+from tests.test_notify import Hook
+from tests.test_notify import alert as notify_alert
 
 CONFIG = NotifyConfig.model_validate(
     {
@@ -37,20 +39,9 @@ CONFIG = NotifyConfig.model_validate(
 
 
 def alert(fp: str, state: str = "firing", **labels: str) -> NotifyAlert:
+    """An alert of rule ``late`` in ``state`` (``nodata`` fires too)."""
     status = "resolved" if state == "resolved" else "firing"
-    return NotifyAlert(
-        fingerprint=fp,
-        status=status,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
-        labels={"alertname": "late", **labels},
-        description="Too many late orders.",
-        summary=f"late {fp}: 12 > 10",
-        value=12.0,
-        threshold=10.0,
-        op=">",
-        starts_at=AS_OF,
-        ends_at=AS_OF if status == "resolved" else None,
-    )
+    return dataclasses.replace(notify_alert(fp, status, **labels), state=state)
 
 
 def announced(t_sent: timedelta = timedelta(0)) -> tuple[Dispatcher, dict[str, Any]]:
@@ -157,39 +148,13 @@ def test_the_memory_round_trips_through_the_store(tmp_path: Path) -> None:
         outbox.close()
 
 
-class Hook:
-    """A webhook receiver on 127.0.0.1 that records each notification's alerts."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.runner: web.AppRunner | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.bodies.append(await request.json())
-        return web.Response(status=200)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
-
-
 @pytest.fixture
 async def hook() -> AsyncIterator[Hook]:
+    """The webhook receiver of tests/test_notify.py, on 127.0.0.1."""
     h = Hook()
     await h.start()
     yield h
-    assert h.runner is not None
-    await h.runner.cleanup()
+    await h.stop()
 
 
 def hook_config(url: str) -> NotifyConfig:
@@ -233,18 +198,18 @@ async def test_a_restarted_notifier_on_the_same_store_stays_quiet_then_resolves(
     db = tmp_path / "s.db"
     config = hook_config(hook.url)
     assert await run_once(db, config, FixedClock(AS_OF), [alert("a")], []) == 1
-    assert len(hook.bodies) == 1
+    assert len(hook.received) == 1
     with sqlite3.connect(db) as conn:
         (row,) = conn.execute("SELECT key, notified FROM notification_groups").fetchall()
     assert row[1] == '{"a": "firing"}'
 
     # A restart an hour later: the same alert still fires; nothing is sent again.
     assert await run_once(db, config, FixedClock(AS_OF + timedelta(hours=1)), [alert("a")], []) == 0
-    assert len(hook.bodies) == 1
+    assert len(hook.received) == 1
     # Another restart: it resolved meanwhile; the resolution is sent, once, and the
     # group's memory is gone.
     resolved = [alert("a", "resolved")]
     assert await run_once(db, config, FixedClock(AS_OF + timedelta(hours=2)), [], resolved) == 1
-    assert [b["status"] for b in hook.bodies] == ["firing", "resolved"]
+    assert [b["status"] for b in hook.received] == ["firing", "resolved"]
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM notification_groups").fetchone() == (0,)

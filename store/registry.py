@@ -61,6 +61,7 @@ class Metric:
 
 
 _FUL = ("scope", "location", "channel", "carrier")
+_FUL_REGION = (*_FUL, "region")
 _STOCK = ("sku", "location", "category")
 _RET = ("sku", "category")
 _FEED = ("feed", "channel")
@@ -111,6 +112,27 @@ _DECLARED = (
         warning=0.9,
         alert=0.9,
         header="OnTime",
+    ),
+    Metric(
+        "fulfillment.delivered_late",
+        _FUL_REGION,
+        "orders",
+        "int",
+        "delivered late against the customer's promise, last 24 h",
+        "fulfillment",
+        None,
+    ),
+    Metric(
+        "fulfillment.delivered_late_rate",
+        _FUL_REGION,
+        "share",
+        "rate",
+        "share delivered late against the customer's promise, last 24 h (0-1)",
+        "fulfillment",
+        "delivered_late",
+        ">",
+        warning=0.1,
+        header="DlvLate",
     ),
     Metric(
         "fulfillment.at_risk",

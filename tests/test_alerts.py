@@ -144,6 +144,35 @@ def test_samples_read_the_panel_rows() -> None:
     assert no_sales
 
 
+def test_a_rule_can_name_delivered_late_against_the_promise() -> None:
+    """``fulfillment.delivered_late`` and ``_rate`` are sampled from the rows the DlvLate
+    column shows: 1 of 3 UPS deliveries late, none of 2 FedEx ones, a region row."""
+    rows = list(BASE.fulfillment.rows)
+    ups = next(i for i, r in enumerate(rows) if r.key == "UPS")
+    rows[ups] = replace(rows[ups], delivered_late_24h=1, delivered_late_rate_24h=1 / 3)
+    rows.append(
+        replace(
+            rows[ups], scope="region", key="NE", delivered_late_24h=0, delivered_late_rate_24h=0.0
+        )
+    )
+    snaps = replace(BASE, fulfillment=replace(BASE.fulfillment, rows=tuple(rows)))
+    by_key = {(s.metric, s.labels): s.value for s in samples(snaps)}
+    assert by_key[("fulfillment.delivered_late", (("carrier", "UPS"), ("scope", "carrier")))] == 1
+    assert (
+        by_key[("fulfillment.delivered_late_rate", (("region", "NE"), ("scope", "region")))] == 0.0
+    )
+    late = rule(
+        id="late_vs_promise",
+        metric="fulfillment.delivered_late_rate",
+        matchers="scope=~carrier|region",
+        threshold=0.25,
+        clear=None,
+    )
+    preview = preview_rule(late, samples(snaps))
+    assert preview.firing == 1
+    assert preview.examples[0] == ("carrier=UPS, scope=carrier", pytest.approx(1 / 3))
+
+
 def test_preview_counts_scopes_that_would_fire_now() -> None:
     preview = preview_rule(rule(threshold=5, clear=None), samples(BASE))
     assert preview.scopes == 3  # three location rows

@@ -562,11 +562,10 @@ class FulfillmentPanel(Panel):
         _metric("late", "fulfillment.late", compact=True, descending=True),
         _metric("at_risk", "fulfillment.at_risk", compact=True, descending=True),
         _metric("on_time", "fulfillment.on_time_rate", compact=True),
-        # Delivered late against the customer's promise, 24 h.  Not a registry metric (no
-        # alert rule can name it yet), so it has its own header and the rate format.  Not
-        # compact: the overview lists locations only and is also the ~40-column phone
-        # layout, while this figure matters most by carrier and region (tab 2).
-        ColumnSpec("delivered_late", "DlvLate", "right", descending=True),
+        # Delivered late against the customer's promise, 24 h.  Not compact: the overview
+        # lists locations only and is also the ~40-column phone layout, while this figure
+        # matters most by carrier and region (tab 2).
+        _metric("delivered_late", "fulfillment.delivered_late_rate", descending=True),
         _metric("oldest", "fulfillment.oldest_open_minutes", descending=True),
         _metric("pick", "fulfillment.pick_p90_minutes", descending=True),
         _metric("carrier_delay", "carrier.delay_hours", descending=True),
@@ -585,6 +584,9 @@ class FulfillmentPanel(Panel):
             scope = {"scope": row.scope, row.scope: row.key}
             if self.highlights.flags("fulfillment.on_time_rate", scope, row.on_time_rate):
                 on_time_style = p.warn
+            late_flagged = self.highlights.flags(
+                "fulfillment.delivered_late_rate", scope, row.delivered_late_rate_24h
+            )
             cells: dict[str, tuple[str, Style | str]] = {
                 "where": (row.key, "bold"),
                 "scope": (row.scope, p.muted),
@@ -594,7 +596,10 @@ class FulfillmentPanel(Panel):
                 "late": (self.fmt("late", row.late), p.bad if row.late else ""),
                 "at_risk": (self.fmt("at_risk", row.at_risk), p.warn if row.at_risk else ""),
                 "on_time": (self.fmt("on_time", row.on_time_rate), on_time_style),
-                "delivered_late": (fmt_rate(row.delivered_late_rate_24h), ""),
+                "delivered_late": (
+                    self.fmt("delivered_late", row.delivered_late_rate_24h),
+                    p.warn if late_flagged else "",
+                ),
                 "pick": (fmt_pick(row.pick_p50_minutes, row.pick_p90_minutes), ""),
                 "carrier_delay": (self.fmt("carrier_delay", row.carrier_delay_hours), ""),
                 "exceptions": (

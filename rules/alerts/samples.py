@@ -53,6 +53,8 @@ def samples(snapshots: Snapshots) -> list[Sample]:
         add(_sample("fulfillment.late", labels, row.late))
         add(_sample("fulfillment.oldest_open_minutes", labels, row.oldest_open_minutes))
         add(_sample("fulfillment.on_time_rate", labels, row.on_time_rate))
+        add(_sample("fulfillment.delivered_late", labels, row.delivered_late_24h))
+        add(_sample("fulfillment.delivered_late_rate", labels, row.delivered_late_rate_24h))
         if row.scope == "carrier":
             add(_sample("carrier.delay_hours", labels, row.carrier_delay_hours))
             continue

@@ -1,4 +1,9 @@
-"""``omniops ingest`` and ``omniops import-history``: files through the writer a live feed uses."""
+"""``omniops ingest`` and ``omniops import-history``: files through the writer a live feed uses.
+
+A canonical line that fails validation is quarantined and also *held* (source ``ingest``,
+:func:`feeds.runtime.quarantine.hold_line`), so ``omniops quarantine replay`` validates it
+again once the cause is fixed; ingesting the same line again counts, never duplicates.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from feeds.csv_import import HistoryReport, read_history
-from feeds.jsonl import feed_files, read_items
+from feeds.jsonl import feed_files, parse_line, read_lines, source_of
+from feeds.runtime.quarantine import hold_line
 from feeds.runtime.routing import router_hook
-from store.apply import Outcome, count_outcomes
+from store.apply import Outcome, count_outcomes, epoch
+from store.held import HeldDelivery, quarantine_mark, record_held_many
 from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
@@ -211,10 +218,33 @@ async def ingest_paths(
     files = event_files(paths)
     if on_total is not None:
         on_total(await asyncio.to_thread(estimate_events, files))
+    held: list[HeldDelivery] = []
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        return await write_stream(
-            writer, (item for path in files for item in read_items(path)), progress=progress
-        )
+        mark = await writer.run(quarantine_mark)
+        complete = False
+        try:
+            tally = await write_stream(writer, _holding(files, held), progress=progress)
+            complete = True
+        finally:
+            # Keep the quarantined lines for a replay, linked to their quarantine rows (a
+            # load that ended early keeps only those whose rows committed).
+            at = epoch(writer.clock.now())
+            await writer.run(
+                lambda conn: record_held_many(conn, held, at, after=mark, linked_only=not complete)
+            )
+        return tally
+
+
+def _holding(files: Sequence[Path], held: list[HeldDelivery]) -> Iterator[Item]:
+    """Every line of ``files``, validated or quarantined; each quarantined one also in ``held``."""
+    for path in files:
+        feed = source_of(path)
+        for number, text in read_lines(path):
+            where = f"{path.name}:{number}"
+            item = parse_line(text, source=feed, where=where)
+            if isinstance(item, Quarantined):
+                held.append(hold_line(item, text, feed=feed, where=where))
+            yield item
 
 
 async def import_history(

@@ -7,6 +7,8 @@ stored without a node and routed by the fulfillment rules).  ``serve`` keeps it 
 as quarantine keeps raw payloads (:func:`feeds.webhooks.redact.redact_raw`).
 
 * :func:`hold_for`: what ``serve`` keeps of a delivery (None: nothing to keep);
+  :func:`hold_line`: what ``omniops ingest`` keeps of a canonical line that failed
+  validation (source ``ingest``: the redacted line, its feed and ``file:line``);
 * :func:`suggest`: ``omniops mapping suggest``: every external id seen without a
   mapping, with its event count and a TOML stub for the mapping file;
 * :func:`replay`: ``omniops quarantine replay``: each held delivery is mapped again with
@@ -28,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from feeds.jsonl import parse_line
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
@@ -50,7 +53,7 @@ from store.writer import StoreWriter
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
 """Ids with a working default (a SellerSKU is its own SKU): counted, never held."""
 
-REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events")
+REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events", "ingest")
 """Sources whose held deliveries can be mapped again."""
 
 SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -153,6 +156,23 @@ def hold_for(
     )
 
 
+def hold_line(item: Quarantined, line: str, *, feed: str, where: str) -> HeldDelivery:
+    """What ``omniops ingest`` keeps of a canonical JSON line that was quarantined.
+
+    ``line`` is the line as read (kept redacted, as the webhooks' bodies are), ``feed``
+    the feed its file stands for and ``where`` its ``file:line``; a replay validates the
+    kept line again (:func:`remap`).  The same line ingested again is the same row.
+    """
+    return HeldDelivery(
+        source="ingest",
+        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
+        reason=item.error,
+        topic=feed,
+        delivery_id=where,
+        quarantined=((item.source, item.error, item.raw),),
+    )
+
+
 def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Mapped:
     """Map a held delivery again with ``mapping`` (raises what the adapter raises)."""
     if any(marker in row.raw for marker in LOST):
@@ -161,6 +181,8 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         )
     if row.source == "events":
         return Mapped(items=[line.item for line in parse_events_body(row.raw.encode("utf-8"))])
+    if row.source == "ingest":
+        return Mapped(items=[parse_line(row.raw, source=row.topic, where=row.delivery_id)])
     try:
         # Our own redacted text (at most 64 KB, nesting cut at the bound): no shape check.
         data = json.loads(row.raw)
@@ -466,6 +488,7 @@ __all__ = [
     "attempt",
     "describe",
     "hold_for",
+    "hold_line",
     "preview",
     "remap",
     "replay",

@@ -80,3 +80,49 @@ def test_an_ingested_line_that_failed_is_held_and_replayed(
     assert rows(db, "SELECT state FROM held ORDER BY id") == [("placed",), ("held",)]
     (error,) = rows(db, "SELECT error FROM quarantine")
     assert "webshop.jsonl:3" in error[0]
+
+
+async def test_kafka_debezium_and_canonical_records_are_held_and_replayed(tmp_path: Path) -> None:
+    """The Kafka feed's hold path on a real store, for the formats without a broker test."""
+    from feeds.kafka.consumer import store_holder
+    from feeds.kafka.formats import Record, decode
+    from feeds.kafka.held import hold_record
+    from feeds.runtime.quarantine import replay
+    from feeds.webhooks.mapping import Mapping, parse_mapping
+    from store.writer import StoreWriter
+    from tests.test_kafka import DEBEZIUM, MAGENTO
+
+    change = (DEBEZIUM / "magento_stock_item_update.json").read_bytes()
+    old = order("old", at(-24 * 400), [("A", 1)]).model_dump_json()
+    good = order("new", at(-1), [("A", 1)]).model_dump_json()
+    cases = [
+        ("debezium", Record("cdc", 0, 7, change)),
+        ("canonical", Record("events", 2, 40, f"{good}\n{old}\n".encode())),
+    ]
+    db = tmp_path / "s.db"
+    previous = set_time_window(TimeWindow(past=timedelta(days=30)))
+    try:
+        async with StoreWriter(db) as writer:
+            keep = store_holder(writer)
+            for fmt, record in cases * 2:  # each record delivered twice
+                items = await decode(record, fmt, feed="kafka:x", mapping=Mapping())  # type: ignore[arg-type]
+                await writer.write(items)
+                kept = hold_record(record, fmt, items, feed="kafka:x")  # type: ignore[arg-type]
+                assert kept is not None
+                await keep([kept])
+            held = rows(db, "SELECT source, reason, deliveries FROM held ORDER BY id")
+            assert [(s, n) for s, _, n in held] == [("kafka", 2), ("kafka", 2)]
+            assert held[0][1].startswith("kafka cdc/0@7: ")
+            assert held[1][1].startswith("kafka events/2@40 line 2: ")
+            still = await replay(writer, Mapping())
+            assert (still.placed, still.still_held) == (0, 2)
+            set_time_window(TimeWindow(past=timedelta(days=3650)))
+            done = await replay(writer, parse_mapping(MAGENTO))
+            again = await replay(writer, parse_mapping(MAGENTO))
+    finally:
+        set_time_window(previous)
+    assert (done.placed, done.applied, done.duplicates) == (2, 2, 1)  # "new" was stored
+    assert again.held == 0
+    assert rows(db, "SELECT order_id FROM orders ORDER BY 1") == [("new",), ("old",)]
+    assert rows(db, "SELECT on_hand FROM stock") == [(7,)]
+    assert rows(db, "SELECT COUNT(*) FROM quarantine") == [(0,)]

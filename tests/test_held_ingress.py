@@ -126,3 +126,75 @@ async def test_kafka_debezium_and_canonical_records_are_held_and_replayed(tmp_pa
     assert rows(db, "SELECT order_id FROM orders ORDER BY 1") == [("new",), ("old",)]
     assert rows(db, "SELECT on_hand FROM stock") == [(7,)]
     assert rows(db, "SELECT COUNT(*) FROM quarantine") == [(0,)]
+
+
+async def test_drop_folder_rows_that_failed_are_held_and_replayed(
+    tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from console.cli import main
+    from feeds.dropfolder import DropFolder
+    from store import model
+    from store.writer import StoreWriter
+
+    monkeypatch.setattr(model, "_window", model.time_window())  # the CLI sets it
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    old = at(-24 * 400).isoformat()
+    new = at(-1).isoformat()
+    counts = (
+        "sku,location_id,on_hand,reserved,counted_at\n"
+        f"APP-1,S-BKN,12,1,{new}\n"
+        f"APP-2,S-BKN,4,,{old}\n"
+        f"APP-3,S-BKN,x,,{new}\n"
+    )
+    pos = (
+        "order_id,placed_at,store_id,region,sku,quantity,unit_price\n"
+        f"P-1,{old},S-BKN,NE,APP-1,2,19.99\n"
+        f"P-1,{old},S-BKN,NE,APP-2,1,5.00\n"
+    )
+    line = order("j1", at(-24 * 400), [("A", 1)]).model_dump_json()
+    files = {"count.csv": counts, "pos.csv": pos, "events.jsonl": line + "\n"}
+    db = tmp_path / "s.db"
+    set_time_window(TimeWindow(past=timedelta(days=30)))
+    async with StoreWriter(db, batch_wait=0.002) as writer:
+        drops = DropFolder(folder, writer)
+        for _ in range(2):  # the same files dropped twice: counted on the same rows
+            for name, text in files.items():
+                (folder / name).write_text(text, encoding="utf-8")
+                report = await drops.process(folder / name)
+                assert report.moved_to is not None and report.moved_to.parent.name == "failed"
+    held = rows(db, "SELECT source, delivery_id, deliveries, reason FROM held ORDER BY id")
+    assert [(s, d, n) for s, d, n, _ in held] == [
+        ("dropfolder", "count.csv:3", 2),
+        ("dropfolder", "count.csv:4", 2),
+        ("dropfolder", "pos.csv: order P-1", 2),
+        ("dropfolder", "events.jsonl:1", 2),
+    ]
+    assert "count.csv:3: " in held[0][3] and "on_hand" in held[1][3]
+    assert "pos.csv:2: " in held[2][3] and "pos.csv:3: order 'P-1' held back" in held[2][3]
+    assert rows(db, "SELECT COUNT(*) FROM quarantine") == [(10,)]
+
+    def cli(*args: str) -> tuple[int, str]:
+        code = main([*args, "--db", str(db)])
+        return code, capsys.readouterr().out
+
+    capsys.readouterr()
+    code, out = await asyncio.to_thread(cli, "quarantine", "list")
+    assert code == 0 and "count.csv:3" in out and "order 'P-1'" in out
+    monkeypatch.setenv("OMNIOPS_SERVE__MAX_PAST_DAYS", "30")
+    code, out = await asyncio.to_thread(cli, "quarantine", "replay")
+    assert code == 1 and "4 held: 0 placed, 4 still held" in out
+    assert rows(db, "SELECT COUNT(*) FROM quarantine") == [(5,)]  # each part once
+    monkeypatch.delenv("OMNIOPS_SERVE__MAX_PAST_DAYS")  # the window, widened
+    code, out = await asyncio.to_thread(cli, "quarantine", "replay")
+    assert code == 1 and "4 held: 3 placed, 1 still held; events 4 applied" in out
+    code, out = await asyncio.to_thread(cli, "quarantine", "replay")
+    assert code == 1 and "1 held: 0 placed, 1 still held; events 0 applied" in out
+    assert rows(db, "SELECT sku, on_hand FROM stock ORDER BY sku") == [("APP-1", 12), ("APP-2", 4)]
+    assert rows(db, "SELECT order_id, location_id FROM orders ORDER BY 1") == [
+        ("P-1", "S-BKN"),
+        ("j1", "WH1"),
+    ]
+    assert rows(db, "SELECT COUNT(*) FROM order_lines WHERE order_id = 'P-1'") == [(2,)]
+    ((error,),) = rows(db, "SELECT error FROM quarantine")
+    assert error.startswith("count.csv:4: on_hand")

@@ -9,7 +9,8 @@ as quarantine keeps raw payloads (:func:`feeds.webhooks.redact.redact_raw`).
 * :func:`hold_for`: what ``serve`` keeps of a delivery (None: nothing to keep);
   :func:`hold_line`: what ``omniops ingest`` keeps of a canonical line that failed
   validation (source ``ingest``: the redacted line, its feed and ``file:line``); a Kafka
-  record is held by its feed (source ``kafka``, :mod:`feeds.kafka.held`);
+  record is held by its feed (source ``kafka``, :mod:`feeds.kafka.held`), a dropped
+  file's rows by the drop folder (source ``dropfolder``, :func:`feeds.dropfolder.remap_dropped`);
 * :func:`suggest`: ``omniops mapping suggest``: every external id seen without a
   mapping, with its event count and a TOML stub for the mapping file;
 * :func:`replay`: ``omniops quarantine replay``: each held delivery is mapped again with
@@ -31,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from feeds.dropfolder import SOURCE as DROPFOLDER
+from feeds.dropfolder import remap_dropped
 from feeds.jsonl import parse_line
 from feeds.kafka.held import SOURCE as KAFKA
 from feeds.kafka.held import remap_record
@@ -56,7 +59,7 @@ from store.writer import StoreWriter
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
 """Ids with a working default (a SellerSKU is its own SKU): counted, never held."""
 
-REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events", "ingest", "kafka")
+REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events", "ingest", "kafka", "dropfolder")
 """Sources whose held deliveries can be mapped again."""
 
 SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -186,6 +189,8 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         return Mapped(items=[line.item for line in parse_events_body(row.raw.encode("utf-8"))])
     if row.source == KAFKA:
         return remap_record(row.topic, row.delivery_id, row.raw, mapping, order_for_tracking)
+    if row.source == DROPFOLDER:
+        return Mapped(items=remap_dropped(row.topic, row.delivery_id, row.raw))
     if row.source == "ingest":
         return Mapped(items=[parse_line(row.raw, source=row.topic, where=row.delivery_id)])
     try:

@@ -393,25 +393,30 @@ class KafkaFeed(Feed):
                             else {}
                         ),
                     )
-                    for item in items:
-                        if isinstance(item, Quarantined) or self.scope.keeps(item):
-                            if not isinstance(item, Quarantined):
-                                self.sources.add(item.source)
-                            self._seq += 1
-                            self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
-                            yield item
-                        else:
-                            self.filtered += 1
+                    kept = [
+                        item
+                        for item in items
+                        if isinstance(item, Quarantined) or self.scope.keeps(item)
+                    ]
+                    self.filtered += len(items) - len(kept)
                     if self.holder is not None:
-                        kept = hold_record(
+                        held = hold_record(
                             record,
                             self.sub.format,
                             items,
                             feed=self.name,
                             channel_header=self.sub.channel_header,
                         )
-                        if kept is not None:
-                            self._holds.append((self._seq, kept))
+                        if held is not None:
+                            # Queued before its items go out: it is kept as soon as the
+                            # last of them is durable, before the offset can be committed.
+                            self._holds.append((self._seq + len(kept), held))
+                    for item in kept:
+                        if not isinstance(item, Quarantined):
+                            self.sources.add(item.source)
+                        self._seq += 1
+                        self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
+                        yield item
                     self._pending.append((self._seq, tp, message.offset + 1))
                     self._read[tp] = message.offset + 1
                     self._last_record_ms[tp] = message.timestamp

@@ -50,15 +50,17 @@ class HeldDelivery:
 
     source: str
     """The adapter (``shopify``, ``square``, ``amazon``, ``easypost``, ``events``), or the
-    ingress of a canonical line (``ingest``)."""
+    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``kafka``)."""
     raw: str
     """The body, redacted as quarantine keeps it."""
     reason: str
     """Why it is held (the quarantine reasons, or the unmapped ids)."""
     topic: str = ""
-    """What a replay must be told besides the body (Shopify's ``X-Shopify-Topic``)."""
+    """What a replay must be told besides the body (Shopify's ``X-Shopify-Topic``; a Kafka
+    record's format and headers; a dropped file's kind, name and zone; a line's feed)."""
     delivery_id: str = ""
-    """Shopify's ``X-Shopify-Event-Id`` (the id of inventory facts)."""
+    """Shopify's ``X-Shopify-Event-Id`` (the id of inventory facts); where a Kafka record,
+    a dropped row or an ingested line was (offset, ``file:line``)."""
     unmapped: tuple[tuple[str, str], ...] = ()
     """``(kind, external id)`` the mapping did not know."""
     event_ids: tuple[str, ...] = ()

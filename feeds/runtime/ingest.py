@@ -1,7 +1,7 @@
 """``omniops ingest`` and ``omniops import-history``: files through the writer a live feed uses.
 
 A canonical line that fails validation is quarantined and also *held* (source ``ingest``,
-:func:`feeds.runtime.quarantine.hold_line`), so ``omniops quarantine replay`` validates it
+:func:`hold_line`), so ``omniops quarantine replay`` validates it
 again once the cause is fixed; ingesting the same line again counts, never duplicates.
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from feeds.csv_import import HistoryReport, read_history
 from feeds.jsonl import feed_files, parse_line, read_lines, source_of
-from feeds.runtime.quarantine import hold_line
 from feeds.runtime.routing import router_hook
+from feeds.webhooks.redact import redact_raw
 from store.apply import Outcome, count_outcomes, epoch
 from store.held import HeldDelivery, quarantine_mark, record_held_many
 from store.model import Event, Quarantined
@@ -233,6 +233,28 @@ async def ingest_paths(
                 lambda conn: record_held_many(conn, held, at, after=mark, linked_only=not complete)
             )
         return tally
+
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A held line is kept whole (redacted) up to this size, as a webhook body is."""
+
+
+def hold_line(item: Quarantined, line: str, *, feed: str, where: str) -> HeldDelivery:
+    """What ``omniops ingest`` keeps of a canonical JSON line that was quarantined.
+
+    ``line`` is the line as read (kept redacted, as the webhooks' bodies are), ``feed``
+    the feed its file stands for and ``where`` its ``file:line``; ``quarantine replay``
+    validates the kept line again (source ``ingest``).  The same line ingested again is
+    the same held row.
+    """
+    return HeldDelivery(
+        source="ingest",
+        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
+        reason=item.error,
+        topic=feed,
+        delivery_id=where,
+        quarantined=((item.source, item.error, item.raw),),
+    )
 
 
 def _holding(files: Sequence[Path], held: list[HeldDelivery]) -> Iterator[Item]:

@@ -7,10 +7,10 @@ stored without a node and routed by the fulfillment rules).  ``serve`` keeps it 
 as quarantine keeps raw payloads (:func:`feeds.webhooks.redact.redact_raw`).
 
 * :func:`hold_for`: what ``serve`` keeps of a delivery (None: nothing to keep);
-  :func:`hold_line`: what ``omniops ingest`` keeps of a canonical line that failed
-  validation (source ``ingest``: the redacted line, its feed and ``file:line``); a Kafka
-  record is held by its feed (source ``kafka``, :mod:`feeds.kafka.held`), a dropped
-  file's rows by the drop folder (source ``dropfolder``, :func:`feeds.dropfolder.remap_dropped`);
+  ``omniops ingest`` keeps a canonical line that failed validation
+  (:func:`feeds.runtime.ingest.hold_line`, source ``ingest``), a Kafka feed a record it
+  quarantined (source ``kafka``, :mod:`feeds.kafka.held`), the drop folder a file's
+  quarantined rows (source ``dropfolder``, :func:`feeds.dropfolder.remap_dropped`);
 * :func:`suggest`: ``omniops mapping suggest``: every external id seen without a
   mapping, with its event count and a TOML stub for the mapping file;
 * :func:`replay`: ``omniops quarantine replay``: each held delivery is mapped again with
@@ -32,11 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from feeds.dropfolder import SOURCE as DROPFOLDER
-from feeds.dropfolder import remap_dropped
 from feeds.jsonl import parse_line
-from feeds.kafka.held import SOURCE as KAFKA
-from feeds.kafka.held import remap_record
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
@@ -162,23 +158,6 @@ def hold_for(
     )
 
 
-def hold_line(item: Quarantined, line: str, *, feed: str, where: str) -> HeldDelivery:
-    """What ``omniops ingest`` keeps of a canonical JSON line that was quarantined.
-
-    ``line`` is the line as read (kept redacted, as the webhooks' bodies are), ``feed``
-    the feed its file stands for and ``where`` its ``file:line``; a replay validates the
-    kept line again (:func:`remap`).  The same line ingested again is the same row.
-    """
-    return HeldDelivery(
-        source="ingest",
-        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
-        reason=item.error,
-        topic=feed,
-        delivery_id=where,
-        quarantined=((item.source, item.error, item.raw),),
-    )
-
-
 def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Mapped:
     """Map a held delivery again with ``mapping`` (raises what the adapter raises)."""
     if any(marker in row.raw for marker in LOST):
@@ -187,9 +166,14 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         )
     if row.source == "events":
         return Mapped(items=[line.item for line in parse_events_body(row.raw.encode("utf-8"))])
-    if row.source == KAFKA:
+    if row.source == "kafka":
+        # Imported here: every command's start imports this module, few replay these.
+        from feeds.kafka.held import remap_record
+
         return remap_record(row.topic, row.delivery_id, row.raw, mapping, order_for_tracking)
-    if row.source == DROPFOLDER:
+    if row.source == "dropfolder":
+        from feeds.dropfolder import remap_dropped
+
         return Mapped(items=remap_dropped(row.topic, row.delivery_id, row.raw))
     if row.source == "ingest":
         return Mapped(items=[parse_line(row.raw, source=row.topic, where=row.delivery_id)])
@@ -498,7 +482,6 @@ __all__ = [
     "attempt",
     "describe",
     "hold_for",
-    "hold_line",
     "preview",
     "remap",
     "replay",

@@ -198,3 +198,37 @@ async def test_drop_folder_rows_that_failed_are_held_and_replayed(
     assert rows(db, "SELECT COUNT(*) FROM order_lines WHERE order_id = 'P-1'") == [(2,)]
     ((error,),) = rows(db, "SELECT error FROM quarantine")
     assert error.startswith("count.csv:4: on_hand")
+
+
+async def test_a_bulk_keep_links_every_quarantine_row_and_can_keep_only_the_linked(
+    tmp_path: Path,
+) -> None:
+    """More quarantined lines than the webhook linking window, and a load that ended early."""
+    from feeds.runtime.ingest import hold_line
+    from feeds.runtime.quarantine import replay
+    from feeds.webhooks.mapping import Mapping
+    from store.held import LINK_WINDOW, quarantine_mark, record_held_many
+    from store.model import Quarantined
+    from store.writer import StoreWriter
+
+    n = LINK_WINDOW + 200
+    bad = [
+        Quarantined(source="f", raw=f'{{"n": {i}}}', error=f"f.jsonl:{i}: id: missing")
+        for i in range(n)
+    ]
+    held = [hold_line(q, q.raw, feed="f", where=f"f.jsonl:{i}") for i, q in enumerate(bad)]
+    db = tmp_path / "s.db"
+    async with StoreWriter(db) as writer:
+        mark = await writer.run(quarantine_mark)
+        await writer.write(bad)
+        kept = await writer.run(lambda conn: record_held_many(conn, held, 0, after=mark))
+        assert len(kept) == n
+        unwritten = Quarantined(source="f", raw="{}", error="f.jsonl:9999: read, not written")
+        ended = [hold_line(unwritten, "{}", feed="f", where="f.jsonl:9999")]
+        none = await writer.run(
+            lambda conn: record_held_many(conn, ended, 0, after=mark, linked_only=True)
+        )
+        assert none == []
+        await replay(writer, Mapping())  # still invalid: each row's quarantine row replaced
+    assert rows(db, "SELECT COUNT(*) FROM held") == [(n,)]
+    assert rows(db, "SELECT COUNT(*) FROM quarantine") == [(n,)]

@@ -31,6 +31,12 @@ Formats, chosen by extension and CSV header (column order is free; extra columns
 * Order history in the Online Retail shape (see :mod:`feeds.csv_import`).
 
 Times without an offset are read in the folder's ``tz`` (default UTC).
+
+What is quarantined is also *held* for ``omniops quarantine replay`` (source
+``dropfolder``, :func:`remap_dropped`): a JSON line (redacted), a stock-count row, or a POS
+order's rows (redacted as quarantine keeps them), with the file's kind, name and zone, so
+a replay reads them again with today's code and windows.  Dropping the file again counts
+on the same held rows.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import watchfiles
+from pydantic import ValidationError
 
 from feeds.base import FeedState
 from feeds.csv_import import (
@@ -60,8 +67,10 @@ from feeds.csv_import import (
 )
 from feeds.jsonl import parse_line, read_lines
 from feeds.stream import FeedMonitor
-from feeds.webhooks.redact import redact_payload
-from store.apply import Outcome, count_outcomes
+from feeds.webhooks.redact import redact_payload, redact_raw
+from rules.errors import describe_validation_error
+from store.apply import Outcome, count_outcomes, epoch
+from store.held import HeldDelivery, quarantine_mark, record_held_many
 from store.model import (
     Event,
     FulfillmentBody,
@@ -141,107 +150,223 @@ def _safe(row: dict[str, str]) -> str:
     return json.dumps(redact_payload(dict(row)), ensure_ascii=False)
 
 
-def read_pos(path: Path, tz: ZoneInfo, report: FileReport) -> Iterator[Event | Quarantined]:
-    """Events of a POS end-of-day file (see the module docstring)."""
-    orders: dict[str, list[tuple[int, dict[str, str], OrderLine | None, str | None]]] = {}
+PosRow = tuple[int, dict[str, str], OrderLine | None, str | None]
+"""``(line number, row, its order line or None, why it cannot be read or None)``."""
+
+
+def _pos_row(number: int, row: dict[str, str], tz: ZoneInfo) -> PosRow:
+    try:
+        for column in POS_COLUMNS:
+            if not row.get(column):
+                raise RowError(f"{column}: empty")
+        quantity = parse_quantity(row["quantity"], "quantity")
+        if quantity <= 0:
+            raise RowError(f"quantity: must be positive, got {quantity}")
+        line = OrderLine(
+            sku=row["sku"],
+            quantity=quantity,
+            unit_price=parse_price(row["unit_price"], "unit_price"),
+            discount=parse_price(row.get("discount") or "0", "discount"),
+        )
+        parse_local_time(row["placed_at"], tz, "placed_at")
+    except RowError as exc:
+        return number, row, None, str(exc)
+    except ValidationError as exc:
+        return number, row, None, describe_validation_error(exc)
+    return number, row, line, None
+
+
+def _pos_order(
+    name: str, order_id: str, rows: list[PosRow], tz: ZoneInfo
+) -> list[Event | Quarantined]:
+    """The events of one POS order's rows, or every row quarantined when one is bad."""
+    errors = [f"{name}:{n}: {err}" for n, _, _, err in rows if err]
+    events: list[Event | Quarantined] = []
+    if not errors:
+        first = rows[0][1]
+        try:
+            placed = parse_local_time(first["placed_at"], tz, "placed_at")
+            store = first["store_id"]
+            events = [
+                OrderPlaced(
+                    id=f"pos:{order_id}:placed",
+                    type="order.placed",
+                    ts=placed,
+                    source="pos",
+                    body=OrderPlacedBody(
+                        order_id=order_id,
+                        channel="pos",
+                        method="bopis",
+                        destination_region=first["region"],
+                        location_id=store,
+                        promised_by=placed,
+                        lines=[line for _, _, line, _ in rows if line is not None],
+                    ),
+                ),
+                FulfillmentUpdated(
+                    id=f"pos:{order_id}:picked_up",
+                    type="fulfillment.updated",
+                    ts=placed + timedelta(seconds=1),
+                    source="pos",
+                    body=FulfillmentBody(order_id=order_id, status="picked_up", location_id=store),
+                ),
+            ]
+        except (RowError, ValidationError) as exc:
+            why = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            errors = [f"{name}:{rows[0][0]}: {why}"]
+            rows = [(rows[0][0], rows[0][1], None, why), *rows[1:]]
+    if not errors:
+        return events
+    out: list[Event | Quarantined] = []
+    for n, row, _, err in rows:
+        reason = err or f"order {order_id!r} held back by " + "; ".join(errors)
+        out.append(Quarantined(source="pos", raw=_safe(row), error=f"{name}:{n}: {reason}"))
+    return out
+
+
+def read_pos(
+    path: Path,
+    tz: ZoneInfo,
+    report: FileReport,
+    held: list[HeldDelivery] | None = None,
+) -> Iterator[Event | Quarantined]:
+    """Events of a POS end-of-day file (see the module docstring).
+
+    ``held``: each order that was quarantined is added to it, to keep for a replay.
+    """
+    orders: dict[str, list[PosRow]] = {}
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
             report.rows += 1
-            where = f"{path.name}:{reader.line_num}"
-            order_id = row.get("order_id", "")
-            try:
-                for column in POS_COLUMNS:
-                    if not row.get(column):
-                        raise RowError(f"{column}: empty")
-                quantity = parse_quantity(row["quantity"], "quantity")
-                if quantity <= 0:
-                    raise RowError(f"quantity: must be positive, got {quantity}")
-                line = OrderLine(
-                    sku=row["sku"],
-                    quantity=quantity,
-                    unit_price=parse_price(row["unit_price"], "unit_price"),
-                    discount=parse_price(row.get("discount") or "0", "discount"),
-                )
-                parse_local_time(row["placed_at"], tz, "placed_at")
-                orders.setdefault(order_id, []).append((reader.line_num, row, line, None))
-            except RowError as exc:
-                orders.setdefault(order_id, []).append((reader.line_num, row, None, str(exc)))
-                report.problems.append(f"{where}: {exc}")
+            parsed = _pos_row(reader.line_num, row, tz)
+            orders.setdefault(row.get("order_id", ""), []).append(parsed)
+            if parsed[3] is not None:
+                report.problems.append(f"{path.name}:{reader.line_num}: {parsed[3]}")
     for order_id, rows in orders.items():
-        errors = [f"{path.name}:{n}: {err}" for n, _, _, err in rows if err]
-        if errors:
-            for n, row, _, err in rows:
-                reason = err or f"order {order_id!r} held back by " + "; ".join(errors)
-                yield Quarantined(source="pos", raw=_safe(row), error=f"{path.name}:{n}: {reason}")
-            if len(errors) < len(rows):
-                report.problems.append(
-                    f"order {order_id}: its other {len(rows) - len(errors)} lines held back too"
-                )
-            continue
-        first = rows[0][1]
-        placed = parse_local_time(first["placed_at"], tz, "placed_at")
-        store = first["store_id"]
-        yield OrderPlaced(
-            id=f"pos:{order_id}:placed",
-            type="order.placed",
-            ts=placed,
-            source="pos",
-            body=OrderPlacedBody(
-                order_id=order_id,
-                channel="pos",
-                method="bopis",
-                destination_region=first["region"],
-                location_id=store,
-                promised_by=placed,
-                lines=[line for _, _, line, _ in rows if line is not None],
+        items = _pos_order(path.name, order_id, rows, tz)
+        errors = sum(1 for _, _, _, err in rows if err)
+        if not errors and isinstance(items[0], Quarantined):  # the order itself was refused
+            report.problems.append(items[0].error)
+        if errors and errors < len(rows):
+            report.problems.append(
+                f"order {order_id}: its other {len(rows) - errors} lines held back too"
+            )
+        if held is not None and any(isinstance(i, Quarantined) for i in items):
+            kept = [[n, redact_payload(dict(row))] for n, row, _, _ in rows]
+            held.append(_hold(items, "pos", path.name, tz, f"{path.name}: order {order_id}", kept))
+        yield from items
+
+
+def _count_row(row: dict[str, str], where: str, tz: ZoneInfo) -> Event | Quarantined:
+    try:
+        for column in COUNT_COLUMNS:
+            if not row.get(column):
+                raise RowError(f"{column}: empty")
+        on_hand = parse_quantity(row["on_hand"], "on_hand")
+        reserved = parse_quantity(row.get("reserved") or "0", "reserved")
+        if reserved < 0:
+            raise RowError(f"reserved: must not be negative, got {reserved}")
+        counted = parse_local_time(row["counted_at"], tz, "counted_at")
+        stamp = counted.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return StockSnapshot(
+            id=f"wms:count:{row['location_id']}:{row['sku']}:{stamp}",
+            type="stock.snapshot",
+            ts=counted,
+            source="wms",
+            body=StockSnapshotBody(
+                sku=row["sku"],
+                location_id=row["location_id"],
+                on_hand=on_hand,
+                reserved=reserved,
+                source_system="wms",
             ),
         )
-        yield FulfillmentUpdated(
-            id=f"pos:{order_id}:picked_up",
-            type="fulfillment.updated",
-            ts=placed + timedelta(seconds=1),
-            source="pos",
-            body=FulfillmentBody(order_id=order_id, status="picked_up", location_id=store),
-        )
+    except RowError as exc:
+        why = str(exc)
+    except ValidationError as exc:
+        why = describe_validation_error(exc)
+    return Quarantined(source="wms", raw=_safe(row), error=f"{where}: {why}")
 
 
-def read_counts(path: Path, tz: ZoneInfo, report: FileReport) -> Iterator[Event | Quarantined]:
-    """Events of a WMS stock-count file (see the module docstring)."""
+def read_counts(
+    path: Path,
+    tz: ZoneInfo,
+    report: FileReport,
+    held: list[HeldDelivery] | None = None,
+) -> Iterator[Event | Quarantined]:
+    """Events of a WMS stock-count file (see the module docstring).
+
+    ``held``: each row that was quarantined is added to it, to keep for a replay.
+    """
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         for row in reader:
             row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
             report.rows += 1
             where = f"{path.name}:{reader.line_num}"
-            try:
-                for column in COUNT_COLUMNS:
-                    if not row.get(column):
-                        raise RowError(f"{column}: empty")
-                on_hand = parse_quantity(row["on_hand"], "on_hand")
-                reserved = parse_quantity(row.get("reserved") or "0", "reserved")
-                if reserved < 0:
-                    raise RowError(f"reserved: must not be negative, got {reserved}")
-                counted = parse_local_time(row["counted_at"], tz, "counted_at")
-            except RowError as exc:
-                report.problems.append(f"{where}: {exc}")
-                yield Quarantined(source="wms", raw=_safe(row), error=f"{where}: {exc}")
-                continue
-            stamp = counted.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-            yield StockSnapshot(
-                id=f"wms:count:{row['location_id']}:{row['sku']}:{stamp}",
-                type="stock.snapshot",
-                ts=counted,
-                source="wms",
-                body=StockSnapshotBody(
-                    sku=row["sku"],
-                    location_id=row["location_id"],
-                    on_hand=on_hand,
-                    reserved=reserved,
-                    source_system="wms",
-                ),
-            )
+            item = _count_row(row, where, tz)
+            if isinstance(item, Quarantined):
+                report.problems.append(item.error)
+                if held is not None:
+                    kept = [[reader.line_num, redact_payload(dict(row))]]
+                    held.append(_hold([item], "counts", path.name, tz, where, kept))
+            yield item
+
+
+SOURCE = "dropfolder"
+"""The ``held`` source of a dropped file's quarantined rows."""
+
+
+def _hold(
+    items: list[Event | Quarantined],
+    kind: str,
+    name: str,
+    tz: ZoneInfo,
+    where: str,
+    rows: list[list[object]],
+) -> HeldDelivery:
+    """What to keep of quarantined rows: their kind, file and zone, and the rows (redacted)."""
+    quarantined = [item for item in items if isinstance(item, Quarantined)]
+    return HeldDelivery(
+        source=SOURCE,
+        raw=json.dumps(rows, ensure_ascii=False),
+        reason="; ".join(dict.fromkeys(item.error for item in quarantined)),
+        topic=json.dumps({"kind": kind, "file": name, "tz": tz.key}, sort_keys=True),
+        delivery_id=where,
+        quarantined=tuple((q.source, q.error, q.raw) for q in quarantined),
+    )
+
+
+def _hold_line(item: Quarantined, line: str, name: str, tz: ZoneInfo, where: str) -> HeldDelivery:
+    return HeldDelivery(
+        source=SOURCE,
+        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
+        reason=item.error,
+        topic=json.dumps({"kind": "jsonl", "file": name, "tz": tz.key}, sort_keys=True),
+        delivery_id=where,
+        quarantined=((item.source, item.error, item.raw),),
+    )
+
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A JSON line is kept whole (redacted) up to this size, as a webhook body is."""
+
+
+def remap_dropped(topic: str, delivery_id: str, raw: str) -> list[Event | Quarantined]:
+    """Read held rows again (``quarantine replay``), as :func:`read_dropped` read them."""
+    context = json.loads(topic)
+    kind, name, zone = context["kind"], str(context["file"]), ZoneInfo(context["tz"])
+    if kind == "jsonl":
+        return [parse_line(raw, source="drop", where=delivery_id)]
+    rows = [(int(n), {str(k): str(v) for k, v in row.items()}) for n, row in json.loads(raw)]
+    if kind == "counts":
+        return [_count_row(row, f"{name}:{n}", zone) for n, row in rows]
+    if kind == "pos":
+        order_id = rows[0][1].get("order_id", "")
+        return _pos_order(name, order_id, [_pos_row(n, row, zone) for n, row in rows], zone)
+    raise ValueError(f"unknown kind of dropped file {kind!r}")
 
 
 def read_dropped(
@@ -251,9 +376,12 @@ def read_dropped(
     history_channel: str = "webshop",
     history_location: str = "WH1",
     report: FileReport | None = None,
+    held: list[HeldDelivery] | None = None,
 ) -> list[Event | Quarantined]:
     """Every item of one dropped file; :class:`FileError` if it cannot be read at all.
 
+    ``held``: what was quarantined is added to it, to keep for ``quarantine replay`` (a
+    JSON line, a stock-count row, a POS order's rows; order-history rows are not kept).
     Blocking: run it in a thread.
     """
     report = report if report is not None else FileReport(path.name)
@@ -265,9 +393,12 @@ def read_dropped(
             items: list[Event | Quarantined] = []
             for number, text in read_lines(path):
                 report.rows += 1
-                item = parse_line(text, source="drop", where=f"{path.name}:{number}")
+                where = f"{path.name}:{number}"
+                item = parse_line(text, source="drop", where=where)
                 if isinstance(item, Quarantined):
                     report.problems.append(item.error)
+                    if held is not None:
+                        held.append(_hold_line(item, text, path.name, zone, where))
                 items.append(item)
             return items
         if not name.endswith(".csv"):
@@ -292,10 +423,10 @@ def read_dropped(
         columns = set(header)
         if set(POS_COLUMNS) <= columns:
             report.kind = "POS end of day"
-            return list(read_pos(path, zone, report))
+            return list(read_pos(path, zone, report, held))
         if set(COUNT_COLUMNS) <= columns:
             report.kind = "stock count"
-            return list(read_counts(path, zone, report))
+            return list(read_counts(path, zone, report, held))
         raise FileError(
             f"{path.name}: unknown CSV columns {', '.join(header) or '(none)'}; expected "
             f"POS orders ({', '.join(POS_COLUMNS)}), stock counts ({', '.join(COUNT_COLUMNS)}) "
@@ -354,6 +485,7 @@ class DropFolder:
     async def process(self, path: Path) -> FileReport:
         """Read, store and move one file; return what happened."""
         report = FileReport(path.name)
+        held: list[HeldDelivery] = []
         try:
             items = await asyncio.to_thread(
                 read_dropped,
@@ -362,6 +494,7 @@ class DropFolder:
                 history_channel=self.history_channel,
                 history_location=self.history_location,
                 report=report,
+                held=held,
             )
         except FileError as exc:
             report.error = str(exc)
@@ -372,8 +505,16 @@ class DropFolder:
             self.monitor.health.detail = report.error
             await self.processed.put(report)
             return report
+        mark = await self.writer.run(quarantine_mark) if held else 0
         futures = [await self.writer.submit(item) for item in items]
         outcomes: list[Outcome] = list(await asyncio.gather(*futures))
+        if held:
+            # Kept for ``quarantine replay`` once the rows' quarantine entries committed.
+            at = epoch(self.writer.clock.now())
+            try:
+                await self.writer.run(lambda db: record_held_many(db, held, at, after=mark))
+            except Exception:
+                log.exception("drop folder: could not keep %s's rows for a replay", path.name)
         self.monitor.record(outcomes)
         report.outcomes = count_outcomes(outcomes)
         target_dir = self.done if report.ok else self.failed

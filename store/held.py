@@ -9,6 +9,7 @@ Writers (run them on the store writer's connection, :meth:`store.writer.StoreWri
 
 * :func:`record_held`: after a delivery's events committed, keep the delivery (once per
   distinct body; a re-delivery only counts) and count its unmapped ids;
+  :func:`record_held_many` keeps a bulk load's in one transaction;
 * :func:`unplace`: the ``prepare`` step of :func:`store.apply.apply_batch` that takes a
   node-less placement out of the store (its event, lines, roll-ups, routing decision and
   reservations) in the same transaction that applies its now-mapped version, so the order
@@ -48,15 +49,18 @@ class HeldDelivery:
     """One delivery to keep: what arrived (redacted) and what it became."""
 
     source: str
-    """The adapter (``shopify``, ``square``, ``amazon``, ``easypost``, ``events``)."""
+    """The adapter (``shopify``, ``square``, ``amazon``, ``easypost``, ``events``), or the
+    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``kafka``)."""
     raw: str
     """The body, redacted as quarantine keeps it."""
     reason: str
     """Why it is held (the quarantine reasons, or the unmapped ids)."""
     topic: str = ""
-    """What a replay must be told besides the body (Shopify's ``X-Shopify-Topic``)."""
+    """What a replay must be told besides the body (Shopify's ``X-Shopify-Topic``; a Kafka
+    record's format and headers; a dropped file's kind, name and zone; a line's feed)."""
     delivery_id: str = ""
-    """Shopify's ``X-Shopify-Event-Id`` (the id of inventory facts)."""
+    """Shopify's ``X-Shopify-Event-Id`` (the id of inventory facts); where a Kafka record,
+    a dropped row or an ingested line was (offset, ``file:line``)."""
     unmapped: tuple[tuple[str, str], ...] = ()
     """``(kind, external id)`` the mapping did not know."""
     event_ids: tuple[str, ...] = ()
@@ -97,60 +101,112 @@ def record_held(db: sqlite3.Connection, delivery: HeldDelivery, at: int) -> int:
     """
     db.execute("BEGIN IMMEDIATE")
     try:
-        linked = _link_quarantine(db, delivery.quarantined)
-        digest = delivery.digest
-        row = db.execute(
-            "SELECT id, quarantine_ids, state FROM held WHERE digest = ?", (digest,)
-        ).fetchone()
-        state = "held" if delivery.hold or delivery.quarantined else "noted"
-        if row is None:
-            cur = db.execute(
-                "INSERT INTO held (digest, source, topic, delivery_id, state, reason, unmapped,"
-                " event_ids, quarantine_ids, raw, first_seen, last_seen, deliveries)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                (
-                    digest,
-                    delivery.source,
-                    delivery.topic,
-                    delivery.delivery_id,
-                    state,
-                    delivery.reason,
-                    json.dumps([list(pair) for pair in delivery.unmapped]),
-                    json.dumps(list(delivery.event_ids)),
-                    json.dumps(linked),
-                    delivery.raw,
-                    at,
-                    at,
-                ),
-            )
-            held_id = int(cur.lastrowid or 0)
-            db.executemany(
-                "INSERT INTO unmapped_ids (adapter, kind, external_id, events, first_seen,"
-                " last_seen) VALUES (?, ?, ?, 1, ?, ?)"
-                " ON CONFLICT DO UPDATE SET events = events + 1,"
-                " first_seen = MIN(first_seen, excluded.first_seen),"
-                " last_seen = MAX(last_seen, excluded.last_seen)",
-                [(delivery.source, kind, ext, at, at) for kind, ext in delivery.unmapped],
-            )
-        else:
-            held_id = int(row[0])
-            known = json.loads(row[1]) + linked
-            # A re-delivery that was quarantined again is held again (its rows are linked).
-            again = "held" if linked and row[2] == "placed" else row[2]
-            db.execute(
-                "UPDATE held SET last_seen = MAX(last_seen, ?), deliveries = deliveries + 1,"
-                " quarantine_ids = ?, state = ? WHERE id = ?",
-                (at, json.dumps(known), again, held_id),
-            )
-            db.executemany(
-                "UPDATE unmapped_ids SET last_seen = MAX(last_seen, ?)"
-                " WHERE adapter = ? AND kind = ? AND external_id = ?",
-                [(at, delivery.source, kind, ext) for kind, ext in delivery.unmapped],
-            )
+        held_id = _keep(db, delivery, _link_quarantine(db, delivery.quarantined), at)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    return held_id
+
+
+def quarantine_mark(db: sqlite3.Connection) -> int:
+    """The newest quarantine row's id (0 when none): :func:`record_held_many`'s ``after``."""
+    return int(db.execute("SELECT COALESCE(MAX(id), 0) FROM quarantine").fetchone()[0])
+
+
+def record_held_many(
+    db: sqlite3.Connection,
+    deliveries: Sequence[HeldDelivery],
+    at: int,
+    *,
+    after: int,
+    linked_only: bool = False,
+) -> list[int]:
+    """Keep each of ``deliveries`` (as :func:`record_held`) in one transaction.
+
+    For a bulk load (``ingest``, the drop folder): their quarantine rows are found among
+    those written after the row ``after`` (:func:`quarantine_mark` taken before the load)
+    in one pass, however many there are, instead of in the newest :data:`LINK_WINDOW`.
+    ``linked_only``: keep only those whose quarantine rows were found (a load that ended
+    early read lines it never wrote).
+    """
+    if not deliveries:
+        return []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        free: dict[tuple[str, str, str], list[int]] = {}
+        for qid, source, error, raw in db.execute(
+            "SELECT id, source, error, raw FROM quarantine WHERE id > ? ORDER BY id DESC",
+            (after,),
+        ):
+            free.setdefault((str(source), str(error), str(raw)), []).append(int(qid))
+        ids = []
+        for delivery in deliveries:
+            linked = []
+            for part in delivery.quarantined:
+                found = free.get(part)
+                if found:
+                    linked.append(found.pop(0))
+            if linked or not linked_only:
+                ids.append(_keep(db, delivery, linked, at))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return ids
+
+
+def _keep(db: sqlite3.Connection, delivery: HeldDelivery, linked: list[int], at: int) -> int:
+    """Insert ``delivery`` or count its re-delivery (inside the caller's transaction)."""
+    digest = delivery.digest
+    row = db.execute(
+        "SELECT id, quarantine_ids, state FROM held WHERE digest = ?", (digest,)
+    ).fetchone()
+    state = "held" if delivery.hold or delivery.quarantined else "noted"
+    if row is None:
+        cur = db.execute(
+            "INSERT INTO held (digest, source, topic, delivery_id, state, reason, unmapped,"
+            " event_ids, quarantine_ids, raw, first_seen, last_seen, deliveries)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (
+                digest,
+                delivery.source,
+                delivery.topic,
+                delivery.delivery_id,
+                state,
+                delivery.reason,
+                json.dumps([list(pair) for pair in delivery.unmapped]),
+                json.dumps(list(delivery.event_ids)),
+                json.dumps(linked),
+                delivery.raw,
+                at,
+                at,
+            ),
+        )
+        held_id = int(cur.lastrowid or 0)
+        db.executemany(
+            "INSERT INTO unmapped_ids (adapter, kind, external_id, events, first_seen,"
+            " last_seen) VALUES (?, ?, ?, 1, ?, ?)"
+            " ON CONFLICT DO UPDATE SET events = events + 1,"
+            " first_seen = MIN(first_seen, excluded.first_seen),"
+            " last_seen = MAX(last_seen, excluded.last_seen)",
+            [(delivery.source, kind, ext, at, at) for kind, ext in delivery.unmapped],
+        )
+    else:
+        held_id = int(row[0])
+        known = json.loads(row[1]) + linked
+        # A re-delivery that was quarantined again is held again (its rows are linked).
+        again = "held" if linked and row[2] == "placed" else row[2]
+        db.execute(
+            "UPDATE held SET last_seen = MAX(last_seen, ?), deliveries = deliveries + 1,"
+            " quarantine_ids = ?, state = ? WHERE id = ?",
+            (at, json.dumps(known), again, held_id),
+        )
+        db.executemany(
+            "UPDATE unmapped_ids SET last_seen = MAX(last_seen, ?)"
+            " WHERE adapter = ? AND kind = ? AND external_id = ?",
+            [(at, delivery.source, kind, ext) for kind, ext in delivery.unmapped],
+        )
     return held_id
 
 
@@ -470,8 +526,10 @@ __all__ = [
     "held_row",
     "held_rows",
     "held_summary",
+    "quarantine_mark",
     "reason_class",
     "record_held",
+    "record_held_many",
     "settle_held",
     "stored_placements",
     "unmapped_ids",

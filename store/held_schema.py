@@ -12,6 +12,9 @@
   the quarantine rows it produced, and its ``state``: ``held`` (waiting for a replay),
   ``placed`` (replayed: everything in it is stored) or ``noted`` (only a soft id, such as
   an Amazon SellerSKU that maps to itself by default: counted, never listed).
+  Besides the webhook adapters, ``source`` is ``ingest`` (a canonical line),
+  ``dropfolder`` (a dropped file's rows) or ``kafka`` (a record), with what their replay
+  needs in ``topic`` and ``delivery_id`` (no schema change: the same columns).
 """
 
 HELD_DDL = """

@@ -876,3 +876,96 @@ async def test_kafka_out_gives_up_after_max_attempts_and_counts_it(tmp_path: Pat
     assert gauges[("omniops_kafka_out_failed_attempts", "alerts")] == 2
     assert gauges[("omniops_kafka_out_dropped", "alerts")] == 1
     assert "gave up after 2 attempts" in (publisher.alerts.stats.last_error or "")
+
+
+async def test_a_record_that_cannot_be_mapped_is_held_and_replayed_after_the_mapping(
+    kafka_broker: Broker, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from console.cli import main
+    from store import model
+
+    # ``quarantine replay`` sets the process's time window from serve's: put it back after.
+    monkeypatch.setattr(model, "_window", model.time_window())
+
+    topic, group = unique("shop"), unique("group")
+    await kafka_broker.create_topic(topic, 1)
+    level = ROOT / "fixtures" / "payloads" / "shopify" / "rest-2024-04_inventory_level.json"
+    value = level.read_bytes()
+    headers = [("channel", b"shopify"), ("X-Shopify-Topic", b"inventory_levels/update")]
+    # The same record twice: a producer's retry, at a new offset.
+    placed = await kafka_broker.produce(topic, [(b"k", value, headers), (b"k", value, headers)])
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[shopify.locations]\n"655441491" = "WH-NJ"\n', encoding="utf-8")
+    db = tmp_path / "shop.db"
+    config = ServeConfig(
+        db=db,
+        port=0,
+        mapping_file=mapping,
+        kafka=[
+            {
+                "name": "shop",
+                "bootstrap_servers": kafka_broker.bootstrap,
+                "topics": [topic],
+                "group_id": group,
+                "format": "channel",
+                "session_timeout_ms": 2000,
+                "lag_every_seconds": 0.2,
+            }
+        ],
+    )
+    async with Server(config) as server:
+        assert server.state is not None
+        monitor = server.state.monitors["kafka:shop"]
+        await until(lambda: monitor.health.quarantined >= 2, "2 records quarantined")
+        await until(
+            lambda: (
+                monitor.health.partitions.get(f"{topic}/0")
+                and monitor.health.partitions[f"{topic}/0"].committed == 2
+            ),
+            "every offset committed, the quarantined records' too",
+        )
+    conn = sqlite3.connect(db)
+    held = conn.execute("SELECT source, state, reason, deliveries, raw FROM held").fetchall()
+    conn.close()
+    assert len(held) == 1  # the retry counted on the same row
+    source, state, reason, deliveries, raw = held[0]
+    assert (source, state, deliveries) == ("kafka", "held", 2)
+    assert f"kafka {topic}/0@{placed[0][1]}" in reason
+    assert "unmapped Shopify inventory_item_id 808950810" in reason
+    assert json.loads(raw)["inventory_item_id"] == 808950810
+    assert await asyncio.to_thread(main, ["quarantine", "list", "--db", str(db)]) == 0
+    assert "808950810" in capsys.readouterr().out
+    assert (
+        await asyncio.to_thread(
+            main, ["quarantine", "replay", "--db", str(db), "--mapping", str(mapping)]
+        )
+        == 1
+    )
+    capsys.readouterr()
+    mapping.write_text(
+        '[shopify.locations]\n"655441491" = "WH-NJ"\n'
+        '[shopify.inventory_items]\n"808950810" = "IPOD2008GREEN"\n',
+        encoding="utf-8",
+    )
+    assert (
+        await asyncio.to_thread(
+            main, ["quarantine", "replay", "--db", str(db), "--mapping", str(mapping)]
+        )
+        == 0
+    )
+    assert "1 held: 1 placed, 0 still held; events 1 applied" in capsys.readouterr().out
+    assert (
+        await asyncio.to_thread(
+            main, ["quarantine", "replay", "--db", str(db), "--mapping", str(mapping)]
+        )
+        == 0
+    )
+    assert "nothing to replay" in capsys.readouterr().out
+    conn = sqlite3.connect(db)
+    try:
+        stock = conn.execute("SELECT sku, location_id, on_hand FROM stock").fetchall()
+        assert ("IPOD2008GREEN", "WH-NJ", 42) in stock
+        assert conn.execute("SELECT COUNT(*) FROM quarantine").fetchone() == (0,)
+        assert conn.execute("SELECT state FROM held").fetchall() == [("placed",)]
+    finally:
+        conn.close()

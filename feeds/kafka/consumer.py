@@ -12,6 +12,9 @@ store holds, never after it.
   read from it is durable and commits that.
 * **Cluster unreachable**: the state is ``retrying`` with exponential back-off
   (:class:`rules.backoff.Backoff`); the consumer is rebuilt and rejoins by itself.
+* **Held**: a record that was quarantined (in whole or in part) is also kept, redacted,
+  for ``omniops quarantine replay`` (:mod:`feeds.kafka.held`), once its items are
+  committed and before its offset is: the store has it, so the offset moves on.
 * **Lag**: per partition, the end offset (the larger of the fetch high-water mark and the
   broker's ``ListOffsets`` answer) minus the committed offset, and the age of the newest
   record consumed; on ``/health``, ``/metrics`` and, summarised, in the feeds view.
@@ -24,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,11 +38,15 @@ from aiokafka.structs import OffsetAndMetadata
 from feeds.base import Feed, FeedState, PartitionHealth
 from feeds.kafka.config import KafkaSubscription
 from feeds.kafka.formats import Record, TrackingLookup, decode
+from feeds.kafka.held import hold_record
 from feeds.kafka.scope import Scope
 from feeds.stream import Sleep
 from feeds.webhooks.mapping import Mapping
 from rules.backoff import Backoff
+from store.apply import epoch
+from store.held import HeldDelivery, record_held
 from store.model import Event, Quarantined
+from store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,27 @@ COMMIT_EVERY = 0.5
 
 YIELD_EVERY = 64
 """Records decoded between two yields to the event loop (about 3 ms of parsing)."""
+
+
+Holder = Callable[[list[HeldDelivery]], Awaitable[None]]
+"""Keeps held records in the store (:func:`store_holder`)."""
+
+
+def store_holder(writer: StoreWriter, on_kept: Callable[[], None] | None = None) -> Holder:
+    """A :data:`Holder` writing through ``writer`` (``on_kept`` is called after each write)."""
+
+    async def keep(held: list[HeldDelivery]) -> None:
+        at = epoch(writer.clock.now())
+
+        def run(db: Any) -> None:
+            for delivery in held:
+                record_held(db, delivery, at)
+
+        await writer.run(run)
+        if on_kept is not None:
+            on_kept()
+
+    return keep
 
 
 def partition_key(tp: TopicPartition) -> str:
@@ -85,6 +113,7 @@ class KafkaFeed(Feed):
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         max_records: int = 500,
+        holder: Holder | None = None,
     ) -> None:
         super().__init__(f"kafka:{sub.name}")
         self.sub = sub
@@ -93,6 +122,10 @@ class KafkaFeed(Feed):
         self.backoff = backoff or Backoff(cap=sub.max_backoff_seconds)
         self.sleep = sleep
         self.max_records = max_records
+        self.holder = holder
+        """Where quarantined records are kept for a replay (None: not kept)."""
+        self._holds: deque[tuple[int, HeldDelivery]] = deque()
+        """(last item seq, what to keep) per quarantined record, in reading order."""
         self.scope = Scope(sub.locations, sub.regions)
         self.filtered = 0
         """Events left out by the location scope."""
@@ -117,18 +150,32 @@ class KafkaFeed(Feed):
         alert loop's thread: replaced whole, never changed in place)."""
 
     def attach(
-        self, mapping: Callable[[], Mapping], order_for_tracking: TrackingLookup | None
+        self,
+        mapping: Callable[[], Mapping],
+        order_for_tracking: TrackingLookup | None,
+        holder: Holder | None = None,
     ) -> None:
-        """Use the server's hot-reloaded mapping and its tracking-number lookup."""
+        """Use the server's hot-reloaded mapping, its tracking-number lookup and its store."""
         self.mapping = mapping
         if order_for_tracking is not None:
             self.order_for_tracking = order_for_tracking
+        if holder is not None:
+            self.holder = holder
 
     # -- durability ----------------------------------------------------------------------
 
     async def durable(self, cursor: str) -> None:
         """The pump's hook: every item up to ``cursor`` is committed to the store."""
         seq = int(cursor.split(" ", 1)[0])
+        ready: list[HeldDelivery] = []
+        while self._holds and self._holds[0][0] <= seq:
+            ready.append(self._holds.popleft()[1])
+        if ready and self.holder is not None:
+            # Kept before the offsets move: the quarantine rows are committed already.
+            try:
+                await self.holder(ready)
+            except Exception:
+                log.exception("%s: could not keep %d records for a replay", self.name, len(ready))
         self._durable_seq = max(self._durable_seq, seq)
         self._settle()
 
@@ -346,15 +393,30 @@ class KafkaFeed(Feed):
                             else {}
                         ),
                     )
-                    for item in items:
-                        if isinstance(item, Quarantined) or self.scope.keeps(item):
-                            if not isinstance(item, Quarantined):
-                                self.sources.add(item.source)
-                            self._seq += 1
-                            self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
-                            yield item
-                        else:
-                            self.filtered += 1
+                    kept = [
+                        item
+                        for item in items
+                        if isinstance(item, Quarantined) or self.scope.keeps(item)
+                    ]
+                    self.filtered += len(items) - len(kept)
+                    if self.holder is not None:
+                        held = hold_record(
+                            record,
+                            self.sub.format,
+                            items,
+                            feed=self.name,
+                            channel_header=self.sub.channel_header,
+                        )
+                        if held is not None:
+                            # Queued before its items go out: it is kept as soon as the
+                            # last of them is durable, before the offset can be committed.
+                            self._holds.append((self._seq + len(kept), held))
+                    for item in kept:
+                        if not isinstance(item, Quarantined):
+                            self.sources.add(item.source)
+                        self._seq += 1
+                        self.cursor = f"{self._seq} {partition_key(tp)}@{message.offset}"
+                        yield item
                     self._pending.append((self._seq, tp, message.offset + 1))
                     self._read[tp] = message.offset + 1
                     self._last_record_ms[tp] = message.timestamp

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -68,6 +68,10 @@ async def _no_lookup(code: str) -> str | None:
     return None
 
 
+HELD_HEADERS = ("X-Shopify-Topic", "X-Shopify-Event-Id", "X-Shopify-Webhook-Id")
+"""Headers a channel record is mapped with (besides its channel header): kept with it."""
+
+
 async def decode(
     record: Record,
     fmt: Format,
@@ -78,6 +82,36 @@ async def decode(
     order_for_tracking: TrackingLookup = _no_lookup,
 ) -> list[Event | Quarantined]:
     """The items of one record (empty for a tombstone or a payload with no fact)."""
+    known: dict[str, str | None] = {}
+    if fmt == "channel" and record.value is not None:
+        channel = (record.header(channel_header) or "").strip().lower()
+        if channel == "easypost":
+            # The tracker's order is looked up (asynchronously) before the record is mapped.
+            with contextlib.suppress(Exception):
+                tracker = easypost.parse_tracker(json.loads(record.value))
+                if tracker.status in easypost.STATUS:
+                    code = tracker.tracking_code
+                    known[code] = await order_for_tracking(code)
+    return decode_now(
+        record,
+        fmt,
+        feed=feed,
+        mapping=mapping,
+        channel_header=channel_header,
+        order_for_tracking=known.get,
+    )
+
+
+def decode_now(
+    record: Record,
+    fmt: Format,
+    *,
+    feed: str,
+    mapping: Mapping,
+    channel_header: str = "channel",
+    order_for_tracking: Callable[[str], str | None] = lambda code: None,
+) -> list[Event | Quarantined]:
+    """:func:`decode` with a lookup that answers at once (``quarantine replay``'s)."""
     raw = record.value
     try:
         if fmt == "canonical":
@@ -100,9 +134,9 @@ async def decode(
             return []
         data = _json(raw)
         if fmt == "debezium":
-            return list(map_change(data, mapping.debezium))
-        mapped = await _channel(record, data, mapping, channel_header, order_for_tracking)
-        return list(mapped.items)
+            return _placed(record, map_change(data, mapping.debezium))
+        mapped = _channel(record, data, mapping, channel_header, order_for_tracking)
+        return _placed(record, mapped.items)
     except PayloadError as exc:
         message = str(exc)
     except ValidationError as exc:
@@ -111,6 +145,18 @@ async def decode(
         message = f"could not map the payload ({type(exc).__name__}: {exc})"
     text = "" if raw is None else raw.decode("utf-8", "replace")
     return [Quarantined(source=feed, raw=redact_raw(text), error=f"{record.where}: {message}")]
+
+
+def _placed(record: Record, items: Iterable[Event | Quarantined]) -> list[Event | Quarantined]:
+    """``items``, each quarantined part's reason saying where the record is."""
+    out: list[Event | Quarantined] = []
+    for item in items:
+        if isinstance(item, Quarantined) and record.where not in item.error:
+            item = Quarantined(
+                source=item.source, raw=item.raw, error=f"{record.where}: {item.error}"
+            )
+        out.append(item)
+    return out
 
 
 def _json(raw: bytes) -> object:
@@ -122,12 +168,12 @@ def _json(raw: bytes) -> object:
         raise PayloadError("(value)", f"not valid JSON: {exc}") from None
 
 
-async def _channel(
+def _channel(
     record: Record,
     data: object,
     mapping: Mapping,
     channel_header: str,
-    order_for_tracking: TrackingLookup,
+    order_for_tracking: Callable[[str], str | None],
 ) -> Mapped:
     if not isinstance(data, dict):
         raise PayloadError("(value)", "expected a JSON object")
@@ -153,5 +199,5 @@ async def _channel(
     tracker = easypost.parse_tracker(data)
     order = None
     if tracker.status in easypost.STATUS:
-        order = await order_for_tracking(tracker.tracking_code)
+        order = order_for_tracking(tracker.tracking_code)
     return easypost.map_tracker(tracker, order)

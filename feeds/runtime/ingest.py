@@ -1,4 +1,9 @@
-"""``omniops ingest`` and ``omniops import-history``: files through the writer a live feed uses."""
+"""``omniops ingest`` and ``omniops import-history``: files through the writer a live feed uses.
+
+A canonical line that fails validation is quarantined and also *held* (source ``ingest``,
+:func:`hold_line`), so ``omniops quarantine replay`` validates it
+again once the cause is fixed; ingesting the same line again counts, never duplicates.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from feeds.csv_import import HistoryReport, read_history
-from feeds.jsonl import feed_files, read_items
+from feeds.jsonl import feed_files, parse_line, read_lines, source_of
 from feeds.runtime.routing import router_hook
-from store.apply import Outcome, count_outcomes
+from feeds.webhooks.redact import redact_raw
+from store.apply import Outcome, count_outcomes, epoch
+from store.held import HeldDelivery, quarantine_mark, record_held_many
 from store.model import Event, Quarantined
 from store.writer import StoreWriter
 
@@ -211,10 +218,55 @@ async def ingest_paths(
     files = event_files(paths)
     if on_total is not None:
         on_total(await asyncio.to_thread(estimate_events, files))
+    held: list[HeldDelivery] = []
     async with StoreWriter(db, after_commit=router_hook()) as writer:
-        return await write_stream(
-            writer, (item for path in files for item in read_items(path)), progress=progress
-        )
+        mark = await writer.run(quarantine_mark)
+        complete = False
+        try:
+            tally = await write_stream(writer, _holding(files, held), progress=progress)
+            complete = True
+        finally:
+            # Keep the quarantined lines for a replay, linked to their quarantine rows (a
+            # load that ended early keeps only those whose rows committed).
+            at = epoch(writer.clock.now())
+            await writer.run(
+                lambda conn: record_held_many(conn, held, at, after=mark, linked_only=not complete)
+            )
+        return tally
+
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A held line is kept whole (redacted) up to this size, as a webhook body is."""
+
+
+def hold_line(item: Quarantined, line: str, *, feed: str, where: str) -> HeldDelivery:
+    """What ``omniops ingest`` keeps of a canonical JSON line that was quarantined.
+
+    ``line`` is the line as read (kept redacted, as the webhooks' bodies are), ``feed``
+    the feed its file stands for and ``where`` its ``file:line``; ``quarantine replay``
+    validates the kept line again (source ``ingest``).  The same line ingested again is
+    the same held row.
+    """
+    return HeldDelivery(
+        source="ingest",
+        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
+        reason=item.error,
+        topic=feed,
+        delivery_id=where,
+        quarantined=((item.source, item.error, item.raw),),
+    )
+
+
+def _holding(files: Sequence[Path], held: list[HeldDelivery]) -> Iterator[Item]:
+    """Every line of ``files``, validated or quarantined; each quarantined one also in ``held``."""
+    for path in files:
+        feed = source_of(path)
+        for number, text in read_lines(path):
+            where = f"{path.name}:{number}"
+            item = parse_line(text, source=feed, where=where)
+            if isinstance(item, Quarantined):
+                held.append(hold_line(item, text, feed=feed, where=where))
+            yield item
 
 
 async def import_history(

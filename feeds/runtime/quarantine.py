@@ -7,6 +7,10 @@ stored without a node and routed by the fulfillment rules).  ``serve`` keeps it 
 as quarantine keeps raw payloads (:func:`feeds.webhooks.redact.redact_raw`).
 
 * :func:`hold_for`: what ``serve`` keeps of a delivery (None: nothing to keep);
+  ``omniops ingest`` keeps a canonical line that failed validation
+  (:func:`feeds.runtime.ingest.hold_line`, source ``ingest``), a Kafka feed a record it
+  quarantined (source ``kafka``, :mod:`feeds.kafka.held`), the drop folder a file's
+  quarantined rows (source ``dropfolder``, :func:`feeds.dropfolder.remap_dropped`);
 * :func:`suggest`: ``omniops mapping suggest``: every external id seen without a
   mapping, with its event count and a TOML stub for the mapping file;
 * :func:`replay`: ``omniops quarantine replay``: each held delivery is mapped again with
@@ -28,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from feeds.jsonl import parse_line
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
@@ -50,7 +55,7 @@ from store.writer import StoreWriter
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
 """Ids with a working default (a SellerSKU is its own SKU): counted, never held."""
 
-REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events")
+REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events", "ingest", "kafka", "dropfolder")
 """Sources whose held deliveries can be mapped again."""
 
 SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -161,6 +166,17 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         )
     if row.source == "events":
         return Mapped(items=[line.item for line in parse_events_body(row.raw.encode("utf-8"))])
+    if row.source == "kafka":
+        # Imported here: every command's start imports this module, few replay these.
+        from feeds.kafka.held import remap_record
+
+        return remap_record(row.topic, row.delivery_id, row.raw, mapping, order_for_tracking)
+    if row.source == "dropfolder":
+        from feeds.dropfolder import remap_dropped
+
+        return Mapped(items=remap_dropped(row.topic, row.delivery_id, row.raw))
+    if row.source == "ingest":
+        return Mapped(items=[parse_line(row.raw, source=row.topic, where=row.delivery_id)])
     try:
         # Our own redacted text (at most 64 KB, nesting cut at the bound): no shape check.
         data = json.loads(row.raw)

@@ -57,7 +57,11 @@ def add_arguments(sub: Any) -> None:
     ):
         q = qsub.add_parser(name, help=text)
         q.add_argument("--reason", default=None, help="only reasons containing this text")
-        q.add_argument("--source", default=None, help="only this adapter (shopify, square, ...)")
+        q.add_argument(
+            "--source",
+            default=None,
+            help="only this adapter (shopify, square, ..., kafka, dropfolder, ingest)",
+        )
         q.add_argument("--since", type=_since, default=None, help="only held since this time")
         q.add_argument("--db", type=Path, default=None, help="store file (default from config)")
         if name == "replay":

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from feeds.base import Feed
 from feeds.dropfolder import DropFolder
-from feeds.kafka.consumer import kafka_feeds
+from feeds.kafka.consumer import kafka_feeds, store_holder
 from feeds.kafka.publish import KafkaPublisher
 from feeds.kafka.staleness import lagging_sources
 from feeds.poll import PollFeed
@@ -293,7 +293,11 @@ class Server:
             attach = getattr(feed, "attach", None)
             if attach is not None:  # Kafka: the live mapping and the tracking lookup
                 assert state.reader is not None
-                attach(lambda: state.mapping, state.reader.order_for_tracking)
+                attach(
+                    lambda: state.mapping,
+                    state.reader.order_for_tracking,
+                    store_holder(self.writer, state.held_changed.set),
+                )
             monitor = FeedMonitor(
                 feed.name, getattr(feed, "kind", "feed"), health=feed.health, clock=self.clock
             )

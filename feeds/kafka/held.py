@@ -1,0 +1,109 @@
+"""Kafka records that were quarantined, kept for ``omniops quarantine replay``.
+
+A record whose value could not be mapped (or mapped only in part: a Shopify refund at an
+unmapped location) is held like a webhook delivery (:mod:`store.held`), source ``kafka``:
+
+* ``raw``: the record's value, redacted as webhooks' bodies are
+  (:func:`feeds.webhooks.redact.redact_raw`, whole up to :data:`HELD_RAW_LIMIT`);
+* ``topic``: what it is mapped with, as JSON: its ``format``, the channel header's name and
+  the headers the format reads (channel, ``X-Shopify-Topic``, ``X-Shopify-Event-Id``);
+* ``delivery_id``: where it is on the cluster, as JSON (``feed``, ``topic``,
+  ``partition``, ``offset``), so a replay's reasons still say ``kafka topic/partition@offset``.
+
+The held row's identity is its value and ``topic`` (not its offset): a producer's retry of
+the same record at a new offset counts on the same row.  :func:`remap_record` maps a held
+record again through :func:`feeds.kafka.formats.decode_now`, the mapper it came through.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+from feeds.kafka.config import Format
+from feeds.kafka.formats import HELD_HEADERS, Record, decode_now
+from feeds.webhooks import Mapped
+from feeds.webhooks.mapping import Mapping
+from feeds.webhooks.redact import CUT, redact_raw
+from store.held import HeldDelivery
+from store.model import Event, Quarantined
+
+SOURCE = "kafka"
+"""The ``held`` source of a Kafka record."""
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A record value is kept whole (redacted) up to this size, as a webhook body is; a larger
+one is kept as "too large" and never replayed."""
+
+FORMATS: tuple[Format, ...] = ("canonical", "channel", "debezium")
+
+
+def hold_record(
+    record: Record,
+    fmt: Format,
+    items: Sequence[Event | Quarantined],
+    *,
+    feed: str,
+    channel_header: str = "channel",
+) -> HeldDelivery | None:
+    """What to keep of ``record`` once its items are stored (None: nothing quarantined)."""
+    quarantined = [item for item in items if isinstance(item, Quarantined)]
+    if not quarantined:
+        return None
+    value = record.value or b""
+    if len(value) > HELD_RAW_LIMIT:
+        raw = json.dumps({CUT: f"a value of {len(value)} bytes is too large to keep"})
+    else:
+        raw = redact_raw(value, limit=HELD_RAW_LIMIT)
+    names = (channel_header, *HELD_HEADERS) if fmt == "channel" else ()
+    headers = {name: got for name in names if (got := record.header(name)) is not None}
+    context = {"format": fmt, "channel_header": channel_header, "headers": headers}
+    where = {
+        "feed": feed,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+    return HeldDelivery(
+        source=SOURCE,
+        raw=raw,
+        reason="; ".join(item.error for item in quarantined),
+        topic=json.dumps(context, sort_keys=True),
+        delivery_id=json.dumps(where, sort_keys=True),
+        event_ids=tuple(item.id for item in items if not isinstance(item, Quarantined)),
+        quarantined=tuple((q.source, q.error, q.raw) for q in quarantined),
+    )
+
+
+def remap_record(
+    topic: str,
+    delivery_id: str,
+    raw: str,
+    mapping: Mapping,
+    order_for_tracking: Callable[[str], str | None],
+) -> Mapped:
+    """Map a held record again (its ``topic``/``delivery_id`` as :func:`hold_record` wrote)."""
+    context = json.loads(topic)
+    where = json.loads(delivery_id)
+    fmt = context["format"]
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown Kafka record format {fmt!r}")
+    record = Record(
+        str(where["topic"]),
+        int(where["partition"]),
+        int(where["offset"]),
+        raw.encode("utf-8"),
+        tuple((str(k), str(v).encode("utf-8")) for k, v in context["headers"].items()),
+    )
+    items = decode_now(
+        record,
+        fmt,
+        feed=str(where["feed"]),
+        mapping=mapping,
+        channel_header=str(context["channel_header"]),
+        order_for_tracking=order_for_tracking,
+    )
+    return Mapped(items=items)
+
+
+__all__ = ["HELD_RAW_LIMIT", "SOURCE", "hold_record", "remap_record"]

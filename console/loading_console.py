@@ -54,12 +54,22 @@ class HighWaterClock:
         return self._last
 
 
-def load_text(progress: LoadProgress) -> str:
-    """``23% · 120,000 of ~511,000 events · 9,800/s · 40 s left`` (what is known of it)."""
+COMPACT_BELOW = 100
+"""Columns under which the top bar takes its short form (80×24 fits it whole)."""
+
+
+def load_text(progress: LoadProgress, *, compact: bool = False) -> str:
+    """What is known of the load: ``23% · 120,000 of ~511,000 events · 9,800/s · 40 s left``.
+
+    ``compact``: ``23% · 120,000/~511,000 · 9,800/s · 40 s left``.
+    """
     parts = []
     if progress.total:
         parts.append(f"{min(progress.loaded / progress.total, 1.0):.0%}")
-        parts.append(f"{progress.loaded:,} of ~{progress.total:,} events")
+        if compact:
+            parts.append(f"{progress.loaded:,}/~{progress.total:,}")
+        else:
+            parts.append(f"{progress.loaded:,} of ~{progress.total:,} events")
     else:
         parts.append(f"{progress.loaded:,} events")
     parts.append(f"{progress.rate:,.0f}/s")
@@ -70,19 +80,28 @@ def load_text(progress: LoadProgress) -> str:
 
 
 def loading_top_bar(
-    *, title: str, progress: LoadProgress, snapshots: Snapshots | None, tz: tzinfo
+    *,
+    title: str,
+    progress: LoadProgress,
+    snapshots: Snapshots | None,
+    tz: tzinfo,
+    compact: bool = False,
 ) -> Content:
     """Two lines: the load's figures, then as of which moment the panels' figures are.
 
     ``omniops demo │ HISTORY STILL LOADING 23% · 120,000 of ~511,000 events · 9,800/s · 40 s left``
     ``figures as of Tue 04 Nov 08:00:59 EST (120 ms): all history up to then is in``
+
+    ``compact`` (a terminal under :data:`COMPACT_BELOW` columns) says the same in 80:
+    ``omniops demo │ HISTORY LOADING 23% · 120,000/~511,000 · 9,800/s · 40 s left``
+    ``figures as of Tue 04 Nov 08:00:59 EST: all history up to then is in``
     """
     first: list[str | tuple[str, str]] = [
         (title, "bold"),
         " │ ",
-        ("HISTORY STILL LOADING", "$text-warning bold reverse"),
+        ("HISTORY LOADING" if compact else "HISTORY STILL LOADING", "$text-warning bold reverse"),
         " ",
-        load_text(progress),
+        load_text(progress, compact=compact),
     ]
     if snapshots is None:
         second: list[str | tuple[str, str]] = [
@@ -93,9 +112,10 @@ def loading_top_bar(
         second = [
             ("figures as of ", "$text-warning"),
             (local.strftime("%a %d %b %H:%M:%S %Z").strip(), "$text-warning bold"),
-            (f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"),
-            ": all history up to then is in",
         ]
+        if not compact:
+            second.append((f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"))
+        second.append(": all history up to then is in")
     return Content.assemble(*first, "\n", *second)
 
 
@@ -118,7 +138,11 @@ class LoadingConsoleScreen(ConsoleScreen):
             return
         self.query_one("#topbar", TextBar).set_content(
             loading_top_bar(
-                title=app.title, progress=app.load.progress, snapshots=app.snapshots, tz=app.tz
+                title=app.title,
+                progress=app.load.progress,
+                snapshots=app.snapshots,
+                tz=app.tz,
+                compact=app.size.width < COMPACT_BELOW,
             )
         )
 

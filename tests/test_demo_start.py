@@ -410,3 +410,34 @@ async def test_quitting_the_loading_console_cancels_and_leaves_no_store(
         build.join(timeout=120)
     assert isinstance(build.error, BuildCancelled)
     assert leftovers(cache) == []
+
+
+def test_the_loading_top_bar_fits_80_columns_in_its_short_form() -> None:
+    """At 80×24 both lines are whole (the long form is cut there), numbers and all."""
+    from dataclasses import dataclass
+    from zoneinfo import ZoneInfo
+
+    from console.loading_console import loading_top_bar
+    from tests.snapshot_factory import build_snapshots
+
+    @dataclass
+    class Figures:
+        loaded: int = 455_000
+        total: int | None = 511_219
+        waiting: bool = False
+        rate: float = 13_467.0
+        eta: float | None = 104.0
+
+    snaps = build_snapshots()
+    tz = ZoneInfo("America/New_York")
+    full = loading_top_bar(title="omniops demo", progress=Figures(), snapshots=snaps, tz=tz)
+    short = loading_top_bar(
+        title="omniops demo", progress=Figures(), snapshots=snaps, tz=tz, compact=True
+    )
+    moment = snaps.as_of.astimezone(tz).strftime("%H:%M:%S")
+    for text in (full.plain, short.plain):
+        first, second = text.split("\n")
+        assert "89%" in first and "455,000" in first and "511,219" in first
+        assert "104 s left" in first and moment in second
+    assert max(len(line) for line in full.plain.split("\n")) > 80  # why the short form
+    assert all(len(line) <= 80 for line in short.plain.split("\n")), short.plain

@@ -21,9 +21,11 @@
      retrying would not help; ``/events`` answers **422** then).  A store that cannot
      write answers **503** (retry later).
 
-  Bad input never produces a 500.  Decoding, mapping and redaction run in a small worker
-  pool of their own (:attr:`ServerState.pool`), so a large body never holds the event
-  loop and ``/health`` keeps answering while it is processed.
+  Bad input never produces a 500.  Decoding, mapping and redaction of a body over
+  :data:`INLINE_PAYLOAD_BYTES` run in a small worker pool of their own
+  (:attr:`ServerState.pool`), so a large body never holds the event loop and ``/health``
+  keeps answering while it is processed; a smaller one (a typical webhook) is mapped on
+  the loop, where its bounded cost is less than the two thread hand-offs would be.
   A delivery that was quarantined or stored with an unmapped id is also *kept*, redacted,
   for ``omniops quarantine replay`` (:func:`feeds.runtime.quarantine.hold_for`,
   :func:`store.held.record_held`), after its items committed.
@@ -100,6 +102,9 @@ WEBHOOK_SOURCES = ("shopify", "square", "easypost", "amazon", "events")
 MESSAGE_LIMIT = 2000
 """An error message (answer and quarantine reason) is cut to this many characters."""
 PAYLOAD_WORKERS = 2
+INLINE_PAYLOAD_BYTES = 8 * 1024
+"""Bodies up to this size are decoded and mapped on the event loop (well under a
+millisecond, bounded by the depth and string-count checks); larger ones in the pool."""
 """Threads that decode, map and redact bodies: a burst of large bodies queues here instead
 of taking the default pool the store reads of ``/health`` use."""
 
@@ -211,6 +216,12 @@ class ServerState:
         """Run CPU work on a payload in :attr:`pool` and await its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    async def payload(self, size: int, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run ``fn`` on a body of ``size`` bytes: inline when small, else :meth:`offload`."""
+        if size <= INLINE_PAYLOAD_BYTES:
+            return fn(*args, **kwargs)
+        return await self.offload(fn, *args, **kwargs)
 
     def close(self) -> None:
         """Stop the payload pool and close the read connection."""
@@ -450,7 +461,7 @@ async def _unreadable(
 ) -> web.Response:
     """Quarantine an authentic but unreadable payload (redacted) and answer 4xx."""
     message = _cut(message)
-    raw = await state.offload(redact_raw, body)
+    raw = await state.payload(len(body), redact_raw, body)
     item = Quarantined(source=source, raw=raw, error=f"{source}: {message}")
     _, answer = await _commit(state, source, Mapped(items=[item]))
     await _keep(state, source, request, body, Mapped(), error=item.error, redacted=raw)
@@ -462,7 +473,7 @@ async def _unreadable(
     )
 
 
-# --- mappers: the CPU part runs in the payload pool -------------------------------------
+# --- mappers: the CPU part runs in the payload pool (large bodies) ---------------------------
 
 
 def _shopify(topic: str, delivery: str, body: bytes, mapping: Mapping) -> Mapped:
@@ -480,7 +491,7 @@ async def _map_shopify(request: web.Request, body: bytes, state: ServerState) ->
         raise PayloadError(
             "X-Shopify-Event-Id", "missing header (and no X-Shopify-Webhook-Id)", status=400
         )
-    return await state.offload(_shopify, topic, delivery, body, state.mapping)
+    return await state.payload(len(body), _shopify, topic, delivery, body, state.mapping)
 
 
 def _square(body: bytes, mapping: Mapping) -> Mapped:
@@ -488,7 +499,7 @@ def _square(body: bytes, mapping: Mapping) -> Mapped:
 
 
 async def _map_square(request: web.Request, body: bytes, state: ServerState) -> Mapped:
-    return await state.offload(_square, body, state.mapping)
+    return await state.payload(len(body), _square, body, state.mapping)
 
 
 def _tracker(body: bytes) -> easypost.Tracker:
@@ -496,13 +507,13 @@ def _tracker(body: bytes) -> easypost.Tracker:
 
 
 async def _map_easypost(request: web.Request, body: bytes, state: ServerState) -> Mapped:
-    tracker = await state.offload(_tracker, body)
+    tracker = await state.payload(len(body), _tracker, body)
     assert state.reader is not None
     order = None
     if tracker.status in easypost.STATUS:
         with contextlib.suppress(sqlite3.Error, FileNotFoundError):
             order = await state.reader.order_for_tracking(tracker.tracking_code)
-    return await state.offload(easypost.map_tracker, tracker, order)
+    return await state.payload(len(body), easypost.map_tracker, tracker, order)
 
 
 def _amazon(body: bytes, mapping: Mapping) -> Mapped:
@@ -510,7 +521,7 @@ def _amazon(body: bytes, mapping: Mapping) -> Mapped:
 
 
 async def _map_amazon(request: web.Request, body: bytes, state: ServerState) -> Mapped:
-    return await state.offload(_amazon, body, state.mapping)
+    return await state.payload(len(body), _amazon, body, state.mapping)
 
 
 def _events(body: bytes) -> Mapped:
@@ -549,7 +560,7 @@ def _valid_json_lines(body: bytes) -> list[Event | Quarantined] | None:
 
 
 async def _map_events(request: web.Request, body: bytes, state: ServerState) -> Mapped:
-    return await state.offload(_events, body)
+    return await state.payload(len(body), _events, body)
 
 
 # --- routes ----------------------------------------------------------------------------

@@ -67,7 +67,7 @@ from feeds.csv_import import (
 )
 from feeds.jsonl import parse_line, read_lines
 from feeds.stream import FeedMonitor
-from feeds.webhooks.redact import redact_payload, redact_raw
+from feeds.webhooks.redact import keep_raw, redact_payload
 from rules.errors import describe_validation_error
 from store.apply import Outcome, count_outcomes, epoch
 from store.held import HeldDelivery, quarantine_mark, record_held_many
@@ -333,25 +333,15 @@ def _hold(
         source=SOURCE,
         raw=json.dumps(rows, ensure_ascii=False),
         reason="; ".join(dict.fromkeys(item.error for item in quarantined)),
-        topic=json.dumps({"kind": kind, "file": name, "tz": tz.key}, sort_keys=True),
+        topic=_context(kind, name, tz),
         delivery_id=where,
         quarantined=tuple((q.source, q.error, q.raw) for q in quarantined),
     )
 
 
-def _hold_line(item: Quarantined, line: str, name: str, tz: ZoneInfo, where: str) -> HeldDelivery:
-    return HeldDelivery(
-        source=SOURCE,
-        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
-        reason=item.error,
-        topic=json.dumps({"kind": "jsonl", "file": name, "tz": tz.key}, sort_keys=True),
-        delivery_id=where,
-        quarantined=((item.source, item.error, item.raw),),
-    )
-
-
-HELD_RAW_LIMIT = 512 * 1024
-"""A JSON line is kept whole (redacted) up to this size, as a webhook body is."""
+def _context(kind: str, name: str, tz: ZoneInfo) -> str:
+    """A held row's ``topic``: the file's kind, name and zone (:func:`remap_dropped` reads it)."""
+    return json.dumps({"kind": kind, "file": name, "tz": tz.key}, sort_keys=True)
 
 
 def remap_dropped(topic: str, delivery_id: str, raw: str) -> list[Event | Quarantined]:
@@ -398,7 +388,15 @@ def read_dropped(
                 if isinstance(item, Quarantined):
                     report.problems.append(item.error)
                     if held is not None:
-                        held.append(_hold_line(item, text, path.name, zone, where))
+                        held.append(
+                            HeldDelivery.of_line(
+                                item,
+                                keep_raw(text),
+                                source=SOURCE,
+                                topic=_context("jsonl", path.name, zone),
+                                where=where,
+                            )
+                        )
                 items.append(item)
             return items
         if not name.endswith(".csv"):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from store.apply import Touched, _add_rollups
+from store.model import Quarantined
 from store.snapshots import HeldSummary
 
 HeldState = str
@@ -69,6 +70,24 @@ class HeldDelivery:
     """``(source, error, raw)`` of the quarantine rows it produced."""
     hold: bool = True
     """False when only soft ids were unmapped (counted for ``mapping suggest``, not listed)."""
+
+    @classmethod
+    def of_line(
+        cls, item: Quarantined, raw: str, *, source: str, topic: str, where: str
+    ) -> HeldDelivery:
+        """A quarantined line to keep (``ingest``, ``dropfolder``).
+
+        ``raw`` is the line already kept as the ingress keeps payloads; ``where`` is its
+        ``file:line``.  The same line read again is the same held row.
+        """
+        return cls(
+            source=source,
+            raw=raw,
+            reason=item.error,
+            topic=topic,
+            delivery_id=where,
+            quarantined=((item.source, item.error, item.raw),),
+        )
 
     @property
     def digest(self) -> str:

@@ -4,7 +4,7 @@ A record whose value could not be mapped (or mapped only in part: a Shopify refu
 unmapped location) is held like a webhook delivery (:mod:`store.held`), source ``kafka``:
 
 * ``raw``: the record's value, redacted as webhooks' bodies are
-  (:func:`feeds.webhooks.redact.redact_raw`, whole up to :data:`HELD_RAW_LIMIT`);
+  (:func:`feeds.webhooks.redact.keep_raw`, whole up to its ``HELD_RAW_LIMIT``);
 * ``topic``: what it is mapped with, as JSON: its ``format``, the channel header's name and
   the headers the format reads (channel, ``X-Shopify-Topic``, ``X-Shopify-Event-Id``);
 * ``delivery_id``: where it is on the cluster, as JSON (``feed``, ``topic``,
@@ -24,16 +24,12 @@ from feeds.kafka.config import Format
 from feeds.kafka.formats import HELD_HEADERS, Record, decode_now
 from feeds.webhooks import Mapped
 from feeds.webhooks.mapping import Mapping
-from feeds.webhooks.redact import CUT, redact_raw
+from feeds.webhooks.redact import keep_raw
 from store.held import HeldDelivery
 from store.model import Event, Quarantined
 
 SOURCE = "kafka"
 """The ``held`` source of a Kafka record."""
-
-HELD_RAW_LIMIT = 512 * 1024
-"""A record value is kept whole (redacted) up to this size, as a webhook body is; a larger
-one is kept as "too large" and never replayed."""
 
 FORMATS: tuple[Format, ...] = ("canonical", "channel", "debezium")
 
@@ -50,11 +46,7 @@ def hold_record(
     quarantined = [item for item in items if isinstance(item, Quarantined)]
     if not quarantined:
         return None
-    value = record.value or b""
-    if len(value) > HELD_RAW_LIMIT:
-        raw = json.dumps({CUT: f"a value of {len(value)} bytes is too large to keep"})
-    else:
-        raw = redact_raw(value, limit=HELD_RAW_LIMIT)
+    raw = keep_raw(record.value or b"")
     names = (channel_header, *HELD_HEADERS) if fmt == "channel" else ()
     headers = {name: got for name in names if (got := record.header(name)) is not None}
     context = {"format": fmt, "channel_header": channel_header, "headers": headers}
@@ -106,4 +98,4 @@ def remap_record(
     return Mapped(items=items)
 
 
-__all__ = ["HELD_RAW_LIMIT", "SOURCE", "hold_record", "remap_record"]
+__all__ = ["SOURCE", "hold_record", "remap_record"]

@@ -21,7 +21,7 @@ from pathlib import Path
 from feeds.csv_import import HistoryReport, read_history
 from feeds.jsonl import feed_files, parse_line, read_lines, source_of
 from feeds.runtime.routing import router_hook
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import keep_raw
 from store.apply import Outcome, count_outcomes, epoch
 from store.held import HeldDelivery, quarantine_mark, record_held_many
 from store.model import Event, Quarantined
@@ -235,26 +235,13 @@ async def ingest_paths(
         return tally
 
 
-HELD_RAW_LIMIT = 512 * 1024
-"""A held line is kept whole (redacted) up to this size, as a webhook body is."""
-
-
 def hold_line(item: Quarantined, line: str, *, feed: str, where: str) -> HeldDelivery:
-    """What ``omniops ingest`` keeps of a canonical JSON line that was quarantined.
+    """What ``omniops ingest`` keeps of a canonical line that was quarantined.
 
-    ``line`` is the line as read (kept redacted, as the webhooks' bodies are), ``feed``
-    the feed its file stands for and ``where`` its ``file:line``; ``quarantine replay``
-    validates the kept line again (source ``ingest``).  The same line ingested again is
-    the same held row.
+    Source ``ingest``; ``feed`` is the feed its file stands for, ``where`` its
+    ``file:line``; ``quarantine replay`` validates the kept line again.
     """
-    return HeldDelivery(
-        source="ingest",
-        raw=redact_raw(line, limit=HELD_RAW_LIMIT),
-        reason=item.error,
-        topic=feed,
-        delivery_id=where,
-        quarantined=((item.source, item.error, item.raw),),
-    )
+    return HeldDelivery.of_line(item, keep_raw(line), source="ingest", topic=feed, where=where)
 
 
 def _holding(files: Sequence[Path], held: list[HeldDelivery]) -> Iterator[Item]:

@@ -36,7 +36,7 @@ from feeds.jsonl import parse_line
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
-from feeds.webhooks.redact import CUT, TOO_DEEP, redact_raw
+from feeds.webhooks.redact import CUT, TOO_DEEP, keep_raw, redact_raw
 from store.apply import Outcome, Touched, apply_batch, epoch
 from store.held import (
     HeldDelivery,
@@ -70,11 +70,6 @@ SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
 """Mapping-file table of each (adapter, kind) of unmapped id."""
 
 VENDOR = {"shopify": "Shopify", "square": "Square", "amazon": "Amazon"}
-
-HELD_RAW_LIMIT = 512 * 1024
-"""A delivery kept for a replay is redacted whole up to this size (quarantine cuts at 64 KB:
-a replay of a cut payload would store an order without its cut lines); a larger one is
-kept as "too large" and never replayed."""
 
 LOST = (f'"{CUT}', f'"{TOO_DEEP}"')
 """Markers of a kept payload that lost a part (cut or too deep): it is never replayed."""
@@ -139,10 +134,7 @@ def hold_for(
         # Keep only the lines that failed (each already redacted), as JSON Lines.
         raw = "\n".join(item.raw for item in quarantined)
     elif source in REPLAYABLE:
-        if len(body) > HELD_RAW_LIMIT:  # not redacted at all: the work stays bounded
-            raw = json.dumps({CUT: f"a body of {len(body)} bytes is too large to keep"})
-        else:
-            raw = redact_raw(body, limit=HELD_RAW_LIMIT)
+        raw = keep_raw(body)
     else:
         return None
     return HeldDelivery(

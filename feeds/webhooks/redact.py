@@ -281,3 +281,21 @@ def redact_raw(raw: bytes | str, *, limit: int = RAW_LIMIT) -> str:
         if isinstance(data, dict | list):
             return redact_json(data, limit=limit)
     return valid_utf8(scrub_text(text, min(limit, TEXT_LIMIT)))
+
+
+HELD_RAW_LIMIT = 512 * 1024
+"""A payload kept for ``omniops quarantine replay`` is redacted whole up to this size
+(quarantine cuts at 64 KB: a replay of a cut payload would store an order without its cut
+lines); a larger one is kept as "too large" and never replayed."""
+
+
+def keep_raw(raw: bytes | str) -> str:
+    """A payload as it is kept for a replay: redacted whole, or marked too large to keep.
+
+    Every ingress that holds what it quarantined (webhooks, Kafka records, dropped and
+    ingested lines) keeps it this way; a payload over :data:`HELD_RAW_LIMIT` is not
+    redacted at all, so the work stays bounded.
+    """
+    if len(raw) > HELD_RAW_LIMIT:
+        return json.dumps({CUT: f"a payload of {len(raw)} bytes is too large to keep"})
+    return redact_raw(raw, limit=HELD_RAW_LIMIT)

@@ -748,10 +748,13 @@ async def test_a_lagging_feed_makes_its_sources_stale_so_their_alerts_are_inhibi
 # -- scope, and a broker that is not there yet -------------------------------------------------
 
 
-def kafka_config(db: Path, bootstrap: str, topic: str, **extra: Any) -> ServeConfig:
+def kafka_config(
+    db: Path, bootstrap: str, topic: str, *, mapping_file: Path | None = None, **extra: Any
+) -> ServeConfig:
     return ServeConfig(
         db=db,
         port=0,
+        **({} if mapping_file is None else {"mapping_file": mapping_file}),
         kafka=[
             {
                 "name": "events",
@@ -887,7 +890,7 @@ async def test_a_record_that_cannot_be_mapped_is_held_and_replayed_after_the_map
     # ``quarantine replay`` sets the process's time window from serve's: put it back after.
     monkeypatch.setattr(model, "_window", model.time_window())
 
-    topic, group = unique("shop"), unique("group")
+    topic = unique("shop")
     await kafka_broker.create_topic(topic, 1)
     level = ROOT / "fixtures" / "payloads" / "shopify" / "rest-2024-04_inventory_level.json"
     value = level.read_bytes()
@@ -897,21 +900,8 @@ async def test_a_record_that_cannot_be_mapped_is_held_and_replayed_after_the_map
     mapping = tmp_path / "mapping.toml"
     mapping.write_text('[shopify.locations]\n"655441491" = "WH-NJ"\n', encoding="utf-8")
     db = tmp_path / "shop.db"
-    config = ServeConfig(
-        db=db,
-        port=0,
-        mapping_file=mapping,
-        kafka=[
-            {
-                "name": "shop",
-                "bootstrap_servers": kafka_broker.bootstrap,
-                "topics": [topic],
-                "group_id": group,
-                "format": "channel",
-                "session_timeout_ms": 2000,
-                "lag_every_seconds": 0.2,
-            }
-        ],
+    config = kafka_config(
+        db, kafka_broker.bootstrap, topic, mapping_file=mapping, name="shop", format="channel"
     )
     async with Server(config) as server:
         assert server.state is not None

@@ -641,7 +641,7 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
     other steps' indexes.  With ``estimate``, the carrier's estimate is kept when it is
     at least as new as the stored one.
     """
-    names = [*columns, "carrier", "tracking", "fulfil_location_id"]
+    names = [*columns, "carrier", "tracking", "fulfil_location_id", "fulfil_location_ts"]
     sets = [
         f"{col} = COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col})" for col in columns
     ]
@@ -649,6 +649,13 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
         "carrier = COALESCE(excluded.carrier, carrier)",
         "tracking = COALESCE(excluded.tracking, tracking)",
         "fulfil_location_id = COALESCE(fulfil_location_id, excluded.fulfil_location_id)",
+        # The earliest report of the node kept; NULL stays NULL where the router gave it
+        # (min() of a NULL is NULL), and a different node reported later changes nothing.
+        "fulfil_location_ts = CASE WHEN fulfil_location_id IS NULL"
+        " THEN excluded.fulfil_location_ts"
+        " WHEN fulfil_location_id = excluded.fulfil_location_id"
+        " THEN MIN(fulfil_location_ts, excluded.fulfil_location_ts)"
+        " ELSE fulfil_location_ts END",
     ]
     if exception:
         names.append("exception_detail")
@@ -674,11 +681,11 @@ def _fulfillment(
     """Fulfillment steps, folded per order in arrival order, then one update each.
 
     The earliest report of a step wins; the latest carrier and tracking given win; the
-    first node reported stays; the latest exception's detail stays; the carrier's newest
-    estimate (by event time) wins.
+    first node reported stays, known from the earliest step that reported it; the latest
+    exception's detail stays; the carrier's newest estimate (by event time) wins.
     """
     steps: dict[str, dict[str, int]] = {}
-    extra: dict[str, list[Any]] = {}  # carrier, tracking, node, exception detail
+    extra: dict[str, list[Any]] = {}  # carrier, tracking, node, exception detail, node's ts
     estimates: dict[str, tuple[int, int]] = {}
     # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
     # arrival stands, as one at a time).
@@ -690,7 +697,7 @@ def _fulfillment(
         order_steps = steps.get(order_id)
         if order_steps is None:
             order_steps = steps[order_id] = {}
-            acc = extra[order_id] = [None, None, None, None]
+            acc = extra[order_id] = [None, None, None, None, None]
         else:
             acc = extra[order_id]
         status = b.status
@@ -701,8 +708,12 @@ def _fulfillment(
             acc[0] = b.carrier
         if b.tracking is not None:
             acc[1] = b.tracking
-        if acc[2] is None:
-            acc[2] = b.location_id
+        node = b.location_id
+        if node is not None:
+            if acc[2] is None:
+                acc[2], acc[4] = node, ts
+            elif node == acc[2] and ts < acc[4]:
+                acc[4] = ts
         if status == "exception":
             acc[3] = b.detail
         estimate = b.estimated_delivery
@@ -720,10 +731,10 @@ def _fulfillment(
     done = touched.orders
     for order_id, order_steps in steps.items():
         columns = tuple(sorted(order_steps)) if len(order_steps) > 1 else tuple(order_steps)
-        carrier, tracking, node, detail = extra[order_id]
+        carrier, tracking, node, detail, node_ts = extra[order_id]
         row: list[Any] = [order_id]
         row += [order_steps[col] for col in columns]
-        row += (carrier, tracking, node)
+        row += (carrier, tracking, node, node_ts)
         if detail is not None:
             row.append(detail)
         newest = estimates.get(order_id)

@@ -193,12 +193,16 @@ class SkuAsOf(NamedTuple):
 def changed_after(db: sqlite3.Connection, t: int) -> tuple[bool, bool]:
     """(catalogue, routing): whether a SKU or node record, or a routing decision, is after ``t``.
 
-    Each is one probe of a time index, so the live path pays nothing more.
+    Routing includes a node first reported by a fulfillment feed after ``t`` for an order
+    placed without one.  Each is one probe of a time index, so the live path pays nothing
+    more.
     """
     catalogue, routing = db.execute(
         """SELECT EXISTS (SELECT 1 FROM sku_history WHERE ts > ?1)
                   OR EXISTS (SELECT 1 FROM location_history WHERE ts > ?1),
-                  EXISTS (SELECT 1 FROM routing_history WHERE routed_for > ?1)""",
+                  EXISTS (SELECT 1 FROM routing_history WHERE routed_for > ?1)
+                  OR EXISTS (SELECT 1 FROM orders INDEXED BY orders_fulfil_location_ts
+                             WHERE fulfil_location_ts > ?1)""",
         (t,),
     ).fetchone()
     return bool(catalogue), bool(routing)
@@ -258,6 +262,23 @@ def unrouted_at(db: sqlite3.Connection, t: int) -> set[str]:
                WHERE h.routed_for > ?1 AND h.status = 'routed' AND NOT EXISTS (
                  SELECT 1 FROM routing_history e
                  WHERE e.order_id = h.order_id AND e.routed_for <= ?1 AND e.status = 'routed')""",
+            (t,),
+        )
+    }
+
+
+def node_reported_after(db: sqlite3.Connection, t: int) -> set[str]:
+    """Orders placed without a node whose node a fulfillment feed first reported after ``t``.
+
+    As of ``t`` they are at no node (``-``), as orders routed after ``t`` are
+    (:func:`unrouted_at`).  A feed's node never moves sales (only the router's does), so
+    velocity and risk need nothing of this.
+    """
+    return {
+        order_id
+        for (order_id,) in db.execute(
+            """SELECT order_id FROM orders INDEXED BY orders_fulfil_location_ts
+               WHERE fulfil_location_ts > ? AND location_id IS NULL""",
             (t,),
         )
     }

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from store.apply import epoch
-from store.metrics import local_midnight
+from store.asof import changed_after
+from store.metrics import local_midnight, nodes_as_of
 from store.snapshots import LateOrder, LateOrders, StockHistory
 
 STEPS = (
@@ -74,10 +75,13 @@ def late_orders(
     """Open orders of a location past their promised-by as of ``now``, most late first."""
     t = epoch(now)
     columns = ", ".join(column for column, _ in STEPS)
-    select = f"""SELECT order_id, channel, method, placed_ts, promised_ts, {columns}
+    # As of a past moment, an order routed (or whose node a feed reported) only later is
+    # at no node yet, as in the fulfillment panel.
+    node = nodes_as_of(db, t, changed_after(db, t)[1])
+    select = node(f"""SELECT order_id, channel, method, placed_ts, promised_ts, {columns}
                  FROM orders
                  WHERE COALESCE(location_id, fulfil_location_id, '-') = ? AND has_order = 1
-                   AND +placed_ts <= ? AND promised_ts < ?"""
+                   AND +placed_ts <= ? AND promised_ts < ?""")
     # Open as of t, through the done_ts index: still open, or done only after t.
     rows = db.execute(
         f"""{select} AND done_ts IS NULL

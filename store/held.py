@@ -459,8 +459,10 @@ def unplace(event_ids: Collection[str]) -> Callable[[sqlite3.Connection, Touched
             db.execute("DELETE FROM routing_decisions WHERE order_id = ?", (order_id,))
             db.execute(
                 "UPDATE orders SET has_order = 0, fulfil_location_id = CASE"
-                " WHEN fulfil_location_id IS ? THEN NULL ELSE fulfil_location_id END"
-                " WHERE order_id = ?",
+                " WHEN fulfil_location_id IS ?1 THEN NULL ELSE fulfil_location_id END,"
+                " fulfil_location_ts = CASE"
+                " WHEN fulfil_location_id IS ?1 THEN NULL ELSE fulfil_location_ts END"
+                " WHERE order_id = ?2",
                 (None if decision is None else decision[0], order_id),
             )
             db.execute("DELETE FROM event_log WHERE event_id = ?", (event_id,))

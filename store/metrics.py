@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from store.asof import (
     changed_after,
     closed_last_hour,
+    node_reported_after,
     return_lines,
     sales_lines,
     skus_as_of,
@@ -188,9 +189,10 @@ def compute_fulfillment(
 ) -> FulfillmentSnapshot:
     """Fulfillment health per location, channel and carrier (README: Fulfillment health)."""
     horizon = t + int(params.at_risk_horizon_hours * HOUR)
-    # As of a past t, an order routed only after t has no node yet (store/asof.py).
+    # As of a past t, an order routed only after t, or whose node a fulfillment feed first
+    # reported after t, has no node yet (store/asof.py).
     routed_later = changed_after(db, t)[1]
-    node = _node_as_of(unrouted_at(db, t) if routed_later else set())
+    node = nodes_as_of(db, t, routed_later)
     # Open as of t: placed, not yet shipped / ready / handed over / cancelled by t.
     open_rows = db.execute(
         node("""SELECT COALESCE(location_id, fulfil_location_id, '-'), channel, placed_ts,
@@ -321,6 +323,15 @@ def compute_fulfillment(
 
 
 _NODE = "COALESCE(location_id, fulfil_location_id, '-')"
+
+
+def nodes_as_of(db: sqlite3.Connection, t: int, routed_later: bool) -> Callable[[str], str]:
+    """Rewrites an order query so each order reads at the node it had as of ``t``.
+
+    ``routed_later`` is :func:`store.asof.changed_after`'s routing flag: without a routing
+    decision or a feed's first report of a node after ``t``, the query is left as it is.
+    """
+    return _node_as_of(unrouted_at(db, t) | node_reported_after(db, t) if routed_later else set())
 
 
 def _node_as_of(unrouted: set[str]) -> Callable[[str], str]:

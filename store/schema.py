@@ -447,6 +447,26 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX returns_received;
     CREATE INDEX returns_received ON returns (received_ts, refund_cents, sku, quantity, reason);
     """,
+    # 16: when a fulfillment feed first reported the node of an order placed without one
+    # (``report --at`` before that moment shows the order at no node, as the router's
+    # later decisions already do).  Kept by store/apply.py; NULL when the router gave the
+    # node or no feed reported one (read only for orders placed without a node).  Existing
+    # stores are filled from the event log: the earliest step that named the node the order
+    # keeps, unless a routed decision was stamped before it (the router's node came first).
+    """
+    ALTER TABLE orders ADD COLUMN fulfil_location_ts INTEGER;
+    UPDATE orders SET fulfil_location_ts = f.ts
+      FROM (SELECT json_extract(body, '$.order_id') AS order_id,
+                   json_extract(body, '$.location_id') AS node, MIN(ts) AS ts
+            FROM event_log WHERE type = 'fulfillment.updated'
+            GROUP BY 1, 2) AS f
+     WHERE f.order_id = orders.order_id AND f.node = orders.fulfil_location_id
+       AND NOT EXISTS (SELECT 1 FROM routing_history h
+                       WHERE h.order_id = orders.order_id AND h.status = 'routed'
+                         AND h.routed_for <= f.ts);
+    CREATE INDEX orders_fulfil_location_ts ON orders (fulfil_location_ts)
+        WHERE fulfil_location_ts IS NOT NULL;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

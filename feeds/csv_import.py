@@ -249,6 +249,11 @@ def _validation(exc: ValidationError, where: str, lines: Sequence[str] = ()) -> 
     return out
 
 
+def _refused(exc: ValidationError, where: str) -> RowError:
+    """A row whose event validation refused, as the row's error (``Column: message``)."""
+    return RowError("; ".join(p.split(": ", 1)[1] for p in _validation(exc, where)))
+
+
 def _counts(row: dict[str, str], invoice_no: str) -> bool:
     """Whether a row that cannot be read would number a return or write-off."""
     if invoice_no.upper().startswith("C"):
@@ -328,6 +333,7 @@ def history_items(
             seen[key] = max(seen[key], counted)
         before = seen[key]
         event: Event | None = None
+        sold: OrderLine | None = None
         try:
             if not invoice_no:
                 raise RowError("InvoiceNo: empty")
@@ -340,7 +346,12 @@ def history_items(
                 raise RowError("Quantity: zero")
             if invoice_no.upper().startswith("C") and quantity > 0:
                 raise RowError("Quantity: positive on a cancellation invoice")
-            if quantity < 0:
+            if quantity > 0:
+                try:
+                    sold = OrderLine(sku=sku, quantity=quantity, unit_price=price)
+                except ValidationError as exc:
+                    raise _refused(exc, where) from None
+            else:
                 n = before + 1
                 cancelled = invoice_no.upper().startswith("C")
                 try:
@@ -376,9 +387,7 @@ def history_items(
                             ),
                         )
                 except ValidationError as exc:
-                    raise RowError(
-                        "; ".join(p.split(": ", 1)[1] for p in _validation(exc, where))
-                    ) from None
+                    raise _refused(exc, where) from None
         except RowError as exc:
             if _counts(row, invoice_no):
                 # Its number is kept for it, so the rows after it keep theirs.
@@ -401,7 +410,8 @@ def history_items(
         if invoice.ts is None:
             invoice.ts, invoice.country = ts, row.get("Country") or ""
         invoice.rows.append((line, row, before))
-        invoice.lines.append(OrderLine(sku=sku, quantity=quantity, unit_price=price))
+        assert sold is not None  # a positive quantity: read above
+        invoice.lines.append(sold)
     for invoice in invoices.values():
         events: list[Event] = []
         if not invoice.errors and invoice.ts is not None and invoice.lines:

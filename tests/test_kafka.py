@@ -1035,3 +1035,34 @@ def rows_of(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def test_hold_record_holds_hard_unmapped_ids_and_only_notes_soft_ones() -> None:
+    """Without a broker: what the consumer keeps of a record that mapped with unknown ids."""
+    from feeds.kafka.formats import Record, decode_now
+    from feeds.kafka.held import SOFT_IDS, hold_record
+    from feeds.runtime import quarantine
+
+    assert SOFT_IDS == quarantine.SOFT_IDS  # one rule, written twice (no import cycle)
+
+    payloads = ROOT / "fixtures" / "payloads"
+    cases = [
+        # a Shopify order whose location is unmapped: stored without a node, held
+        ("shopify", "orders/create", payloads / "shopify" / "rest-2024-04_order.json", True),
+        # an Amazon MFN order: only its SellerSKU is unknown (it maps to itself): noted
+        ("amazon", "", payloads / "amazon" / "ORDER_CHANGE.json", False),
+    ]
+    mapping = parse_mapping('[amazon]\nmfn_location = "WH-NJ"\n')
+    for channel, shopify_topic, path, hold in cases:
+        headers = [("channel", channel.encode())]
+        if shopify_topic:
+            headers.append(("X-Shopify-Topic", shopify_topic.encode()))
+        record = Record("t", 0, 7, path.read_bytes(), tuple(headers))
+        unmapped: list[tuple[str, str]] = []
+        items = decode_now(record, "channel", feed="f", mapping=mapping, unmapped=unmapped)
+        assert items and unmapped, (channel, items)
+        kept = hold_record(record, "channel", items, feed="f", unmapped=unmapped)
+        assert kept is not None and kept.hold is hold and kept.adapter == channel
+        assert kept.unmapped == tuple(unmapped)
+        # nothing unmapped, nothing quarantined: nothing to keep
+        assert hold_record(record, "channel", items, feed="f") is None

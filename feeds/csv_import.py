@@ -318,7 +318,7 @@ def history_items(
     source, channel, location_id = context.source, context.channel, context.location_id
     name = context.file
     invoices: dict[str, _Invoice] = {}
-    seen: Counter[tuple[str, str]] = Counter()
+    seen: dict[tuple[str, str], int] = {}
     for line, row, counted in rows:
         report.rows += 1
         where = f"{name}:{line}"
@@ -329,9 +329,9 @@ def history_items(
             continue
         sku = code.upper()
         key = (invoice_no, sku)
-        if counted >= 0:
-            seen[key] = max(seen[key], counted)
-        before = seen[key]
+        before = seen.get(key, 0)
+        if counted > before:
+            seen[key] = before = counted
         event: Event | None = None
         sold: OrderLine | None = None
         try:
@@ -391,7 +391,7 @@ def history_items(
         except RowError as exc:
             if _counts(row, invoice_no):
                 # Its number is kept for it, so the rows after it keep theirs.
-                seen[key] += 1
+                seen[key] = before + 1
             report.quarantined_rows += 1
             report.problems.append(f"{where}: {exc}")
             bad = invoices.setdefault(invoice_no, _Invoice(invoice_no, line))
@@ -399,7 +399,7 @@ def history_items(
             bad.rows.append((line, row, before))
             continue
         if event is not None:
-            seen[key] += 1
+            seen[key] = before + 1
             if isinstance(event, StockAdjusted):
                 report.write_offs += 1
             else:

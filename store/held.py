@@ -55,7 +55,8 @@ class HeldDelivery:
 
     source: str
     """The adapter (``shopify``, ``square``, ``amazon``, ``easypost``, ``events``), or the
-    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``kafka``)."""
+    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``history``,
+    ``kafka``)."""
     raw: str
     """The body, redacted as quarantine keeps it."""
     reason: str

@@ -13,7 +13,8 @@
   ``placed`` (replayed: everything in it is stored) or ``noted`` (only a soft id, such as
   an Amazon SellerSKU that maps to itself by default: counted, never listed).
   Besides the webhook adapters, ``source`` is ``ingest`` (a canonical line),
-  ``dropfolder`` (a dropped file's rows) or ``kafka`` (a record), with what their replay
+  ``dropfolder`` (a dropped file's rows), ``history`` (an invoice's rows that
+  ``omniops import-history`` held back) or ``kafka`` (a record), with what their replay
   needs in ``topic`` and ``delivery_id`` (no schema change: the same columns).
 """
 

@@ -32,13 +32,16 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
+from store.held import HeldDelivery
 from store.model import (
     Event,
     FulfillmentBody,
@@ -158,8 +161,107 @@ class _Invoice:
     ts: datetime | None = None
     country: str = ""
     lines: list[OrderLine] = field(default_factory=list)
-    rows: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    rows: list[HistoryRow] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+HistoryRow = tuple[int, dict[str, str], int]
+"""``(line number, row, rows of its invoice and stock code counted before it)``.
+
+The count numbers a return or write-off (``...:<StockCode>:<n>``); a held row keeps it, so
+its replay gets the id a re-import of the fixed file would give it."""
+
+HELD_SOURCE = "history"
+"""The ``held`` source of the rows ``omniops import-history`` quarantined (the drop
+folder's are ``dropfolder``)."""
+
+FIELDS = {
+    "ts": "InvoiceDate",
+    "promised_by": "InvoiceDate",
+    "order_id": "InvoiceNo",
+    "return_id": "InvoiceNo",
+    "sku": "StockCode",
+    "quantity": "Quantity",
+    "delta": "Quantity",
+    "unit_price": "UnitPrice",
+    "refund": "UnitPrice",
+    "destination_region": "Country",
+}
+"""The CSV column a canonical field comes from (a validation error names the column)."""
+
+
+@dataclass(frozen=True)
+class HistoryContext:
+    """How an order-history file is read: what a held row's replay must be told again."""
+
+    file: str
+    channel: str
+    location_id: str
+    tz: str
+    order_prefix: str = ""
+    sla_hours: float = 48.0
+    source: str = SOURCE
+
+    def topic(self) -> str:
+        """The held row's ``topic`` (:meth:`of_topic` reads it)."""
+        return json.dumps(
+            {
+                "kind": "history",
+                "file": self.file,
+                "channel": self.channel,
+                "location_id": self.location_id,
+                "tz": self.tz,
+                "order_prefix": self.order_prefix,
+                "sla_hours": self.sla_hours,
+                "source": self.source,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def of_topic(cls, topic: str) -> HistoryContext:
+        """The context a held row's ``topic`` names."""
+        data = json.loads(topic)
+        return cls(
+            file=str(data["file"]),
+            channel=str(data["channel"]),
+            location_id=str(data["location_id"]),
+            tz=str(data["tz"]),
+            order_prefix=str(data.get("order_prefix", "")),
+            sla_hours=float(data.get("sla_hours", 48.0)),
+            source=str(data.get("source", SOURCE)),
+        )
+
+
+def _validation(exc: ValidationError, where: str, lines: Sequence[str] = ()) -> list[str]:
+    """``file:line: Column: message`` per failing field of a refused event.
+
+    ``where`` is the ``file:line`` of the row the event is stamped by, ``lines[n]`` that
+    of the row of order line ``n``.
+    """
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if str(p) != "body"]
+        index = next((int(p) for p in loc if p.isdigit()), None) if "lines" in loc else None
+        name = next((FIELDS[p] for p in reversed(loc) if p in FIELDS), ".".join(loc))
+        at = lines[index] if index is not None and index < len(lines) else where
+        out.append(f"{at}: {name or 'row'}: {err['msg']}")
+    return out
+
+
+def _refused(exc: ValidationError, where: str) -> RowError:
+    """A row whose event validation refused, as the row's error (``Column: message``)."""
+    return RowError("; ".join(p.split(": ", 1)[1] for p in _validation(exc, where)))
+
+
+def _counts(row: dict[str, str], invoice_no: str) -> bool:
+    """Whether a row that cannot be read would number a return or write-off."""
+    if invoice_no.upper().startswith("C"):
+        return True
+    try:
+        return parse_quantity(row.get("Quantity") or "", "Quantity") < 0
+    except RowError:
+        return False
 
 
 def read_history(
@@ -172,112 +274,203 @@ def read_history(
     sla_hours: float = 48.0,
     source: str = SOURCE,
     report: HistoryReport | None = None,
+    held: list[HeldDelivery] | None = None,
+    held_source: str = HELD_SOURCE,
 ) -> Iterator[Event | Quarantined]:
     """Canonical events (and quarantined rows) of an order-history CSV, in file order.
 
-    Blocking (CSV parsing): run it off the event loop.
+    ``held``: each invoice that was quarantined is added to it (source ``held_source``),
+    its rows and how the file was read, for ``omniops quarantine replay``.  Blocking (CSV
+    parsing): run it off the event loop.
     """
     report = report if report is not None else HistoryReport()
-    zone = ZoneInfo(tz)
-    invoices: dict[str, _Invoice] = {}
-    seen: Counter[tuple[str, str]] = Counter()
+    context = HistoryContext(path.name, channel, location_id, tz, order_prefix, sla_hours, source)
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not is_history_header(list(reader.fieldnames)):
             raise ValueError(f"{path.name}: not an order-history file (needs {', '.join(COLUMNS)})")
-        for row in reader:
-            line = reader.line_num
-            report.rows += 1
-            where = f"{path.name}:{line}"
-            invoice_no = (row.get("InvoiceNo") or "").strip()
-            code = (row.get("StockCode") or "").strip()
-            if code and not is_product(code):
-                report.skipped[code.upper()] += 1
-                continue
-            try:
-                if not invoice_no:
-                    raise RowError("InvoiceNo: empty")
-                if not code:
-                    raise RowError("StockCode: empty")
-                quantity = parse_quantity(row.get("Quantity") or "", "Quantity")
-                ts = parse_local_time(row.get("InvoiceDate") or "", zone, "InvoiceDate")
-                price = parse_price(row.get("UnitPrice") or "", "UnitPrice")
-                if quantity == 0:
-                    raise RowError("Quantity: zero")
-                if invoice_no.upper().startswith("C") and quantity > 0:
-                    raise RowError("Quantity: positive on a cancellation invoice")
-            except RowError as exc:
-                report.quarantined_rows += 1
-                report.problems.append(f"{where}: {exc}")
-                held = invoices.setdefault(invoice_no, _Invoice(invoice_no, line))
-                held.errors.append(f"{where}: {exc}")
-                held.rows.append((line, row))
-                continue
-            sku = code.upper()
-            if quantity < 0:
-                seen[(invoice_no, sku)] += 1
-                n = seen[(invoice_no, sku)]
+        rows = ((reader.line_num, row, -1) for row in reader)
+        yield from history_items(rows, context, report, held, held_source)
+
+
+def remap_history(topic: str, delivery_id: str, raw: str) -> list[Event | Quarantined]:
+    """Read a held invoice's rows again (``quarantine replay``), as the file was read."""
+    context = HistoryContext.of_topic(topic)
+    rows = [
+        (int(n), {str(k): str(v) for k, v in row.items()}, int(seen))
+        for n, row, seen in json.loads(raw)
+    ]
+    return list(history_items(rows, context, HistoryReport(), None, HELD_SOURCE))
+
+
+def history_items(
+    rows: Iterable[HistoryRow],
+    context: HistoryContext,
+    report: HistoryReport,
+    held: list[HeldDelivery] | None,
+    held_source: str,
+) -> Iterator[Event | Quarantined]:
+    """The items of order-history rows (a file's, or a held invoice's on replay).
+
+    A row's count (:data:`HistoryRow`) below 0 is counted here, in file order.
+    """
+    zone = ZoneInfo(context.tz)
+    source, channel, location_id = context.source, context.channel, context.location_id
+    name = context.file
+    invoices: dict[str, _Invoice] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for line, row, counted in rows:
+        report.rows += 1
+        where = f"{name}:{line}"
+        invoice_no = (row.get("InvoiceNo") or "").strip()
+        code = (row.get("StockCode") or "").strip()
+        if code and not is_product(code):
+            report.skipped[code.upper()] += 1
+            continue
+        sku = code.upper()
+        key = (invoice_no, sku)
+        before = seen.get(key, 0)
+        if counted > before:
+            seen[key] = before = counted
+        event: Event | None = None
+        sold: OrderLine | None = None
+        try:
+            if not invoice_no:
+                raise RowError("InvoiceNo: empty")
+            if not code:
+                raise RowError("StockCode: empty")
+            quantity = parse_quantity(row.get("Quantity") or "", "Quantity")
+            ts = parse_local_time(row.get("InvoiceDate") or "", zone, "InvoiceDate")
+            price = parse_price(row.get("UnitPrice") or "", "UnitPrice")
+            if quantity == 0:
+                raise RowError("Quantity: zero")
+            if invoice_no.upper().startswith("C") and quantity > 0:
+                raise RowError("Quantity: positive on a cancellation invoice")
+            if quantity > 0:
+                try:
+                    sold = OrderLine(sku=sku, quantity=quantity, unit_price=price)
+                except ValidationError as exc:
+                    raise _refused(exc, where) from None
+            else:
+                n = before + 1
                 cancelled = invoice_no.upper().startswith("C")
-                if not cancelled and price == 0:
-                    report.write_offs += 1
-                    yield StockAdjusted(
-                        id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",
-                        type="stock.adjusted",
-                        ts=ts,
-                        source=source,
-                        body=StockAdjustedBody(
-                            sku=sku,
-                            location_id=location_id,
-                            delta=quantity,
-                            reason=WRITE_OFF_REASON,
-                            source_system=source,
-                        ),
-                    )
-                    continue
+                try:
+                    if not cancelled and price == 0:
+                        event = StockAdjusted(
+                            id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",
+                            type="stock.adjusted",
+                            ts=ts,
+                            source=source,
+                            body=StockAdjustedBody(
+                                sku=sku,
+                                location_id=location_id,
+                                delta=quantity,
+                                reason=WRITE_OFF_REASON,
+                                source_system=source,
+                            ),
+                        )
+                    else:
+                        event = ReturnReceived(
+                            id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",
+                            type="return.received",
+                            ts=ts,
+                            source=source,
+                            body=ReturnBody(
+                                return_id=f"{context.order_prefix}{invoice_no}-{sku}-{n}",
+                                order_id=None,
+                                sku=sku,
+                                location_id=location_id,
+                                channel=channel,
+                                quantity=-quantity,
+                                reason="cancelled invoice" if cancelled else "negative quantity",
+                                refund=price * -quantity,
+                            ),
+                        )
+                except ValidationError as exc:
+                    raise _refused(exc, where) from None
+        except RowError as exc:
+            if _counts(row, invoice_no):
+                # Its number is kept for it, so the rows after it keep theirs.
+                seen[key] = before + 1
+            report.quarantined_rows += 1
+            report.problems.append(f"{where}: {exc}")
+            bad = invoices.setdefault(invoice_no, _Invoice(invoice_no, line))
+            bad.errors.append(f"{where}: {exc}")
+            bad.rows.append((line, row, before))
+            continue
+        if event is not None:
+            seen[key] = before + 1
+            if isinstance(event, StockAdjusted):
+                report.write_offs += 1
+            else:
                 report.returns += 1
-                yield ReturnReceived(
-                    id=f"{source}:{channel}:{invoice_no}:{sku}:{n}",
-                    type="return.received",
-                    ts=ts,
-                    source=source,
-                    body=ReturnBody(
-                        return_id=f"{order_prefix}{invoice_no}-{sku}-{n}",
-                        order_id=None,
-                        sku=sku,
-                        location_id=location_id,
-                        channel=channel,
-                        quantity=-quantity,
-                        reason="cancelled invoice" if cancelled else "negative quantity",
-                        refund=price * -quantity,
-                    ),
-                )
-                continue
-            invoice = invoices.setdefault(invoice_no, _Invoice(invoice_no, line))
-            if invoice.ts is None:
-                invoice.ts, invoice.country = ts, row.get("Country") or ""
-            invoice.rows.append((line, row))
-            invoice.lines.append(OrderLine(sku=sku, quantity=quantity, unit_price=price))
+            yield event
+            continue
+        invoice = invoices.setdefault(invoice_no, _Invoice(invoice_no, line))
+        if invoice.ts is None:
+            invoice.ts, invoice.country = ts, row.get("Country") or ""
+        invoice.rows.append((line, row, before))
+        assert sold is not None  # a positive quantity: read above
+        invoice.lines.append(sold)
     for invoice in invoices.values():
+        events: list[Event] = []
+        if not invoice.errors and invoice.ts is not None and invoice.lines:
+            try:
+                events = _order(invoice, context)
+            except ValidationError as exc:
+                lines = [f"{name}:{n}" for n, _, _ in invoice.rows]
+                invoice.errors = _validation(exc, lines[0], lines)
+                report.quarantined_rows += len(invoice.errors)
+                report.problems.extend(invoice.errors)
         if invoice.errors:
             report.quarantined_rows += len(invoice.rows) - len(invoice.errors)
             reason = "; ".join(invoice.errors)
-            for line, row in invoice.rows:
-                own = next(
-                    (e for e in invoice.errors if e.startswith(f"{path.name}:{line}:")), None
+            items: list[Quarantined] = []
+            for line, row, _ in invoice.rows:
+                own = "; ".join(e for e in invoice.errors if e.startswith(f"{name}:{line}:"))
+                items.append(
+                    Quarantined(
+                        source=source,
+                        raw=_safe_row(row),
+                        error=own
+                        or f"{name}:{line}: invoice {invoice.number} held back by {reason}",
+                    )
                 )
-                yield Quarantined(
-                    source=source,
-                    raw=_safe_row(row),
-                    error=own
-                    or f"{path.name}:{line}: invoice {invoice.number} held back by {reason}",
+            if held is not None:
+                held.append(
+                    HeldDelivery(
+                        source=held_source,
+                        raw=json.dumps(
+                            [[n, _kept_row(row), c] for n, row, c in invoice.rows],
+                            ensure_ascii=False,
+                        ),
+                        reason=reason,
+                        topic=context.topic(),
+                        delivery_id=f"{name}: invoice {invoice.number}",
+                        quarantined=tuple((q.source, q.error, q.raw) for q in items),
+                    )
                 )
+            yield from items
             continue
-        if invoice.ts is None or not invoice.lines:
+        if not events:
             continue
         report.orders += 1
         report.lines += len(invoice.lines)
-        order_id = f"{order_prefix}{invoice.number}"
-        yield OrderPlaced(
+        yield from events
+
+
+def _kept_row(row: dict[str, str]) -> dict[str, str]:
+    """A held row: the columns read, as text (no customer id or description)."""
+    return {k: v for k, v in row.items() if k in COLUMNS}
+
+
+def _order(invoice: _Invoice, context: HistoryContext) -> list[Event]:
+    """An invoice's placement and its shipped step (raises the model's ValidationError)."""
+    assert invoice.ts is not None
+    source, channel, location_id = context.source, context.channel, context.location_id
+    order_id = f"{context.order_prefix}{invoice.number}"
+    return [
+        OrderPlaced(
             id=f"{source}:{channel}:{invoice.number}:placed",
             type="order.placed",
             ts=invoice.ts,
@@ -288,11 +481,11 @@ def read_history(
                 method="ship",
                 destination_region=invoice.country.strip() or "unknown",
                 location_id=location_id,
-                promised_by=invoice.ts + timedelta(hours=sla_hours),
+                promised_by=invoice.ts + timedelta(hours=context.sla_hours),
                 lines=invoice.lines,
             ),
-        )
-        yield FulfillmentUpdated(
+        ),
+        FulfillmentUpdated(
             id=f"{source}:{channel}:{invoice.number}:shipped",
             type="fulfillment.updated",
             ts=invoice.ts,
@@ -303,4 +496,5 @@ def read_history(
                 location_id=location_id,
                 detail="imported history",
             ),
-        )
+        ),
+    ]

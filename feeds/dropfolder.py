@@ -33,10 +33,12 @@ Formats, chosen by extension and CSV header (column order is free; extra columns
 Times without an offset are read in the folder's ``tz`` (default UTC).
 
 What is quarantined is also *held* for ``omniops quarantine replay`` (source
-``dropfolder``, :func:`remap_dropped`): a JSON line (redacted), a stock-count row, or a POS
-order's rows (redacted as quarantine keeps them), with the file's kind, name and zone, so
-a replay reads them again with today's code and windows.  Dropping the file again counts
-on the same held rows.
+``dropfolder``, :func:`remap_dropped`): a JSON line (redacted), a stock-count row, a POS
+order's rows (redacted as quarantine keeps them), or an order-history invoice's rows
+(the columns read, never ``CustomerID`` or ``Description``:
+:func:`feeds.csv_import.remap_history`), with the file's kind, name and zone, so a replay
+reads them again with today's code and windows.  Dropping the file again counts on the
+same held rows.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ from feeds.csv_import import (
     parse_price,
     parse_quantity,
     read_history,
+    remap_history,
 )
 from feeds.jsonl import parse_line, read_lines
 from feeds.stream import FeedMonitor
@@ -350,6 +353,8 @@ def remap_dropped(topic: str, delivery_id: str, raw: str) -> list[Event | Quaran
     kind, name, zone = context["kind"], str(context["file"]), ZoneInfo(context["tz"])
     if kind == "jsonl":
         return [parse_line(raw, source="drop", where=delivery_id)]
+    if kind == "history":
+        return remap_history(topic, delivery_id, raw)
     rows = [(int(n), {str(k): str(v) for k, v in row.items()}) for n, row in json.loads(raw)]
     if kind == "counts":
         return [_count_row(row, f"{name}:{n}", zone) for n, row in rows]
@@ -371,7 +376,7 @@ def read_dropped(
     """Every item of one dropped file; :class:`FileError` if it cannot be read at all.
 
     ``held``: what was quarantined is added to it, to keep for ``quarantine replay`` (a
-    JSON line, a stock-count row, a POS order's rows; order-history rows are not kept).
+    JSON line, a stock-count row, a POS order's or an order-history invoice's rows).
     Blocking: run it in a thread.
     """
     report = report if report is not None else FileReport(path.name)
@@ -412,6 +417,8 @@ def read_dropped(
                     location_id=history_location,
                     tz=tz,
                     report=history,
+                    held=held,
+                    held_source=SOURCE,
                 )
             )
             report.rows = history.rows

@@ -17,8 +17,12 @@ Writers (run them on the store writer's connection, :meth:`store.writer.StoreWri
 * :func:`settle_held`: a replay's result: ``placed``, or still ``held`` with its new
   reason (its quarantine rows replaced by the new ones).
 
+* :func:`edit_held`: ``omniops quarantine edit``: a held payload replaced by its fixed
+  version, the edit recorded in ``held_edits`` (migration 16: who, when, what changed, the
+  payload before and after) in the same transaction.
+
 Readers (any connection): :func:`unmapped_ids`, :func:`held_rows`, :func:`held_row`,
-:func:`held_summary`, :func:`stored_placements`.
+:func:`held_summary`, :func:`stored_placements`, :func:`held_edits`.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ class HeldDelivery:
 
     source: str
     """The adapter (``shopify``, ``square``, ``amazon``, ``easypost``, ``events``), or the
-    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``kafka``)."""
+    bulk or streamed ingress it came through (``ingest``, ``dropfolder``, ``history``,
+    ``kafka``)."""
     raw: str
     """The body, redacted as quarantine keeps it."""
     reason: str
@@ -70,6 +75,9 @@ class HeldDelivery:
     """``(source, error, raw)`` of the quarantine rows it produced."""
     hold: bool = True
     """False when only soft ids were unmapped (counted for ``mapping suggest``, not listed)."""
+    adapter: str = ""
+    """Whose ids ``unmapped`` are, for ``unmapped_ids`` (``""``: ``source``'s; a Kafka
+    record's are its channel's, ``shopify``, so ``mapping suggest`` stubs them)."""
 
     @classmethod
     def of_line(
@@ -209,7 +217,10 @@ def _keep(db: sqlite3.Connection, delivery: HeldDelivery, linked: list[int], at:
             " ON CONFLICT DO UPDATE SET events = events + 1,"
             " first_seen = MIN(first_seen, excluded.first_seen),"
             " last_seen = MAX(last_seen, excluded.last_seen)",
-            [(delivery.source, kind, ext, at, at) for kind, ext in delivery.unmapped],
+            [
+                (delivery.adapter or delivery.source, kind, ext, at, at)
+                for kind, ext in delivery.unmapped
+            ],
         )
     else:
         held_id = int(row[0])
@@ -224,7 +235,10 @@ def _keep(db: sqlite3.Connection, delivery: HeldDelivery, linked: list[int], at:
         db.executemany(
             "UPDATE unmapped_ids SET last_seen = MAX(last_seen, ?)"
             " WHERE adapter = ? AND kind = ? AND external_id = ?",
-            [(at, delivery.source, kind, ext) for kind, ext in delivery.unmapped],
+            [
+                (at, delivery.adapter or delivery.source, kind, ext)
+                for kind, ext in delivery.unmapped
+            ],
         )
     return held_id
 
@@ -487,6 +501,8 @@ class Settlement:
     """``(source, error, raw)`` of the parts that still fail."""
     resolved: tuple[tuple[str, str], ...] = ()
     """Ids the mapping knows now (they leave ``unmapped_ids``)."""
+    adapter: str = ""
+    """Whose ids ``resolved`` are (``""``: the held row's source's)."""
 
 
 def settle_held(db: sqlite3.Connection, settlements: Sequence[Settlement], at: int) -> None:
@@ -530,7 +546,7 @@ def settle_held(db: sqlite3.Connection, settlements: Sequence[Settlement], at: i
             )
             db.executemany(
                 "DELETE FROM unmapped_ids WHERE adapter = ? AND kind = ? AND external_id = ?",
-                [(source, kind, ext) for kind, ext in s.resolved],
+                [(s.adapter or source, kind, ext) for kind, ext in s.resolved],
             )
         db.execute("COMMIT")
     except BaseException:
@@ -538,12 +554,115 @@ def settle_held(db: sqlite3.Connection, settlements: Sequence[Settlement], at: i
         raise
 
 
+# -- edits ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldEdit:
+    """One saved edit of a held payload (``omniops quarantine edit``)."""
+
+    id: int
+    held_id: int
+    at: datetime
+    by: str
+    how: str
+    """``editor``, ``set`` or ``file``."""
+    changes: tuple[tuple[str, object, object], ...]
+    """``(field, before, after)`` of each value that changed."""
+    before: str
+    after: str
+
+
+class StaleEdit(Exception):
+    """The held row changed (or left ``held``) between reading it and saving the edit."""
+
+
+def edit_held(
+    db: sqlite3.Connection,
+    held_id: int,
+    *,
+    before: str,
+    after: str,
+    by: str,
+    how: str,
+    changes: Sequence[tuple[str, object, object]],
+    at: int,
+) -> int:
+    """Save an edit of held row ``held_id``: its payload becomes ``after``; the edit's id.
+
+    The edit is recorded in ``held_edits`` (who, when, how, what changed, the payload
+    before and after) in the same ``BEGIN IMMEDIATE`` transaction.  The row keeps its
+    identity (``digest``: what arrived), so the same delivery arriving again still counts
+    on it.  Raises :class:`StaleEdit` (nothing written) unless the row is still ``held``
+    with payload ``before``.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        row = db.execute("SELECT state, raw FROM held WHERE id = ?", (held_id,)).fetchone()
+        if row is None or row[0] != "held" or row[1] != before:
+            state = "gone" if row is None else str(row[0])
+            raise StaleEdit(
+                f"held delivery {held_id} changed while it was edited (now {state});"
+                " nothing saved, edit it again"
+            )
+        db.execute("UPDATE held SET raw = ? WHERE id = ?", (after, held_id))
+        cur = db.execute(
+            "INSERT INTO held_edits (held_id, at, by, how, changes, before, after)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                held_id,
+                at,
+                by,
+                how,
+                json.dumps(
+                    [{"field": f, "before": b, "after": a} for f, b, a in changes],
+                    ensure_ascii=False,
+                    default=str,
+                ),
+                before,
+                after,
+            ),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return int(cur.lastrowid or 0)
+
+
+def held_edits(db: sqlite3.Connection, held_id: int) -> list[HeldEdit]:
+    """Every saved edit of held row ``held_id``, oldest first (none on an older store)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'held_edits'").fetchone() is None:
+        return []
+    return [
+        HeldEdit(
+            id=int(eid),
+            held_id=int(hid),
+            at=_utc(int(at)),
+            by=str(by),
+            how=str(how),
+            changes=tuple((c["field"], c["before"], c["after"]) for c in json.loads(changes)),
+            before=str(before),
+            after=str(after),
+        )
+        for eid, hid, at, by, how, changes, before, after in db.execute(
+            "SELECT id, held_id, at, by, how, changes, before, after FROM held_edits"
+            " WHERE held_id = ? ORDER BY id",
+            (held_id,),
+        )
+    ]
+
+
 __all__ = [
     "HeldDelivery",
+    "HeldEdit",
     "HeldRow",
     "HeldSummary",
     "Settlement",
+    "StaleEdit",
     "UnmappedId",
+    "edit_held",
+    "held_edits",
     "held_row",
     "held_rows",
     "held_summary",

@@ -13,7 +13,8 @@
   ``placed`` (replayed: everything in it is stored) or ``noted`` (only a soft id, such as
   an Amazon SellerSKU that maps to itself by default: counted, never listed).
   Besides the webhook adapters, ``source`` is ``ingest`` (a canonical line),
-  ``dropfolder`` (a dropped file's rows) or ``kafka`` (a record), with what their replay
+  ``dropfolder`` (a dropped file's rows), ``history`` (an invoice's rows that
+  ``omniops import-history`` held back) or ``kafka`` (a record), with what their replay
   needs in ``topic`` and ``delivery_id`` (no schema change: the same columns).
 """
 
@@ -46,4 +47,27 @@ CREATE TABLE held (
     replayed_at INTEGER
 );
 CREATE INDEX held_state ON held (state, source, last_seen);
+"""
+
+HELD_EDITS_DDL = """
+CREATE TABLE held_edits (
+    id INTEGER PRIMARY KEY,
+    held_id INTEGER NOT NULL REFERENCES held (id),
+    at INTEGER NOT NULL,
+    by TEXT NOT NULL,
+    how TEXT NOT NULL,
+    changes TEXT NOT NULL,
+    before TEXT NOT NULL,
+    after TEXT NOT NULL
+);
+CREATE INDEX held_edits_held ON held_edits (held_id, id);
+"""
+"""DDL of the held-edits migration (17): every ``omniops quarantine edit`` of a held payload.
+
+One row per edit that was saved: the held row, when (seconds since the epoch, UTC), who
+(``--by``, else the OS user), how (``editor``, ``set``, ``file``), what changed (JSON list
+of ``{"field", "before", "after"}``; the field ``(payload)`` for a payload that is not
+JSON), and the payload before and after, so the original is never lost: the first edit's
+``before`` is the payload as it arrived (redacted), and each edit's ``after`` is the next
+one's ``before``.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
-from store.held_schema import HELD_DDL
+from store.held_schema import HELD_DDL, HELD_EDITS_DDL
 from store.outbox_schema import GROUPS_DDL, OUTBOX_DDL
 from store.pending import PENDING_DDL
 from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
@@ -467,6 +467,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX orders_fulfil_location_ts ON orders (fulfil_location_ts)
         WHERE fulfil_location_ts IS NOT NULL;
     """,
+    # 17: every edit of a held payload (``omniops quarantine edit``, store/held.py): who,
+    # when, what changed, and the payload before and after.
+    HELD_EDITS_DDL,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -12,7 +12,8 @@ store holds, never after it.
   read from it is durable and commits that.
 * **Cluster unreachable**: the state is ``retrying`` with exponential back-off
   (:class:`rules.backoff.Backoff`); the consumer is rebuilt and rejoins by itself.
-* **Held**: a record that was quarantined (in whole or in part) is also kept, redacted,
+* **Held**: a record that was quarantined (in whole or in part), or stored with an
+  unmapped id (a Shopify order without a node), is also kept, redacted,
   for ``omniops quarantine replay`` (:mod:`feeds.kafka.held`), once its items are
   committed and before its offset is: the store has it, so the offset moves on.
 * **Lag**: per partition, the end offset (the larger of the fetch high-water mark and the
@@ -381,12 +382,14 @@ class KafkaFeed(Feed):
                         message.value,
                         tuple(message.headers or ()),
                     )
+                    unmapped: list[tuple[str, str]] = []
                     items = await decode(
                         record,
                         self.sub.format,
                         feed=self.name,
                         mapping=self.mapping(),
                         channel_header=self.sub.channel_header,
+                        unmapped=unmapped,
                         **(
                             {"order_for_tracking": self.order_for_tracking}
                             if self.order_for_tracking
@@ -406,6 +409,8 @@ class KafkaFeed(Feed):
                             items,
                             feed=self.name,
                             channel_header=self.sub.channel_header,
+                            # Stored with an unmapped id: held unless scope kept none of it.
+                            unmapped=unmapped if kept else (),
                         )
                         if held is not None:
                             # Queued before its items go out: it is kept as soon as the

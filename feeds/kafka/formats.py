@@ -80,8 +80,13 @@ async def decode(
     mapping: Mapping,
     channel_header: str = "channel",
     order_for_tracking: TrackingLookup = _no_lookup,
+    unmapped: list[tuple[str, str]] | None = None,
 ) -> list[Event | Quarantined]:
-    """The items of one record (empty for a tombstone or a payload with no fact)."""
+    """The items of one record (empty for a tombstone or a payload with no fact).
+
+    ``unmapped``: the ``(kind, external id)`` a channel record was mapped without (a
+    Shopify order stored without a node) are added to it.
+    """
     known: dict[str, str | None] = {}
     if fmt == "channel" and record.value is not None:
         channel = (record.header(channel_header) or "").strip().lower()
@@ -99,6 +104,7 @@ async def decode(
         mapping=mapping,
         channel_header=channel_header,
         order_for_tracking=known.get,
+        unmapped=unmapped,
     )
 
 
@@ -110,6 +116,7 @@ def decode_now(
     mapping: Mapping,
     channel_header: str = "channel",
     order_for_tracking: Callable[[str], str | None] = lambda code: None,
+    unmapped: list[tuple[str, str]] | None = None,
 ) -> list[Event | Quarantined]:
     """:func:`decode` with a lookup that answers at once (``quarantine replay``'s)."""
     raw = record.value
@@ -136,6 +143,8 @@ def decode_now(
         if fmt == "debezium":
             return _placed(record, map_change(data, mapping.debezium))
         mapped = _channel(record, data, mapping, channel_header, order_for_tracking)
+        if unmapped is not None:
+            unmapped.extend(mapped.unmapped)
         return _placed(record, mapped.items)
     except PayloadError as exc:
         message = str(exc)

@@ -1,7 +1,10 @@
 """Kafka records that were quarantined, kept for ``omniops quarantine replay``.
 
 A record whose value could not be mapped (or mapped only in part: a Shopify refund at an
-unmapped location) is held like a webhook delivery (:mod:`store.held`), source ``kafka``:
+unmapped location), or that was stored with an unmapped id (a Shopify order whose location
+has no mapping, stored without a node), is held like a webhook delivery
+(:mod:`store.held`), source ``kafka``, its unmapped ids counted under its channel
+(``shopify``, ...) for ``omniops mapping suggest``:
 
 * ``raw``: the record's value, redacted as webhooks' bodies are
   (:func:`feeds.webhooks.redact.keep_raw`, whole up to its ``HELD_RAW_LIMIT``);
@@ -34,6 +37,18 @@ SOURCE = "kafka"
 FORMATS: tuple[Format, ...] = ("canonical", "channel", "debezium")
 
 
+SOFT_IDS = frozenset({("amazon", "seller_sku")})
+"""Ids with a working default (a SellerSKU is its own SKU): counted, never held (the
+same as :data:`feeds.runtime.quarantine.SOFT_IDS`, which cannot be imported here)."""
+
+VENDOR = {"shopify": "Shopify", "square": "Square", "amazon": "Amazon"}
+
+
+def hard_ids(channel: str, unmapped: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ids of ``unmapped`` that hold a record (soft ones left out)."""
+    return [pair for pair in unmapped if (channel, pair[0]) not in SOFT_IDS]
+
+
 def hold_record(
     record: Record,
     fmt: Format,
@@ -41,10 +56,18 @@ def hold_record(
     *,
     feed: str,
     channel_header: str = "channel",
+    unmapped: Sequence[tuple[str, str]] = (),
 ) -> HeldDelivery | None:
-    """What to keep of ``record`` once its items are stored (None: nothing quarantined)."""
+    """What to keep of ``record`` once its items are stored (None: nothing to keep).
+
+    Kept when part of it was quarantined, or when it was stored with an ``unmapped`` id
+    (a Shopify order without a node: held until the mapping knows its location, then
+    replaced by its mapped version, as a webhook's is); only soft ids: counted, not held.
+    """
     quarantined = [item for item in items if isinstance(item, Quarantined)]
-    if not quarantined:
+    channel = (record.header(channel_header) or "").strip().lower() if fmt == "channel" else ""
+    hard = hard_ids(channel, unmapped)
+    if not quarantined and not unmapped:
         return None
     raw = keep_raw(record.value or b"")
     names = (channel_header, *HELD_HEADERS) if fmt == "channel" else ()
@@ -56,15 +79,41 @@ def hold_record(
         "partition": record.partition,
         "offset": record.offset,
     }
+    parts = [item.error for item in quarantined]
+    text = "; ".join(parts)
+    vendor = VENDOR.get(channel, channel)
+    parts += [
+        f"{record.where}: stored with unmapped {vendor} {kind} {ext}"
+        for kind, ext in hard
+        if ext not in text
+    ]
     return HeldDelivery(
         source=SOURCE,
         raw=raw,
-        reason="; ".join(item.error for item in quarantined),
+        reason="; ".join(parts) or "held",
         topic=json.dumps(context, sort_keys=True),
         delivery_id=json.dumps(where, sort_keys=True),
+        unmapped=tuple(unmapped),
         event_ids=tuple(item.id for item in items if not isinstance(item, Quarantined)),
         quarantined=tuple((q.source, q.error, q.raw) for q in quarantined),
+        hold=bool(quarantined) or bool(hard),
+        adapter=channel,
     )
+
+
+def adapter_of(topic: str) -> str:
+    """Whose ids a held record's unmapped ids are: its channel (``""`` for other formats)."""
+    try:
+        context = json.loads(topic)
+        if context.get("format") != "channel":
+            return ""
+        wanted = str(context.get("channel_header", "channel")).lower()
+        for name, value in dict(context.get("headers", {})).items():
+            if str(name).lower() == wanted:
+                return str(value).strip().lower()
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return ""
 
 
 def remap_record(
@@ -87,6 +136,7 @@ def remap_record(
         raw.encode("utf-8"),
         tuple((str(k), str(v).encode("utf-8")) for k, v in context["headers"].items()),
     )
+    unmapped: list[tuple[str, str]] = []
     items = decode_now(
         record,
         fmt,
@@ -94,8 +144,10 @@ def remap_record(
         mapping=mapping,
         channel_header=str(context["channel_header"]),
         order_for_tracking=order_for_tracking,
+        unmapped=unmapped,
     )
-    return Mapped(items=items)
+    # Only the ids that still hold it (a soft id's default works: it is placed).
+    return Mapped(items=items, unmapped=hard_ids(adapter_of(topic), unmapped))
 
 
-__all__ = ["SOURCE", "hold_record", "remap_record"]
+__all__ = ["SOFT_IDS", "SOURCE", "adapter_of", "hard_ids", "hold_record", "remap_record"]

@@ -3,6 +3,8 @@
 A canonical line that fails validation is quarantined and also *held* (source ``ingest``,
 :func:`hold_line`), so ``omniops quarantine replay`` validates it
 again once the cause is fixed; ingesting the same line again counts, never duplicates.
+``import-history`` holds each invoice it quarantined the same way (source ``history``,
+:func:`feeds.csv_import.remap_history`).
 """
 
 from __future__ import annotations
@@ -275,6 +277,7 @@ async def import_history(
     how many events the file made once it is parsed; ``progress`` how many are stored.
     """
     report = HistoryReport()
+    held: list[HeldDelivery] = []
 
     def parse() -> list[Event | Quarantined]:
         return list(
@@ -285,6 +288,7 @@ async def import_history(
                 tz=tz,
                 order_prefix=order_prefix,
                 report=report,
+                held=held,
             )
         )
 
@@ -294,10 +298,28 @@ async def import_history(
         on_total(len(items))
     if writer is None:
         async with StoreWriter(db, after_commit=router_hook()) as own:
-            tally = await write_stream(own, items, progress=progress)
+            tally = await _write_holding(own, items, held, progress)
     else:
-        tally = await write_stream(writer, items, progress=progress)
+        tally = await _write_holding(writer, items, held, progress)
     report.applied = tally["applied"]
     report.duplicate = tally["duplicate"]
     report.quarantined = tally["quarantined"]
     return report
+
+
+async def _write_holding(
+    writer: StoreWriter, items: list[Item], held: list[HeldDelivery], progress: Progress | None
+) -> dict[Outcome, int]:
+    """Write ``items``, then keep the invoices in ``held`` for a replay (source ``history``)."""
+    mark = await writer.run(quarantine_mark) if held else 0
+    complete = False
+    try:
+        tally = await write_stream(writer, items, progress=progress)
+        complete = True
+    finally:
+        if held:
+            at = epoch(writer.clock.now())
+            await writer.run(
+                lambda conn: record_held_many(conn, held, at, after=mark, linked_only=not complete)
+            )
+    return tally

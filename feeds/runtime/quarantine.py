@@ -9,8 +9,10 @@ as quarantine keeps raw payloads (:func:`feeds.webhooks.redact.redact_raw`).
 * :func:`hold_for`: what ``serve`` keeps of a delivery (None: nothing to keep);
   ``omniops ingest`` keeps a canonical line that failed validation
   (:func:`feeds.runtime.ingest.hold_line`, source ``ingest``), a Kafka feed a record it
-  quarantined (source ``kafka``, :mod:`feeds.kafka.held`), the drop folder a file's
-  quarantined rows (source ``dropfolder``, :func:`feeds.dropfolder.remap_dropped`);
+  quarantined or stored with an unmapped id (source ``kafka``, :mod:`feeds.kafka.held`),
+  the drop folder a file's quarantined rows (source ``dropfolder``,
+  :func:`feeds.dropfolder.remap_dropped`), ``omniops import-history`` an invoice it
+  quarantined (source ``history``, :func:`feeds.csv_import.remap_history`);
 * :func:`suggest`: ``omniops mapping suggest``: every external id seen without a
   mapping, with its event count and a TOML stub for the mapping file;
 * :func:`replay`: ``omniops quarantine replay``: each held delivery is mapped again with
@@ -49,13 +51,23 @@ from store.held import (
     unmapped_ids,
     unplace,
 )
-from store.model import Event, OrderPlaced, Quarantined
+from store.model import Event, OrderPlaced, Quarantined, TimeWindow, set_time_window
 from store.writer import StoreWriter
 
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
 """Ids with a working default (a SellerSKU is its own SKU): counted, never held."""
 
-REPLAYABLE = ("shopify", "square", "amazon", "easypost", "events", "ingest", "kafka", "dropfolder")
+REPLAYABLE = (
+    "shopify",
+    "square",
+    "amazon",
+    "easypost",
+    "events",
+    "ingest",
+    "kafka",
+    "dropfolder",
+    "history",
+)
 """Sources whose held deliveries can be mapped again."""
 
 SECTIONS: dict[tuple[str, str], tuple[str, str]] = {
@@ -74,6 +86,11 @@ VENDOR = {"shopify": "Shopify", "square": "Square", "amazon": "Amazon"}
 LOST = (f'"{CUT}', f'"{TOO_DEEP}"')
 """Markers of a kept payload that lost a part (cut or too deep): it is never replayed."""
 
+HISTORY_WINDOW: TimeWindow | None = None
+"""The window ``omniops import-history``'s held rows are validated with on a replay (the
+import's own: history goes back years), set by the ``quarantine`` commands, which run in
+a process of their own; None (``serve``'s preview): the window in force."""
+
 OrderLookup = Callable[[str], str | None]
 """Tracking number → order id (EasyPost trackers are mapped to the order they belong to)."""
 
@@ -91,6 +108,15 @@ def describe(source: str, mapped: Mapped) -> str:
         if ext not in text:
             parts.append(f"stored with unmapped {vendor} {kind} {ext}")
     return "; ".join(parts) or "held"
+
+
+def adapter(row: HeldRow) -> str:
+    """Whose ids a held row's unmapped ids are: its source's, a Kafka record's channel's."""
+    if row.source == "kafka":
+        from feeds.kafka.held import adapter_of
+
+        return adapter_of(row.topic) or row.source
+    return row.source
 
 
 def _is_mapped(mapping: Mapping, adapter: str, kind: str, ext: str) -> bool:
@@ -169,6 +195,16 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         return Mapped(items=remap_dropped(row.topic, row.delivery_id, row.raw))
     if row.source == "ingest":
         return Mapped(items=[parse_line(row.raw, source=row.topic, where=row.delivery_id)])
+    if row.source == "history":
+        from feeds.csv_import import remap_history
+
+        if HISTORY_WINDOW is None:
+            return Mapped(items=remap_history(row.topic, row.delivery_id, row.raw))
+        previous = set_time_window(HISTORY_WINDOW)
+        try:
+            return Mapped(items=remap_history(row.topic, row.delivery_id, row.raw))
+        finally:
+            set_time_window(previous)
     try:
         # Our own redacted text (at most 64 KB, nesting cut at the bound): no shape check.
         data = json.loads(row.raw)
@@ -228,7 +264,7 @@ class Attempt:
             return self.error
         if self.placed or self.mapped is None:
             return "placed"
-        return describe(self.row.source, self.mapped)
+        return describe(adapter(self.row), self.mapped)
 
 
 def attempt(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Attempt:
@@ -386,6 +422,17 @@ async def replay(
     return result
 
 
+async def replay_rows(
+    writer: StoreWriter, rows: Sequence[HeldRow], mapping: Mapping, *, now: datetime | None = None
+) -> ReplayResult:
+    """Replay exactly ``rows`` (as read, or as edited: ``quarantine edit``) through ``writer``."""
+    result = ReplayResult(held=len(rows))
+    for start in range(0, len(rows), REPLAY_CHUNK):
+        chunk = rows[start : start + REPLAY_CHUNK]
+        await _replay_chunk(writer, chunk, mapping, now or writer.clock.now(), result)
+    return result
+
+
 async def _replay_chunk(
     writer: StoreWriter,
     rows: Sequence[HeldRow],
@@ -440,6 +487,7 @@ async def _replay_chunk(
                 still,
                 tuple((q.source, q.error, q.raw) for q in t.quarantined),
                 tuple(pair for pair in row.unmapped if pair not in still),
+                adapter(row),
             )
         settlements.append(settlement)
         if t.placed:
@@ -471,12 +519,14 @@ __all__ = [
     "Attempt",
     "ReplayResult",
     "Suggestion",
+    "adapter",
     "attempt",
     "describe",
     "hold_for",
     "preview",
     "remap",
     "replay",
+    "replay_rows",
     "suggest",
     "tracking_lookup",
 ]

@@ -12,7 +12,9 @@ arrival order, because feeds do not deliver in order:
   it follows gives the same on-hand;
 * fulfillment steps set their own timestamp column (the earliest report wins), and a step
   for an order not seen yet creates a placeholder that the order fills in later;
-* a cancellation reverses the order's sales rollup exactly once, whichever arrives first.
+* a cancellation reverses the order's sales rollup exactly once, whichever arrives first;
+* an edit's lines replace the order's when it is the order's latest edit by time, whenever
+  it arrives (before the placement too), and the roll-ups move by the difference.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, cast
 
+from store.asof import resolve_node
 from store.model import (
     ChannelUpserted,
     Event,
@@ -35,6 +38,7 @@ from store.model import (
     ListingUpdated,
     LocationUpserted,
     OrderCancelled,
+    OrderEdited,
     OrderPlaced,
     Quarantined,
     ReturnReceived,
@@ -1020,6 +1024,147 @@ def _channels(
     )
 
 
+def _orders_edited(
+    db: sqlite3.Connection, events: list[tuple[OrderEdited, int]], touched: Touched
+) -> None:
+    """Edits: every one kept by its time; the order's lines become the latest one's.
+
+    An edit of an order not placed yet is only kept: its placement applies it
+    (:func:`_orders_placed_then_edits`).  Of two edits of an order stamped alike, the later
+    arrival stands (as one at a time would).
+    """
+    rows = []
+    latest: dict[str, int] = {}
+    for event, ts in events:
+        b = event.body
+        lines: list[list[Any]] = []
+        gross = discount = units = 0
+        for line in b.lines:
+            price, off = cents(line.unit_price), cents(line.discount)
+            lines.append([line.sku, line.quantity, price, off, line.location_id])
+            gross += line.quantity * price
+            discount += off
+            units += line.quantity
+        rows.append((b.order_id, ts, json.dumps(lines), gross, discount, units))
+        latest[b.order_id] = max(ts, latest.get(b.order_id, ts))
+    db.executemany(
+        "INSERT OR REPLACE INTO order_edits (order_id, ts, lines, gross_cents, discount_cents,"
+        " units) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    _settle_edits(db, latest, touched)
+
+
+def _orders_placed_then_edits(
+    db: sqlite3.Connection, events: list[tuple[OrderPlaced, int]], touched: Touched
+) -> None:
+    """Placements, then any edit that arrived before its order's placement (applied now)."""
+    _orders_placed(db, events, touched)
+    if db.execute("SELECT NOT EXISTS (SELECT 1 FROM order_edits)").fetchone()[0]:
+        return  # no edit ever: the placements stand as placed
+    placed: dict[str, int] = {}
+    for event, ts in events:
+        placed.setdefault(event.body.order_id, ts)
+    edited = {
+        order_id
+        for (order_id,) in db.execute(
+            "SELECT DISTINCT order_id FROM order_edits"
+            " WHERE order_id IN (SELECT value FROM json_each(?))",
+            (_ids_json(placed),),
+        )
+    }
+    if edited:
+        _settle_edits(db, {order_id: placed[order_id] for order_id in edited}, touched)
+
+
+def _settle_edits(db: sqlite3.Connection, orders: dict[str, int], touched: Touched) -> None:
+    """Give each placed order of ``orders`` the lines of its latest edit (by edit time).
+
+    ``orders`` maps an order to the time its risk is re-checked at.  The placement's lines
+    are kept the first time (``order_placed_lines``, for the order as of a moment before
+    its edits); sales counted (placed, not cancelled) move by the difference in the
+    placement hour, as a cancellation's reversal does; a cancelled order's lines change but
+    it stays cancelled, its sales never counted again.
+    """
+    for order_id, ts in orders.items():
+        order = db.execute(
+            "SELECT has_order, sales_reversed, location_id, channel, placed_ts, gross_cents,"
+            " discount_cents, units FROM orders WHERE order_id = ?",
+            (order_id,),
+        ).fetchone()
+        if order is None or not order[0]:
+            continue  # not placed yet: its placement applies the edit
+        _, reversed_, order_node, channel, placed, gross, discount, units = order
+        target = db.execute(
+            "SELECT lines, gross_cents, discount_cents, units FROM order_edits"
+            " WHERE order_id = ? ORDER BY ts DESC LIMIT 1",
+            (order_id,),
+        ).fetchone()
+        if target is None:
+            continue
+        current = db.execute(
+            "SELECT sku, quantity, unit_price_cents, discount_cents, sales_location,"
+            " sales_category FROM order_lines WHERE order_id = ? ORDER BY line_no",
+            (order_id,),
+        ).fetchall()
+        edit_lines = json.loads(target[0])
+        categories = _categories(db, (line[0] for line in edit_lines))
+        counted = any(line[4] is not None for line in current) or not reversed_
+        new = []
+        for sku, qty, price, off, own in edit_lines:
+            node = resolve_node(sku, own, order_node, current)
+            new.append(
+                (
+                    sku,
+                    qty,
+                    price,
+                    off,
+                    node if counted else None,
+                    categories.get(sku, "-") if counted else None,
+                )
+            )
+        if [tuple(line) for line in current] == new:
+            continue  # already its lines (a re-sent placement, an older edit)
+        db.execute(
+            "INSERT OR IGNORE INTO order_placed_lines (order_id, lines, gross_cents,"
+            " discount_cents, units) VALUES (?, ?, ?, ?, ?)",
+            (order_id, json.dumps([list(line) for line in current]), gross, discount, units),
+        )
+        if not reversed_ and placed is not None:
+            hour = placed // 3600
+            moves = [
+                (sku, location, category, channel, hour, -qty, -(qty * price - off))
+                for sku, qty, price, off, location, category in current
+            ]
+            moves += [
+                (sku, location, category, channel, hour, qty, qty * price - off)
+                for sku, qty, price, off, location, category in new
+            ]
+            _add_rollups(db, moves)
+        for sku, _, _, _, location, _ in (*current, *new):
+            if location is not None and location != UNASSIGNED:
+                touched.pair(sku, location, max(ts, placed or 0))
+        db.execute("DELETE FROM order_lines WHERE order_id = ?", (order_id,))
+        db.executemany(
+            "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents,"
+            " discount_cents, sales_location, sales_category) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(order_id, n, *line) for n, line in enumerate(new)],
+        )
+        split = any(own is not None for *_, own in edit_lines)
+        db.execute(
+            "UPDATE orders SET gross_cents = ?, discount_cents = ?, units = ?,"
+            " line_nodes = CASE WHEN ? THEN ? ELSE line_nodes END WHERE order_id = ?",
+            (
+                target[1],
+                target[2],
+                target[3],
+                int(split),
+                line_nodes(order_node, [own for *_, own in edit_lines]) if split else None,
+                order_id,
+            ),
+        )
+
+
 APPLIERS: dict[str, Applier] = {
     "sku.upserted": _skus,
     "location.upserted": _locations,
@@ -1029,7 +1174,8 @@ APPLIERS: dict[str, Applier] = {
     "stock.adjusted": _stock_adjusted,
     "stock.snapshot": _stock_snapshot,
     _EARLY_CANCEL: _orders_cancelled,
-    "order.placed": _orders_placed,
+    "order.placed": _orders_placed_then_edits,
+    "order.edited": _orders_edited,
     "fulfillment.updated": _fulfillment,
     "order.cancelled": _orders_cancelled,
     "return.received": _returns,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 HOUR = 3600
 UNASSIGNED = "-"
@@ -62,15 +62,21 @@ def closed_last_hour(t: int, last: int) -> int:
     return min(last, t // HOUR - 1)
 
 
-_LINES = """
-    SELECT l.sku, COALESCE(l.sales_location, o.location_id, ?), COALESCE(l.sales_category,
+_LINE_COLUMNS = """
+    l.sku, COALESCE(l.sales_location, o.location_id, ?), COALESCE(l.sales_category,
            (SELECT h.category FROM sku_history h WHERE h.sku = l.sku AND h.ts <= o.placed_ts
             ORDER BY h.ts DESC LIMIT 1),
            (SELECT h.category FROM sku_history h WHERE h.sku = l.sku ORDER BY h.ts LIMIT 1),
            '-'), o.channel,
            o.placed_ts / 3600, l.quantity, l.quantity * l.unit_price_cents - l.discount_cents
-    FROM orders o INDEXED BY {index} CROSS JOIN order_lines l ON l.order_id = o.order_id
 """
+"""A line as the roll-ups count it (:class:`SalesLine`'s fields); ``?`` is unassigned."""
+
+_LINES = (
+    "SELECT"
+    + _LINE_COLUMNS
+    + "    FROM orders o INDEXED BY {index} CROSS JOIN order_lines l ON l.order_id = o.order_id\n"
+)
 
 
 def sales_lines(db: sqlite3.Connection, t: int, first_hour: int) -> list[SalesLine]:
@@ -101,7 +107,11 @@ def sales_lines(db: sqlite3.Connection, t: int, first_hour: int) -> list[SalesLi
             hour_start,
         ),
     ).fetchall()
-    return [SalesLine(*row) for row in rows]
+    out = [SalesLine(*row) for row in rows]
+    edited = edited_after(db, t)
+    if edited:
+        out += _edit_corrections(db, t, first_hour, edited)
+    return out
 
 
 def return_lines(db: sqlite3.Connection, t: int) -> list[ReturnLine]:
@@ -359,3 +369,170 @@ def _with_reservations(
         for _, qty in sorted(moves):
             reserved = max(0, reserved + qty)
         stock[pair] = (on_hand, reserved)
+
+
+# --- order edits as of a moment -----------------------------------------------------------
+#
+# The writer gives an edited order the lines of its latest edit (by edit time) and moves
+# the roll-ups by the difference, in the placement hour; every edit is kept
+# (``order_edits``, by edit time) and so are the placement's lines of an edited order
+# (``order_placed_lines``).  As of ``t``, an order edited after ``t`` has the lines of its
+# latest edit stamped by ``t``, else its placement's.  Live, no edit is after ``t`` and one
+# index probe says so.
+
+EditLine = tuple[str, int, int, int, str | None]
+"""An edit's line as kept: SKU, quantity, unit price and line discount (cents), own node."""
+
+
+def resolve_node(
+    sku: str, own: str | None, order_node: str | None, lines: list[tuple[Any, ...]]
+) -> str:
+    """The node an edited line's sales count at (store/apply.py, and as of a moment).
+
+    Its own node; else the order's; else that of the order's line with the same SKU
+    (``lines``: SKU first, its sales location fifth), else of its first line (the router's
+    node for an order routed after placement); else unassigned.
+    """
+    if own is not None:
+        return own
+    if order_node is not None:
+        return order_node
+    for line in lines:
+        if line[0] == sku and line[4] is not None:
+            return str(line[4])
+    if lines and lines[0][4] is not None:
+        return str(lines[0][4])
+    return UNASSIGNED
+
+
+def edited_after(db: sqlite3.Connection, t: int) -> set[str]:
+    """Orders with an edit stamped after ``t`` (one index probe live: none)."""
+    return {
+        order_id
+        for (order_id,) in db.execute(
+            "SELECT DISTINCT order_id FROM order_edits INDEXED BY order_edits_ts WHERE ts > ?",
+            (t,),
+        )
+    }
+
+
+class OrderAsOf(NamedTuple):
+    """An edited order's value as of a moment (cents), and its lines then."""
+
+    gross_cents: int
+    discount_cents: int
+    units: int
+    lines: list[EditLine]
+
+
+def orders_as_of(db: sqlite3.Connection, orders: set[str], t: int) -> dict[str, OrderAsOf]:
+    """Each of ``orders`` as of ``t``: its latest edit stamped by ``t``, else its placement.
+
+    Only orders that have been edited have a placement copy; an order in ``orders`` with
+    neither by ``t`` is left out.
+    """
+    out: dict[str, OrderAsOf] = {}
+    if not orders:
+        return out
+    ids = json.dumps(sorted(orders))
+    for order_id, lines, gross, discount, units in db.execute(
+        """SELECT order_id, lines, gross_cents, discount_cents, units FROM order_placed_lines
+           WHERE order_id IN (SELECT value FROM json_each(?))""",
+        (ids,),
+    ):
+        out[order_id] = OrderAsOf(
+            gross, discount, units, [(s, q, p, d, loc) for s, q, p, d, loc, _ in json.loads(lines)]
+        )
+    for order_id, lines, gross, discount, units, _ in db.execute(
+        """SELECT order_id, lines, gross_cents, discount_cents, units, MAX(ts) FROM order_edits
+           WHERE order_id IN (SELECT value FROM json_each(?)) AND ts <= ?
+           GROUP BY order_id""",
+        (ids, t),
+    ):
+        out[order_id] = OrderAsOf(gross, discount, units, [tuple(x) for x in json.loads(lines)])
+    return out
+
+
+def _edit_corrections(
+    db: sqlite3.Connection, t: int, first_hour: int, edited: set[str]
+) -> list[SalesLine]:
+    """What turns the edited orders' lines counted now into their lines as of ``t``.
+
+    For each order of ``edited`` that counts as of ``t`` (placed in ``[first_hour, t]``,
+    not cancelled by ``t``): minus its lines as the roll-ups and :func:`sales_lines` count
+    them, plus its lines as of ``t`` (:func:`orders_as_of`), at the same node and category
+    rules the writer applies (:func:`resolve_node`; a SKU's category as its current line's,
+    else its catalogue record's).
+    """
+    current: dict[str, list[tuple[Any, ...]]] = {}
+    order_of: dict[str, tuple[str | None, str, int]] = {}
+    for order_id, order_node, raw_location, price, off, *line in db.execute(
+        f"""SELECT o.order_id, o.location_id, l.sales_location, l.unit_price_cents,
+                   l.discount_cents, {_LINE_COLUMNS}
+            FROM orders o CROSS JOIN order_lines l ON l.order_id = o.order_id
+            WHERE o.order_id IN (SELECT value FROM json_each(?)) AND o.has_order = 1
+              AND o.placed_ts >= ? AND o.placed_ts <= ?
+              AND (o.cancelled_ts IS NULL OR o.cancelled_ts > ?)""",
+        (UNASSIGNED, json.dumps(sorted(edited)), first_hour * HOUR, t, t),
+    ):
+        sku, location, category, channel, hour, qty, _ = line
+        current.setdefault(order_id, []).append((sku, qty, price, off, raw_location, line))
+        order_of[order_id] = (order_node, channel, hour)
+    then = orders_as_of(db, set(current), t)
+    catalogue = dict(
+        db.execute(
+            "SELECT sku, category FROM skus WHERE sku IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted({line[0] for o in then.values() for line in o.lines})),),
+        ).fetchall()
+    )
+    out: list[SalesLine] = []
+    for order_id, lines in current.items():
+        at_t = then.get(order_id)
+        if at_t is None:
+            continue  # never changed by an edit: its lines now are its lines then
+        order_node, channel, hour = order_of[order_id]
+        category_of = {line[0]: line[5][2] for line in lines}
+        for *_, counted in lines:
+            sku, location, category, _, _, qty, net = counted
+            out.append(SalesLine(sku, location, category, channel, hour, -qty, -net))
+        for sku, qty, price, off, own in at_t.lines:
+            out.append(
+                SalesLine(
+                    sku,
+                    resolve_node(sku, own, order_node, list(lines)),
+                    category_of.get(sku) or catalogue.get(sku, "-"),
+                    channel,
+                    hour,
+                    qty,
+                    qty * price - off,
+                )
+            )
+    return out
+
+
+def edit_deltas(
+    db: sqlite3.Connection, t: int, start: int, end: int
+) -> list[tuple[str, int, int, int]]:
+    """(channel, placed time, gross, discount) to add for orders edited after ``t``.
+
+    Of the orders placed in ``[start, end]`` not cancelled by ``t`` (what the headline
+    counts as of ``t``), those with an edit stamped after ``t``: their value as of ``t``
+    (:func:`orders_as_of`) minus their value now, in cents.  Empty live.
+    """
+    edited = edited_after(db, t)
+    if not edited:
+        return []
+    rows = db.execute(
+        """SELECT order_id, channel, placed_ts, gross_cents, discount_cents FROM orders
+           WHERE order_id IN (SELECT value FROM json_each(?)) AND has_order = 1
+             AND placed_ts >= ? AND placed_ts <= ?
+             AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
+        (json.dumps(sorted(edited)), start, end, t),
+    ).fetchall()
+    then = orders_as_of(db, {row[0] for row in rows}, t)
+    out = []
+    for order_id, channel, placed, gross, discount in rows:
+        at_t = then.get(order_id)
+        if at_t is not None:
+            out.append((channel, placed, at_t.gross_cents - gross, at_t.discount_cents - discount))
+    return out

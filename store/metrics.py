@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 from store.asof import (
     changed_after,
     closed_last_hour,
+    edit_deltas,
     node_reported_after,
     return_lines,
     sales_lines,
@@ -1007,6 +1008,10 @@ def _sales_between(db: sqlite3.Connection, start: int, end: int) -> tuple[int, i
              AND (cancelled_ts IS NULL OR cancelled_ts > ?)""",
         (start, end, end),
     ).fetchone()
+    # Orders edited after ``end`` count as they stood then (store/asof.py).
+    for _, _, d_gross, d_disc in edit_deltas(db, end, start, end):
+        gross += d_gross
+        disc += d_disc
     refunds = db.execute(
         "SELECT COALESCE(SUM(refund_cents), 0) FROM returns"
         " WHERE received_ts >= ? AND received_ts <= ?",
@@ -1048,6 +1053,13 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
            GROUP BY channel ORDER BY channel""",
         (day_start, t, t),
     ).fetchall()
+    # Orders edited after t count as they stood at t (store/asof.py); a moment live has none.
+    today_deltas = edit_deltas(db, t, day_start, t)
+    if today_deltas:
+        moved: dict[str, int] = defaultdict(int)
+        for channel, _, d_gross, d_disc in today_deltas:
+            moved[channel] += d_gross - d_disc
+        today_rows = [(ch, n, value + moved.get(ch, 0)) for ch, n, value in today_rows]
     # The rolling days of today's channels in one pass over the placed-time index, a pair
     # of sums per channel (no pass per channel, no sort of a week of orders to group it).
     # A NULL channel never matches a comparison, as it never matched before.
@@ -1075,8 +1087,12 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         if names
         else ()
     )
+    rolled_moved: dict[str, int] = defaultdict(int)
+    for channel, _, d_gross, d_disc in edit_deltas(db, t, roll_start, day_start - 1):
+        rolled_moved[channel] += d_gross - d_disc
     for i, (channel, orders, value) in enumerate(today_rows):
-        r_orders, r_value = int(rolled[2 * i] or 0), int(rolled[2 * i + 1])
+        r_orders = int(rolled[2 * i] or 0)
+        r_value = int(rolled[2 * i + 1]) + rolled_moved.get(channel, 0)
         if not orders and not r_orders:
             continue
         channels.append(
@@ -1099,6 +1115,8 @@ def compute_headline(db: sqlite3.Connection, t: int, params: MetricParams) -> He
         (day_start, day_start, t, t),
     ):
         hourly_cents[k] += net_cents
+    for _, placed, d_gross, d_disc in today_deltas:
+        hourly_cents[(placed - day_start) // HOUR] += d_gross - d_disc
     for k, refund_cents in db.execute(
         """SELECT (received_ts - ?) / 3600, SUM(refund_cents) FROM returns
            WHERE received_ts >= ? AND received_ts <= ? GROUP BY 1""",

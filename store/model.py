@@ -470,6 +470,27 @@ class ReturnReceived(_EventBase):
     body: ReturnBody
 
 
+class OrderEditedBody(_Strict):
+    """An order was edited after placement; ``ts`` of the event is when the edit happened.
+
+    ``lines`` are the order's complete lines after the edit (the same shape as
+    :class:`OrderPlacedBody`'s): an item removed, a quantity changed, a line added, a price
+    or discount changed.  The edit stamped latest wins, whatever order edits arrive in; an
+    edit of an order not placed yet waits for its placement.  An edit that removes every
+    line is a cancellation (send ``order.cancelled``), so at least one line is required.
+    """
+
+    order_id: Identifier
+    lines: list[OrderLine] = Field(min_length=1, max_length=100_000)
+
+
+class OrderEdited(_EventBase):
+    """An order's lines were changed after placement."""
+
+    type: Literal["order.edited"]
+    body: OrderEditedBody
+
+
 Event = Annotated[
     (
         SkuUpserted
@@ -483,6 +504,7 @@ Event = Annotated[
         | ListingUpdated
         | InboundUpdated
         | ReturnReceived
+        | OrderEdited
     ),
     Field(discriminator="type"),
 ]
@@ -500,6 +522,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "listing.updated",
     "inbound.updated",
     "return.received",
+    "order.edited",
 )
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

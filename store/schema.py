@@ -470,6 +470,31 @@ MIGRATIONS: tuple[str, ...] = (
     # 17: every edit of a held payload (``omniops quarantine edit``, store/held.py): who,
     # when, what changed, and the payload before and after.
     HELD_EDITS_DDL,
+    # 18: order edits after placement (``order.edited``, store/apply.py): every edit by its
+    # time (the later arrival of two stamped alike wins), its lines as JSON ``[sku,
+    # quantity, unit price cents, discount cents, own node or null]`` and its totals; and
+    # the placement's lines of an edited order, kept when its first edit changes them (as
+    # ``order_lines`` held them: ``[sku, quantity, unit price, discount, sales location,
+    # sales category]``), so an order reads as placed before its edits (store/asof.py).
+    """
+    CREATE TABLE order_edits (
+        order_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        lines TEXT NOT NULL,
+        gross_cents INTEGER NOT NULL,
+        discount_cents INTEGER NOT NULL,
+        units INTEGER NOT NULL,
+        PRIMARY KEY (order_id, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX order_edits_ts ON order_edits (ts);
+    CREATE TABLE order_placed_lines (
+        order_id TEXT PRIMARY KEY,
+        lines TEXT NOT NULL,
+        gross_cents INTEGER NOT NULL,
+        discount_cents INTEGER NOT NULL,
+        units INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

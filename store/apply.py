@@ -1059,12 +1059,20 @@ def _orders_placed_then_edits(
     db: sqlite3.Connection, events: list[tuple[OrderPlaced, int]], touched: Touched
 ) -> None:
     """Placements, then any edit that arrived before its order's placement (applied now)."""
-    _orders_placed(db, events, touched)
     if db.execute("SELECT NOT EXISTS (SELECT 1 FROM order_edits)").fetchone()[0]:
+        _orders_placed(db, events, touched)
         return  # no edit ever: the placements stand as placed
     placed: dict[str, int] = {}
     for event, ts in events:
         placed.setdefault(event.body.order_id, ts)
+    # An order placed afresh (a replay's replacement of its placement, store/held.py):
+    # the placement lines kept for it are no longer its placement's.
+    db.execute(
+        "DELETE FROM order_placed_lines WHERE order_id IN (SELECT order_id FROM orders"
+        " WHERE has_order = 0 AND order_id IN (SELECT value FROM json_each(?)))",
+        (_ids_json(placed),),
+    )
+    _orders_placed(db, events, touched)
     edited = {
         order_id
         for (order_id,) in db.execute(

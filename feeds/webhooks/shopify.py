@@ -27,16 +27,33 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``shipping_charged`` = ``total_shipping_price_set.shop_money.amount`` (shipping the
     customer paid, kept apart from net sales).
   - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
+  - ``order.edited`` (id ``shopify:order:O:edited:<updated_at, epoch seconds>``, ``ts`` =
+    ``updated_at``), from ``orders/updated`` only (Shopify sends one after every committed
+    edit), when the order's lines as they stand differ from its lines as ordered: a line's
+    quantity now is its ``current_quantity`` (the quantity after removals, REST 2024-01
+    and later; a payload without it maps no edit) plus the units refunded on it with any
+    restock type but ``cancel`` (those refunds are returns, ``refunds/create`` maps them:
+    taking them off the order too would count them twice), at most its ``quantity``; its
+    discount is apportioned to that quantity (to the cent, half up); lines with nothing
+    left are left out.  No edit for a cancelled order (the cancellation says it) or when
+    nothing is left.  An ordinary ``orders/updated`` (paid, tagged, fulfilled) maps no
+    edit and quarantines nothing; a redelivery is a duplicate (same ``updated_at``); an
+    older one arriving late never wins (the store applies the latest edit by time).
   - each embedded fulfillment, as for ``fulfillments/create``.
 
   Shopify does not deliver in order.  Last-write-wins on ``updated_at`` holds because
   every fact keeps its own time and id: a stale delivery (older ``updated_at``) can only
   repeat facts already stored, which the store drops as duplicates, and the store keeps
-  the *first* placement of an order.  **Not mapped** from order payloads: edits after
-  placement (changed quantities or prices, added or removed lines, a changed shipping
-  address), payment and financial status, tags, and the embedded ``refunds`` (use the
-  ``refunds/create`` topic: mapping them from every ``orders/updated`` would quarantine an
-  unmappable refund line once per delivery).
+  the *first* placement of an order.  **Not mapped** from order payloads: a line *added*
+  by an edit (in the REST order it is a line item like the ordered ones: it is seen only
+  when the first delivery of the order came after the edit, or with a removal or a
+  quantity change), price changes of a line after placement (``price`` is the ordered
+  one), a changed shipping address, payment and financial status, tags, and the embedded
+  ``refunds`` as returns (use the ``refunds/create`` topic: mapping them from every
+  ``orders/updated`` would quarantine an unmappable refund line once per delivery).
+* ``orders/edited``: acknowledged and mapped to nothing (listed as ignored): it names the
+  edited line items by id with deltas, not SKUs, and the ``orders/updated`` Shopify sends
+  with it carries the lines.
 * ``fulfillments/create``, ``fulfillments/update`` (id ``shopify:fulfillment:F:<step>``):
   status ``pending``/``open`` → ``released``; ``success`` → ``shipped`` (carrier
   ``tracking_company``, ``tracking_number``, mapped location) at ``created_at``;
@@ -65,7 +82,7 @@ Any other topic is quarantined with the reason, so a subscription nobody maps is
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -94,6 +111,8 @@ from store.model import (
     Method,
     OrderCancelled,
     OrderCancelledBody,
+    OrderEdited,
+    OrderEditedBody,
     OrderLine,
     OrderPlaced,
     OrderPlacedBody,
@@ -124,9 +143,10 @@ TOPICS = (
         "fulfillment_events/create",
         "refunds/create",
         "inventory_levels/update",
+        "orders/edited",
     }
 )
-"""Every topic this adapter maps."""
+"""Every topic this adapter maps (``orders/edited`` to nothing, see the module docstring)."""
 
 ENVELOPES = {
     "orders": "order",
@@ -181,7 +201,16 @@ def map_shopify(
     if resource and isinstance(payload.get(resource), dict) and len(payload) == 1:
         payload = payload[resource]
     if topic in ORDER_TOPICS:
-        return _order(payload, mapping)
+        return _order(payload, mapping, edits=topic == "orders/updated")
+    if topic == "orders/edited":
+        edit = opt_obj(payload, "order_edit")
+        shop_order = opt_ident(edit, "order_id", "order_edit") if edit else None
+        return Mapped(
+            ignored=[
+                f"orders/edited of order {shop_order}: mapped from the orders/updated that"
+                " follows it (it names line items by id, not SKUs)"
+            ]
+        )
     if topic in FULFILLMENT_TOPICS:
         out = Mapped()
         _fulfillment(payload, "", mapping, out)
@@ -251,7 +280,7 @@ def _line_sku(line: JsonObject, path: str, mapping: ShopifyMapping) -> str | Non
     return opt_text(line, "sku", path)
 
 
-def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
+def _order(order: JsonObject, mapping: ShopifyMapping, *, edits: bool = False) -> Mapped:
     out = Mapped()
     shop_id = ident(order, "id")
     oid = order_id(shop_id)
@@ -260,6 +289,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
     fulfillments = arr(order, "fulfillments", required=False)
 
     lines: list[OrderLine] = []
+    ordered: list[tuple[JsonObject, str]] = []  # the line item of each of lines
     problems: list[str] = []
     for i, line in enumerate(arr(order, "line_items")):
         path = join("line_items", i)
@@ -286,6 +316,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
         if quantity <= 0:
             raise PayloadError(join(path, "quantity"), f"must be positive, got {quantity}")
         lines.append(OrderLine(sku=sku, quantity=quantity, unit_price=price, discount=discount))
+        ordered.append((line, path))
 
     method: Method = "ship"
     location_ext = opt_ident(order, "location_id")
@@ -333,6 +364,10 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
         )
 
     cancelled = opt_when(order, "cancelled_at")
+    if edits and lines and not problems and cancelled is None:
+        edited = _edited(order, shop_id, lines, ordered, out)
+        if edited is not None:
+            out.items.append(edited)
     if cancelled is not None:
         out.items.append(
             OrderCancelled(
@@ -348,6 +383,79 @@ def _order(order: JsonObject, mapping: ShopifyMapping) -> Mapped:
     for i, f in enumerate(fulfillments):
         _fulfillment(f, join("fulfillments", i), mapping, out, shop_order=shop_id)
     return out
+
+
+def _kept_refunds(order: JsonObject) -> dict[str, int]:
+    """Units refunded per line item that ``refunds/create`` maps as returns.
+
+    Every restock type but ``cancel`` (a removal, which the edit counts): their refund is
+    a ``return.received``, so taking them off the order too would count them twice.
+    """
+    out: dict[str, int] = {}
+    for i, refund in enumerate(arr(order, "refunds", required=False)):
+        if not isinstance(refund, dict):
+            raise PayloadError(join("refunds", i), "expected an object")
+        path = join(join("refunds", i), "refund_line_items")
+        for j, rli in enumerate(
+            arr(refund, "refund_line_items", join("refunds", i), required=False)
+        ):
+            if not isinstance(rli, dict):
+                raise PayloadError(join(path, j), "expected an object")
+            if rli.get("restock_type") == "cancel":
+                continue
+            line_id = opt_ident(rli, "line_item_id", join(path, j))
+            if line_id is not None:
+                out[line_id] = out.get(line_id, 0) + integer(rli, "quantity", join(path, j))
+    return out
+
+
+def _edited(
+    order: JsonObject,
+    shop_id: str,
+    lines: list[OrderLine],
+    ordered: list[tuple[JsonObject, str]],
+    out: Mapped,
+) -> OrderEdited | None:
+    """The order's lines as they stand now, when an edit made them differ from the ordered.
+
+    A line's quantity now is its ``current_quantity`` (after removals, REST 2024-01 and
+    later) plus its units refunded as returns (:func:`_kept_refunds`); its discount is
+    apportioned to that quantity.  None when they are the ordered lines, when a line has
+    no ``current_quantity`` (older API versions) or when nothing is left (a removal of
+    every line is a cancellation, which ``cancelled_at`` says).
+    """
+    updated = opt_when(order, "updated_at")
+    if updated is None:
+        return None
+    refunded = _kept_refunds(order)
+    now: list[OrderLine] = []
+    for placed, (item, path) in zip(lines, ordered, strict=True):
+        if item.get("current_quantity") is None:
+            out.ignored.append(
+                f"order {order_id(shop_id)} {path}: no current_quantity (edits are read from"
+                " REST 2024-01 and later)"
+            )
+            return None
+        line_id = opt_ident(item, "id", path)
+        current = integer(item, "current_quantity", path)
+        quantity = min(placed.quantity, max(0, current) + refunded.get(line_id or "", 0))
+        if quantity <= 0:
+            continue
+        discount = placed.discount
+        if quantity != placed.quantity:
+            discount = (discount * quantity / placed.quantity).quantize(
+                Decimal("0.01"), rounding=ROUND_HALF_UP
+            )
+        now.append(placed.model_copy(update={"quantity": quantity, "discount": discount}))
+    if not now or now == lines:
+        return None
+    return OrderEdited(
+        id=f"shopify:order:{shop_id}:edited:{int(updated.timestamp())}",
+        type="order.edited",
+        ts=updated,
+        source=SOURCE,
+        body=OrderEditedBody(order_id=order_id(shop_id), lines=now),
+    )
 
 
 def _step(

@@ -1,0 +1,137 @@
+"""Shop order edits over real HTTP: signed Shopify webhooks and Square notifications whose
+orders ``serve`` fetches, into a real store, become ``order.edited`` when the lines change.
+
+The Shopify order is the vendor's sample (``fixtures/payloads/shopify/rest-2024-04_order.json``,
+REST 2024-04: ``current_quantity`` on each line, and a refund of every line); the Square
+order is the Orders API's documented ``Order`` (``api_CreateOrderResponse.json``).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from store.apply import epoch
+from store.metrics import compute_snapshots, open_reader
+from store.risk import MetricParams
+from tests.test_shops import SHOP_LOCATION, Shop, payload, shop  # noqa: F401
+
+P = MetricParams(timezone="America/New_York")
+ORDER = "shopify-450789469"
+
+
+def net_sales(db: Path, at: str) -> float:
+    reader = open_reader(db)
+    try:
+        return compute_snapshots(reader, datetime.fromisoformat(at), P).headline.net_sales
+    finally:
+        reader.close()
+
+
+def as_created() -> dict[str, Any]:
+    """The sample order as Shopify sent it at creation: nothing removed or refunded yet."""
+    order: dict[str, Any] = copy.deepcopy(payload("shopify/rest-2024-04_order.json"))
+    order["refunds"] = []
+    order["updated_at"] = order["created_at"]
+    for line in order["line_items"]:
+        line["current_quantity"] = line["quantity"]
+        line["fulfillable_quantity"] = line["quantity"]
+    return order
+
+
+def edited(order: dict[str, Any], updated_at: str, removed: int) -> dict[str, Any]:
+    """``order`` after an edit at ``updated_at`` removed line item ``removed``."""
+    out = copy.deepcopy(order)
+    out["updated_at"] = updated_at
+    for line in out["line_items"]:
+        if line["id"] == removed:
+            line["current_quantity"] = 0
+            line["fulfillable_quantity"] = 0
+    return out
+
+
+def ids(answer: dict[str, Any], outcome: str | None = None) -> list[str]:
+    return [r["id"] for r in answer["results"] if outcome in (None, r["outcome"])]
+
+
+async def test_shopify_orders_updated_with_a_removed_line_is_an_edit(shop: Shop) -> None:  # noqa: F811
+    shop.mapping.write_text(
+        f'[shopify]\nsla_hours = 24\n[shopify.locations]\n"{SHOP_LOCATION}" = "WH-NJ"\n',
+        encoding="utf-8",
+    )
+    await shop.catalogue({"WH-NJ": 5})
+    created = as_created()
+    status, answer = await shop.shopify("orders/create", created, event_id="c-1")
+    assert status == 200 and answer["outcome"] == "applied", answer
+    # 3 × 199.00 less 3.34 + 3.33 + 3.33 of discounts
+    assert net_sales(shop.db, "2008-01-10T11:30:00-05:00") == 587.0
+    # An ordinary update that changes no line (paid, tagged): no edit, nothing held.
+    paid = copy.deepcopy(created)
+    paid["updated_at"] = "2008-01-10T11:10:00-05:00"
+    status, answer = await shop.shopify("orders/updated", paid, event_id="u-0")
+    assert status == 200 and not ids(answer, "applied") and not ids(answer, "quarantined")
+    # The red iPod is out of stock: removed by an edit at 13:00.
+    removal = edited(created, "2008-01-10T13:00:00-05:00", removed=518995019)
+    status, answer = await shop.shopify("orders/updated", removal, event_id="u-1")
+    edit_id = (
+        f"shopify:order:450789469:edited:{epoch(datetime.fromisoformat(removal['updated_at']))}"
+    )
+    assert status == 200 and ids(answer, "applied") == [edit_id], answer
+    status, answer = await shop.shopify("orders/updated", removal, event_id="u-1b")
+    assert status == 200 and edit_id in ids(answer, "duplicate")  # a redelivery
+    assert shop.rows(
+        "SELECT sku, quantity FROM order_lines WHERE order_id = ? ORDER BY line_no", ORDER
+    ) == [("IPOD2008GREEN", 1), ("IPOD2008BLACK", 1)]
+    assert net_sales(shop.db, "2008-01-10T12:30:00-05:00") == 587.0  # as placed, then
+    assert net_sales(shop.db, "2008-01-10T13:30:00-05:00") == 391.33  # 2 × 199 − 6.67
+    # The sample itself (every line refunded, no restock, much later): the refunds are
+    # returns (refunds/create), not removals, so the lines stand as edited; no new edit.
+    status, answer = await shop.shopify(
+        "orders/updated", payload("shopify/rest-2024-04_order.json"), event_id="u-2"
+    )
+    assert status == 200 and not ids(answer, "quarantined")
+    assert not [i for i in ids(answer) if ":edited:" in i]
+    assert shop.rows("SELECT COUNT(*) FROM order_edits") == [(1,)]
+    assert shop.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
+
+
+async def test_shopify_an_edit_before_its_creation_and_an_older_edit_late(shop: Shop) -> None:  # noqa: F811
+    await shop.catalogue({"WH-NJ": 5})
+    created = as_created()
+    first = edited(created, "2008-01-10T12:00:00-05:00", removed=518995019)
+    second = edited(first, "2008-01-10T14:00:00-05:00", removed=703073504)
+    for n, body in enumerate((second, first)):  # the newer edit first, then the older
+        status, answer = await shop.shopify("orders/updated", body, event_id=f"u-{n}")
+        assert status == 200 and not ids(answer, "quarantined"), answer
+    # its placement came with the first delivery (the first placement stands: the lines as
+    # ordered, every line item's quantity), the edits are kept by their time
+    status, answer = await shop.shopify("orders/create", created, event_id="c-1")
+    assert status == 200
+    assert shop.rows("SELECT sku FROM order_lines WHERE order_id = ?", ORDER) == [
+        ("IPOD2008GREEN",)
+    ]
+    assert net_sales(shop.db, "2008-01-10T11:30:00-05:00") == 587.0
+    assert net_sales(shop.db, "2008-01-10T13:00:00-05:00") == 391.33
+    assert net_sales(shop.db, "2008-01-10T15:00:00-05:00") == 195.66  # 199 − 3.34
+
+
+async def test_shopify_orders_edited_is_acknowledged_not_held(shop: Shop) -> None:  # noqa: F811
+    body = {
+        "order_edit": {
+            "id": 78912328,
+            "app_id": None,
+            "created_at": "2008-01-10T13:00:00-05:00",
+            "committed_at": "2008-01-10T13:00:00-05:00",
+            "notify_customer": False,
+            "order_id": 450789469,
+            "staff_note": "",
+            "user_id": None,
+            "line_items": {"additions": [], "removals": [{"id": 518995019, "delta": 1}]},
+        }
+    }
+    status, answer = await shop.shopify("orders/edited", body, event_id="e-1")
+    assert status == 200 and answer["results"] == []
+    assert any("orders/updated" in note for note in answer["ignored"])
+    assert shop.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]

@@ -9,7 +9,7 @@ order is the Orders API's documented ``Order`` (``api_CreateOrderResponse.json``
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,19 @@ from store.apply import epoch
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
 from tests.test_shops import SHOP_LOCATION, Shop, payload, shop  # noqa: F401
+from tests.test_square_enrichment import ORDER as SQUARE_ORDER
+from tests.test_square_enrichment import (  # noqa: F401 (world: the fixture)
+    ORDER_ID,
+    World,
+    notification,
+    post,
+    serve,
+    until,
+    world,
+)
 
 P = MetricParams(timezone="America/New_York")
-ORDER = "shopify-450789469"
+SHOPIFY_ORDER = "shopify-450789469"
 
 
 def net_sales(db: Path, at: str) -> float:
@@ -82,7 +92,7 @@ async def test_shopify_orders_updated_with_a_removed_line_is_an_edit(shop: Shop)
     status, answer = await shop.shopify("orders/updated", removal, event_id="u-1b")
     assert status == 200 and edit_id in ids(answer, "duplicate")  # a redelivery
     assert shop.rows(
-        "SELECT sku, quantity FROM order_lines WHERE order_id = ? ORDER BY line_no", ORDER
+        "SELECT sku, quantity FROM order_lines WHERE order_id = ? ORDER BY line_no", SHOPIFY_ORDER
     ) == [("IPOD2008GREEN", 1), ("IPOD2008BLACK", 1)]
     assert net_sales(shop.db, "2008-01-10T12:30:00-05:00") == 587.0  # as placed, then
     assert net_sales(shop.db, "2008-01-10T13:30:00-05:00") == 391.33  # 2 × 199 − 6.67
@@ -109,7 +119,7 @@ async def test_shopify_an_edit_before_its_creation_and_an_older_edit_late(shop: 
     # ordered, every line item's quantity), the edits are kept by their time
     status, answer = await shop.shopify("orders/create", created, event_id="c-1")
     assert status == 200
-    assert shop.rows("SELECT sku FROM order_lines WHERE order_id = ?", ORDER) == [
+    assert shop.rows("SELECT sku FROM order_lines WHERE order_id = ?", SHOPIFY_ORDER) == [
         ("IPOD2008GREEN",)
     ]
     assert net_sales(shop.db, "2008-01-10T11:30:00-05:00") == 587.0
@@ -135,3 +145,51 @@ async def test_shopify_orders_edited_is_acknowledged_not_held(shop: Shop) -> Non
     assert status == 200 and answer["results"] == []
     assert any("orders/updated" in note for note in answer["ignored"])
     assert shop.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
+
+
+# --- Square: the fetched order's lines against the stored ones --------------------------------
+
+
+async def test_square_order_updated_with_changed_lines_is_an_edit(world: World) -> None:  # noqa: F811
+    created = SQUARE_ORDER["order"]["created_at"]
+    start = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    later = copy.deepcopy(SQUARE_ORDER)
+    order = later["order"]
+    order["version"] = 2
+    order["updated_at"] = (start + timedelta(hours=2)).isoformat().replace("+00:00", "Z")
+    (line,) = [x for x in order["line_items"] if x.get("catalog_object_id")]
+    line["quantity"] = "1"  # one of the two removed
+    line["gross_sales_money"]["amount"] = 2250
+    line["total_discount_money"]["amount"] = 173
+    oid = f"square-{ORDER_ID}"
+    async with serve(world) as server:
+        status, _ = await post(server, notification(ORDER_ID))
+        assert status == 200
+        await until(lambda: world.rows("SELECT 1 FROM orders WHERE order_id = ?", oid), "placed")
+        await until(lambda: world.pending().count == 0, "the first fetch done")
+        # An order.updated whose order is unchanged (paid, fulfilled): no edit.
+        status, _ = await post(server, notification(ORDER_ID, kind="order.updated", event_id="u0"))
+        assert status == 200
+        await until(lambda: world.pending().count == 0, "the second fetch done")
+        assert world.rows("SELECT COUNT(*) FROM order_edits") == [(0,)]
+        # The order is edited at Square: the next fetch finds other lines.
+        world.fake.orders[ORDER_ID] = later
+        for n in (1, 2):  # the second notification re-fetches the same version: a duplicate
+            status, _ = await post(
+                server, notification(ORDER_ID, kind="order.updated", event_id=f"u{n}")
+            )
+            assert status == 200
+            await until(lambda: world.pending().count == 0, "the fetch done")
+        assert world.rows(
+            "SELECT sku, quantity, unit_price_cents, discount_cents FROM order_lines"
+            " WHERE order_id = ?",
+            oid,
+        ) == [("APP-0001", 1, 2250, 173)]
+        assert world.rows("SELECT COUNT(*) FROM order_edits") == [(1,)]
+        assert world.rows("SELECT COUNT(*) FROM quarantine") == [(0,)]
+        assert world.rows(
+            "SELECT COUNT(*) FROM event_log WHERE event_id = ?",
+            f"square:order:{ORDER_ID}:edited:v2",
+        ) == [(1,)]
+    assert net_sales(world.db, (start + timedelta(hours=1)).isoformat()) == 41.54  # 45 − 3.46
+    assert net_sales(world.db, (start + timedelta(hours=3)).isoformat()) == 20.77  # 22.5 − 1.73

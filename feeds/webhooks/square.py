@@ -43,6 +43,12 @@ the API's answers here:
   router decides).  ``DRAFT`` orders are not placed yet (their ``order.updated`` is).
   Tenders are checked and listed (type and amount) in the ignored notes: the canonical
   order has no payment field.
+* :func:`edit_of`: the ``order.edited`` of a fetched order whose lines are not the ones
+  the store holds for it (``serve`` compares them, :mod:`feeds.webhooks.square_api`): id
+  ``square:order:S:edited:v<version>`` (a re-fetch of the same version is a duplicate),
+  ``ts`` = ``updated_at``, the lines mapped as for the placement.  None for a ``CANCELED``
+  order.  A relay-enriched notification (the order inside it) maps its placement only:
+  without the store's lines there is nothing to compare its lines with.
 * :func:`map_square_refund`: a ``PaymentRefund`` from ``GET /v2/refunds/{id}`` and the
   order it names → one ``return.received`` per itemised return line of that order
   (``square:refund:R:<uid>``; SKU and location mapped as above, ``refund`` = the line's
@@ -80,6 +86,8 @@ from store.model import (
     Method,
     OrderCancelled,
     OrderCancelledBody,
+    OrderEdited,
+    OrderEditedBody,
     OrderLine,
     OrderPlaced,
     OrderPlacedBody,
@@ -389,6 +397,30 @@ def map_square_order(order: JsonObject, mapping: SquareMapping) -> Mapped:
     if state == "CANCELED":
         out.items.append(_cancelled(order, square_id, path))
     return out
+
+
+def edit_of(order: JsonObject, placed: OrderPlaced) -> OrderEdited | None:
+    """The ``order.edited`` of a fetched ``order`` whose lines are ``placed``'s.
+
+    Id ``square:order:S:edited:v<version>`` (``updated_at`` in epoch seconds without a
+    version), ``ts`` = ``updated_at``: a re-fetch of the same version is a duplicate.  None
+    for a cancelled order (its cancellation says it).  The caller decides that the lines
+    differ from the stored ones (:class:`feeds.webhooks.square_api.SquareOrders`).
+    """
+    path = "order"
+    if (opt_text(order, "state", path) or "") == "CANCELED":
+        return None
+    square_id = ident(order, "id", path)
+    updated = opt_when(order, "updated_at", path) or when(order, "created_at", path)
+    version = order.get("version")
+    tag = f"v{version}" if isinstance(version, int) else str(int(updated.timestamp()))
+    return OrderEdited(
+        id=f"square:order:{square_id}:edited:{tag}",
+        type="order.edited",
+        ts=updated,
+        source=SOURCE,
+        body=OrderEditedBody(order_id=placed.body.order_id, lines=placed.body.lines),
+    )
 
 
 def map_square_refund(

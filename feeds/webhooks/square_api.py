@@ -29,6 +29,12 @@ What can go wrong, and what happens:
   shown on the feed; notifications are still kept and are fetched once ``serve`` restarts
   with the token.
 
+Edits: Square's ``Order`` holds its lines as they are at its ``version``, not as placed.
+When a fetched order's lines (SKU, quantity, unit price, discount, as mapped) are not the
+lines the store holds for the placed order, the fetch also writes an ``order.edited``
+(``square:order:S:edited:v<version>``, ``ts`` = ``updated_at``); the same lines write
+nothing more, so an ``order.updated`` for a payment or a fulfillment adds no event.
+
 Applied exactly once: the events' ids come from the Square ids (``square:order:S:placed``),
 so a re-fetch after ``order.updated``, a redelivered notification or a retry after a
 crash between the commit and the removal of the kept row is a duplicate in the store.
@@ -42,6 +48,7 @@ import email.utils
 import json
 import logging
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,13 +62,13 @@ from feeds.stream import FeedMonitor
 from feeds.webhooks import JsonObject, Mapped, PayloadError
 from feeds.webhooks.mapping import SquareMapping
 from feeds.webhooks.redact import redact_raw
-from feeds.webhooks.square import SOURCE, map_square_order, map_square_refund
+from feeds.webhooks.square import SOURCE, edit_of, map_square_order, map_square_refund
 from rules.backoff import Backoff
 from rules.errors import describe_validation_error
 from store import pending
-from store.apply import Outcome
+from store.apply import Outcome, cents
 from store.clock import Clock, SystemClock
-from store.model import Quarantined
+from store.model import OrderPlaced, Quarantined
 from store.writer import StoreWriter
 
 log = logging.getLogger("omniops.square")
@@ -449,6 +456,7 @@ class SquareOrders:
         order = await self.api.retrieve_order(wanted.object_id)
         mapped = map_square_order(order, mapping)
         body = row.body.encode("utf-8")
+        await self._edit(order, mapped)
         if mapped.unmapped or any(isinstance(item, Quarantined) for item in mapped.items):
             # Quarantine the notification with the order inside (the shape a relay sends,
             # ``data.object.order``), so a replay after a mapping fix needs no fetch.
@@ -463,6 +471,29 @@ class SquareOrders:
                 for i in mapped.items
             ]
         return mapped, body
+
+    async def _edit(self, order: JsonObject, mapped: Mapped) -> None:
+        """Add an ``order.edited`` when the fetched order's lines are not the stored ones.
+
+        Square's ``Order`` has no lines as placed, only as they are at its ``version``: so
+        the fetched lines are compared with the lines the store holds for the order (its
+        placement's, or its latest edit's); different, they are an edit at ``updated_at``.
+        An order not placed yet in the store is placed with these lines (nothing to edit).
+        """
+        placements = [item for item in mapped.items if isinstance(item, OrderPlaced)]
+        if len(placements) != 1 or any(isinstance(i, Quarantined) for i in mapped.items):
+            return
+        placed = placements[0]
+        stored = await self.writer.run(lambda db: stored_lines(db, placed.body.order_id))
+        fetched = [
+            (line.sku, line.quantity, cents(line.unit_price), cents(line.discount))
+            for line in placed.body.lines
+        ]
+        if stored is None or stored == fetched:
+            return
+        edit = edit_of(order, placed)
+        if edit is not None:
+            mapped.items.append(edit)
 
     async def _refresh_health(self) -> None:
         summary = self.summary = await self.writer.run(
@@ -507,6 +538,26 @@ class SquareOrders:
     async def close(self) -> None:
         """Close the API client."""
         await self.api.close()
+
+
+def stored_lines(db: sqlite3.Connection, order_id: str) -> list[tuple[str, int, int, int]] | None:
+    """The lines the store holds for a placed order, or None when it is not placed there.
+
+    SKU, quantity, unit price and discount in cents, in line order.
+    """
+    placed = db.execute(
+        "SELECT 1 FROM orders WHERE order_id = ? AND has_order = 1", (order_id,)
+    ).fetchone()
+    if placed is None:
+        return None
+    return [
+        (str(sku), int(qty), int(price), int(off))
+        for sku, qty, price, off in db.execute(
+            "SELECT sku, quantity, unit_price_cents, discount_cents FROM order_lines"
+            " WHERE order_id = ? ORDER BY line_no",
+            (order_id,),
+        )
+    ]
 
 
 def describe_pending(summary: pending.PendingSummary, now: int) -> str:

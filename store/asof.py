@@ -536,3 +536,28 @@ def edit_deltas(
         if at_t is not None:
             out.append((channel, placed, at_t.gross_cents - gross, at_t.discount_cents - discount))
     return out
+
+
+def edited_series(db: sqlite3.Connection, t: int) -> set[tuple[str, str]]:
+    """The return series of the lines that orders edited after ``t`` hold now.
+
+    ``("category", c)`` and ``("channel", ch)``; empty live (one index probe).  Such a
+    line (one an edit after ``t`` added) may be the only reason a series has a roll-up
+    row; as of ``t`` it is taken back out, and a series left with nothing in either
+    window is one that did not exist at ``t`` (see ``return_rollups``).
+    """
+    edited = edited_after(db, t)
+    if not edited:
+        return set()
+    out: set[tuple[str, str]] = set()
+    for category, channel in db.execute(
+        """SELECT DISTINCT l.sales_category, o.channel
+           FROM orders o CROSS JOIN order_lines l ON l.order_id = o.order_id
+           WHERE o.order_id IN (SELECT value FROM json_each(?))""",
+        (json.dumps(sorted(edited)),),
+    ):
+        if category is not None:
+            out.add(("category", str(category)))
+        if channel is not None:
+            out.add(("channel", str(channel)))
+    return out

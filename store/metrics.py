@@ -30,6 +30,7 @@ from store.asof import (
     changed_after,
     closed_last_hour,
     edit_deltas,
+    edited_series,
     node_reported_after,
     return_lines,
     sales_lines,
@@ -925,9 +926,14 @@ def return_rollups(
             add(category, channel, -1 if hour >= first else (hour - b_first) // 24, slot, units)
     counts: dict[tuple[str, str], tuple[int, int, int, int]] = {}
     dispersion: dict[tuple[str, str], float] = {}
+    # A series only an edit after t gave a row (its lines taken back out as of t, nothing
+    # else in either window) did not exist at t (store/asof.py).
+    future = edited_series(db, t)
     for series, by_day in days.items():
         returned, sold = by_day.get(-1, (0, 0))
         baseline = [v for d, v in by_day.items() if d >= 0]
+        if series in future and not (returned or sold or any(r or s for r, s in baseline)):
+            continue
         counts[series] = (
             returned,
             sold,

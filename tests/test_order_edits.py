@@ -245,7 +245,7 @@ def test_a_cancelled_order_stays_cancelled(tmp_path: Path) -> None:
 # --- a generated day with edits -------------------------------------------------------------
 
 SLICE_END = "2026-10-21T22:00:00Z"
-MOMENTS = 24
+MOMENTS = 40
 
 
 def mutated(

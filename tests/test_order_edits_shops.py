@@ -193,3 +193,30 @@ async def test_square_order_updated_with_changed_lines_is_an_edit(world: World) 
         ) == [(1,)]
     assert net_sales(world.db, (start + timedelta(hours=1)).isoformat()) == 41.54  # 45 − 3.46
     assert net_sales(world.db, (start + timedelta(hours=3)).isoformat()) == 20.77  # 22.5 − 1.73
+
+
+def test_shopify_refunds_are_returns_and_cancel_refunds_are_removals() -> None:
+    """The sample's refund (no restock: a return) leaves the lines; a ``cancel`` refund of
+    the same line is a removal, apportioning the line's discount to what is left."""
+    from feeds.webhooks.mapping import ShopifyMapping
+    from feeds.webhooks.shopify import map_shopify
+    from store.model import OrderEdited
+
+    sample = payload("shopify/rest-2024-04_order.json")
+    mapped = map_shopify("orders/updated", "d-1", sample, ShopifyMapping())
+    assert not [i for i in mapped.items if isinstance(i, OrderEdited)]
+    removed = copy.deepcopy(sample)
+    for rli in removed["refunds"][0]["refund_line_items"]:
+        if rli["line_item_id"] == 466157049:
+            rli["restock_type"] = "cancel"
+    removed["line_items"][1]["quantity"] = 2  # the red iPod: 2 ordered, 1 refunded, 0 left
+    removed["line_items"][1]["current_quantity"] = 1
+    mapped = map_shopify("orders/updated", "d-2", removed, ShopifyMapping())
+    (edit,) = [i for i in mapped.items if isinstance(i, OrderEdited)]
+    assert [(x.sku, x.quantity, str(x.discount)) for x in edit.body.lines] == [
+        ("IPOD2008RED", 2, "3.33"),  # its refund (no restock) is a return: still 2
+        ("IPOD2008BLACK", 1, "3.33"),
+    ]  # the green one, refunded with restock type cancel, was removed
+    # the same order on orders/paid maps no edit (orders/updated carries them)
+    mapped = map_shopify("orders/paid", "d-3", removed, ShopifyMapping())
+    assert not [i for i in mapped.items if isinstance(i, OrderEdited)]

@@ -813,11 +813,11 @@ class StoreRoutingSource:
         return load
 
     def _keep_load(self, since: datetime, started: float, load: dict[str, int]) -> None:
-        """Keep a count begun at ``started`` unless a later one of the same day is kept."""
+        """Keep a count begun at ``started`` unless a later one (or a later day's) is kept."""
         with self._lock:
             cached = self._load_cache
             deadline = started + self.load_ttl
-            if cached is None or cached[0] != since or cached[1] < deadline:
+            if cached is None or since > cached[0] or (since == cached[0] and cached[1] < deadline):
                 self._load_cache = (since, deadline, load)
 
     def _recount_soon(self, since: datetime) -> None:

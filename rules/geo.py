@@ -264,21 +264,69 @@ def pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) ->
         return slot
     live = _kept_slot(_pickup_live, key, now)
     if live is not None:
-        # Kept as "started now, ready today": the same branch at this moment too.
-        ready = now + prep
-        return Slot(
-            ready,
-            live.until,
-            True,
-            None,
-            f"ready today {_local_hm(ready, tz)}–{_local_hm(live.until, tz)}",
-        )
+        return live_pickup(live, now, prep, tz)
     slot = _pickup_slot(hours, tz, now, prep)
     if slot.at - prep != now:  # started at an opening: the same until the next breakpoint
         _keep_slot(_pickup_kept, key, now, slot)
     elif slot.same_day:  # started now, ready today: this branch until the next breakpoint
         _keep_slot(_pickup_live, key, now, slot)
     return slot
+
+
+def live_pickup(kept: Slot, now: datetime, prep: timedelta, tz: str) -> Slot:
+    """A pickup slot kept as "started now, ready today" (:func:`pickup_slot`), at ``now``."""
+    ready = now + prep
+    return Slot(
+        ready,
+        kept.until,
+        True,
+        None,
+        f"ready today {_local_hm(ready, tz)}–{_local_hm(kept.until, tz)}",
+    )
+
+
+def is_live_pickup(slot: Slot, now: datetime, prep: timedelta) -> bool:
+    """Whether a :func:`pickup_slot` at ``now`` is ready ``prep`` after ``now`` (not kept as is)."""
+    return slot.at - prep == now
+
+
+@lru_cache(maxsize=1024)
+def _day_span(tz: str, day: date) -> tuple[datetime, datetime] | None:
+    """The instants that start local ``day`` and the next one in ``tz`` (None: not found)."""
+    zinfo = zone(tz)
+    start = datetime.combine(day, time(0), zinfo).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), zinfo).astimezone(UTC)
+    tick = timedelta(microseconds=1)
+    for moment, local in ((start, day), (start - tick, None), (end - tick, day), (end, None)):
+        got = local_day(moment, tz)
+        if (local is not None and got != local) or (local is None and got == day):
+            return None  # a zone whose midnight is skipped or repeated: do not guess
+    return start, end
+
+
+def slot_span(
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta
+) -> tuple[datetime, datetime] | None:
+    """The open interval around ``now`` in which :func:`ship_slot` and :func:`pickup_slot` hold.
+
+    Between two neighbouring :func:`_breakpoints` and within ``now``'s local day their
+    answer is the same (a pickup ready ``prep`` after ``now`` keeps its case, the moment
+    filled in: :func:`live_pickup`), so a caller may keep a slot for the interval and
+    compare two instants per lookup.  None when ``now`` is on a breakpoint (a strict and a
+    loose comparison may disagree there) or the local day's bounds are unclear.
+    """
+    today = local_day(now, tz)
+    day = _day_span(tz, today)
+    if day is None:
+        return None
+    points = _breakpoints(hours.opens, hours.closes, hours.cutoff, tz, today, prep)
+    at = bisect_left(points, now)
+    if at < len(points) and points[at] == now:
+        return None
+    lo = points[at - 1] if at else _NEVER
+    hi = points[at] if at < len(points) else _EVER
+    # The day starts at day[0] inclusive: "lo < now" with lo one tick before it.
+    return max(lo, day[0] - timedelta(microseconds=1)), min(hi, day[1])
 
 
 def _pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:

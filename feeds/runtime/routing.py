@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -55,6 +56,9 @@ from store.writer import AfterCommit
 DEFAULT_TIMEZONE = "America/New_York"
 
 _CHUNK = 500
+
+_monotonic = time.monotonic
+"""The clock of the node-load count's age (a module attribute: tests drive it)."""
 
 
 def _epoch(moment: datetime) -> int:
@@ -648,10 +652,11 @@ class StoreRoutingSource:
     What does not change between requests is kept: the nodes (one list object until
     ``meta.locations_version`` moves), each SKU's catalogue record and stock levels
     (rebuilt only when its row or its stock differ), and today's node load (for
-    ``load_ttl`` seconds).  Per request, ``PRAGMA data_version`` (it moves with every
-    commit of another connection, e.g. the writer's): while it stands and every SKU of the
-    cart was read at it, nothing more is read; otherwise one statement reads the cart's
-    SKUs, their stock at every node and the locations counter.
+    ``load_ttl`` seconds, recounted in a background thread past half of that).  Per
+    request, ``PRAGMA data_version`` (it moves with every commit of another connection,
+    e.g. the writer's): while it stands and every SKU of the cart was read at it, nothing
+    more is read; otherwise one statement reads the cart's SKUs, their stock at every node
+    and the locations counter.
     """
 
     def __init__(
@@ -674,6 +679,8 @@ class StoreRoutingSource:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
+        self._recounter: ThreadPoolExecutor | None = None
+        self._recounting = False
 
     def _db(self, wait: bool = True) -> sqlite3.Connection:
         local = self._local
@@ -711,15 +718,7 @@ class StoreRoutingSource:
         With ``wait=False`` (the event loop's own thread) it never waits: it raises
         :class:`WouldBlock` when the store is locked or today's load needs its recount.
         """
-        since = self._day_start(now)
-        cached = self._load_cache
-        if cached is not None and cached[0] == since and time.monotonic() < cached[1]:
-            load = cached[2]
-        elif not wait:
-            raise WouldBlock("node load due")
-        else:
-            load = load_node_load(self._db(), since)
-            self._load_cache = (since, time.monotonic() + self.load_ttl, load)
+        load = self._load(self._day_start(now), wait)
         db = self._db(wait)
         wanted = sorted(set(skus))
         try:
@@ -792,6 +791,59 @@ class StoreRoutingSource:
         self._nodes_seen = (tag, nodes)
         return Inventory(skus=bodies, levels=levels, load=load), nodes
 
+    def _load(self, since: datetime, wait: bool) -> dict[str, int]:
+        """Today's node load, counted at most ``load_ttl`` seconds ago (from ``since``).
+
+        Past half its life a count is renewed in the background (:meth:`_recount`), so the
+        loop normally never meets a stale one: a request that did would go to the worker
+        thread, and while that recount ran every other request would follow it there (a
+        stall of the whole loop once a second, the p99 of the endpoint).
+        """
+        cached = self._load_cache
+        clock = _monotonic()
+        if cached is not None and cached[0] == since and clock < cached[1]:
+            if clock >= cached[1] - self.load_ttl / 2 and not self._recounting:
+                self._recount_soon(since)
+            return cached[2]
+        if not wait:
+            raise WouldBlock("node load due")
+        started = _monotonic()
+        load = load_node_load(self._db(), since)
+        self._keep_load(since, started, load)
+        return load
+
+    def _keep_load(self, since: datetime, started: float, load: dict[str, int]) -> None:
+        """Keep a count begun at ``started`` unless a later one (or a later day's) is kept."""
+        with self._lock:
+            cached = self._load_cache
+            deadline = started + self.load_ttl
+            if cached is None or since > cached[0] or (since == cached[0] and cached[1] < deadline):
+                self._load_cache = (since, deadline, load)
+
+    def _recount_soon(self, since: datetime) -> None:
+        """Start a background recount of today's load (one at a time)."""
+        with self._lock:
+            if self._recounting:
+                return
+            self._recounting = True
+            if self._recounter is None:
+                self._recounter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="route-load")
+            self._recounter.submit(self._recount, since)
+
+    def _recount(self, since: datetime) -> None:
+        """Count today's load on this (background) thread's connection and keep it.
+
+        A failure (the store locked past the busy timeout, the file gone) is left for the
+        next request past the count's deadline: it counts in the worker and answers why.
+        """
+        try:
+            started = _monotonic()
+            self._keep_load(since, started, load_node_load(self._db(), since))
+        except (sqlite3.Error, OSError):
+            pass
+        finally:
+            self._recounting = False
+
     def _nodes(self, db: sqlite3.Connection, version: object) -> list[LocationBody]:
         """The nodes, rebuilt only when ``meta.locations_version`` moved (same list object).
 
@@ -838,6 +890,10 @@ class StoreRoutingSource:
 
     def close(self) -> None:
         """Close every connection opened (call once no request is running)."""
+        with self._lock:
+            recounter, self._recounter = self._recounter, None
+        if recounter is not None:
+            recounter.shutdown(wait=True)
         with self._lock:
             for db in self._all:
                 db.close()

@@ -14,7 +14,15 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from rules.geo import Slot, haversine_km, pickup_slot, ship_slot
+from rules.geo import (
+    Slot,
+    haversine_km,
+    is_live_pickup,
+    live_pickup,
+    pickup_slot,
+    ship_slot,
+    slot_span,
+)
 from rules.matchers import Matcher
 from rules.routing.config import (
     DEFAULT_PREP_MINUTES,
@@ -120,6 +128,7 @@ class Network:
         self._memo: dict[Hashable, Any] = {}
         self._matchers: dict[int, list[Matcher]] = {}
         self._entries: dict[tuple[int, str, tuple[float, float] | None], list[NodeEntry]] = {}
+        self._slots: dict[tuple[str, bool, int], tuple[datetime, datetime, Slot, bool]] = {}
 
     def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
@@ -180,6 +189,37 @@ class Network:
             found = [_entry(node, facts[node.location_id], distances) for node in self.nodes]
             self._entries[key] = found
         return found
+
+    def slot(self, node: LocationBody, pickup: bool, prep: int, now: datetime) -> Slot:
+        """:func:`pickup_slot` or :func:`ship_slot` of a node of this network at ``now``.
+
+        Kept per node, kind and preparation for the interval around ``now`` in which the
+        answer holds (:func:`rules.geo.slot_span`: up to the next opening, cut-off or
+        closing, those minus the preparation, or local midnight), so a lookup is two
+        comparisons; a pickup ready ``prep`` after ``now`` keeps its case, the moment
+        filled in per call.  A node that never opens raises ``ValueError`` every time.
+        """
+        key = (node.location_id, pickup, prep)
+        found = self._slots.get(key)
+        if found is not None and found[0] < now < found[1]:
+            if found[3]:
+                return live_pickup(found[2], now, _minutes(prep), node.timezone)
+            return found[2]
+        minutes = _minutes(prep)
+        if pickup:
+            slot = pickup_slot(node.hours, node.timezone, now, minutes)
+            live = is_live_pickup(slot, now, minutes)
+            keep = slot.same_day or not live
+        else:
+            slot = ship_slot(node.hours, node.timezone, now, minutes)
+            live = False
+            keep = True
+        span = slot_span(node.hours, node.timezone, now, minutes) if keep else None
+        if span is not None:
+            if len(self._slots) >= _CACHE_LIMIT:
+                self._slots.clear()
+            self._slots[key] = (span[0], span[1], slot, live)
+        return slot
 
     def matchers(self, rule: RoutingRule | CarrierRule) -> list[Matcher]:
         """The parsed ``match`` of ``rule`` (read once: a private attribute is slow to reach)."""
@@ -368,8 +408,12 @@ def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slo
     key = (node.location_id, pickup, prep)
     slot = ctx.slots.get(key)
     if slot is None:
-        fn = pickup_slot if pickup else ship_slot
-        slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep))
+        net = ctx.network
+        if net is not None and net.by_id.get(node.location_id) is node:
+            slot = net.slot(node, pickup, prep, ctx.now)
+        else:
+            fn = pickup_slot if pickup else ship_slot
+            slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep))
         ctx.slots[key] = slot
     return slot
 

@@ -140,12 +140,13 @@ def _maker(cls: type[BaseModel]) -> Callable[..., Any]:
             params.append(f"{name}=_d{n}")
         items.append(f"{name!r}: {value}")
     env["_none"] = object()
-    env["_names"] = frozenset(cls.model_fields)
+    # One set shared by every instance: pydantic only reads it (a copy copies it first).
+    env["_names"] = set(cls.model_fields)
     source = (
         f"def make(*, {', '.join(params)}):\n"
         "    m = _new(_cls)\n"
         f"    _set(m, '__dict__', {{{', '.join(items)}}})\n"
-        "    _set(m, '__pydantic_fields_set__', set(_names))\n"
+        "    _set(m, '__pydantic_fields_set__', _names)\n"
         "    _set(m, '__pydantic_extra__', None)\n"
         "    _set(m, '__pydantic_private__', None)\n"
         "    return m\n"
@@ -168,7 +169,8 @@ def trusted(cls: type[_O], /, **values: Any) -> _O:
     a dozen.  The values must already be what validation would give (the right types, a
     float for a float); the instance holds every field in declaration order, the defaults
     for those not given, so it compares and serialises exactly like a validated one (its
-    ``model_fields_set`` is every field).  An unknown or missing field is a ``TypeError``.
+    ``model_fields_set`` is every field, one set shared by the class's trusted instances:
+    read it, never change it in place).  An unknown or missing field is a ``TypeError``.
     """
     make = _MAKERS.get(cls) or _maker(cls)
     model: _O = make(**values)

@@ -220,7 +220,11 @@ def _carrier(
         "node_kind": node.kind,
         "node_region": node.region,
     }
-    line_labels = _line_labels(skus)
+    # Every line of the order in order (the usual single shipment): the order's own labels.
+    whole = len(lines) == len(ctx.order.lines) and all(
+        a is b for a, b in zip(lines, ctx.order.lines, strict=True)
+    )
+    line_labels = ctx.line_labels if whole else _line_labels(skus)
     hazmat = any(s.hazmat for s in skus)
     notes: list[str] = []
     net = ctx.network

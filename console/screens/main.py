@@ -306,7 +306,7 @@ class ConsoleScreen(Screen[None]):
         # mounted (the width class already set in compose), each class change since
         # restyled its own nodes, and the first panel's title is restyled once its table has
         # the focus (on_mount).  Textual's resume would style the whole screen a second time
-        # before the first paint (~50 ms of CPU, issue 15); later resumes (a view popped) do.
+        # before the first paint (a tenth of its work to it, issue 15); later resumes do.
         if not self._resumed:
             self._resumed = True
             event.refresh_styles = False

@@ -439,6 +439,12 @@ def build_console(
             return snaps
         return compute_at(clock.now())
 
+    def first_ready() -> Snapshots | None:
+        snaps = first.take_ready()
+        if snaps is not None:
+            last[:] = [snaps]
+        return snaps
+
     def detail(row: object) -> StockHistory | LateOrders | None:
         from store.details import late_orders, stock_history
         from store.snapshots import FulfillmentRow, StockoutRow
@@ -613,6 +619,7 @@ def build_console(
         title=title,
         highlights=current_highlights,
         warm_up=warm_up,
+        first=first_ready,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -672,6 +679,15 @@ class FirstSnapshots(threading.Thread):
         if error is not None:
             raise error
         return result
+
+    def take_ready(self) -> Snapshots | None:
+        """The first snapshots if they are computed already (never waits), once; else None.
+
+        A failure is left for :meth:`take`, which raises it in the refresh worker.
+        """
+        if self._taken or self.ident is None or self.is_alive() or self._error is not None:
+            return None
+        return self.take()
 
     def discard(self) -> None:
         """Wait for the thread and drop what it computed."""

@@ -114,6 +114,7 @@ class OmniopsApp(App[None]):
         highlights: Callable[[], Highlights] | None = None,
         compute_at: Callable[[datetime], Snapshots] | None = None,
         warm_up: Callable[[], bool] | None = None,
+        first: Callable[[], Snapshots | None] | None = None,
     ) -> None:
         """Create the console.
 
@@ -137,6 +138,9 @@ class OmniopsApp(App[None]):
             warm_up: Blocking work the first paint does not wait for (the rules file the
                 highlights follow), run once in a thread worker after the first snapshots
                 are on screen; it returns whether the panels must be drawn again.
+            first: The first snapshots if they are already computed (never blocks; called
+                once, on mount), else None; None (or no function): the first refresh
+                computes them in its worker, as every later one.
         """
         super().__init__()
         if refresh_interval <= 0:
@@ -166,6 +170,7 @@ class OmniopsApp(App[None]):
         self._console_screen = ConsoleScreen()
         self._warm_up = warm_up
         self._warming = warm_up is not None  # until the warm-up after the first paint ran
+        self._first = first
 
     def highlights(self) -> Highlights:
         """The thresholds in force for panel highlights (the operator's rules, else defaults)."""
@@ -189,7 +194,15 @@ class OmniopsApp(App[None]):
         """Install the hang-up handler and start refreshing."""
         self._install_sighup_handler()
         self.set_interval(CLOCK_TICK_SECONDS, self.update_clock, name="clock")
-        self.refresh_snapshots()
+        ready = self._first() if self._first is not None else None
+        if ready is None:
+            self.refresh_snapshots()
+            return
+        # Computed while the console loaded (a thread from the moment the store opened):
+        # kept now, so the screen composed next lays out populated, with no worker's round
+        # trip that could land after the first layout (issue 15).  The first refresh, done.
+        self._refresh_running = True
+        self._snapshots_computed(SnapshotsComputed(ready))
 
     def on_unmount(self) -> None:
         """Remove the hang-up handler installed on mount."""

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from console.screens.silences import SilencesScreen
     from feeds.runtime.demo import HistoryBuild
     from feeds.runtime.routing import StoreRoutingSource
+    from feeds.settings import Settings
     from rules.roles import Roles
     from store.risk import MetricParams
     from store.snapshots import Snapshots
@@ -367,6 +368,7 @@ def build_console(
     roles: Roles | None = None,
     after_first_paint: Callable[[], None] | None = None,
     app_factory: Callable[..., OmniopsApp] | None = None,
+    settings: Settings | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
@@ -376,7 +378,8 @@ def build_console(
     (blocking) runs in a worker once the first snapshots are on screen, before the rules
     file is read (the demo starts its replay and writes its rules file there).
     ``app_factory`` builds the app from :class:`OmniopsApp`'s keyword arguments (the demo's
-    console during its history load is a subclass).
+    console during its history load is a subclass).  ``settings``: the settings in force,
+    when the caller has already read them (default: read here).
     """
     # The first paint waits only on the store's readers and the panels (issue 15): the
     # rules file (highlights, editor, alert actions, permissions), the views' screens and the
@@ -404,10 +407,12 @@ def build_console(
 
     try:
         from console.app import OmniopsApp
-        from feeds.settings import Settings
         from rules.highlights import Highlights, RulesHighlights
 
-        settings = Settings()  # a bad config file raises here: the reader is not left open
+        if settings is None:
+            from feeds.settings import Settings
+
+            settings = Settings()  # a bad config file raises here: the reader is not left open
     except BaseException:
         first.discard()
         reader.close()
@@ -433,6 +438,12 @@ def build_console(
             last[:] = [snaps]
             return snaps
         return compute_at(clock.now())
+
+    def first_ready() -> Snapshots | None:
+        snaps = first.take_ready()
+        if snaps is not None:
+            last[:] = [snaps]
+        return snaps
 
     def detail(row: object) -> StockHistory | LateOrders | None:
         from store.details import late_orders, stock_history
@@ -608,6 +619,7 @@ def build_console(
         title=title,
         highlights=current_highlights,
         warm_up=warm_up,
+        first=first_ready,
     )
     if settings.keys:
         app.set_keymap(settings.keys)
@@ -668,6 +680,15 @@ class FirstSnapshots(threading.Thread):
             raise error
         return result
 
+    def take_ready(self) -> Snapshots | None:
+        """The first snapshots if they are computed already (never waits), once; else None.
+
+        A failure is left for :meth:`take`, which raises it in the refresh worker.
+        """
+        if self._taken or self.ident is None or self.is_alive() or self._error is not None:
+            return None
+        return self.take()
+
     def discard(self) -> None:
         """Wait for the thread and drop what it computed."""
         self._taken = True
@@ -719,7 +740,13 @@ def cmd_console(args: argparse.Namespace) -> int:
         )
     clock, title = console_clock(Path(db))
     run_console(
-        db, clock, settings.metrics, settings.refresh_interval, title, read_only=args.read_only
+        db,
+        clock,
+        settings.metrics,
+        settings.refresh_interval,
+        title,
+        read_only=args.read_only,
+        settings=settings,  # read once: not a second time in build_console
     )
     return 0
 

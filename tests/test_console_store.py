@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from textual.widgets import Input, Static
 
 from console.app import OmniopsApp
@@ -443,3 +444,47 @@ async def test_delivered_late_vs_promise_column_sorts_filters_exports_and_detail
             assert "Delivered late vs promise, 7 d   33.3%  (1 of 3 delivered)" in numbers
     finally:
         close()
+
+
+async def test_first_snapshots_are_taken_at_mount_only_once_computed(tmp_path: Path) -> None:
+    """The console's first snapshots: handed over at mount if done, never waited for there."""
+    from console.cli import FirstSnapshots
+
+    db = tmp_path / "s.db"
+    await scenario(db)
+    reader = open_reader(db)
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def compute(moment: datetime) -> Any:
+        gate.wait(10)
+        return compute_snapshots(reader, moment, PARAMS)
+
+    try:
+        first = FirstSnapshots(compute, FixedClock(T0), lock)
+        assert first.take_ready() is None  # not started
+        first.start()
+        assert first.take_ready() is None  # still computing: the mount does not wait
+        gate.set()
+        first.join()
+        taken = first.take_ready()
+        assert taken is not None
+        assert taken.as_of == T0
+        assert (
+            to_jsonable(taken)["fulfillment"]
+            == to_jsonable(compute_snapshots(reader, T0, PARAMS))["fulfillment"]
+        )
+        assert first.take_ready() is None  # once: the refreshes compute their own
+        assert first.take() is None
+
+        def fail(moment: datetime) -> Any:
+            raise ValueError("no such table: events")
+
+        failing = FirstSnapshots(fail, FixedClock(T0), lock)
+        failing.start()
+        failing.join()
+        assert failing.take_ready() is None  # a failure is the refresh worker's to report
+        with pytest.raises(ValueError, match="no such table"):
+            failing.take()
+    finally:
+        reader.close()

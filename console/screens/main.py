@@ -244,6 +244,9 @@ class ConsoleScreen(Screen[None]):
         self._status: dict[str, Content] = {}
         self._filter_kind = PANEL_KINDS[0]
         self._ready = False
+        self._resumed = False
+        self._laid_out_for = -1
+        """The width the layout was last applied for (a resize to the same width is none)."""
 
     @property
     def omniops(self) -> ConsoleHost:
@@ -267,10 +270,10 @@ class ConsoleScreen(Screen[None]):
         with TabbedContent(initial="overview", id="tabs"):
             with TabPane("1 Overview", id="overview"), Container(id="overview-grid"):
                 yield FulfillmentPanel(
-                    tz=tz, compact=True, scopes=("location",), id="overview-fulfillment"
+                    tz=tz, compact=not wide, scopes=("location",), id="overview-fulfillment"
                 )
-                yield StockoutPanel(tz=tz, compact=True, id="overview-stockout")
-                yield ReturnsPanel(tz=tz, compact=True, id="overview-returns")
+                yield StockoutPanel(tz=tz, compact=not wide, id="overview-stockout")
+                yield ReturnsPanel(tz=tz, compact=not wide, id="overview-returns")
             with TabPane("2 Fulfillment", id="fulfillment"):
                 yield FulfillmentPanel(tz=tz, id="fulfillment-panel")
             with TabPane("3 Stock", id="stockout"):
@@ -287,25 +290,42 @@ class ConsoleScreen(Screen[None]):
         # init=False: before the first refresh there is nothing to hand the panels (they
         # draw their empty frame themselves); snapshots already there are shown now.
         self.watch(self.app, "snapshots", self._snapshots_changed, init=False)
-        self._apply_layout(self.app.size.width)
+        self._apply_layout(self.app.size.width, render=self.omniops.snapshots is None)
         if self.omniops.snapshots is not None:
-            self._snapshots_changed(self.omniops.snapshots)
-        else:
-            self.render_bars()
+            self._snapshots_changed(self.omniops.snapshots)  # the bars and headline too
         self._render_status()
-        self.query_one("#overview-fulfillment", Panel).table.focus()
+        first = self.query_one("#overview-fulfillment", Panel)
+        first.table.focus()
+        # Its title is styled by ``Panel:focus-within .panel-title``, which the focus change
+        # itself does not restyle (the title is no ancestor of the table): styled again once
+        # the table has the focus, as the whole-screen pass on the first resume did.
+        self.app.call_later(first.title_bar.update_node_styles)
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # The first resume follows the mount at once: every widget was styled as it was
+        # mounted (the width class already set in compose), each class change since
+        # restyled its own nodes, and the first panel's title is restyled once its table has
+        # the focus (on_mount).  Textual's resume would style the whole screen a second time
+        # before the first paint (a tenth of its work to it, issue 15); later resumes do.
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False
 
     def on_resize(self, event: events.Resize) -> None:
         """Compact below :data:`WIDE_COLUMNS`, full from it; both directions, live."""
-        self._apply_layout(event.size.width)
+        if event.size.width != self._laid_out_for:  # the start's resizes keep the width
+            self._apply_layout(event.size.width)
 
-    def _apply_layout(self, width: int) -> None:
+    def _apply_layout(self, width: int, *, render: bool = True) -> None:
         if not self._ready:
             return
+        self._laid_out_for = width
         wide = width >= WIDE_COLUMNS
         for panel in self.query("#overview-grid Panel").results(Panel):
             if panel.compact == wide:
                 panel.compact = not wide
+        if not render:
+            return
         self.render_bars()
         snapshots = self.omniops.snapshots
         if snapshots is not None:

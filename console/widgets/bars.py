@@ -221,24 +221,29 @@ class FilterBar(Horizontal):
     ]
 
     def compose(self) -> ComposeResult:
-        """Label, then the input."""
+        """The label; the input is mounted beside it when the bar first opens (issue 15)."""
         yield Static("Filter", id="filter-label")
-        yield Input(
+
+    def _field(self) -> Input:
+        """The input, mounted the first time it is needed (the first paint has no use of it)."""
+        found = self.query(Input)
+        if found:
+            return found.first()
+        field = Input(
             placeholder=(
                 "location=WH-TX, category=~app.*, channel!=pos  (Enter: apply, Esc: cancel)"
             ),
             id="filter-input",
             compact=True,
         )
-
-    def on_mount(self) -> None:
-        """No blinking cursor: an idle prompt must not keep a slow link busy."""
-        self.query_one(Input).cursor_blink = False
+        field.cursor_blink = False  # an idle prompt must not keep a slow link busy
+        self.mount(field)  # registered (and styled) now: it can take the focus at once
+        return field
 
     def open(self, panel_heading: str, text: str) -> None:
         """Show the bar for a panel, pre-filled with its current filter, and focus it."""
         self.query_one("#filter-label", Static).update(f"Filter {panel_heading} ›")
-        field = self.query_one(Input)
+        field = self._field()
         field.value = text
         field.cursor_position = len(text)
         # Shown and focused at once (not on the next style pass), so keys typed right

@@ -282,7 +282,7 @@ class Panel(Vertical):
         self._headers: tuple[str, ...] | None = None
         self._total_rows = 0
         self.set_reactive(Panel.compact, compact)
-        self.set_class(compact, "-compact")
+        self.set_class(compact, "-compact", update=False)  # styled as it mounts
 
     def fmt(self, key: str, value: float | None) -> str:
         """A cell of column ``key`` in its metric's registry format."""
@@ -299,6 +299,11 @@ class Panel(Vertical):
     def table(self) -> PanelTable:
         """The panel's table."""
         return self.query_one(PanelTable)
+
+    @property
+    def title_bar(self) -> TextBar:
+        """The panel's title line."""
+        return self.query_one(".panel-title", TextBar)
 
     def compose(self) -> ComposeResult:
         """A title line above the table."""

@@ -331,6 +331,28 @@ async def test_starts_and_shows_every_panel_at_80x24() -> None:
 
 
 @pytest.mark.asyncio
+async def test_the_focused_panel_s_title_is_highlighted_and_follows_tab() -> None:
+    compute = FakeCompute()
+    app = make_app(compute)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        ids = ("overview-fulfillment", "overview-stockout", "overview-returns")
+
+        def lit() -> list[str]:
+            titles = {i: panel(app, i).title_bar.styles.background for i in ids}
+            plain = panel(app, "fulfillment-panel").title_bar.styles.background
+            return [i for i, colour in titles.items() if colour != plain]
+
+        assert lit() == ["overview-fulfillment"]
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.focused is panel(app, "overview-stockout").table
+        assert lit() == ["overview-stockout"]
+        await pilot.press("tab")
+        await pilot.pause()
+        assert lit() == ["overview-returns"]
+
+
 async def test_panel_tables_fix_their_widths_and_size_without_measuring_every_cell() -> None:
     """Every column of a shown panel has a fixed width fitting its cells and header, and
     the table's virtual size counts every row and column (DataTable's per-cell measure of

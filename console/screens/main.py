@@ -295,18 +295,14 @@ class ConsoleScreen(Screen[None]):
             self._snapshots_changed(self.omniops.snapshots)  # the bars and headline too
         self._render_status()
         first = self.query_one("#overview-fulfillment", Panel)
-        first.table.focus()
-        # Its title is styled by ``Panel:focus-within .panel-title``, which the focus change
-        # itself does not restyle (the title is no ancestor of the table): styled again once
-        # the table has the focus, as the whole-screen pass on the first resume did.
-        self.app.call_later(first.title_bar.update_node_styles)
+        first.table.focus()  # its panel's title shows it (Panel.-focused)
 
     def _on_screen_resume(self, event: events.ScreenResume) -> None:
         # The first resume follows the mount at once: every widget was styled as it was
         # mounted (the width class already set in compose), each class change since
-        # restyled its own nodes, and the first panel's title is restyled once its table has
-        # the focus (on_mount).  Textual's resume would style the whole screen a second time
-        # before the first paint (a tenth of its work to it, issue 15); later resumes do.
+        # restyled its own nodes (the first panel's focus class among them).  Textual's
+        # resume would style the whole screen a second time before the first paint (a tenth
+        # of its work to it, issue 15); later resumes do.
         if not self._resumed:
             self._resumed = True
             event.refresh_styles = False

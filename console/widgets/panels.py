@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, TypeAlias
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
@@ -309,6 +310,14 @@ class Panel(Vertical):
         """A title line above the table."""
         yield TextBar(self.heading, classes="panel-title", markup=False)
         yield PanelTable(cursor_type="row", fixed_columns=1, zebra_stripes=False)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        """Mark the panel that holds the focus (its title shows it, ``Panel.-focused``)."""
+        self.add_class("-focused")
+
+    def on_descendant_blur(self, event: events.DescendantBlur) -> None:
+        """The focus left for another panel or view (a move inside focuses again at once)."""
+        self.remove_class("-focused")
 
     def on_mount(self) -> None:
         """Create the columns and follow theme changes."""

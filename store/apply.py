@@ -661,11 +661,35 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
             " ELSE estimated_delivery_ts END",
             f"estimate_ts = CASE WHEN {newer} THEN excluded.estimate_ts ELSE estimate_ts END",
         ]
+    if not _DONE_STEPS.isdisjoint(columns):
+        # A step that finishes the order: its done times in the same write (the row is
+        # written once, not again by a pass over the batch's orders).  A new row has no
+        # cancellation: both are the earliest finishing step, computed by the caller.
+        names += ["fulfilled_ts", "done_ts"]
+        sets += [f"fulfilled_ts = {_done_expr(columns)}", f"done_ts = {_done_expr(columns, True)}"]
     marks = ", ".join("?" * (len(names) + 1))
     return (
         f"INSERT INTO orders (order_id, {', '.join(names)}) VALUES ({marks})"
         f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(sets)}"
     )
+
+
+def _done_expr(columns: tuple[str, ...], cancelled: bool = False) -> str:
+    """``fulfilled_ts`` (or with ``cancelled``, ``done_ts``) as an upsert assigning ``columns``.
+
+    In ``DO UPDATE SET`` a column names the row's old value, so each step column the
+    upsert assigns is written as its new value; the result is what :data:`_FULFILLED` and
+    :data:`_DONE` give on the row once written.
+    """
+    terms = [
+        f"COALESCE(COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col}), {_NEVER})"
+        if col in columns
+        else f"COALESCE({col}, {_NEVER})"
+        for col in sorted(_DONE_STEPS)
+    ]
+    if cancelled:
+        terms.append(f"COALESCE(cancelled_ts, {_NEVER})")
+    return f"NULLIF(MIN({', '.join(terms)}), {_NEVER})"
 
 
 def _fulfillment(
@@ -717,7 +741,6 @@ def _fulfillment(
         if b.shipping_cost is not None:
             costs.append((order_id, b.tracking or "-", ts, cents(b.shipping_cost)))
     shapes: dict[tuple[tuple[str, ...], bool, bool], list[list[Any]]] = defaultdict(list)
-    done = touched.orders
     for order_id, order_steps in steps.items():
         columns = tuple(sorted(order_steps)) if len(order_steps) > 1 else tuple(order_steps)
         carrier, tracking, node, detail = extra[order_id]
@@ -729,9 +752,10 @@ def _fulfillment(
         newest = estimates.get(order_id)
         if newest is not None:
             row += newest
+        finished = [order_steps[col] for col in columns if col in _DONE_STEPS]
+        if finished:  # fulfilled and done times of a new row (see _fulfillment_sql)
+            row += (min(finished), min(finished))
         shapes[(columns, detail is not None, newest is not None)].append(row)
-        if not _DONE_STEPS.isdisjoint(columns):
-            done.add(order_id)
     for (columns, exception, estimated), rows in shapes.items():
         db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
     if costs:

@@ -771,27 +771,54 @@ def _stock_adjusted(
 ) -> None:
     """Adjustments: logged, and added to the pair's count when stamped after it."""
     logged = []
-    rows = []
     for event, ts in events:
         b = event.body
-        sku, location, delta = b.sku, b.location_id, b.delta
-        logged.append((sku, location, ts, delta, b.reason))
-        rows.append((sku, location, ts, delta, b.source_system))
+        logged.append((b.sku, b.location_id, ts, b.delta, b.reason))
     _touch(touched, logged)
     db.executemany(
         "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason)"
         " VALUES (?1, ?2, ?3, ?4, ?5)",
         logged,
     )
-    # Without a count yet, the pair starts at the sum of its adjustments (as_of 0), and the
-    # first snapshot replaces that with count + later adjustments.
-    db.executemany(
-        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
-           VALUES (?1, ?2, ?4, 0, 0, ?5)
-           ON CONFLICT DO UPDATE SET on_hand = on_hand + excluded.on_hand
-           WHERE stock.as_of_ts < ?3""",
-        rows,
-    )
+    # Summed per pair, one write each: an adjustment counts when stamped after the pair's
+    # count (counts change only in the segment's snapshot step, after this one).  Without
+    # a count yet, the pair starts at the first adjustment (as_of 0, its source system) and
+    # the later ones add to it, as one at a time; the first snapshot replaces that with
+    # count + later adjustments.
+    as_of: dict[tuple[str, str], int] = {
+        (sku, location): at
+        for sku, location, at in db.execute(
+            "SELECT sku, location_id, as_of_ts FROM stock"
+            " WHERE sku IN (SELECT value FROM json_each(?))",
+            (_ids_json({row[0] for row in logged}),),
+        )
+    }
+    added: dict[tuple[str, str], int] = {}
+    new: dict[tuple[str, str], list[Any]] = {}
+    for event, ts in events:
+        b = event.body
+        key = (b.sku, b.location_id)
+        at = as_of.get(key)
+        if at is None:
+            new[key] = [b.delta, b.source_system]
+            as_of[key] = 0
+        elif at < ts:
+            fresh = new.get(key)
+            if fresh is None:
+                added[key] = added.get(key, 0) + b.delta
+            else:
+                fresh[0] += b.delta
+    if new:
+        db.executemany(
+            "INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)"
+            " VALUES (?, ?, ?, 0, 0, ?)",
+            [(*key, on_hand, system) for key, (on_hand, system) in new.items()],
+        )
+    if added:
+        db.executemany(
+            "UPDATE stock SET on_hand = on_hand + ? WHERE sku = ? AND location_id = ?",
+            [(delta, *key) for key, delta in added.items() if delta],
+        )
 
 
 def _stock_snapshot(

@@ -246,33 +246,39 @@ def _plan(
     """
     plan = _Plan()
     feeds = plan.feeds
-    log = plan.log
-    log_append = log.append
+    log_append = plan.log.append
     outcome = outcomes.append
+    known_add = known.add
     serializers: dict[type, Callable[[Any], bytes]] = {}
     groups: dict[str, list[tuple[Any, int]]] | None = None
     run_is_sku = False
     placed_at: dict[str, int] = {}
     cancels: list[tuple[int, OrderCancelled, int]] = []
+    # Feeds deliver runs of one source and one type: the counters of the last source and
+    # the group of the last type are kept at hand (looked up again when either changes).
+    last_source: str | None = None
+    counters: list[int] = []
+    last_type: str | None = None
+    group: list[tuple[Any, int]] = []
     for position, item in enumerate(items):
         if isinstance(item, Quarantined):
             plan.quarantine.append((received_at, item.source, item.error, item.raw))
-            counters = feeds.get(item.source)
-            if counters is None:
-                counters = feeds[item.source] = [0, 0, 0, 0]
-            counters[2] += 1
+            _bump(feeds, item.source, 2)
+            last_source = None  # its counters may be new: look them up again
             outcome("quarantined")
             continue
         event_id = item.id
         source = item.source
-        counters = feeds.get(source)
-        if counters is None:
-            counters = feeds[source] = [0, 0, 0, 0]
+        if source != last_source:
+            found = feeds.get(source)
+            if found is None:
+                found = feeds[source] = [0, 0, 0, 0]
+            counters, last_source = found, source
         if event_id in known:
             counters[1] += 1
             outcome("duplicate")
             continue
-        known.add(event_id)
+        known_add(event_id)
         ts = int(item.ts.timestamp())
         counters[0] += 1
         if ts > counters[3]:
@@ -286,19 +292,22 @@ def _plan(
             to_json = serializers[kind] = kind.__pydantic_serializer__.to_json
         type_ = item.type
         log_append((event_id, type_, ts, source, received_at, to_json(body).decode()))
-        is_sku = type_ == "sku.upserted"
-        if groups is None or is_sku != run_is_sku:
-            if groups is not None:
-                _close_segment(groups, placed_at, cancels)
-                plan.segments.append(groups)
-            groups = defaultdict(list)
-            run_is_sku = is_sku
+        if type_ != last_type or groups is None:
+            is_sku = type_ == "sku.upserted"
+            if groups is None or is_sku != run_is_sku:
+                if groups is not None:
+                    _close_segment(groups, placed_at, cancels)
+                    plan.segments.append(groups)
+                groups = defaultdict(list)
+                run_is_sku = is_sku
+            group = groups[type_] if type_ != "order.cancelled" else []
+            last_type = type_
         if type_ == "order.cancelled":
             cancels.append((position, cast(OrderCancelled, item), ts))
             continue
         if type_ == "order.placed":
             placed_at.setdefault(cast(OrderPlaced, item).body.order_id, position)
-        groups[type_].append((item, ts))
+        group.append((item, ts))
     if groups is not None:
         _close_segment(groups, placed_at, cancels)
         plan.segments.append(groups)

@@ -35,18 +35,7 @@ Progress = Callable[[int], None]
 """Called with the number of items committed so far, after each chunk."""
 
 IN_FLIGHT = 4
-"""Chunks handed to the writer ahead of the oldest uncommitted one (reading overlaps writing),
-at the writer's default chunk of 5,000: larger chunks have fewer in flight, so about
-:data:`IN_FLIGHT_ITEMS` items wait, whatever the chunk size (at least one chunk)."""
-
-IN_FLIGHT_ITEMS = 20_000
-
-INGEST_BATCH = 20_000
-"""Items per transaction when ``ingest`` (or a history import) owns the writer.
-
-Each commit writes every page the batch dirtied (order and roll-up indexes, event log),
-and a page dirtied by two batches is written twice: 20,000 instead of the writer's 5,000
-halves the commits' cost (fixture day: 0.8 -> 0.45 CPU-s) for a few more MB held."""
+"""Chunks handed to the writer ahead of the oldest uncommitted one (reading overlaps writing)."""
 
 
 class NoEventFiles(FileNotFoundError):
@@ -70,8 +59,7 @@ async def write_stream(
     """Write ``items`` through the writer's bulk path; return the tally of outcomes.
 
     Items are read (parsed, validated) a chunk at a time in a worker thread while the
-    writer commits earlier chunks on its own thread; up to :data:`IN_FLIGHT` chunks wait
-    (fewer when chunks are large, see there).
+    writer commits earlier chunks on its own thread; up to :data:`IN_FLIGHT` chunks wait.
 
     When ``stop`` is set (from any thread) the load ends soon after: the reader drops the
     chunk it is reading (it looks every :data:`STOP_EVERY` items), chunks queued but not
@@ -81,7 +69,6 @@ async def write_stream(
     """
     source: Iterator[Item] = iter(items)
     size = writer.bulk_batch_size
-    ahead = max(1, min(IN_FLIGHT, IN_FLIGHT_ITEMS // size))
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -125,7 +112,7 @@ async def write_stream(
         with bulk_gc():
             while not stopped() and (chunk := await asyncio.to_thread(next_chunk)):
                 in_flight.append(await writer.submit_many(chunk))
-                if len(in_flight) > ahead:
+                if len(in_flight) > IN_FLIGHT:
                     await settle()
             while in_flight and not stopped():
                 await settle()
@@ -237,7 +224,7 @@ async def ingest_paths(
     if on_total is not None:
         on_total(await asyncio.to_thread(estimate_events, files))
     held: list[HeldDelivery] = []
-    async with StoreWriter(db, after_commit=router_hook(), bulk_batch_size=INGEST_BATCH) as writer:
+    async with StoreWriter(db, after_commit=router_hook()) as writer:
         mark = await writer.run(quarantine_mark)
         complete = False
         try:
@@ -318,7 +305,7 @@ async def import_history(
     if on_total is not None:
         on_total(len(items))
     if writer is None:
-        async with StoreWriter(db, after_commit=router_hook(), bulk_batch_size=INGEST_BATCH) as own:
+        async with StoreWriter(db, after_commit=router_hook()) as own:
             tally = await write_stream(own, items, progress=progress)
     else:
         tally = await write_stream(writer, items, progress=progress)

@@ -259,3 +259,48 @@ def test_on_hand_is_the_newest_count_plus_the_adjustments_after_it(tmp_path: Pat
         checked += 1
         at_count += any(ts == newest for ts, _ in adjustments.get(key, ()))
     assert checked > 100 and at_count  # some adjustments are stamped at their count
+
+
+@pytest.mark.parametrize("seed", [5])
+async def test_merged_transactions_route_orders_as_the_writers_own_batches(
+    tmp_path: Path, seed: int
+) -> None:
+    """``ingest``'s merged transactions leave the router's decisions (and all else) as they were.
+
+    Node-less orders (what the router routes) are spread over part of the load only, so
+    some chunks merge into one transaction and others keep the writer's batches.
+    """
+    from feeds.runtime.ingest import write_stream
+    from feeds.runtime.routing import router_hook
+    from store.clock import FixedClock
+    from store.writer import StoreWriter
+
+    items = salted(fixture_slice(500), seed)
+    placed = [i for i in items if isinstance(i, OrderPlaced)]
+    unrouted: list[Event | Quarantined] = []
+    for n, order in enumerate(placed[:60]):
+        data = order.model_dump(mode="json")
+        data["id"] = f"nodeless-{n}"
+        data["body"]["order_id"] = f"NODELESS-{n}"
+        data["body"]["location_id"] = None
+        for line in data["body"]["lines"]:
+            line.pop("location_id", None)
+        unrouted.append(parse_event(data))
+    middle = len(items) // 2
+    load = items[:middle] + unrouted + items[middle:]
+    end = max(int(i.ts.timestamp()) for i in load if not isinstance(i, Quarantined))
+    stores = {}
+    for merge in (1, 4):
+        path = tmp_path / f"merge-{merge}.db"
+        clock = FixedClock(datetime.fromtimestamp(end, UTC))
+        async with StoreWriter(
+            path, clock=clock, batch_size=100, bulk_batch_size=500, after_commit=router_hook()
+        ) as writer:
+            tally = await write_stream(writer, load, merge=merge)
+        assert tally["applied"] > 5000
+        db = sqlite3.connect(path)
+        stores[merge] = dump(db, end)
+        db.close()
+    assert stores[1]["routing_decisions"] and stores[1]["routing_reservations"]
+    for table, rows in stores[1].items():
+        assert stores[4][table] == rows, f"{table} differs with merged transactions"

@@ -2,12 +2,13 @@
 
 A slice of the fixture day (the first hours of every feed, so orders meet their steps,
 cancellations and returns) is shuffled, salted with duplicates, re-sent orders under new
-ids, cancellations, carrier estimates and adjustments (some before 1970) out of order, then
-applied to real SQLite files: one event per transaction, in batches of 500 and of 2,000,
-and all in one.  Every table must
-come out identical.  Risk flags are an over-approximation that depends on when pairs
-were scored, so both stores are compared after the console's own refresh of the flagged
-pairs at the end time (which must then give exactly the pairs at risk).
+ids, cancellations, carrier estimates and adjustments (some before 1970) out of order,
+then applied to real SQLite files: one event per transaction, in batches of 500 and of
+2,000, and all in one.  Every table must come out identical, and so must a load with
+node-less orders written with and without ``ingest``'s merged transactions (the router
+runs after each commit).  Risk flags are an over-approximation that depends on when
+pairs were scored, so both stores are compared after the console's own refresh of the
+flagged pairs at the end time (which must then give exactly the pairs at risk).
 """
 
 from __future__ import annotations

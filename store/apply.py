@@ -250,33 +250,39 @@ def _plan(
     """
     plan = _Plan()
     feeds = plan.feeds
-    log = plan.log
-    log_append = log.append
+    log_append = plan.log.append
     outcome = outcomes.append
+    known_add = known.add
     serializers: dict[type, Callable[[Any], bytes]] = {}
     groups: dict[str, list[tuple[Any, int]]] | None = None
     run_is_sku = False
     placed_at: dict[str, int] = {}
     cancels: list[tuple[int, OrderCancelled, int]] = []
+    # Feeds deliver runs of one source and one type: the counters of the last source and
+    # the group of the last type are kept at hand (looked up again when either changes).
+    last_source: str | None = None
+    counters: list[int] = []
+    last_type: str | None = None
+    group: list[tuple[Any, int]] = []
     for position, item in enumerate(items):
         if isinstance(item, Quarantined):
             plan.quarantine.append((received_at, item.source, item.error, item.raw))
-            counters = feeds.get(item.source)
-            if counters is None:
-                counters = feeds[item.source] = [0, 0, 0, 0]
-            counters[2] += 1
+            _bump(feeds, item.source, 2)
+            last_source = None  # its counters may be new: look them up again
             outcome("quarantined")
             continue
         event_id = item.id
         source = item.source
-        counters = feeds.get(source)
-        if counters is None:
-            counters = feeds[source] = [0, 0, 0, 0]
+        if source != last_source:
+            found = feeds.get(source)
+            if found is None:
+                found = feeds[source] = [0, 0, 0, 0]
+            counters, last_source = found, source
         if event_id in known:
             counters[1] += 1
             outcome("duplicate")
             continue
-        known.add(event_id)
+        known_add(event_id)
         ts = int(item.ts.timestamp())
         counters[0] += 1
         if ts > counters[3]:
@@ -290,19 +296,22 @@ def _plan(
             to_json = serializers[kind] = kind.__pydantic_serializer__.to_json
         type_ = item.type
         log_append((event_id, type_, ts, source, received_at, to_json(body).decode()))
-        is_sku = type_ == "sku.upserted"
-        if groups is None or is_sku != run_is_sku:
-            if groups is not None:
-                _close_segment(groups, placed_at, cancels)
-                plan.segments.append(groups)
-            groups = defaultdict(list)
-            run_is_sku = is_sku
+        if type_ != last_type or groups is None:
+            is_sku = type_ == "sku.upserted"
+            if groups is None or is_sku != run_is_sku:
+                if groups is not None:
+                    _close_segment(groups, placed_at, cancels)
+                    plan.segments.append(groups)
+                groups = defaultdict(list)
+                run_is_sku = is_sku
+            group = groups[type_] if type_ != "order.cancelled" else []
+            last_type = type_
         if type_ == "order.cancelled":
             cancels.append((position, cast(OrderCancelled, item), ts))
             continue
         if type_ == "order.placed":
             placed_at.setdefault(cast(OrderPlaced, item).body.order_id, position)
-        groups[type_].append((item, ts))
+        group.append((item, ts))
     if groups is not None:
         _close_segment(groups, placed_at, cancels)
         plan.segments.append(groups)
@@ -672,11 +681,35 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
             " ELSE estimated_delivery_ts END",
             f"estimate_ts = CASE WHEN {newer} THEN excluded.estimate_ts ELSE estimate_ts END",
         ]
+    if not _DONE_STEPS.isdisjoint(columns):
+        # A step that finishes the order: its done times in the same write (the row is
+        # written once, not again by a pass over the batch's orders).  A new row has no
+        # cancellation: both are the earliest finishing step, computed by the caller.
+        names += ["fulfilled_ts", "done_ts"]
+        sets += [f"fulfilled_ts = {_done_expr(columns)}", f"done_ts = {_done_expr(columns, True)}"]
     marks = ", ".join("?" * (len(names) + 1))
     return (
         f"INSERT INTO orders (order_id, {', '.join(names)}) VALUES ({marks})"
         f" ON CONFLICT (order_id) DO UPDATE SET {', '.join(sets)}"
     )
+
+
+def _done_expr(columns: tuple[str, ...], cancelled: bool = False) -> str:
+    """``fulfilled_ts`` (or with ``cancelled``, ``done_ts``) as an upsert assigning ``columns``.
+
+    In ``DO UPDATE SET`` a column names the row's old value, so each step column the
+    upsert assigns is written as its new value; the result is what :data:`_FULFILLED` and
+    :data:`_DONE` give on the row once written.
+    """
+    terms = [
+        f"COALESCE(COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col}), {_NEVER})"
+        if col in columns
+        else f"COALESCE({col}, {_NEVER})"
+        for col in sorted(_DONE_STEPS)
+    ]
+    if cancelled:
+        terms.append(f"COALESCE(cancelled_ts, {_NEVER})")
+    return f"NULLIF(MIN({', '.join(terms)}), {_NEVER})"
 
 
 def _fulfillment(
@@ -732,7 +765,6 @@ def _fulfillment(
         if b.shipping_cost is not None:
             costs.append((order_id, b.tracking or "-", ts, cents(b.shipping_cost)))
     shapes: dict[tuple[tuple[str, ...], bool, bool], list[list[Any]]] = defaultdict(list)
-    done = touched.orders
     for order_id, order_steps in steps.items():
         columns = tuple(sorted(order_steps)) if len(order_steps) > 1 else tuple(order_steps)
         carrier, tracking, node, detail, node_ts = extra[order_id]
@@ -744,9 +776,10 @@ def _fulfillment(
         newest = estimates.get(order_id)
         if newest is not None:
             row += newest
+        finished = [order_steps[col] for col in columns if col in _DONE_STEPS]
+        if finished:  # fulfilled and done times of a new row (see _fulfillment_sql)
+            row += (min(finished), min(finished))
         shapes[(columns, detail is not None, newest is not None)].append(row)
-        if not _DONE_STEPS.isdisjoint(columns):
-            done.add(order_id)
     for (columns, exception, estimated), rows in shapes.items():
         db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
     if costs:
@@ -762,27 +795,54 @@ def _stock_adjusted(
 ) -> None:
     """Adjustments: logged, and added to the pair's count when stamped after it."""
     logged = []
-    rows = []
     for event, ts in events:
         b = event.body
-        sku, location, delta = b.sku, b.location_id, b.delta
-        logged.append((sku, location, ts, delta, b.reason))
-        rows.append((sku, location, ts, delta, b.source_system))
+        logged.append((b.sku, b.location_id, ts, b.delta, b.reason))
     _touch(touched, logged)
     db.executemany(
         "INSERT INTO stock_adjustments (sku, location_id, ts, delta, reason)"
         " VALUES (?1, ?2, ?3, ?4, ?5)",
         logged,
     )
-    # Without a count yet, the pair starts at the sum of its adjustments (as_of 0), and the
-    # first snapshot replaces that with count + later adjustments.
-    db.executemany(
-        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
-           VALUES (?1, ?2, ?4, 0, 0, ?5)
-           ON CONFLICT DO UPDATE SET on_hand = on_hand + excluded.on_hand
-           WHERE stock.as_of_ts < ?3""",
-        rows,
-    )
+    # Summed per pair, one write each: an adjustment counts when stamped after the pair's
+    # count (counts change only in the segment's snapshot step, after this one).  Without
+    # a count yet, the pair starts at the first adjustment (as_of 0, its source system) and
+    # the later ones add to it, as one at a time; the first snapshot replaces that with
+    # count + later adjustments.
+    as_of: dict[tuple[str, str], int] = {
+        (sku, location): at
+        for sku, location, at in db.execute(
+            "SELECT sku, location_id, as_of_ts FROM stock"
+            " WHERE sku IN (SELECT value FROM json_each(?))",
+            (_ids_json({row[0] for row in logged}),),
+        )
+    }
+    added: dict[tuple[str, str], int] = {}
+    new: dict[tuple[str, str], list[Any]] = {}
+    for event, ts in events:
+        b = event.body
+        key = (b.sku, b.location_id)
+        at = as_of.get(key)
+        if at is None:
+            new[key] = [b.delta, b.source_system]
+            as_of[key] = 0
+        elif at < ts:
+            fresh = new.get(key)
+            if fresh is None:
+                added[key] = added.get(key, 0) + b.delta
+            else:
+                fresh[0] += b.delta
+    if new:
+        db.executemany(
+            "INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)"
+            " VALUES (?, ?, ?, 0, 0, ?)",
+            [(*key, on_hand, system) for key, (on_hand, system) in new.items()],
+        )
+    if added:
+        db.executemany(
+            "UPDATE stock SET on_hand = on_hand + ? WHERE sku = ? AND location_id = ?",
+            [(delta, *key) for key, delta in added.items() if delta],
+        )
 
 
 def _stock_snapshot(

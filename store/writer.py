@@ -200,17 +200,20 @@ class StoreWriter:
         await self._queue.put(_Job([item], future, single=True))
         return future
 
-    async def submit_many(self, items: Sequence[Item]) -> list[asyncio.Future[list[Outcome]]]:
+    async def submit_many(
+        self, items: Sequence[Item], *, size: int | None = None
+    ) -> list[asyncio.Future[list[Outcome]]]:
         """Queue ``items`` in chunks of at most ``bulk_batch_size``; one future per chunk.
 
         Each future resolves to the chunk's outcomes, in order, once committed.  One queue
-        entry and one future per chunk instead of per item.
+        entry and one future per chunk instead of per item.  ``size`` overrides the chunk
+        size (a chunk is one transaction: ``ingest`` commits larger ones when it can).
         """
         if self._failure is not None:
             raise RuntimeError("store writer stopped") from self._failure
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[list[Outcome]]] = []
-        size = self.bulk_batch_size
+        size = size or self.bulk_batch_size
         for start in range(0, len(items), size):
             future: asyncio.Future[list[Outcome]] = loop.create_future()
             await self._queue.put(_Job(list(items[start : start + size]), future))

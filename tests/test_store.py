@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from store.metrics import open_reader
 from store.model import Quarantined
@@ -193,3 +194,116 @@ async def test_cancellation_nets_to_zero_in_the_category_counted_at_sale(db_path
     assert q(db_path, "SELECT category, SUM(units) FROM category_hourly GROUP BY 1") == [
         ("toys", 0)
     ]
+
+
+_BODIES: dict[str, dict[str, object]] = {
+    "sku.upserted": {
+        "sku": "A",
+        "name": "n",
+        "category": "c",
+        "product_type": "p",
+        "unit_cost": "1.00",
+        "price": "2.00",
+    },
+    "location.upserted": {
+        "location_id": "L",
+        "name": "n",
+        "kind": "store",
+        "region": "r",
+        "lat": 1,
+        "lon": 2,
+        "timezone": "UTC",
+        "hours": {"opens": "08:00", "closes": "20:00", "cutoff": "15:00"},
+    },
+    "channel.upserted": {"channel_id": "c", "name": "n", "kind": "web"},
+    "order.placed": {
+        "order_id": "o",
+        "channel": "c",
+        "method": "ship",
+        "destination_region": "r",
+        "location_id": "L",
+        "lines": [{"sku": "A", "quantity": 1, "unit_price": "1.00", "location_id": "L"}],
+    },
+    "order.cancelled": {"order_id": "o", "reason": "x"},
+    "fulfillment.updated": {
+        "order_id": "o",
+        "status": "shipped",
+        "location_id": "L",
+        "carrier": "U",
+        "tracking": "t",
+        "detail": "d",
+    },
+    "stock.snapshot": {"sku": "A", "location_id": "L", "on_hand": 1, "source_system": "s"},
+    "stock.adjusted": {"sku": "A", "location_id": "L", "delta": 1, "reason": "r"},
+    "listing.updated": {"channel": "c", "sku": "A", "location_id": "L", "advertised": 1},
+    "return.received": {
+        "return_id": "r",
+        "order_id": "o",
+        "sku": "A",
+        "location_id": "L",
+        "channel": "c",
+        "quantity": 1,
+        "reason": "x",
+    },
+}
+
+
+def _text_paths(value: object, path: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _text_paths(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for n, v in enumerate(value) for p in _text_paths(v, (*path, n))]
+    return [path] if isinstance(value, str) else []
+
+
+def test_every_text_field_refuses_a_lone_surrogate() -> None:
+    """Whichever refuses it (pydantic-core or the model's own check), every text field does."""
+    import copy
+    import json
+
+    import pytest
+    from pydantic import ValidationError
+
+    from store.model import parse_event
+
+    checked = 0
+    for type_, body in _BODIES.items():
+        event = {"id": "X", "ts": "2026-11-18T10:00:00Z", "source": "s", "type": type_}
+        event["body"] = body
+        parse_event(event)  # valid as it is
+        for path in _text_paths(event):
+            bad = copy.deepcopy(event)
+            target: Any = bad
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = "a\ud800b"
+            with pytest.raises(ValidationError):
+                parse_event(bad)
+            with pytest.raises(ValidationError):
+                parse_event(json.dumps(bad))
+            checked += 1
+    assert checked > 50
+
+
+def test_time_window_near_its_bounds_reads_the_clock() -> None:
+    """Times a few seconds either side of every bound get the clock's own answer."""
+    import pytest
+
+    from store.model import TimeWindow
+
+    window = TimeWindow()
+    now = datetime.now(UTC)
+    window.check(now)  # a sample of the clock is in force
+    for promise, back, ahead in (
+        (False, window.past, window.future),
+        (True, max(window.past, window.promise), window.promise),
+    ):
+        for _ in range(2):
+            now = datetime.now(UTC)
+            margin = timedelta(seconds=5)
+            assert window.check(now - back + margin, promise=promise)
+            assert window.check(now + ahead - margin, promise=promise)
+            with pytest.raises(ValueError, match="before now"):
+                window.check(now - back - margin, promise=promise)
+            with pytest.raises(ValueError, match="after now"):
+                window.check(now + ahead + margin, promise=promise)

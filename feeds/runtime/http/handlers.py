@@ -245,9 +245,13 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_ENCODER = json.JSONEncoder(default=str, allow_nan=False)
+"""``json.dumps(value, default=str, allow_nan=False)``, built once instead of per answer."""
+
+
 def _dumps(value: object) -> str:
     # allow_nan=False: an answer is always JSON; a non-finite number would be a bug upstream.
-    return json.dumps(value, default=str, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
@@ -291,7 +295,11 @@ Mapper = Callable[[web.Request, bytes, ServerState], Awaitable[Mapped]]
 async def _commit(state: ServerState, source: str, mapped: Mapped) -> tuple[int, dict[str, Any]]:
     writer = state.writer
     try:
-        outcomes: list[Outcome] = await writer.write_many(mapped.items)
+        chunks = await writer.submit_many(mapped.items)
+        if len(chunks) == 1:  # a webhook's few items: no gather around one future
+            outcomes: list[Outcome] = await chunks[0]
+        else:
+            outcomes = [o for chunk in await asyncio.gather(*chunks) for o in chunk]
     except Exception as exc:
         log.exception("store write failed for %s", source)
         raise Rejected(

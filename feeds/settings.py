@@ -257,6 +257,8 @@ class ServeConfig(Described, BaseModel):
     """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
     batch_wait_ms: float = Field(default=2.0, ge=0)
     """How long the writer gathers a batch after its first event (latency vs throughput)."""
+    events_workers: int = Field(default=0, ge=0, le=64)
+    """Processes that validate ``POST /events`` batches off the writer's GIL (0: threads)."""
 
     _square_api = field_validator("square_api_url")(_http_url)
 

@@ -129,7 +129,7 @@ def start_bare() -> tuple[subprocess.Popen[str], str]:
 
 
 def start_server(
-    db: Path, mapping: Path, batch_wait_ms: float
+    db: Path, mapping: Path, batch_wait_ms: float, events_workers: int | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIOPS_")}
     env.update(
@@ -138,6 +138,8 @@ def start_server(
         OMNIOPS_EVENTS_TOKEN=TOKEN,
         OMNIOPS_BATCH_WAIT_MS=str(batch_wait_ms),
     )
+    if events_workers is not None:
+        env["OMNIOPS_EVENTS_WORKERS"] = str(events_workers)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -229,6 +231,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--mode", choices=("shopify", "events", "batch"), default="shopify")
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--events-workers", type=int, help="serve's events_workers (default: its own)"
+    )
     parser.add_argument("--bare-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
@@ -243,7 +248,7 @@ def main() -> None:
             encoding="utf-8",
         )
         db = root / "store.db"
-        proc, url = start_server(db, mapping, args.batch_wait_ms)
+        proc, url = start_server(db, mapping, args.batch_wait_ms, args.events_workers)
         try:
             warm = min(200, args.requests)
             asyncio.run(load(url, args.mode, 10_000_000 // per_request, warm, args.concurrency))

@@ -534,6 +534,8 @@ async def serve(config: ServeConfig, *, stop: asyncio.Event | None = None) -> No
         feeds=feeds,
         publisher=publisher,
     ) as server:
+        if server.state is not None and server.state.events is not None:
+            server.state.events.start()  # POST /events batches go to it once it answers
         print(f"omniops serve: listening on {server.url}", flush=True)
         await stop.wait()
         log.info("omniops serve: stopping")

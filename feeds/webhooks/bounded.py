@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from typing import Any
 
 MAX_DEPTH = 64
@@ -43,8 +44,53 @@ class ShapeError(ValueError):
 def check_shape(text: str, *, max_depth: int = MAX_DEPTH, max_strings: int = MAX_STRINGS) -> None:
     """Raise :class:`ShapeError` if ``text`` nests too deeply or holds too many strings.
 
-    One pass over the text with C-speed regular expressions; the depth count visits only
-    bracket characters outside strings and stops at the first level over the bound.
+    The common case (every string terminated, both bounds kept) is decided in a few C
+    passes: the string literals are cut out (a split on quotes when the text has no
+    backslash, else one ``subn``, which finds exactly the strings the walk finds, since each
+    starts at the first quote after the previous one; an odd quote is left in), and
+    the depth is the running sum over the brackets left.  Anything else (an unterminated
+    string, a bound exceeded) is decided by :func:`_walk`, which says which bound was
+    exceeded first, so the answer is the walk's in every case.
+    """
+    if "\\" in text:
+        stripped, strings = _STRING.subn("", text, count=max_strings + 1)
+    else:  # no escapes: each string runs from a quote to the next one
+        parts = text.split('"')
+        strings = (len(parts) - 1) // 2
+        stripped = "".join(parts[0::2]) if len(parts) % 2 else '"'
+    if strings <= max_strings and '"' not in stripped and _shallow(stripped, max_depth):
+        return
+    _walk(text, max_depth, max_strings)
+
+
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_CHUNK = 4096
+
+
+def _shallow(text: str, max_depth: int) -> bool:
+    """True if the brackets of ``text`` (a text without strings) never nest past ``max_depth``.
+
+    Running sums over chunks of brackets, stopping at the first chunk that goes too deep.
+    """
+    brackets = _NOT_BRACKET.sub("", text)
+    if len(brackets) <= max_depth:
+        return True
+    depth = 0
+    for start in range(0, len(brackets), _CHUNK):
+        chunk = brackets[start : start + _CHUNK]
+        sums = list(accumulate(map(_STEP.__getitem__, chunk), initial=depth))
+        if max(sums) > max_depth:
+            return False
+        depth = sums[-1]
+    return True
+
+
+def _walk(text: str, max_depth: int, max_strings: int) -> None:
+    """The reference scan: bracket and string tokens in order, stopping at the first excess.
+
+    Linear, with C-speed regular expressions; the depth count visits only bracket
+    characters outside strings.
     """
     strings = 0
     depth = 0

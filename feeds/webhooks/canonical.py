@@ -19,7 +19,7 @@ from feeds.webhooks import PayloadError
 from feeds.webhooks.bounded import ShapeError, check_shape
 from feeds.webhooks.redact import redact_raw
 from rules.errors import describe_validation_error
-from store.model import Event, Quarantined, parse_event
+from store.model import EVENT_ADAPTER, Event, Quarantined, parse_event
 
 SOURCE = "events"
 """Quarantine source of a line that names no valid ``source`` of its own."""
@@ -80,3 +80,41 @@ def parse_events_body(body: bytes) -> list[Line]:
             continue
         lines.append(_one(data, number, raw))
     return lines
+
+
+def read_events(body: bytes) -> list[Event | Quarantined]:
+    """What a ``POST /events`` body becomes: an event or a quarantined line per line.
+
+    :class:`PayloadError` if the body is unreadable (see :func:`parse_events_body`).
+    """
+    items = valid_json_lines(body)
+    if items is None:
+        items = [line.item for line in parse_events_body(body)]
+    return items
+
+
+def valid_json_lines(body: bytes) -> list[Event | Quarantined] | None:
+    """The events of a JSON Lines body whose every line is valid; ``None`` otherwise.
+
+    The common batch, read in one step a line (pydantic parses and validates the JSON
+    text itself, no decoded dict in between): about half the time of
+    :func:`parse_events_body`, which reads every other body (one event, an array, a bad
+    line, a refused shape) and so answers exactly as before.  Two lines or more that are
+    each an event are never one JSON document, so they are JSON Lines there too.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = [raw for raw in text.splitlines() if raw.strip()]
+    if len(lines) < 2:
+        return None
+    try:
+        check_shape(text)
+    except ShapeError:
+        return None
+    validate = EVENT_ADAPTER.validate_json
+    try:
+        return [validate(raw) for raw in lines]
+    except (ValidationError, ValueError):
+        return None

@@ -13,8 +13,10 @@ metric names stay exactly what dashboards already use.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Sequence
+from itertools import accumulate
 
 from store.alerts import ReceiverStatus
 
@@ -35,13 +37,19 @@ class Metrics:
             "omniops_webhook_rejected_total": "Requests refused before anything was stored.",
             "omniops_webhook_ignored_total": "Payload parts that carry no canonical fact.",
         }
-        self.latency: dict[str, list[float]] = {}
+        self._hits: dict[str, list[int]] = {}
+        """Per source, latencies per bucket (past the last bound: the extra last slot)."""
         self.latency_sum: dict[str, float] = defaultdict(float)
         self.latency_count: dict[str, int] = defaultdict(int)
+        self._keys: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         """Add ``amount`` to the counter ``name{labels}``."""
-        self.counters[name][tuple(sorted(labels.items()))] += amount
+        given = tuple(labels.items())
+        key = self._keys.get(given)
+        if key is None:  # each label set is sorted once (there are a few dozen at most)
+            key = self._keys[given] = tuple(sorted(given))
+        self.counters[name][key] += amount
 
     def get(self, name: str, **labels: str) -> float:
         """The current value of ``name{labels}`` (0 if never counted)."""
@@ -49,12 +57,20 @@ class Metrics:
 
     def observe(self, source: str, seconds: float) -> None:
         """Record one request-to-durable latency."""
-        buckets = self.latency.setdefault(source, [0.0] * len(LATENCY_BUCKETS))
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                buckets[i] += 1
+        hits = self._hits.get(source)
+        if hits is None:
+            hits = self._hits[source] = [0] * (len(LATENCY_BUCKETS) + 1)
+        hits[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # the first bound >= seconds
         self.latency_sum[source] += seconds
         self.latency_count[source] += 1
+
+    @property
+    def latency(self) -> dict[str, list[float]]:
+        """Per source, the cumulative count of latencies at or under each bucket bound."""
+        return {
+            source: [float(n) for n in accumulate(hits[: len(LATENCY_BUCKETS)])]
+            for source, hits in self._hits.items()
+        }
 
     def render(self, gauges: Sequence[tuple[str, str, dict[str, str], float]] = ()) -> str:
         """The exposition text; ``gauges`` are ``(name, help, labels, value)``."""
@@ -67,8 +83,9 @@ class Metrics:
         name = "omniops_webhook_durable_seconds"
         out.append(f"# HELP {name} Time from request to the answer after the commit.")
         out.append(f"# TYPE {name} histogram")
-        for source in sorted(self.latency):
-            for bound, count in zip(LATENCY_BUCKETS, self.latency[source], strict=True):
+        latency = self.latency
+        for source in sorted(latency):
+            for bound, count in zip(LATENCY_BUCKETS, latency[source], strict=True):
                 out.append(
                     f"{name}_bucket{_labels({'source': source, 'le': str(bound)})} {_num(count)}"
                 )

@@ -137,6 +137,9 @@ class FileReport:
             *self.problems,
             "Fix these lines and drop the file again: rows already stored are dropped "
             "as duplicates.",
+            "Or fix them in the store: they are held (`omniops quarantine list --source "
+            "dropfolder`); `omniops quarantine edit ID` corrects one and places it, and "
+            "`omniops quarantine replay` places those a fixed mapping now maps.",
         ]
         return "\n".join(lines) + "\n"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from store.model import Event, parse_event
@@ -177,3 +179,12 @@ def listing(channel: str, code: str, loc: str, qty: int, ts: datetime) -> Event:
         {"channel": channel, "sku": code, "location_id": loc, "advertised": qty},
         source=channel,
     )
+
+
+def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` reads from the store file ``db`` (a connection of its own)."""
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()

@@ -21,10 +21,11 @@ from typing import Any
 from store.apply import epoch
 from store.details import late_orders
 from store.metrics import open_reader
-from store.model import Event, parse_event
+from store.model import Event
 from store.schema import MIGRATIONS
 from store.snapshots import LateOrders
 from store.writer import StoreWriter
+from tests.builders import location, order, sku, step
 from tests.test_asof import comparable, diff
 
 START = datetime(2026, 11, 2, 13, 0, tzinfo=UTC)
@@ -32,54 +33,13 @@ NODES = ("WH-A", "WH-B", "ST-C")
 SKUS = ("SKU-1", "SKU-2", "SKU-3")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _event(n: str, type_: str, ts: datetime, source: str, body: dict[str, Any]) -> Event:
-    return parse_event({"id": n, "type": type_, "ts": _iso(ts), "source": source, "body": body})
-
-
 def generated_day(seed: int) -> list[Event]:
     """Catalogue, then orders (some without a node) and their steps, in time order."""
     rng = random.Random(seed)
     events = [
-        _event(
-            f"loc-{node}",
-            "location.upserted",
-            START - timedelta(hours=1),
-            "catalog",
-            {
-                "location_id": node,
-                "name": node,
-                "kind": "store" if node.startswith("ST") else "warehouse",
-                "region": "northeast",
-                "lat": 40.7 + i / 10,
-                "lon": -74.1,
-                "timezone": "America/New_York",
-                "safety_buffer": 0,
-            },
-        )
-        for i, node in enumerate(NODES)
+        location(node, kind="store" if node.startswith("ST") else "warehouse") for node in NODES
     ]
-    events += [
-        _event(
-            f"sku-{sku}",
-            "sku.upserted",
-            START - timedelta(hours=1),
-            "catalog",
-            {
-                "sku": sku,
-                "category": "apparel",
-                "product_type": "t-shirt",
-                "unit_cost": "8.00",
-                "price": "20.00",
-                "reorder_point": 2,
-                "lead_time_days": 2.0,
-            },
-        )
-        for sku in SKUS
-    ]
+    events += [sku(code, reorder=2, lead=2.0) for code in SKUS]
     steps = ("released", "picked", "packed", "shipped", "delivered")
     for i in range(40):
         placed = START + timedelta(minutes=rng.randrange(0, 8 * 60))
@@ -87,46 +47,29 @@ def generated_day(seed: int) -> list[Event]:
         named = rng.random() < 0.25  # a quarter name their node at placement
         node = rng.choice(NODES)
         events.append(
-            _event(
-                f"{order_id}:placed",
-                "order.placed",
+            order(
+                order_id,
                 placed,
-                "webshop",
-                {
-                    "order_id": order_id,
-                    "channel": "webshop",
-                    "method": "ship",
-                    "destination_region": "northeast",
-                    "location_id": node if named else None,
-                    "promised_by": _iso(placed + timedelta(hours=rng.choice((3, 6, 30)))),
-                    "lines": [
-                        {
-                            "sku": rng.choice(SKUS),
-                            "quantity": rng.randint(1, 3),
-                            "unit_price": "20.00",
-                            "discount": "0",
-                        }
-                    ],
-                },
+                [(rng.choice(SKUS), rng.randint(1, 3))],
+                loc=node if named else None,
+                promised=placed + timedelta(hours=rng.choice((3, 6, 30))),
+                price="20.00",
+                id_=f"{order_id}:placed",
             )
         )
         at = placed
         anonymous = rng.random() < 0.3  # the first step names no node (a carrier's scan)
         for k, status in enumerate(steps[: rng.randint(0, len(steps))]):
             at += timedelta(minutes=rng.randrange(20, 180))
+            shipped = status in ("shipped", "delivered")
             events.append(
-                _event(
-                    f"{order_id}:{status}",
-                    "fulfillment.updated",
+                step(
+                    order_id,
+                    status,
                     at,
-                    "wms",
-                    {
-                        "order_id": order_id,
-                        "status": status,
-                        "location_id": None if anonymous and k == 0 else node,
-                        "carrier": "UPS" if status in ("shipped", "delivered") else None,
-                        "tracking": f"1Z{i:06d}" if status in ("shipped", "delivered") else None,
-                    },
+                    location_id=None if anonymous and k == 0 else node,
+                    carrier="UPS" if shipped else None,
+                    tracking=f"1Z{i:06d}" if shipped else None,
                 )
             )
     events.sort(key=lambda e: e.ts)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from feeds.dropfolder import DropFolder
 from feeds.runtime.ingest import import_history
 from store.writer import StoreWriter
-from tests.builders import T0, snapshot
+from tests.builders import T0, rows, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 RETAIL = ROOT / "fixtures" / "payloads" / "online_retail" / "online_retail_first400.csv"
@@ -32,14 +30,6 @@ COUNTS = """sku,location_id,on_hand,reserved,counted_at
 APP-1,S-BKN,12,1,2026-11-18 06:00:00
 APP-2,S-BKN,4,,2026-11-18 06:00:00
 """
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 def drop(folder: Path, name: str, text: str) -> Path:

@@ -22,21 +22,13 @@ from store.apply import apply_batch
 from store.held import held_rows, reason_class, record_held, unplace
 from store.model import Quarantined, TimeWindow, set_time_window
 from store.writer import StoreWriter
-from tests.builders import T0, at, ev, location, order, step
+from tests.builders import T0, at, ev, location, order, rows, step
 
 PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "payloads"
 
 
 def payload(name: str) -> Any:
     return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 async def deliver(writer: StoreWriter, source: str, mapped: Mapped, body: Any) -> None:

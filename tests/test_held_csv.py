@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,11 @@ from feeds.dropfolder import DropFolder
 from store import model
 from store.model import TimeWindow, set_time_window
 from store.writer import StoreWriter
+from tests.builders import rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RETAIL = ROOT / "fixtures" / "payloads" / "online_retail" / "online_retail_first400.csv"
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(autouse=True)

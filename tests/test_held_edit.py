@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,7 @@ import pytest
 
 from feeds.runtime.ingest import ingest_paths
 from store import model
-from tests.builders import at, order
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+from tests.builders import at, order, rows
 
 
 @pytest.fixture(autouse=True)

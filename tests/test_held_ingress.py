@@ -10,22 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from feeds.runtime.ingest import ingest_paths
 from store.model import TimeWindow, set_time_window
-from tests.builders import at, order
-
-
-def rows(db: Path, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+from tests.builders import at, order, rows
 
 
 def test_an_ingested_line_that_failed_is_held_and_replayed(

@@ -216,7 +216,7 @@ class FileWatcher(Generic[T, E]):
         self.reloads = 0 if current is None else 1
         """Valid changes applied since the start (the first load included)."""
         self.watching = asyncio.Event()
-        """Set once the folder is being watched (changes from then on are seen)."""
+        """Set once the file is being watched (changes from then on are seen)."""
 
     def load_initial(self) -> T | None:
         """Read the file once; blocking.
@@ -308,6 +308,13 @@ class FileWatcher(Generic[T, E]):
                 except asyncio.CancelledError:
                     stop.cancelled.set()  # the thread returns at its next step
                     raise
+                except RuntimeError as exc:  # watchfiles' internal error: watch afresh
+                    log.warning("%s watch failed, watching again: %s", self.what, exc)
+                    notify.close()
+                    notify = None
+                    changed = True
+                    await asyncio.sleep(0.1)
+                    continue
                 if not isinstance(changes, str):  # not "timeout" (resolve again) or "stop"
                     changed = any(path in targets.relevant for _, path in changes)
         finally:

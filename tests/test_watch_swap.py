@@ -219,3 +219,21 @@ def test_a_missing_file_is_watched_from_its_nearest_folder(tmp_path: Path) -> No
     targets = watch_targets(tmp_path / "a" / "b" / "rules.toml")
     assert targets.paths == (str(tmp_path),)
     assert targets.relevant == frozenset({str(tmp_path / "a")})
+
+
+async def test_its_folder_removed_and_made_again_is_followed(
+    tmp_path: Path, start: Callable[[Path], Awaitable[Started]]
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = folder / "rules.toml"
+    path.write_text("one")
+    watcher, _, _ = await start(path)
+    await until(lambda: watcher.current == "one", "first load")
+    shutil.rmtree(folder)
+    await until(lambda: watcher.error is not None, "deletion refused")
+    folder.mkdir()
+    path.write_text("two")
+    await until(lambda: watcher.current == "two", "made again")
+    rename_over(path, "three")
+    await until(lambda: watcher.current == "three", "saved by rename")

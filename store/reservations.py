@@ -140,40 +140,35 @@ def follow_lines(
         return 0
     holding = {order_id for order_id, _ in current}
     wanted = held_lines(db, holding)
-    changed = 0
     released: dict[tuple[str, str], int] = {}
     reserved: dict[tuple[str, str], int] = {}
-    for key, (sku, node, qty) in current.items():
-        if wanted.get(key) == (sku, node, qty):
-            continue
-        db.execute(
-            "UPDATE routing_reservations SET released_at = ? WHERE order_id = ? AND line_no = ?",
-            (at, *key),
-        )
+    gone = [key for key, line in current.items() if wanted.get(key) != line]
+    new = [key for key, line in wanted.items() if current.get(key) != line]
+    for key in gone:
+        sku, node, qty = current[key]
         released[(sku, node)] = released.get((sku, node), 0) + qty
-        changed += 1
-    for key, (sku, node, qty) in wanted.items():
-        if current.get(key) == (sku, node, qty):
-            continue
-        # Replaces a released row of the same line (reservation_history keeps both).
-        db.execute(
-            "INSERT OR REPLACE INTO routing_reservations (order_id, line_no, sku, location_id,"
-            " quantity, reserved_at, released_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
-            (*key, sku, node, qty, at),
-        )
+    for key in new:
+        sku, node, qty = wanted[key]
         reserved[(sku, node)] = reserved.get((sku, node), 0) + qty
-        changed += 1
+    db.executemany(
+        "UPDATE routing_reservations SET released_at = ? WHERE order_id = ? AND line_no = ?",
+        [(at, *key) for key in gone],
+    )
+    # Replaces a released row of the same line (reservation_history keeps both).
+    db.executemany(
+        "INSERT OR REPLACE INTO routing_reservations (order_id, line_no, sku, location_id,"
+        " quantity, reserved_at, released_at) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+        [(*key, *wanted[key], at) for key in new],
+    )
     # A line removed for good: its released row stays, as a shipped order's do.
     pairs = sorted(set(released) | set(reserved))
-    for sku, node in pairs:
-        db.execute(
-            "UPDATE stock SET reserved = MAX(0, reserved - ?) + ?"
-            " WHERE sku = ? AND location_id = ?",
-            (released.get((sku, node), 0), reserved.get((sku, node), 0), sku, node),
-        )
+    db.executemany(
+        "UPDATE stock SET reserved = MAX(0, reserved - ?) + ? WHERE sku = ? AND location_id = ?",
+        [(released.get(pair, 0), reserved.get(pair, 0), *pair) for pair in pairs],
+    )
     if pairs:
         flags_at = risk_flags_time(db)
         t = max(risk_at or 0, flags_at or 0)
         if t:
             refresh_risk_flags(db, pairs, t, params or MetricParams())
-    return changed
+    return len(gone) + len(new)

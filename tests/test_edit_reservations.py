@@ -148,6 +148,21 @@ async def test_a_line_increased_holds_more(shop: Store) -> None:
     shop.check_rebuild()
 
 
+async def test_a_line_the_edit_names_a_node_for_is_held_there(shop: Store) -> None:
+    await shop.write(placed("o1", ny(9), [("TEE", 2)]))
+    body = {
+        "order_id": "o1",
+        "lines": [
+            {"sku": "TEE", "quantity": 2, "unit_price": "20.00"},
+            {"sku": "MUG", "quantity": 3, "unit_price": "20.00", "location_id": "WH-TX"},
+        ],
+    }
+    await shop.write(ev("order.edited", ny(10), body, source="webshop"))
+    assert shop.held("o1") == [("TEE", "WH-NJ", 2), ("MUG", "WH-TX", 3)]
+    assert shop.reserved() == {("TEE", "WH-NJ"): 2, ("MUG", "WH-TX"): 3}
+    shop.check_rebuild()
+
+
 async def test_an_older_edit_arriving_late_changes_nothing(shop: Store) -> None:
     await shop.write(placed("o1", ny(9), [("TEE", 3)]))
     newer = edited("o1", ny(11), [("TEE", 1)])

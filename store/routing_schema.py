@@ -10,6 +10,8 @@
 * ``routing_reservations``: the units each routed line reserved at its node; the same
   units were added to ``stock.reserved``.  ``released_at`` is set when they are given
   back (order shipped, picked up or cancelled), and ``stock.reserved`` reduced again.
+  An order edit that changes a line releases its row and reserves the line anew (a new
+  row, ``reserved_at`` the edit's processing time; store/reservations.py).
 """
 
 ROUTING_DDL = """

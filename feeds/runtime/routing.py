@@ -11,6 +11,8 @@ what-if share.
   ``BEGIN IMMEDIATE`` transaction.  Idempotent: an order is routed once.
 * :func:`release_reservations` (writer connection): gives reserved units back when an
   order ships, is picked up or is cancelled.
+* an ``order.edited`` that changes a routed order's lines moves its reservations with
+  them (:func:`store.reservations.follow_lines`, from :func:`routing_after_batch`).
 * :func:`load_inventory`, :func:`load_nodes`: the router's inputs for a set of SKUs.
 * :func:`load_decision`, :func:`list_decisions`: stored decisions ("why did it go there?",
   routing exceptions).
@@ -46,9 +48,11 @@ from store.model import (
     LocationBody,
     OpeningHours,
     OrderCancelled,
+    OrderEdited,
     OrderPlaced,
     SkuBody,
 )
+from store.reservations import edited_and_held, follow_lines
 from store.risk import MetricParams
 from store.routing_schema import NODES_VERSION_KEY
 from store.writer import AfterCommit
@@ -443,19 +447,26 @@ def routing_after_batch(
     decided_at: datetime,
     now: datetime | None = None,
     timezone: str = DEFAULT_TIMEZONE,
+    also_follow: Collection[str] = (),
 ) -> list[Decision]:
-    """The writer's hook after a committed batch: route new orders, release finished ones.
+    """The writer's hook after a committed batch: route new orders, follow edits, release.
 
     * every ``order.placed`` in ``items`` that arrived without a node is routed, stored and
       reserved (:func:`route_pending_orders`, only those order ids);
+    * every order an ``order.edited`` of the batch names (and ``also_follow``'s) holds
+      what its current lines say at its nodes (:func:`store.reservations.follow_lines`:
+      a line removed or reduced gives units back, one added or increased holds them; an
+      edit the store did not apply, being older than the order's latest, changes nothing);
     * every order the batch shipped, made ready, handed over or cancelled gives its
       reserved units back (:func:`release_reservations`).
 
-    Both are idempotent, so duplicates and re-deliveries are harmless.  Runs in one
+    All are idempotent, so duplicates and re-deliveries are harmless.  Runs in one
     ``BEGIN IMMEDIATE`` transaction on the writer connection.
     """
     placed: list[str] = []
     done: list[str] = []
+    edited: set[str] = set(also_follow)
+    edited_ts = 0
     for i in items:  # one pass: a bulk batch is thousands of items, most of other types
         if isinstance(i, FulfillmentUpdated):
             if i.body.status in RELEASING_STEPS:
@@ -465,7 +476,10 @@ def routing_after_batch(
                 placed.append(i.body.order_id)
         elif isinstance(i, OrderCancelled):
             done.append(i.body.order_id)
-    if not placed and not done:
+        elif isinstance(i, OrderEdited):
+            edited.add(i.body.order_id)
+            edited_ts = max(edited_ts, _epoch(i.ts))
+    if not placed and not done and not edited:
         return []
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -480,6 +494,8 @@ def routing_after_batch(
                 timezone=timezone,
                 transaction=False,
             )
+        if edited:
+            follow_lines(db, edited, _epoch(decided_at), risk_at=edited_ts or None)
         if done:
             release_reservations(db, done, decided_at, transaction=False)
         db.execute("COMMIT")
@@ -905,8 +921,13 @@ def router_hook(routing: Callable[[], FulfillmentRouting] = FulfillmentRouting) 
     """The writer's after-commit hook: route new orders with the rules ``routing()`` gives.
 
     ``routing`` is called once per batch, so a hot-reloaded rules file applies from the
-    next batch on; the default is the built-in rules.
+    next batch on; the default is the built-in rules.  The hook's first batch also puts
+    right the reservations of every edited order that still holds some
+    (:func:`store.reservations.edited_and_held`: a store written before reservations
+    followed edits; on any other store this changes nothing), so a restarted writer holds
+    what the store's lines say.
     """
+    started = False
 
     def hook(
         db: sqlite3.Connection,
@@ -915,6 +936,12 @@ def router_hook(routing: Callable[[], FulfillmentRouting] = FulfillmentRouting) 
         decided_at: datetime,
         timezone: str,
     ) -> list[Decision]:
-        return routing_after_batch(db, items, routing(), decided_at=decided_at, timezone=timezone)
+        nonlocal started
+        also = () if started else edited_and_held(db)
+        decisions = routing_after_batch(
+            db, items, routing(), decided_at=decided_at, timezone=timezone, also_follow=also
+        )
+        started = True  # only once it went through: a failed batch tries again
+        return decisions
 
     return hook

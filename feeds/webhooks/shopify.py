@@ -29,28 +29,35 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
   - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
   - ``order.edited`` (id ``shopify:order:O:edited:<updated_at, epoch seconds>``, ``ts`` =
     ``updated_at``), from ``orders/updated`` only (Shopify sends one after every committed
-    edit), when the order's lines as they stand differ from its lines as ordered: a line's
-    quantity now is its ``current_quantity`` (the quantity after removals, REST 2024-01
-    and later; a payload without it maps no edit) plus the units refunded on it with any
-    restock type but ``cancel`` (those refunds are returns, ``refunds/create`` maps them:
-    taking them off the order too would count them twice), at most its ``quantity``; its
-    discount is apportioned to that quantity (to the cent, half up); lines with nothing
-    left are left out.  No edit for a cancelled order (the cancellation says it) or when
-    nothing is left.  An ordinary ``orders/updated`` (paid, tagged, fulfilled) maps no
-    edit and quarantines nothing; a redelivery is a duplicate (same ``updated_at``); an
-    older one arriving late never wins (the store applies the latest edit by time).
+    edit), when the order's lines as they stand differ from the lines the store holds for
+    it (``held``: its placement's or its latest edit's, which ``serve`` reads with
+    :func:`store.order_lines.held_lines` before mapping, see :func:`edited_order`), or,
+    when the store does not hold the order (not placed yet, or the caller has no store:
+    a replay, Kafka), from its lines as ordered.  The lines are compared by SKU,
+    quantity, unit price and discount, in any order, so against the store a line *added*
+    by an edit (in the REST order it is a line item like the ordered ones) and a line
+    whose ``price`` is not the held one are edits too.  A line's quantity now is its
+    ``current_quantity`` (the quantity after removals, REST 2024-01 and later; a payload
+    without it maps no edit) plus the units refunded on it with any restock type but
+    ``cancel`` (those refunds are returns, ``refunds/create`` maps them: taking them off
+    the order too would count them twice), at most its ``quantity``; its discount is
+    apportioned to that quantity (to the cent, half up); lines with nothing left are left
+    out.  No edit for a cancelled order (the cancellation says it) or when nothing is
+    left.  An ordinary ``orders/updated`` (paid, tagged, fulfilled) maps no edit and
+    quarantines nothing; nor does a redelivery of an edit the store holds already (its
+    lines are the held ones; without the store it is a duplicate, same ``updated_at``);
+    an older one arriving late never wins (the store applies the latest edit by time).
   - each embedded fulfillment, as for ``fulfillments/create``.
 
   Shopify does not deliver in order.  Last-write-wins on ``updated_at`` holds because
   every fact keeps its own time and id: a stale delivery (older ``updated_at``) can only
   repeat facts already stored, which the store drops as duplicates, and the store keeps
-  the *first* placement of an order.  **Not mapped** from order payloads: a line *added*
-  by an edit (in the REST order it is a line item like the ordered ones: it is seen only
-  when the first delivery of the order came after the edit, or with a removal or a
-  quantity change), price changes of a line after placement (``price`` is the ordered
-  one), a changed shipping address, payment and financial status, tags, and the embedded
-  ``refunds`` as returns (use the ``refunds/create`` topic: mapping them from every
-  ``orders/updated`` would quarantine an unmappable refund line once per delivery).
+  the *first* placement of an order.  **Not mapped** from order payloads: without the
+  store's lines (a replay, Kafka) a line *added* by an edit on its own and a changed
+  ``price`` (both look like lines as ordered), a changed shipping address, payment and
+  financial status, tags, and the embedded ``refunds`` as returns (use the
+  ``refunds/create`` topic: mapping them from every ``orders/updated`` would quarantine
+  an unmappable refund line once per delivery).
 * ``orders/edited``: acknowledged and mapped to nothing (listed as ignored): it names the
   edited line items by id with deltas, not SKUs, and the ``orders/updated`` Shopify sends
   with it carries the lines.
@@ -81,6 +88,7 @@ Any other topic is quarantined with the reason, so a subscription nobody maps is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -122,6 +130,7 @@ from store.model import (
     StockSnapshot,
     StockSnapshotBody,
 )
+from store.order_lines import HeldLine, held_line
 
 SOURCE = "shopify"
 
@@ -185,23 +194,52 @@ def order_id(shopify_id: str) -> str:
     return f"shopify-{shopify_id}"
 
 
+def _unwrap(topic: str, payload: JsonObject) -> JsonObject:
+    resource = ENVELOPES.get(topic.split("/", 1)[0])
+    if resource and isinstance(payload.get(resource), dict) and len(payload) == 1:
+        return payload[resource]  # type: ignore[no-any-return]
+    return payload
+
+
+def edited_order(topic: str, payload: object) -> str | None:
+    """The canonical order whose held lines an ``orders/updated`` is compared with.
+
+    None for any other topic, or when the payload names no readable order id (mapping it
+    then says what is wrong).  The caller reads the lines (``store.order_lines``) and
+    passes them to :func:`map_shopify` as ``held``.
+    """
+    if topic != "orders/updated" or not isinstance(payload, dict):
+        return None
+    raw = _unwrap(topic, payload).get("id")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return None
+    shop_id = str(raw).strip()
+    return order_id(shop_id) if shop_id else None
+
+
 def map_shopify(
-    topic: str, delivery_id: str, payload: JsonObject, mapping: ShopifyMapping
+    topic: str,
+    delivery_id: str,
+    payload: JsonObject,
+    mapping: ShopifyMapping,
+    *,
+    held: Sequence[HeldLine] | None = None,
 ) -> Mapped:
     """Turn one verified Shopify delivery into canonical events.
 
     ``delivery_id`` is ``X-Shopify-Event-Id`` (or ``X-Shopify-Webhook-Id``); it is the id
-    of facts that have no identity of their own (inventory levels).  Raises
+    of facts that have no identity of their own (inventory levels).  ``held``: for
+    ``orders/updated``, the lines the store holds for the order (:func:`edited_order`
+    names it), or None when the store does not hold it or was not asked; an edit is then
+    the lines now against these, else against the lines as ordered.  Raises
     :class:`~feeds.webhooks.PayloadError` naming the field when the payload cannot be
     read.
     """
     if not isinstance(payload, dict):
         raise PayloadError("(body)", "expected a JSON object")
-    resource = ENVELOPES.get(topic.split("/", 1)[0])
-    if resource and isinstance(payload.get(resource), dict) and len(payload) == 1:
-        payload = payload[resource]
+    payload = _unwrap(topic, payload)
     if topic in ORDER_TOPICS:
-        return _order(payload, mapping, edits=topic == "orders/updated")
+        return _order(payload, mapping, edits=topic == "orders/updated", held=held)
     if topic == "orders/edited":
         edit = opt_obj(payload, "order_edit")
         shop_order = opt_ident(edit, "order_id", "order_edit") if edit else None
@@ -280,7 +318,13 @@ def _line_sku(line: JsonObject, path: str, mapping: ShopifyMapping) -> str | Non
     return opt_text(line, "sku", path)
 
 
-def _order(order: JsonObject, mapping: ShopifyMapping, *, edits: bool = False) -> Mapped:
+def _order(
+    order: JsonObject,
+    mapping: ShopifyMapping,
+    *,
+    edits: bool = False,
+    held: Sequence[HeldLine] | None = None,
+) -> Mapped:
     out = Mapped()
     shop_id = ident(order, "id")
     oid = order_id(shop_id)
@@ -365,7 +409,7 @@ def _order(order: JsonObject, mapping: ShopifyMapping, *, edits: bool = False) -
 
     cancelled = opt_when(order, "cancelled_at")
     if edits and lines and not problems and cancelled is None:
-        edited = _edited(order, shop_id, lines, ordered, out)
+        edited = _edited(order, shop_id, lines, ordered, out, held)
         if edited is not None:
             out.items.append(edited)
     if cancelled is not None:
@@ -415,14 +459,16 @@ def _edited(
     lines: list[OrderLine],
     ordered: list[tuple[JsonObject, str]],
     out: Mapped,
+    held: Sequence[HeldLine] | None = None,
 ) -> OrderEdited | None:
-    """The order's lines as they stand now, when an edit made them differ from the ordered.
+    """The order's lines as they stand now, when an edit made them differ.
 
     A line's quantity now is its ``current_quantity`` (after removals, REST 2024-01 and
     later) plus its units refunded as returns (:func:`_kept_refunds`); its discount is
-    apportioned to that quantity.  None when they are the ordered lines, when a line has
-    no ``current_quantity`` (older API versions) or when nothing is left (a removal of
-    every line is a cancellation, which ``cancelled_at`` says).
+    apportioned to that quantity.  None when they are the ``held`` lines (in any order),
+    or, without them, the ordered lines; when a line has no ``current_quantity`` (older
+    API versions) or when nothing is left (a removal of every line is a cancellation,
+    which ``cancelled_at`` says).
     """
     updated = opt_when(order, "updated_at")
     if updated is None:
@@ -447,8 +493,13 @@ def _edited(
                 Decimal("0.01"), rounding=ROUND_HALF_UP
             )
         now.append(placed.model_copy(update={"quantity": quantity, "discount": discount}))
-    if not now or now == lines:
+    if not now:
         return None
+    if held is None:
+        if now == lines:
+            return None
+    elif sorted(map(held_line, now)) == sorted(held):
+        return None  # what the store holds already: a tag, a payment, a redelivery
     return OrderEdited(
         id=f"shopify:order:{shop_id}:edited:{int(updated.timestamp())}",
         type="order.edited",

@@ -28,7 +28,10 @@
   the loop, where its bounded cost is less than the two thread hand-offs would be.
   A delivery that was quarantined or stored with an unmapped id is also *kept*, redacted,
   for ``omniops quarantine replay`` (:func:`feeds.runtime.quarantine.hold_for`,
-  :func:`store.held.record_held`), after its items committed.
+  :func:`store.held.record_held`), after its items committed.  A Shopify
+  ``orders/updated`` is mapped against the lines the store holds for its order
+  (:func:`store.order_lines.held_lines` on the read connection), so an edit is what
+  differs from them.
 * ``GET /health``: per feed state, the writer's totals, the store's counts (its path only
   to a caller that presented ``OMNIOPS_API_TOKEN``), and per notification receiver what
   waits in the outbox (``notifications``: pending, dead letters, next try, counters; the
@@ -95,6 +98,7 @@ from store.clock import Clock, SystemClock
 from store.held import record_held
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
+from store.order_lines import HeldLine, held_lines
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
 
@@ -136,6 +140,10 @@ class StoreReader:
             (code,),
         )
         return str(rows[0][0]) if rows else None
+
+    async def order_lines(self, order_id: str) -> list[HeldLine] | None:
+        """The lines the store holds for a placed order (None when it is not placed)."""
+        return await self._read(lambda db: held_lines(db, order_id))
 
     async def _read(self, read: Callable[[sqlite3.Connection], R]) -> R:
         """``read(connection)`` on a worker thread, on the one lazily opened connection."""
@@ -507,7 +515,19 @@ async def _map_shopify(request: web.Request, body: bytes, state: ServerState) ->
         raise PayloadError(
             "X-Shopify-Event-Id", "missing header (and no X-Shopify-Webhook-Id)", status=400
         )
-    return await state.payload(len(body), _shopify, topic, delivery, body, state.mapping)
+    mapping = state.mapping
+    if topic != "orders/updated" or state.reader is None:
+        return await state.payload(len(body), _shopify, topic, delivery, body, mapping)
+    # The whole order: an edit is its lines now against the lines the store holds.
+    data = await state.payload(len(body), decode_json, body)
+    held = None
+    oid = shopify.edited_order(topic, data)
+    if oid is not None:
+        with contextlib.suppress(sqlite3.Error, FileNotFoundError):  # then: as ordered
+            held = await state.reader.order_lines(oid)
+    return await state.payload(
+        len(body), shopify.map_shopify, topic, delivery, data, mapping.shopify, held=held
+    )
 
 
 def _square(body: bytes, mapping: Mapping) -> Mapped:

@@ -76,6 +76,23 @@ def test_kept_slots_equal_fresh_ones_at_every_moment(pickup: bool) -> None:
                 ), (n.location_id, prep, moment)
 
 
+@pytest.mark.parametrize("pickup", [False, True])
+def test_a_moment_asked_again_gets_the_fresh_slot(pickup: bool) -> None:
+    """On a breakpoint the slot is kept for that very instant: asked again, and then a tick on."""
+    nodes = _nodes()
+    net = Network(FulfillmentRouting(), nodes)
+    fresh = geo._pickup_slot if pickup else geo._ship_slot
+    tick = timedelta(microseconds=1)
+    for n in nodes:
+        for prep in PREPS:
+            minutes = timedelta(minutes=prep)
+            for moment in _moments([n]):
+                for at in (moment, moment, moment + tick, moment, moment - tick):
+                    assert net.slot(n, pickup, prep, at) == fresh(
+                        n.hours, n.timezone, at, minutes
+                    ), (n.location_id, prep, at)
+
+
 def test_a_node_that_never_opens_raises_every_time() -> None:
     never = node("N-X", "store", "northeast", 40.0, -74.0, "UTC", "09:00", "10:00")
     net = Network(FulfillmentRouting(), [never])

@@ -129,6 +129,8 @@ class Network:
         self._matchers: dict[int, list[Matcher]] = {}
         self._entries: dict[tuple[int, str, tuple[float, float] | None], list[NodeEntry]] = {}
         self._slots: dict[tuple[str, bool, int], tuple[datetime, datetime, Slot, bool]] = {}
+        self._instant: dict[tuple[str, bool, int], tuple[datetime, Slot]] = {}
+        """Slots computed at an instant that no span holds (on a breakpoint), for that instant."""
 
     def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
@@ -205,6 +207,9 @@ class Network:
             if found[3]:
                 return live_pickup(found[2], now, _minutes(prep), node.timezone)
             return found[2]
+        exact = self._instant.get(key)
+        if exact is not None and exact[0] == now:
+            return exact[1]  # the same instant on a breakpoint: the same answer
         minutes = _minutes(prep)
         if pickup:
             slot = pickup_slot(node.hours, node.timezone, now, minutes)
@@ -219,6 +224,12 @@ class Network:
             if len(self._slots) >= _CACHE_LIMIT:
                 self._slots.clear()
             self._slots[key] = (span[0], span[1], slot, live)
+        else:
+            # On a breakpoint (or a live pickup not kept): keep the answer for this very
+            # instant, which requests sharing a moment (a given ``at``) meet again.
+            if len(self._instant) >= _CACHE_LIMIT:
+                self._instant.clear()
+            self._instant[key] = (now, slot)
         return slot
 
     def matchers(self, rule: RoutingRule | CarrierRule) -> list[Matcher]:

@@ -267,6 +267,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        problem = settings_problem(exc)
+        if problem is None:
+            raise
+        print(f"omniops {args.command}: {problem}", file=sys.stderr)
+        return 2
+
+
+def settings_problem(exc: BaseException) -> str | None:
+    """What is wrong with the settings, one line by key, if ``exc`` is their validation error.
+
+    ``Settings()`` refusing the config file or the environment (``metrics.top_n: Input
+    should be a valid integer``) is the operator's to fix, not a crash: it gets this line,
+    naming the file, not a traceback.  Any other error: None.
+    """
+    core = sys.modules.get("pydantic_core")  # loaded if the settings were read at all
+    if core is None or not isinstance(exc, core.ValidationError) or exc.title != "Settings":
+        return None
+    from feeds.settings import config_file
+    from rules.errors import describe_validation_error
+
+    return (
+        f"the settings ({config_file()} and the OMNIOPS_ environment) are not valid: "
+        f"{describe_validation_error(exc)}"
+    )
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -307,11 +332,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
+    import dataclasses
+
     from feeds.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
-        params = params.model_copy(update={"timezone": args.timezone})
+        params = dataclasses.replace(params, timezone=args.timezone)
     return params
 
 

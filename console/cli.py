@@ -382,6 +382,76 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+SETTINGS_FREE_ENV = frozenset({"OMNIOPS_CONFIG", "OMNIOPS_RULES", "OMNIOPS_LOG_FILE"})
+"""``OMNIOPS_`` variables that are not settings: the config file's and the rules file's
+names and the log file (``tests/test_settings.py`` checks no setting reads these names)."""
+
+
+class DefaultSettings:
+    """The settings when nothing configures them: :class:`~feeds.settings.Settings`' defaults.
+
+    What the console reads of them before its first paint, without pydantic (building the
+    settings model imports pydantic and pydantic-settings and builds every section's model:
+    about a fifth of the console's start, issue 15).  Anything else (the roles, on first
+    use, after the first paint) is read from ``Settings()``, which then is the defaults too.
+    ``tests/test_settings.py`` checks these are ``Settings()``' values.
+    """
+
+    db = Path("omniops.db")
+    refresh_interval = 60.0
+    display_timezone: str | None = None
+    rules_file: Path | None = None
+
+    def __init__(self) -> None:
+        """The defaults (fresh mutable ones: the key map, the metric parameters)."""
+        from store.risk import MetricParams
+
+        self.keys: dict[str, str] = {}
+        self.metrics = MetricParams()
+        self._full: Settings | None = None
+
+    def display_tz(self) -> tzinfo:
+        """The machine's zone, by name (no ``display_timezone``)."""
+        from feeds.localzone import local_zone
+
+        return local_zone()
+
+    @property
+    def roles(self) -> Roles:
+        """The configured roles: ``Settings().roles`` (the defaults), built when first asked."""
+        if self._full is None:
+            from feeds.settings import Settings
+
+            self._full = Settings()
+        return self._full.roles
+
+
+def read_settings() -> Settings | DefaultSettings:
+    """The settings in force: ``Settings()``, or :class:`DefaultSettings` when nothing is set.
+
+    Nothing is set when the config file (``$OMNIOPS_CONFIG``, else
+    ``$XDG_CONFIG_HOME/omniops/config.toml``) does not exist and no ``OMNIOPS_`` variable
+    but :data:`SETTINGS_FREE_ENV` is in the environment: ``Settings()`` would then be its
+    defaults, with nothing to validate.  Otherwise the settings are read and validated (a
+    bad value raises pydantic's ``ValidationError``).
+    """
+    import os
+
+    from store.paths import config_dir
+
+    named = os.environ.get("OMNIOPS_CONFIG")  # feeds.settings.config_file(), pydantic-free
+    path = Path(named).expanduser() if named else config_dir() / "config.toml"
+    configured = any(
+        name.upper().startswith("OMNIOPS_") and name.upper() not in SETTINGS_FREE_ENV
+        for name in os.environ
+    )
+    if configured or path.exists():
+        from feeds.settings import Settings
+
+        return Settings()
+    return DefaultSettings()
+
+
 def build_console(
     db: Path,
     clock: Clock,
@@ -395,7 +465,7 @@ def build_console(
     roles: Roles | None = None,
     after_first_paint: Callable[[], None] | None = None,
     app_factory: Callable[..., OmniopsApp] | None = None,
-    settings: Settings | None = None,
+    settings: Settings | DefaultSettings | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
@@ -437,9 +507,7 @@ def build_console(
         from rules.highlights import Highlights, RulesHighlights
 
         if settings is None:
-            from feeds.settings import Settings
-
-            settings = Settings()  # a bad config file raises here: the reader is not left open
+            settings = read_settings()  # a bad config raises here: the reader is not left open
     except BaseException:
         first.discard()
         reader.close()
@@ -757,9 +825,7 @@ def console_clock(db: Path) -> tuple[Clock, str]:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes (on its replay clock if a demo's)."""
-    from feeds.settings import Settings
-
-    settings = Settings()
+    settings = read_settings()
     db = args.db or settings.db
     if not Path(db).exists():
         raise FileNotFoundError(

@@ -13,6 +13,10 @@ same run; goal ≤ 0.6 s.  Both are measured here in the same run, each in fresh
 Each child prints the seconds from just before its interpreter was started (the parent's
 clock, passed in) to that paint.  Run: ``python -m tests.bench_console_start [--runs 5]``.
 
+``--against DIR`` also times the console of another checkout of omniops (``git archive`` of
+an older commit, say) in the same runs, alternating bare, this checkout and that one, with
+the same interpreter and the same store, and prints its median and ratio beside these.
+
 The children keep their compiled modules (``.pyc``) in the run's temporary folder
 (``PYTHONPYCACHEPREFIX``), written by the warm-up run, as an installed omniops has them,
 even where the environment says ``PYTHONDONTWRITEBYTECODE`` (then every start would also
@@ -115,16 +119,19 @@ def build_store(folder: Path) -> tuple[Path, str]:
     return db, SLICE_END.replace("Z", "+00:00")
 
 
-def once(code: str, *args: str, env: dict[str, str]) -> float:
-    """Seconds from spawning a fresh interpreter running ``code`` to its first paint."""
+def once(code: str, *args: str, env: dict[str, str], root: Path = ROOT) -> float:
+    """Seconds from spawning a fresh interpreter running ``code`` to its first paint.
+
+    ``root`` is the checkout whose omniops the child imports (first on its path).
+    """
     started = time.time()
     out = subprocess.run(
         [sys.executable, "-c", code, f"{started:.6f}", *args],
         capture_output=True,
         text=True,
         check=True,
-        cwd=ROOT,
-        env=env,
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root)},
         timeout=120,
     )
     return float(out.stdout.strip().splitlines()[-1])
@@ -139,7 +146,16 @@ def main() -> None:
         action="store_true",
         help="no .pyc files: every start compiles the modules not compiled at install",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="DIR",
+        help="also time the console of the omniops checkout in DIR, alternating with this one",
+    )
     args = parser.parse_args()
+    other: Path | None = args.against.resolve() if args.against else None
+    if other is not None and not (other / "console" / "cli.py").is_file():
+        parser.error(f"--against {other}: not an omniops checkout (no console/cli.py)")
     with tempfile.TemporaryDirectory(prefix="omniops-bench-start-") as tmp:
         folder = Path(tmp)
         print("building the store (fixture day, first day and a half)…", flush=True)
@@ -156,14 +172,23 @@ def main() -> None:
             env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         once(BARE, env=env)  # warm the OS file cache and the .pyc files (both apps')
         once(CONSOLE, str(db), now, env=env)
+        if other is not None:
+            once(CONSOLE, str(db), now, env=env, root=other)
         bare: list[float] = []
         console: list[float] = []
+        against: list[float] = []
         for _ in range(args.runs):
             bare.append(once(BARE, env=env))
             console.append(once(CONSOLE, str(db), now, env=env))
+            if other is not None:
+                against.append(once(CONSOLE, str(db), now, env=env, root=other))
     b, c = statistics.median(bare), statistics.median(console)
     print(f"bare Textual app, first paint:     median {b:.3f} s  (runs {sorted(bare)})")
     print(f"omniops console, first populated:  median {c:.3f} s  (runs {sorted(console)})")
+    if other is not None:
+        a = statistics.median(against)
+        print(f"  the same, {other}: median {a:.3f} s  (runs {sorted(against)})")
+        print(f"ratio {other.name} / bare: {a / b:.2f}   this / {other.name}: {c / a:.2f}")
     print(f"ratio console / bare: {c / b:.2f}   goal: console ≤ 0.6 s")
 
 

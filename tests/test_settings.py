@@ -322,3 +322,58 @@ def test_the_metrics_section_is_the_store_s_dataclass(
         metrics.top_n = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         MetricParams(velocty_window_days=3)  # type: ignore[call-arg]
+
+
+def test_nothing_configured_reads_the_defaults_without_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.cli import DefaultSettings, read_settings
+
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(tmp_path / "none.toml"))  # named, not there
+    monkeypatch.setenv("OMNIOPS_RULES", str(tmp_path / "rules.toml"))
+    fast, full = read_settings(), Settings()
+    assert isinstance(fast, DefaultSettings)
+    for name in ("db", "refresh_interval", "display_timezone", "rules_file", "keys", "metrics"):
+        assert getattr(fast, name) == getattr(full, name), name
+    assert fast.display_tz() == full.display_tz() and fast.roles == full.roles
+
+
+def test_the_variables_the_defaults_allow_are_no_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.cli import SETTINGS_FREE_ENV
+
+    defaults = Settings().model_dump()
+    for name in SETTINGS_FREE_ENV - {"OMNIOPS_CONFIG"}:  # that one names the file
+        monkeypatch.setenv(name, "7")
+    assert Settings().model_dump() == defaults
+
+
+@pytest.mark.parametrize(
+    ("variable", "config"),
+    [
+        (None, "refresh_interval = 5\n"),
+        ("OMNIOPS_REFRESH_INTERVAL", None),
+        ("omniops_refresh_interval", None),
+        ("OMNIOPS_SERVE__PORT", None),
+    ],
+    ids=["file", "variable", "lower-case", "nested"],
+)
+def test_a_file_or_a_variable_is_read_and_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str | None, config: str | None
+) -> None:
+    from console.cli import read_settings
+
+    path = tmp_path / "c.toml"
+    if config is not None:
+        write(path, config)
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(path))
+    if variable is not None:
+        monkeypatch.setenv(variable, "5")
+    read = read_settings()
+    assert isinstance(read, Settings)
+    assert (read.refresh_interval == 5) is (variable != "OMNIOPS_SERVE__PORT")
+    if variable is not None:
+        monkeypatch.setenv(variable, "soon")
+        with pytest.raises(ValidationError):
+            read_settings()

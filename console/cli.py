@@ -267,6 +267,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `omniops report | head`: the reader left, nothing to say
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        problem = settings_problem(exc)
+        if problem is None:
+            raise
+        print(f"omniops {args.command}: {problem}", file=sys.stderr)
+        return 2
+
+
+def settings_problem(exc: BaseException) -> str | None:
+    """What is wrong with the settings, one line by key, if ``exc`` is their validation error.
+
+    ``Settings()`` refusing the config file or the environment (``metrics.top_n: Input
+    should be a valid integer``) is the operator's to fix, not a crash: it gets this line,
+    naming the file, not a traceback.  Any other error: None.
+    """
+    core = sys.modules.get("pydantic_core")  # loaded if the settings were read at all
+    if core is None or not isinstance(exc, core.ValidationError) or exc.title != "Settings":
+        return None
+    from feeds.settings import config_file
+    from rules.errors import describe_validation_error
+
+    return (
+        f"the settings ({config_file()} and the OMNIOPS_ environment) are not valid: "
+        f"{describe_validation_error(exc)}"
+    )
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -307,11 +332,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _metric_params(args: argparse.Namespace) -> MetricParams:
+    import dataclasses
+
     from feeds.settings import Settings
 
     params = Settings().metrics
     if getattr(args, "timezone", None):
-        params = params.model_copy(update={"timezone": args.timezone})
+        params = dataclasses.replace(params, timezone=args.timezone)
     return params
 
 
@@ -355,6 +382,76 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+SETTINGS_FREE_ENV = frozenset({"OMNIOPS_CONFIG", "OMNIOPS_RULES", "OMNIOPS_LOG_FILE"})
+"""``OMNIOPS_`` variables that are not settings: the config file's and the rules file's
+names and the log file (``tests/test_settings.py`` checks no setting reads these names)."""
+
+
+class DefaultSettings:
+    """The settings when nothing configures them: :class:`~feeds.settings.Settings`' defaults.
+
+    What the console reads of them before its first paint, without pydantic (building the
+    settings model imports pydantic and pydantic-settings and builds every section's model:
+    about a fifth of the console's start, issue 15).  Anything else (the roles, on first
+    use, after the first paint) is read from ``Settings()``, which then is the defaults too.
+    ``tests/test_settings.py`` checks these are ``Settings()``' values.
+    """
+
+    db = Path("omniops.db")
+    refresh_interval = 60.0
+    display_timezone: str | None = None
+    rules_file: Path | None = None
+
+    def __init__(self) -> None:
+        """The defaults (fresh mutable ones: the key map, the metric parameters)."""
+        from store.risk import MetricParams
+
+        self.keys: dict[str, str] = {}
+        self.metrics = MetricParams()
+        self._full: Settings | None = None
+
+    def display_tz(self) -> tzinfo:
+        """The machine's zone, by name (no ``display_timezone``)."""
+        from feeds.localzone import local_zone
+
+        return local_zone()
+
+    @property
+    def roles(self) -> Roles:
+        """The configured roles: ``Settings().roles`` (the defaults), built when first asked."""
+        if self._full is None:
+            from feeds.settings import Settings
+
+            self._full = Settings()
+        return self._full.roles
+
+
+def read_settings() -> Settings | DefaultSettings:
+    """The settings in force: ``Settings()``, or :class:`DefaultSettings` when nothing is set.
+
+    Nothing is set when the config file (``$OMNIOPS_CONFIG``, else
+    ``$XDG_CONFIG_HOME/omniops/config.toml``) does not exist and no ``OMNIOPS_`` variable
+    but :data:`SETTINGS_FREE_ENV` is in the environment: ``Settings()`` would then be its
+    defaults, with nothing to validate.  Otherwise the settings are read and validated (a
+    bad value raises pydantic's ``ValidationError``).
+    """
+    import os
+
+    from store.paths import config_dir
+
+    named = os.environ.get("OMNIOPS_CONFIG")  # feeds.settings.config_file(), pydantic-free
+    path = Path(named).expanduser() if named else config_dir() / "config.toml"
+    configured = any(
+        name.upper().startswith("OMNIOPS_") and name.upper() not in SETTINGS_FREE_ENV
+        for name in os.environ
+    )
+    if configured or path.exists():
+        from feeds.settings import Settings
+
+        return Settings()
+    return DefaultSettings()
+
+
 def build_console(
     db: Path,
     clock: Clock,
@@ -368,7 +465,7 @@ def build_console(
     roles: Roles | None = None,
     after_first_paint: Callable[[], None] | None = None,
     app_factory: Callable[..., OmniopsApp] | None = None,
-    settings: Settings | None = None,
+    settings: Settings | DefaultSettings | None = None,
 ) -> tuple[OmniopsApp, Callable[[], None]]:
     """The console app wired to store ``db``, and the function that closes its readers.
 
@@ -410,9 +507,7 @@ def build_console(
         from rules.highlights import Highlights, RulesHighlights
 
         if settings is None:
-            from feeds.settings import Settings
-
-            settings = Settings()  # a bad config file raises here: the reader is not left open
+            settings = read_settings()  # a bad config raises here: the reader is not left open
     except BaseException:
         first.discard()
         reader.close()
@@ -730,9 +825,7 @@ def console_clock(db: Path) -> tuple[Clock, str]:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The console on a store another process writes (on its replay clock if a demo's)."""
-    from feeds.settings import Settings
-
-    settings = Settings()
+    settings = read_settings()
     db = args.db or settings.db
     if not Path(db).exists():
         raise FileNotFoundError(

@@ -35,17 +35,30 @@ the console above them; nothing in ``rules`` or ``store`` reads it.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hmac
 import inspect
 import os
 import re
 import tomllib
+import typing
 from datetime import tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -59,7 +72,7 @@ from feeds.kafka.config import KafkaOut, KafkaSubscription
 from feeds.localzone import local_zone
 from rules.roles import Roles
 from store.paths import config_dir
-from store.risk import MetricParams
+from store.risk import METRIC_CHECKS, MetricParams
 
 
 def attribute_docstrings(source: str) -> dict[str, dict[str, str]]:
@@ -393,6 +406,68 @@ class WebConfig(Described, BaseModel):
         )
 
 
+def metrics_model(params: type[MetricParams] = MetricParams) -> type[BaseModel]:
+    """The ``[metrics]`` section's model, generated from the :class:`MetricParams` dataclass.
+
+    One field per dataclass field, with its type and default, unknown keys refused, and
+    the dataclass's checks (:data:`~store.risk.METRIC_CHECKS`) as field validators, so that
+    a bad value is reported under its key (``metrics.return_fdr_q: ...``) like any other.
+    """
+    hints = typing.get_type_hints(params)
+    fields: dict[str, Any] = {}
+    for spec in dataclasses.fields(params):
+        if spec.default_factory is not dataclasses.MISSING:
+            fields[spec.name] = (hints[spec.name], Field(default_factory=spec.default_factory))
+        else:
+            fields[spec.name] = (hints[spec.name], spec.default)
+
+    def checked(name: str) -> Any:
+        check = METRIC_CHECKS[name]
+
+        def run(cls: type[BaseModel], value: Any) -> Any:
+            check(value)
+            return value
+
+        return field_validator(name)(classmethod(run))
+
+    validators = {f"_check_{name}": checked(name) for name in METRIC_CHECKS}
+    return create_model(
+        "MetricsSection",
+        __config__=ConfigDict(frozen=True, extra="forbid"),
+        __validators__=validators,
+        **fields,
+    )
+
+
+MetricsSection = metrics_model()
+"""The ``[metrics]`` section as pydantic validates it (then turned into a MetricParams)."""
+
+
+def _metrics_in(value: Any) -> Any:
+    """A :class:`MetricParams` given as is (``Settings(metrics=params)``) as its fields."""
+    if isinstance(value, MetricParams):
+        return {spec.name: getattr(value, spec.name) for spec in dataclasses.fields(value)}
+    return value
+
+
+def _metrics_out(section: BaseModel) -> MetricParams:
+    """The validated section as the dataclass the store's computations take."""
+    return MetricParams(**{name: getattr(section, name) for name in type(section).model_fields})
+
+
+if TYPE_CHECKING:
+    MetricsField = MetricParams
+else:
+    MetricsField = Annotated[
+        MetricsSection,
+        BeforeValidator(_metrics_in),
+        AfterValidator(_metrics_out),
+        PlainSerializer(dataclasses.asdict),
+    ]
+    """What ``Settings.metrics`` is: validated as :data:`MetricsSection`, held as a
+    :class:`MetricParams`, dumped as its fields."""
+
+
 class Settings(Described, BaseSettings):
     """Everything an operator can configure; every field has a working default."""
 
@@ -410,7 +485,7 @@ class Settings(Described, BaseSettings):
     """Time zone times are shown in; default: the operator's own (the machine's) zone."""
     keys: dict[str, str] = {}
     """Key remapping by binding id, e.g. ``{refresh = "f5", quit = "ctrl+q"}``."""
-    metrics: MetricParams = MetricParams()
+    metrics: MetricsField = MetricParams()
     """Metric windows and thresholds; ``metrics.timezone`` sets the store's local day."""
     rules_file: Path | None = None
     """The rules file (alerts, notifications, fulfillment routing); default

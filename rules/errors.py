@@ -14,7 +14,11 @@ problems names the first and counts the rest) says so with an ``operator_line()`
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # an error of pydantic's exists only once pydantic_core is loaded
+    from pydantic import ValidationError
 
 
 def describe_validation_error(exc: ValidationError, *, limit: int | None = None) -> str:
@@ -48,7 +52,8 @@ def describe_error(error: BaseException | None, *, with_type: bool = False) -> s
     own_line = getattr(error, "operator_line", None)
     if callable(own_line):
         return str(own_line())
-    if isinstance(error, ValidationError):
+    core = sys.modules.get("pydantic_core")  # not imported for it: the console's start
+    if core is not None and isinstance(error, core.ValidationError):
         return describe_validation_error(error, limit=1)
     text = str(error).strip()
     first = text.splitlines()[0] if text else ""

@@ -13,19 +13,28 @@ file (blocking: call :meth:`RulesHighlights.refresh` from a worker thread).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rules.alerts.rule import AlertRule, holds
 from rules.matchers import matches_all
 from store.registry import METRICS, Op
 
-if TYPE_CHECKING:  # the file's models load with the first refresh, not with the console
+if TYPE_CHECKING:  # the rules' models load with the warm-up, not before the first paint
+    from rules.alerts.rule import AlertRule
     from rules.file import RulesFile
 
 log = logging.getLogger(__name__)
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+"""``rules.alerts.rule.holds``' table: this module does not import the rules' models."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +49,7 @@ class Level:
 
     def breached(self, value: float | None) -> bool:
         """Whether ``value op level`` (no data never is)."""
-        return value is not None and holds(self.op, value, self.level)
+        return value is not None and _OPS[self.op](value, self.level)
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, NamedTuple
-
-from pydantic import BaseModel, ConfigDict, field_validator
+from typing import Any, Literal, NamedTuple
 
 from store.asof import (
     buffers_as_of,
@@ -45,10 +44,29 @@ AT_RISK = ("OUT", "OVERSELL", "AT RISK")
 Pair = tuple[str, str]
 
 
-class MetricParams(BaseModel):
-    """The knobs of the metric definitions (windows, horizons, thresholds)."""
+def _a_rate(value: float) -> None:
+    """``return_fdr_q`` is a false discovery rate: above 0, at most 1."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError("return_fdr_q is a false discovery rate: above 0, at most 1")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+METRIC_CHECKS: dict[str, Callable[[Any], None]] = {"return_fdr_q": _a_rate}
+"""The checks of :class:`MetricParams`' fields beyond their types, by field: each raises
+``ValueError`` saying what the value must be.  ``__post_init__`` runs them; the settings'
+``[metrics]`` model (``feeds.settings``) runs them as field validators, so a bad value in
+the config file is reported under its key (``metrics.return_fdr_q``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricParams:
+    """The knobs of the metric definitions (windows, horizons, thresholds).
+
+    A frozen dataclass, not a pydantic model: the console's first paint computes its first
+    snapshots with these before pydantic has been imported (issue 15).  Values are taken as
+    given (the code that builds them passes the types annotated); the config file and the
+    environment are validated and converted by the settings' ``[metrics]`` model, generated
+    from this class.  A copy with changes: ``dataclasses.replace(params, top_n=50)``.
+    """
 
     timezone: str = "America/New_York"
     """The store's local time zone: "today" and every day boundary are local."""
@@ -74,7 +92,7 @@ class MetricParams(BaseModel):
     """Headline figures are compared with the mean of this many previous local days."""
     stale_feed_minutes: float = 15.0
     """A feed with no event for this long is flagged stale."""
-    stale_overrides: dict[str, float] = {}
+    stale_overrides: dict[str, float] = field(default_factory=dict)
     """Per-feed staleness in minutes, for feeds that deliver rarely (a catalogue, POs)."""
     expected_feeds: tuple[str, ...] = ()
     """Feeds that should deliver; one that never did is listed as stale with no time."""
@@ -90,19 +108,17 @@ class MetricParams(BaseModel):
     """An excess of advertised over available up to this many units is a sync lag, not a risk."""
     oversell_tolerance_pct: float = 5.0
     """... or up to this percentage of what is available (the larger of the two tolerates)."""
-    oversell_channel_tolerance: dict[str, tuple[int, float]] = {}
+    oversell_channel_tolerance: dict[str, tuple[int, float]] = field(default_factory=dict)
     """Per-channel (units, percent) tolerance, replacing the two above for that channel."""
     listing_sync_minutes: float = 15.0
     """How often a channel's listings are synced when its cadence is not known."""
-    listing_sync_overrides: dict[str, float] = {}
+    listing_sync_overrides: dict[str, float] = field(default_factory=dict)
     """Per-channel listing sync interval in minutes."""
 
-    @field_validator("return_fdr_q")
-    @classmethod
-    def _a_rate(cls, value: float) -> float:
-        if not 0.0 < value <= 1.0:
-            raise ValueError("return_fdr_q is a false discovery rate: above 0, at most 1")
-        return value
+    def __post_init__(self) -> None:
+        """Run the fields' checks (:data:`METRIC_CHECKS`): ``ValueError`` names the field."""
+        for name, check in METRIC_CHECKS.items():
+            check(getattr(self, name))
 
     def oversell_limits(self, channel: str) -> OversellLimits:
         """The oversell tolerance and sync interval that apply to ``channel``."""

@@ -7,6 +7,7 @@ or more.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -78,9 +79,9 @@ async def test_a_silence_is_stale_only_where_the_feed_usually_delivers(db_path: 
     assert not flags["young"]
     assert not flags["bursty"]  # 20 events a day there, but one delivery
     assert flags["fresh"]  # nothing to judge by: the limit alone
-    stricter = P.model_copy(update={"stale_min_expected": 5.5})
+    stricter = dataclasses.replace(P, stale_min_expected=5.5)
     assert not stale(db_path, stricter)["uneven"]
-    limit_only = P.model_copy(update={"stale_history_days": 0})
+    limit_only = dataclasses.replace(P, stale_history_days=0)
     assert all(stale(db_path, limit_only)[f] for f in ("busy", "quiet", "uneven", "young"))
 
 

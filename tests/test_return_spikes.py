@@ -7,6 +7,7 @@ disagree; and the fixture day, where only APP-1056 spikes, at its documented tim
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -189,14 +190,14 @@ async def test_a_z_of_three_among_many_series_is_not_a_spike(
     assert mod.q_value == pytest.approx(m * p_mod / 2) and mod.q_value > P.return_fdr_q
     assert hot.spike and not mod.spike and snap.spikes == 1
     # The z floor still applies: at return_z_threshold = 100 nothing spikes.
-    strict = P.model_copy(update={"return_z_threshold": 100.0})
+    strict = dataclasses.replace(P, return_z_threshold=100.0)
     db = open_reader(db_path)
     try:
         assert compute_returns(db, int(T0.timestamp()), strict).spikes == 0
     finally:
         db.close()
     # The level is the operator's: at q = 50 % MOD's q-value (≈ 0.28) passes too.
-    loose = P.model_copy(update={"return_fdr_q": 0.5})
+    loose = dataclasses.replace(P, return_fdr_q=0.5)
     db = open_reader(db_path)
     try:
         loose_snap = compute_returns(db, int(T0.timestamp()), loose)

@@ -246,3 +246,134 @@ def test_bad_file_names_the_file_and_key(tmp_path: Path, monkeypatch: pytest.Mon
 def test_every_field_has_a_docstring(model: type[BaseModel]) -> None:
     missing = [name for name, field in model.model_fields.items() if not field.description]
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [
+        ('top_n = "many"', "metrics.top_n: Input should be a valid integer"),
+        ("return_fdr_q = 2", "metrics.return_fdr_q: Value error, return_fdr_q is a false"),
+        ("velocty_window_days = 3", "metrics.velocty_window_days: Extra inputs"),
+    ],
+    ids=["type", "check", "unknown"],
+)
+def test_a_bad_metrics_value_is_one_line_naming_its_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    line: str,
+    named: str,
+) -> None:
+    from console.cli import main
+
+    config = write(tmp_path / "c.toml", f"[metrics]\n{line}\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(config))
+    assert main(["report", "--db", str(tmp_path / "s.db")]) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("omniops report: the settings (") and str(config) in said
+    assert named in said and "Traceback" not in said and said.count("\n") == 1
+
+
+def test_no_traceback_for_bad_settings_from_the_command(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = write(tmp_path / "c.toml", '[metrics]\ntop_n = "many"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMNIOPS_", "XDG_"))}
+    env |= {"OMNIOPS_CONFIG": str(config), "HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "console.cli", "report", "--db", str(tmp_path / "s.db")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "metrics.top_n" in done.stderr
+
+
+def test_the_metrics_section_is_the_store_s_dataclass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from store.risk import MetricParams
+
+    config = write(
+        tmp_path / "c.toml",
+        "[metrics]\nexpected_feeds = ['wms']\nreturn_min_count = '4'\n"
+        "oversell_channel_tolerance = { marketplace = [10, 1.5] }\n",
+    )
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(config))
+    metrics = Settings().metrics
+    assert type(metrics) is MetricParams
+    assert metrics == MetricParams(
+        expected_feeds=("wms",),
+        return_min_count=4,
+        oversell_channel_tolerance={"marketplace": (10, 1.5)},
+    )
+    assert metrics.oversell_limits("marketplace")[:2] == (10, 1.5)
+    given = dataclasses.replace(metrics, top_n=3)
+    assert Settings(metrics=given).metrics == given
+    assert Settings(metrics={"top_n": 5}).model_dump()["metrics"]["top_n"] == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        metrics.top_n = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        MetricParams(velocty_window_days=3)  # type: ignore[call-arg]
+
+
+def test_nothing_configured_reads_the_defaults_without_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.cli import DefaultSettings, read_settings
+
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(tmp_path / "none.toml"))  # named, not there
+    monkeypatch.setenv("OMNIOPS_RULES", str(tmp_path / "rules.toml"))
+    fast, full = read_settings(), Settings()
+    assert isinstance(fast, DefaultSettings)
+    for name in ("db", "refresh_interval", "display_timezone", "rules_file", "keys", "metrics"):
+        assert getattr(fast, name) == getattr(full, name), name
+    assert fast.display_tz() == full.display_tz() and fast.roles == full.roles
+
+
+def test_the_variables_the_defaults_allow_are_no_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from console.cli import SETTINGS_FREE_ENV
+
+    defaults = Settings().model_dump()
+    for name in SETTINGS_FREE_ENV - {"OMNIOPS_CONFIG"}:  # that one names the file
+        monkeypatch.setenv(name, "7")
+    assert Settings().model_dump() == defaults
+
+
+@pytest.mark.parametrize(
+    ("variable", "config"),
+    [
+        (None, "refresh_interval = 5\n"),
+        ("OMNIOPS_REFRESH_INTERVAL", None),
+        ("omniops_refresh_interval", None),
+        ("OMNIOPS_SERVE__PORT", None),
+    ],
+    ids=["file", "variable", "lower-case", "nested"],
+)
+def test_a_file_or_a_variable_is_read_and_validated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str | None, config: str | None
+) -> None:
+    from console.cli import read_settings
+
+    path = tmp_path / "c.toml"
+    if config is not None:
+        write(path, config)
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(path))
+    if variable is not None:
+        monkeypatch.setenv(variable, "5")
+    read = read_settings()
+    assert isinstance(read, Settings)
+    assert (read.refresh_interval == 5) is (variable != "OMNIOPS_SERVE__PORT")
+    if variable is not None:
+        monkeypatch.setenv(variable, "soon")
+        with pytest.raises(ValidationError):
+            read_settings()

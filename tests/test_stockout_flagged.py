@@ -12,6 +12,7 @@ change some pairs' velocity.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import sqlite3
@@ -42,7 +43,7 @@ def test_sql_classification_is_the_definition(
 ) -> None:
     db = open_reader(store)
     t = int(END.timestamp()) - 60 * minutes_before_end
-    params = PARAMS.model_copy(update={"top_n": top_n})
+    params = dataclasses.replace(PARAMS, top_n=top_n)
     window = params.velocity_window_days
     db.execute("BEGIN")
     snap = compute_stockout(db, t, params)

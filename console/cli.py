@@ -1232,9 +1232,27 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def cmd_import_history(args: argparse.Namespace) -> int:
     """Import a history CSV and print what it held and what was stored."""
+    import csv
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from console.progress import TerminalProgress, summary_line
+    from feeds.csv_import import HistoryFileError
     from feeds.runtime.ingest import import_history
 
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(
+            f"omniops import-history: --timezone: unknown time zone {args.timezone!r}"
+            " (an IANA name such as Europe/London)",
+            file=sys.stderr,
+        )
+        return 2
+    csv_path = Path(args.csv)
+    if not csv_path.is_file():
+        what = "is a folder, not a CSV file" if csv_path.is_dir() else "does not exist"
+        print(f"omniops import-history: {csv_path} {what}", file=sys.stderr)
+        return 2
     progress = TerminalProgress("import-history") if sys.stderr.isatty() else None
     began = time.monotonic()
     try:
@@ -1249,6 +1267,9 @@ def cmd_import_history(args: argparse.Namespace) -> int:
                 on_total=None if progress is None else progress.set_total,
             )
         )
+    except (HistoryFileError, csv.Error) as exc:
+        print(f"omniops import-history: {exc}", file=sys.stderr)
+        return 2
     finally:
         if progress is not None:
             progress.close()

@@ -29,8 +29,10 @@ could never be completed by re-importing that line: the order id would be a dupl
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -76,9 +78,93 @@ def is_product(code: str) -> bool:
     return code.upper() not in NON_PRODUCT and not code.lower().startswith("gift_")
 
 
+ALIASES = {
+    "invoiceno": "InvoiceNo",
+    "invoice": "InvoiceNo",
+    "invoicenumber": "InvoiceNo",
+    "stockcode": "StockCode",
+    "description": "Description",
+    "quantity": "Quantity",
+    "invoicedate": "InvoiceDate",
+    "unitprice": "UnitPrice",
+    "price": "UnitPrice",
+    "customerid": "CustomerID",
+    "country": "Country",
+}
+"""Header names, compared without case, spaces or underscores, and the column they are.
+
+Both UCI shapes read: "Online Retail" (``InvoiceNo``, ``UnitPrice``, ``CustomerID``) and
+"Online Retail II" (``Invoice``, ``Price``, ``Customer ID``)."""
+
+FALLBACK_ENCODING = "cp1252"
+"""A file that is not UTF-8 is read as Windows-1252 (Excel's "CSV" on Western Windows;
+its ISO-8859-1 letters are the same bytes), or ISO-8859-1 where cp1252 has no letter."""
+
+
+def _alias(name: str) -> str:
+    key = "".join(name.split()).replace("_", "").lower()
+    return ALIASES.get(key, name.strip())
+
+
+def canonical_header(header: Sequence[str]) -> list[str]:
+    """The header's names as the columns they are (:data:`ALIASES`).
+
+    The first of two names for one column wins; the other keeps its own name.
+    """
+    out: list[str] = []
+    for name in header:
+        column = _alias(name)
+        out.append(column if column not in out else name.strip())
+    return out
+
+
 def is_history_header(header: list[str]) -> bool:
-    """True if a CSV header has the order-history columns."""
-    return set(COLUMNS) <= {h.strip() for h in header}
+    """True if a CSV header has the order-history columns (under any :data:`ALIASES`)."""
+    return set(COLUMNS) <= set(canonical_header(header))
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` safe to print: control characters as ``?``, cut at ``limit`` characters."""
+    safe = "".join(c if c.isprintable() else "?" for c in text)
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """How a CSV file is written: its text encoding and field delimiter."""
+
+    encoding: str
+    delimiter: str
+
+
+def sniff(path: Path) -> CsvFormat:
+    """The file's encoding and field delimiter.
+
+    The encoding is UTF-8 (with or without BOM), else :data:`FALLBACK_ENCODING`, else
+    ISO-8859-1; the delimiter the most frequent of ``,`` ``;`` and tab in its header.
+    Reads the file once in blocks (the whole file must decode for UTF-8 to be chosen).
+    """
+    encoding = "utf-8-sig"
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    first = b""
+    with path.open("rb") as handle:
+        try:
+            while block := handle.read(1 << 20):
+                if len(first) < 65536:
+                    first += block[:65536]
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            encoding = FALLBACK_ENCODING
+            try:
+                handle.seek(0)
+                handle.read().decode(FALLBACK_ENCODING)
+            except UnicodeDecodeError:
+                encoding = "latin-1"
+    text = first.decode(encoding, errors="replace").lstrip("\ufeff")
+    head = text.splitlines()[0] if text else ""
+    delimiter = max((",", ";", "\t"), key=lambda d: (head.count(d), d == ","))
+    return CsvFormat(encoding, delimiter)
 
 
 @dataclass
@@ -99,6 +185,10 @@ class HistoryReport:
     applied: int = 0
     duplicate: int = 0
     quarantined: int = 0
+
+
+class HistoryFileError(ValueError):
+    """The file is not an order-history CSV (the message names the file and its header)."""
 
 
 class RowError(ValueError):
@@ -136,8 +226,17 @@ def parse_quantity(value: str, column: str) -> int:
     return int(number)
 
 
+_DECIMAL_COMMA = re.compile(r"\s*\d+,\d{1,2}\s*")
+
+
 def parse_price(value: str, column: str) -> Decimal:
-    """A non-negative amount with at most two decimals (more is refused, never rounded)."""
+    """A non-negative amount with at most two decimals (more is refused, never rounded).
+
+    A decimal comma (``2,55``, as a European spreadsheet writes it) reads as ``2.55``;
+    ``1,234`` (a thousands separator or three decimals) is refused, never guessed.
+    """
+    if _DECIMAL_COMMA.fullmatch(value):
+        value = value.replace(",", ".")
     try:
         amount = Decimal(value.strip())
     except InvalidOperation:
@@ -285,11 +384,22 @@ def read_history(
     """
     report = report if report is not None else HistoryReport()
     context = HistoryContext(path.name, channel, location_id, tz, order_prefix, sla_hours, source)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not is_history_header(list(reader.fieldnames)):
-            raise ValueError(f"{path.name}: not an order-history file (needs {', '.join(COLUMNS)})")
-        rows = ((reader.line_num, row, -1) for row in reader)
+    fmt = sniff(path)
+    with path.open(newline="", encoding=fmt.encoding) as handle:
+        reader = csv.reader(handle, delimiter=fmt.delimiter)
+        header = next(reader, None)
+        if header is None or not is_history_header(header):
+            found = _shown(", ".join(h.strip() for h in header or [])) or "no header"
+            raise HistoryFileError(
+                f"{path.name}: not an order-history file (needs {', '.join(COLUMNS)};"
+                f" found {found})"
+            )
+        names = canonical_header(header)
+        rows = (
+            (reader.line_num, dict(zip(names, values, strict=False)), -1)
+            for values in reader
+            if values
+        )
         yield from history_items(rows, context, report, held, held_source)
 
 

@@ -67,6 +67,7 @@ from feeds.csv_import import (
     parse_quantity,
     read_history,
     remap_history,
+    sniff,
 )
 from feeds.jsonl import parse_line, read_lines
 from feeds.stream import FeedMonitor
@@ -145,6 +146,16 @@ class FileReport:
 
 
 def _header(path: Path) -> list[str]:
+    """The CSV header's names.
+
+    An order-history file may be Windows-1252 or ``;``-separated
+    (:func:`feeds.csv_import.sniff`); POS and count files are UTF-8 with commas.
+    """
+    fmt = sniff(path)
+    with path.open(newline="", encoding=fmt.encoding) as handle:
+        header = [h.strip() for h in next(csv.reader(handle, delimiter=fmt.delimiter), [])]
+    if is_history_header(header):
+        return header
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return [h.strip() for h in next(csv.reader(handle), [])]

@@ -42,6 +42,9 @@ def parse_record(record: object, *, source: str, where: str) -> Event | Quaranti
 
 def parse_line(line: str, *, source: str, where: str) -> Event | Quarantined:
     """Validate one JSON line; a bad one comes back quarantined with ``where`` in the reason."""
+    if isinstance(line, NotUtf8):
+        reason = f"not UTF-8 text (byte {line.byte} of the line; kept with \\xNN escapes)"
+        return Quarantined(source=source, raw=str(line), error=f"{where}: {reason}")
     try:
         return parse_event(line)
     except ValidationError as exc:
@@ -74,14 +77,43 @@ def source_of(path: Path) -> str:
     return path.stem
 
 
+class NotUtf8(str):
+    r"""A line that is not UTF-8 text, its bad bytes written as ``\xNN`` (nothing lost).
+
+    :func:`read_lines` yields it in the line's place; :func:`parse_line` quarantines it
+    with the offset of its first bad byte, so one such line never stops its file.
+    """
+
+    byte: int
+    """Offset in the line of its first byte that is not UTF-8."""
+
+
+def _checked(text: str) -> str:
+    """``text`` as read with ``surrogateescape``; a :class:`NotUtf8` if bytes were bad."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raw = text.encode("utf-8", "surrogateescape")
+        line = NotUtf8(raw.decode("utf-8", "backslashreplace"))
+        line.byte = len(text[: exc.start].encode("utf-8", "surrogateescape"))
+        return line
+    return text
+
+
 def read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, text)`` for every non-blank line; gzip by the ``.gz`` suffix."""
+    """Yield ``(line number, text)`` for every non-blank line; gzip by the ``.gz`` suffix.
+
+    A line that is not UTF-8 comes as a :class:`NotUtf8` (quarantined by
+    :func:`parse_line`); the lines around it are read as usual.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, start=1):
             text = line.strip()
             if text:
-                yield number, text
+                yield number, _checked(text)
 
 
 def read_items(path: Path) -> Iterator[Event | Quarantined]:

@@ -500,6 +500,34 @@ async def test_events_batch_reports_each_line(served: Served) -> None:
     assert (await post_events(served, "   "))[0] == 400
 
 
+async def test_events_a_line_not_utf8_is_quarantined_beside_good_ones(served: Served) -> None:
+    t = datetime(2026, 11, 18, 15, tzinfo=UTC)
+    good = [order(f"U-{n}", t, [("A", 1)], id_=f"ev-u{n}").model_dump_json() for n in (1, 2)]
+    latin1 = order("U-3", t, [("A", 1)], id_="ev-u3").model_dump_json().encode()
+    latin1 = latin1.replace(b'"U-3"', b'"U-3\xe9"')  # a Latin-1 byte inside a string
+    body = b"\xef\xbb\xbf" + b"\n".join([good[0].encode(), latin1, good[1].encode()])
+    headers = {"Authorization": f"Bearer {EVENTS_TOKEN}", "Content-Type": "application/x-ndjson"}
+    async with served.http.post("/events", data=body, headers=headers) as resp:
+        status, answer = resp.status, await resp.json()
+    assert status == 422
+    assert [r["outcome"] for r in answer["results"]] == ["applied", "quarantined", "applied"]
+    offset = latin1.index(b"\xe9")
+    assert (
+        answer["results"][1]["reason"]
+        == f"POST /events line 2: not UTF-8 (byte {offset} of the line)"
+    )
+    assert served.rows("SELECT order_id FROM orders ORDER BY 1") == [("U-1",), ("U-2",)]
+    [(raw,)] = served.rows("SELECT raw FROM quarantine")
+    assert "U-3\\xe9" in raw  # the byte kept, escaped
+    # One document that is not UTF-8 is still refused whole, and a BOM alone is no error.
+    async with served.http.post("/events", data=latin1, headers=headers) as resp:
+        assert resp.status == 400
+    async with served.http.post(
+        "/events", data=b"\xef\xbb\xbf" + good[0].encode(), headers=headers
+    ) as resp:
+        assert resp.status == 200 and (await resp.json())["outcome"] == "duplicate"
+
+
 # --- health, metrics, configuration ------------------------------------------------------
 
 

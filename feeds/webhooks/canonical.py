@@ -24,6 +24,9 @@ from store.model import EVENT_ADAPTER, Event, Quarantined, parse_event
 SOURCE = "events"
 """Quarantine source of a line that names no valid ``source`` of its own."""
 
+BOM = "\ufeff"
+"""A byte-order mark some Windows tools put before UTF-8 text: not part of the body."""
+
 
 @dataclass(frozen=True)
 class Line:
@@ -51,9 +54,12 @@ def _one(data: object, number: int, raw: str) -> Line:
 def parse_events_body(body: bytes) -> list[Line]:
     """Split and validate a ``POST /events`` body; :class:`PayloadError` if it is unreadable."""
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
-        raise PayloadError("(body)", f"not UTF-8 (byte {exc.start})", status=400) from None
+        mixed = _lines_of_bytes(body)
+        if mixed is None:
+            raise PayloadError("(body)", f"not UTF-8 (byte {exc.start})", status=400) from None
+        return mixed
     if not text.strip():
         raise PayloadError("(body)", "empty: send a canonical event or JSON Lines", status=400)
     try:
@@ -82,6 +88,44 @@ def parse_events_body(body: bytes) -> list[Line]:
     return lines
 
 
+def _lines_of_bytes(body: bytes) -> list[Line] | None:
+    r"""A JSON Lines body with lines that are not UTF-8: those quarantined, the rest read.
+
+    ``None`` when the body is not two lines or more (one document that is not UTF-8 is
+    refused whole, as before).  A bad line is kept with its bytes as ``\xNN``.
+    """
+    numbered = [(n, raw) for n, raw in enumerate(body.splitlines(), start=1) if raw.strip()]
+    if len(numbered) < 2:
+        return None
+    lines: list[Line] = []
+    for number, raw in numbered:
+        where = f"POST /events line {number}"
+        try:
+            text = raw.decode("utf-8")
+            if number == 1:
+                text = text.removeprefix(BOM)
+            check_shape(text)
+        except UnicodeDecodeError as exc:
+            kept = redact_raw(raw.decode("utf-8", "backslashreplace"))
+            error = f"{where}: not UTF-8 (byte {exc.start} of the line)"
+            lines.append(Line(number, Quarantined(source=SOURCE, raw=kept, error=error)))
+            continue
+        except ShapeError as exc:
+            error = f"{where}: {exc.field}: {exc.message}"
+            lines.append(Line(number, Quarantined(source=SOURCE, raw="", error=error)))
+            continue
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            error = f"{where}: not JSON ({exc})"
+            lines.append(
+                Line(number, Quarantined(source=SOURCE, raw=redact_raw(text), error=error))
+            )
+            continue
+        lines.append(_one(data, number, text))
+    return lines
+
+
 def read_events(body: bytes) -> list[Event | Quarantined]:
     """What a ``POST /events`` body becomes: an event or a quarantined line per line.
 
@@ -103,7 +147,7 @@ def valid_json_lines(body: bytes) -> list[Event | Quarantined] | None:
     each an event are never one JSON document, so they are JSON Lines there too.
     """
     try:
-        text = body.decode("utf-8")
+        text = body.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError:
         return None
     lines = [raw for raw in text.splitlines() if raw.strip()]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from store.asof import UNASSIGNED
 from store.risk import MetricParams, refresh_risk_flags, risk_flags_time
@@ -42,6 +43,19 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
+def _rows_of(
+    db: sqlite3.Connection, sql: str, column: str, order_ids: Collection[str] | None
+) -> list[Any]:
+    """``sql``'s rows, for the orders ``order_ids`` in ``column`` (None: every order)."""
+    if order_ids is None:
+        return db.execute(sql).fetchall()
+    rows: list[Any] = []
+    for chunk in _chunks(sorted(set(order_ids))):
+        marks = ",".join("?" * len(chunk))
+        rows.extend(db.execute(f"{sql} AND {column} IN ({marks})", tuple(chunk)))
+    return rows
+
+
 def held_lines(db: sqlite3.Connection, order_ids: Collection[str] | None = None) -> Held:
     """What the router should hold for ``order_ids`` (None: every order), from their lines.
 
@@ -53,13 +67,7 @@ def held_lines(db: sqlite3.Connection, order_ids: Collection[str] | None = None)
         " JOIN orders o ON o.order_id = l.order_id"
         " WHERE d.status = 'routed' AND o.has_order = 1 AND o.done_ts IS NULL"
     )
-    rows: list[tuple[str, int, str, int, str | None, str | None]] = []
-    if order_ids is None:
-        rows = db.execute(sql).fetchall()
-    else:
-        for chunk in _chunks(sorted(set(order_ids))):
-            marks = ",".join("?" * len(chunk))
-            rows.extend(db.execute(f"{sql} AND l.order_id IN ({marks})", tuple(chunk)))
+    rows = _rows_of(db, sql, "l.order_id", order_ids)
     out: Held = {}
     for order_id, line_no, sku, quantity, location, first in rows:
         node = location
@@ -91,13 +99,7 @@ def open_reservations(db: sqlite3.Connection, order_ids: Collection[str] | None 
         "SELECT order_id, line_no, sku, location_id, quantity FROM routing_reservations"
         " WHERE released_at IS NULL"
     )
-    rows: list[tuple[str, int, str, str, int]] = []
-    if order_ids is None:
-        rows = db.execute(sql).fetchall()
-    else:
-        for chunk in _chunks(sorted(set(order_ids))):
-            marks = ",".join("?" * len(chunk))
-            rows.extend(db.execute(f"{sql} AND order_id IN ({marks})", tuple(chunk)))
+    rows = _rows_of(db, sql, "order_id", order_ids)
     return {(o, n): (sku, loc, qty) for o, n, sku, loc, qty in rows}
 
 

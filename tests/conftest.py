@@ -4,6 +4,8 @@ fixture day's stores built once for the session (read them; copy one to write to
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import sqlite3
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -80,34 +83,57 @@ def copy_store(source: Path, target: Path) -> Path:
 # Building the fixture day's store (an ``omniops ingest`` of 511k events) and regenerating
 # the fixture day (the generator's byte-identity test) take about half a minute each, and
 # the full sides of the as-of property tests (``tests/test_asof.py``) a quarter of one; all
-# are single-threaded, so the session runs them as processes on the machine's other core
-# as soon as collection shows a test needs them, one after the other (not all at once: they
-# would take the core the tests run on), the one the earliest test needs first; the tests
-# then wait for their result.  (First of all, when Python writes no bytecode itself, the
+# are single-threaded, so the session runs them as processes beside the tests as soon as
+# collection shows a test needs them, one after the other (not all at once: they would
+# take the cores the tests run on), the one the earliest test needs first; the tests then
+# wait for their result.  (First of all, when Python writes no bytecode itself, the
 # project's modules are compiled: every process the tests start loads them faster.)
+#
+# Under pytest-xdist (the suite runs with ``-n 3``) every worker collects the same tests,
+# so the builds are planned by the first worker to finish collecting, run once by the
+# controller (which lives for the whole session), and read from files by every worker:
+# ``<name>.out`` (the build's output) and ``<name>.rc`` (its exit code, written last).
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE_TEST = "test_same_seed_regenerates_the_committed_fixture_day"
 ASOF_FIXTURES = ("day_slice_store", "day_slice_figures", "catalogue_figures")
+BUILDS_ENV = "OMNIOPS_TEST_BUILDS"  # the session's build folder, inherited by the workers
 
 
 class _Job:
     """One background build: its command, where its result goes, and how it ended."""
 
-    def __init__(self, command: list[str], result: Path) -> None:
-        self.command, self.result = command, result
+    def __init__(self, name: str, command: list[str], result: Path) -> None:
+        self.name, self.command, self.result = name, command, result
         self.proc: subprocess.Popen[bytes] | None = None
-        self.output = b""
         self.done = threading.Event()
 
 
-_BACKGROUND: dict[str, _Job] = {}
-_BACKGROUND_DIR: list[Path] = []
+_JOBS: list[_Job] = []  # the controller's (or the serial session's) running builds
+_PLANNED: dict[str, Path] = {}  # the builds this process's tests may wait for: results
+_OWNED_DIR: list[Path] = []  # the build folder this process made (and removes)
 _STOPPING = threading.Event()
 
 
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _builds_dir() -> Path:
+    return Path(os.environ[BUILDS_ENV])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller (or the serial session) makes the session's build folder."""
+    if _is_worker(config):
+        return
+    base = Path(tempfile.mkdtemp(prefix="omniops-tests-"))
+    os.environ[BUILDS_ENV] = str(base)  # before xdist starts its workers: they inherit it
+    _OWNED_DIR.append(base)
+
+
 def _run_jobs(base: Path, jobs: list[_Job]) -> None:
-    """Run the jobs one after the other (until the session stops)."""
+    """Run the jobs one after the other (until the session stops), each leaving its files."""
     env = {
         **os.environ,  # no user config, rules, cache or log: as the private_home fixture does
         "OMNIOPS_CONFIG": str(base / "config.toml"),
@@ -116,14 +142,27 @@ def _run_jobs(base: Path, jobs: list[_Job]) -> None:
         "XDG_STATE_HOME": str(base / "state"),
     }
     for job in jobs:
+        output, code = b"not run: the session ended first", -1
         try:
             if not _STOPPING.is_set():
                 job.proc = subprocess.Popen(
                     job.command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
                 )
-                job.output, _ = job.proc.communicate()
+                output, _ = job.proc.communicate()
+                code = job.proc.returncode
         finally:
+            (base / f"{job.name}.out").write_bytes(output)
+            (base / f"{job.name}.rc.tmp").write_text(str(code))
+            (base / f"{job.name}.rc.tmp").rename(base / f"{job.name}.rc")
             job.done.set()
+
+
+def _start_jobs(plan: list[tuple[str, list[str], str]]) -> None:
+    """Start the planned builds (name, command, result path) in a background thread."""
+    if _JOBS or not plan:
+        return
+    _JOBS.extend(_Job(name, command, Path(result)) for name, command, result in plan)
+    threading.Thread(target=_run_jobs, args=(_builds_dir(), list(_JOBS)), daemon=True).start()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -137,8 +176,10 @@ def _fixtures(item: pytest.Item) -> set[str]:
     return set(getattr(item, "fixturenames", ()))
 
 
+@pytest.hookimpl(tryfirst=True)  # a worker's plan is on disk before xdist reports collection
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the long builds the collected tests need, in the background."""
+    """Plan the long builds the collected tests need; start them (serial session) or leave
+    the plan for the controller (xdist worker)."""
     items = session.items
     if session.config.option.collectonly:
         return
@@ -149,7 +190,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     def uses(*names: str) -> Callable[[pytest.Item], bool]:
         return lambda item: bool(set(names) & _fixtures(item))
 
-    base = Path(tempfile.mkdtemp(prefix="omniops-tests-"))
+    base = _builds_dir()
     python = sys.executable
     wanted = {
         "asof": (
@@ -179,40 +220,54 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         packages = [str(ROOT / name) for name in ("console", "feeds", "store", "rules")]
         wanted["pyc"] = (-1, [python, "-m", "compileall", "-q", *packages], ROOT)
         order.insert(0, (-1, "pyc"))
-    if not order:
-        shutil.rmtree(base, ignore_errors=True)
+    plan = [(name, wanted[name][1], str(wanted[name][2])) for _, name in order]
+    _PLANNED.update((name, Path(result)) for name, _, result in plan)
+    if not _is_worker(session.config):
+        _start_jobs(plan)
         return
-    _BACKGROUND_DIR.append(base)
-    for _, name in order:
-        _BACKGROUND[name] = _Job(wanted[name][1], wanted[name][2])
-    jobs = [_BACKGROUND[name] for _, name in order]
-    threading.Thread(target=_run_jobs, args=(base, jobs), daemon=True).start()
+    draft = base / f"plan.{os.getpid()}.json"
+    draft.write_text(json.dumps(plan))
+    with contextlib.suppress(FileExistsError):  # every worker plans the same: first one wins
+        os.link(draft, base / "plan.json")
+    draft.unlink()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: object, ids: list[str]) -> None:
+    """The controller starts the builds a worker planned (once, on the first report)."""
+    plan = _builds_dir() / "plan.json"
+    if not _JOBS and plan.exists():
+        _start_jobs([(n, list(c), r) for n, c, r in json.loads(plan.read_text())])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Stop what still runs in the background and remove its files."""
+    """Stop what still runs in the background and remove its files (the folder's owner)."""
     _STOPPING.set()
-    for job in _BACKGROUND.values():
+    for job in _JOBS:
         while not job.done.wait(0.1):  # (a job may be starting right now: kill it too)
             if job.proc is not None and job.proc.poll() is None:
                 job.proc.kill()
-    for base in _BACKGROUND_DIR:
+    for base in _OWNED_DIR:
         shutil.rmtree(base, ignore_errors=True)
 
 
 def background_result(name: str) -> tuple[Path, str] | None:
-    """Wait for the background build ``name``; its result path and output (None: not started).
+    """Wait for the background build ``name``; its result path and output (None: not planned).
 
     Raises:
         AssertionError: the build failed (its output says why).
     """
-    if name not in _BACKGROUND:
+    if name not in _PLANNED:
         return None
-    job = _BACKGROUND[name]
-    assert job.done.wait(900), f"background {name} still running after 15 minutes"
-    text = job.output.decode("utf-8", "replace")
-    assert job.proc is not None and job.proc.returncode == 0, f"background {name} failed:\n{text}"
-    return job.result, text
+    base = _builds_dir()
+    deadline = time.monotonic() + 900
+    while not (base / f"{name}.rc").exists():
+        assert time.monotonic() < deadline, f"background {name} still running after 15 minutes"
+        time.sleep(0.1)
+    text = (base / f"{name}.out").read_bytes().decode("utf-8", "replace")
+    code = (base / f"{name}.rc").read_text()
+    assert code == "0", f"background {name} failed ({code}):\n{text}"
+    return _PLANNED[name], text
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,10 @@ Two questions are answered for a node at a moment ``now``:
   pickup window is from ready until closing that day.
 
 Opening hours are daily (the canonical model has no weekly calendar); a closing time at
-or before the opening time means the node closes after midnight.
+or before the opening time means the node closes after midnight.  A node can be **closed**
+on given local dates (holidays, stock-takes: ``closed_days`` in the rules file, see
+:mod:`rules.routing.config`): such a day has no opening at all, so a slot falls on the
+next day the node opens, and a night opening that starts on a closed day does not happen.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Literal
@@ -72,6 +75,13 @@ class DayTimes:
     """The order cut-off; closing time when the node has none."""
     closes: datetime
     has_cutoff: bool
+    closed: bool = False
+    """A closed day (``closed_days``): the node does not open at all on it."""
+
+
+Closed = frozenset[date]
+"""Local dates a node does not open on (empty: it opens every day)."""
+NEVER_CLOSED: Closed = frozenset()
 
 
 def day_times(hours: OpeningHours, tz: str, day: date) -> DayTimes:
@@ -108,13 +118,22 @@ def _day_times(
 
 @lru_cache(maxsize=4096)
 def _week(
-    opens_at: str, closes_at: str, cutoff_at: str | None, tz: str, today: date
+    opens_at: str,
+    closes_at: str,
+    cutoff_at: str | None,
+    tz: str,
+    today: date,
+    closed: Closed = NEVER_CLOSED,
 ) -> tuple[DayTimes, tuple[DayTimes, ...]]:
     """Yesterday and the eight days from ``today`` (the days a slot can fall on)."""
-    days = tuple(
-        _day_times(opens_at, closes_at, cutoff_at, tz, today + timedelta(days=n)) for n in range(8)
-    )
-    return _day_times(opens_at, closes_at, cutoff_at, tz, today - timedelta(days=1)), days
+
+    def day(n: int) -> DayTimes:
+        times = _day_times(opens_at, closes_at, cutoff_at, tz, today + timedelta(days=n))
+        if times.day in closed:
+            return replace(times, closed=True)
+        return times
+
+    return day(-1), tuple(day(n) for n in range(8))
 
 
 def local_day(now: datetime, tz: str) -> date:
@@ -148,10 +167,13 @@ def _local_day_hm(moment: datetime, tz: str) -> str:
     return moment.astimezone(zone(tz)).strftime("%a %d %b %H:%M")
 
 
-def _days_from(hours: OpeningHours, tz: str, now: datetime) -> Iterator[DayTimes]:
-    """The node's day at ``now`` (an overnight day still open counts) and the next week."""
-    yesterday, days = _week(hours.opens, hours.closes, hours.cutoff, tz, local_day(now, tz))
-    if yesterday.closes > now:  # an overnight opening that started yesterday
+def _days_from(hours: OpeningHours, tz: str, now: datetime, closed: Closed) -> Iterator[DayTimes]:
+    """The node's day at ``now`` (an overnight day still open counts) and the next week.
+
+    Closed days are among them (marked): the first one says why today has no slot.
+    """
+    yesterday, days = _week(hours.opens, hours.closes, hours.cutoff, tz, local_day(now, tz), closed)
+    if yesterday.closes > now and not yesterday.closed:  # opened yesterday, overnight
         yield yesterday
     yield from days
 
@@ -159,7 +181,7 @@ def _days_from(hours: OpeningHours, tz: str, now: datetime) -> Iterator[DayTimes
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _EVER = datetime.max.replace(tzinfo=UTC)
 
-_SlotKey = tuple[str, str, str | None, str, timedelta, date]
+_SlotKey = tuple[str, str, str | None, str, timedelta, date, Closed]
 _KEPT_SLOTS = 4096
 """Slots kept per function (one per node's hours, zone, preparation and local day)."""
 _ship_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
@@ -170,18 +192,27 @@ _pickup_live: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
 
 @lru_cache(maxsize=4096)
 def _breakpoints(
-    opens_at: str, closes_at: str, cutoff_at: str | None, tz: str, today: date, prep: timedelta
+    opens_at: str,
+    closes_at: str,
+    cutoff_at: str | None,
+    tz: str,
+    today: date,
+    prep: timedelta,
+    closed: Closed = NEVER_CLOSED,
 ) -> tuple[datetime, ...]:
     """Every instant of local ``today``'s week where a slot's answer can change, sorted.
 
     :func:`ship_slot` and :func:`pickup_slot` compare ``now`` only with these (the days'
     opening, cut-off and closing, and the latest start that still fits ``prep`` before
     them); so between two neighbours, on one local day, their answer does not depend on
-    ``now`` unless it holds ``now`` itself (a pickup ready at ``now + prep``).
+    ``now`` unless it holds ``now`` itself (a pickup ready at ``now + prep``).  A closed
+    day's times are never compared with ``now``: they are no breakpoints.
     """
-    yesterday, days = _week(opens_at, closes_at, cutoff_at, tz, today)
+    yesterday, days = _week(opens_at, closes_at, cutoff_at, tz, today, closed)
     points: set[datetime] = set()
     for dt in (yesterday, *days):
+        if dt.closed:
+            continue
         points.update((dt.opens, dt.cutoff, dt.closes, dt.cutoff - prep, dt.closes - prep))
     return tuple(sorted(points))
 
@@ -199,7 +230,7 @@ def _keep_slot(
     kept: dict[_SlotKey, tuple[datetime, datetime, Slot]], key: _SlotKey, now: datetime, slot: Slot
 ) -> None:
     """Keep ``slot`` for the open interval between the breakpoints around ``now``."""
-    points = _breakpoints(key[0], key[1], key[2], key[3], key[5], key[4])
+    points = _breakpoints(key[0], key[1], key[2], key[3], key[5], key[4], key[6])
     at = bisect_left(points, now)
     if at < len(points) and points[at] == now:
         return  # on a breakpoint: a strict and a loose comparison may disagree here
@@ -210,33 +241,52 @@ def _keep_slot(
     kept[key] = (lo, hi, slot)
 
 
-def ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+def ship_slot(
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+) -> Slot:
     """When an order released at ``now`` leaves a node with ``hours`` in zone ``tz``.
 
     The order ships at the first cut-off that the preparation (``prep``), started at
-    ``now`` or at opening, fits before.  The answer only changes at the instants of
-    :func:`_breakpoints` (and at local midnight), so it is kept until the next of them.
+    ``now`` or at opening, fits before, on a day the node opens (not in ``closed``).  The
+    answer only changes at the instants of :func:`_breakpoints` (and at local midnight),
+    so it is kept until the next of them.
     """
-    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz))
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), closed)
     slot = _kept_slot(_ship_kept, key, now)
     if slot is None:
-        slot = _ship_slot(hours, tz, now, prep)
+        slot = _ship_slot(hours, tz, now, prep, closed)
         _keep_slot(_ship_kept, key, now, slot)
     return slot
 
 
-def _ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+def _closed_today(first: DayTimes) -> str:
+    return f"closed all day {first.day:%a %d %b} (closed_days)"
+
+
+def _never(what: str, hours: OpeningHours, closed: Closed) -> ValueError:
+    if closed:
+        return ValueError(f"{what} fits on no open day of the week ahead ({hours}; closed_days)")
+    return ValueError(f"{what} never fits in the opening hours ({hours})")
+
+
+def _ship_slot(
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+) -> Slot:
     first: DayTimes | None = None
-    for dt in _days_from(hours, tz, now):
+    for dt in _days_from(hours, tz, now, closed):
         first = first or dt
+        if dt.closed:
+            continue
         start = max(now, dt.opens)
         if start + prep <= dt.cutoff:
             if dt is first:
                 return Slot(
                     dt.cutoff, dt.cutoff, True, None, f"ships today at {_local_hm(dt.cutoff, tz)}"
                 )
-            issue: SlotIssue = "closed" if now >= first.closes else "past_cutoff"
-            if issue == "closed":
+            issue: SlotIssue = "closed" if first.closed or now >= first.closes else "past_cutoff"
+            if first.closed:
+                why = _closed_today(first)
+            elif issue == "closed":
                 why = f"closed since {_local_hm(first.closes, tz)}"
             elif now > first.cutoff:
                 why = f"past the {_local_hm(first.cutoff, tz)} cut-off"
@@ -248,24 +298,29 @@ def _ship_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> 
             return Slot(
                 dt.cutoff, dt.cutoff, False, issue, f"{why}; ships {_local_day_hm(dt.cutoff, tz)}"
             )
+    if closed:
+        raise _never(f"the work ({prep}) before cut-off", hours, closed)
     raise ValueError(f"the work ({prep}) never fits between opening and cut-off ({hours})")
 
 
-def pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+def pickup_slot(
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+) -> Slot:
     """When a store could have an order placed at ``now`` ready for pickup, and until when.
 
     Preparation starts at ``now`` or at opening; it must start by the store's cut-off (if it
     has one) and end by closing time; otherwise the order is ready the next day.  A slot
     whose preparation starts at an opening (not at ``now``) is kept like :func:`ship_slot`'s.
+    Days in ``closed`` have no pickups.
     """
-    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz))
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), closed)
     slot = _kept_slot(_pickup_kept, key, now)
     if slot is not None:
         return slot
     live = _kept_slot(_pickup_live, key, now)
     if live is not None:
         return live_pickup(live, now, prep, tz)
-    slot = _pickup_slot(hours, tz, now, prep)
+    slot = _pickup_slot(hours, tz, now, prep, closed)
     if slot.at - prep != now:  # started at an opening: the same until the next breakpoint
         _keep_slot(_pickup_kept, key, now, slot)
     elif slot.same_day:  # started now, ready today: this branch until the next breakpoint
@@ -305,7 +360,7 @@ def _day_span(tz: str, day: date) -> tuple[datetime, datetime] | None:
 
 
 def slot_span(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
 ) -> tuple[datetime, datetime] | None:
     """The open interval around ``now`` in which :func:`ship_slot` and :func:`pickup_slot` hold.
 
@@ -319,7 +374,7 @@ def slot_span(
     day = _day_span(tz, today)
     if day is None:
         return None
-    points = _breakpoints(hours.opens, hours.closes, hours.cutoff, tz, today, prep)
+    points = _breakpoints(hours.opens, hours.closes, hours.cutoff, tz, today, prep, closed)
     at = bisect_left(points, now)
     if at < len(points) and points[at] == now:
         return None
@@ -329,10 +384,14 @@ def slot_span(
     return max(lo, day[0] - timedelta(microseconds=1)), min(hi, day[1])
 
 
-def _pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -> Slot:
+def _pickup_slot(
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+) -> Slot:
     first: DayTimes | None = None
-    for dt in _days_from(hours, tz, now):
+    for dt in _days_from(hours, tz, now, closed):
         first = first or dt
+        if dt.closed:
+            continue
         start = max(now, dt.opens)
         if start <= dt.cutoff and start + prep <= dt.closes:
             ready = start + prep
@@ -345,7 +404,9 @@ def _pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -
                     f"ready today {_local_hm(ready, tz)}–{_local_hm(dt.closes, tz)}",
                 )
             issue: SlotIssue
-            if now >= first.closes:
+            if first.closed:
+                issue, why = "closed", _closed_today(first)
+            elif now >= first.closes:
                 issue, why = "closed", f"closed since {_local_hm(first.closes, tz)}"
             elif first.has_cutoff and now > first.cutoff:
                 issue, why = "past_cutoff", f"past the {_local_hm(first.cutoff, tz)} pickup cut-off"
@@ -362,4 +423,6 @@ def _pickup_slot(hours: OpeningHours, tz: str, now: datetime, prep: timedelta) -
                 issue,
                 f"{why}; next pickup {_local_day_hm(ready, tz)}–{_local_hm(dt.closes, tz)}",
             )
+    if closed:
+        raise _never(f"preparation ({prep})", hours, closed)
     raise ValueError(f"preparation ({prep}) never fits in the opening hours ({hours})")

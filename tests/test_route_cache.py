@@ -195,3 +195,19 @@ async def test_the_worker_path_answers_as_the_loop_does(world: World, db_path: P
             assert await ask(url, body) == await ask(world.url, body)
     finally:
         await server.close()
+
+
+async def test_a_closed_day_in_the_rules_file_is_seen_by_the_next_answer(world: World) -> None:
+    before = await ask(world.url, CART)
+    assert before["pickup_window"] == ["2026-11-18T18:00:00Z", "2026-11-19T02:00:00Z"]
+    world.rules_path.write_text(
+        RULES_TEXT.format(prep=60) + "\n[fulfillment.nodes.ST-NYC]\nclosed_days = [2026-11-18]\n"
+    )
+    assert await world.rules.watcher.check()
+    after = await ask(world.url, CART)
+    nyc = next(c for c in after["trace"][0]["candidates"] if c["location_id"] == "ST-NYC")
+    assert nyc["outcome"] == "rejected" and nyc["reason"] == "closed", nyc
+    assert "closed all day Wed 18 Nov (closed_days)" in nyc["detail"]
+    # Its next pickup is tomorrow at opening (09:00) plus the hour's preparation.
+    assert "next pickup Thu 19 Nov 10:00" in nyc["detail"]
+    assert after["pickup_window"] != before["pickup_window"]

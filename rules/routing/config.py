@@ -7,6 +7,7 @@ working default, so an absent section routes with :data:`DEFAULT_RULES`.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import (
@@ -95,6 +96,9 @@ class NodeSettings(StrictModel):
     """Manual rank for the ``manual_rank`` criterion; lower is preferred."""
     prep_minutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
     """Preparation time at this node (overrides the kind's and the rule's)."""
+    closed_days: list[date] = Field(default_factory=list, max_length=1000)
+    """Local dates the node does not open (a holiday, a stock-take), besides those of its
+    kind in ``[fulfillment] closed_days``: ``closed_days = [2026-12-25, "2026-12-26"]``."""
 
 
 class CarrierRule(StrictModel):
@@ -275,6 +279,10 @@ class FulfillmentRouting(StrictModel):
     """Destination region (or postal prefix) centroids, over :data:`DEFAULT_REGIONS`."""
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-node settings keyed by location id."""
+    closed_days: dict[NodeKind, list[date]] = Field(default_factory=dict)
+    """Local dates each kind of node does not open, e.g. ``store = [2026-11-26,
+    2026-12-25]`` (each node in its own time zone); a node's own ``closed_days`` add to
+    its kind's."""
 
     @field_validator("buffers", "capacity", "prep_minutes")
     @classmethod

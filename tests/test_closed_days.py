@@ -1,0 +1,131 @@
+"""Closed days (``closed_days`` in ``[fulfillment]``): a node does not open on them.
+
+Hand-computed slots around a holiday in New York (ship and pickup, before, on and after
+it, across a cut-off), kept slots equal fresh ones with closed days in four zones, a
+node closed all week, a decision that moves off a closed store, and the rules file's
+errors naming the field.  The next ``/route`` answer after a rules file closes a node is
+in ``tests/test_route_cache.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rules import geo
+from rules.file import RulesFileError, parse_rules
+from rules.routing.candidates import Network, closed_days
+from rules.routing.config import FulfillmentRouting, NodeSettings
+from rules.routing.router import route
+from store.model import OpeningHours
+from tests.routing_world import NODES, inventory, order
+from tests.test_route_slots import PREPS, _moments, _nodes
+
+NY = "America/New_York"
+HOURS = OpeningHours(opens="09:00", closes="21:00", cutoff="15:00")
+XMAS = frozenset({date(2026, 12, 25)})  # a Friday
+
+
+def ny(day: int, hour: int, minute: int = 0) -> datetime:
+    """A New York wall-clock time in December 2026 (EST, UTC−5), as UTC."""
+    return datetime(2026, 12, day, hour, minute, tzinfo=UTC) + timedelta(hours=5)
+
+
+def test_shipping_skips_the_closed_day() -> None:
+    hour = timedelta(minutes=60)
+    # The day before, in time: ships that day as ever.
+    before = geo.ship_slot(HOURS, NY, ny(24, 10), hour, XMAS)
+    assert (before.at, before.same_day) == (ny(24, 15), True)
+    # The day before, past the cut-off: not on the 25th but on the 26th at its cut-off.
+    late = geo.ship_slot(HOURS, NY, ny(24, 16), hour, XMAS)
+    assert (late.at, late.same_day, late.issue) == (ny(26, 15), False, "past_cutoff")
+    assert late.detail == "past the 15:00 cut-off; ships Sat 26 Dec 15:00"
+    # On the day itself, even in what would be opening hours: closed, the 26th.
+    on = geo.ship_slot(HOURS, NY, ny(25, 10), hour, XMAS)
+    assert (on.at, on.same_day, on.issue) == (ny(26, 15), False, "closed")
+    assert on.detail == "closed all day Fri 25 Dec (closed_days); ships Sat 26 Dec 15:00"
+    # Without the closed day the same moment ships that day.
+    assert geo.ship_slot(HOURS, NY, ny(25, 10), hour).at == ny(25, 15)
+
+
+def test_pickup_skips_the_closed_day() -> None:
+    hour = timedelta(minutes=60)
+    on = geo.pickup_slot(HOURS, NY, ny(25, 10), hour, XMAS)
+    assert (on.at, on.until, on.same_day, on.issue) == (ny(26, 10), ny(26, 21), False, "closed")
+    assert on.detail == (
+        "closed all day Fri 25 Dec (closed_days); next pickup Sat 26 Dec 10:00–21:00"
+    )
+    late = geo.pickup_slot(HOURS, NY, ny(24, 16), hour, XMAS)
+    assert (late.at, late.issue) == (ny(26, 10), "past_cutoff")
+    # Two closed days in a row: the 27th.
+    both = XMAS | {date(2026, 12, 26)}
+    assert geo.pickup_slot(HOURS, NY, ny(25, 10), hour, both).at == ny(27, 10)
+
+
+@pytest.mark.parametrize("pickup", [False, True])
+def test_kept_slots_equal_fresh_ones_with_closed_days(pickup: bool) -> None:
+    nodes = _nodes()
+    # START of tests.test_route_slots is 2026-10-30: close the 31st and 2 Nov (around the
+    # DST change) for every store, and 1 Nov for some of them besides.
+    rules = FulfillmentRouting(
+        closed_days={"store": [date(2026, 10, 31), date(2026, 11, 2)]},
+        nodes={n.location_id: NodeSettings(closed_days=[date(2026, 11, 1)]) for n in nodes[::3]},
+    )
+    net = Network(rules, nodes)
+    moments = _moments(nodes)
+    fresh = geo._pickup_slot if pickup else geo._ship_slot
+    for n in nodes:
+        closed = closed_days(n, rules)
+        assert date(2026, 10, 31) in closed
+        for prep in PREPS:
+            minutes = timedelta(minutes=prep)
+            for moment in [*moments, *reversed(moments)]:
+                assert net.slot(n, pickup, prep, moment) == fresh(
+                    n.hours, n.timezone, moment, minutes, closed
+                ), (n.location_id, prep, moment)
+
+
+def test_a_node_closed_all_week_is_never_open_with_the_reason() -> None:
+    week = frozenset(date(2026, 12, 21) + timedelta(days=n) for n in range(10))
+    with pytest.raises(ValueError, match="no open day of the week ahead"):
+        geo.ship_slot(HOURS, NY, ny(22, 10), timedelta(minutes=30), week)
+
+
+def test_an_order_moves_off_the_closed_store() -> None:
+    stock = inventory({("TEE", n.location_id): 5 for n in NODES})
+    pickup = order(("TEE", 1), method="bopis", location="ST-NYC")
+    noon = datetime(2026, 11, 18, 17, tzinfo=UTC)  # Wednesday, noon in New York
+    open_ = route(pickup, stock, NODES, FulfillmentRouting(), noon)
+    assert open_.nodes == ["ST-NYC"] and open_.pickup_window is not None
+    assert open_.pickup_window[0].date() == noon.date()
+    rules = FulfillmentRouting(nodes={"ST-NYC": NodeSettings(closed_days=[date(2026, 11, 18)])})
+    closed = route(pickup, stock, NODES, rules, noon)
+    assert closed.nodes != ["ST-NYC"] or (
+        closed.pickup_window is not None and closed.pickup_window[0] > noon + timedelta(hours=12)
+    ), closed.summary
+    nyc = [c for t in closed.trace for c in t.candidates if c.location_id == "ST-NYC"]
+    assert nyc and all("closed all day Wed 18 Nov" in c.detail for c in nyc), nyc
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('closed_days = { store = ["2026-13-01"] }', "fulfillment.closed_days.store[#1]"),
+        ("closed_days = { shop = [2026-12-25] }", "fulfillment.closed_days.shop"),
+        ('[fulfillment.nodes.ST-NYC]\nclosed_days = ["xmas"]', "nodes.ST-NYC.closed_days[#1]"),
+    ],
+)
+def test_a_bad_closed_day_names_the_field(text: str, field: str) -> None:
+    with pytest.raises(RulesFileError) as err:
+        parse_rules(f"alert = []\n[fulfillment]\n{text}\n", Path("rules.toml"))
+    assert field in str(err.value), str(err.value)
+
+
+def test_dates_read_as_toml_dates_and_as_text() -> None:
+    loaded = parse_rules(
+        'alert = []\n[fulfillment]\nclosed_days = { store = [2026-11-26, "2026-12-25"] }\n',
+        Path("rules.toml"),
+    )
+    assert loaded.fulfillment.closed_days == {"store": [date(2026, 11, 26), date(2026, 12, 25)]}

@@ -20,6 +20,8 @@ or before the opening time means the node closes after midnight.  A node can be 
 on given local dates (holidays, stock-takes: ``closed_days`` in the rules file, see
 :mod:`rules.routing.config`): such a day has no opening at all, so a slot falls on the
 next day the node opens, and a night opening that starts on a closed day does not happen.
+A day can also have **special hours** (``special_hours``: Christmas Eve closing early)
+instead of the daily ones (:class:`Calendar`).
 """
 
 from __future__ import annotations
@@ -79,9 +81,19 @@ class DayTimes:
     """A closed day (``closed_days``): the node does not open at all on it."""
 
 
-Closed = frozenset[date]
-"""Local dates a node does not open on (empty: it opens every day)."""
-NEVER_CLOSED: Closed = frozenset()
+@dataclass(frozen=True)
+class Calendar:
+    """A node's exceptions to its daily hours by local date (``closed_days``, ``special_hours``)."""
+
+    closed: frozenset[date] = frozenset()
+    """Local dates the node does not open at all."""
+    hours: tuple[tuple[date, str, str, str | None], ...] = ()
+    """Special hours: (local date, opens, closes, cut-off) instead of the daily ones, by
+    date (a date that is also closed stays closed)."""
+
+
+ALWAYS_OPEN = Calendar()
+"""No exceptions: the node keeps its daily hours every day."""
 
 
 def day_times(hours: OpeningHours, tz: str, day: date) -> DayTimes:
@@ -123,13 +135,19 @@ def _week(
     cutoff_at: str | None,
     tz: str,
     today: date,
-    closed: Closed = NEVER_CLOSED,
+    calendar: Calendar = ALWAYS_OPEN,
 ) -> tuple[DayTimes, tuple[DayTimes, ...]]:
     """Yesterday and the eight days from ``today`` (the days a slot can fall on)."""
+    special = {d: (o, c, k) for d, o, c, k in calendar.hours}
 
     def day(n: int) -> DayTimes:
-        times = _day_times(opens_at, closes_at, cutoff_at, tz, today + timedelta(days=n))
-        if times.day in closed:
+        local = today + timedelta(days=n)
+        own = special.get(local)
+        if own is not None:
+            times = _day_times(*own, tz, local)
+        else:
+            times = _day_times(opens_at, closes_at, cutoff_at, tz, local)
+        if local in calendar.closed:
             return replace(times, closed=True)
         return times
 
@@ -167,12 +185,15 @@ def _local_day_hm(moment: datetime, tz: str) -> str:
     return moment.astimezone(zone(tz)).strftime("%a %d %b %H:%M")
 
 
-def _days_from(hours: OpeningHours, tz: str, now: datetime, closed: Closed) -> Iterator[DayTimes]:
+def _days_from(
+    hours: OpeningHours, tz: str, now: datetime, calendar: Calendar
+) -> Iterator[DayTimes]:
     """The node's day at ``now`` (an overnight day still open counts) and the next week.
 
     Closed days are among them (marked): the first one says why today has no slot.
     """
-    yesterday, days = _week(hours.opens, hours.closes, hours.cutoff, tz, local_day(now, tz), closed)
+    today = local_day(now, tz)
+    yesterday, days = _week(hours.opens, hours.closes, hours.cutoff, tz, today, calendar)
     if yesterday.closes > now and not yesterday.closed:  # opened yesterday, overnight
         yield yesterday
     yield from days
@@ -181,7 +202,7 @@ def _days_from(hours: OpeningHours, tz: str, now: datetime, closed: Closed) -> I
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _EVER = datetime.max.replace(tzinfo=UTC)
 
-_SlotKey = tuple[str, str, str | None, str, timedelta, date, Closed]
+_SlotKey = tuple[str, str, str | None, str, timedelta, date, Calendar]
 _KEPT_SLOTS = 4096
 """Slots kept per function (one per node's hours, zone, preparation and local day)."""
 _ship_kept: dict[_SlotKey, tuple[datetime, datetime, Slot]] = {}
@@ -198,7 +219,7 @@ def _breakpoints(
     tz: str,
     today: date,
     prep: timedelta,
-    closed: Closed = NEVER_CLOSED,
+    calendar: Calendar = ALWAYS_OPEN,
 ) -> tuple[datetime, ...]:
     """Every instant of local ``today``'s week where a slot's answer can change, sorted.
 
@@ -208,7 +229,7 @@ def _breakpoints(
     ``now`` unless it holds ``now`` itself (a pickup ready at ``now + prep``).  A closed
     day's times are never compared with ``now``: they are no breakpoints.
     """
-    yesterday, days = _week(opens_at, closes_at, cutoff_at, tz, today, closed)
+    yesterday, days = _week(opens_at, closes_at, cutoff_at, tz, today, calendar)
     points: set[datetime] = set()
     for dt in (yesterday, *days):
         if dt.closed:
@@ -242,19 +263,19 @@ def _keep_slot(
 
 
 def ship_slot(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, calendar: Calendar = ALWAYS_OPEN
 ) -> Slot:
     """When an order released at ``now`` leaves a node with ``hours`` in zone ``tz``.
 
     The order ships at the first cut-off that the preparation (``prep``), started at
-    ``now`` or at opening, fits before, on a day the node opens (not in ``closed``).  The
+    ``now`` or at opening, fits before, on a day the node opens (see ``calendar``).  The
     answer only changes at the instants of :func:`_breakpoints` (and at local midnight),
     so it is kept until the next of them.
     """
-    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), closed)
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), calendar)
     slot = _kept_slot(_ship_kept, key, now)
     if slot is None:
-        slot = _ship_slot(hours, tz, now, prep, closed)
+        slot = _ship_slot(hours, tz, now, prep, calendar)
         _keep_slot(_ship_kept, key, now, slot)
     return slot
 
@@ -263,17 +284,17 @@ def _closed_today(first: DayTimes) -> str:
     return f"closed all day {first.day:%a %d %b} (closed_days)"
 
 
-def _never(what: str, hours: OpeningHours, closed: Closed) -> ValueError:
-    if closed:
-        return ValueError(f"{what} fits on no open day of the week ahead ({hours}; closed_days)")
-    return ValueError(f"{what} never fits in the opening hours ({hours})")
+def _never(what: str, hours: OpeningHours) -> ValueError:
+    return ValueError(
+        f"{what} fits on no day of the week ahead ({hours}; closed_days, special_hours)"
+    )
 
 
 def _ship_slot(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, calendar: Calendar = ALWAYS_OPEN
 ) -> Slot:
     first: DayTimes | None = None
-    for dt in _days_from(hours, tz, now, closed):
+    for dt in _days_from(hours, tz, now, calendar):
         first = first or dt
         if dt.closed:
             continue
@@ -298,29 +319,29 @@ def _ship_slot(
             return Slot(
                 dt.cutoff, dt.cutoff, False, issue, f"{why}; ships {_local_day_hm(dt.cutoff, tz)}"
             )
-    if closed:
-        raise _never(f"the work ({prep}) before cut-off", hours, closed)
+    if calendar != ALWAYS_OPEN:
+        raise _never(f"the work ({prep}) before cut-off", hours)
     raise ValueError(f"the work ({prep}) never fits between opening and cut-off ({hours})")
 
 
 def pickup_slot(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, calendar: Calendar = ALWAYS_OPEN
 ) -> Slot:
     """When a store could have an order placed at ``now`` ready for pickup, and until when.
 
     Preparation starts at ``now`` or at opening; it must start by the store's cut-off (if it
     has one) and end by closing time; otherwise the order is ready the next day.  A slot
     whose preparation starts at an opening (not at ``now``) is kept like :func:`ship_slot`'s.
-    Days in ``closed`` have no pickups.
+    A day the ``calendar`` closes has no pickups; one with special hours has those.
     """
-    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), closed)
+    key = (hours.opens, hours.closes, hours.cutoff, tz, prep, local_day(now, tz), calendar)
     slot = _kept_slot(_pickup_kept, key, now)
     if slot is not None:
         return slot
     live = _kept_slot(_pickup_live, key, now)
     if live is not None:
         return live_pickup(live, now, prep, tz)
-    slot = _pickup_slot(hours, tz, now, prep, closed)
+    slot = _pickup_slot(hours, tz, now, prep, calendar)
     if slot.at - prep != now:  # started at an opening: the same until the next breakpoint
         _keep_slot(_pickup_kept, key, now, slot)
     elif slot.same_day:  # started now, ready today: this branch until the next breakpoint
@@ -360,7 +381,7 @@ def _day_span(tz: str, day: date) -> tuple[datetime, datetime] | None:
 
 
 def slot_span(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, calendar: Calendar = ALWAYS_OPEN
 ) -> tuple[datetime, datetime] | None:
     """The open interval around ``now`` in which :func:`ship_slot` and :func:`pickup_slot` hold.
 
@@ -374,7 +395,7 @@ def slot_span(
     day = _day_span(tz, today)
     if day is None:
         return None
-    points = _breakpoints(hours.opens, hours.closes, hours.cutoff, tz, today, prep, closed)
+    points = _breakpoints(hours.opens, hours.closes, hours.cutoff, tz, today, prep, calendar)
     at = bisect_left(points, now)
     if at < len(points) and points[at] == now:
         return None
@@ -385,10 +406,10 @@ def slot_span(
 
 
 def _pickup_slot(
-    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, closed: Closed = NEVER_CLOSED
+    hours: OpeningHours, tz: str, now: datetime, prep: timedelta, calendar: Calendar = ALWAYS_OPEN
 ) -> Slot:
     first: DayTimes | None = None
-    for dt in _days_from(hours, tz, now, closed):
+    for dt in _days_from(hours, tz, now, calendar):
         first = first or dt
         if dt.closed:
             continue
@@ -423,6 +444,6 @@ def _pickup_slot(
                 issue,
                 f"{why}; next pickup {_local_day_hm(ready, tz)}–{_local_hm(dt.closes, tz)}",
             )
-    if closed:
-        raise _never(f"preparation ({prep})", hours, closed)
+    if calendar != ALWAYS_OPEN:
+        raise _never(f"preparation ({prep})", hours)
     raise ValueError(f"preparation ({prep}) never fits in the opening hours ({hours})")

@@ -1,10 +1,10 @@
-"""Closed days (``closed_days`` in ``[fulfillment]``): a node does not open on them.
+"""Closed days and special hours (``closed_days``, ``special_hours`` in ``[fulfillment]``).
 
 Hand-computed slots around a holiday in New York (ship and pickup, before, on and after
-it, across a cut-off), kept slots equal fresh ones with closed days in four zones, a
-node closed all week, a decision that moves off a closed store, and the rules file's
-errors naming the field.  The next ``/route`` answer after a rules file closes a node is
-in ``tests/test_route_cache.py``.
+it, across a cut-off, an early-closing Christmas Eve), kept slots equal fresh ones with
+closed days and special hours in four zones, a node closed all week, a decision that
+moves off a closed store, and the rules file's errors naming the field.  The next
+``/route`` answer after a rules file closes a node is in ``tests/test_route_cache.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import pytest
 
 from rules import geo
 from rules.file import RulesFileError, parse_rules
-from rules.routing.candidates import Network, closed_days
+from rules.geo import Calendar
+from rules.routing.candidates import Network, calendar
 from rules.routing.config import FulfillmentRouting, NodeSettings
 from rules.routing.router import route
 from store.model import OpeningHours
@@ -25,7 +26,7 @@ from tests.test_route_slots import PREPS, _moments, _nodes
 
 NY = "America/New_York"
 HOURS = OpeningHours(opens="09:00", closes="21:00", cutoff="15:00")
-XMAS = frozenset({date(2026, 12, 25)})  # a Friday
+XMAS = Calendar(closed=frozenset({date(2026, 12, 25)}))  # a Friday
 
 
 def ny(day: int, hour: int, minute: int = 0) -> datetime:
@@ -60,7 +61,7 @@ def test_pickup_skips_the_closed_day() -> None:
     late = geo.pickup_slot(HOURS, NY, ny(24, 16), hour, XMAS)
     assert (late.at, late.issue) == (ny(26, 10), "past_cutoff")
     # Two closed days in a row: the 27th.
-    both = XMAS | {date(2026, 12, 26)}
+    both = Calendar(closed=frozenset({date(2026, 12, 25), date(2026, 12, 26)}))
     assert geo.pickup_slot(HOURS, NY, ny(25, 10), hour, both).at == ny(27, 10)
 
 
@@ -71,25 +72,41 @@ def test_kept_slots_equal_fresh_ones_with_closed_days(pickup: bool) -> None:
     # DST change) for every store, and 1 Nov for some of them besides.
     rules = FulfillmentRouting(
         closed_days={"store": [date(2026, 10, 31), date(2026, 11, 2)]},
-        nodes={n.location_id: NodeSettings(closed_days=[date(2026, 11, 1)]) for n in nodes[::3]},
+        special_hours={
+            "store": {
+                date(2026, 11, 1): OpeningHours(opens="10:00", closes="16:00", cutoff="14:00")
+            }
+        },
+        nodes={
+            **{n.location_id: NodeSettings(closed_days=[date(2026, 11, 1)]) for n in nodes[::3]},
+            **{  # a night opening of their own on the 3rd, and on a closed day (it stays shut)
+                n.location_id: NodeSettings(
+                    special_hours={
+                        date(2026, 11, 3): OpeningHours(opens="23:00", closes="05:00"),
+                        date(2026, 11, 2): OpeningHours(opens="08:00", closes="12:00"),
+                    }
+                )
+                for n in nodes[1::3]
+            },
+        },
     )
     net = Network(rules, nodes)
     moments = _moments(nodes)
     fresh = geo._pickup_slot if pickup else geo._ship_slot
     for n in nodes:
-        closed = closed_days(n, rules)
-        assert date(2026, 10, 31) in closed
+        days = calendar(n, rules)
+        assert date(2026, 10, 31) in days.closed and days.hours
         for prep in PREPS:
             minutes = timedelta(minutes=prep)
             for moment in [*moments, *reversed(moments)]:
                 assert net.slot(n, pickup, prep, moment) == fresh(
-                    n.hours, n.timezone, moment, minutes, closed
+                    n.hours, n.timezone, moment, minutes, days
                 ), (n.location_id, prep, moment)
 
 
 def test_a_node_closed_all_week_is_never_open_with_the_reason() -> None:
-    week = frozenset(date(2026, 12, 21) + timedelta(days=n) for n in range(10))
-    with pytest.raises(ValueError, match="no open day of the week ahead"):
+    week = Calendar(closed=frozenset(date(2026, 12, 21) + timedelta(days=n) for n in range(10)))
+    with pytest.raises(ValueError, match="fits on no day of the week ahead"):
         geo.ship_slot(HOURS, NY, ny(22, 10), timedelta(minutes=30), week)
 
 
@@ -129,3 +146,49 @@ def test_dates_read_as_toml_dates_and_as_text() -> None:
         Path("rules.toml"),
     )
     assert loaded.fulfillment.closed_days == {"store": [date(2026, 11, 26), date(2026, 12, 25)]}
+
+
+EVE = Calendar(
+    closed=frozenset({date(2026, 12, 25)}), hours=((date(2026, 12, 24), "09:00", "14:00", "12:00"),)
+)
+"""Christmas Eve closing at 14:00 with a 12:00 cut-off, Christmas Day closed."""
+
+
+def test_special_hours_replace_the_days_own() -> None:
+    hour = timedelta(minutes=60)
+    morning = geo.ship_slot(HOURS, NY, ny(24, 10), hour, EVE)
+    assert (morning.at, morning.same_day) == (ny(24, 12), True)  # the eve's 12:00 cut-off
+    late = geo.ship_slot(HOURS, NY, ny(24, 13), hour, EVE)  # past it: the 26th (25th shut)
+    assert (late.at, late.issue) == (ny(26, 15), "past_cutoff")
+    assert late.detail == "past the 12:00 cut-off; ships Sat 26 Dec 15:00"
+    pickup = geo.pickup_slot(HOURS, NY, ny(24, 11), hour, EVE)
+    assert (pickup.at, pickup.until, pickup.same_day) == (ny(24, 12), ny(24, 14), True)
+    after = geo.pickup_slot(HOURS, NY, ny(24, 13), hour, EVE)
+    assert (after.at, after.issue) == (ny(26, 10), "past_cutoff")
+    # The day before keeps the daily hours.
+    assert geo.ship_slot(HOURS, NY, ny(23, 14), hour, EVE).at == ny(23, 15)
+
+
+def test_a_nodes_own_special_hours_win_over_its_kinds() -> None:
+    store = next(n for n in NODES if n.location_id == "ST-NYC")
+    eve = date(2026, 12, 24)
+    own = NodeSettings(special_hours={eve: OpeningHours(opens="08:00", closes="13:00")})
+    rules = FulfillmentRouting(
+        closed_days={"store": [date(2026, 12, 25)]},
+        special_hours={"store": {eve: OpeningHours(opens="09:00", closes="17:00")}},
+        nodes={"ST-NYC": own},
+    )
+    assert calendar(store, rules) == Calendar(
+        closed=frozenset({date(2026, 12, 25)}), hours=((eve, "08:00", "13:00", None),)
+    )
+    other = next(n for n in NODES if n.location_id == "ST-BKN")
+    assert calendar(other, rules).hours == ((eve, "09:00", "17:00", None),)
+    warehouse = next(n for n in NODES if n.kind == "warehouse")
+    assert calendar(warehouse, rules) == geo.ALWAYS_OPEN
+
+
+def test_a_bad_special_hour_names_the_field() -> None:
+    text = '[fulfillment.special_hours.store]\n"2026-12-24" = { opens = "9am" }'
+    with pytest.raises(RulesFileError) as err:
+        parse_rules(f"alert = []\n{text}\n", Path("rules.toml"))
+    assert "fulfillment.special_hours.store.2026-12-24.opens" in str(err.value), str(err.value)

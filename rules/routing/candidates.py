@@ -15,8 +15,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from rules.geo import (
-    NEVER_CLOSED,
-    Closed,
+    ALWAYS_OPEN,
+    Calendar,
     Slot,
     haversine_km,
     is_live_pickup,
@@ -133,8 +133,10 @@ class Network:
         self._slots: dict[tuple[str, bool, int], tuple[datetime, datetime, Slot, bool]] = {}
         self._instant: dict[tuple[str, bool, int], tuple[datetime, Slot]] = {}
         """Slots computed at an instant that no span holds (on a breakpoint), for that instant."""
-        self.closed: dict[str, Closed] = {n.location_id: closed_days(n, rules) for n in self.nodes}
-        """Per node id, the local dates it does not open (:func:`closed_days`)."""
+        self.calendars: dict[str, Calendar] = {
+            n.location_id: calendar(n, rules) for n in self.nodes
+        }
+        """Per node id, its closed days and special hours (:func:`calendar`)."""
 
     def remember(self, key: Hashable, make: Callable[[], _T]) -> _T:
         """``make()``, kept under ``key`` (for values that depend only on the key's parts)."""
@@ -215,16 +217,16 @@ class Network:
         if exact is not None and exact[0] == now:
             return exact[1]  # the same instant on a breakpoint: the same answer
         minutes = _minutes(prep)
-        closed = self.closed.get(node.location_id, NEVER_CLOSED)
+        days = self.calendars.get(node.location_id, ALWAYS_OPEN)
         if pickup:
-            slot = pickup_slot(node.hours, node.timezone, now, minutes, closed)
+            slot = pickup_slot(node.hours, node.timezone, now, minutes, days)
             live = is_live_pickup(slot, now, minutes)
             keep = slot.same_day or not live
         else:
-            slot = ship_slot(node.hours, node.timezone, now, minutes, closed)
+            slot = ship_slot(node.hours, node.timezone, now, minutes, days)
             live = False
             keep = True
-        span = slot_span(node.hours, node.timezone, now, minutes, closed) if keep else None
+        span = slot_span(node.hours, node.timezone, now, minutes, days) if keep else None
         if span is not None:
             if len(self._slots) >= _CACHE_LIMIT:
                 self._slots.clear()
@@ -429,8 +431,8 @@ def _slot(ctx: RouteContext, node: LocationBody, pickup: bool, prep: int) -> Slo
             slot = net.slot(node, pickup, prep, ctx.now)
         else:
             fn = pickup_slot if pickup else ship_slot
-            closed = closed_days(node, ctx.rules)
-            slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep), closed)
+            days = calendar(node, ctx.rules)
+            slot = fn(node.hours, node.timezone, ctx.now, _minutes(prep), days)
         ctx.slots[key] = slot
     return slot
 
@@ -440,13 +442,20 @@ def _minutes(prep: int) -> timedelta:
     return timedelta(minutes=prep)
 
 
-def closed_days(node: LocationBody, rules: FulfillmentRouting) -> Closed:
-    """The local dates ``node`` does not open: its kind's ``closed_days`` and its own."""
-    days = rules.closed_days.get(node.kind, ())
+def calendar(node: LocationBody, rules: FulfillmentRouting) -> Calendar:
+    """``node``'s closed days and special hours: its kind's and its own (which win)."""
     settings = rules.nodes.get(node.location_id)
-    if settings is not None and settings.closed_days:
-        return frozenset((*days, *settings.closed_days))
-    return frozenset(days) if days else NEVER_CLOSED
+    closed = set(rules.closed_days.get(node.kind, ()))
+    special = dict(rules.special_hours.get(node.kind, {}))
+    if settings is not None:
+        closed.update(settings.closed_days)
+        special.update(settings.special_hours)
+    if not closed and not special:
+        return ALWAYS_OPEN
+    return Calendar(
+        frozenset(closed),
+        tuple((d, h.opens, h.closes, h.cutoff) for d, h in sorted(special.items())),
+    )
 
 
 def _capacity(node: LocationBody, rules: FulfillmentRouting) -> int | None:

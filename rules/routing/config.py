@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from rules.matchers import Matcher, parse_matchers
-from store.model import Identifier
+from store.model import Identifier, OpeningHours
 
 NodeKind = Literal["warehouse", "store", "dropship"]
 NODE_KINDS: tuple[NodeKind, ...] = ("warehouse", "store", "dropship")
@@ -99,6 +99,10 @@ class NodeSettings(StrictModel):
     closed_days: list[date] = Field(default_factory=list, max_length=1000)
     """Local dates the node does not open (a holiday, a stock-take), besides those of its
     kind in ``[fulfillment] closed_days``: ``closed_days = [2026-12-25, "2026-12-26"]``."""
+    special_hours: dict[date, OpeningHours] = Field(default_factory=dict, max_length=1000)
+    """Hours for given local dates instead of the daily ones, e.g. ``"2026-12-24" = {
+    opens = "09:00", closes = "17:00", cutoff = "15:00" }`` (replacing its kind's for the
+    date)."""
 
 
 class CarrierRule(StrictModel):
@@ -283,6 +287,10 @@ class FulfillmentRouting(StrictModel):
     """Local dates each kind of node does not open, e.g. ``store = [2026-11-26,
     2026-12-25]`` (each node in its own time zone); a node's own ``closed_days`` add to
     its kind's."""
+    special_hours: dict[NodeKind, dict[date, OpeningHours]] = Field(default_factory=dict)
+    """Hours each kind of node keeps on given local dates instead of its daily ones:
+    ``[fulfillment.special_hours.store] "2026-12-24" = { opens = "09:00", closes =
+    "17:00" }`` (a closed day stays closed)."""
 
     @field_validator("buffers", "capacity", "prep_minutes")
     @classmethod

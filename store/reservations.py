@@ -70,14 +70,52 @@ def held_lines(db: sqlite3.Connection, order_ids: Collection[str] | None = None)
     rows = _rows_of(db, sql, "l.order_id", order_ids)
     out: Held = {}
     for order_id, line_no, sku, quantity, location, first in rows:
-        node = location
-        if node is None or node == UNASSIGNED:
-            # Its sales were not moved to the router's node (a feed named the order's
-            # node first): the router's own choice for this SKU, else its first node.
-            node = _decided_node(db, order_id, sku) or first
+        node = _line_node(db, order_id, sku, location, first)
         if node is not None:
             out[(order_id, line_no)] = (sku, node, quantity)
     return out
+
+
+def _line_node(
+    db: sqlite3.Connection, order_id: str, sku: str, location: str | None, first: str | None
+) -> str | None:
+    """A routed order's line's node: its sales location, else the router's (``first``)."""
+    if location is None or location == UNASSIGNED:
+        # Its sales were not moved to the router's node (a feed named the order's node
+        # first): the router's own choice for this SKU, else its first node.
+        return _decided_node(db, order_id, sku) or first
+    return location
+
+
+EditedLines = tuple[int, list[tuple[int, str, int, str | None]]]
+"""The latest edit's time (epoch s) and the order's lines: (line number, SKU, quantity, node)."""
+
+
+def edited_lines(db: sqlite3.Connection, order_id: str) -> EditedLines | None:
+    """An edited order's current lines, each at the node that holds it (None: never edited).
+
+    The node is the one :func:`held_lines` gives a routed order's line (None for an order
+    the router did not route and whose line names no node).
+    """
+    row = db.execute("SELECT MAX(ts) FROM order_edits WHERE order_id = ?", (order_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    decided = db.execute(
+        "SELECT location_id FROM routing_decisions WHERE order_id = ? AND status = 'routed'",
+        (order_id,),
+    ).fetchone()
+    lines = []
+    for line_no, sku, quantity, location in db.execute(
+        "SELECT line_no, sku, quantity, sales_location FROM order_lines WHERE order_id = ?"
+        " ORDER BY line_no",
+        (order_id,),
+    ):
+        if decided is not None:
+            node = _line_node(db, order_id, sku, location, decided[0])
+        else:
+            node = None if location == UNASSIGNED else location
+        lines.append((line_no, sku, quantity, node))
+    return row[0], lines
 
 
 def _decided_node(db: sqlite3.Connection, order_id: str, sku: str) -> str | None:

@@ -299,3 +299,33 @@ async def test_route_after_an_edit_sees_freed_and_held_stock(shop: Store, route_
     await shop.write(edited("o1", ny(11), [("TEE", 9)]))  # now 9 held: 1 left
     assert await route(route_url, 4) == "WH-TX"
     assert await route(route_url, 1) == "WH-NJ"
+
+
+async def stored(url: str, order_id: str) -> dict[str, Any]:
+    """``GET /route/{order_id}``'s answer."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"{url}/route/{order_id}") as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        answer: dict[str, Any] = await resp.json()
+        return answer
+
+
+async def test_the_stored_decision_shows_the_lines_as_edited(shop: Store, route_url: str) -> None:
+    await shop.write(placed("o1", ny(9), [("TEE", 12)]), placed("o2", ny(9), [("TEE", 1)]))
+    before = await stored(route_url, "o1")
+    assert "current_lines" not in before and "edited_at" not in before  # never edited
+    await shop.write(edited("o1", ny(10), [("TEE", 12), ("MUG", 2)]))
+    await shop.write(edited("o1", ny(10, 30), [("MUG", 3)]))
+    after = await stored(route_url, "o1")
+    # As decided (one TEE line to WH-TX), and the lines as they stand, where they are held.
+    assert after["lines"] == before["lines"]
+    assert [(s["location_id"], s["line_nos"]) for s in after["shipments"]] == [("WH-TX", [0])]
+    assert after["edited_at"] == "2026-11-18T15:30:00Z"
+    assert after["current_lines"] == [
+        {"line_no": 0, "sku": "MUG", "quantity": 3, "location_id": "WH-TX"}
+    ]
+    assert [(s, n, q) for s, n, q in shop.held("o1")] == [("MUG", "WH-TX", 3)]
+    assert "current_lines" not in await stored(route_url, "o2")

@@ -17,7 +17,11 @@ or fails validation (``field`` is
 the dotted path of the first bad field, e.g. ``lines.0.quantity``); 422 for an unknown
 SKU (``field`` names the line) or an unknown pickup location.
 
-``GET /route/{order_id}`` returns the stored decision of an order (404 if none).
+``GET /route/{order_id}`` returns the stored decision of an order (404 if none), as it
+was decided; for an order edited since (``order.edited``) it adds ``edited_at`` (the
+latest edit's time) and ``current_lines`` (``[{"line_no", "sku", "quantity",
+"location_id"}]``: the lines as they stand, each at the node holding it, which is where
+the router's reservations follow an edit).  An edit does not re-route the order.
 
 Within ``omniops serve`` both need ``Authorization: Bearer $OMNIOPS_API_TOKEN`` when that
 is set (401 without it); see :mod:`feeds.runtime.http.auth`.
@@ -37,7 +41,7 @@ import asyncio
 import json
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -265,7 +269,20 @@ def add_routes(
             return _error(503, f"store not available: {exc}", None)
         if decision is None:
             return _error(404, f"no routing decision for order {order_id!r}", "order_id")
-        return _json(_DECISION_JSON(decision))
+        answer = _DECISION_JSON(decision)
+        lines_of = getattr(source, "edited_lines", None)
+        edited = await asyncio.to_thread(lines_of, order_id) if callable(lines_of) else None
+        if edited is not None:
+            at, lines = edited
+            extra = {
+                "edited_at": datetime.fromtimestamp(at, UTC).isoformat().replace("+00:00", "Z"),
+                "current_lines": [
+                    {"line_no": n, "sku": sku, "quantity": qty, "location_id": node}
+                    for n, sku, qty, node in lines
+                ],
+            }
+            answer = answer[:-1] + b"," + json.dumps(extra, separators=(",", ":"))[1:].encode()
+        return _json(answer)
 
     app.router.add_post(f"{prefix}/route", post_route)
     app.router.add_get(f"{prefix}/route/{{order_id}}", get_route)

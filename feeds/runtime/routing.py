@@ -52,7 +52,7 @@ from store.model import (
     OrderPlaced,
     SkuBody,
 )
-from store.reservations import edited_and_held, follow_lines
+from store.reservations import EditedLines, edited_and_held, edited_lines, follow_lines
 from store.risk import MetricParams
 from store.routing_schema import NODES_VERSION_KEY
 from store.writer import AfterCommit
@@ -885,6 +885,15 @@ class StoreRoutingSource:
     def decision(self, order_id: str) -> Decision | None:
         """The stored decision of ``order_id``."""
         return load_decision(self._db(), order_id)
+
+    def edited_lines(self, order_id: str) -> EditedLines | None:
+        """:func:`store.reservations.edited_lines` of ``order_id``, from one read snapshot."""
+        db = self._db()
+        db.execute("BEGIN")
+        try:
+            return edited_lines(db, order_id)
+        finally:
+            db.execute("COMMIT")
 
     def what_if(
         self,

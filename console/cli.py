@@ -675,6 +675,7 @@ def build_console(
             load_rules=lambda: rules.load().rules.fulfillment,
             what_if=lambda current, draft: routing_source().what_if(current, draft, clock.now()),
             explain=lambda order_id: routing_source().decision(order_id),
+            edited=lambda order_id: routing_source().edited_lines(order_id),
             save_rules=save_routing if permissions().can_edit_rules else None,
         )
         return RoutingScreen(services=routing_services, tz=zone)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # annotations only: the console's first paint loads no rules 
     from rules.routing.config import FulfillmentRouting
     from rules.routing.orders import Decision
     from rules.whatif import WhatIfReport
+    from store.reservations import EditedLines
     from store.snapshots import (
         FulfillmentRow,
         HeldSummary,
@@ -216,6 +217,8 @@ class DecisionLooked(Message):
 
     order_id: str
     decision: Decision | None
+    edited: EditedLines | None = None
+    """An edited order's latest edit time and current lines (None: never edited)."""
 
 
 # -- feeds ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from textual.app import App
@@ -16,6 +16,7 @@ from rules.routing.config import FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision, RouteLine, RouteOrder
 from rules.routing.router import route
 from rules.whatif import ReplayInputs, WhatIfReport, what_if
+from store.reservations import EditedLines
 from tests.routing_world import NODES, inventory, ny
 
 START = FulfillmentRouting.model_validate(
@@ -41,16 +42,18 @@ ORDERS = [
 
 
 class Fake:
-    def __init__(self, *, read_only: bool = False) -> None:
+    def __init__(self, *, read_only: bool = False, edited: EditedLines | None = None) -> None:
         self.rules = START
         self.saved: list[FulfillmentRouting] = []
         self.read_only = read_only
+        self.edited = edited
 
     def services(self) -> RoutingServices:
         return RoutingServices(
             load_rules=lambda: self.rules,
             what_if=self.what_if,
             explain=self.explain,
+            edited=lambda order_id: self.edited if order_id == "o1" else None,
             save_rules=None if self.read_only else self.save,
         )
 
@@ -255,3 +258,18 @@ def test_form_round_trip() -> None:
         min_value=10.5,
     )
     assert form_to_rule(rule_to_form(rule)) == rule
+
+
+async def test_an_edited_order_shows_its_lines_now_beside_the_decision() -> None:
+    at = datetime(2026, 11, 18, 16, 30, tzinfo=UTC)
+    app = Host(Fake(edited=(int(at.timestamp()), [(0, "TEE", 3, "WH-NJ"), (1, "MUG", 1, None)])))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("y")
+        await pilot.press("o", "1", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, DecisionScreen)
+        head = text(app, "#decision-head")
+        assert "routed · rule nj-first" in head
+        assert "Edited" in head and "Wed 16:30, not re-routed" in head, head
+        assert "TEE ×3 @ WH-NJ, MUG ×1 @ —" in head, head

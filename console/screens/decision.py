@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
-from typing import ClassVar
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,6 +15,9 @@ from textual.widgets import DataTable, Footer, Static
 from console.widgets.formatting import DASH
 from rules.routing.orders import Decision
 
+if TYPE_CHECKING:  # an annotation only
+    from store.reservations import EditedLines
+
 
 def _fmt_time(moment: datetime | None, tz: tzinfo) -> str:
     return DASH if moment is None else moment.astimezone(tz).strftime("%a %H:%M")
@@ -24,8 +27,10 @@ def _fmt_km(km: float | None) -> str:
     return DASH if km is None else f"{km:,.0f} km"
 
 
-def decision_header(decision: Decision, tz: tzinfo) -> list[tuple[str, str]]:
-    """Labelled lines of what was decided."""
+def decision_header(
+    decision: Decision, tz: tzinfo, edited: EditedLines | None = None
+) -> list[tuple[str, str]]:
+    """Labelled lines of what was decided, and of an edit since (``edited``)."""
     lines = [
         ("Order", f"{decision.order_id} ({decision.requested_method})"),
         ("Outcome", f"{decision.status} · rule {decision.rule_id or DASH}"),
@@ -39,6 +44,11 @@ def decision_header(decision: Decision, tz: tzinfo) -> list[tuple[str, str]]:
         lines.append(("Pickup", f"{_fmt_time(start, tz)} – {_fmt_time(end, tz)}"))
     for note in decision.notes:
         lines.append(("Note", note))
+    if edited is not None:
+        at, now = edited
+        held = ", ".join(f"{sku} ×{qty} @ {node or DASH}" for _, sku, qty, node in now)
+        when = _fmt_time(datetime.fromtimestamp(at, UTC), tz)
+        lines.append(("Edited", f"{when}, not re-routed; lines now: {held or 'none'}"))
     return lines
 
 
@@ -66,16 +76,19 @@ class DecisionScreen(Screen[None]):
     ]
     CSS_PATH = "routing.tcss"
 
-    def __init__(self, *, decision: Decision, tz: tzinfo) -> None:
-        """Show ``decision``, times in ``tz``."""
+    def __init__(
+        self, *, decision: Decision, tz: tzinfo, edited: EditedLines | None = None
+    ) -> None:
+        """Show ``decision`` (and an edit since, ``edited``), times in ``tz``."""
         super().__init__()
         self.decision = decision
         self.tz = tz
+        self.edited = edited
         self.rows: list[tuple[str, str, str, str]] = []
 
     def compose(self) -> ComposeResult:
         """Header lines, the trace table, the footer."""
-        lines = decision_header(self.decision, self.tz)
+        lines = decision_header(self.decision, self.tz, self.edited)
         width = max(len(label) for label, _ in lines)
         parts: list[str | tuple[str, str]] = []
         for index, (label, value) in enumerate(lines):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import ValidationError
 from textual import on, work
@@ -46,6 +46,9 @@ from rules.routing.config import DEFAULT_RULES, FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
 
+if TYPE_CHECKING:  # an annotation only
+    from store.reservations import EditedLines
+
 
 @dataclass(frozen=True)
 class RoutingServices:
@@ -57,6 +60,9 @@ class RoutingServices:
     """``what_if(current, draft)``: replay today's orders both ways."""
     explain: Callable[[str], Decision | None]
     """The stored decision of an order id, or None."""
+    edited: Callable[[str], EditedLines | None] | None = None
+    """An edited order's latest edit time and current lines at their nodes (None: never
+    edited; the service itself None: not shown)."""
     save_rules: Callable[[FulfillmentRouting], FulfillmentRouting] | None = None
     """Save the draft (atomic, comment-keeping, audited) and return what is now in force;
     raises with a message naming what is wrong.  None: a read-only console."""
@@ -256,10 +262,12 @@ class RoutingScreen(Screen[None]):
         """Thread worker: look the decision up, post :class:`DecisionLooked`."""
         try:
             decision = self.services.explain(order_id)
+            lines_of = self.services.edited
+            edited = None if decision is None or lines_of is None else lines_of(order_id)
         except Exception as exc:  # said on the status line
             self.post_message(WorkFailed("Could not read the decision", exc))
             return
-        self.post_message(DecisionLooked(order_id, decision))
+        self.post_message(DecisionLooked(order_id, decision, edited))
 
     @on(WorkFailed)
     def _work_failed(self, message: WorkFailed) -> None:
@@ -297,7 +305,8 @@ class RoutingScreen(Screen[None]):
             self.set_status(f"No routing decision stored for order {message.order_id!r}.")
         else:
             self.set_status("")
-            self.app.push_screen(DecisionScreen(decision=message.decision, tz=self.tz))
+            screen = DecisionScreen(decision=message.decision, tz=self.tz, edited=message.edited)
+            self.app.push_screen(screen)
 
     # -- editing -----------------------------------------------------------------------------
 

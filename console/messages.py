@@ -26,7 +26,6 @@ if TYPE_CHECKING:  # annotations only: the console's first paint loads no rules 
     from rules.routing.config import FulfillmentRouting
     from rules.routing.orders import Decision
     from rules.whatif import WhatIfReport
-    from store.reservations import EditedLines
     from store.snapshots import (
         FulfillmentRow,
         HeldSummary,
@@ -219,6 +218,12 @@ class DecisionLooked(Message):
     decision: Decision | None
     edited: EditedLines | None = None
     """An edited order's latest edit time and current lines (None: never edited)."""
+
+
+EditedLines = tuple[int, list[tuple[int, str, int, str | None]]]
+"""An edited order's latest edit time (epoch s) and its lines now: (line number, SKU,
+quantity, node); what ``store.reservations.edited_lines`` gives, the console knowing only
+its shape (console/ imports no store module with I/O)."""
 
 
 # -- feeds ---------------------------------------------------------------------------------

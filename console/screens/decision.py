@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -12,11 +12,9 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from console.messages import EditedLines
 from console.widgets.formatting import DASH
 from rules.routing.orders import Decision
-
-if TYPE_CHECKING:  # an annotation only
-    from store.reservations import EditedLines
 
 
 def _fmt_time(moment: datetime | None, tz: tzinfo) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from pydantic import ValidationError
 from textual import on, work
@@ -32,6 +32,7 @@ from textual.widgets import DataTable, Footer, Static
 from console.errors import describe_error
 from console.messages import (
     DecisionLooked,
+    EditedLines,
     RoutingLoaded,
     RoutingSaved,
     WhatIfComputed,
@@ -45,9 +46,6 @@ from console.widgets.cursor import place_cursor
 from rules.routing.config import DEFAULT_RULES, FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
-
-if TYPE_CHECKING:  # an annotation only
-    from store.reservations import EditedLines
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,10 @@ def test_an_order_moves_off_the_closed_store() -> None:
         ('closed_days = { store = ["2026-13-01"] }', "fulfillment.closed_days.store[#1]"),
         ("closed_days = { shop = [2026-12-25] }", "fulfillment.closed_days.shop"),
         ('[fulfillment.nodes.ST-NYC]\nclosed_days = ["xmas"]', "nodes.ST-NYC.closed_days[#1]"),
+        (  # bounded: a rules file cannot make every slot lookup hash a huge calendar
+            "closed_days = { store = [" + ", ".join(["2026-01-01"] * 1001) + "] }",
+            "fulfillment.closed_days.store: List should have at most 1000 items",
+        ),
     ],
 )
 def test_a_bad_closed_day_names_the_field(text: str, field: str) -> None:

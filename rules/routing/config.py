@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -283,11 +283,15 @@ class FulfillmentRouting(StrictModel):
     """Destination region (or postal prefix) centroids, over :data:`DEFAULT_REGIONS`."""
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-node settings keyed by location id."""
-    closed_days: dict[NodeKind, list[date]] = Field(default_factory=dict)
+    closed_days: dict[NodeKind, Annotated[list[date], Field(max_length=1000)]] = Field(
+        default_factory=dict
+    )
     """Local dates each kind of node does not open, e.g. ``store = [2026-11-26,
     2026-12-25]`` (each node in its own time zone); a node's own ``closed_days`` add to
     its kind's."""
-    special_hours: dict[NodeKind, dict[date, OpeningHours]] = Field(default_factory=dict)
+    special_hours: dict[NodeKind, Annotated[dict[date, OpeningHours], Field(max_length=1000)]] = (
+        Field(default_factory=dict)
+    )
     """Hours each kind of node keeps on given local dates instead of its daily ones:
     ``[fulfillment.special_hours.store] "2026-12-24" = { opens = "09:00", closes =
     "17:00" }`` (a closed day stays closed)."""

@@ -85,11 +85,16 @@ class DayTimes:
 class Calendar:
     """A node's exceptions to its daily hours by local date (``closed_days``, ``special_hours``)."""
 
-    closed: frozenset[date] = frozenset()
-    """Local dates the node does not open at all."""
-    hours: tuple[tuple[date, str, str, str | None], ...] = ()
-    """Special hours: (local date, opens, closes, cut-off) instead of the daily ones, by
-    date (a date that is also closed stays closed)."""
+    closed: frozenset[date | str] = frozenset()
+    """Local dates the node does not open at all; a ``"--MM-DD"`` text is that day every
+    year (:data:`YEARLY`)."""
+    hours: tuple[tuple[date | str, str, str, str | None], ...] = ()
+    """Special hours: (local date or ``"--MM-DD"``, opens, closes, cut-off) instead of the
+    daily ones; a date's own entry wins over a yearly one, and a closed day stays closed."""
+
+
+YEARLY = "--%m-%d"
+"""How a day of every year is written (ISO 8601's ``--MM-DD``): ``--12-25``."""
 
 
 ALWAYS_OPEN = Calendar()
@@ -139,15 +144,17 @@ def _week(
 ) -> tuple[DayTimes, tuple[DayTimes, ...]]:
     """Yesterday and the eight days from ``today`` (the days a slot can fall on)."""
     special = {d: (o, c, k) for d, o, c, k in calendar.hours}
+    closed = calendar.closed
 
     def day(n: int) -> DayTimes:
         local = today + timedelta(days=n)
-        own = special.get(local)
+        yearly = local.strftime(YEARLY)
+        own = special.get(local) or special.get(yearly)
         if own is not None:
             times = _day_times(*own, tz, local)
         else:
             times = _day_times(opens_at, closes_at, cutoff_at, tz, local)
-        if local in calendar.closed:
+        if local in closed or yearly in closed:
             return replace(times, closed=True)
         return times
 

@@ -196,3 +196,48 @@ def test_a_bad_special_hour_names_the_field() -> None:
     with pytest.raises(RulesFileError) as err:
         parse_rules(f"alert = []\n{text}\n", Path("rules.toml"))
     assert "fulfillment.special_hours.store.2026-12-24.opens" in str(err.value), str(err.value)
+
+
+def test_a_day_of_every_year_is_closed_every_year() -> None:
+    yearly = Calendar(closed=frozenset({"--12-25"}))
+    hour = timedelta(minutes=60)
+    for year in (2026, 2027, 2030):
+        eve = datetime(year, 12, 24, 21, tzinfo=UTC)  # 16:00 in New York, past the cut-off
+        slot = geo.ship_slot(HOURS, NY, eve, hour, yearly)
+        assert slot.at == datetime(year, 12, 26, 20, tzinfo=UTC), year  # the 26th, 15:00
+    # The 25th of another month is an ordinary day.
+    assert geo.ship_slot(HOURS, NY, ny(24, 16) - timedelta(days=30), hour, yearly).same_day is False
+    assert geo.ship_slot(HOURS, NY, ny(25, 10) - timedelta(days=30), hour, yearly).same_day
+
+
+def test_a_dates_own_hours_win_over_the_yearly_ones() -> None:
+    both = Calendar(
+        hours=(
+            ("--12-24", "09:00", "17:00", "15:00"),
+            (date(2026, 12, 24), "09:00", "13:00", "11:00"),
+        )
+    )
+    hour = timedelta(minutes=60)
+    assert geo.ship_slot(HOURS, NY, ny(24, 9), hour, both).at == ny(24, 11)  # 2026's own
+    next_eve = datetime(2027, 12, 24, 14, tzinfo=UTC)  # 09:00 in New York
+    assert geo.ship_slot(HOURS, NY, next_eve, hour, both).at == next_eve + timedelta(hours=6)
+
+
+def test_yearly_days_read_from_the_rules_file() -> None:
+    loaded = parse_rules(
+        'alert = []\n[fulfillment]\nclosed_days = { store = ["--12-25", "--02-29", 2026-11-26] }\n'
+        '[fulfillment.special_hours.store]\n"--12-24" = { opens = "09:00", closes = "17:00" }\n',
+        Path("rules.toml"),
+    )
+    routing = loaded.fulfillment
+    assert routing.closed_days == {"store": ["--12-25", "--02-29", date(2026, 11, 26)]}
+    store = next(n for n in NODES if n.location_id == "ST-NYC")
+    days = calendar(store, routing)
+    assert days.closed == {"--12-25", "--02-29", date(2026, 11, 26)}
+    assert days.hours == (("--12-24", "09:00", "17:00", None),)
+    for bad in ('"--02-30"', '"--13-01"', "2026-12-25T10:00:00"):
+        with pytest.raises(RulesFileError, match="or a day of every year"):
+            parse_rules(
+                f"alert = []\n[fulfillment]\nclosed_days = {{ store = [{bad}] }}\n",
+                Path("rules.toml"),
+            )

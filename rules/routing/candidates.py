@@ -454,7 +454,10 @@ def calendar(node: LocationBody, rules: FulfillmentRouting) -> Calendar:
         return ALWAYS_OPEN
     return Calendar(
         frozenset(closed),
-        tuple((d, h.opens, h.closes, h.cutoff) for d, h in sorted(special.items())),
+        tuple(
+            (d, h.opens, h.closes, h.cutoff)
+            for d, h in sorted(special.items(), key=lambda item: str(item[0]))
+        ),
     )
 
 

@@ -6,14 +6,16 @@ working default, so an absent section routes with :data:`DEFAULT_RULES`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     field_validator,
     model_validator,
@@ -85,6 +87,32 @@ class RegionInfo(StrictModel):
     """The market the region belongs to (default: the region itself)."""
 
 
+_YEARLY = re.compile(r"--(\d\d)-(\d\d)")
+
+
+def _day(value: object) -> date | str:
+    """A local date, or ``"--MM-DD"`` for that day of every year; one message otherwise."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        yearly = _YEARLY.fullmatch(value)
+        try:
+            if yearly is not None:
+                date(2000, int(yearly[1]), int(yearly[2]))  # a leap year: --02-29 exists
+                return value
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError(
+        f'expected a date (2026-12-25) or a day of every year ("--12-25"), got {value!r}'
+    )
+
+
+Day = Annotated[date | str, PlainValidator(_day)]
+"""A local date (``2026-12-25``, or the text ``"2026-12-25"``) or a day of every year,
+ISO 8601's ``"--MM-DD"`` (``"--12-25"``)."""
+
+
 class NodeSettings(StrictModel):
     """Per-node routing settings (``[fulfillment.nodes.<location_id>]``)."""
 
@@ -96,10 +124,11 @@ class NodeSettings(StrictModel):
     """Manual rank for the ``manual_rank`` criterion; lower is preferred."""
     prep_minutes: int | None = Field(default=None, ge=0, le=7 * 24 * 60)
     """Preparation time at this node (overrides the kind's and the rule's)."""
-    closed_days: list[date] = Field(default_factory=list, max_length=1000)
+    closed_days: list[Day] = Field(default_factory=list, max_length=1000)
     """Local dates the node does not open (a holiday, a stock-take), besides those of its
-    kind in ``[fulfillment] closed_days``: ``closed_days = [2026-12-25, "2026-12-26"]``."""
-    special_hours: dict[date, OpeningHours] = Field(default_factory=dict, max_length=1000)
+    kind in ``[fulfillment] closed_days``: ``closed_days = [2026-12-26, "2027-01-02"]``;
+    ``"--12-25"`` is the 25th of December of every year."""
+    special_hours: dict[Day, OpeningHours] = Field(default_factory=dict, max_length=1000)
     """Hours for given local dates instead of the daily ones, e.g. ``"2026-12-24" = {
     opens = "09:00", closes = "17:00", cutoff = "15:00" }`` (replacing its kind's for the
     date)."""
@@ -283,13 +312,13 @@ class FulfillmentRouting(StrictModel):
     """Destination region (or postal prefix) centroids, over :data:`DEFAULT_REGIONS`."""
     nodes: dict[str, NodeSettings] = Field(default_factory=dict)
     """Per-node settings keyed by location id."""
-    closed_days: dict[NodeKind, Annotated[list[date], Field(max_length=1000)]] = Field(
+    closed_days: dict[NodeKind, Annotated[list[Day], Field(max_length=1000)]] = Field(
         default_factory=dict
     )
     """Local dates each kind of node does not open, e.g. ``store = [2026-11-26,
     2026-12-25]`` (each node in its own time zone); a node's own ``closed_days`` add to
     its kind's."""
-    special_hours: dict[NodeKind, Annotated[dict[date, OpeningHours], Field(max_length=1000)]] = (
+    special_hours: dict[NodeKind, Annotated[dict[Day, OpeningHours], Field(max_length=1000)]] = (
         Field(default_factory=dict)
     )
     """Hours each kind of node keeps on given local dates instead of its daily ones:

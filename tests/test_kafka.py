@@ -600,9 +600,16 @@ async def test_decisions_and_notifications_go_out_keyed_and_survive_a_broker_pau
         out = await topic_records(kafka_broker, decisions, lambda r: keys(r) >= {"web-1", "web-2"})
         for record in out:
             assert json.loads(record.value)["order_id"] == record.key.decode()
-        conn = sqlite3.connect(config.db)
-        (fingerprint,) = conn.execute("SELECT fingerprint FROM alerts").fetchone()
-        conn.close()
+
+        def fired_alert() -> str | None:
+            conn = sqlite3.connect(config.db)
+            try:  # the alert loop evaluates every 0.1 s: it may not have fired yet
+                row = conn.execute("SELECT fingerprint FROM alerts").fetchone()
+            finally:
+                conn.close()
+            return None if row is None else str(row[0])
+
+        fingerprint = await until(fired_alert, "the late-orders alert fired")
         fired = await topic_records(kafka_broker, alerts, lambda r: fingerprint in keys(r))
         assert keys(fired) == {fingerprint}
         assert json.loads(fired[0].value)["alert"]["status"] == "firing"

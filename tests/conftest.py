@@ -101,10 +101,10 @@ BUILDS_ENV = "OMNIOPS_TEST_BUILDS"  # the session's build folder, inherited by t
 
 
 class _Job:
-    """One background build: its command, where its result goes, and how it ended."""
+    """One background build: its name, its command, its process, and whether it ended."""
 
-    def __init__(self, name: str, command: list[str], result: Path) -> None:
-        self.name, self.command, self.result = name, command, result
+    def __init__(self, name: str, command: list[str]) -> None:
+        self.name, self.command = name, command
         self.proc: subprocess.Popen[bytes] | None = None
         self.done = threading.Event()
 
@@ -161,7 +161,7 @@ def _start_jobs(plan: list[tuple[str, list[str], str]]) -> None:
     """Start the planned builds (name, command, result path) in a background thread."""
     if _JOBS or not plan:
         return
-    _JOBS.extend(_Job(name, command, Path(result)) for name, command, result in plan)
+    _JOBS.extend(_Job(name, command) for name, command, _ in plan)
     threading.Thread(target=_run_jobs, args=(_builds_dir(), list(_JOBS)), daemon=True).start()
 
 

@@ -263,15 +263,21 @@ def add_routes(
 
     async def get_route(request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
-        try:
-            decision = await asyncio.to_thread(source.decision, order_id)
+        lines_of = getattr(source, "edited_lines", None)
+
+        def look_up() -> tuple[Decision | None, Any]:
+            decision = source.decision(order_id)
+            if decision is None or not callable(lines_of):
+                return decision, None
+            return decision, lines_of(order_id)
+
+        try:  # one hop to a thread for both reads
+            decision, edited = await asyncio.to_thread(look_up)
         except FileNotFoundError as exc:
             return _error(503, f"store not available: {exc}", None)
         if decision is None:
             return _error(404, f"no routing decision for order {order_id!r}", "order_id")
         answer = _DECISION_JSON(decision)
-        lines_of = getattr(source, "edited_lines", None)
-        edited = await asyncio.to_thread(lines_of, order_id) if callable(lines_of) else None
         if edited is not None:
             at, lines = edited
             extra = {

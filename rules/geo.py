@@ -21,7 +21,9 @@ on given local dates (holidays, stock-takes: ``closed_days`` in the rules file, 
 :mod:`rules.routing.config`): such a day has no opening at all, so a slot falls on the
 next day the node opens, and a night opening that starts on a closed day does not happen.
 A day can also have **special hours** (``special_hours``: Christmas Eve closing early)
-instead of the daily ones (:class:`Calendar`).
+instead of the daily ones (:class:`Calendar`).  A day is a local date, a day of every
+year (``"--12-25"``) or a weekday rule (:class:`NthWeekday`: Thanksgiving is the fourth
+Thursday of November, Black Friday the day after).
 """
 
 from __future__ import annotations
@@ -81,16 +83,62 @@ class DayTimes:
     """A closed day (``closed_days``): the node does not open at all on it."""
 
 
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_ORDINALS = {1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 5: "5th", -1: "last"}
+
+
+@dataclass(frozen=True)
+class NthWeekday:
+    """A day of every year by weekday rule, e.g. ``4th Thu of Nov`` (US Thanksgiving).
+
+    The ``nth`` (1 to 5, or -1 for the last) ``weekday`` (0 is Monday) of ``month``, moved
+    by ``offset`` days: ``4th Thu of Nov +1`` is the Friday after Thanksgiving, whatever
+    the date of the fourth Friday.  A year whose month has no 5th such weekday has no day.
+    """
+
+    month: int
+    weekday: int
+    nth: int
+    offset: int = 0
+
+    def on(self, year: int) -> date | None:
+        """The rule's date in ``year`` (None when that month has no such weekday)."""
+        if self.nth > 0:
+            first = date(year, self.month, 1)
+            day = first + timedelta(days=(self.weekday - first.weekday()) % 7 + 7 * (self.nth - 1))
+            if day.month != self.month:
+                return None
+        else:
+            following = date(year + self.month // 12, self.month % 12 + 1, 1)
+            last = following - timedelta(days=1)
+            day = last - timedelta(days=(last.weekday() - self.weekday) % 7)
+        return day + timedelta(days=self.offset)
+
+    def holds(self, day: date) -> bool:
+        """True when local ``day`` is the rule's day (an offset may cross a year's end)."""
+        return any(self.on(year) == day for year in (day.year - 1, day.year, day.year + 1))
+
+    def __str__(self) -> str:
+        text = f"{_ORDINALS[self.nth]} {WEEKDAYS[self.weekday]} of {MONTHS[self.month - 1]}"
+        return f"{text} {self.offset:+d}" if self.offset else text
+
+
+CalendarDay = date | str | NthWeekday
+"""A local date, a ``"--MM-DD"`` day of every year (:data:`YEARLY`) or a weekday rule."""
+
+
 @dataclass(frozen=True)
 class Calendar:
     """A node's exceptions to its daily hours by local date (``closed_days``, ``special_hours``)."""
 
-    closed: frozenset[date | str] = frozenset()
-    """Local dates the node does not open at all; a ``"--MM-DD"`` text is that day every
-    year (:data:`YEARLY`)."""
-    hours: tuple[tuple[date | str, str, str, str | None], ...] = ()
-    """Special hours: (local date or ``"--MM-DD"``, opens, closes, cut-off) instead of the
-    daily ones; a date's own entry wins over a yearly one, and a closed day stays closed."""
+    closed: frozenset[CalendarDay] = frozenset()
+    """Local days the node does not open at all: dates, ``"--MM-DD"`` texts (that day every
+    year, :data:`YEARLY`) and weekday rules (:class:`NthWeekday`)."""
+    hours: tuple[tuple[CalendarDay, str, str, str | None], ...] = ()
+    """Special hours: (day, opens, closes, cut-off) instead of the daily ones; a date's own
+    entry wins over a yearly one, a yearly date over a weekday rule, and a closed day stays
+    closed."""
 
 
 YEARLY = "--%m-%d"
@@ -143,18 +191,22 @@ def _week(
     calendar: Calendar = ALWAYS_OPEN,
 ) -> tuple[DayTimes, tuple[DayTimes, ...]]:
     """Yesterday and the eight days from ``today`` (the days a slot can fall on)."""
-    special = {d: (o, c, k) for d, o, c, k in calendar.hours}
+    special = {d: (o, c, k) for d, o, c, k in calendar.hours if not isinstance(d, NthWeekday)}
+    ruled = [(d, (o, c, k)) for d, o, c, k in calendar.hours if isinstance(d, NthWeekday)]
     closed = calendar.closed
+    closed_rules = [d for d in closed if isinstance(d, NthWeekday)]
 
     def day(n: int) -> DayTimes:
         local = today + timedelta(days=n)
         yearly = local.strftime(YEARLY)
         own = special.get(local) or special.get(yearly)
+        if own is None:
+            own = next((hours for rule, hours in ruled if rule.holds(local)), None)
         if own is not None:
             times = _day_times(*own, tz, local)
         else:
             times = _day_times(opens_at, closes_at, cutoff_at, tz, local)
-        if local in closed or yearly in closed:
+        if local in closed or yearly in closed or any(r.holds(local) for r in closed_rules):
             return replace(times, closed=True)
         return times
 

@@ -241,3 +241,133 @@ def test_yearly_days_read_from_the_rules_file() -> None:
                 f"alert = []\n[fulfillment]\nclosed_days = {{ store = [{bad}] }}\n",
                 Path("rules.toml"),
             )
+
+
+THANKSGIVING = geo.NthWeekday(month=11, weekday=3, nth=4)
+"""The fourth Thursday of November."""
+
+
+def test_weekday_rules_fall_on_the_hand_counted_dates() -> None:
+    # US Thanksgiving from a calendar: 28 Nov 2024, 27 Nov 2025, 26 Nov 2026, 25 Nov 2027,
+    # 23 Nov 2028 (November 2028 starts on a Wednesday: its 1st Thursday is the 2nd).
+    assert [THANKSGIVING.on(y) for y in range(2024, 2029)] == [
+        date(2024, 11, 28),
+        date(2025, 11, 27),
+        date(2026, 11, 26),
+        date(2027, 11, 25),
+        date(2028, 11, 23),
+    ]
+    memorial = geo.NthWeekday(month=5, weekday=0, nth=-1)  # the last Monday of May
+    assert (memorial.on(2026), memorial.on(2027)) == (date(2026, 5, 25), date(2027, 5, 31))
+    # February 2026 starts on a Sunday: four Mondays, no fifth.
+    assert geo.NthWeekday(month=2, weekday=0, nth=5).on(2026) is None
+    assert geo.NthWeekday(month=3, weekday=0, nth=5).on(2026) == date(2026, 3, 30)
+    # The Friday after Thanksgiving is not always the fourth Friday (November 2030 starts
+    # on a Friday): the offset counts from Thanksgiving itself.
+    black_friday = geo.NthWeekday(month=11, weekday=3, nth=4, offset=1)
+    assert black_friday.on(2030) == date(2030, 11, 29)  # Thanksgiving 2030 is the 28th
+    assert geo.NthWeekday(month=11, weekday=4, nth=4).on(2030) == date(2030, 11, 22)
+    # An offset across the year's end: the last Thursday of 2026 is the 31st.
+    week_after = geo.NthWeekday(month=12, weekday=3, nth=-1, offset=7)
+    assert week_after.holds(date(2027, 1, 7)) and not week_after.holds(date(2026, 12, 31))
+    assert str(black_friday) == "4th Thu of Nov +1"
+    assert str(week_after) == "last Thu of Dec +7"
+
+
+def test_a_weekday_rule_closes_the_node_every_year() -> None:
+    closed = Calendar(closed=frozenset({THANKSGIVING}))
+    hour = timedelta(minutes=60)
+    for eve, friday in (
+        (datetime(2026, 11, 25, 21, tzinfo=UTC), datetime(2026, 11, 27, 20, tzinfo=UTC)),
+        (datetime(2027, 11, 24, 21, tzinfo=UTC), datetime(2027, 11, 26, 20, tzinfo=UTC)),
+    ):
+        # Wednesday 16:00 in New York, past the 15:00 cut-off: not Thursday, Friday 15:00.
+        slot = geo.ship_slot(HOURS, NY, eve, hour, closed)
+        assert (slot.at, slot.issue) == (friday, "past_cutoff"), eve
+        assert geo.ship_slot(HOURS, NY, eve, hour).at == friday - timedelta(days=1)
+    on = geo.pickup_slot(HOURS, NY, datetime(2026, 11, 26, 15, tzinfo=UTC), hour, closed)
+    assert on.detail == (
+        "closed all day Thu 26 Nov (closed_days); next pickup Fri 27 Nov 10:00–21:00"
+    )
+    # A Thursday that is not the fourth is an ordinary day.
+    third = geo.ship_slot(HOURS, NY, datetime(2026, 11, 19, 15, tzinfo=UTC), hour, closed)
+    assert third.same_day
+
+
+def test_special_hours_on_a_weekday_rule_and_their_precedence() -> None:
+    black_friday = geo.NthWeekday(month=11, weekday=3, nth=4, offset=1)
+    early = Calendar(
+        hours=(
+            (black_friday, "06:00", "23:00", "20:00"),
+            (date(2027, 11, 26), "07:00", "22:00", None),  # 2027's own date wins
+        )
+    )
+    hour = timedelta(minutes=60)
+    # 05:00 on Friday 27 Nov 2026 in New York (10:00Z): ready at 07:00 (06:00 + the hour).
+    pickup = geo.pickup_slot(HOURS, NY, datetime(2026, 11, 27, 10, tzinfo=UTC), hour, early)
+    assert (pickup.at, pickup.until) == (
+        datetime(2026, 11, 27, 12, tzinfo=UTC),
+        datetime(2026, 11, 28, 4, tzinfo=UTC),
+    )
+    # 2027: the date's own hours open at 07:00, so ready at 08:00 (13:00Z).
+    own = geo.pickup_slot(HOURS, NY, datetime(2027, 11, 26, 10, tzinfo=UTC), hour, early)
+    assert own.at == datetime(2027, 11, 26, 13, tzinfo=UTC)
+    # The Thursday before keeps the daily hours: opens 09:00, ready 10:00 (15:00Z).
+    thursday = geo.pickup_slot(HOURS, NY, datetime(2026, 11, 26, 10, tzinfo=UTC), hour, early)
+    assert thursday.at == datetime(2026, 11, 26, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("4th Thu of Nov", THANKSGIVING),
+        ("fourth Thursday in November", THANKSGIVING),
+        ("4TH THU OF NOV", THANKSGIVING),
+        ("last Mon of May", geo.NthWeekday(month=5, weekday=0, nth=-1)),
+        ("4th Thu of Nov +1", geo.NthWeekday(month=11, weekday=3, nth=4, offset=1)),
+        ("1st Mon of Sep - 3 days", geo.NthWeekday(month=9, weekday=0, nth=1, offset=-3)),
+    ],
+)
+def test_weekday_rules_read_from_the_rules_file(text: str, rule: geo.NthWeekday) -> None:
+    loaded = parse_rules(
+        f'alert = []\n[fulfillment]\nclosed_days = {{ store = ["{text}"] }}\n'
+        f"[fulfillment.special_hours.warehouse]\n"
+        f'"{text}" = {{ opens = "06:00", closes = "20:00" }}\n',
+        Path("rules.toml"),
+    )
+    assert loaded.fulfillment.closed_days == {"store": [rule]}
+    assert list(loaded.fulfillment.special_hours["warehouse"]) == [rule]
+    # Written back (the console's saves) in the canonical text, which reads as the same rule.
+    dumped = loaded.fulfillment.model_dump(mode="json")
+    assert dumped["closed_days"] == {"store": [str(rule)]}
+    assert FulfillmentRouting.model_validate(dumped) == loaded.fulfillment
+
+
+@pytest.mark.parametrize(
+    "text", ["6th Thu of Nov", "4th Thu of Novem", "4th Thu of Nov +32", "4th Thx of Nov", "Thu"]
+)
+def test_a_bad_weekday_rule_names_the_field(text: str) -> None:
+    with pytest.raises(RulesFileError) as err:
+        parse_rules(
+            f'alert = []\n[fulfillment]\nclosed_days = {{ store = ["{text}"] }}\n',
+            Path("rules.toml"),
+        )
+    message = str(err.value)
+    assert message.startswith("rules.toml:3: fulfillment.closed_days.store"), message
+    assert f"got {text!r}" in message and "4th Thu of Nov" in message, message
+
+
+def test_a_weekday_rule_moves_the_order_off_the_closed_store() -> None:
+    """Through the router: the store shut on Thanksgiving, every year, not a week later."""
+    stock = inventory({("TEE", n.location_id): 5 for n in NODES})
+    pickup = order(("TEE", 1), method="bopis", location="ST-NYC")
+    rules = FulfillmentRouting.model_validate({"closed_days": {"store": ["4th Thu of Nov"]}})
+    for noon in (datetime(2026, 11, 26, 17, tzinfo=UTC), datetime(2027, 11, 25, 17, tzinfo=UTC)):
+        decision = route(pickup, stock, NODES, rules, noon)
+        nyc = [c for t in decision.trace for c in t.candidates if c.location_id == "ST-NYC"]
+        assert nyc and all(f"closed all day Thu {noon.day} Nov" in c.detail for c in nyc), nyc
+        later = route(pickup, stock, NODES, rules, noon + timedelta(days=7))
+        assert later.nodes == ["ST-NYC"], later.summary
+        assert later.pickup_window is not None and (
+            later.pickup_window[0].date() == (noon + timedelta(days=7)).date()
+        )

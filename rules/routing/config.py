@@ -15,12 +15,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     PrivateAttr,
     field_validator,
     model_validator,
 )
 
+from rules.geo import CalendarDay, NthWeekday
 from rules.matchers import Matcher, parse_matchers
 from store.model import Identifier, OpeningHours
 
@@ -88,11 +90,41 @@ class RegionInfo(StrictModel):
 
 
 _YEARLY = re.compile(r"--(\d\d)-(\d\d)")
+_NTH = {"1st": 1, "first": 1, "2nd": 2, "second": 2, "3rd": 3, "third": 3, "4th": 4}
+_NTH |= {"fourth": 4, "5th": 5, "fifth": 5, "last": -1}
+_RULE = re.compile(
+    r"(?P<nth>[a-z0-9]+)\s+(?P<weekday>[a-z]+)\s+(?:of|in)\s+(?P<month>[a-z]+)"
+    r"(?:\s*(?P<sign>[+-])\s*(?P<days>[0-9]|[12][0-9]|3[01])(?:\s*days?)?)?",
+    re.IGNORECASE,
+)
 
 
-def _day(value: object) -> date | str:
-    """A local date, or ``"--MM-DD"`` for that day of every year; one message otherwise."""
+_WEEKDAY_NAMES = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MONTH_NAMES = ["january", "february", "march", "april", "may", "june", "july", "august"]
+_MONTH_NAMES += ["september", "october", "november", "december"]
+_WEEKDAY_WORDS = {w: i for i, n in enumerate(_WEEKDAY_NAMES) for w in (n, n[:3])}
+_MONTH_WORDS = {w: i + 1 for i, n in enumerate(_MONTH_NAMES) for w in (n, n[:3])}
+
+
+def _weekday_rule(text: str) -> NthWeekday | None:
+    """``"4th Thu of Nov"``, ``"last Monday in May"``, ``"4th Thu of Nov +1"``, or None."""
+    match = _RULE.fullmatch(text.strip())
+    if match is None:
+        return None
+    nth = _NTH.get(match["nth"].lower())
+    weekday = _WEEKDAY_WORDS.get(match["weekday"].lower())
+    month = _MONTH_WORDS.get(match["month"].lower())
+    if nth is None or weekday is None or month is None:
+        return None
+    offset = int(match["days"] or 0) * (-1 if match["sign"] == "-" else 1)
+    return NthWeekday(month=month, weekday=weekday, nth=nth, offset=offset)
+
+
+def _day(value: object) -> CalendarDay:
+    """A local date, ``"--MM-DD"`` for that day of every year, or a weekday rule."""
     if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, NthWeekday):
         return value
     if isinstance(value, str):
         yearly = _YEARLY.fullmatch(value)
@@ -103,14 +135,30 @@ def _day(value: object) -> date | str:
             return date.fromisoformat(value)
         except ValueError:
             pass
+        rule = _weekday_rule(value)
+        if rule is not None:
+            return rule
     raise ValueError(
-        f'expected a date (2026-12-25) or a day of every year ("--12-25"), got {value!r}'
+        f'expected a date (2026-12-25) or a day of every year ("--12-25", "4th Thu of Nov", '
+        f'"last Mon of May", "4th Thu of Nov +1"), got {value!r}'
     )
 
 
-Day = Annotated[date | str, PlainValidator(_day)]
-"""A local date (``2026-12-25``, or the text ``"2026-12-25"``) or a day of every year,
-ISO 8601's ``"--MM-DD"`` (``"--12-25"``)."""
+def _day_text(value: CalendarDay) -> object:
+    """How a day is written back to the rules file: a date stays a date, a rule its text."""
+    return str(value) if isinstance(value, NthWeekday) else value
+
+
+Day = Annotated[
+    CalendarDay,
+    PlainValidator(_day),
+    PlainSerializer(_day_text, return_type=date | str),
+]
+"""A local date (``2026-12-25``, or the text ``"2026-12-25"``), a day of every year, ISO
+8601's ``"--MM-DD"`` (``"--12-25"``), or a weekday rule: ``"<nth> <weekday> of <month>"``
+with nth ``1st`` to ``5th`` or ``last``, optionally ``+N`` / ``-N`` days (``"4th Thu of
+Nov"`` is US Thanksgiving, ``"4th Thu of Nov +1"`` the Friday after it, ``"last Mon of
+May"`` Memorial Day)."""
 
 
 class NodeSettings(StrictModel):

@@ -14,7 +14,9 @@ else the tracker's ``updated_at``):
 * ``in_transit`` / ``out_for_delivery`` → ``shipped`` with ``est_delivery_date`` as the
   estimate; a changed estimate is a new fact (its id carries the estimate), so the store
   keeps the carrier's latest one;
-* ``delivered`` → ``delivered`` (and ``shipped`` from the first in-transit scan);
+* ``delivered`` → ``delivered`` (and ``shipped`` from the first in-transit scan), except
+  after a ``return_to_sender`` scan: then the parcel reached the sender again, which stays
+  the ``exception`` of the return (never a delivery to the customer);
 * ``available_for_pickup``, ``return_to_sender``, ``failure``, ``error`` → ``exception``;
 * ``unknown`` and ``cancelled`` are not mapped (reported as ignored).
 
@@ -121,6 +123,15 @@ def parse_tracker(payload: JsonObject) -> Tracker:
     )
 
 
+def _returned(tracker: Tracker) -> bool:
+    """True when the history has a ``return_to_sender`` scan before (or without) delivery."""
+    back = tracker.first_scan.get("return_to_sender")
+    if back is None:
+        return False
+    delivered = tracker.first_scan.get("delivered")
+    return delivered is None or back <= delivered
+
+
 def map_tracker(tracker: Tracker, order_id: str | None) -> Mapped:
     """The steps a tracker states, for the order its tracking code belongs to."""
     out = Mapped()
@@ -165,6 +176,17 @@ def map_tracker(tracker: Tracker, order_id: str | None) -> Mapped:
     if step == "packed":
         out.items.append(
             fact("packed", tracker.first_scan.get("pre_transit", tracker.updated_at), "packed")
+        )
+    elif step == "delivered" and _returned(tracker):
+        # Delivered after a return to sender: the parcel is back at the sender, which is
+        # no delivery to the customer (the return_to_sender scan's exception says it).
+        out.items.append(
+            fact(
+                "exception",
+                tracker.first_scan["return_to_sender"],
+                "exception:return_to_sender",
+                detail="EasyPost return_to_sender (delivered back to the sender)",
+            )
         )
     elif step == "delivered":
         out.items.append(

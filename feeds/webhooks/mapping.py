@@ -83,6 +83,10 @@ class ShopifyMapping(_Section):
     """Destination region of an order without a shipping address (pickup, digital)."""
     default_return_location: str | None = None
     """Canonical location of a refund line that names no location."""
+    test_orders: Literal["skip", "keep"] = "skip"
+    """Orders Shopify marks ``test: true`` (a test gateway, no real payment): ``skip``
+    leaves them out of the store (no sales, stock or fulfilment figures; the answer lists
+    them as ignored), ``keep`` stores them like any order (a staging shop)."""
     locations: dict[str, str] = {}
     """Shopify ``location_id`` → canonical location id."""
     inventory_items: dict[str, str] = {}

@@ -21,8 +21,11 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``<country_code>-<province_code>`` of the shipping address (``shopify.default_region``
     without one);
     ``promised_by`` = ``created_at`` + ``shopify.sla_hours``; lines: the SKU from
-    ``shopify.variants`` by ``variant_id``, else the line's own ``sku``; a line with
-    neither sends the placement to quarantine; gift-card lines are skipped (not stock);
+    ``shopify.variants`` by ``variant_id``, else the line's own ``sku``; a line with an
+    unmapped variant and no ``sku`` sends the placement to quarantine; gift-card lines and
+    lines of no variant and no ``sku`` (custom items, tips) are skipped (not stock) and
+    listed as ignored; an order marked ``test: true`` maps nothing unless
+    ``shopify.test_orders = "keep"``;
     the discount of a line is the sum of its ``discount_allocations``;
     ``shipping_charged`` = ``total_shipping_price_set.shop_money.amount`` (shipping the
     customer paid, kept apart from net sales).
@@ -42,8 +45,11 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     ``cancel`` (those refunds are returns, ``refunds/create`` maps them: taking them off
     the order too would count them twice), at most its ``quantity``; its discount is
     apportioned to that quantity (to the cent, half up); lines with nothing left are left
-    out.  No edit for a cancelled order (the cancellation says it) or when nothing is
-    left.  An ordinary ``orders/updated`` (paid, tagged, fulfilled) maps no edit and
+    out.  No edit for a cancelled order (the cancellation says it); when nothing is left
+    (every line removed or refunded with restock type ``cancel``, for which Shopify sets
+    no ``cancelled_at``) the update is the order's ``order.cancelled`` (the same id as
+    above, ``ts`` = ``updated_at``, reason ``every line removed``).  An ordinary
+    ``orders/updated`` (paid, tagged, fulfilled) maps no edit and
     quarantines nothing; nor does a redelivery of an edit the store holds already (its
     lines are the held ones; without the store it is a duplicate, same ``updated_at``);
     an older one arriving late never wins (the store applies the latest edit by time).
@@ -329,6 +335,12 @@ def _order(
     shop_id = ident(order, "id")
     oid = order_id(shop_id)
     created = when(order, "created_at")
+    if order.get("test") is True and mapping.test_orders == "skip":
+        out.ignored.append(
+            f"order {oid}: a Shopify test order (test: true), not a sale"
+            ' (shopify.test_orders = "keep" stores them)'
+        )
+        return out
     pos = order.get("source_name") == "pos"
     fulfillments = arr(order, "fulfillments", required=False)
 
@@ -352,6 +364,12 @@ def _order(
             Decimal("0.00"),
         )
         sku = _line_sku(line, path, mapping)
+        if sku is None and opt_ident(line, "variant_id", path) is None:
+            # A custom item (gift wrapping, a service) or a tip: a line of no product.
+            what = "tip" if "tip_payment_gateway" in line else "custom item"
+            name = opt_text(line, "title", path) or opt_text(line, "name", path) or "?"
+            out.ignored.append(f"order {oid} {path}: {what} {name!r}, no variant (not stock)")
+            continue
         if sku is None:
             variant = opt_ident(line, "variant_id", path)
             problems.append(f"{path}: no sku and unmapped Shopify variant_id {variant}")
@@ -386,7 +404,7 @@ def _order(
     if problems:
         out.items.append(_quarantine(order, f"order {oid} not placed: " + "; ".join(problems)))
     elif not lines:
-        out.ignored.append(f"order {oid}: no stock lines (gift cards only)")
+        out.ignored.append(f"order {oid}: no stock lines (gift cards, tips, custom items)")
     else:
         out.items.append(
             OrderPlaced(
@@ -410,7 +428,17 @@ def _order(
     cancelled = opt_when(order, "cancelled_at")
     if edits and lines and not problems and cancelled is None:
         edited = _edited(order, shop_id, lines, ordered, out, held)
-        if edited is not None:
+        if isinstance(edited, datetime):  # every line removed: the order is off
+            out.items.append(
+                OrderCancelled(
+                    id=f"shopify:order:{shop_id}:cancelled",
+                    type="order.cancelled",
+                    ts=edited,
+                    source=SOURCE,
+                    body=OrderCancelledBody(order_id=oid, reason="every line removed"),
+                )
+            )
+        elif edited is not None:
             out.items.append(edited)
     if cancelled is not None:
         out.items.append(
@@ -460,15 +488,16 @@ def _edited(
     ordered: list[tuple[JsonObject, str]],
     out: Mapped,
     held: Sequence[HeldLine] | None = None,
-) -> OrderEdited | None:
+) -> OrderEdited | datetime | None:
     """The order's lines as they stand now, when an edit made them differ.
 
     A line's quantity now is its ``current_quantity`` (after removals, REST 2024-01 and
     later) plus its units refunded as returns (:func:`_kept_refunds`); its discount is
     apportioned to that quantity.  None when they are the ``held`` lines (in any order),
-    or, without them, the ordered lines; when a line has no ``current_quantity`` (older
-    API versions) or when nothing is left (a removal of every line is a cancellation,
-    which ``cancelled_at`` says).
+    or, without them, the ordered lines, and when a line has no ``current_quantity``
+    (older API versions).  When nothing is left (every line removed, or refunded with
+    restock type ``cancel``, and Shopify sets no ``cancelled_at`` for that) the answer is
+    ``updated_at``: the moment the order was called off, mapped as its cancellation.
     """
     updated = opt_when(order, "updated_at")
     if updated is None:
@@ -494,7 +523,7 @@ def _edited(
             )
         now.append(placed.model_copy(update={"quantity": quantity, "discount": discount}))
     if not now:
-        return None
+        return updated
     if held is None:
         if now == lines:
             return None

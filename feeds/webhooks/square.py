@@ -58,7 +58,7 @@ the API's answers here:
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from feeds.webhooks import (
@@ -149,11 +149,17 @@ def _counts(event_id: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
         path = join("data.object.inventory_counts", i)
         if not isinstance(count, dict):
             raise PayloadError(path, "expected an object")
-        catalog = ident(count, "catalog_object_id", path)
-        loc_ext = ident(count, "location_id", path)
-        state = opt_text(count, "state", path) or ""
-        quantity = integer(count, "quantity", path)
-        calculated = when(count, "calculated_at", path)
+        try:
+            catalog = ident(count, "catalog_object_id", path)
+            loc_ext = ident(count, "location_id", path)
+            state = opt_text(count, "state", path) or ""
+            quantity = integer(count, "quantity", path)
+            calculated = when(count, "calculated_at", path)
+        except PayloadError as exc:  # this count alone: the others are still stored
+            out.items.append(
+                Quarantined(source=SOURCE, raw=redact_json(count), error=f"event {event_id} {exc}")
+            )
+            continue
         if state != "IN_STOCK":
             out.ignored.append(f"{path}: state {state!r} is not stock on hand")
             continue
@@ -216,11 +222,27 @@ def _cancelled(order: JsonObject, square_id: str, path: str) -> OrderCancelled:
     )
 
 
+_ZERO_DECIMAL = ["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX"]
+_ZERO_DECIMAL += ["UYI", "VND", "VUV", "XAF", "XOF", "XPF"]
+MINOR_UNITS = dict.fromkeys(_ZERO_DECIMAL, 0) | dict.fromkeys(
+    ("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3
+)
+"""ISO 4217 currencies whose minor unit is not the cent (Square's ``Money.amount`` is in
+the smallest unit: 100 JPY is ¥100, 1000 KWD is 1.000 KD); every other currency has 2."""
+
+_CENT = Decimal("0.01")
+
+
+def _minor(amount: int, currency: str | None) -> Decimal:
+    """``amount`` of ``currency``'s smallest unit as a two-place decimal (half-even)."""
+    places = MINOR_UNITS.get((currency or "").upper(), 2)
+    return (Decimal(amount).scaleb(-places)).quantize(_CENT)
+
+
 def _cents(money_obj: JsonObject | None, path: str) -> Decimal:
     if money_obj is None:
         return Decimal("0.00")
-    cents = integer(money_obj, "amount", path)
-    return (Decimal(cents) / 100).quantize(Decimal("0.01"))
+    return _minor(integer(money_obj, "amount", path), opt_text(money_obj, "currency", path))
 
 
 def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
@@ -239,6 +261,10 @@ def _order(kind: str, body: JsonObject, mapping: SquareMapping) -> Mapped:
         placed = _placed(square_id, full, mapping, skipped=skipped)
         if placed is not None:
             out.items.append(placed)
+            if isinstance(placed, OrderPlaced):
+                handover = _handover(placed, full, where)
+                if handover is not None:
+                    out.items.append(handover)
         out.ignored.extend(skipped)
         _note_unmapped(full, mapping, out)
     else:
@@ -290,6 +316,11 @@ def _placed(
         if sku is None:
             problems.append(f"{lpath}: unmapped Square catalog_object_id {catalog}")
             continue
+        measured = _measured(line, lpath)
+        if measured is not None:
+            if skipped is not None:
+                skipped.append(measured)
+            continue
         quantity = integer(line, "quantity", lpath)
         lines.append(
             OrderLine(
@@ -310,6 +341,9 @@ def _placed(
     method: Method = "ship"
     promised = created + timedelta(hours=mapping.sla_hours)
     region = mapping.default_region
+    handed = _handed_over_at(order, path)
+    if handed is not None:  # a till sale: taken at the counter (the project's POS shape)
+        method, promised = "bopis", handed
     for i, f in enumerate(arr(order, "fulfillments", path, required=False)):
         fpath = join(join(path, "fulfillments"), i)
         if not isinstance(f, dict):
@@ -343,13 +377,77 @@ def _placed(
     )
 
 
+def _measured(line: JsonObject, path: str) -> str | None:
+    """Why a line sold by measure (``quantity`` ``"1.5"`` lb) is skipped; None otherwise.
+
+    The canonical model counts whole units, so such a line cannot be stored; the rest of
+    the order still is (refusing the order would lose every other line with it).  A
+    quantity that is no number at all is still refused, by :func:`integer`.
+    """
+    raw = line.get("quantity")
+    if not isinstance(raw, str):
+        return None
+    try:
+        number = Decimal(raw.strip())
+    except ArithmeticError:
+        return None
+    if not number.is_finite() or number <= 0 or number == number.to_integral_value():
+        return None
+    unit = opt_obj(line, "quantity_unit", path) or {}
+    measure = unit.get("measurement_unit")
+    what = f" ({measure})" if isinstance(measure, (str, dict)) and measure else ""
+    name = opt_text(line, "name", path) or opt_text(line, "uid", path) or "?"
+    return (
+        f"{join(path, 'quantity')}: {name!r} sold by measure, {raw}{what}: the store counts"
+        " whole units, line not stored (skipped)"
+    )
+
+
+def _handed_over_at(order: JsonObject, path: str) -> datetime | None:
+    """When a ``COMPLETED`` order with no fulfillment was handed over (a till sale), or None.
+
+    Square closes a counter sale at once and gives it no fulfillment: it is a sale taken
+    away at the store, not an open order to ship (``closed_at``, else ``updated_at``).
+    """
+    if (opt_text(order, "state", path) or "") != "COMPLETED":
+        return None
+    if arr(order, "fulfillments", path, required=False):
+        return None
+    return (
+        opt_when(order, "closed_at", path)
+        or opt_when(order, "updated_at", path)
+        or when(order, "created_at", path)
+    )
+
+
+def _handover(placed: OrderPlaced, order: JsonObject, path: str) -> FulfillmentUpdated | None:
+    """The ``picked_up`` step of a till sale (see :func:`_handed_over_at`), or None."""
+    handed = _handed_over_at(order, path)
+    if handed is None:
+        return None
+    square_id = placed.body.order_id.removeprefix("square-")
+    return FulfillmentUpdated(
+        id=f"square:order:{square_id}:handed_over",
+        type="fulfillment.updated",
+        ts=max(handed, placed.ts),
+        source=SOURCE,
+        body=FulfillmentBody(
+            order_id=placed.body.order_id,
+            status="picked_up",
+            location_id=placed.body.location_id,
+            detail="Square sale completed at the counter",
+        ),
+    )
+
+
 def _unit_price(line: JsonObject, quantity: int, path: str) -> Decimal:
     """``gross_sales_money`` / quantity when it divides (modifiers included), else base price."""
     gross = opt_obj(line, "gross_sales_money", path)
     if gross is not None and quantity > 0:
-        cents = integer(gross, "amount", join(path, "gross_sales_money"))
+        gpath = join(path, "gross_sales_money")
+        cents = integer(gross, "amount", gpath)
         if cents % quantity == 0:
-            return (Decimal(cents // quantity) / 100).quantize(Decimal("0.01"))
+            return _minor(cents // quantity, opt_text(gross, "currency", gpath))
     return _cents(opt_obj(line, "base_price_money", path), path)
 
 
@@ -391,6 +489,10 @@ def map_square_order(order: JsonObject, mapping: SquareMapping) -> Mapped:
         out.ignored.append(f"order {square_id}: no line with a catalog_object_id, nothing placed")
     else:
         out.items.append(placed)
+        if isinstance(placed, OrderPlaced):
+            handover = _handover(placed, order, path)
+            if handover is not None:
+                out.items.append(handover)
     tenders = _tenders(order, path)
     if tenders is not None:
         out.ignored.append(f"order {square_id}: {tenders} (payments are not stored)")
@@ -471,7 +573,7 @@ def map_square_refund(
                     ts=ts,
                     source=SOURCE,
                     body=ReturnBody(
-                        return_id=f"square-refund-{refund_id}",
+                        return_id=f"square-refund-{refund_id}-{uid}",
                         order_id=f"square-{source_order}" if source_order else None,
                         sku=sku,
                         location_id=location,

@@ -1,0 +1,305 @@
+"""Real shops' payload variants the documented samples do not show (issue: real shops).
+
+Each case starts from a vendor sample in ``fixtures/payloads`` (sources in their
+``SOURCES.md``) and changes only the fields the vendor documents for the variant:
+
+* Square: a refund with several return lines (one return each), zero- and three-decimal
+  currencies (Square's ``Money.amount`` is in the currency's smallest unit), a line sold
+  by weight (``quantity "1.5"``), an unreadable count beside good ones in one
+  ``inventory.count.updated``, and a completed counter sale (no fulfillment);
+* Shopify: custom-item and tip lines (no variant), test orders, and an order whose every
+  line was removed (Shopify sets no ``cancelled_at`` for that);
+* EasyPost: a tracker delivered back to the sender after ``return_to_sender``.
+
+Store effects are checked on a real SQLite store through the writer's apply path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from feeds.webhooks.easypost import map_tracker, parse_tracker
+from feeds.webhooks.mapping import parse_mapping
+from feeds.webhooks.shopify import map_shopify
+from feeds.webhooks.square import map_square, map_square_order, map_square_refund
+from store.apply import apply_batch
+from store.model import (
+    Event,
+    FulfillmentUpdated,
+    OrderCancelled,
+    OrderPlaced,
+    Quarantined,
+    ReturnReceived,
+    StockSnapshot,
+)
+from store.schema import migrate
+from store.writer import configure_connection
+
+PAYLOADS = Path(__file__).resolve().parent.parent / "fixtures" / "payloads"
+RECEIVED = datetime(2026, 12, 3, 12, tzinfo=UTC)
+
+MAPPING = parse_mapping(
+    """
+[square]
+channel = "pos"
+[square.locations]
+"057P5VYJ4A5X1" = "S-BKN"
+"YYQR03DGCTXA4" = "S-NYC"
+[square.catalog_objects]
+"BEMYCSMIJL46OCDV4KYIKXIB" = "APP-0001"
+"FGQ5JJWT2PYTHF35CKZ2DSKP" = "MUG-0001"
+"MEAT-VAR" = "MEAT-001"
+[shopify]
+[shopify.locations]
+"655441491" = "WH-NJ"
+"""
+)
+
+
+def sample(name: str) -> Any:
+    return json.loads((PAYLOADS / name).read_text(encoding="utf-8"))
+
+
+def square_order() -> dict[str, Any]:
+    """Square's documented ``CreateOrder`` answer: an ad-hoc line and a catalog line."""
+    order: dict[str, Any] = sample("square/api_CreateOrderResponse.json")["order"]
+    return order
+
+
+def store(tmp_path: Path, items: list[Event | Quarantined]) -> sqlite3.Connection:
+    db = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    configure_connection(db)
+    migrate(db)
+    apply_batch(db, items, RECEIVED, sweep=True)
+    return db
+
+
+# --- Square ---------------------------------------------------------------------------
+
+
+def test_a_square_refund_of_several_lines_returns_each_line(tmp_path: Path) -> None:
+    order = square_order()
+    order["returns"] = [
+        {
+            "source_order_id": order["id"],
+            "return_line_items": [
+                {
+                    "uid": "rli1",
+                    "catalog_object_id": "BEMYCSMIJL46OCDV4KYIKXIB",
+                    "quantity": "1",
+                    "total_money": {"amount": 2115, "currency": "USD"},
+                },
+                {
+                    "uid": "rli2",
+                    "catalog_object_id": "MEAT-VAR",
+                    "quantity": "2",
+                    "total_money": {"amount": 1600, "currency": "USD"},
+                },
+            ],
+        }
+    ]
+    refund = dict(sample("square/api_GetPaymentRefundResponse.json")["refund"])
+    refund["location_id"] = "057P5VYJ4A5X1"
+    items = map_square_refund(refund, order, MAPPING.square).items
+    returns = [i for i in items if isinstance(i, ReturnReceived)]
+    assert len({r.body.return_id for r in returns}) == 2, [r.body.return_id for r in returns]
+    db = store(tmp_path, list(items))
+    rows = db.execute("SELECT sku, quantity FROM returns ORDER BY sku").fetchall()
+    assert rows == [("APP-0001", 1), ("MEAT-001", 2)]  # 3 units, not the first line's 1
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "expected"),
+    [("USD", 1599, "15.99"), ("JPY", 1500, "1500.00"), ("KRW", 12000, "12000.00")],
+)
+def test_square_money_is_read_in_the_currencys_own_minor_unit(
+    currency: str, amount: int, expected: str
+) -> None:
+    # Square: "JPY | Yen (amount 100 in the Money object indicates ¥ 100)".
+    order = square_order()
+    line = order["line_items"][1]
+    for key in ("base_price_money", "gross_sales_money", "total_discount_money"):
+        line.pop(key, None)
+    line["base_price_money"] = {"amount": amount, "currency": currency}
+    line["total_discount_money"] = {"amount": amount // 10, "currency": currency}
+    (placed,) = [i for i in map_square_order(order, MAPPING.square).items]
+    assert isinstance(placed, OrderPlaced)
+    (stored,) = placed.body.lines
+    assert stored.unit_price == Decimal(expected)
+    assert stored.discount == (Decimal(amount // 10) * stored.unit_price / amount).quantize(
+        Decimal("0.01")
+    )
+
+
+def test_a_three_decimal_currency_is_kept_to_the_cent() -> None:
+    order = square_order()
+    line = order["line_items"][1]
+    line.pop("gross_sales_money", None)
+    line["base_price_money"] = {"amount": 12345, "currency": "KWD"}  # 12.345 KD
+    (placed,) = map_square_order(order, MAPPING.square).items
+    assert isinstance(placed, OrderPlaced)
+    assert placed.body.lines[0].unit_price == Decimal("12.34")  # half-even, the model's cents
+
+
+def test_a_line_sold_by_weight_is_skipped_and_the_order_placed() -> None:
+    order = square_order()
+    weighed = copy.deepcopy(order["line_items"][1])
+    weighed.update(
+        uid="w1",
+        name="Ground beef",
+        catalog_object_id="MEAT-VAR",
+        quantity="1.5",
+        quantity_unit={"measurement_unit": {"weight_unit": "IMPERIAL_POUND"}, "precision": 1},
+    )
+    order["line_items"].append(weighed)
+    mapped = map_square_order(order, MAPPING.square)
+    (placed,) = mapped.items
+    assert isinstance(placed, OrderPlaced)
+    assert [line.sku for line in placed.body.lines] == ["APP-0001"]
+    assert any("'Ground beef' sold by measure, 1.5" in note for note in mapped.ignored), (
+        mapped.ignored
+    )
+    # A quantity that is no number at all is still refused, naming the field.
+    weighed["quantity"] = "lots"
+    with pytest.raises(ValueError, match=r"line_items\[2\]\.quantity"):
+        map_square_order(order, MAPPING.square)
+
+
+def test_an_unreadable_count_is_held_alone_and_the_others_stored() -> None:
+    payload = sample("square/inventory.count.updated.json")
+    good = payload["data"]["object"]["inventory_counts"][0]
+    bad = dict(good, catalog_object_id="MEAT-VAR", quantity="12.5")
+    payload["data"]["object"]["inventory_counts"] = [good, bad]
+    mapped = map_square(payload, MAPPING.square)
+    snapshot, held = mapped.items
+    assert isinstance(snapshot, StockSnapshot)
+    assert (snapshot.body.sku, snapshot.body.on_hand) == ("MUG-0001", 10)
+    assert isinstance(held, Quarantined)
+    assert "inventory_counts[1].quantity: expected a whole number, got '12.5'" in held.error
+
+
+def test_a_completed_counter_sale_is_taken_at_the_till(tmp_path: Path) -> None:
+    order = square_order()
+    order.update(state="COMPLETED", closed_at="2026-12-02T15:04:05Z")
+    order["created_at"] = "2026-12-02T15:03:00Z"
+    mapped = map_square_order(order, MAPPING.square)
+    placed, handover = mapped.items
+    assert isinstance(placed, OrderPlaced) and isinstance(handover, FulfillmentUpdated)
+    assert placed.body.method == "bopis" and placed.body.location_id == "S-BKN"
+    assert (handover.body.status, handover.ts) == (
+        "picked_up",
+        datetime(2026, 12, 2, 15, 4, 5, tzinfo=UTC),
+    )
+    db = store(tmp_path, list(mapped.items))
+    (done,) = db.execute("SELECT done_ts FROM orders").fetchall()
+    assert done[0] is not None  # not an open order going late
+    # An open order, or one with a fulfillment, is not a counter sale.
+    order.update(state="OPEN")
+    assert [type(i) for i in map_square_order(order, MAPPING.square).items] == [OrderPlaced]
+    order.update(state="COMPLETED", fulfillments=[{"uid": "f1", "type": "SHIPMENT"}])
+    assert [type(i) for i in map_square_order(order, MAPPING.square).items] == [OrderPlaced]
+
+
+# --- Shopify --------------------------------------------------------------------------
+
+
+def shopify_order() -> dict[str, Any]:
+    """Shopify's REST 2024-04 order, as placed (no refunds, fulfillments or removals)."""
+    order: dict[str, Any] = sample("shopify/rest-2024-04_order.json")
+    order.update(refunds=[], fulfillments=[], cancelled_at=None, test=False)
+    for line in order["line_items"]:
+        line["current_quantity"] = line["quantity"]
+    return order
+
+
+def test_custom_items_and_tips_are_not_stock_and_the_order_is_placed() -> None:
+    order = shopify_order()
+    first = order["line_items"][0]
+    custom = dict(first, id=1, title="Gift wrapping", variant_id=None, product_id=None, sku=None)
+    tip = dict(first, id=2, title="Tip", variant_id=None, product_id=None, sku="")
+    tip["tip_payment_gateway"] = "shopify_payments"
+    order["line_items"] += [custom, tip]
+    mapped = map_shopify("orders/create", "d1", order, MAPPING.shopify)
+    (placed,) = [i for i in mapped.items if not isinstance(i, FulfillmentUpdated)]
+    assert isinstance(placed, OrderPlaced), placed
+    assert [line.sku for line in placed.body.lines] == [
+        "IPOD2008GREEN",
+        "IPOD2008RED",
+        "IPOD2008BLACK",
+    ]
+    assert any("custom item 'Gift wrapping'" in n for n in mapped.ignored), mapped.ignored
+    assert any("tip 'Tip'" in n for n in mapped.ignored), mapped.ignored
+    # A line of a variant the mapping does not know, without a sku, is still held.
+    order["line_items"].append(dict(first, id=3, variant_id=777, sku=None))
+    (held,) = map_shopify("orders/create", "d2", order, MAPPING.shopify).items
+    assert isinstance(held, Quarantined) and "unmapped Shopify variant_id 777" in held.error
+
+
+def test_test_orders_are_left_out_unless_kept() -> None:
+    order = shopify_order()
+    order["test"] = True
+    mapped = map_shopify("orders/create", "d1", order, MAPPING.shopify)
+    assert mapped.items == []
+    assert any("test order" in n for n in mapped.ignored), mapped.ignored
+    keep = parse_mapping('[shopify]\ntest_orders = "keep"\n').shopify
+    assert [type(i) for i in map_shopify("orders/create", "d1", order, keep).items] == [OrderPlaced]
+
+
+def test_an_order_with_every_line_removed_is_cancelled(tmp_path: Path) -> None:
+    order = shopify_order()
+    placed = map_shopify("orders/create", "d1", order, MAPPING.shopify).items
+    removed = copy.deepcopy(order)
+    for line in removed["line_items"]:
+        line["current_quantity"] = 0  # refunded with restock_type "cancel": Shopify's removal
+    removed["updated_at"] = "2026-12-02T10:00:00-05:00"
+    mapped = map_shopify("orders/updated", "d2", removed, MAPPING.shopify)
+    cancels = [i for i in mapped.items if isinstance(i, OrderCancelled)]
+    assert [(c.id, c.ts, c.body.reason) for c in cancels] == [
+        (
+            f"shopify:order:{order['id']}:cancelled",
+            datetime(2026, 12, 2, 15, tzinfo=UTC),
+            "every line removed",
+        )
+    ]
+    db = store(tmp_path, [*placed, *mapped.items])
+    (cancelled,) = db.execute("SELECT cancelled_ts FROM orders").fetchone()
+    assert cancelled is not None
+    # One line left is an edit, not a cancellation.
+    removed["line_items"][0]["current_quantity"] = 1
+    kinds = {i.type for i in map_shopify("orders/updated", "d3", removed, MAPPING.shopify).items}
+    assert "order.cancelled" not in kinds and "order.edited" in kinds
+
+
+# --- EasyPost -------------------------------------------------------------------------
+
+
+def test_a_parcel_delivered_back_to_the_sender_is_no_delivery() -> None:
+    event = sample("easypost/tracker.updated.event-body.json")
+    result = event["result"]
+    scans = [
+        ("in_transit", "2026-12-02T10:00:00Z"),
+        ("return_to_sender", "2026-12-04T10:00:00Z"),
+        ("delivered", "2026-12-08T10:00:00Z"),
+    ]
+    result["tracking_details"] = [{"status": s, "datetime": t} for s, t in scans]
+    result["status"] = "delivered"
+    items = map_tracker(parse_tracker(event), "shopify-1").items
+    steps = [(i.body.status, i.ts) for i in items if isinstance(i, FulfillmentUpdated)]
+    assert ("exception", datetime(2026, 12, 4, 10, tzinfo=UTC)) in steps
+    assert all(status != "delivered" for status, _ in steps), steps
+    # The same history without the return is a delivery.
+    result["tracking_details"] = [
+        d for d in result["tracking_details"] if "return" not in d["status"]
+    ]
+    items = map_tracker(parse_tracker(event), "shopify-1").items
+    assert ("delivered", datetime(2026, 12, 8, 10, tzinfo=UTC)) in [
+        (i.body.status, i.ts) for i in items if isinstance(i, FulfillmentUpdated)
+    ]

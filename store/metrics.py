@@ -265,10 +265,10 @@ def compute_fulfillment(
             if promised is not None:  # no promise: neither on time nor late
                 a.promised += 1
                 a.on_time += fulfilled <= promised
-            if method == "bopis" and ready is not None and ready <= t:
+            # No promise: neither ready in time nor late (left out of both sides).
+            if method == "bopis" and ready is not None and ready <= t and promised is not None:
                 a.bopis += 1
-                if promised is not None and ready <= promised:
-                    a.bopis_on_time += 1
+                a.bopis_on_time += ready <= promised
     for loc, channel, seconds, nodes in picks:
         for a in resolved.get((loc, channel, nodes)) or resolve(loc, channel, nodes):
             if a.picks is None:
@@ -772,7 +772,7 @@ def compute_returns(db: sqlite3.Connection, t: int, params: MetricParams) -> Ret
     p_values = [rate_p_value(ret, s, br, bs) for _, _, ret, s, br, bs in counted]
     # The family: every SKU that could have been tested; those below the minimum count
     # are not listed and count as p = 1 (README: Return spike).
-    tested = _sku_series(db, t, b_first, last, sorted(current)) if candidates else 0
+    tested = _sku_series(db, t, b_first, last, sorted(current))
     q_values = bh_q_values(p_values, tested)
     rows = []
     for (sku, category, returned, s, br, bs), p, q in zip(counted, p_values, q_values, strict=True):
@@ -827,7 +827,8 @@ def baseline_dispersion(days: list[list[int]] | list[tuple[int, int]]) -> float:
     that ordinary variation a spike.  Fewer than two days with sales, or φ < 1: 1.
     """
     active = [(r, s) for r, s in days if s > 0]
-    total_r, total_s = sum(r for r, _ in active), sum(s for _, s in active)
+    # r is the baseline rate itself: returns received on a day without sales count in it.
+    total_r, total_s = sum(r for r, _ in days), sum(s for _, s in days)
     if len(active) < 2 or total_r <= 0 or total_r >= total_s:
         return 1.0
     rate = total_r / total_s

@@ -15,6 +15,7 @@ from store.metrics import (
     percentile,
     rate_z_score,
 )
+from store.model import Event
 from store.risk import is_oversell, stockout_row
 from store.snapshots import Snapshots
 from tests.builders import (
@@ -101,6 +102,35 @@ async def test_bopis_ready_rate_and_open_exceptions(db_path: Path) -> None:
     assert s1.bopis_ready_rate == pytest.approx(0.5)
     assert s1.exceptions == 1
     assert s1.open_orders == 1
+
+
+def unpromised(placed: Event) -> Event:
+    """``placed`` without a promised-by (the builder gives every order one)."""
+    body = placed.body.model_copy(update={"promised_by": None})
+    return placed.model_copy(update={"body": body})
+
+
+async def test_a_pickup_without_a_promise_is_neither_ready_in_time_nor_late(
+    db_path: Path,
+) -> None:
+    await write(
+        db_path,
+        [
+            order("b1", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-1)),
+            step("b1", "ready_for_pickup", at(-1.5)),  # in time
+            order("b2", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-2)),
+            step("b2", "ready_for_pickup", at(-1)),  # late
+            order("b3", at(-3), [("A", 1)], method="bopis", loc="S1", promised=at(-1)),
+            step("b3", "ready_for_pickup", at(-1)),  # exactly at the promise: in time
+            unpromised(order("b4", at(-3), [("A", 1)], method="bopis", loc="S1")),
+            step("b4", "ready_for_pickup", at(-0.5)),  # no promise: left out
+            unpromised(order("n1", at(-3), [("A", 1)], method="bopis", loc="S2")),
+            step("n1", "ready_for_pickup", at(-0.5)),
+        ],
+    )
+    rows = {r.key: r for r in snap(db_path, T0).fulfillment.rows}
+    assert rows["S1"].bopis_ready_rate == pytest.approx(2 / 3)  # not 2/4
+    assert rows["S2"].bopis_ready_rate is None  # no promise at all: no data, not 0 %
 
 
 async def test_carrier_delay_is_mean_of_delivered_minus_estimate(db_path: Path) -> None:

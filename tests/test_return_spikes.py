@@ -148,6 +148,15 @@ def test_baseline_dispersion_by_hand() -> None:
     assert baseline_dispersion([(10, 100), (30, 100)]) == pytest.approx(12.5)
     assert baseline_dispersion([(20, 100), (20, 100), (0, 0)]) == 1.0  # no spread: binomial
     assert baseline_dispersion([(5, 100)]) == 1.0  # one day says nothing about spread
+    # r is the baseline rate, 9/425, with the return of the day that sold nothing: days of
+    # (40, 0) ×7, (40, 4) ×2 and (65, 0) give Σ (ret − sold·r)² / (sold·r·(1 − r)) =
+    # 31.44 over D − 1 = 9 degrees of freedom (D counts days with sales only).
+    days = [(0, 40)] * 7 + [(4, 40)] * 2 + [(0, 65), (1, 0)]
+    r = 9 / 425
+    chi2 = sum((ret - sold * r) ** 2 / (sold * r * (1 - r)) for ret, sold in days if sold)
+    assert chi2 == pytest.approx(31.44, abs=0.01)
+    assert baseline_dispersion(days) == pytest.approx(chi2 / 9)
+    assert baseline_dispersion(days) == pytest.approx(3.4937, abs=1e-4)
 
 
 # --- a small store: the family and the FDR rule --------------------------------------------
@@ -189,6 +198,7 @@ async def test_a_z_of_three_among_many_series_is_not_a_spike(
     assert hot.q_value == pytest.approx(m * p_hot) and hot.q_value < P.return_fdr_q
     assert mod.q_value == pytest.approx(m * p_mod / 2) and mod.q_value > P.return_fdr_q
     assert hot.spike and not mod.spike and snap.spikes == 1
+
     # The z floor still applies: at return_z_threshold = 100 nothing spikes.
     strict = dataclasses.replace(P, return_z_threshold=100.0)
     db = open_reader(db_path)
@@ -295,3 +305,18 @@ def test_the_shipped_rule_fires_on_the_incident_only(fixture_store: Path) -> Non
             assert row.p_value is not None and row.q_value is not None
     finally:
         db.close()
+
+
+async def test_the_family_is_the_catalogue_even_when_no_sku_is_tested(db_path: Path) -> None:
+    # Fourteen catalogue SKUs, one return in all (below the minimum count of 5): nothing is
+    # tested, but the family the snapshot reports is still the catalogue.
+    codes = [f"K{i:02d}" for i in range(14)]
+    events = [sku(code) for code in codes]
+    events += [order("o1", at(-5), [("K00", 3)]), ret("K00", 1, at(-1))]
+    await write(db_path, events)
+    db = open_reader(db_path)
+    try:
+        snap = compute_returns(db, int(T0.timestamp()), P)
+    finally:
+        db.close()
+    assert (list(snap.rows), snap.tested) == ([], 14)

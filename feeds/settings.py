@@ -71,6 +71,7 @@ from pydantic_settings import (
 from feeds.kafka.config import KafkaOut, KafkaSubscription
 from feeds.localzone import local_zone
 from rules.roles import Roles
+from rules.textfile import read_regular
 from store.paths import config_dir
 from store.risk import METRIC_CHECKS, MetricParams
 
@@ -589,9 +590,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_regular(path).decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text: {exc}") from exc
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -40,6 +40,7 @@ from rules.routing.config import (
     FulfillmentRouting,
     check_references,
 )
+from rules.textfile import read_regular
 from rules.toml_lines import Loc, error_message, field_text, key_lines, line_of
 
 DEFAULT_RULES_PATH = Path("~/.config/omniops/rules.toml")
@@ -261,7 +262,7 @@ def load_rules(
     """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
         stat = path.stat()
     except OSError as exc:
         raise RulesFileError([Problem(path, None, "", f"cannot read: {exc.strerror}")]) from None

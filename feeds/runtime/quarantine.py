@@ -38,7 +38,7 @@ from feeds.jsonl import parse_line
 from feeds.webhooks import Mapped, PayloadError, amazon, easypost, shopify, square
 from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
-from feeds.webhooks.redact import CUT, TOO_DEEP, keep_raw, redact_raw
+from feeds.webhooks.redact import CUT, RAW_LIMIT, TOO_DEEP, keep_raw, redact_raw
 from store.apply import Outcome, Touched, apply_batch, epoch
 from store.held import (
     HeldDelivery,
@@ -145,14 +145,16 @@ def hold_for(
     """
     quarantined = [item for item in mapped.items if isinstance(item, Quarantined)]
     if error is not None:
-        raw = redacted if redacted is not None else redact_raw(body)
+        # The quarantine row holds the body cut at 64 KB; the held copy is the whole body
+        # (up to HELD_RAW_LIMIT, else marked too large): a cut one could never be replayed.
+        cut = redacted if redacted is not None else redact_raw(body)
         return HeldDelivery(
             source=source,
-            raw=raw,
+            raw=keep_raw(body) if len(body) > RAW_LIMIT else cut,
             reason=error,
             topic=topic,
             delivery_id=delivery_id,
-            quarantined=((source, error, raw),),
+            quarantined=((source, error, cut),),
         )
     if not quarantined and not mapped.unmapped:
         return None

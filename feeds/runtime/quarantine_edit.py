@@ -48,6 +48,7 @@ from feeds.runtime.quarantine import (
     replay_rows,
     tracking_lookup,
 )
+from feeds.webhooks.canonical import json_lines
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import keep_raw, redact_payload, redact_raw
 from store.apply import epoch
@@ -118,6 +119,14 @@ def suffix(row: HeldRow) -> str:
 # -- reading an edit back -------------------------------------------------------------------
 
 
+def _doc(line: str) -> Any:
+    """A kept line as JSON, or as its text when it is not JSON (shown, never edited)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return line
+
+
 def _json_error(exc: json.JSONDecodeError, what: str) -> EditError:
     return EditError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")
 
@@ -128,7 +137,7 @@ def kept(row: HeldRow, text: str) -> str:
     if form == "rows":
         return _kept_rows(row, text)
     if form == "lines":
-        lines = [line for line in text.splitlines() if line.strip()]
+        lines = [line for line in json_lines(text) if line.strip()]
         for n, line in enumerate(lines, start=1):
             try:
                 json.loads(line)
@@ -198,7 +207,15 @@ def set_fields(row: HeldRow, assignments: Sequence[str]) -> str:
             " or the editor"
         )
     if form == "lines":
-        docs: list[Any] = [json.loads(line) for line in row.raw.splitlines() if line.strip()]
+        docs: list[Any] = []
+        for n, line in enumerate((x for x in json_lines(row.raw) if x.strip()), start=1):
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise EditError(
+                    f"kept line {n} is not JSON ({exc.msg}), so --set cannot name a field in"
+                    " it: use --from-file or the editor"
+                ) from None
     else:
         docs = [json.loads(row.raw)]
     for assignment in assignments:
@@ -320,8 +337,8 @@ def changes(row: HeldRow, after: str) -> list[Change]:
                     out.append((f"line {old[0]} {column}", a, b))
         return out
     if form == "lines":
-        old_docs = [json.loads(x) for x in row.raw.splitlines() if x.strip()]
-        new_docs = [json.loads(x) for x in after.splitlines() if x.strip()]
+        old_docs = [_doc(x) for x in json_lines(row.raw) if x.strip()]
+        new_docs = [_doc(x) for x in json_lines(after) if x.strip()]
         before_map: dict[str, Any] = {}
         after_map: dict[str, Any] = {}
         _leaves(old_docs, "", before_map)

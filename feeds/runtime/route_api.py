@@ -42,10 +42,17 @@ import json
 from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from feeds.runtime.routing import WouldBlock
 from feeds.webhooks.bounded import MAX_DEPTH, MAX_STRINGS, ShapeError
@@ -74,10 +81,24 @@ class RoutingSource(Protocol):
         ...
 
 
+ROUTABLE = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC))
+"""Moments ``at`` may name: a week on either side stays within the calendar's range."""
+
+
+def _routable(at: datetime | None) -> datetime | None:
+    if at is not None and not ROUTABLE[0] <= at < ROUTABLE[1]:
+        raise ValueError(f"outside the routable range (1970 to 2199): {at.isoformat()}")
+    return at
+
+
+RoutableAt = Annotated[AwareDatetime | None, AfterValidator(_routable)]
+"""``at`` of a request: an aware moment within :data:`ROUTABLE`."""
+
+
 class RouteRequest(RouteOrder):
     """``POST /route`` with an order."""
 
-    at: AwareDatetime | None = None
+    at: RoutableAt = None
     """Route as of this moment (default: the server clock's now)."""
 
 
@@ -90,7 +111,7 @@ class AvailabilityRequest(BaseModel):
     cart: list[RouteLine] = Field(min_length=1, max_length=500)
     destination_region: Identifier | None = None
     channel: Identifier = "web"
-    at: AwareDatetime | None = None
+    at: RoutableAt = None
 
 
 _DECISION_JSON = Decision.__pydantic_serializer__.to_json
@@ -199,7 +220,7 @@ def add_routes(
                 data = _loads(raw)
             except ShapeError as exc:
                 return _error(400, exc.message, "body")
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except ValueError as exc:  # not UTF-8, not JSON, an integer of 4,300+ digits
                 return _error(400, f"body is not valid JSON: {exc}", "body")
             if not isinstance(data, dict):
                 return _error(400, "body must be a JSON object", "body")

@@ -157,6 +157,10 @@ def opt_ident(data: JsonObject, key: str, path: str = "") -> str | None:
     return ident(data, key, path)
 
 
+_MAX_EXPONENT = 12
+"""Numbers beyond ±10^12 (the canonical model's bound on counts) are refused as text."""
+
+
 def integer(data: JsonObject, key: str, path: str = "") -> int:
     """A required whole number; a string of digits (Square's quantities) is accepted."""
     value = require(data, key, path)
@@ -171,6 +175,9 @@ def integer(data: JsonObject, key: str, path: str = "") -> int:
             number = Decimal(value.strip())
         except InvalidOperation:
             number = Decimal("NaN")
+        if number.is_finite() and number.adjusted() > _MAX_EXPONENT:
+            # Refused before int(): int(Decimal("1e400000")) takes seconds (quadratic).
+            raise PayloadError(join(path, key), f"out of range (beyond ±10^12): {value[:40]!r}")
         if number.is_finite() and number == number.to_integral_value():
             return int(number)
     raise PayloadError(join(path, key), f"expected a whole number, got {value!r}")
@@ -191,6 +198,8 @@ def money(data: JsonObject, key: str, path: str = "") -> Decimal:
         raise PayloadError(join(path, key), f"expected an amount, got {value!r}") from None
     if not amount.is_finite():
         raise PayloadError(join(path, key), f"expected an amount, got {value!r}")
+    if amount and amount.adjusted() > _MAX_EXPONENT:  # quantize() fails past 28 digits
+        raise PayloadError(join(path, key), f"amount out of range: {str(value)[:40]!r}")
     if amount != amount.quantize(Decimal("0.01")):
         # The same rule as the canonical model (and /events): never round money silently.
         raise PayloadError(join(path, key), f"more than two decimal places: {value!r}")

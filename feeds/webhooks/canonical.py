@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from feeds.webhooks import PayloadError
 from feeds.webhooks.bounded import ShapeError, check_shape
-from feeds.webhooks.redact import redact_raw
+from feeds.webhooks.redact import keep_raw
 from rules.errors import describe_validation_error
 from store.model import EVENT_ADAPTER, Event, Quarantined, parse_event
 
@@ -36,19 +36,32 @@ class Line:
     item: Event | Quarantined
 
 
+MAX_EVENTS = 10_000
+"""Events (lines, or items of an array) one ``POST /events`` body may hold: each refused
+one is a quarantine row on the one writer, so the work a request can cause is bounded."""
+
+
 def _one(data: object, number: int, raw: str) -> Line:
+    # A refused line is quarantined under ``events``, never under the ``source`` it
+    # claims: a claimed name would become a feed of its own (a metric label, a stale-feed
+    # alert) that nothing ever delivers on.
     where = f"POST /events line {number}"
-    source = SOURCE
-    if isinstance(data, dict) and isinstance(data.get("source"), str) and data["source"]:
-        source = data["source"][:200]
     if not isinstance(data, dict):
         error = f"{where}: expected a JSON object, got {type(data).__name__}"
-        return Line(number, Quarantined(source=source, raw=redact_raw(raw), error=error))
+        return Line(number, Quarantined(source=SOURCE, raw=keep_raw(raw), error=error))
     try:
         return Line(number, parse_event(data))
     except ValidationError as exc:
         error = f"{where}: {describe_validation_error(exc)}"
-        return Line(number, Quarantined(source=source, raw=redact_raw(raw), error=error))
+        return Line(number, Quarantined(source=SOURCE, raw=keep_raw(raw), error=error))
+
+
+def _too_many(count: int) -> PayloadError:
+    return PayloadError(
+        "(body)",
+        f"{count} events in one body, more than {MAX_EVENTS:,}: send smaller batches",
+        status=413,
+    )
 
 
 def parse_events_body(body: bytes) -> list[Line]:
@@ -72,20 +85,34 @@ def parse_events_body(body: bytes) -> list[Line]:
         whole = None
     else:
         if isinstance(whole, list):
+            if len(whole) > MAX_EVENTS:
+                raise _too_many(len(whole))
             return [_one(item, n, json.dumps(item)) for n, item in enumerate(whole, start=1)]
         return [_one(whole, 1, text)]
     lines: list[Line] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    split = json_lines(text)
+    if len(split) > MAX_EVENTS and sum(1 for raw in split if raw.strip()) > MAX_EVENTS:
+        raise _too_many(sum(1 for raw in split if raw.strip()))
+    for number, raw in enumerate(split, start=1):
         if not raw.strip():
             continue
         try:
             data = json.loads(raw)
         except ValueError as exc:
             error = f"POST /events line {number}: not JSON ({exc})"
-            lines.append(Line(number, Quarantined(source=SOURCE, raw=redact_raw(raw), error=error)))
+            lines.append(Line(number, Quarantined(source=SOURCE, raw=keep_raw(raw), error=error)))
             continue
         lines.append(_one(data, number, raw))
     return lines
+
+
+def json_lines(text: str) -> list[str]:
+    r"""``text`` split into JSON Lines: on ``\n`` (and ``\r\n``) only.
+
+    ``str.splitlines`` also splits on U+2028, U+2029 and U+0085, which JSON allows raw
+    inside a string: a valid line holding one would be cut in two.
+    """
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _lines_of_bytes(body: bytes) -> list[Line] | None:
@@ -94,9 +121,11 @@ def _lines_of_bytes(body: bytes) -> list[Line] | None:
     ``None`` when the body is not two lines or more (one document that is not UTF-8 is
     refused whole, as before).  A bad line is kept with its bytes as ``\xNN``.
     """
-    numbered = [(n, raw) for n, raw in enumerate(body.splitlines(), start=1) if raw.strip()]
+    numbered = [(n, raw) for n, raw in enumerate(body.split(b"\n"), start=1) if raw.strip()]
     if len(numbered) < 2:
         return None
+    if len(numbered) > MAX_EVENTS:
+        raise _too_many(len(numbered))
     lines: list[Line] = []
     for number, raw in numbered:
         where = f"POST /events line {number}"
@@ -106,7 +135,7 @@ def _lines_of_bytes(body: bytes) -> list[Line] | None:
                 text = text.removeprefix(BOM)
             check_shape(text)
         except UnicodeDecodeError as exc:
-            kept = redact_raw(raw.decode("utf-8", "backslashreplace"))
+            kept = keep_raw(raw.decode("utf-8", "backslashreplace"))
             error = f"{where}: not UTF-8 (byte {exc.start} of the line)"
             lines.append(Line(number, Quarantined(source=SOURCE, raw=kept, error=error)))
             continue
@@ -118,9 +147,7 @@ def _lines_of_bytes(body: bytes) -> list[Line] | None:
             data = json.loads(text)
         except ValueError as exc:
             error = f"{where}: not JSON ({exc})"
-            lines.append(
-                Line(number, Quarantined(source=SOURCE, raw=redact_raw(text), error=error))
-            )
+            lines.append(Line(number, Quarantined(source=SOURCE, raw=keep_raw(text), error=error)))
             continue
         lines.append(_one(data, number, text))
     return lines
@@ -150,8 +177,8 @@ def valid_json_lines(body: bytes) -> list[Event | Quarantined] | None:
         text = body.decode("utf-8").removeprefix(BOM)
     except UnicodeDecodeError:
         return None
-    lines = [raw for raw in text.splitlines() if raw.strip()]
-    if len(lines) < 2:
+    lines = [raw for raw in json_lines(text) if raw.strip()]
+    if not 2 <= len(lines) <= MAX_EVENTS:
         return None
     try:
         check_shape(text)

@@ -55,6 +55,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rules.errors import describe_validation_error
+from rules.textfile import read_regular
 from rules.watch import FileWatcher
 
 
@@ -69,7 +70,7 @@ class ShopifyMapping(_Section):
     """Canonical channel of online-store orders."""
     pos_channel: str = "pos"
     """Canonical channel of orders whose ``source_name`` is ``pos`` (Shopify POS)."""
-    sla_hours: float = Field(default=48.0, gt=0)
+    sla_hours: float = Field(default=48.0, gt=0, le=8760, allow_inf_nan=False)
     """An order's ``promised_by`` is its ``created_at`` plus this many hours."""
     inventory_as: Literal["snapshot", "listing"] = "snapshot"
     """``snapshot``: Shopify is the stock system of record (``stock.snapshot`` with
@@ -103,7 +104,7 @@ class SquareMapping(_Section):
     fulfillment: Literal["pickup", "shipment"] = "pickup"
     """What Square's fulfillment states mean: PREPARED is ``ready_for_pickup`` and COMPLETED
     ``picked_up`` for pickup; ``packed`` and ``shipped`` for shipment."""
-    sla_hours: float = Field(default=2.0, gt=0)
+    sla_hours: float = Field(default=2.0, gt=0, le=8760, allow_inf_nan=False)
     """``promised_by`` of a Square order without a pickup time: created_at plus this."""
     default_region: str = "unknown"
     """Destination region of an order without a shipping address."""
@@ -190,9 +191,13 @@ def load_mapping(path: Path | None) -> Mapping:
     if path is None:
         return Mapping()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = read_regular(path)
     except OSError as exc:
         raise MappingError(f"{path}: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path}: not UTF-8 text: {exc}") from exc
     return parse_mapping(text, where=str(path))
 
 

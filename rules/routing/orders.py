@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from rules.routing.config import NodeKind, StrictModel
-from store.model import Identifier, Method, Money, OrderPlacedBody, SkuBody
+from store.model import COUNT_LIMIT, Identifier, Method, Money, OrderPlacedBody, SkuBody
 
 Status = Literal["routed", "held", "unfulfillable"]
 """The outcome of routing one order."""
@@ -46,7 +46,7 @@ class RouteLine(StrictModel):
     """One line of an order to route."""
 
     sku: Identifier
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=COUNT_LIMIT)
     unit_price: Money | None = None
     """Unit price for the order value (default: the SKU's catalogue price)."""
     discount: Money = Decimal("0")

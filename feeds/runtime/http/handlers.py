@@ -464,6 +464,9 @@ async def _handle(
             monitor.health.errors += 1
         response = _json(exc.status, {"error": exc.message})
         return response
+    except ConnectionResetError:  # the client went away mid-body: nothing to answer
+        response = _json(CLIENT_GONE, {"error": "the client closed the connection"})
+        return response
     finally:
         code = str(response.status) if response is not None else "500"
         state.metrics.inc("omniops_webhook_requests_total", source=source, status=code)
@@ -739,6 +742,11 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+CLIENT_GONE = 499
+"""Status counted for a request whose client closed the connection before its body
+arrived (nginx's convention; nothing is sent): never a 500 on ``/metrics``."""
+
+
 @web.middleware
 async def json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -754,6 +762,9 @@ async def json_errors(
     except RecursionError:
         log.error("nesting too deep on %s %s", request.method, request.path)
         return _json(400, {"error": "body nested too deeply", "field": "(body)"})
+    except ConnectionResetError:  # the client closed the connection: no bug of ours
+        log.debug("client went away during %s %s", request.method, request.path)
+        return _json(CLIENT_GONE, {"error": "the client closed the connection"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _json(500, {"error": "internal error (logged)"})

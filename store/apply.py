@@ -727,6 +727,7 @@ def _fulfillment(
     # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
     # arrival stands, as one at a time).
     costs: list[tuple[str, str, int, int]] = []
+    tracked: set[tuple[str, str]] = set()  # every (tracking number, order) given
     moments = _EPOCHS
     for event, ts in events:
         b = event.body
@@ -745,6 +746,7 @@ def _fulfillment(
             acc[0] = b.carrier
         if b.tracking is not None:
             acc[1] = b.tracking
+            tracked.add((b.tracking, order_id))
         node = b.location_id
         if node is not None:
             if acc[2] is None:
@@ -787,6 +789,11 @@ def _fulfillment(
             "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"
             " VALUES (?, ?, ?, ?)",
             costs,
+        )
+    if tracked:
+        db.executemany(
+            "INSERT OR IGNORE INTO order_tracking (tracking, order_id) VALUES (?, ?)",
+            sorted(tracked),
         )
 
 

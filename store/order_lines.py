@@ -53,3 +53,10 @@ def held_lines(db: sqlite3.Connection, order_id: str) -> list[HeldLine] | None:
         for sku, qty, price, off in rows
         if sku is not None
     ]
+
+
+ORDER_FOR_TRACKING = """
+    SELECT order_id FROM orders
+    WHERE order_id IN (SELECT order_id FROM order_tracking WHERE tracking = ?)
+    ORDER BY placed_ts DESC LIMIT 1"""
+"""The order a tracking number belongs to (any parcel of it; the latest placed of two)."""

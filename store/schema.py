@@ -495,6 +495,22 @@ MIGRATIONS: tuple[str, ...] = (
         units INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 19: every tracking number a fulfillment step gave an order (``orders.tracking`` keeps
+    # the latest only), so a carrier's tracker of any parcel of a split shipment finds its
+    # order; filled from the event log for the steps stored before.
+    """
+    CREATE TABLE order_tracking (
+        tracking TEXT NOT NULL,
+        order_id TEXT NOT NULL,
+        PRIMARY KEY (tracking, order_id)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO order_tracking (tracking, order_id)
+        SELECT tracking, order_id FROM orders WHERE tracking IS NOT NULL;
+    INSERT OR IGNORE INTO order_tracking (tracking, order_id)
+        SELECT json_extract(body, '$.tracking'), json_extract(body, '$.order_id')
+        FROM event_log
+        WHERE type = 'fulfillment.updated' AND json_extract(body, '$.tracking') IS NOT NULL;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

@@ -40,6 +40,7 @@ from store.model import (
     ReturnReceived,
     StockSnapshot,
 )
+from store.order_lines import ORDER_FOR_TRACKING
 from store.schema import migrate
 from store.writer import configure_connection
 
@@ -303,3 +304,27 @@ def test_a_parcel_delivered_back_to_the_sender_is_no_delivery() -> None:
     assert ("delivered", datetime(2026, 12, 8, 10, tzinfo=UTC)) in [
         (i.body.status, i.ts) for i in items if isinstance(i, FulfillmentUpdated)
     ]
+
+
+def test_every_parcel_of_a_split_shipment_finds_its_order(tmp_path: Path) -> None:
+    """A tracker of the first parcel as well as of the last (``orders.tracking`` is the last)."""
+    order = shopify_order()
+    parcels = []
+    for n, code in enumerate(("1Z999AA10000000001", "1Z999AA10000000002")):
+        parcel = copy.deepcopy(sample("shopify/rest-2024-04_order.json")["fulfillments"][0])
+        parcel.update(id=9000 + n, status="success", tracking_number=code)
+        parcel["created_at"] = f"2026-12-02T1{n}:00:00-05:00"
+        parcels.append(parcel)
+    order["fulfillments"] = parcels
+    items = map_shopify("orders/fulfilled", "d1", order, MAPPING.shopify).items
+    db = store(tmp_path, list(items))
+    for code in ("1Z999AA10000000001", "1Z999AA10000000002"):
+        assert db.execute(ORDER_FOR_TRACKING, (code,)).fetchall() == [
+            (f"shopify-{order['id']}",)
+        ], code
+    assert db.execute(ORDER_FOR_TRACKING, ("1Z-UNKNOWN",)).fetchall() == []
+    # A store from before the table: the migration fills it from the event log.
+    db.execute("DROP TABLE order_tracking")
+    db.execute("PRAGMA user_version = 18")
+    migrate(db)
+    assert len(db.execute("SELECT * FROM order_tracking").fetchall()) == 2

@@ -52,6 +52,7 @@ from store.held import (
     unplace,
 )
 from store.model import Event, OrderPlaced, Quarantined, TimeWindow, set_time_window
+from store.order_lines import ORDER_FOR_TRACKING
 from store.writer import StoreWriter
 
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
@@ -283,7 +284,7 @@ def tracking_lookup(db: sqlite3.Connection) -> OrderLookup:
 
     def find(code: str) -> str | None:
         row = db.execute(
-            "SELECT order_id FROM orders WHERE tracking = ? ORDER BY placed_ts DESC LIMIT 1",
+            ORDER_FOR_TRACKING,
             (code,),
         ).fetchone()
         return None if row is None else str(row[0])

@@ -4,8 +4,9 @@ A ``tracker.updated`` (or ``tracker.created``) event's ``result`` is a Tracker: 
 tracking code, status, the carrier's ``est_delivery_date`` and the scan history
 (``tracking_details``).  EasyPost does not know our order ids, so the order is found by
 its tracking number: the server looks the code up in the store (the ``shipped`` step of
-the order's own channel recorded it).  A tracker whose code matches no order yet is
-quarantined with that reason, never attached to a guessed order.
+the order's own channel recorded it; every parcel's number is kept, ``order_tracking``).
+A tracker whose code matches no order yet is quarantined with that reason, never attached
+to a guessed order.
 
 Status → step (ids ``easypost:<tracker id>:<step>``, ``ts`` the first scan in that status,
 else the tracker's ``updated_at``):

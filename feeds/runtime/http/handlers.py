@@ -98,7 +98,7 @@ from store.clock import Clock, SystemClock
 from store.held import record_held
 from store.metrics import open_reader, store_counts
 from store.model import Quarantined
-from store.order_lines import HeldLine, held_lines
+from store.order_lines import ORDER_FOR_TRACKING, HeldLine, held_lines
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
 
@@ -136,7 +136,7 @@ class StoreReader:
         """The order whose shipment has tracking number ``code`` (the latest placed)."""
         rows = await asyncio.to_thread(
             self._run,
-            "SELECT order_id FROM orders WHERE tracking = ? ORDER BY placed_ts DESC LIMIT 1",
+            ORDER_FOR_TRACKING,
             (code,),
         )
         return str(rows[0][0]) if rows else None

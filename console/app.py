@@ -93,6 +93,9 @@ class OmniopsApp(App[None]):
     ]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit"),
+        # Ctrl-C quits everywhere, as in every terminal program (Textual's default only
+        # hints at ctrl+q); priority, so a focused field does not take it as "copy".
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit-interrupt"),
         Binding("r", "refresh", "Refresh", id="refresh"),
         Binding("question_mark", "help", "Help", id="help"),
     ]

@@ -63,6 +63,30 @@ def positive_speed(text: str) -> float:
     return speed
 
 
+def positive_seconds(text: str) -> float:
+    """A ``--refresh``: wall seconds between panel refreshes, above 0."""
+    try:
+        seconds = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: give wall seconds above 0, e.g. 5")
+    return seconds
+
+
+def time_zone(text: str) -> str:
+    """A ``--timezone``: an IANA zone name the system knows (``America/New_York``)."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(text)
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text!r} (an IANA name, e.g. America/New_York)"
+        ) from None
+    return text
+
+
 class BadStore(Exception):
     """A ``--db`` that cannot be a store: not SQLite, empty, or in a missing folder."""
 
@@ -183,7 +207,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     demo.add_argument("--db", type=Path, default=None, help="store file (default: a temporary one)")
     demo.add_argument("--fixtures", type=Path, default=FIXTURES, help="fixture folder to replay")
-    demo.add_argument("--refresh", type=float, default=5.0, help="panel refresh, wall seconds")
+    demo.add_argument(
+        "--refresh", type=positive_seconds, default=5.0, help="panel refresh, wall seconds"
+    )
     demo.add_argument(
         "--rules", default=None, help="rules file (default: a fresh copy of the defaults)"
     )
@@ -204,7 +230,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rep.add_argument(
         "--at", type=parse_time, default=None, help="evaluate as of this ISO time (default: now)"
     )
-    rep.add_argument("--timezone", default=None, help="the store's local zone for 'today'")
+    rep.add_argument(
+        "--timezone", type=time_zone, default=None, help="the store's local zone for 'today'"
+    )
 
     sub.add_parser("schema", help="print the JSON Schema of a canonical event")
 

@@ -90,6 +90,9 @@ class WhatIfReport:
     newly_held: tuple[str, ...]
     current_decisions: tuple[Decision, ...]
     draft_decisions: tuple[Decision, ...]
+    assigned_too: bool = False
+    """True when the replay routed orders that arrived with a node from their channel
+    anew (no order of the window was the router's to decide)."""
 
     @property
     def load_change(self) -> dict[str, tuple[int, int]]:

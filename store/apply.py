@@ -728,6 +728,9 @@ def _fulfillment(
     # arrival stands, as one at a time).
     costs: list[tuple[str, str, int, int]] = []
     tracked: set[tuple[str, str]] = set()  # every (tracking number, order) given
+    # Every report of a carrier or an estimate by its time, for the carrier rows as of a
+    # past moment (the order's row keeps only the latest).
+    reports: list[tuple[str, int, str | None, int | None]] = []
     moments = _EPOCHS
     for event, ts in events:
         b = event.body
@@ -757,13 +760,14 @@ def _fulfillment(
             acc[3] = b.detail
         estimate = b.estimated_delivery
         if estimate is not None:
+            moment = moments.get(estimate)
+            estimated = _cache_epoch(estimate) if moment is None else moment
             best = estimates.get(order_id)
             if best is None or ts >= best[1]:
-                moment = moments.get(estimate)
-                estimates[order_id] = (
-                    _cache_epoch(estimate) if moment is None else moment,
-                    ts,
-                )
+                estimates[order_id] = (estimated, ts)
+            reports.append((order_id, ts, b.carrier, estimated))
+        elif b.carrier is not None:
+            reports.append((order_id, ts, b.carrier, None))
         if b.shipping_cost is not None:
             costs.append((order_id, b.tracking or "-", ts, cents(b.shipping_cost)))
     shapes: dict[tuple[tuple[str, ...], bool, bool], list[list[Any]]] = defaultdict(list)
@@ -789,6 +793,14 @@ def _fulfillment(
             "INSERT OR REPLACE INTO shipment_costs (order_id, shipment, ts, cost_cents)"
             " VALUES (?, ?, ?, ?)",
             costs,
+        )
+    if reports:
+        db.executemany(
+            "INSERT INTO carrier_reports (order_id, ts, carrier, estimate_ts) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (order_id, ts) DO UPDATE SET"
+            " carrier = COALESCE(excluded.carrier, carrier),"
+            " estimate_ts = COALESCE(excluded.estimate_ts, estimate_ts)",
+            reports,
         )
     if tracked:
         db.executemany(

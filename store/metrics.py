@@ -450,32 +450,62 @@ def _promise_fields(row: FulfillmentRow, counts: list[int]) -> FulfillmentRow:
     )
 
 
+_CARRIER_AS_OF = """(SELECT r.carrier FROM carrier_reports r
+      WHERE r.order_id = orders.order_id AND r.ts <= ?1 AND r.carrier IS NOT NULL
+      ORDER BY r.ts DESC LIMIT 1)"""
+_ESTIMATE_AS_OF = """(SELECT r.estimate_ts FROM carrier_reports r
+      WHERE r.order_id = orders.order_id AND r.ts <= ?1 AND r.estimate_ts IS NOT NULL
+      ORDER BY r.ts DESC LIMIT 1)"""
+
+
+def _carrier_sql(carrier: str, estimate: str) -> tuple[str, str]:
+    """The in-transit and delivered queries, reading carrier and estimate as given.
+
+    Parameters: ``?1`` now, ``?2`` a day before it.  In transit as of now: not delivered
+    yet (the index of undelivered shipments) or delivered only after now (the delivered
+    index; empty unless now is in the past).
+    """
+    in_transit = f"""
+        SELECT carrier, COUNT(*), MIN(shipped_ts),
+               SUM(CASE WHEN estimated < ?1 THEN 1 ELSE 0 END)
+        FROM (SELECT {carrier} AS carrier, shipped_ts, {estimate} AS estimated
+              FROM orders INDEXED BY orders_in_transit
+              WHERE carrier IS NOT NULL AND delivered_ts IS NULL
+                AND shipped_ts <= ?1 AND shipped_ts > ?1 - 30 * 86400
+              UNION ALL
+              SELECT {carrier}, shipped_ts, {estimate}
+              FROM orders INDEXED BY orders_delivered
+              WHERE carrier IS NOT NULL AND delivered_ts > ?1
+                AND shipped_ts <= ?1 AND shipped_ts > ?1 - 30 * 86400)
+        WHERE carrier IS NOT NULL
+        GROUP BY carrier"""
+    delivered = f"""
+        SELECT carrier, delivered_ts - estimated
+        FROM (SELECT {carrier} AS carrier, delivered_ts, {estimate} AS estimated
+              FROM orders INDEXED BY orders_delivered_carrier
+              WHERE carrier IS NOT NULL AND delivered_ts > ?2 AND delivered_ts <= ?1
+                AND estimated_delivery_ts IS NOT NULL)
+        WHERE carrier IS NOT NULL AND estimated IS NOT NULL"""
+    return in_transit, delivered
+
+
+_CARRIER_NOW = _carrier_sql("carrier", "estimated_delivery_ts")
+_CARRIER_THEN = _carrier_sql(_CARRIER_AS_OF, _ESTIMATE_AS_OF)
+
+
 def _carrier_rows(db: sqlite3.Connection, t: int) -> list[FulfillmentRow]:
-    """Per carrier: shipments in transit, overdue against the carrier's estimate, delay."""
-    # In transit as of t: not delivered yet (the index of undelivered shipments) or
-    # delivered only after t (the delivered index; empty unless t is in the past).
-    in_transit = db.execute(
-        """SELECT carrier, COUNT(*), MIN(shipped_ts),
-                  SUM(CASE WHEN estimated_delivery_ts < ? THEN 1 ELSE 0 END)
-           FROM (SELECT carrier, shipped_ts, estimated_delivery_ts
-                 FROM orders INDEXED BY orders_in_transit
-                 WHERE carrier IS NOT NULL AND delivered_ts IS NULL
-                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400
-                 UNION ALL
-                 SELECT carrier, shipped_ts, estimated_delivery_ts
-                 FROM orders INDEXED BY orders_delivered
-                 WHERE carrier IS NOT NULL AND delivered_ts > ?
-                   AND shipped_ts <= ? AND shipped_ts > ? - 30 * 86400)
-           GROUP BY carrier""",
-        (t, t, t, t, t, t),
-    ).fetchall()
-    delivered = db.execute(
-        """SELECT carrier, delivered_ts - estimated_delivery_ts
-           FROM orders INDEXED BY orders_delivered_carrier
-           WHERE carrier IS NOT NULL AND delivered_ts > ? AND delivered_ts <= ?
-             AND estimated_delivery_ts IS NOT NULL""",
-        (t - DAY, t),
-    ).fetchall()
+    """Per carrier: shipments in transit, overdue against the carrier's estimate, delay.
+
+    The carrier and the estimate are an order's latest; as of a moment before a later
+    report of either, those in force then (``carrier_reports``), so ``report --at`` on a
+    full store says what a store fed only the events up to then says.
+    """
+    (later,) = db.execute(
+        "SELECT EXISTS (SELECT 1 FROM carrier_reports WHERE ts > ?)", (t,)
+    ).fetchone()
+    in_transit_sql, delivered_sql = _CARRIER_THEN if later else _CARRIER_NOW
+    in_transit = db.execute(in_transit_sql, (t,)).fetchall()
+    delivered = db.execute(delivered_sql, (t, t - DAY)).fetchall()
     delays: dict[str, list[int]] = defaultdict(list)
     for carrier, delay in delivered:
         delays[carrier].append(delay)

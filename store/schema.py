@@ -511,6 +511,31 @@ MIGRATIONS: tuple[str, ...] = (
         FROM event_log
         WHERE type = 'fulfillment.updated' AND json_extract(body, '$.tracking') IS NOT NULL;
     """,
+    # 20: every report of an order's carrier or the carrier's delivery estimate, by the
+    # report's time (of two stamped alike the later arrival wins, field by field), so the
+    # carrier rows as of a past moment read the carrier and estimate in force then
+    # (``orders`` keeps only the latest); filled from the event log.
+    """
+    CREATE TABLE carrier_reports (
+        order_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        carrier TEXT,
+        estimate_ts INTEGER,
+        PRIMARY KEY (order_id, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX carrier_reports_ts ON carrier_reports (ts);
+    INSERT INTO carrier_reports (order_id, ts, carrier, estimate_ts)
+        SELECT json_extract(body, '$.order_id'), ts, json_extract(body, '$.carrier'),
+               CAST(strftime('%s', json_extract(body, '$.estimated_delivery')) AS INTEGER)
+        FROM event_log
+        WHERE type = 'fulfillment.updated'
+          AND (json_extract(body, '$.carrier') IS NOT NULL
+               OR json_extract(body, '$.estimated_delivery') IS NOT NULL)
+        ORDER BY seq
+        ON CONFLICT (order_id, ts) DO UPDATE SET
+            carrier = COALESCE(excluded.carrier, carrier),
+            estimate_ts = COALESCE(excluded.estimate_ts, estimate_ts);
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

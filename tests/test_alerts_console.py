@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -277,3 +278,19 @@ async def test_the_alerts_columns_fit_their_cells_in_the_batch_that_fills_them(
         assert widths[0] >= len("late_orders")
         for index, column in enumerate(table.ordered_columns):
             assert widths[index] >= max(len(column.label.plain), rows[0][1][index].cell_len)
+
+
+async def test_keys_typed_right_behind_tab_land_in_the_next_field(tmp_path: Path) -> None:
+    """A burst (a fast typist, a slow SSH link): Tab then 9 must not type 9 into Threshold."""
+    app = ConsoleApp(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        form = await open_form(pilot)
+        threshold = form.field("threshold")
+        threshold.focus()
+        await pilot.pause()
+        app.post_message(events.Key("tab", None))
+        app.post_message(events.Key("9", "9"))
+        await pilot.pause()
+        await pilot.pause()
+        assert threshold.value == "10"
+        assert app.focused is not threshold and getattr(app.focused, "value", "").endswith("9")

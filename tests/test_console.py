@@ -789,6 +789,20 @@ async def test_q_quits() -> None:
     assert app.return_code == 0
 
 
+@pytest.mark.asyncio
+async def test_ctrl_c_quits_even_from_a_form_field() -> None:
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("f")  # the filter field has the focus
+        await pilot.pause()
+        assert app.focused is not None and type(app.focused).__name__ == "Input"
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert not app.is_running
+    assert app.return_code == 0
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 @pytest.mark.asyncio
 async def test_hangup_exits() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from store.metrics import compute_snapshots, open_reader
 from store.risk import MetricParams
+from store.schema import migrate
 from store.snapshots import Snapshots
 from tests.builders import T0, at, ev, order, sku, step
 from tests.conftest import write
@@ -101,3 +103,58 @@ async def test_return_rollup_sales_are_as_of_now(db_path: Path) -> None:
     assert rollups[("category", "apparel")].baseline_sold == 20
     later = {(r.scope, r.key): r for r in snap(db_path, at(0.5)).returns.rollups}
     assert later[("category", "apparel")].sold == 7  # w1 cancelled; w2 2 + w3 5
+
+
+def _carriers(db: Path, now: object) -> dict[str, tuple[object, ...]]:
+    return {
+        r.key: (r.open_orders, r.late, r.carrier_delay_hours, r.on_time_rate, r.completed_24h)
+        for r in snap(db, now).fulfillment.rows
+        if r.scope == "carrier"
+    }
+
+
+async def test_carrier_rows_as_of_a_moment_before_later_reports(tmp_path: Path) -> None:
+    """The carrier and estimate in force then, not the latest: the full store as of T
+    equals a store fed only the events up to T (README: every number is as of now)."""
+    now = at(4)  # 14:00 in New York
+    later = at(5)
+    events = [
+        # z1: in transit with FedEx, due at 13:00 (overdue at now); a later report moves
+        # the estimate to tomorrow.
+        step("z1", "shipped", at(-5), carrier="FedEx", estimated_delivery=at(3)),
+        step("z1", "exception", later, carrier="FedEx", estimated_delivery=at(24)),
+        # z3: delivered at 12:00 against an 11:00 estimate (1 h late); a later report of
+        # the delivery carries a 12:00 estimate.
+        step("z3", "shipped", at(-5), carrier="FedEx", estimated_delivery=at(1)),
+        step("z3", "delivered", at(2), carrier="FedEx"),
+        step("z3", "delivered", later, carrier="FedEx", estimated_delivery=at(2)),
+        # z4: in transit with UPS, due at 11:00; a later report names another carrier.
+        step("z4", "shipped", at(-5), carrier="UPS", estimated_delivery=at(1)),
+        step("z4", "exception", later, carrier="OnTrac"),
+    ]
+    for name in ("z1", "z3", "z4"):
+        events.insert(0, order(name, at(-6), [("A", 1)], promised=at(30)))
+    full, cut = tmp_path / "full.db", tmp_path / "cut.db"
+    await write(full, events)
+    await write(cut, [e for e in events if e.ts <= now])
+    expected = {
+        "FedEx": (1, 1, 1.0, 0.0, 1),  # z1 overdue; z3 delivered 1 h late (12:00 - 11:00)
+        "UPS": (1, 1, None, None, 0),
+    }
+    assert _carriers(cut, now) == expected
+    assert _carriers(full, now) == expected
+    # At the end of the day the latest reports stand: z1 is due tomorrow (FedEx has no
+    # late order left), z4 is with OnTrac and still past its 11:00 estimate.
+    end = _carriers(full, at(6))
+    assert "UPS" not in end
+    assert end["OnTrac"][:2] == (1, 1)
+    assert end["FedEx"][:2] == (1, 0)
+    # A store from before carrier_reports: the migration fills it from the event log with
+    # the rows the writer keeps, so the as-of answer stands.
+    with sqlite3.connect(full) as db:
+        kept = db.execute("SELECT * FROM carrier_reports ORDER BY order_id, ts").fetchall()
+        db.executescript("DROP TABLE carrier_reports; PRAGMA user_version = 19;")
+        migrate(db)
+        assert db.execute("SELECT * FROM carrier_reports ORDER BY order_id, ts").fetchall() == kept
+    assert len(kept) == 7
+    assert _carriers(full, now) == expected

@@ -325,6 +325,7 @@ def test_every_parcel_of_a_split_shipment_finds_its_order(tmp_path: Path) -> Non
     assert db.execute(ORDER_FOR_TRACKING, ("1Z-UNKNOWN",)).fetchall() == []
     # A store from before the table: the migration fills it from the event log.
     db.execute("DROP TABLE order_tracking")
+    db.execute("DROP TABLE carrier_reports")
     db.execute("PRAGMA user_version = 18")
     migrate(db)
     assert len(db.execute("SELECT * FROM order_tracking").fetchall()) == 2

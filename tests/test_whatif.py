@@ -239,3 +239,23 @@ async def test_writer_hook_routes_new_orders_and_releases_finished_ones(
     assert db.execute("SELECT released_at FROM routing_reservations").fetchall() == [
         (int(ny(16).timestamp()),)
     ]
+
+
+async def test_what_if_replays_assigned_orders_when_none_was_the_routers(
+    db_path: Path, db: sqlite3.Connection
+) -> None:
+    """A store whose every order came with its node (the demo day, a shop assigning them)."""
+    assigned = [e for e in DAY if e.body.location_id is not None]  # type: ignore[union-attr]
+    assert assigned, "the fixture needs an order placed with its node"
+    await seed(db_path, assigned)
+    same = what_if_on_store(db, RULES, RULES, now=ny(23))
+    assert same.assigned_too and same.orders == len(assigned) and same.changed == ()
+    (node,) = same.current.load  # routed anew: the rules' node, whatever the channel said
+    draft = RULES.model_copy(update={"nodes": {node: NodeSettings(enabled=False)}})
+    report = what_if_on_store(db, RULES, draft, now=ny(23))
+    assert report.assigned_too and len(report.changed) == 1
+    assert report.draft.load.get(node, 0) == 0
+    # With an order that is the router's to decide, only those are replayed, as before.
+    await write(db_path, [e for e in DAY if e.body.location_id is None][:1])  # type: ignore[union-attr]
+    again = what_if_on_store(db, RULES, draft, now=ny(23))
+    assert not again.assigned_too and again.orders == 1

@@ -32,12 +32,23 @@ class PromptField:
     placeholder: str = ""
 
 
+TYPEAHEAD: list[BindingType] = [
+    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+]
+"""Tab and Shift-Tab of a form, as priority bindings: the app moves the focus the moment
+the key arrives, so keys typed right behind it (a fast typist, a slow SSH link delivering a
+burst) land in the next field.  As ordinary bindings Tab would first travel to the field
+and back, and the keys queued behind it would reach the field being left."""
+
+
 class PromptScreen(ModalScreen[dict[str, str] | None]):
     """A small dialog of labelled inputs, validated as you type; Enter confirms."""
 
     CSS_PATH = "dialogs.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel", id="prompt-cancel"),
+        *TYPEAHEAD,
     ]
 
     def __init__(self, title: str, fields: Sequence[PromptField], hint: str = "") -> None:

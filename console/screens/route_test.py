@@ -13,6 +13,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
+from console.screens.dialogs import TYPEAHEAD
 from rules.file import LoadedRules
 from rules.notify import parse_label_args, route_test
 
@@ -22,6 +23,7 @@ class RouteTestScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Back", id="route-test-close"),
+        *TYPEAHEAD,
     ]
     CSS_PATH = "rules.tcss"
 

@@ -300,7 +300,10 @@ class RoutingScreen(Screen[None]):
     def _decision_looked(self, message: DecisionLooked) -> None:
         message.stop()
         if message.decision is None:
-            self.set_status(f"No routing decision stored for order {message.order_id!r}.")
+            self.set_status(
+                f"No routing decision stored for order {message.order_id!r}: the rules route"
+                " only orders placed without a node (this one came with its own, or is unknown)."
+            )
         else:
             self.set_status("")
             screen = DecisionScreen(decision=message.decision, tz=self.tz, edited=message.edited)

@@ -18,7 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
-from console.screens.dialogs import ConfirmScreen
+from console.screens.dialogs import TYPEAHEAD, ConfirmScreen
 from rules.routing.config import RoutingRule
 
 _FORM: tuple[tuple[str, str, str], ...] = (
@@ -120,6 +120,7 @@ class RoutingRuleFormScreen(ModalScreen[RoutingRule | None]):
         Binding("escape", "cancel", "Cancel", id="routing-form-cancel"),
         Binding("down", "app.focus_next", "Next field", show=False, id="routing-form-next"),
         Binding("up", "app.focus_previous", "Prev field", show=False, id="routing-form-prev"),
+        *TYPEAHEAD,
     ]
     CSS_PATH = "routing.tcss"
 

@@ -24,7 +24,7 @@ from textual.widgets import Footer, Input, Label, Static
 
 from console.errors import describe_error
 from console.messages import RulesReread, RulesSaved, WorkFailed
-from console.screens.dialogs import ConfirmScreen
+from console.screens.dialogs import TYPEAHEAD, ConfirmScreen
 from rules.alerts.preview import RulePreview, preview_rule
 from rules.alerts.rule import AlertRule
 from rules.alerts.samples import Sample
@@ -69,6 +69,7 @@ class AlertRuleFormScreen(Screen[LoadedRules | None]):
         Binding("f2,ctrl+o", "save", "Save", id="rule-save"),
         Binding("ctrl+r", "reload_file", "Reload file", id="rule-reload"),
         Binding("escape", "cancel", "Cancel", id="rule-cancel"),
+        *TYPEAHEAD,
     ]
     CSS_PATH = "rules.tcss"
 

@@ -62,6 +62,12 @@ class WhatIfScreen(Screen[bool]):
         """Title, summary table, load per node, changed orders."""
         hint = "s saves the draft · Escape back" if self.can_save else "read-only · Escape back"
         yield Static(f"What-if: current rules vs draft   {hint}", id="whatif-title")
+        if self.report.assigned_too:
+            yield Static(
+                "No order today was the rules' to route (each came with its node):"
+                " replayed as if each were routed anew.",
+                id="whatif-assigned",
+            )
         summary: DataTable[str] = DataTable(
             id="whatif-summary", cursor_type="none", show_cursor=False
         )

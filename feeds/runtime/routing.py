@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -614,15 +615,21 @@ def what_if_on_store(
     include_assigned: bool = False,
     timezone: str = DEFAULT_TIMEZONE,
 ) -> WhatIfReport:
-    """Replay the orders since ``since`` (default: local midnight) up to ``now`` both ways."""
+    """Replay the orders since ``since`` (default: local midnight) up to ``now`` both ways.
+
+    When no order of the window was the router's to decide (every one arrived with its
+    node: a shop that assigns locations itself, the demo's fixture day), the orders
+    assigned by their channels are replayed instead, each routed anew, so the what-if
+    still says what the draft would change; the report says so (``assigned_too``).
+    """
+    window = {"since": since or day_start(now, timezone), "until": now + timedelta(seconds=1)}
     inputs = load_replay(
-        db,
-        since=since or day_start(now, timezone),
-        until=now + timedelta(seconds=1),
-        limit=limit,
-        include_assigned=include_assigned,
-        timezone=timezone,
+        db, **window, limit=limit, include_assigned=include_assigned, timezone=timezone
     )
+    if not inputs.orders and not include_assigned:
+        inputs = load_replay(db, **window, limit=limit, include_assigned=True, timezone=timezone)
+        if inputs.orders:
+            return replace(what_if(inputs, current, draft), assigned_too=True)
     return what_if(inputs, current, draft)
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -175,6 +175,8 @@ HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 LocationKind = Literal["warehouse", "store", "dropship"]
 ChannelKind = Literal["web", "pos", "marketplace"]
 Method = Literal["ship", "bopis", "ship_from_store"]
+METHODS: tuple[Method, ...] = get_args(Method)
+"""Every method, in the order of :data:`Method`."""
 FulfillmentStatus = Literal[
     "released",
     "picked",

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from store.apply import cents
-from store.model import OrderLine
+from store.model import METHODS, Method, OrderLine
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -60,3 +60,17 @@ ORDER_FOR_TRACKING = """
     WHERE order_id IN (SELECT order_id FROM order_tracking WHERE tracking = ?)
     ORDER BY placed_ts DESC LIMIT 1"""
 """The order a tracking number belongs to (any parcel of it; the latest placed of two)."""
+
+
+ORDER_METHOD = "SELECT method FROM orders WHERE order_id = ? AND has_order = 1"
+"""How a placed order is fulfilled (``ship``, ``bopis``, ``ship_from_store``); no row when
+it is not placed yet.  A feed whose step names no method (Square's fulfillment updates)
+reads its states by it."""
+
+
+def as_method(value: object) -> Method | None:
+    """A stored method column as a :data:`~store.model.Method` (None when it is not one)."""
+    for method in METHODS:
+        if value == method:
+            return method
+    return None

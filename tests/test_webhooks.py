@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from feeds.runtime.quarantine import tracking_lookup
 from feeds.runtime.serve import Server
 from feeds.settings import ServeConfig
 from feeds.webhooks.redact import redact_raw
@@ -397,6 +398,52 @@ async def test_square_inventory_orders_and_signature(served: Served) -> None:
     )
     status, answer = await post_square(served, {"type": "inventory.count.updated", "event_id": "x"})
     assert status == 422 and answer["field"] == "data"
+
+
+def square_fulfillment(order_id: str, uid: str, state: str, at: datetime) -> dict[str, Any]:
+    """The real ``order.fulfillment.updated`` sample, for ``order_id`` moving to ``state``."""
+    body = payload("square/order.fulfillment.updated.json")
+    body["event_id"] = f"{order_id}-{uid}-{state}"
+    update = body["data"]["object"]["order_fulfillment_updated"]
+    update.update(order_id=order_id, updated_at=at.isoformat().replace("+00:00", "Z"))
+    update["fulfillment_update"] = [
+        {"fulfillment_uid": uid, "old_state": "RESERVED", "new_state": state}
+    ]
+    return body
+
+
+async def test_square_fulfillment_states_read_by_the_orders_method(served: Served) -> None:
+    """The update does not say pickup or shipment; the placed order's method does."""
+    placed = datetime(2026, 12, 2, 15, tzinfo=UTC)
+    lines = [
+        order("square-SHIP1", placed, [("A", 1)], method="ship", id_="sq-ship").model_dump_json(),
+        order("square-PICK1", placed, [("A", 1)], method="bopis", id_="sq-pick").model_dump_json(),
+    ]
+    assert (await post_events(served, "\n".join(lines)))[0] == 200
+    for n, state in enumerate(("PREPARED", "COMPLETED"), start=1):
+        for oid in ("SHIP1", "PICK1", "UNKNOWN1"):
+            body = square_fulfillment(oid, f"f-{oid}", state, placed + timedelta(hours=n))
+            status, answer = await post_square(served, body)
+            assert status == 200, answer
+    got = {
+        str(row[0]): row[1:]
+        for row in served.rows(
+            "SELECT order_id, packed_ts IS NOT NULL, shipped_ts IS NOT NULL,"
+            " ready_ts IS NOT NULL, picked_up_ts IS NOT NULL FROM orders"
+        )
+    }
+    assert got["square-SHIP1"] == (1, 1, 0, 0)  # packed, shipped
+    assert got["square-PICK1"] == (0, 0, 1, 1)  # ready for pickup, picked up
+    # Not placed yet: square.fulfillment (default "pickup") reads the states.
+    assert got["square-UNKNOWN1"] == (0, 0, 1, 1)
+    # A held delivery replayed reads the method the same way.
+    with sqlite3.connect(served.db) as db:
+        lookup = tracking_lookup(db)
+        assert [lookup.order_method(f"square-{o}") for o in ("SHIP1", "PICK1", "UNKNOWN1")] == [
+            "ship",
+            "bopis",
+            None,
+        ]
 
 
 # --- EasyPost ----------------------------------------------------------------------------

@@ -51,8 +51,8 @@ from store.held import (
     unmapped_ids,
     unplace,
 )
-from store.model import Event, OrderPlaced, Quarantined, TimeWindow, set_time_window
-from store.order_lines import ORDER_FOR_TRACKING
+from store.model import Event, Method, OrderPlaced, Quarantined, TimeWindow, set_time_window
+from store.order_lines import ORDER_FOR_TRACKING, ORDER_METHOD, as_method
 from store.writer import StoreWriter
 
 SOFT_IDS = frozenset({("amazon", "seller_sku")})
@@ -94,6 +94,16 @@ a process of their own; None (``serve``'s preview): the window in force."""
 
 OrderLookup = Callable[[str], str | None]
 """Tracking number → order id (EasyPost trackers are mapped to the order they belong to)."""
+
+
+@dataclass(frozen=True)
+class StoreLookup:
+    """What mapping a held delivery again reads from the store (what ``serve`` reads)."""
+
+    order_for_tracking: OrderLookup
+    """Tracking number → order id, for EasyPost trackers."""
+    order_method: Callable[[str], Method | None]
+    """Placed order id → its method, for Square fulfillment updates."""
 
 
 def _hard(source: str, unmapped: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -179,7 +189,7 @@ def hold_for(
     )
 
 
-def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Mapped:
+def remap(row: HeldRow, mapping: Mapping, lookup: StoreLookup) -> Mapped:
     """Map a held delivery again with ``mapping`` (raises what the adapter raises)."""
     if any(marker in row.raw for marker in LOST):
         raise PayloadError(
@@ -191,7 +201,7 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
         # Imported here: every command's start imports this module, few replay these.
         from feeds.kafka.held import remap_record
 
-        return remap_record(row.topic, row.delivery_id, row.raw, mapping, order_for_tracking)
+        return remap_record(row.topic, row.delivery_id, row.raw, mapping, lookup.order_for_tracking)
     if row.source == "dropfolder":
         from feeds.dropfolder import remap_dropped
 
@@ -216,13 +226,17 @@ def remap(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Ma
     if row.source == "shopify":
         return shopify.map_shopify(row.topic, row.delivery_id, data, mapping.shopify)
     if row.source == "square":
-        return square.map_square(data, mapping.square)
+        fulfilled = square.fulfilled_order(data)
+        method = None if fulfilled is None else lookup.order_method(fulfilled)
+        return square.map_square(data, mapping.square, method=method)
     if row.source == "amazon":
         return amazon.map_amazon(data, mapping.amazon)
     if row.source == "easypost":
         tracker = easypost.parse_tracker(data)
         order = (
-            order_for_tracking(tracker.tracking_code) if tracker.status in easypost.STATUS else None
+            lookup.order_for_tracking(tracker.tracking_code)
+            if tracker.status in easypost.STATUS
+            else None
         )
         return easypost.map_tracker(tracker, order)
     raise PayloadError("(source)", f"deliveries from {row.source!r} cannot be replayed")
@@ -270,26 +284,27 @@ class Attempt:
         return describe(adapter(self.row), self.mapped)
 
 
-def attempt(row: HeldRow, mapping: Mapping, order_for_tracking: OrderLookup) -> Attempt:
+def attempt(row: HeldRow, mapping: Mapping, lookup: StoreLookup) -> Attempt:
     """Map ``row`` again; an unreadable or invalid payload becomes its new reason."""
     try:
-        return Attempt(row, mapped=remap(row, mapping, order_for_tracking))
+        return Attempt(row, mapped=remap(row, mapping, lookup))
     except Exception as exc:  # PayloadError, a validation error, a shape the adapter refused
         message = str(exc) if isinstance(exc, PayloadError) else f"{type(exc).__name__}: {exc}"
         return Attempt(row, error=f"{row.source}: {message}"[:2000])
 
 
-def tracking_lookup(db: sqlite3.Connection) -> OrderLookup:
-    """Tracking number → order, on ``db`` (the same lookup ``serve`` makes for EasyPost)."""
+def tracking_lookup(db: sqlite3.Connection) -> StoreLookup:
+    """The lookups on ``db`` (the same ones ``serve`` makes for EasyPost and Square)."""
 
     def find(code: str) -> str | None:
-        row = db.execute(
-            ORDER_FOR_TRACKING,
-            (code,),
-        ).fetchone()
+        row = db.execute(ORDER_FOR_TRACKING, (code,)).fetchone()
         return None if row is None else str(row[0])
 
-    return find
+    def method(order_id: str) -> Method | None:
+        row = db.execute(ORDER_METHOD, (order_id,)).fetchone()
+        return None if row is None else as_method(row[0])
+
+    return StoreLookup(find, method)
 
 
 def preview(db: sqlite3.Connection, mapping: Mapping) -> tuple[int, int]:

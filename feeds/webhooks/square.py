@@ -21,8 +21,11 @@ returned items.  So (ids: ``S`` is the Square order id, the canonical order id i
   reported as ignored; ``serve`` keeps it and fetches the order (below).
 * ``order.fulfillment.updated``: each ``fulfillment_update`` new state → a fulfillment
   step (id ``square:fulfillment:<uid>:<state>``, ``ts`` = ``updated_at``): RESERVED →
-  ``released``; PREPARED → ``ready_for_pickup`` (``packed`` with ``square.fulfillment =
-  "shipment"``); COMPLETED → ``picked_up`` (``shipped``); FAILED → ``exception``.
+  ``released``; PREPARED → ``ready_for_pickup`` (``packed`` for a shipment); COMPLETED →
+  ``picked_up`` (``shipped``); FAILED → ``exception``.  The update does not say which
+  kind of fulfillment it is: the placed order's method does (``serve`` reads it from the
+  store: ``bopis`` a pickup, ``ship`` a shipment), and ``square.fulfillment`` for an order
+  the store does not hold yet.
 * ``refund.created`` / ``refund.updated``: not mapped (no SKU or quantity in the payload);
   reported as ignored.
 
@@ -110,8 +113,32 @@ TYPES = (
 )
 
 
-def map_square(payload: JsonObject, mapping: SquareMapping) -> Mapped:
+def fulfilled_order(payload: object) -> str | None:
+    """The canonical order id an ``order.fulfillment.updated`` names, else None.
+
+    ``serve`` reads the order's method by it before mapping (see :func:`map_square`); a
+    payload that cannot be read is None here and refused by :func:`map_square`.
+    """
+    if not isinstance(payload, dict) or payload.get("type") != "order.fulfillment.updated":
+        return None
+    data = payload.get("data")
+    body = data.get("object") if isinstance(data, dict) else None
+    update = body.get("order_fulfillment_updated") if isinstance(body, dict) else None
+    square_id = update.get("order_id") if isinstance(update, dict) else None
+    if not isinstance(square_id, str) or not square_id or len(square_id) > 255:
+        return None
+    return f"square-{square_id}"
+
+
+def map_square(
+    payload: JsonObject, mapping: SquareMapping, *, method: Method | None = None
+) -> Mapped:
     """Turn one verified Square notification into canonical events.
+
+    ``method`` is how the order an ``order.fulfillment.updated`` names was placed, when the
+    store holds it (:func:`fulfilled_order`): a ``ship`` order's states are a shipment's,
+    a ``bopis`` order's a pickup's, whatever ``square.fulfillment`` says (that key is for
+    an order the store does not hold yet).
 
     Raises :class:`~feeds.webhooks.PayloadError` naming the field when it cannot be read.
     """
@@ -126,7 +153,7 @@ def map_square(payload: JsonObject, mapping: SquareMapping) -> Mapped:
     if kind in ("order.created", "order.updated"):
         return _order(kind, body, mapping)
     if kind == "order.fulfillment.updated":
-        return _fulfillment(body, mapping)
+        return _fulfillment(body, mapping, method)
     if kind in ("refund.created", "refund.updated"):
         refund = opt_obj(body, "refund", "data.object") or {}
         return Mapped(
@@ -607,7 +634,23 @@ FULFILLMENT_STATES: dict[str, dict[str, FulfillmentStatus]] = {
 }
 
 
-def _fulfillment(body: JsonObject, mapping: SquareMapping) -> Mapped:
+def fulfillment_states(
+    mapping: SquareMapping, method: Method | None
+) -> dict[str, FulfillmentStatus]:
+    """The step each Square fulfillment state is, for an order placed with ``method``.
+
+    A PICKUP fulfillment made the order ``bopis``, a SHIPMENT or DELIVERY one ``ship``
+    (:func:`map_square_order`), so the order's method says which fulfillment the update is
+    of; an order not held yet (or a ``ship_from_store`` one) reads ``square.fulfillment``.
+    """
+    if method == "bopis":
+        return FULFILLMENT_STATES["pickup"]
+    if method == "ship":
+        return FULFILLMENT_STATES["shipment"]
+    return FULFILLMENT_STATES[mapping.fulfillment]
+
+
+def _fulfillment(body: JsonObject, mapping: SquareMapping, method: Method | None) -> Mapped:
     out = Mapped()
     where = "data.object.order_fulfillment_updated"
     update = obj(body, "order_fulfillment_updated", "data.object")
@@ -615,7 +658,7 @@ def _fulfillment(body: JsonObject, mapping: SquareMapping) -> Mapped:
     ts = opt_when(update, "updated_at", where) or when(update, "created_at", where)
     loc_ext = opt_ident(update, "location_id", where)
     location = mapping.locations.get(loc_ext) if loc_ext else None
-    table = FULFILLMENT_STATES[mapping.fulfillment]
+    table = fulfillment_states(mapping, method)
     for i, change in enumerate(arr(update, "fulfillment_update", where)):
         path = join(join(where, "fulfillment_update"), i)
         if not isinstance(change, dict):

@@ -97,8 +97,8 @@ from store.catalog import uncategorised_skus
 from store.clock import Clock, SystemClock
 from store.held import record_held
 from store.metrics import open_reader, store_counts
-from store.model import Quarantined
-from store.order_lines import ORDER_FOR_TRACKING, HeldLine, held_lines
+from store.model import Method, Quarantined
+from store.order_lines import ORDER_FOR_TRACKING, ORDER_METHOD, HeldLine, as_method, held_lines
 from store.schema import SCHEMA_VERSION
 from store.writer import StoreWriter
 
@@ -140,6 +140,11 @@ class StoreReader:
             (code,),
         )
         return str(rows[0][0]) if rows else None
+
+    async def order_method(self, order_id: str) -> Method | None:
+        """How the placed order ``order_id`` is fulfilled (None when it is not placed)."""
+        rows = await asyncio.to_thread(self._run, ORDER_METHOD, (order_id,))
+        return as_method(rows[0][0]) if rows else None
 
     async def order_lines(self, order_id: str) -> list[HeldLine] | None:
         """The lines the store holds for a placed order (None when it is not placed)."""
@@ -538,7 +543,18 @@ def _square(body: bytes, mapping: Mapping) -> Mapped:
 
 
 async def _map_square(request: web.Request, body: bytes, state: ServerState) -> Mapped:
-    return await state.payload(len(body), _square, body, state.mapping)
+    mapping = state.mapping
+    if state.reader is None or b"order.fulfillment.updated" not in body:
+        return await state.payload(len(body), _square, body, mapping)
+    # A fulfillment update does not say whether it is a pickup's or a shipment's: the
+    # placed order's method does.
+    data = await state.payload(len(body), decode_json, body)
+    method = None
+    oid = square.fulfilled_order(data)
+    if oid is not None:
+        with contextlib.suppress(sqlite3.Error, FileNotFoundError):  # then: the config's
+            method = await state.reader.order_method(oid)
+    return await state.payload(len(body), square.map_square, data, mapping.square, method=method)
 
 
 def _tracker(body: bytes) -> easypost.Tracker:

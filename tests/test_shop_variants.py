@@ -9,7 +9,9 @@ Each case starts from a vendor sample in ``fixtures/payloads`` (sources in their
   ``inventory.count.updated``, and a completed counter sale (no fulfillment);
 * Shopify: custom-item and tip lines (no variant), test orders, and an order whose every
   line was removed (Shopify sets no ``cancelled_at`` for that);
-* EasyPost: a tracker delivered back to the sender after ``return_to_sender``.
+* Shopify: a ``no_restock`` refund line (Shopify gives it no location);
+* EasyPost: a tracker delivered back to the sender after ``return_to_sender``, and one
+  waiting at a carrier's counter (``available_for_pickup``).
 
 Store effects are checked on a real SQLite store through the writer's apply path.
 """
@@ -329,3 +331,37 @@ def test_every_parcel_of_a_split_shipment_finds_its_order(tmp_path: Path) -> Non
     db.execute("PRAGMA user_version = 18")
     migrate(db)
     assert len(db.execute("SELECT * FROM order_tracking").fetchall()) == 2
+
+
+def test_a_refund_line_not_restocked_is_returned_at_no_location(tmp_path: Path) -> None:
+    """Shopify documents ``no_restock`` lines without ``location_id``: not held for it."""
+    refund = sample("shopify/rest-2024-04_refund.json")
+    first = refund["refund_line_items"][0]
+    first.update(restock_type="no_restock", location_id=None)
+    refund["refund_line_items"] = [first]
+    items = map_shopify("refunds/create", "d-r1", refund, MAPPING.shopify).items
+    assert not [i for i in items if isinstance(i, Quarantined)], items
+    db = store(tmp_path, list(items))
+    got = db.execute(
+        "SELECT location_id, quantity, refund_cents FROM returns WHERE return_id = ?",
+        (f"shopify-{refund['id']}-{first['id']}",),
+    ).fetchall()
+    assert got == [("-", 1, 19566)]
+    # A restocked line without a location is still held: it names no shelf and should.
+    first.update(restock_type="return")
+    items = map_shopify("refunds/create", "d-r2", refund, MAPPING.shopify).items
+    held = [i for i in items if isinstance(i, Quarantined)]
+    assert held and "default_return_location is not set" in held[0].error
+
+
+def test_a_parcel_waiting_at_the_carriers_counter_is_in_transit() -> None:
+    event = sample("easypost/tracker.updated.event-body.json")
+    result = event["result"]
+    result["tracking_details"] = [
+        {"status": "in_transit", "datetime": "2026-12-02T10:00:00Z"},
+        {"status": "available_for_pickup", "datetime": "2026-12-04T09:00:00Z"},
+    ]
+    result["status"] = "available_for_pickup"
+    items = map_tracker(parse_tracker(event), "shopify-1").items
+    steps = [(i.body.status, i.ts) for i in items if isinstance(i, FulfillmentUpdated)]
+    assert steps == [("shipped", datetime(2026, 12, 2, 10, tzinfo=UTC))]

@@ -12,13 +12,15 @@ Status → step (ids ``easypost:<tracker id>:<step>``, ``ts`` the first scan in 
 else the tracker's ``updated_at``):
 
 * ``pre_transit`` → ``packed`` (label created);
-* ``in_transit`` / ``out_for_delivery`` → ``shipped`` with ``est_delivery_date`` as the
+* ``in_transit`` / ``out_for_delivery`` / ``available_for_pickup`` (held at a carrier's
+  counter or locker for the customer to collect: the carrier's normal last leg, not an
+  exception; it stays in transit until collected) → ``shipped`` with ``est_delivery_date`` as the
   estimate; a changed estimate is a new fact (its id carries the estimate), so the store
   keeps the carrier's latest one;
 * ``delivered`` → ``delivered`` (and ``shipped`` from the first in-transit scan), except
   after a ``return_to_sender`` scan: then the parcel reached the sender again, which stays
   the ``exception`` of the return (never a delivery to the customer);
-* ``available_for_pickup``, ``return_to_sender``, ``failure``, ``error`` → ``exception``;
+* ``return_to_sender``, ``failure``, ``error`` → ``exception``;
 * ``unknown`` and ``cancelled`` are not mapped (reported as ignored).
 
 Shipping cost: the sum of the tracker's ``fees`` of type ``PostageFee`` (EasyPost's Fee
@@ -58,7 +60,7 @@ STATUS: dict[str, FulfillmentStatus] = {
     "in_transit": "shipped",
     "out_for_delivery": "shipped",
     "delivered": "delivered",
-    "available_for_pickup": "exception",
+    "available_for_pickup": "shipped",
     "return_to_sender": "exception",
     "failure": "exception",
     "error": "exception",
@@ -170,7 +172,15 @@ def map_tracker(tracker: Tracker, order_id: str | None) -> Mapped:
             ),
         )
 
-    in_transit = tracker.first_scan.get("in_transit") or tracker.first_scan.get("out_for_delivery")
+    scans = tracker.first_scan
+    in_transit = next(
+        (
+            scans[s]
+            for s in ("in_transit", "out_for_delivery", "available_for_pickup")
+            if s in scans
+        ),
+        None,
+    )
     if step == "shipped" or (step == "delivered" and in_transit is not None):
         estimate = tracker.estimate.isoformat() if tracker.estimate else "none"
         out.items.append(fact("shipped", in_transit or tracker.updated_at, f"shipped:{estimate}"))

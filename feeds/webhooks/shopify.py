@@ -81,7 +81,11 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
 * ``refunds/create`` (id ``shopify:refund:R:<refund line id>``): one ``return.received``
   per refund line, except lines with ``restock_type`` ``cancel`` (a cancellation, which
   ``order.cancelled`` covers); location: the line's mapped ``location_id``, else
-  ``shopify.default_return_location``, else the line is quarantined; reason: the refund's
+  ``shopify.default_return_location``, else (a ``no_restock`` line, which Shopify gives no
+  location: the unit went back to no shelf) ``-``, else the line is quarantined; the units
+  and the refund count as returned either way (a refund line is how a shop without
+  Shopify's returns records a return, and a unit refunded unrestocked, damaged or kept,
+  is the return rate's signal all the same); reason: the refund's
   note, scrubbed of e-mail addresses and phone numbers, at most 80 characters.
 * ``inventory_levels/update`` (id ``shopify:<X-Shopify-Event-Id>``): keyed by
   ``inventory_item_id`` and ``location_id`` through ``shopify.inventory_items`` and
@@ -651,6 +655,10 @@ def _fulfillment_event(payload: JsonObject) -> Mapped:
     return out
 
 
+NOT_RESTOCKED = "-"
+"""The location of a ``no_restock`` refund line that names none (the store's "no location")."""
+
+
 def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
     out = Mapped()
     rid = ident(refund, "id")
@@ -674,6 +682,8 @@ def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
         sku = _line_sku(line, join(path, "line_item"), mapping) if line else None
         loc_ext = opt_ident(rli, "location_id", path)
         location = _location(loc_ext, mapping) if loc_ext else mapping.default_return_location
+        if location is None and not loc_ext and rli.get("restock_type") == "no_restock":
+            location = NOT_RESTOCKED
         if loc_ext and location is None:
             out.note_unmapped("location_id", loc_ext)
         problems = []

@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from store.invisible import describe as describe_invisible
+
 if TYPE_CHECKING:  # an error of pydantic's exists only once pydantic_core is loaded
     from pydantic import ValidationError
 
@@ -32,7 +34,10 @@ def describe_validation_error(exc: ValidationError, *, limit: int | None = None)
     parts = []
     for err in errors if limit is None else errors[:limit]:
         loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+        msg = err["msg"]
+        if err["type"] == "string_pattern_mismatch":  # the identifier pattern: say why
+            msg = describe_invisible(err.get("input")) or msg
+        parts.append(f"{loc}: {msg}" if loc else msg)
     text = "; ".join(parts)
     if limit is not None and len(errors) > limit:
         text += f" (+{len(errors) - limit} more)"

@@ -52,6 +52,8 @@ from pydantic import (
     field_validator,
 )
 
+from store.invisible import IDENTIFIER_PATTERN, clean_text
+
 COUNT_LIMIT = 10**12
 """Largest magnitude of a count or quantity (well inside SQLite's 64-bit integers)."""
 
@@ -148,6 +150,7 @@ def time_window() -> TimeWindow:
 
 
 def _text_storable(value: str) -> str:
+    value = clean_text(value)
     if not value.isascii():
         try:
             value.encode("utf-8")
@@ -157,7 +160,8 @@ def _text_storable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_text_storable)]
-"""Free text (names, reasons, details): any string that is valid UTF-8.
+"""Free text (names, reasons, details): any string that is valid UTF-8, kept with each
+control character as a space and each invisible one dropped (:mod:`store.invisible`).
 
 The check is on these fields only: pydantic-core already refuses a lone surrogate in JSON
 text, and in a Python ``str`` bound for a constrained string (:data:`Identifier`) or a
@@ -167,8 +171,9 @@ made a Python call per field of every event for nothing (a fifth of validation's
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 """A non-negative amount in the store's currency, two decimal places."""
 
-Identifier = Annotated[str, Field(min_length=1, max_length=200)]
-"""A non-empty external or canonical identifier."""
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=IDENTIFIER_PATTERN)]
+"""A non-empty external or canonical identifier, with no control or invisible character
+(:mod:`store.invisible`: refused, not cleaned, so two ids never merge unseen)."""
 
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 

@@ -6,7 +6,8 @@ pure: a huge exponent in a quantity (no stall), an amount past Decimal's precisi
 U+2028 inside a JSON Lines string (one line, not two), a body of too many events (413),
 a refused body over 64 KB held whole for a replay, many refused lines linked to their
 held copy, the claimed ``source`` of a refused line, a client that goes away mid-body
-(not a 500), and files that are pipes, devices or too large (refused, never read).
+(not a 500), files that are pipes, devices or too large (refused, never read), and
+terminal controls or invisible characters in ids (refused) and in text (cleaned).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def test_a_raw_line_separator_inside_a_string_does_not_split_the_line() -> None:
     lines = parse_events_body(body)
     assert [line.number for line in lines] == [1, 2]
     assert not any(isinstance(line.item, Quarantined) for line in lines), lines
-    assert lines[0].item.body.source_system == "a\u2028b\u2029c\x85d"  # type: ignore[union-attr]
+    # One line, its text kept (each separator stored as a space: text keeps no control).
+    assert lines[0].item.body.source_system == "a b c d"  # type: ignore[union-attr]
 
 
 def test_a_body_of_too_many_events_is_refused_whole() -> None:
@@ -237,3 +239,42 @@ async def test_a_client_gone_mid_body_is_no_server_error(hostile: Hostile) -> No
     assert not any('status="500"' in line for line in requests), requests
     status, _ = await hostile.events(json.dumps(stock_event(1)).encode())
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("sku", "code"),
+    [
+        ("APP-1001\x1b[2J", "U+001B at position 9"),  # ESC: clears an operator's screen
+        ("APP-1001\n", "U+000A at position 9"),
+        ("APP-\u200b1001", "U+200B at position 5"),  # zero-width space: a look-alike SKU
+        ("\u202eAPP-1001", "U+202E at position 1"),  # right-to-left override
+        ("APP\x001001", "U+0000 at position 4"),
+        ("APP-1001\x9b", "U+009B at position 9"),  # CSI, the C1 form of ESC [
+    ],
+)
+async def test_an_id_with_a_terminal_control_or_invisible_is_refused_by_name(
+    hostile: Hostile, sku: str, code: str
+) -> None:
+    good, bad = stock_event(1), stock_event(2)
+    bad["body"]["sku"] = sku
+    status, answer = await hostile.events(f"{json.dumps(good)}\n{json.dumps(bad)}".encode())
+    assert status == 422 and answer["outcome"] == "mixed", answer
+    (held,) = hostile.quarantine()
+    assert f"body.sku: holds a control or invisible character ({code})" in held[1], held
+    assert hostile.rows("SELECT sku FROM stock") == [(good["body"]["sku"],)]
+
+
+async def test_text_keeps_no_terminal_control(hostile: Hostile) -> None:
+    """Free text is stored with controls as spaces and invisibles dropped, never refused."""
+    event = stock_event(1)
+    event["type"] = "stock.adjusted"
+    event["body"] = {
+        "sku": "APP-1001",
+        "location_id": "WH-NJ",
+        "delta": -1,
+        "reason": "damaged\x1b]52;c;ZXZpbA==\x07 in\ntransit\u202e \u00a0caf\u00e9",
+    }
+    status, answer = await hostile.events(json.dumps(event).encode())
+    assert status == 200, answer
+    (reason,) = hostile.rows("SELECT reason FROM stock_adjustments")[0]
+    assert reason == "damaged ]52;c;ZXZpbA==  in transit \u00a0caf\u00e9"

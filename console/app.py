@@ -35,6 +35,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.content import Content
+from textual.notifications import SeverityLevel
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
@@ -192,6 +193,22 @@ class OmniopsApp(App[None]):
     def main_screen(self) -> ConsoleScreen:
         """The console screen: panels, layout and the main keys (under any other view)."""
         return self._console_screen
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A notification, its text shown as it is (``markup`` is ignored).
+
+        The console writes no markup, and a path, a reason or an alert name holding
+        ``[...]`` must not lose it.
+        """
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def on_mount(self) -> None:
         """Install the hang-up handler and start refreshing."""

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from textual import events
 from textual.app import App
+from textual.content import Content
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from console.screens.alerts import AlertsScreen
 from console.screens.dialogs import PromptScreen
@@ -147,7 +149,7 @@ async def test_editing_a_threshold_makes_the_alert_fire_then_resolve(tmp_path: P
         alerts = app.screen
         assert isinstance(alerts, AlertsScreen)
         assert alert_rows(alerts) == {WH_TX: "firing"}
-        assert alerts.table.get_row_at(0)[3].plain == "FIRING"
+        assert alerts.table.get_row_at(0)[0].plain == "FIRING"  # State comes first
 
         # back to the rules, raise the threshold above the value: it resolves
         app.pop_screen()
@@ -220,7 +222,7 @@ async def test_acknowledge_and_silence_from_the_alerts_view(tmp_path: Path) -> N
         await pilot.press("enter")
         await settle(pilot)
         assert alerts.views[0].silenced_by is not None
-        assert "silenced #" in alerts.table.get_row_at(0)[6].plain
+        assert "silenced #" in alerts.table.get_row_at(0)[6].plain  # Ack / mute
 
 
 async def test_read_only_users_can_look_but_not_change(tmp_path: Path) -> None:
@@ -242,6 +244,20 @@ async def test_read_only_users_can_look_but_not_change(tmp_path: Path) -> None:
         await pilot.press("f2")
         assert form.status_text.startswith("NOT SAVED: erin is a viewer")
         assert app.rules_path.read_text() == RULES
+
+
+async def test_text_in_square_brackets_is_shown_not_read_as_markup(tmp_path: Path) -> None:
+    """The route tester's ``group_by [alertname]`` (Textual reads a str as markup)."""
+    app = ConsoleApp(tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await pilot.press("w")
+        await pilot.pause()
+        tester = app.screen
+        assert isinstance(tester, RouteTestScreen)
+        shown = tester.query_one("#route-result", Static).render()
+        assert isinstance(shown, Content)
+        assert "group_by [alertname]" in shown.plain, shown.plain
 
 
 @pytest.mark.parametrize("size", [(80, 24)])
@@ -275,7 +291,7 @@ async def test_the_alerts_columns_fit_their_cells_in_the_batch_that_fills_them(
         table.clear()
         alerts._sync(rows)
         widths = [c.get_render_width(table) - 2 * table.cell_padding for c in table.ordered_columns]
-        assert widths[0] >= len("late_orders")
+        assert widths[2] >= len("late_orders")  # the Alert column
         for index, column in enumerate(table.ordered_columns):
             assert widths[index] >= max(len(column.label.plain), rows[0][1][index].cell_len)
 

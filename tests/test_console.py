@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from textual.binding import Binding
+from textual.content import Content
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TabbedContent
+from textual.widgets._toast import Toast
 
 from console.app import OmniopsApp
 from console.screens import (
@@ -801,6 +803,20 @@ async def test_ctrl_c_quits_even_from_a_form_field() -> None:
         await pilot.pause()
         assert not app.is_running
     assert app.return_code == 0
+
+
+@pytest.mark.asyncio
+async def test_a_notification_shows_square_brackets_as_they_are() -> None:
+    """A screen's notify (a held delivery's reason, a path) is never read as markup."""
+    app = make_app()
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
+        await settle(pilot)
+        app.screen.notify("held: [shopify] line_items[0]")
+        await pilot.pause()
+        await pilot.pause()
+        shown = [toast.render() for toast in app.screen.query(Toast)]
+        texts = [t.plain for t in shown if isinstance(t, Content)]
+        assert ["[shopify] line_items[0]" in text for text in texts] == [True], shown
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from textual.binding import Binding, BindingType
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
+from console.screens.alerts import ALERT_WIDTH, WHERE_WIDTH, cut
 from console.screens.command import CommandScreen
 from console.screens.detail import DetailScreen
 from console.screens.dialogs import ConfirmScreen
@@ -476,6 +478,36 @@ async def _show_alerts(pilot: Pilot[Any]) -> None:
     await settle_rules(pilot)
 
 
+class _HelpedApp(ConsoleApp):
+    """The rules and alerts views under an app with the console's ``?`` key."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+
+async def test_the_sub_views_footers_keep_help_at_80_columns(tmp_path: Path) -> None:
+    """Alerts and rules have more keys than 80 columns: the footer is fitted, never cut."""
+    from console.widgets.footer import FittedFooter
+
+    (tmp_path / "rules.toml").write_text(FIRING_RULES)
+    app = _HelpedApp(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle_rules(pilot)
+        for view, first in (("rules", "Edit"), ("alerts", "Ack")):
+            if view == "alerts":
+                await app.push_screen("alerts")
+                await settle_rules(pilot)
+            await pilot.pause()
+            footer = app.screen.query_one(FittedFooter)
+            bottom = screen_lines(app)[-1]
+            assert "? Help" in bottom and footer.shown[-1] in bottom, (view, bottom)
+            assert any(label.startswith(first) for label in footer.shown)
+            assert all(label in bottom for label in footer.shown)
+            assert len(footer.shown) >= 5, footer.shown
+
+
 def test_snapshot_overview_200x60(snap_compare: Any) -> None:
     assert snap_compare(make_app(), terminal_size=(200, 60), run_before=settle)
 
@@ -503,18 +535,30 @@ async def test_alerts_view_at_80x24_shows_rule_where_and_value_of_each_alert(
         assert table.row_count >= 2
         region = table.region
         labels = [str(c.label) for c in table.columns.values()]
-        assert labels[:3] == ["Alert", "Where", "Value"]
-        # The first three columns fit in the visible width without scrolling.
-        widths = [c.get_render_width(table) for c in list(table.columns.values())[:4]]
+        assert labels[:6] == ["State", "Sev", "Alert", "Where", "Value", "Since"]
+        # State to Since fit in the visible width without scrolling.
+        widths = [c.get_render_width(table) for c in list(table.columns.values())[:6]]
         assert sum(widths) <= region.width
-        wheres = {str(table.get_row_at(i)[1]) for i in range(table.row_count)}
+        cells = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        wheres = {row[3] for row in cells}
         assert "WH-TX" in wheres and len(wheres) > 1
-        assert all(">" in str(table.get_row_at(i)[2]) for i in range(table.row_count))
-        # On the rendered screen, each alert's row shows its rule and where it is.
+        assert all(">" in row[4] for row in cells)
+        # On the rendered screen, each alert's row shows its state, rule and where it is.
         lines = screen_lines(app)
-        for i in range(min(table.row_count, table.region.height - 1)):
-            rule, where = str(table.get_row_at(i)[0]), str(table.get_row_at(i)[1])
-            assert any(rule in line and where in line for line in lines), (rule, where)
+        for row in cells[: table.region.height - 1]:
+            state, rule, where = row[0], row[2], row[3]
+            assert any(state in line and rule in line and where in line for line in lines), row
+
+
+def test_long_rule_ids_and_scope_keys_are_cut_to_keep_state_to_since_on_screen() -> None:
+    assert cut("late_orders", ALERT_WIDTH) == "late_orders"
+    long_id = "stockout_risk_best_sellers"
+    assert cut(long_id, ALERT_WIDTH) == long_id[: ALERT_WIDTH - 1] + "…"
+    assert len(cut(long_id, ALERT_WIDTH)) == ALERT_WIDTH
+    assert cut("FTW-1001@ST-CHI@footwear", WHERE_WIDTH).endswith("…")
+    # 8 state + 4 sev + the two cut columns + a 10-wide value + 11-wide since, each
+    # with its padding of 2: inside 80 columns.
+    assert 8 + 4 + ALERT_WIDTH + WHERE_WIDTH + 10 + 11 + 6 * 2 <= 80
 
 
 async def test_escape_in_the_routing_rule_form_asks_before_dropping_edits() -> None:

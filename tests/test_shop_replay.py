@@ -305,13 +305,15 @@ async def test_feeds_view_counts_unmapped_ids_and_quarantine_reasons(tmp_path: P
             await app.screen.workers.wait_for_complete()
             await pilot.pause()
             unmapped = app.screen.query_one("#feed-unmapped", DataTable)
-            assert [unmapped.get_row_at(i) for i in range(unmapped.row_count)] == [
+            assert [
+                [str(c) for c in unmapped.get_row_at(i)] for i in range(unmapped.row_count)
+            ] == [
                 ["shopify", "3", "4"]  # 3 distinct ids; 2 deliveries carried 2 ids each
             ]
             title = str(app.screen.query_one("#unmapped-title", Static).render())
             assert "omniops mapping suggest" in title
             reasons = app.screen.query_one("#feed-quarantine", DataTable)
-            assert [reasons.get_row_at(i) for i in range(reasons.row_count)] == [
+            assert [[str(c) for c in reasons.get_row_at(i)] for i in range(reasons.row_count)] == [
                 ["2", "unmapped Shopify inventory_item_id #"]
             ]
             quarantine = str(app.screen.query_one("#quarantine-title", Static).render())

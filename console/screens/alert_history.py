@@ -11,8 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Static
 
+from console.widgets.plain import Plain
 from rules.alerts.actions import Transition
 
 
@@ -44,7 +44,7 @@ class HistoryScreen(ModalScreen[None]):
             lines.append(f"{when}  {what:22}  by {t.by}  {t.note}")
         body = "\n".join(lines) or "No transitions recorded."
         with VerticalScroll():
-            yield Static(Content.assemble((self.title_text, "bold"), "\n", body))
+            yield Plain(Content.assemble((self.title_text, "bold"), "\n", body))
 
     def action_close(self) -> None:
         """Back to the alerts."""

@@ -27,14 +27,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.messages import AlertHistoryRead, AlertsLoaded, WorkFailed
 from console.screens.alert_history import HistoryScreen
 from console.screens.dialogs import PromptField, PromptScreen
 from console.screens.listing import ListScreen, fit_columns
 from console.widgets.cursor import place_cursor
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import fmt_age_seconds, fmt_past
+from console.widgets.plain import Plain
 from rules.alerts.actions import PanelTarget, ReceiverStatus, Silence, Transition, panel_target
 from rules.alerts.silences import AlertView
 from rules.alerts.state import condition_text
@@ -155,6 +157,18 @@ def receiver_lines(receivers: Sequence[ReceiverStatus], tz: tzinfo, now: datetim
     return lines
 
 
+ALERT_WIDTH = 19
+"""Widest rule id the Alert column shows whole (longer ones end in …; Scope and the
+alert's history have it whole)."""
+WHERE_WIDTH = 16
+"""Widest scope key the Where column shows whole (the Scope column has every label)."""
+
+
+def cut(text: str, width: int) -> str:
+    """``text``, or its first ``width - 1`` characters and ``…`` when it is longer."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def fmt_mute(view: AlertView) -> str:
     """Who acknowledged it, and whether a silence or another alert mutes it."""
     parts: list[str] = []
@@ -215,15 +229,27 @@ class AlertsScreen(ListScreen[AlertsSource, AlertsLoaded]):
         Binding("r", "reload", "Reload", id="alert-reload", show=False),
         Binding("escape", "back", "Back", id="alert-back"),
     ]
+    FOOTER_PRIORITY: ClassVar[tuple[str, ...]] = (
+        "help",
+        "alert-ack",
+        "alert-silence",
+        "alert-back",
+        "alert-jump",
+        "alert-history",
+        "alert-toggle-resolved",
+    )
+    """Keys kept first when the footer is narrow (the rest are in ``?``)."""
     list_name = "alerts"
-    # What and where first (rule, the scope's key, value vs threshold): at 80 columns
-    # they are on screen without scrolling; the full scope text goes last.
+    # State and severity first (short: 16 columns with their padding), then what and
+    # where (rule and the scope's key, each cut with … past ALERT_WIDTH / WHERE_WIDTH),
+    # value vs threshold and since when: at 80 columns all of that is on screen without
+    # scrolling however long a rule id or a SKU@location key; the full scope goes last.
     list_columns = (
+        ("state", "State"),
+        ("severity", "Sev"),
         ("alert", "Alert"),
         ("where", "Where"),
         ("value", "Value"),
-        ("state", "State"),
-        ("severity", "Sev"),
         ("since", "Since"),
         ("mute", "Ack / mute"),
         ("scope", "Scope"),
@@ -269,11 +295,11 @@ class AlertsScreen(ListScreen[AlertsSource, AlertsLoaded]):
 
     def compose(self) -> ComposeResult:
         """Header, receiver problems, the table, a status line and the footer."""
-        yield Static("Alerts", id="alerts-header")
-        yield Static("", id="alerts-receivers", classes="-empty")
+        yield Plain("Alerts", id="alerts-header")
+        yield Plain("", id="alerts-receivers", classes="-empty")
         yield self.list_table()
         yield self.status_line()
-        yield Footer()
+        yield FittedFooter()
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -333,11 +359,11 @@ class AlertsScreen(ListScreen[AlertsSource, AlertsLoaded]):
         r = v.record
         bold = "bold" if r.state in ("firing", "nodata") else ""
         return [
-            Text(r.rule_id, style=bold),
-            Text(scope_key(r.scope)),
-            Text(fmt_value(v)),
             Text(STATE_WORDS.get(r.state, r.state), style=bold),
             Text(r.severity[:4], style="bold" if r.severity == "critical" else ""),
+            Text(cut(r.rule_id, ALERT_WIDTH), style=bold),
+            Text(cut(scope_key(r.scope), WHERE_WIDTH)),
+            Text(fmt_value(v)),
             Text(fmt_since(r.since, now, self.tz)),
             Text(fmt_mute(v), style="dim" if v.muted else ""),
             Text(r.scope or "(all)"),

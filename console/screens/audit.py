@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
 
+from console.widgets.plain import Plain
 from rules.audit import AuditEntry
 
 
@@ -40,7 +40,7 @@ class AuditScreen(ModalScreen[None]):
             text.append(f"\n{when}  {e.user}  {e.action}\n", style="bold")
             text.append(e.diff or "(no textual change)\n")
         with VerticalScroll():
-            yield Static(text)
+            yield Plain(text)
 
     def action_close(self) -> None:
         """Back to the rules."""

@@ -19,6 +19,8 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, Static
 
+from console.widgets.plain import Plain
+
 CompleteFn = Callable[[str], list[str]]
 """Candidates for the whole line typed so far, best first (each a whole line)."""
 
@@ -59,7 +61,7 @@ class CommandScreen(ModalScreen[str | None]):
         """The prompt and the candidates under it."""
         with Vertical(id="command-dialog"):
             with Horizontal(id="command-line"):
-                yield Static(":", id="command-prompt")
+                yield Plain(":", id="command-prompt")
                 yield Input(
                     value=self.initial,
                     id="command-input",
@@ -67,7 +69,7 @@ class CommandScreen(ModalScreen[str | None]):
                     suggester=CommandSuggester(self.complete),
                     placeholder="alerts · stock location=WH-TX · sort cover · at 14:00 · help",
                 )
-            yield Static("", id="command-completions")
+            yield Plain("", id="command-completions")
 
     def on_mount(self) -> None:
         """Cursor in the line, candidates listed."""

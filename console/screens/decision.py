@@ -10,10 +10,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.messages import EditedLines
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import DASH
+from console.widgets.plain import Plain, PlainTable
 from rules.routing.orders import Decision
 
 
@@ -94,13 +96,13 @@ class DecisionScreen(Screen[None]):
                 parts.append("\n")
             parts.append((label.ljust(width) + "  ", "$text-muted"))
             parts.append(value)
-        yield Static(Content.assemble(*parts), id="decision-head")
-        table: DataTable[str] = DataTable(
+        yield Plain(Content.assemble(*parts), id="decision-head")
+        table: DataTable[str] = PlainTable(
             id="decision-trace", cursor_type="row", zebra_stripes=True
         )
         yield table
-        yield Static("", id="decision-why")
-        yield Footer()
+        yield Plain("", id="decision-why")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Fill the trace table."""

@@ -24,10 +24,11 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.reactive import Reactive
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.errors import describe_error
 from console.messages import DetailFetched, WorkFailed
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import (
     DASH,
     fmt_days,
@@ -41,6 +42,7 @@ from console.widgets.formatting import (
     fmt_when,
     to_local,
 )
+from console.widgets.plain import Plain, PlainTable
 from store.snapshots import (
     FulfillmentRow,
     LateOrders,
@@ -456,7 +458,7 @@ class DetailScreen(Screen[None]):
         for old in self.query("#detail-error"):
             old.remove()
         self.query_one("#detail-body", VerticalScroll).mount(
-            Static(f"{message.what}: {describe_error(message.error)}", id="detail-error")
+            Plain(f"{message.what}: {describe_error(message.error)}", id="detail-error")
         )
 
     @on(DetailFetched)
@@ -470,8 +472,8 @@ class DetailScreen(Screen[None]):
         if isinstance(extra, StockHistory):
             self.query_one("#stock-chart", StockChart).set_history(extra)
         elif isinstance(extra, LateOrders):
-            body.mount(Static(late_orders_heading(extra), id="late-title"))
-            table: DataTable[str] = DataTable(id="late-orders", cursor_type="row")
+            body.mount(Plain(late_orders_heading(extra), id="late-title"))
+            table: DataTable[str] = PlainTable(id="late-orders", cursor_type="row")
             body.mount(table)
             table.add_columns("Order", "Channel", "Method", "Placed", "Promised", "Late", "Step")
             for order in extra.orders:
@@ -490,7 +492,7 @@ class DetailScreen(Screen[None]):
         """Title, the row's numbers, and its chart or reasons."""
         row = self.row
         stamp = to_local(self.as_of, self.tz).strftime("%H:%M:%S")
-        yield Static(
+        yield Plain(
             Content.assemble((detail_title(row), "bold"), (f"  as of {stamp}", "$text-muted")),
             id="detail-title",
         )
@@ -498,14 +500,14 @@ class DetailScreen(Screen[None]):
             if isinstance(row, FulfillmentRow):
                 snapshots: Snapshots | None = getattr(self.app, "snapshots", None)
                 window = snapshots.fulfillment.delivery_window_days if snapshots else None
-                yield Static(_kv(fulfillment_lines(row, window)), classes="detail-numbers")
+                yield Plain(_kv(fulfillment_lines(row, window)), classes="detail-numbers")
             elif isinstance(row, StockoutRow):
-                yield Static(_kv(stock_lines(row, self.as_of, self.tz)), classes="detail-numbers")
+                yield Plain(_kv(stock_lines(row, self.as_of, self.tz)), classes="detail-numbers")
                 yield StockChart(row, self.as_of, self.tz, id="stock-chart")
             else:
-                yield Static(_kv(returns_lines(row)), classes="detail-numbers")
-                yield Static(reason_bars(row.top_reasons), id="reasons")
-        yield Footer()
+                yield Plain(_kv(returns_lines(row)), classes="detail-numbers")
+                yield Plain(reason_bars(row.top_reasons), id="reasons")
+        yield FittedFooter()
 
     def action_back(self) -> None:
         """Return to the console."""

@@ -19,6 +19,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
+from console.widgets.plain import Plain
+
 
 @dataclass(frozen=True)
 class PromptField:
@@ -61,15 +63,15 @@ class PromptScreen(ModalScreen[dict[str, str] | None]):
     def compose(self) -> ComposeResult:
         """Title, one label and input per field, error line, hint."""
         with Vertical(id="prompt-dialog"):
-            yield Static(self.title_text, classes="prompt-title")
+            yield Plain(self.title_text, classes="prompt-title")
             for f in self.fields:
                 if f.label:
                     yield Label(f.label)
                 yield Input(
                     value=f.value, placeholder=f.placeholder, id=f"prompt-{f.name}", compact=True
                 )
-            yield Static("", id="prompt-error")
-            yield Static(self.hint, id="prompt-hint")
+            yield Plain("", id="prompt-error")
+            yield Plain(self.hint, id="prompt-hint")
 
     def on_mount(self) -> None:
         """Focus the first input (steady cursor) and check the initial values."""
@@ -126,7 +128,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         """The question and the keys."""
-        yield Static(f"{self.question}\n\ny yes · n no", id="confirm-question")
+        yield Plain(f"{self.question}\n\ny yes · n no", id="confirm-question")
 
     def action_answer(self, yes: bool) -> None:
         """Answer."""

@@ -17,10 +17,12 @@ from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.messages import HeldRead, HeldReplayed
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import DASH, fmt_int, fmt_num, fmt_past
+from console.widgets.plain import Plain, PlainTable
 from store.snapshots import HeldSummary, Snapshots
 
 NUMBERS = "detail-numbers"
@@ -63,12 +65,12 @@ class FeedsScreen(Screen[None]):
         """Two tables: sources by their last event, adapters by their live state."""
         as_of = self.snapshots.as_of if self.snapshots else None
         stamp = "no data yet" if as_of is None else f"as of {fmt_past(as_of, self.tz, as_of)}"
-        yield Static(Content.assemble(("Feeds", "bold"), (f"  {stamp}", "$text-muted")))
+        yield Plain(Content.assemble(("Feeds", "bold"), (f"  {stamp}", "$text-muted")))
         with VerticalScroll(id="feeds-body"):
-            yield Static("Sources (by the events in the store)", classes="detail-numbers")
-            sources: DataTable[str] = DataTable(id="feed-sources", cursor_type="row")
+            yield Plain("Sources (by the events in the store)", classes="detail-numbers")
+            sources: DataTable[str] = PlainTable(id="feed-sources", cursor_type="row")
             sources.add_columns("Feed", "Status", "Last event", "Events", "Quarantined")
-            adapters: DataTable[str] = DataTable(id="feed-adapters", cursor_type="row")
+            adapters: DataTable[str] = PlainTable(id="feed-adapters", cursor_type="row")
             adapters.add_columns(
                 "Adapter", "Kind", "State", "Events/min", "Errors", "Quar.", "Detail"
             )
@@ -96,7 +98,7 @@ class FeedsScreen(Screen[None]):
                         key=row.feed,
                     )
             yield sources
-            yield Static(
+            yield Plain(
                 "Adapters of omniops serve (webhooks, streams, polls, drop folder)"
                 if self.snapshots is None or self.snapshots.headline.adapters
                 else "No omniops serve has reported adapters to this store.",
@@ -104,19 +106,15 @@ class FeedsScreen(Screen[None]):
             )
             yield adapters
             if self.held is not None:
-                yield Static(
-                    "Unmapped ids: loading…", id="unmapped-title", classes="detail-numbers"
-                )
-                unmapped: DataTable[str] = DataTable(id="feed-unmapped", cursor_type="row")
+                yield Plain("Unmapped ids: loading…", id="unmapped-title", classes="detail-numbers")
+                unmapped: DataTable[str] = PlainTable(id="feed-unmapped", cursor_type="row")
                 unmapped.add_columns("Adapter", "Unmapped ids", "Events carrying them")
                 yield unmapped
-                yield Static(
-                    "Quarantine: loading…", id="quarantine-title", classes="detail-numbers"
-                )
-                reasons: DataTable[str] = DataTable(id="feed-quarantine", cursor_type="row")
+                yield Plain("Quarantine: loading…", id="quarantine-title", classes="detail-numbers")
+                reasons: DataTable[str] = PlainTable(id="feed-quarantine", cursor_type="row")
                 reasons.add_columns("Rows", "Reason")
                 yield reasons
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Read what is held off the UI thread."""

@@ -14,7 +14,9 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable
+
+from console.widgets.plain import Plain, PlainTable
 
 
 @dataclass(frozen=True)
@@ -72,10 +74,10 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """Title, the key table, how to close."""
         with Vertical(id="help-dialog"):
-            yield Static(f"Keys · {self.title_text}", classes="prompt-title")
-            table: DataTable[str] = DataTable(id="help-keys", cursor_type="row")
+            yield Plain(f"Keys · {self.title_text}", classes="prompt-title")
+            table: DataTable[str] = PlainTable(id="help-keys", cursor_type="row")
             yield table
-            yield Static("Escape or ? closes · ctrl+p lists every command", id="prompt-hint")
+            yield Plain("Escape or ? closes · ctrl+p lists every command", id="prompt-hint")
 
     def on_mount(self) -> None:
         """Fill the table, one row per action."""

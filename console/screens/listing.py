@@ -24,6 +24,7 @@ from textual.widgets import DataTable, Static
 from console.errors import describe_error
 from console.messages import AlertActionDone, ListLoaded, WorkFailed
 from console.widgets.cursor import cursor_key
+from console.widgets.plain import Plain, PlainTable
 from rules.roles import Permissions
 from store.clock import Clock
 
@@ -108,11 +109,11 @@ class ListScreen(Screen[None], Generic[SourceT, LoadedT]):
 
     def list_table(self) -> DataTable[Any]:
         """The table to compose (row cursor, zebra stripes); its columns come on mount."""
-        return DataTable(id=f"{self.list_name}-table", cursor_type="row", zebra_stripes=True)
+        return PlainTable(id=f"{self.list_name}-table", cursor_type="row", zebra_stripes=True)
 
     def status_line(self) -> Static:
         """The status line to compose (hidden while empty)."""
-        return Static("", id=f"{self.list_name}-status", classes="-empty")
+        return Plain("", id=f"{self.list_name}-status", classes="-empty")
 
     def on_mount(self) -> None:
         """Columns, first load, and the poll timer."""

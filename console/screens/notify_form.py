@@ -9,11 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from console.errors import describe_error
 from console.messages import RulesSaved, WorkFailed
 from console.screens.dialogs import ConfirmScreen
+from console.widgets.footer import FittedFooter
+from console.widgets.plain import Plain
 from rules.editor import RulesEditor
 from rules.file import LoadedRules, RulesFileError
 
@@ -43,7 +45,7 @@ class NotifyFormScreen(Screen[LoadedRules | None]):
         title = "Notification routing [notify]"
         if not self.editor.permissions.can_edit_rules:
             title += "  (read-only)"
-        yield Static(Content.assemble((title, "bold")), id="notify-title")
+        yield Plain(Content.assemble((title, "bold")), id="notify-title")
         yield TextArea(
             self.original_text,
             id="notify-text",
@@ -51,8 +53,8 @@ class NotifyFormScreen(Screen[LoadedRules | None]):
             soft_wrap=False,
             tab_behavior="indent",
         )
-        yield Static("", id="notify-check")
-        yield Footer()
+        yield Plain("", id="notify-check")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Check and focus the text."""

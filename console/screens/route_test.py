@@ -14,6 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from console.screens.dialogs import TYPEAHEAD
+from console.widgets.plain import Plain
 from rules.file import LoadedRules
 from rules.notify import parse_label_args, route_test
 
@@ -36,9 +37,9 @@ class RouteTestScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """Labels input and the answer."""
         with Vertical():
-            yield Static(Content.assemble(("Route tester", "bold"), "  key=value key=value …"))
+            yield Plain(Content.assemble(("Route tester", "bold"), "  key=value key=value …"))
             yield Input(value=self.initial, id="route-labels", compact=True)
-            yield Static("", id="route-result")
+            yield Plain("", id="route-result")
 
     def on_mount(self) -> None:
         """Answer for the initial labels."""

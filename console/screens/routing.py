@@ -27,7 +27,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.errors import describe_error
 from console.messages import (
@@ -43,6 +43,8 @@ from console.screens.dialogs import PromptField, PromptScreen
 from console.screens.routing_form import RoutingRuleFormScreen
 from console.screens.whatif import WhatIfScreen
 from console.widgets.cursor import place_cursor
+from console.widgets.footer import FittedFooter
+from console.widgets.plain import Plain, PlainTable
 from rules.routing.config import DEFAULT_RULES, FulfillmentRouting, RoutingRule
 from rules.routing.orders import Decision
 from rules.whatif import WhatIfReport
@@ -113,6 +115,20 @@ class RoutingScreen(Screen[None]):
         Binding("y", "why", "Why there?", id="routing-why"),
         Binding("escape", "back", "Back", id="routing-back"),
     ]
+    FOOTER_PRIORITY: ClassVar[tuple[str, ...]] = (
+        "help",
+        "routing-edit",
+        "routing-why",
+        "routing-what-if",
+        "routing-save",
+        "routing-back",
+        "routing-new",
+        "routing-toggle",
+        "routing-up",
+        "routing-down",
+        "routing-delete",
+    )
+    """Keys kept first when the footer is narrow (the rest are in ``?``)."""
     CSS_PATH = "routing.tcss"
 
     def __init__(
@@ -145,12 +161,14 @@ class RoutingScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         """Title, rules table, detail of the highlighted rule, status line, footer."""
-        yield Static("Routing rules: loading…", id="routing-title")
-        table: DataTable[str] = DataTable(id="routing-rules", cursor_type="row", zebra_stripes=True)
+        yield Plain("Routing rules: loading…", id="routing-title")
+        table: DataTable[str] = PlainTable(
+            id="routing-rules", cursor_type="row", zebra_stripes=True
+        )
         yield table
-        yield Static("", id="routing-detail")
-        yield Static("", id="routing-status", classes="-empty")
-        yield Footer()
+        yield Plain("", id="routing-detail")
+        yield Plain("", id="routing-status", classes="-empty")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Columns and the first load."""

@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from console.screens.dialogs import TYPEAHEAD, ConfirmScreen
+from console.widgets.plain import Plain
 from rules.routing.config import RoutingRule
 
 _FORM: tuple[tuple[str, str, str], ...] = (
@@ -140,7 +141,7 @@ class RoutingRuleFormScreen(ModalScreen[RoutingRule | None]):
         title = f"Edit rule {self.rule.id}" if self.rule else "New routing rule"
         values = rule_to_form(self.rule)
         with Vertical():
-            yield Static(title, id="routing-form-title")
+            yield Plain(title, id="routing-form-title")
             with VerticalScroll():
                 for name, label, placeholder in _FORM:
                     with Vertical(classes="routing-form-row"):
@@ -151,8 +152,8 @@ class RoutingRuleFormScreen(ModalScreen[RoutingRule | None]):
                             id=f"rf-{name}",
                             compact=True,
                         )
-            yield Static("", id="routing-form-error")
-            yield Static("Enter or F2 accepts · ↑/↓ move · Escape cancels", id="routing-form-hint")
+            yield Plain("", id="routing-form-error")
+            yield Plain("Enter or F2 accepts · ↑/↓ move · Escape cancels", id="routing-form-hint")
 
     def on_mount(self) -> None:
         """Cursor in the first field, steady."""

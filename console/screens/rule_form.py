@@ -20,11 +20,13 @@ from textual.containers import Grid
 from textual.content import Content
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 from console.errors import describe_error
 from console.messages import RulesReread, RulesSaved, WorkFailed
 from console.screens.dialogs import TYPEAHEAD, ConfirmScreen
+from console.widgets.footer import FittedFooter
+from console.widgets.plain import Plain
 from rules.alerts.preview import RulePreview, preview_rule
 from rules.alerts.rule import AlertRule
 from rules.alerts.samples import Sample
@@ -127,7 +129,7 @@ class AlertRuleFormScreen(Screen[LoadedRules | None]):
         title = "New alert rule" if self.index is None else f"Alert rule {self.original['id']}"
         if not self.can_edit:
             title += "  (read-only)"
-        yield Static(Content.assemble((title, "bold")), id="form-title")
+        yield Plain(Content.assemble((title, "bold")), id="form-title")
         with Grid(id="form-grid"):
             for name in FORM_FIELDS:
                 yield Label(_FIELD_LABELS[name])
@@ -141,9 +143,9 @@ class AlertRuleFormScreen(Screen[LoadedRules | None]):
                     suggester=SuggestFromList(suggestions) if suggestions else None,
                     select_on_focus=False,
                 )
-        yield Static("", id="form-check")
-        yield Static("", id="form-status", classes="-empty")
-        yield Footer()
+        yield Plain("", id="form-check")
+        yield Plain("", id="form-status", classes="-empty")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Check the initial values and focus the first field."""

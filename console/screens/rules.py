@@ -29,7 +29,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.errors import describe_error
 from console.messages import AuditRead, RulesRead, RulesSaved, WorkFailed
@@ -39,6 +39,8 @@ from console.screens.notify_form import NotifyFormScreen
 from console.screens.route_test import RouteTestScreen
 from console.screens.rule_form import AlertRuleFormScreen
 from console.widgets.cursor import place_cursor
+from console.widgets.footer import FittedFooter
+from console.widgets.plain import Plain, PlainTable
 from rules.alerts.preview import preview_rule
 from rules.alerts.samples import Sample, samples
 from rules.editor import ConflictError, RulesEditor
@@ -84,6 +86,19 @@ class RulesScreen(Screen[None]):
         Binding("r", "reload", "Reload", id="rules-reload", show=False),
         Binding("escape", "back", "Back", id="rules-back"),
     ]
+    FOOTER_PRIORITY: ClassVar[tuple[str, ...]] = (
+        "help",
+        "rules-edit",
+        "rules-new",
+        "rules-back",
+        "rules-toggle",
+        "rules-route-test",
+        "rules-notify",
+        "rules-duplicate",
+        "rules-delete",
+        "rules-audit",
+    )
+    """Keys kept first when the footer is narrow (the rest are in ``?``)."""
     CSS_PATH = "rules.tcss"
 
     def __init__(
@@ -121,11 +136,11 @@ class RulesScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         """Header, table, status line, footer."""
-        yield Static("Rules", id="rules-header")
-        table: DataTable[Any] = DataTable(id="rules-table", cursor_type="row", zebra_stripes=True)
+        yield Plain("Rules", id="rules-header")
+        table: DataTable[Any] = PlainTable(id="rules-table", cursor_type="row", zebra_stripes=True)
         yield table
-        yield Static("", id="rules-status", classes="-empty")
-        yield Footer()
+        yield Plain("", id="rules-status", classes="-empty")
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         """Columns and the first load."""

@@ -31,6 +31,7 @@ from console.screens.listing import ListScreen, fit_columns
 from console.widgets.cursor import place_cursor
 from console.widgets.footer import FittedFooter
 from console.widgets.formatting import fmt_past, fmt_when
+from console.widgets.plain import Plain
 from rules.alerts.silences import SilenceView
 from rules.alerts.state import condition_text
 from rules.roles import Permissions
@@ -111,9 +112,9 @@ class SilencesScreen(ListScreen[SilencesSource, SilencesLoaded]):
 
     def compose(self) -> ComposeResult:
         """Header, the table, what the selected silence mutes, a status line, the footer."""
-        yield Static("Silences", id="silences-header")
+        yield Plain("Silences", id="silences-header")
         yield self.list_table()
-        yield Static("", id="silences-mutes")
+        yield Plain("", id="silences-mutes")
         yield self.status_line()
         yield FittedFooter()
 

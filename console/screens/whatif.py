@@ -8,9 +8,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable
 
+from console.widgets.footer import FittedFooter
 from console.widgets.formatting import DASH
+from console.widgets.plain import Plain, PlainTable
 from rules.whatif import WhatIfReport
 
 
@@ -61,23 +63,23 @@ class WhatIfScreen(Screen[bool]):
     def compose(self) -> ComposeResult:
         """Title, summary table, load per node, changed orders."""
         hint = "s saves the draft · Escape back" if self.can_save else "read-only · Escape back"
-        yield Static(f"What-if: current rules vs draft   {hint}", id="whatif-title")
+        yield Plain(f"What-if: current rules vs draft   {hint}", id="whatif-title")
         if self.report.assigned_too:
-            yield Static(
+            yield Plain(
                 "No order today was the rules' to route (each came with its node):"
                 " replayed as if each were routed anew.",
                 id="whatif-assigned",
             )
-        summary: DataTable[str] = DataTable(
+        summary: DataTable[str] = PlainTable(
             id="whatif-summary", cursor_type="none", show_cursor=False
         )
         yield summary
-        yield Static(self._load_text(), id="whatif-load")
-        changes: DataTable[str] = DataTable(
+        yield Plain(self._load_text(), id="whatif-load")
+        changes: DataTable[str] = PlainTable(
             id="whatif-changes", cursor_type="row", zebra_stripes=True
         )
         yield changes
-        yield Footer()
+        yield FittedFooter()
 
     def _load_text(self) -> Content:
         parts: list[str | tuple[str, str]] = [("Load per node  ", "$text-muted")]

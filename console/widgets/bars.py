@@ -28,6 +28,7 @@ from console.widgets.formatting import (
     fmt_trend,
     pct_change,
 )
+from console.widgets.plain import Plain
 from rules.highlights import Highlights
 from store.snapshots import FeedFreshness, FeedHealthRow, Headline, Snapshots
 
@@ -192,7 +193,7 @@ class HeadlineStrip(Vertical):
         """Sales line with the sparkline at its right, AOV line below."""
         with Horizontal(id="sales-row"):
             yield TextBar(id="sales")
-            yield Static("hourly net sales", id="spark-label")
+            yield Plain("hourly net sales", id="spark-label")
             yield Sparkline([], id="spark")
         yield TextBar(id="aov")
 
@@ -222,7 +223,7 @@ class FilterBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         """The label; the input is mounted beside it when the bar first opens (issue 15)."""
-        yield Static("Filter", id="filter-label")
+        yield Plain("Filter", id="filter-label")
 
     def _field(self) -> Input:
         """The input, mounted the first time it is needed (the first paint has no use of it)."""

@@ -215,6 +215,9 @@ class ServeConfig(Described, BaseModel):
     """PEM private key of ``tls_cert``."""
     max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger ones are answered 413 and not read."""
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Longest a request body may take to arrive once its headers have; a slower one (a
+    client trickling bytes to hold a connection) is answered 408 and closed."""
     shopify_webhook_secret: SecretStr | None = None
     """Shopify app client secret (signs ``X-Shopify-Hmac-Sha256``); unset: endpoint off."""
     shopify_webhook_secret_previous: SecretStr | None = None

@@ -241,6 +241,56 @@ async def test_a_client_gone_mid_body_is_no_server_error(hostile: Hostile) -> No
     assert status == 200
 
 
+@pytest.mark.parametrize("path", ["/events", "/route"])
+async def test_a_body_trickled_slower_than_the_timeout_is_answered_408(
+    tmp_path: Path, path: str
+) -> None:
+    """Headers, then the body a few bytes at a time: the connection is not held forever."""
+    async with hostile_server(tmp_path, body_timeout_seconds=0.4) as served:
+        host, port = served.server.url.removeprefix("http://").split(":")
+
+        def trickle() -> bytes:
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                conn.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n".encode()
+                    + b"Authorization: Bearer "
+                    + EVENTS_TOKEN.encode()
+                    + b'\r\n\r\n{"id"'
+                )
+                answer = b""
+                for _ in range(40):  # a byte every 0.05 s: 2 s in all, were it read
+                    try:
+                        conn.sendall(b" ")
+                    except OSError:
+                        break
+                    conn.settimeout(0.05)
+                    try:
+                        chunk = conn.recv(4096)
+                    except TimeoutError:
+                        continue
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer
+
+        answer = await asyncio.to_thread(trickle)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"body not received within 0.4 s" in answer
+        # The server goes on answering.
+        status, _ = await served.events(json.dumps(stock_event(1)).encode())
+        assert status == 200
+
+
+def test_an_empty_mapping_file_is_refused_and_a_comment_is_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "mapping.toml"
+    for blank in ("", "  \n\n"):
+        path.write_text(blank)
+        with pytest.raises(MappingError, match="mapping file is empty; refused"):
+            load_mapping(path)
+    path.write_text("# nothing mapped yet\n")
+    assert load_mapping(path).shopify.locations == {}
+
+
 @pytest.mark.parametrize(
     ("sku", "code"),
     [

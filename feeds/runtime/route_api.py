@@ -191,6 +191,7 @@ def add_routes(
     rules: Callable[[], FulfillmentRouting],
     clock: Clock,
     prefix: str = "",
+    body_timeout: float = 30.0,
 ) -> None:
     """Mount ``POST {prefix}/route`` and ``GET {prefix}/route/{order_id}`` on ``app``.
 
@@ -202,13 +203,18 @@ def add_routes(
         rules: Returns the ``[fulfillment]`` rules in force (the hot-reloaded ones).
         clock: "Now" when a request gives no ``at``.
         prefix: Path prefix, e.g. ``/api``.
+        body_timeout: Seconds a request body may take to arrive (then 408).
     """
     # One worker thread for what would wait (see the module docstring): the work is
     # CPU-bound Python, so more threads would only contend for the GIL.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="route")
 
     async def post_route(request: web.Request) -> web.Response:
-        raw = await request.read()
+        try:
+            async with asyncio.timeout(body_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            return _error(408, f"body not received within {body_timeout:g} s", "body")
         check: AvailabilityRequest | None = None
         req: RouteRequest | None = None
         try:  # noqa: SIM105 (a try costs nothing when nothing is raised; suppress() does)

@@ -186,8 +186,18 @@ def parse_mapping(text: str, *, where: str = "mapping") -> Mapping:
         raise MappingError(f"{where}: {describe_validation_error(exc)}") from exc
 
 
+EMPTY = (
+    "the mapping file is empty; refused so every shop id is not un-mapped by accident "
+    "(a file of only a comment, or no mapping file, is a mapping of nothing on purpose)"
+)
+
+
 def load_mapping(path: Path | None) -> Mapping:
-    """The mapping at ``path`` (an empty mapping when ``path`` is None)."""
+    """The mapping at ``path`` (an empty mapping when ``path`` is None).
+
+    An empty or blank file is refused (:data:`EMPTY`): an editor's truncated save or a
+    ``: > mapping.toml`` would otherwise un-map every shop id at once.
+    """
     if path is None:
         return Mapping()
     try:
@@ -198,6 +208,8 @@ def load_mapping(path: Path | None) -> Mapping:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MappingError(f"{path}: not UTF-8 text: {exc}") from exc
+    if not text.strip():
+        raise MappingError(f"{path}: {EMPTY}")
     return parse_mapping(text, where=str(path))
 
 

@@ -281,13 +281,21 @@ class Rejected(Exception):
         self.message = message
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The request's body: 413 past ``limit`` bytes, 408 when it takes over ``seconds``.
+
+    A client that sends its headers and then trickles the body a byte at a time would
+    otherwise hold a connection (and a file descriptor) for as long as it likes.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise Rejected(413, "too_large", f"body of {request.content_length} bytes is over {limit}")
     try:
-        return await request.read()
+        async with asyncio.timeout(seconds):
+            return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise Rejected(413, "too_large", f"body is over {limit} bytes") from None
+    except TimeoutError:
+        raise Rejected(408, "slow_body", f"body not received within {seconds:g} s") from None
 
 
 def decode_json(body: bytes) -> Any:
@@ -428,7 +436,9 @@ async def _handle(
     monitor = state.monitors[f"webhook:{source}"]
     response: web.Response | None = None
     try:
-        body = await _read_body(request, state.config.max_body_bytes)
+        body = await read_body(
+            request, state.config.max_body_bytes, state.config.body_timeout_seconds
+        )
         problem = authenticate(request, body, state.config)
         if problem is not None:
             configured = not problem.startswith(NOT_CONFIGURED)
@@ -810,6 +820,7 @@ def build_app(state: ServerState) -> web.Application:
         source=StoreRoutingSource(state.writer.path, timezone=state.writer.params.timezone),
         rules=state.routing_rules,
         clock=state.clock,
+        body_timeout=state.config.body_timeout_seconds,
     )
     return app
 

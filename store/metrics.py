@@ -1285,6 +1285,24 @@ def expected_feed_events(
     return sum(counts) / len(counts) if counts else None
 
 
+REFERENCE_TYPES = ("sku.upserted", "location.upserted", "channel.upserted")
+"""Event types of reference data: a feed that has delivered only these is never stale."""
+
+
+def _reference_only(db: sqlite3.Connection, feed: str, t: int) -> bool:
+    """True when every event ``feed`` delivered by ``t`` is reference data (a catalogue).
+
+    Read only for a feed found stale (one index range, stopping at its first stream event).
+    """
+    marks = ", ".join("?" * len(REFERENCE_TYPES))
+    (stream,) = db.execute(
+        f"SELECT EXISTS (SELECT 1 FROM event_log WHERE source = ? AND ts <= ?"
+        f" AND type NOT IN ({marks}))",
+        (feed, t, *REFERENCE_TYPES),
+    ).fetchone()
+    return not stream
+
+
 def feed_freshness(
     db: sqlite3.Connection, t: int, params: MetricParams
 ) -> tuple[FeedFreshness, ...]:
@@ -1294,7 +1312,9 @@ def feed_freshness(
     ``stale_feed_minutes`` (or its ``stale_overrides`` entry) *and* the feed's own history
     expects at least ``stale_min_expected`` active minutes in that silence
     (:func:`expected_feed_events`); a feed with no history to judge by is stale on the
-    limit alone.
+    limit alone.  A feed that has delivered only reference data (:data:`REFERENCE_TYPES`:
+    a catalogue of SKUs, locations, channels, loaded once and changed when it changes) is
+    never stale by its silence.
     """
     as_of = events_as_of(db, t)
     known = {
@@ -1313,6 +1333,8 @@ def feed_freshness(
         if stale and last is not None:
             expected = expected_feed_events(db, feed, last, t, params.stale_history_days)
             stale = expected is None or expected >= params.stale_min_expected
+        if stale and last is not None and _reference_only(db, feed, t):
+            stale = False  # a catalogue is loaded, then changes when it changes
         out.append(
             FeedFreshness(
                 feed=feed,

@@ -14,7 +14,7 @@ from pathlib import Path
 from store.metrics import compute_snapshots, expected_feed_events, open_reader
 from store.model import Event
 from store.risk import MetricParams
-from tests.builders import T0, at, ev
+from tests.builders import T0, at, ev, sku
 from tests.conftest import write
 
 P = MetricParams(timezone="America/New_York", stale_feed_minutes=15)
@@ -90,3 +90,19 @@ async def test_within_the_limit_a_feed_is_never_stale(db_path: Path) -> None:
     events.append(tick("busy", at(minutes=-14)))
     await write(db_path, events)
     assert not stale(db_path)["busy"]  # 14 min < 15, however busy it usually is
+
+
+async def test_a_catalogue_loaded_once_is_never_stale_a_stream_is(db_path: Path) -> None:
+    """A PIM that loaded the SKUs three weeks ago in one burst (no history to judge by)."""
+    loaded = at(-21 * 24)
+    events = [sku(f"SKU-{n}", ts=loaded) for n in range(50)]
+    events = [e.model_copy(update={"source": "pim"}) for e in events]
+    # The same burst under another feed that also sent one stock count: a stream, judged
+    # on the limit alone as before.
+    mixed = [e.model_copy(update={"id": f"m-{e.id}", "source": "erp"}) for e in events]
+    await write(db_path, [*events, *mixed, tick("erp", loaded)])
+    flags = stale(db_path)
+    assert flags == {"pim": False, "erp": True}
+    # Expected and never delivered is still stale, whatever the name.
+    expected = dataclasses.replace(P, expected_feeds=("pim", "pos"))
+    assert stale(db_path, expected) == {"pim": False, "erp": True, "pos": True}

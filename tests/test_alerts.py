@@ -22,7 +22,7 @@ from rules.alerts.rule import AlertRule
 from rules.alerts.samples import samples
 from rules.alerts.state import Observation, condition_text, step
 from rules.engine import AlertEngine
-from rules.file import RulesFile
+from rules.file import RulesFile, default_rules_text, parse_rules
 from rules.receivers import NotifyAlert
 from rules.roles import PermissionDenied, Permissions, Roles
 from store import alerts as store
@@ -564,3 +564,17 @@ def test_panel_target_points_at_the_row_behind_the_alert(
     )
     target = panel_target(result.alerts[0].record)
     assert (target.panel, target.filter) == ("fulfillment", "scope=location, key=WH-TX")
+
+
+def test_the_shipped_on_time_rule_ignores_a_small_stores_handful_of_orders(
+    connect: Callable[[], sqlite3.Connection], clock: FixedClock
+) -> None:
+    """1 late pickup of 3 is a 67 % on-time rate: no page; 8 late of 40 (80 %) is one."""
+    shipped = parse_rules(default_rules_text(), Path("defaults.toml"))
+    (on_time,) = [r for r in shipped.alert if r.id == "on_time_rate_low"]
+    on_time = on_time.model_copy(update={"for_": timedelta(0)})
+    engine = engine_for(connect, clock, on_time)
+    small = replace(location_row("S-BKN", 0, on_time=2 / 3), completed_24h=3)
+    busy = replace(location_row("WH-TX", 0, on_time=0.8), completed_24h=40)
+    fired = engine.evaluate(snap(small, busy))
+    assert {a.record.scope for a in fired.alerts if a.record.state == "firing"} == {WH_TX}

@@ -1073,3 +1073,30 @@ def test_hold_record_holds_hard_unmapped_ids_and_only_notes_soft_ones() -> None:
         assert kept.unmapped == tuple(unmapped)
         # nothing unmapped, nothing quarantined: nothing to keep
         assert hold_record(record, "channel", items, feed="f") is None
+
+
+async def test_a_square_fulfillment_record_reads_its_states_by_the_orders_method() -> None:
+    """Without a broker: the consumer's decode asks the store how the order was placed."""
+    from feeds.kafka.formats import Record, decode
+
+    update = json.loads(
+        (ROOT / "fixtures/payloads/square/order.fulfillment.updated.json").read_text()
+    )
+    update["data"]["object"]["order_fulfillment_updated"]["fulfillment_update"][0]["new_state"] = (
+        "COMPLETED"
+    )
+    record = Record("t", 0, 3, json.dumps(update).encode(), (("channel", b"square"),))
+    square_id = update["data"]["object"]["order_fulfillment_updated"]["order_id"]
+    asked: list[str] = []
+
+    async def shipped(order_id: str) -> Any:
+        asked.append(order_id)
+        return "ship"
+
+    mapping = parse_mapping("[square]\n")
+    items = await decode(record, "channel", feed="f", mapping=mapping, order_method=shipped)
+    assert asked == [f"square-{square_id}"]
+    assert [i.body.status for i in items] == ["shipped"]  # type: ignore[union-attr]
+    # No store to ask (or the order not placed yet): square.fulfillment ("pickup").
+    items = await decode(record, "channel", feed="f", mapping=mapping)
+    assert [i.body.status for i in items] == ["picked_up"]  # type: ignore[union-attr]

@@ -38,7 +38,14 @@ from aiokafka.structs import OffsetAndMetadata
 
 from feeds.base import Feed, FeedState, PartitionHealth
 from feeds.kafka.config import KafkaSubscription
-from feeds.kafka.formats import Record, TrackingLookup, decode
+from feeds.kafka.formats import (
+    MethodLookup,
+    Record,
+    TrackingLookup,
+    decode,
+    no_lookup,
+    no_method,
+)
 from feeds.kafka.held import hold_record
 from feeds.kafka.scope import Scope
 from feeds.stream import Sleep
@@ -111,6 +118,7 @@ class KafkaFeed(Feed):
         *,
         mapping: Callable[[], Mapping] = Mapping,
         order_for_tracking: TrackingLookup | None = None,
+        order_method: MethodLookup | None = None,
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         max_records: int = 500,
@@ -120,6 +128,7 @@ class KafkaFeed(Feed):
         self.sub = sub
         self.mapping = mapping
         self.order_for_tracking = order_for_tracking
+        self.order_method = order_method
         self.backoff = backoff or Backoff(cap=sub.max_backoff_seconds)
         self.sleep = sleep
         self.max_records = max_records
@@ -155,11 +164,14 @@ class KafkaFeed(Feed):
         mapping: Callable[[], Mapping],
         order_for_tracking: TrackingLookup | None,
         holder: Holder | None = None,
+        order_method: MethodLookup | None = None,
     ) -> None:
-        """Use the server's hot-reloaded mapping, its tracking-number lookup and its store."""
+        """Use the server's hot-reloaded mapping, its store lookups and its store."""
         self.mapping = mapping
         if order_for_tracking is not None:
             self.order_for_tracking = order_for_tracking
+        if order_method is not None:
+            self.order_method = order_method
         if holder is not None:
             self.holder = holder
 
@@ -390,11 +402,8 @@ class KafkaFeed(Feed):
                         mapping=self.mapping(),
                         channel_header=self.sub.channel_header,
                         unmapped=unmapped,
-                        **(
-                            {"order_for_tracking": self.order_for_tracking}
-                            if self.order_for_tracking
-                            else {}
-                        ),
+                        order_for_tracking=self.order_for_tracking or no_lookup,
+                        order_method=self.order_method or no_method,
                     )
                     kept = [
                         item

@@ -30,11 +30,13 @@ from feeds.webhooks.canonical import parse_events_body
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import redact_raw
 from rules.errors import describe_validation_error
-from store.model import Event, Quarantined, parse_event
+from store.model import Event, Method, Quarantined, parse_event
 
 from .debezium import map_change
 
 TrackingLookup = Callable[[str], Awaitable[str | None]]
+MethodLookup = Callable[[str], Awaitable[Method | None]]
+"""Placed order id → its method (None: not placed), read from the store."""
 """Tracking number → order id (the store's lookup, for EasyPost trackers)."""
 
 CHANNELS = ("shopify", "square", "easypost", "amazon")
@@ -64,7 +66,13 @@ class Record:
         return None
 
 
-async def _no_lookup(code: str) -> str | None:
+async def no_lookup(code: str) -> str | None:
+    """A tracking lookup that finds no order (no store to read)."""
+    return None
+
+
+async def no_method(order_id: str) -> Method | None:
+    """A method lookup that finds no order (no store to read)."""
     return None
 
 
@@ -79,15 +87,21 @@ async def decode(
     feed: str,
     mapping: Mapping,
     channel_header: str = "channel",
-    order_for_tracking: TrackingLookup = _no_lookup,
+    order_for_tracking: TrackingLookup = no_lookup,
     unmapped: list[tuple[str, str]] | None = None,
+    order_method: MethodLookup = no_method,
 ) -> list[Event | Quarantined]:
     """The items of one record (empty for a tombstone or a payload with no fact).
+
+    ``order_for_tracking`` and ``order_method`` read the store (``serve``'s reader): the
+    order an EasyPost tracker belongs to, and the method of the order a Square
+    fulfillment update names (its states are a pickup's or a shipment's by it).
 
     ``unmapped``: the ``(kind, external id)`` a channel record was mapped without (a
     Shopify order stored without a node) are added to it.
     """
     known: dict[str, str | None] = {}
+    methods: dict[str, Method | None] = {}
     if fmt == "channel" and record.value is not None:
         channel = (record.header(channel_header) or "").strip().lower()
         if channel == "easypost":
@@ -97,6 +111,11 @@ async def decode(
                 if tracker.status in easypost.STATUS:
                     code = tracker.tracking_code
                     known[code] = await order_for_tracking(code)
+        elif channel == "square" and b"order.fulfillment.updated" in record.value:
+            with contextlib.suppress(Exception):
+                fulfilled = square.fulfilled_order(json.loads(record.value))
+                if fulfilled is not None:
+                    methods[fulfilled] = await order_method(fulfilled)
     return decode_now(
         record,
         fmt,
@@ -105,6 +124,7 @@ async def decode(
         channel_header=channel_header,
         order_for_tracking=known.get,
         unmapped=unmapped,
+        order_method=methods.get,
     )
 
 
@@ -117,8 +137,9 @@ def decode_now(
     channel_header: str = "channel",
     order_for_tracking: Callable[[str], str | None] = lambda code: None,
     unmapped: list[tuple[str, str]] | None = None,
+    order_method: Callable[[str], Method | None] = lambda order_id: None,
 ) -> list[Event | Quarantined]:
-    """:func:`decode` with a lookup that answers at once (``quarantine replay``'s)."""
+    """:func:`decode` with lookups that answer at once (``quarantine replay``'s)."""
     raw = record.value
     try:
         if fmt == "canonical":
@@ -142,7 +163,7 @@ def decode_now(
         data = _json(raw)
         if fmt == "debezium":
             return _placed(record, map_change(data, mapping.debezium))
-        mapped = _channel(record, data, mapping, channel_header, order_for_tracking)
+        mapped = _channel(record, data, mapping, channel_header, order_for_tracking, order_method)
         if unmapped is not None:
             unmapped.extend(mapped.unmapped)
         return _placed(record, mapped.items)
@@ -183,6 +204,7 @@ def _channel(
     mapping: Mapping,
     channel_header: str,
     order_for_tracking: Callable[[str], str | None],
+    order_method: Callable[[str], Method | None],
 ) -> Mapped:
     if not isinstance(data, dict):
         raise PayloadError("(value)", "expected a JSON object")
@@ -202,7 +224,9 @@ def _channel(
         )
         return shopify.map_shopify(topic, delivery, data, mapping.shopify)
     if channel == "square":
-        return square.map_square(data, mapping.square)
+        fulfilled = square.fulfilled_order(data)
+        method = None if fulfilled is None else order_method(fulfilled)
+        return square.map_square(data, mapping.square, method=method)
     if channel == "amazon":
         return amazon.map_amazon(data, mapping.amazon)
     tracker = easypost.parse_tracker(data)

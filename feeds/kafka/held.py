@@ -29,7 +29,7 @@ from feeds.webhooks import Mapped
 from feeds.webhooks.mapping import Mapping
 from feeds.webhooks.redact import keep_raw
 from store.held import HeldDelivery
-from store.model import Event, Quarantined
+from store.model import Event, Method, Quarantined
 
 SOURCE = "kafka"
 """The ``held`` source of a Kafka record."""
@@ -122,6 +122,7 @@ def remap_record(
     raw: str,
     mapping: Mapping,
     order_for_tracking: Callable[[str], str | None],
+    order_method: Callable[[str], Method | None] = lambda order_id: None,
 ) -> Mapped:
     """Map a held record again (its ``topic``/``delivery_id`` as :func:`hold_record` wrote)."""
     context = json.loads(topic)
@@ -145,6 +146,7 @@ def remap_record(
         channel_header=str(context["channel_header"]),
         order_for_tracking=order_for_tracking,
         unmapped=unmapped,
+        order_method=order_method,
     )
     # Only the ids that still hold it (a soft id's default works: it is placed).
     return Mapped(items=items, unmapped=hard_ids(adapter_of(topic), unmapped))

@@ -201,7 +201,14 @@ def remap(row: HeldRow, mapping: Mapping, lookup: StoreLookup) -> Mapped:
         # Imported here: every command's start imports this module, few replay these.
         from feeds.kafka.held import remap_record
 
-        return remap_record(row.topic, row.delivery_id, row.raw, mapping, lookup.order_for_tracking)
+        return remap_record(
+            row.topic,
+            row.delivery_id,
+            row.raw,
+            mapping,
+            lookup.order_for_tracking,
+            lookup.order_method,
+        )
     if row.source == "dropfolder":
         from feeds.dropfolder import remap_dropped
 

@@ -291,12 +291,13 @@ class Server:
         await self.site.start()
         for feed in self.feeds:
             attach = getattr(feed, "attach", None)
-            if attach is not None:  # Kafka: the live mapping and the tracking lookup
+            if attach is not None:  # Kafka: the live mapping and the store lookups
                 assert state.reader is not None
                 attach(
                     lambda: state.mapping,
                     state.reader.order_for_tracking,
                     store_holder(self.writer, state.held_changed.set),
+                    order_method=state.reader.order_method,
                 )
             monitor = FeedMonitor(
                 feed.name, getattr(feed, "kind", "feed"), health=feed.health, clock=self.clock

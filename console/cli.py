@@ -1132,8 +1132,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Replay the fixture day through the real pipeline, with the console on the replay clock."""
     from zoneinfo import ZoneInfo
 
-    from feeds.runtime.demo import load_manifest
+    from feeds.runtime.demo import FEED_SUFFIXES, feed_files, load_manifest
 
+    try:
+        found = feed_files(args.fixtures)
+    except FileNotFoundError as exc:
+        print(f"omniops demo: {exc}", file=sys.stderr)
+        return 2
+    if not found:  # else an empty console, with not a word why
+        kinds = ", ".join(f"*{suffix}" for suffix in FEED_SUFFIXES)
+        print(f"omniops demo: {args.fixtures}: no fixture files ({kinds})", file=sys.stderr)
+        return 2
     manifest = load_manifest(args.fixtures)
     start = parse_time(str(manifest.get("replay_start_utc", "2026-11-18T13:00:00Z")))
     zone = str(manifest.get("timezone", "America/New_York"))

@@ -49,11 +49,13 @@ def export_panel(
 
     ``rows``: only these rows of the panel, in this order (what the console shows with its
     filter and sort); default every row.  CSV holds one row per panel row (nested values as
-    JSON text); JSON holds the panel with the moment it was computed for.
+    JSON text); JSON holds the panel with the moment it was computed for.  The folder
+    must exist (:class:`FileNotFoundError` naming it): no folder is created.
     """
     records = panel_records(snapshots, panel, rows)
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():  # a typo in a path must not create folders
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:

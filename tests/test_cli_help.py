@@ -85,3 +85,35 @@ def test_bad_db_files_get_one_clear_line(
         assert "Traceback" not in err
     assert not missing_folder.parent.exists()  # never created silently
     assert empty.read_bytes() == b"" and text.read_text() == "not a database\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["demo", "--refresh", "0"], "--refresh"),
+        (["demo", "--refresh", "-1"], "--refresh"),
+        (["report", "--db", "{db}", "--timezone", "Mars/Olympus"], "Mars/Olympus"),
+    ],
+)
+def test_a_bad_value_is_one_line_and_exit_2(
+    argv: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No traceback: argparse names the option and the value."""
+    argv = [a.replace("{db}", str(tmp_path / "s.db")) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("omniops")
+
+
+def test_a_demo_of_an_empty_fixture_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "fixtures"
+    empty.mkdir()
+    db = tmp_path / "x.db"
+    assert main(["demo", "--fixtures", str(empty), "--db", str(db)]) == 2
+    assert f"omniops demo: {empty}: no fixture files (*.jsonl" in capsys.readouterr().err
+    assert not db.exists()  # nothing was built

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from console.widgets.formatting import (
 )
 from console.widgets.panels import Panel, RowView, sort_views
 from store.clock import FixedClock
-from store.snapshots import Snapshots
+from store.snapshots import FeedFreshness, Snapshots
 from tests.snapshot_factory import (
     AS_OF,
     TZ,
@@ -199,6 +199,29 @@ def test_feed_strip_marks_stale_feeds_with_glyph_and_word() -> None:
     assert "● web" in text
     assert "▲ marketplace STALE last 13:48" in text
     assert "3 quarantined" in text
+
+
+def test_many_stale_feeds_are_counted_and_named_while_they_fit() -> None:
+    """Eight stale feeds at 80 columns: two lines used to end at the sixth, no word more."""
+    old = datetime(2026, 11, 19, 15, tzinfo=UTC)
+    names = ["carrier", "catalog", "inventory", "marketplace", "pos", "purchasing", "returns"]
+    feeds = [FeedFreshness(f, old, 10, 0, True) for f in [*names, "wms"]]
+    feeds += [FeedFreshness(f, AS_OF, 10, 4, False) for f in ("web", "kafka:orders")]
+    text = feed_content(feeds, TZ, now=AS_OF, width=80).plain
+    assert text.startswith("▲ 8 STALE: carrier, catalog")
+    assert len(text) <= 2 * 78 - 8
+    shown = [n for n in [*names, "wms"] if n in text]
+    hidden = 8 - len(shown)
+    assert hidden == 0 or f"… +{hidden} (h)" in text
+    assert "● 2 ok" in text and "8 quarantined" in text  # 2 feeds x 4
+    narrow = feed_content(feeds, TZ, now=AS_OF, width=40).plain
+    assert narrow.startswith("▲ 8 STALE: carrier") and "(h)" in narrow
+    assert len(narrow) <= 2 * 38 - 8
+    # What fits is shown whole, as before.
+    few = feeds[:1] + feeds[-2:]
+    assert (
+        feed_content(few, TZ, now=AS_OF, width=80).plain == feed_content(few, TZ, now=AS_OF).plain
+    )
 
 
 def test_sales_line_flags_low_sales() -> None:

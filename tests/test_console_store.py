@@ -249,6 +249,10 @@ async def test_export_writes_the_rows_shown_as_csv_and_json(tmp_path: Path) -> N
     data = json.loads(export_panel(snaps, "returns", "json", tmp_path / "r.json").read_text())
     assert data["panel"] == "returns" and data["rows"][0]["sku"] == "A"
     assert data["rows"][0]["top_reasons"] == "defective (6)"
+    # A typo in the folder is an error naming it; no folder is created.
+    with pytest.raises(FileNotFoundError, match=r"folder .*nonexistent does not exist"):
+        export_panel(snaps, "returns", "csv", tmp_path / "nonexistent" / "r.csv")
+    assert not (tmp_path / "nonexistent").exists()
 
 
 async def test_the_first_snapshots_computed_at_build_reach_every_tab(tmp_path: Path) -> None:

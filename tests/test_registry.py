@@ -6,6 +6,7 @@ import argparse
 import io
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,25 @@ def test_every_metric_has_a_definition_unit_and_panel(metric: str) -> None:
     info = METRICS[metric]
     assert info.definition and info.unit and info.panel
     assert (info.op is None) == (info.default_level is None)
+
+
+def test_the_fulfillment_title_says_carrier_lateness_apart_from_order_lateness() -> None:
+    """Totals are orders against their promise; a carrier row's late is past its estimate."""
+    snapshots = build_snapshots()
+    panel = FulfillmentPanel(tz=TZ)
+    overdue = sum(r.late for r in snapshots.fulfillment.rows if r.scope == "carrier")
+    assert overdue > 0  # the fixture has parcels past the carrier's estimate
+    title = panel.summary(snapshots, panel.build_rows(snapshots)).plain
+    assert f"{snapshots.fulfillment.total_late:,} LATE" in title
+    assert title.endswith(f"· {overdue:,} in transit past estimate")
+    quiet = replace(
+        snapshots,
+        fulfillment=replace(
+            snapshots.fulfillment,
+            rows=tuple(
+                replace(r, late=0) if r.scope == "carrier" else r
+                for r in snapshots.fulfillment.rows
+            ),
+        ),
+    )
+    assert "past estimate" not in panel.summary(quiet, panel.build_rows(quiet)).plain

@@ -628,8 +628,9 @@ async def test_mapping_file_reloads_and_a_bad_edit_keeps_the_last_good(served: S
             return result
 
     async def until(check: Any) -> None:
-        # watchfiles reports the edit after its debounce: poll /health with a deadline.
-        for _ in range(200):
+        # watchfiles reports the edit after its debounce: poll /health with a deadline
+        # generous enough for a loaded CI machine (20 s).
+        for _ in range(800):
             if check(await health()):
                 return
             await asyncio.sleep(0.025)

@@ -390,6 +390,7 @@ class ConsoleScreen(Screen[None]):
                 wide=self.app.size.width >= WIDE_COLUMNS,
                 adapters=headline.adapters if headline else (),
                 now=snapshots.as_of if snapshots is not None else None,
+                width=self.app.size.width,
             )
         )
 

@@ -93,6 +93,10 @@ def top_bar_content(
     return Content.assemble(*parts)
 
 
+FEED_LINES = 2
+"""Lines the feeds bar has (``#feeds`` in ``app.tcss``: ``max-height: 2``)."""
+
+
 def feed_content(
     feeds: Sequence[FeedFreshness],
     tz: tzinfo,
@@ -100,11 +104,68 @@ def feed_content(
     wide: bool = False,
     adapters: Sequence[FeedHealthRow] = (),
     now: datetime | None = None,
+    width: int | None = None,
 ) -> Content:
     """``● web ● pos ▲ marketplace STALE last 13:52`` (``Feeds`` and last times when wide).
 
     Feed adapters of ``serve`` that are not healthy follow: ``▲ stream:wms RETRYING``.
+    When that does not fit the bar's two lines of ``width`` columns, the bar says how many
+    are stale and names as many as fit, the rest counted (``▲ 8 STALE: carrier, catalog,
+    … +5 (h)  ● 2 ok``): no stale feed is left off without a word.
     """
+    full = _feed_parts(feeds, tz, wide=wide, adapters=adapters, now=now)
+    if width is None:
+        return full
+    budget = FEED_LINES * max(width - 2, 10) - 8  # padding; a margin for word wrap
+    if full.cell_length <= budget:
+        return full
+    return _compact_feeds(feeds, adapters, budget)
+
+
+def _unhealthy(adapters: Sequence[FeedHealthRow]) -> list[str]:
+    words = [(a.feed, "SILENT" if a.silent else a.state.upper()) for a in adapters]
+    return [f"{feed} {word}" for feed, word in words if word not in _HEALTHY]
+
+
+_HEALTHY = ("CONNECTED", "DONE", "STARTING")
+
+
+def _compact_feeds(
+    feeds: Sequence[FeedFreshness], adapters: Sequence[FeedHealthRow], budget: int
+) -> Content:
+    """The stale feeds counted and named while they fit, then the healthy ones counted."""
+    stale = [f.feed for f in feeds if f.stale]
+    names = stale + _unhealthy(adapters)
+    ok = len(feeds) - len(stale)
+    quarantined = sum(f.quarantined for f in feeds)
+    tail: list[Part] = []
+    if ok:
+        tail += ["  ", (OK_GLYPH, "$text-success"), f" {ok} ok"]
+    if quarantined:
+        tail.append((f"  {quarantined:,} quarantined", "$text-warning"))
+    room = budget - Content.assemble(*tail).cell_length
+    head = f"{STALE_GLYPH} {len(stale)} STALE: " if stale else f"{STALE_GLYPH} "
+    shown: list[str] = []
+    for index, name in enumerate(names):
+        rest = len(names) - index - 1
+        more = f", … +{rest} (h)" if rest else ""
+        if len(head) + len(", ".join([*shown, name])) + len(more) > room and shown:
+            break
+        shown.append(name)
+    left = len(names) - len(shown)
+    text = head + ", ".join(shown) + (f", … +{left} (h)" if left else "")
+    return Content.assemble((text, "$text-error bold"), *tail)
+
+
+def _feed_parts(
+    feeds: Sequence[FeedFreshness],
+    tz: tzinfo,
+    *,
+    wide: bool,
+    adapters: Sequence[FeedHealthRow],
+    now: datetime | None,
+) -> Content:
+    """Every feed with its state, then the unhealthy adapters (:func:`feed_content`)."""
     # Narrow terminals drop the label and the double spacing: the glyphs say "feed".
     gap = "  " if wide else " "
     parts: list[Part] = [("Feeds", "bold")] if wide else []
@@ -132,12 +193,9 @@ def feed_content(
                 parts.append((f" {fmt_clock(feed.last_event_at, tz)}", "$text-muted"))
         if feed.quarantined:
             parts.append((f" {feed.quarantined:,} quarantined", "$text-warning"))
-    for adapter in adapters:
-        word = "SILENT" if adapter.silent else adapter.state.upper()
-        if word in ("CONNECTED", "DONE", "STARTING"):
-            continue
+    for name in _unhealthy(adapters):
         parts.append(gap)
-        parts.append((f"{STALE_GLYPH} {adapter.feed} {word}", "$text-error bold"))
+        parts.append((f"{STALE_GLYPH} {name}", "$text-error bold"))
     return Content.assemble(*parts)
 
 

@@ -657,6 +657,10 @@ class FulfillmentPanel(Panel):
                 (f"{risk:,} AT RISK", "$text-warning bold" if risk else ""),
                 ("  2: carriers, channels" if self.scopes else "", "$text-muted"),
             )
+        # The totals are orders against their promise; a carrier row's LATE is a parcel
+        # past the carrier's own estimate: said apart, so "0 LATE" above a LATE carrier
+        # row is not read as a contradiction.
+        overdue = sum(r.late for r in f.rows if r.scope == "carrier")
         return Content.assemble(
             f"{f.total_open:,} open  ",
             (f"{f.total_late:,} LATE", "$text-error bold" if f.total_late else ""),
@@ -665,6 +669,11 @@ class FulfillmentPanel(Panel):
             *(
                 [("  ", ""), (f"{f.unroutable:,} UNROUTABLE", "$text-error bold")]
                 if f.unroutable
+                else []
+            ),
+            *(
+                [("  · ", "$text-muted"), (f"{overdue:,} in transit past estimate", "$text-error")]
+                if overdue
                 else []
             ),
         )

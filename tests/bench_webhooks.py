@@ -220,6 +220,12 @@ def raw_executemany(rows: list[tuple[object, ...]], path: Path) -> float:
     return elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -252,18 +258,22 @@ def main() -> None:
         try:
             warm = min(200, args.requests)
             asyncio.run(load(url, args.mode, 10_000_000 // per_request, warm, args.concurrency))
+            cpu_before = cpu_seconds(proc.pid)
             elapsed, latencies = asyncio.run(
                 load(url, args.mode, 0, args.requests, args.concurrency)
             )
+            cpu = cpu_seconds(proc.pid) - cpu_before
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
         bare, bare_url = start_bare()  # the anchor, in every mode
         try:
             asyncio.run(load(bare_url, args.mode, 0, warm, args.concurrency))
+            bare_before = cpu_seconds(bare.pid)
             bare_elapsed, _ = asyncio.run(
                 load(bare_url, args.mode, 0, args.requests, args.concurrency)
             )
+            bare_cpu = cpu_seconds(bare.pid) - bare_before
         finally:
             bare.kill()
             bare.wait(30)
@@ -291,6 +301,13 @@ def main() -> None:
     print(f"ratio raw / webhook: {raw_rate / rate:,.1f}x")
     print(f"bare aiohttp handler, same requests: {bare_rate:,.0f} events/s")
     print(f"ratio omniops / bare aiohttp: {rate / bare_rate:.2f}")
+    # Wall rates move with the neighbours' load (the bare handler's most); the servers' own
+    # CPU a request is steadier: the ratio of CPU the two spend on the same requests.
+    mine, theirs = cpu / args.requests * 1e6, bare_cpu / args.requests * 1e6
+    print(
+        f"server CPU a request: omniops {mine:.0f} us (all its threads), bare {theirs:.0f} us;"
+        f" bare / omniops {theirs / mine:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from textual.timer import Timer
 
 from console.errors import describe_error
 from console.messages import (
+    AlertsCounted,
     ExportWritten,
     RefreshFailed,
     SnapshotsComputed,
@@ -63,6 +64,7 @@ from store.snapshots import Snapshots
 
 if TYPE_CHECKING:
     from console.screens.detail import DetailFetch
+    from rules.alerts.actions import AlertCount
 
 ExportFn = Callable[[str, str, Path, Sequence[object]], Path]
 """``export(panel_name, fmt, path, rows) -> written path``; panel_name is fulfillment,
@@ -119,6 +121,7 @@ class OmniopsApp(App[None]):
         compute_at: Callable[[datetime], Snapshots] | None = None,
         warm_up: Callable[[], bool] | None = None,
         first: Callable[[], Snapshots | None] | None = None,
+        alert_count: Callable[[], AlertCount] | None = None,
     ) -> None:
         """Create the console.
 
@@ -145,6 +148,9 @@ class OmniopsApp(App[None]):
             first: The first snapshots if they are already computed (never blocks; called
                 once, on mount), else None; None (or no function): the first refresh
                 computes them in its worker, as every later one.
+            alert_count: Blocking function counting the alerts paging now (firing or
+                no-data, not muted), called in a thread worker after every refresh and
+                when a view closes; the top bar shows ``3 FIRING``.  None: no count.
         """
         super().__init__()
         if refresh_interval <= 0:
@@ -175,6 +181,11 @@ class OmniopsApp(App[None]):
         self._warm_up = warm_up
         self._warming = warm_up is not None  # until the warm-up after the first paint ran
         self._first = first
+        self._alert_count = alert_count
+        self.alert_count: AlertCount | None = None
+        """The alerts paging now, as last counted (None: not counted, or unreadable)."""
+        self.alert_count_failed = False
+        """Whether the last count failed (the top bar says the count is unknown)."""
 
     def highlights(self) -> Highlights:
         """The thresholds in force for panel highlights (the operator's rules, else defaults)."""
@@ -286,6 +297,27 @@ class OmniopsApp(App[None]):
         self.snapshots = message.snapshots
         self._refresh_finished()
         self._start_warm_up()
+        self.count_alerts()
+
+    def count_alerts(self) -> None:
+        """Count the alerts paging now in a worker (after a refresh, when a view closes)."""
+        if self._alert_count is not None:
+            self.call_after_refresh(self._run_alert_count, self._alert_count)
+
+    @work(thread=True, exit_on_error=False, exclusive=True, group="alert-count")
+    def _run_alert_count(self, count: Callable[[], AlertCount]) -> None:
+        """Thread worker: count the paging alerts, post one message."""
+        try:
+            counted: AlertCount | None = count()
+        except Exception:  # the bar says "alerts ?": the store's own error shows in a
+            counted = None  # refresh failure or in the alerts view
+        self.post_message(AlertsCounted(counted))
+
+    @on(AlertsCounted)
+    def _alerts_counted(self, message: AlertsCounted) -> None:
+        self.alert_count = message.count
+        self.alert_count_failed = message.count is None
+        self.main_screen.render_bars()
 
     def _start_warm_up(self) -> None:
         """Once, after the first refresh's result is painted: run the warm-up."""

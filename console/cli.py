@@ -646,14 +646,17 @@ def build_console(
             services["editor"] = RulesEditor(rules_file(), permissions=permissions(), clock=clock)
         return services["editor"]  # type: ignore[no-any-return]
 
-    def actions() -> AlertActions:
-        if "actions" not in services:
-            from rules.alerts.actions import AlertActions
-            from store import alerts as alert_store
+    opening_actions = threading.Lock()  # the top bar's count opens them from a worker
 
-            services["actions"] = AlertActions(
-                lambda: alert_store.connect(db), clock, permissions()
-            )
+    def actions() -> AlertActions:
+        with opening_actions:
+            if "actions" not in services:
+                from rules.alerts.actions import AlertActions
+                from store import alerts as alert_store
+
+                services["actions"] = AlertActions(
+                    lambda: alert_store.connect(db), clock, permissions()
+                )
         return services["actions"]  # type: ignore[no-any-return]
 
     opened: list[StoreRoutingSource] = []
@@ -744,6 +747,7 @@ def build_console(
         highlights=current_highlights,
         warm_up=warm_up,
         first=first_ready,
+        alert_count=lambda: actions().count(),
     )
     if settings.keys:
         app.set_keymap(settings.keys)

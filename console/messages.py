@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:  # annotations only: the console's first paint loads no rules models
-    from rules.alerts.actions import ReceiverStatus, Transition
+    from rules.alerts.actions import AlertCount, ReceiverStatus, Transition
     from rules.alerts.silences import AlertView, SilenceView
     from rules.audit import AuditEntry
     from rules.file import LoadedRules
@@ -64,6 +64,20 @@ class SnapshotsComputed(Message):
     def can_replace(self, message: Message) -> bool:
         """A newer snapshot supersedes an older one that has not been handled yet."""
         return isinstance(message, SnapshotsComputed)
+
+
+@dataclass
+class AlertsCounted(Message):
+    """The alerts paging now were counted (the top bar's ``3 FIRING``), after a refresh.
+
+    ``count`` is None when they could not be read (the bar says the count is unknown).
+    """
+
+    count: AlertCount | None
+
+    def can_replace(self, message: Message) -> bool:
+        """A newer count supersedes an older one that has not been handled yet."""
+        return isinstance(message, AlertsCounted)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from store.snapshots import Snapshots
 
 if TYPE_CHECKING:
     from console.screens.detail import DetailFetch
+    from rules.alerts.actions import AlertCount
 
 # The screens pushed over the console (detail, prompt, command line) are imported when first
 # opened: the first paint does not wait on their modules (issue 15).
@@ -60,6 +61,12 @@ class ConsoleHost(Protocol):
     title: str
     refresh_interval: float
     detail_fetch: DetailFetch | None
+    alert_count: AlertCount | None
+    alert_count_failed: bool
+
+    def count_alerts(self) -> None:
+        """Count the alerts paging now again (the top bar), in a worker."""
+        ...
 
     @property
     def snapshots(self) -> Snapshots | None:
@@ -306,6 +313,8 @@ class ConsoleScreen(Screen[None]):
         if not self._resumed:
             self._resumed = True
             event.refresh_styles = False
+        else:  # back from a view (the alerts view may have acknowledged or silenced)
+            self.omniops.count_alerts()
 
     def on_resize(self, event: events.Resize) -> None:
         """Compact below :data:`WIDE_COLUMNS`, full from it; both directions, live."""
@@ -380,6 +389,9 @@ class ConsoleScreen(Screen[None]):
                 data_age=app.data_age,
                 refresh_interval=app.refresh_interval,
                 looking_at=app.viewing_at,
+                alerts=app.alert_count,
+                alerts_unknown=app.alert_count_failed,
+                width=self.app.size.width - 2,  # #topbar's padding: 0 1
             )
         )
         headline = snapshots.headline if snapshots is not None else None

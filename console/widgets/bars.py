@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, tzinfo
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -31,6 +31,9 @@ from console.widgets.formatting import (
 from console.widgets.plain import Plain
 from rules.highlights import Highlights
 from store.snapshots import FeedFreshness, FeedHealthRow, Headline, Snapshots
+
+if TYPE_CHECKING:  # annotations only: the first paint loads no alert models
+    from rules.alerts.actions import AlertCount
 
 OK_GLYPH = "●"
 STALE_GLYPH = "▲"
@@ -65,31 +68,93 @@ def top_bar_content(
     data_age: float | None,
     refresh_interval: float,
     looking_at: datetime | None = None,
+    alerts: AlertCount | None = None,
+    alerts_unknown: bool = False,
+    width: int | None = None,
 ) -> Content:
     """``omniops │ Mon 24 Nov 08:30 CST │ data 08:29:55 (120 ms) │ STALE no refresh for 3 min``.
 
+    ``alerts``: the alerts paging now; when any are, the bar says so right after the
+    title: ``3 FIRING 1 critical · 1 acked (a)`` (reversed red while one is
+    unacknowledged, yellow once all are).  ``alerts_unknown``: the count could not be read
+    (``alerts ?``).
+
     ``looking_at`` (``:at 14:00``): the panels show that past moment, and the bar says so
     right after the title: ``AS OF Tue 18 Nov 14:00 EST · :at now for live``.
+
+    ``width``: the bar's columns.  When the full bar does not fit, it says the same in
+    fewer words (no refresh time, ``crit``, ``STALE 3 min``), then leaves out the clock
+    and the acknowledged count, so an 80-column terminal never loses the alerts count or
+    STALE off its right edge.
 
     ``now`` and the data time are on the injected clock (simulated in the demo);
     ``data_age`` is in wall seconds, like ``refresh_interval``, so a replay running
     60 times faster than the wall is not "stale" just because its clock runs fast.
     """
+    content = Content()
+    for terse in range(3):
+        content = _top_bar(
+            title, now, tz, snapshots, data_age, refresh_interval, looking_at, alerts,
+            alerts_unknown, terse,
+        )  # fmt: skip
+        if width is None or content.cell_length <= width:
+            break
+    return content
+
+
+def _top_bar(
+    title: str,
+    now: datetime,
+    tz: tzinfo,
+    snapshots: Snapshots | None,
+    data_age: float | None,
+    refresh_interval: float,
+    looking_at: datetime | None,
+    alerts: AlertCount | None,
+    alerts_unknown: bool,
+    terse: int,
+) -> Content:
+    """The top bar at a level of terseness: 0 full, 1 fewer words, 2 fewest (no clock)."""
     parts: list[Part] = [(title, "bold"), " │ "]
+    if alerts is not None and alerts.firing:
+        pending = alerts.firing > alerts.acknowledged
+        style = "$text-error bold reverse" if pending else "$text-warning bold"
+        parts.append((f"{alerts.firing} FIRING", style))
+        if alerts.critical:
+            word = "crit" if terse else "critical"
+            parts.append((f" {alerts.critical} {word}", "$text-error bold"))
+        if alerts.acknowledged and terse < 2:
+            every = alerts.acknowledged == alerts.firing and alerts.firing > 1
+            parts.append(f" · {'all' if every else alerts.acknowledged} acked")
+        if not terse:
+            parts.append((" (a)", "$text-muted"))
+        parts.append(" │ ")
+    elif alerts_unknown:
+        parts.append(("alerts ?", "$text-warning"))
+        parts.append(" │ ")
     if looking_at is not None:
         parts.append((f"AS OF {fmt_header_clock(looking_at, tz)}", "$text-warning bold reverse"))
-        parts.append((" past · :at now for live", "$text-warning"))
-        parts.append(" │ now ")
-    parts += [fmt_header_clock(now, tz), " │ "]
+        if terse < 2:
+            parts.append((" past" if terse else " past · :at now for live", "$text-warning"))
+        parts.append(" │ ")
+    if terse < 2:
+        parts += ["now " if looking_at is not None else "", fmt_header_clock(now, tz), " │ "]
     if snapshots is None:
         parts.append(("waiting for the first refresh…", "italic"))
     else:
-        parts.append(f"data {fmt_clock(snapshots.as_of, tz, seconds=True)}")
-        parts.append((f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"))
+        # Looking back, the data's time is the moment the bar already names: said once.
+        said = terse == 0 or looking_at is None
+        if said:
+            parts.append(f"data {fmt_clock(snapshots.as_of, tz, seconds=True)}")
+        if not terse:
+            parts.append((f" ({snapshots.computed_in_ms:,.0f} ms)", "$text-muted"))
         if data_age is not None and is_stale(data_age, refresh_interval):
-            parts.append(" │ ")
+            parts.append(" │ " if said else "")
             parts.append(("STALE", "$text-error bold reverse"))
-            parts.append((f" no refresh for {fmt_minutes(data_age / 60)}", "$text-error"))
+            since = fmt_minutes(data_age / 60)
+            parts.append((f" {since}" if terse else f" no refresh for {since}", "$text-error"))
+    if parts[-1] == " │ ":  # looking back, fresh, in few words: nothing after the moment
+        parts.pop()
     return Content.assemble(*parts)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +21,29 @@ from store import alerts as store
 from store.alerts import AlertRecord, ReceiverStatus, Silence, Transition
 from store.clock import Clock
 from store.registry import METRICS
+
+
+@dataclass(frozen=True)
+class AlertCount:
+    """What the console's top bar says of the alerts: those paging now.
+
+    ``firing`` counts active alerts in state firing or no-data that are neither silenced
+    nor inhibited (the ones that notify); ``critical`` and ``acknowledged`` count among them.
+    """
+
+    firing: int
+    critical: int
+    acknowledged: int
+
+
+def count_alerts(views: Iterable[AlertView]) -> AlertCount:
+    """Count the alerts of ``views`` that page now (see :class:`AlertCount`)."""
+    paging = [v.record for v in views if v.record.state in ("firing", "nodata") and not v.muted]
+    return AlertCount(
+        firing=len(paging),
+        critical=sum(1 for r in paging if r.severity == "critical"),
+        acknowledged=sum(1 for r in paging if r.acked_by is not None),
+    )
 
 
 class AlertActions:
@@ -73,6 +96,10 @@ class AlertActions:
             records = store.list_alerts(conn, resolved_since=since)
             silences = store.list_silences(conn, now)
         return build_views(records, silences, tuple(self._inhibit()), now)
+
+    def count(self) -> AlertCount:
+        """The alerts paging now, counted (the console's top bar)."""
+        return count_alerts(self.alerts())
 
     def acknowledge(self, fingerprint: str, comment: str = "") -> AlertRecord:
         """Acknowledge an active alert as the console user."""

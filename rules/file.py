@@ -102,10 +102,16 @@ class RulesFileError(ValueError):
         return self.problems[0]
 
     def operator_line(self) -> str:
-        """One line for a status bar: the first problem by field, then how many more."""
+        """One line for a status bar: the first problem, then how many more.
+
+        ``rules.toml:5: alert[x].threshold: must be a number (+1 more)``: the file by its
+        name and the line (the editor's jump target), the field, the message.
+        """
         first = self.first
         more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-        return (f"{first.field}: {first.message}" if first.field else first.message) + more
+        where = first.path.name + (f":{first.line}" if first.line is not None else "")
+        said = f"{first.field}: {first.message}" if first.field else first.message
+        return f"{where}: {said}{more}"
 
 
 def digest_of(text: str) -> str:

@@ -310,3 +310,32 @@ async def test_keys_typed_right_behind_tab_land_in_the_next_field(tmp_path: Path
         await pilot.pause()
         assert threshold.value == "10"
         assert app.focused is not threshold and getattr(app.focused, "value", "").endswith("9")
+
+
+class RulesOnlyApp(App[None]):
+    """The rules view alone over a rules file (no engine: the file may be refused)."""
+
+    def __init__(self, rules_path: Path) -> None:
+        super().__init__()
+        permissions = Permissions("erin", "editor", False)
+        self.editor = RulesEditor(rules_path, permissions=permissions, clock=FixedClock(AS_OF))
+
+    def on_mount(self) -> None:
+        self.push_screen(RulesScreen(editor=self.editor, tz=UTC, snapshots=lambda: SNAP))
+
+
+async def test_a_refused_rules_file_names_its_file_and_line_on_the_status_line(
+    tmp_path: Path,
+) -> None:
+    rules_path = tmp_path / "rules.toml"
+    rules_path.write_text(RULES.replace("threshold = 10", 'threshold = "ten"'))
+    line = RULES.splitlines().index("threshold = 10") + 1
+    app = RulesOnlyApp(rules_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, RulesScreen)
+        assert screen.status_text.startswith(
+            f"RULES FILE REFUSED: rules.toml:{line}: alert[late_orders].threshold: "
+        )
+        assert screen.status_text.endswith("; no rules shown.")

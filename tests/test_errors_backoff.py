@@ -77,7 +77,7 @@ def test_console_describer_is_the_shared_one_with_its_type_rule() -> None:
             Problem(Path("rules.toml"), 9, "alert[4].for", "not a duration"),
         ]
     )
-    assert describe_error(bad) == "alert[2].threshold: must be a number (+1 more)"
+    assert describe_error(bad) == "rules.toml:3: alert[2].threshold: must be a number (+1 more)"
     assert console_describe(bad) == describe_error(bad)
     assert console_describe(ValueError("threshold must be a number")) == (
         "threshold must be a number"

@@ -346,10 +346,10 @@ class StoreWriter:
                     timeout = deadline - loop.time()
                     if timeout <= 0:
                         break
-                    # One timer for the rest of the window, then take what arrived: a
-                    # wait_for per arrival cost a task and a timer per webhook.
-                    await asyncio.sleep(timeout)
-                    continue
+                    try:
+                        nxt = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
                 if nxt is None:
                     stopping = True
                     break

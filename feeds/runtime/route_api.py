@@ -211,8 +211,11 @@ def add_routes(
 
     async def post_route(request: web.Request) -> web.Response:
         try:
-            async with asyncio.timeout(body_timeout):
+            if request.content.is_eof():  # the whole body came with the headers: no timer
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(body_timeout):
+                    raw = await request.read()
         except TimeoutError:
             return _error(408, f"body not received within {body_timeout:g} s", "body")
         check: AvailabilityRequest | None = None

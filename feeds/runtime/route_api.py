@@ -118,18 +118,6 @@ _DECISION_JSON = Decision.__pydantic_serializer__.to_json
 """pydantic-core's serialiser of a decision straight to JSON bytes (no dict in between)."""
 
 
-def _loads(raw: bytes) -> Any:
-    """The body decoded, within the bounds of :func:`feeds.webhooks.bounded.loads`.
-
-    A body with at most ``MAX_DEPTH`` brackets cannot nest deeper, and one with at most
-    ``2 * MAX_STRINGS`` quotes cannot hold more strings (counted at C speed), so only a
-    body that could break a bound is scanned token by token.
-    """
-    if raw.count(b"{") + raw.count(b"[") <= MAX_DEPTH and raw.count(b'"') <= 2 * MAX_STRINGS:
-        return json.loads(raw.decode("utf-8"))
-    return bounded_loads(raw)
-
-
 _CHECK_JSON = AvailabilityRequest.__pydantic_validator__.validate_json
 _ORDER_JSON = RouteRequest.__pydantic_validator__.validate_json
 
@@ -137,10 +125,11 @@ _ORDER_JSON = RouteRequest.__pydantic_validator__.validate_json
 def _fast_parse(raw: bytes) -> tuple[AvailabilityRequest | None, RouteRequest | None]:
     """The request validated by pydantic-core straight from the bytes (no dict in between).
 
-    Only a body that cannot break a bound of :func:`_loads` and is valid UTF-8; a cart
-    check when the body holds ``"cart"`` (else an order).  Whatever fails here (bad JSON,
-    a lone surrogate, a guess that was wrong, a validation error) raises, and the caller
-    goes the full way (:func:`_loads`, then ``model_validate``), which words the answer;
+    Only a body that cannot break a bound of :func:`~feeds.webhooks.bounded.loads` and is
+    valid UTF-8; a cart check when the body holds ``"cart"`` (else an order).  Whatever
+    fails here (bad JSON, a lone surrogate, a guess that was wrong, a validation error)
+    raises, and the caller goes the full way (``bounded_loads``, then ``model_validate``),
+    which words the answer;
     what passes here passes there with the same values (pydantic's JSON and Python modes
     agree on the JSON types).
     """
@@ -226,7 +215,7 @@ def add_routes(
             pass  # answered below, as the full path words it
         if check is None and req is None:
             try:
-                data = _loads(raw)
+                data = bounded_loads(raw)
             except ShapeError as exc:
                 return _error(400, exc.message, "body")
             except ValueError as exc:  # not UTF-8, not JSON, an integer of 4,300+ digits

@@ -72,6 +72,10 @@ stockout or returns; fmt is csv or json; rows are the snapshot rows the panel sh
 filter and sort applied), in table order."""
 
 CLOCK_TICK_SECONDS = 10.0
+ANNOUNCED = 3
+"""Alerts named one by one when they start paging; past it, one notification counts the rest."""
+ANNOUNCE_SECONDS = 20.0
+"""How long a started alert's notification stays on screen."""
 
 ViewFactory = Callable[["OmniopsApp"], Screen[None]]
 """Builds a view (alerts, rules, routing) over the console; injected by the command line."""
@@ -315,9 +319,39 @@ class OmniopsApp(App[None]):
 
     @on(AlertsCounted)
     def _alerts_counted(self, message: AlertsCounted) -> None:
-        self.alert_count = message.count
-        self.alert_count_failed = message.count is None
+        before, now = self.alert_count, message.count
+        if now is not None:  # the last count that was read: an unreadable one says nothing
+            if before is not None:
+                self._announce(before, now)
+            self.alert_count = now
+        self.alert_count_failed = now is None
         self.main_screen.render_bars()
+
+    def _announce(self, before: AlertCount, now: AlertCount) -> None:
+        """A notification for each alert that started paging since the last count.
+
+        Not for those already paging when the console opened (the top bar counts them),
+        and at most three by name: a storm of them reads as one line with the count.
+        """
+        from console.screens.alerts import scope_key
+
+        known = {p.fingerprint for p in before.paging}
+        started = [p for p in now.paging if p.fingerprint not in known]
+        for p in started[:ANNOUNCED]:
+            what = "no data" if p.state == "nodata" else "firing"
+            self.notify(
+                f"{p.rule_id} {what} at {scope_key(p.scope)}",
+                title=f"Alert ({p.severity})",
+                severity="error" if p.severity == "critical" else "warning",
+                timeout=ANNOUNCE_SECONDS,
+            )
+        if len(started) > ANNOUNCED:
+            self.notify(
+                f"{len(started) - ANNOUNCED} more alerts started paging: a lists them all",
+                title="Alerts",
+                severity="warning",
+                timeout=ANNOUNCE_SECONDS,
+            )
 
     def _start_warm_up(self) -> None:
         """Once, after the first refresh's result is painted: run the warm-up."""

@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 
 from console.app import OmniopsApp
 from console.widgets.bars import TextBar, top_bar_content
-from rules.alerts.actions import AlertActions, AlertCount
+from rules.alerts.actions import AlertActions, AlertCount, Paging
 from rules.engine import AlertEngine
 from rules.file import load_rules
 from rules.roles import Permissions
@@ -114,6 +114,7 @@ def test_the_bar_keeps_the_count_and_stale_at_80_columns() -> None:
     # Nothing paging: no count at all; unreadable: said.
     assert "FIRING" not in bar(None, alerts=AlertCount(0, 0, 0))
     assert "alerts ?" in bar(None, alerts_unknown=True)
+    assert "│ 3 FIRING 2 critical · 1 acked ? │" in bar(None, alerts=count, alerts_unknown=True)
     every = bar(None, alerts=AlertCount(firing=2, critical=0, acknowledged=2))
     assert "2 FIRING · all acked" in every
 
@@ -166,6 +167,43 @@ async def test_the_console_shows_the_count_after_a_refresh_and_after_a_view(
         await pilot.press("escape")
         await until(pilot, lambda: "1 FIRING 1 crit · 1 acked" in top_bar(app))
 
+        # Nothing was announced so far: those paging at the start are counted, not
+        # announced, and fewer paging is no news.
+        assert not [n for n in app._notifications if "firing at" in n.message]
+
+        # The silence ends: late_parcels pages again, and the console says which one.
+        silence = next(s for s in actions.silences() if "late_parcels" in s.matchers)
+        actions.expire_silence(silence.id)
+        await pilot.press("r")
+        await until(pilot, lambda: "2 FIRING" in top_bar(app))
+        announced = [n for n in app._notifications if "firing at" in n.message]
+        assert [(n.message, n.severity) for n in announced] == [
+            ("late_parcels firing at UPS", "warning")
+        ]
+
         failing[0] = True
         await pilot.press("r")
-        await until(pilot, lambda: "alerts ?" in top_bar(app))
+        # The last count read stays, in doubt: "2 FIRING 1 crit · 1 acked ?".
+        await until(pilot, lambda: top_bar(app).split(" │ ")[1].endswith(" ?"))
+        assert top_bar(app).split(" │ ")[1].startswith("2 FIRING")
+
+
+async def test_a_storm_of_alerts_is_three_named_and_the_rest_counted() -> None:
+    def paging(n: int) -> Paging:
+        scope = f"location=WH-{n}, scope=location"
+        return Paging(f"late_orders|{scope}", "late_orders", scope, "critical", "firing")
+
+    app = OmniopsApp(compute=lambda: SNAP, clock=FixedClock(AS_OF), tz=UTC)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        one = AlertCount(1, 1, 0, (paging(0),))
+        six = AlertCount(6, 6, 0, tuple(paging(n) for n in range(6)))
+        app._announce(one, six)
+        await pilot.pause()
+        said = [(n.message, n.severity) for n in app._notifications]
+        assert said == [
+            ("late_orders firing at WH-1", "error"),
+            ("late_orders firing at WH-2", "error"),
+            ("late_orders firing at WH-3", "error"),
+            ("2 more alerts started paging: a lists them all", "warning"),
+        ]

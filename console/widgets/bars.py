@@ -77,7 +77,7 @@ def top_bar_content(
     ``alerts``: the alerts paging now; when any are, the bar says so right after the
     title: ``3 FIRING 1 critical · 1 acked (a)`` (reversed red while one is
     unacknowledged, yellow once all are).  ``alerts_unknown``: the count could not be read
-    (``alerts ?``).
+    now (``alerts ?``, or the last count read followed by ``?``).
 
     ``looking_at`` (``:at 14:00``): the panels show that past moment, and the bar says so
     right after the title: ``AS OF Tue 18 Nov 14:00 EST · :at now for live``.
@@ -126,7 +126,9 @@ def _top_bar(
         if alerts.acknowledged and terse < 2:
             every = alerts.acknowledged == alerts.firing and alerts.firing > 1
             parts.append(f" · {'all' if every else alerts.acknowledged} acked")
-        if not terse:
+        if alerts_unknown:  # the last count read, in doubt now
+            parts.append((" ?", "$text-warning bold"))
+        elif not terse:
             parts.append((" (a)", "$text-muted"))
         parts.append(" │ ")
     elif alerts_unknown:

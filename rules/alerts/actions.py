@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from rules.alerts.silences import AlertView, SilenceView, build_views, silence_views
@@ -24,25 +24,41 @@ from store.registry import METRICS
 
 
 @dataclass(frozen=True)
+class Paging:
+    """One alert paging now, as the console announces it when it starts."""
+
+    fingerprint: str
+    rule_id: str
+    scope: str
+    severity: str
+    state: str
+    """``firing`` or ``nodata``."""
+
+
+@dataclass(frozen=True)
 class AlertCount:
     """What the console's top bar says of the alerts: those paging now.
 
     ``firing`` counts active alerts in state firing or no-data that are neither silenced
     nor inhibited (the ones that notify); ``critical`` and ``acknowledged`` count among them.
+    ``paging`` lists them (not compared: two counts are equal by their numbers).
     """
 
     firing: int
     critical: int
     acknowledged: int
+    paging: tuple[Paging, ...] = field(default=(), compare=False)
 
 
 def count_alerts(views: Iterable[AlertView]) -> AlertCount:
     """Count the alerts of ``views`` that page now (see :class:`AlertCount`)."""
     paging = [v.record for v in views if v.record.state in ("firing", "nodata") and not v.muted]
+    listed = tuple(Paging(r.fingerprint, r.rule_id, r.scope, r.severity, r.state) for r in paging)
     return AlertCount(
         firing=len(paging),
         critical=sum(1 for r in paging if r.severity == "critical"),
         acknowledged=sum(1 for r in paging if r.acked_by is not None),
+        paging=listed,
     )
 
 

@@ -187,9 +187,9 @@ class OmniopsApp(App[None]):
         self._first = first
         self._alert_count = alert_count
         self.alert_count: AlertCount | None = None
-        """The alerts paging now, as last counted (None: not counted, or unreadable)."""
+        """The alerts paging now, as last read (None: never read yet)."""
         self.alert_count_failed = False
-        """Whether the last count failed (the top bar says the count is unknown)."""
+        """Whether the latest count failed (the top bar marks the last one read with ?)."""
 
     def highlights(self) -> Highlights:
         """The thresholds in force for panel highlights (the operator's rules, else defaults)."""
@@ -313,8 +313,8 @@ class OmniopsApp(App[None]):
         """Thread worker: count the paging alerts, post one message."""
         try:
             counted: AlertCount | None = count()
-        except Exception:  # the bar says "alerts ?": the store's own error shows in a
-            counted = None  # refresh failure or in the alerts view
+        except Exception:  # the bar marks the count "?": the store's own error shows in
+            counted = None  # a refresh failure or in the alerts view
         self.post_message(AlertsCounted(counted))
 
     @on(AlertsCounted)

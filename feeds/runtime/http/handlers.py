@@ -300,7 +300,7 @@ async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     try:
         if request.content.is_eof():
             # The whole body arrived with the headers (a webhook's usual few hundred bytes):
-            # nothing to wait for, so no timer to arm and cancel (7 % of a webhook's CPU).
+            # nothing to wait for, so no timer to arm and cancel (7 % of its event-loop time).
             return await request.read()
         async with asyncio.timeout(seconds):
             return await request.read()

@@ -876,28 +876,38 @@ def _stock_snapshot(
         b = event.body
         key = (b.sku, b.location_id)
         best = newest.get(key)
-        if best is None or ts >= best[1]:
+        # Of two counts stamped within one second the later time stands (microseconds);
+        # of two stamped alike, the later arrival.
+        if best is None or (ts, event.ts.microsecond) >= (best[1], best[0].ts.microsecond):
             newest[key] = (event, ts)
     touched.pairs.update(newest)
     touched.latest = max(touched.latest, max(ts for _, ts in events))
     db.executemany(
-        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system)
+        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system,
+                              as_of_us)
            VALUES (?1, ?2, ?3 + (SELECT COALESCE(SUM(delta), 0) FROM stock_adjustments
-                                 WHERE sku = ?1 AND location_id = ?2 AND ts > ?5), ?4, ?5, ?6)
+                                 WHERE sku = ?1 AND location_id = ?2 AND ts > ?5), ?4, ?5, ?6,
+                   ?7)
            ON CONFLICT DO UPDATE SET on_hand = excluded.on_hand, reserved = excluded.reserved,
-               as_of_ts = excluded.as_of_ts, source_system = excluded.source_system
-           WHERE stock.as_of_ts <= excluded.as_of_ts""",
+               as_of_ts = excluded.as_of_ts, source_system = excluded.source_system,
+               as_of_us = excluded.as_of_us
+           WHERE (stock.as_of_ts, stock.as_of_us) <= (excluded.as_of_ts, excluded.as_of_us)""",
         [
-            (b.sku, b.location_id, b.on_hand, b.reserved, ts, b.source_system)
-            for b, ts in ((event.body, ts) for event, ts in newest.values())
+            (b.sku, b.location_id, b.on_hand, b.reserved, ts, b.source_system, e.ts.microsecond)
+            for e, b, ts in ((event, event.body, ts) for event, ts in newest.values())
         ],
     )
-    # Every count, for stock as of a past moment (store/asof.py); the later arrival of two
-    # counts stamped alike wins, as above.
+    # Every count, for stock as of a past moment (store/asof.py): of two counts stamped
+    # within one second the later time is kept, of two stamped alike the later arrival.
     db.executemany(
-        "INSERT OR REPLACE INTO stock_counts (sku, location_id, ts, on_hand, reserved)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(e.body.sku, e.body.location_id, ts, e.body.on_hand, e.body.reserved) for e, ts in events],
+        "INSERT INTO stock_counts (sku, location_id, ts, on_hand, reserved, us)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (sku, location_id, ts) DO UPDATE SET on_hand = excluded.on_hand,"
+        " reserved = excluded.reserved, us = excluded.us WHERE excluded.us >= stock_counts.us",
+        [
+            (e.body.sku, e.body.location_id, ts, e.body.on_hand, e.body.reserved, e.ts.microsecond)
+            for e, ts in events
+        ],
     )
 
 

@@ -536,6 +536,13 @@ MIGRATIONS: tuple[str, ...] = (
             carrier = COALESCE(excluded.carrier, carrier),
             estimate_ts = COALESCE(excluded.estimate_ts, estimate_ts);
     """,
+    # 21: the microseconds of a stock count's time (events keep whole seconds elsewhere), so
+    # of two counts of a pair stamped within one second the later one stands, whichever
+    # arrived last; counts stored before this are at microsecond 0 of their second.
+    """
+    ALTER TABLE stock ADD COLUMN as_of_us INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stock_counts ADD COLUMN us INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""
 

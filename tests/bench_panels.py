@@ -81,7 +81,8 @@ def build(path: Path, skus: int, locations: int, days: int, orders: int) -> None
         (locations, start),
     )
     db.execute(
-        """INSERT INTO stock SELECT s.sku, l.location_id,
+        """INSERT INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system, risk)
+           SELECT s.sku, l.location_id,
                CASE WHEN abs(s.rowid * 7919 + l.rowid * 104729) % 50 = 0
                     THEN abs(s.rowid * 31 + l.rowid) % 8
                     ELSE 30 + abs(s.rowid * 7919 + l.rowid * 104729) % 200 END,

@@ -67,7 +67,10 @@ async def test_deletes_ignores_and_rollbacks(db_path: Path) -> None:
     await write(db_path, [snapshot(code, "S1", 5, at(-3)) for code in "ABCDE"])
     db = sqlite3.connect(db_path, isolation_level=None)
     try:
-        stock = "INSERT {} INTO stock VALUES (?, 'S1', 1, 0, 1, 'test', 0)"
+        stock = (
+            "INSERT {} INTO stock (sku, location_id, on_hand, reserved, as_of_ts, source_system,"
+            " risk) VALUES (?, 'S1', 1, 0, 1, 'test', 0)"
+        )
         db.execute("DELETE FROM stock WHERE sku IN ('A', 'B')")
         db.execute("DELETE FROM stock WHERE sku = 'nothing'")
         db.execute(stock.format("OR IGNORE"), ("C",))  # a conflict: ignored

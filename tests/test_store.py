@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from store.asof import stock_as_of
 from store.metrics import open_reader
 from store.model import Quarantined
 from store.schema import SCHEMA_VERSION
@@ -56,6 +57,28 @@ async def test_older_stock_snapshot_never_overwrites_newer(db_path: Path) -> Non
     await write(db_path, [snapshot("A", "S1", 50, at(2))])
     await write(db_path, [snapshot("A", "S1", 99, at(1))])  # late arrival, older count
     assert q(db_path, "SELECT on_hand, as_of_ts FROM stock") == [(50, int(at(2).timestamp()))]
+
+
+async def test_of_two_counts_within_one_second_the_later_stands_in_any_arrival_order(
+    tmp_path: Path,
+) -> None:
+    """A WMS counting twice in a second (10:00:00.2 then .8): .8 stands, live and as of."""
+    early = snapshot("A", "S1", 7, at(1) + timedelta(milliseconds=200))
+    late = snapshot("A", "S1", 3, at(1) + timedelta(milliseconds=800))
+    second = int(at(1).timestamp())
+    for n, batches in enumerate(
+        [[[early], [late]], [[late], [early]], [[late, early]], [[early, late]]]
+    ):
+        db = tmp_path / f"s{n}.db"
+        for batch in batches:
+            await write(db, batch)
+        assert q(db, "SELECT on_hand, as_of_ts, as_of_us FROM stock") == [(3, second, 800_000)]
+        assert q(db, "SELECT on_hand, ts, us FROM stock_counts") == [(3, second, 800_000)]
+        conn = open_reader(db)
+        try:
+            assert stock_as_of(conn, second) == {("A", "S1"): (3, 0)}
+        finally:
+            conn.close()
 
 
 async def test_adjustments_give_same_stock_in_any_arrival_order(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ Each case starts from a vendor sample in ``fixtures/payloads`` (sources in their
 * Shopify: custom-item and tip lines (no variant), test orders, and an order whose every
   line was removed (Shopify sets no ``cancelled_at`` for that);
 * Shopify: a ``no_restock`` refund line (Shopify gives it no location);
+* tax: a Shopify shop whose prices include tax (``taxes_included``, its orders and
+  refunds) and a Square line whose tax is inside ``gross_sales_money``;
 * EasyPost: a tracker delivered back to the sender after ``return_to_sender``, and one
   waiting at a carrier's counter (``available_for_pickup``).
 
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from feeds.webhooks import PayloadError
 from feeds.webhooks.easypost import map_tracker, parse_tracker
 from feeds.webhooks.mapping import parse_mapping
 from feeds.webhooks.shopify import map_shopify
@@ -129,7 +132,7 @@ def test_square_money_is_read_in_the_currencys_own_minor_unit(
     # Square: "JPY | Yen (amount 100 in the Money object indicates ¥ 100)".
     order = square_order()
     line = order["line_items"][1]
-    for key in ("base_price_money", "gross_sales_money", "total_discount_money"):
+    for key in ("base_price_money", "gross_sales_money", "total_discount_money", "total_money"):
         line.pop(key, None)
     line["base_price_money"] = {"amount": amount, "currency": currency}
     line["total_discount_money"] = {"amount": amount // 10, "currency": currency}
@@ -146,6 +149,7 @@ def test_a_three_decimal_currency_is_kept_to_the_cent() -> None:
     order = square_order()
     line = order["line_items"][1]
     line.pop("gross_sales_money", None)
+    line.pop("total_money", None)  # priced from the base price, not the net of tax
     line["base_price_money"] = {"amount": 12345, "currency": "KWD"}  # 12.345 KD
     (placed,) = map_square_order(order, MAPPING.square).items
     assert isinstance(placed, OrderPlaced)
@@ -279,6 +283,121 @@ def test_an_order_with_every_line_removed_is_cancelled(tmp_path: Path) -> None:
     removed["line_items"][0]["current_quantity"] = 1
     kinds = {i.type for i in map_shopify("orders/updated", "d3", removed, MAPPING.shopify).items}
     assert "order.cancelled" not in kinds and "order.edited" in kinds
+
+
+def line_nets(placed: OrderPlaced) -> list[Decimal]:
+    """Each line's net as net sales counts it: quantity × unit price − discount."""
+    return [line.quantity * line.unit_price - line.discount for line in placed.body.lines]
+
+
+def test_a_tax_inclusive_shops_lines_are_counted_without_their_tax() -> None:
+    order = shopify_order()
+    order["taxes_included"] = True  # the sample's figures, as a VAT shop would state them
+    mapped = map_shopify("orders/create", "d1", order, MAPPING.shopify)
+    (placed,) = mapped.items
+    assert isinstance(placed, OrderPlaced)
+    # By hand: 199.00 − 3.34 discount − 3.98 tax = 191.68; 199.00 − 3.33 − 3.98 = 191.69.
+    assert line_nets(placed) == [Decimal("191.68"), Decimal("191.69"), Decimal("191.69")]
+    first = placed.body.lines[0]
+    # 199.00 × 191.68 / 195.66 = 194.952… → 194.96, and 194.96 − 191.68 = 3.28 discount.
+    assert (first.unit_price, first.discount) == (Decimal("194.96"), Decimal("3.28"))
+    assert any("shopify.taxes_included = true" in n for n in mapped.ignored), mapped.ignored
+    # The same order from a shop whose prices are before tax keeps its prices.
+    order["taxes_included"] = False
+    (before,) = map_shopify("orders/create", "d1", order, MAPPING.shopify).items
+    assert isinstance(before, OrderPlaced)
+    assert line_nets(before) == [Decimal("195.66"), Decimal("195.67"), Decimal("195.67")]
+
+
+def test_vat_inside_a_price_that_divides_leaves_no_discount() -> None:
+    order = shopify_order()
+    order["taxes_included"] = True
+    line = order["line_items"][0]
+    line.update(price="12.00", quantity=3, current_quantity=3, discount_allocations=[])
+    line["tax_lines"] = [{"price": "6.00", "rate": 0.2, "title": "VAT"}]  # 20 % of 30.00
+    order["line_items"] = [line]
+    (placed,) = map_shopify("orders/create", "d1", order, MAPPING.shopify).items
+    assert isinstance(placed, OrderPlaced)
+    (stored,) = placed.body.lines
+    assert (stored.unit_price, stored.discount) == (Decimal("10.00"), Decimal("0.00"))
+    # A tax larger than what the line charged is named, not stored.
+    line["tax_lines"] = [{"price": "40.00"}]
+    with pytest.raises(PayloadError, match=r"line_items\[0\]\.tax_lines: tax 40\.00"):
+        map_shopify("orders/create", "d2", order, MAPPING.shopify)
+
+
+def test_a_tax_inclusive_order_redelivered_maps_no_edit() -> None:
+    order = shopify_order()
+    order["taxes_included"] = True
+    (placed,) = map_shopify("orders/create", "d1", order, MAPPING.shopify).items
+    assert isinstance(placed, OrderPlaced)
+    order["updated_at"] = "2026-12-02T10:00:00-05:00"
+    kinds = [i.type for i in map_shopify("orders/updated", "d2", order, MAPPING.shopify).items]
+    assert "order.edited" not in kinds, kinds
+
+
+def test_a_tax_inclusive_shops_refunds_are_net_of_tax() -> None:
+    refund = sample("shopify/rest-2024-04_refund.json")
+    vat = parse_mapping(
+        '[shopify]\ntaxes_included = true\n[shopify.locations]\n"487838322" = "WH-NJ"\n'
+    ).shopify
+    before = vat.model_copy(update={"taxes_included": False})
+    nets = [
+        i.body.refund
+        for i in map_shopify("refunds/create", "d1", refund, vat).items
+        if isinstance(i, ReturnReceived)
+    ]
+    assert nets == [Decimal("191.68"), Decimal("191.69")]  # 195.66 − 3.98, 195.67 − 3.98
+    gross = [
+        i.body.refund
+        for i in map_shopify("refunds/create", "d1", refund, before).items
+        if isinstance(i, ReturnReceived)
+    ]
+    assert gross == [Decimal("195.66"), Decimal("195.67")]
+
+
+def test_a_square_line_with_tax_inside_its_gross_is_counted_without_it() -> None:
+    # Outside the US, Canada and Japan Square's gross_sales_money holds an inclusive tax.
+    order = square_order()
+    line = order["line_items"][1]
+    for key, cents in (
+        ("gross_sales_money", 1200),
+        ("total_discount_money", 0),
+        ("total_tax_money", 200),  # 20 % VAT inside 12.00
+        ("total_money", 1200),
+    ):
+        line[key] = {"amount": cents, "currency": "GBP"}
+    line["quantity"] = "1"
+    (placed,) = [i for i in map_square_order(order, MAPPING.square).items]
+    assert isinstance(placed, OrderPlaced)
+    (stored,) = placed.body.lines
+    assert (stored.unit_price, stored.discount) == (Decimal("10.00"), Decimal("0.00"))
+    # Its return refunds the line's total less its tax.
+    order["returns"] = [
+        {
+            "source_order_id": order["id"],
+            "return_line_items": [
+                {
+                    "uid": "r1",
+                    "catalog_object_id": "BEMYCSMIJL46OCDV4KYIKXIB",
+                    "quantity": "1",
+                    "total_money": {"amount": 1200, "currency": "GBP"},
+                    "total_tax_money": {"amount": 200, "currency": "GBP"},
+                }
+            ],
+        }
+    ]
+    refund = dict(sample("square/api_GetPaymentRefundResponse.json")["refund"])
+    refund["location_id"] = "057P5VYJ4A5X1"
+    returns = map_square_refund(refund, order, MAPPING.square).items
+    assert [r.body.refund for r in returns if isinstance(r, ReturnReceived)] == [Decimal("10.00")]
+    # Square's documented US order (additive tax) keeps gross / quantity: 4500 / 2.
+    (us,) = [i for i in map_square_order(square_order(), MAPPING.square).items]
+    assert isinstance(us, OrderPlaced)
+    assert (us.body.lines[0].unit_price, us.body.lines[0].discount) == (
+        Decimal("22.50"),
+        Decimal("3.46"),
+    )
 
 
 # --- EasyPost -------------------------------------------------------------------------

@@ -88,6 +88,11 @@ class ShopifyMapping(_Section):
     """Orders Shopify marks ``test: true`` (a test gateway, no real payment): ``skip``
     leaves them out of the store (no sales, stock or fulfilment figures; the answer lists
     them as ignored), ``keep`` stores them like any order (a staging shop)."""
+    taxes_included: bool = False
+    """The shop's prices include tax (VAT): the tax in each refund line (``total_tax``) is
+    taken off its refund, and off the lines of an order whose payload does not say
+    (``taxes_included``, which an order's own field overrides).  Net sales never count
+    tax."""
     locations: dict[str, str] = {}
     """Shopify ``location_id`` → canonical location id."""
     inventory_items: dict[str, str] = {}

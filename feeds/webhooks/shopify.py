@@ -26,7 +26,12 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
     lines of no variant and no ``sku`` (custom items, tips) are skipped (not stock) and
     listed as ignored; an order marked ``test: true`` maps nothing unless
     ``shopify.test_orders = "keep"``;
-    the discount of a line is the sum of its ``discount_allocations``;
+    the discount of a line is the sum of its ``discount_allocations``; in a shop whose
+    prices include tax (the order's ``taxes_included``, else ``shopify.taxes_included``)
+    the tax in each line (the sum of its ``tax_lines`` ``price``) is taken off it: the
+    line's net is its price × quantity − discount − tax, its unit price that net share
+    of the price rounded up to the cent, its discount the rest (so net sales never count
+    VAT, and the line's net is exact to the cent);
     ``shipping_charged`` = ``total_shipping_price_set.shop_money.amount`` (shipping the
     customer paid, kept apart from net sales).
   - ``order.cancelled`` (``shopify:order:O:cancelled``) when ``cancelled_at`` is set.
@@ -86,7 +91,9 @@ Topics and what they become (``O`` is the Shopify order id; the canonical order 
   and the refund count as returned either way (a refund line is how a shop without
   Shopify's returns records a return, and a unit refunded unrestocked, damaged or kept,
   is the return rate's signal all the same); reason: the refund's
-  note, scrubbed of e-mail addresses and phone numbers, at most 80 characters.
+  note, scrubbed of e-mail addresses and phone numbers, at most 80 characters; refund:
+  the line's ``subtotal``, less its ``total_tax`` when ``shopify.taxes_included`` is true
+  (the refund payload does not say whether the shop's prices include tax).
 * ``inventory_levels/update`` (id ``shopify:<X-Shopify-Event-Id>``): keyed by
   ``inventory_item_id`` and ``location_id`` through ``shopify.inventory_items`` and
   ``shopify.locations``; unmapped ids are quarantined (``unmapped Shopify
@@ -100,7 +107,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -347,6 +354,13 @@ def _order(
         return out
     pos = order.get("source_name") == "pos"
     fulfillments = arr(order, "fulfillments", required=False)
+    stated = order.get("taxes_included")
+    taxes_included = stated if isinstance(stated, bool) else mapping.taxes_included
+    if stated is True and not mapping.taxes_included:
+        out.ignored.append(
+            f"order {oid}: its prices include tax (taxes_included), taken off its lines;"
+            " set shopify.taxes_included = true so refunds are counted net of tax too"
+        )
 
     lines: list[OrderLine] = []
     ordered: list[tuple[JsonObject, str]] = []  # the line item of each of lines
@@ -381,6 +395,8 @@ def _order(
             continue
         if quantity <= 0:
             raise PayloadError(join(path, "quantity"), f"must be positive, got {quantity}")
+        if taxes_included:
+            price, discount = _net_of_tax(line, path, quantity, price, discount)
         lines.append(OrderLine(sku=sku, quantity=quantity, unit_price=price, discount=discount))
         ordered.append((line, path))
 
@@ -483,6 +499,36 @@ def _kept_refunds(order: JsonObject) -> dict[str, int]:
             if line_id is not None:
                 out[line_id] = out.get(line_id, 0) + integer(rli, "quantity", join(path, j))
     return out
+
+
+def _net_of_tax(
+    line: JsonObject, path: str, quantity: int, price: Decimal, discount: Decimal
+) -> tuple[Decimal, Decimal]:
+    """A tax-inclusive line's unit price and discount without the tax in them.
+
+    The tax is the sum of the line's ``tax_lines`` ``price`` (Shopify's tax on the whole
+    line after its discounts).  The net (price × quantity − discount − tax) is exact; the
+    unit price is the net's share of the price rounded up to the cent and the discount
+    what makes quantity × unit price − discount the net, so it is never negative.
+    """
+    tax = sum(
+        (
+            money(t, "price", join(join(path, "tax_lines"), j))
+            for j, t in enumerate(arr(line, "tax_lines", path, required=False))
+        ),
+        Decimal("0.00"),
+    )
+    if tax == 0:
+        return price, discount
+    charged = price * quantity - discount
+    if tax < 0 or tax > charged:
+        raise PayloadError(
+            join(path, "tax_lines"),
+            f"tax {tax} is not within the line's price less its discounts ({charged})",
+        )
+    net = charged - tax
+    unit = (price * net / charged).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    return unit, unit * quantity - net
 
 
 def _edited(
@@ -700,6 +746,8 @@ def _refund(refund: JsonObject, mapping: ShopifyMapping) -> Mapped:
             continue
         assert sku is not None and location is not None
         subtotal = money(rli, "subtotal", path) if rli.get("subtotal") is not None else None
+        if subtotal is not None and mapping.taxes_included and rli.get("total_tax") is not None:
+            subtotal -= money(rli, "total_tax", path)
         out.items.append(
             ReturnReceived(
                 id=f"shopify:refund:{rid}:{line_id}",

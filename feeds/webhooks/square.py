@@ -38,9 +38,12 @@ the API's answers here:
   and, for state ``CANCELED``, ``order.cancelled``.  A line's SKU comes from its
   ``catalog_object_id`` (the item variation) through ``square.catalog_objects``; its unit
   price is ``gross_sales_money`` / quantity (the variation's price plus its modifiers, before
-  discounts and tax; ``base_price_money`` when that does not divide), its discount
+  discounts; ``base_price_money`` when that does not divide), its discount
   ``total_discount_money`` (order-level discounts apportioned by Square), all in cents →
-  two-place decimals.  Ad-hoc lines (no ``catalog_object_id``, a custom amount) and gift
+  two-place decimals; a line with tax (``total_tax_money``) is priced from its
+  ``total_money`` less that tax instead (see :func:`_price_and_discount`: outside the US,
+  Canada and Japan an inclusive tax is inside ``gross_sales_money``), so net sales never
+  count tax.  Ad-hoc lines (no ``catalog_object_id``, a custom amount) and gift
   cards are not stock: skipped and listed as ignored; an order with no other line places
   nothing.  ``location_id`` → node through ``square.locations`` (unmapped: no node, the
   router decides).  ``DRAFT`` orders are not placed yet (their ``order.updated`` is).
@@ -62,7 +65,7 @@ the API's answers here:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -349,13 +352,9 @@ def _placed(
                 skipped.append(measured)
             continue
         quantity = integer(line, "quantity", lpath)
+        unit_price, discount = _price_and_discount(line, quantity, lpath)
         lines.append(
-            OrderLine(
-                sku=sku,
-                quantity=quantity,
-                unit_price=_unit_price(line, quantity, lpath),
-                discount=_cents(opt_obj(line, "total_discount_money", lpath), lpath),
-            )
+            OrderLine(sku=sku, quantity=quantity, unit_price=unit_price, discount=discount)
         )
     if problems:
         return Quarantined(
@@ -467,6 +466,28 @@ def _handover(placed: OrderPlaced, order: JsonObject, path: str) -> FulfillmentU
     )
 
 
+def _price_and_discount(line: JsonObject, quantity: int, path: str) -> tuple[Decimal, Decimal]:
+    """A line's unit price and discount, both without tax.
+
+    With tax on the line (``total_tax_money``) its net is ``total_money`` less the tax
+    and any ``total_service_charge_money``: that holds for additive and inclusive taxes
+    alike, whereas ``gross_sales_money`` holds an inclusive tax outside the US, Canada and
+    Japan.  The unit price is (net + discount) / quantity rounded up to the cent, and the
+    discount what makes the line's net exact (``total_discount_money`` when it divides).
+    Without tax: :func:`_unit_price` and ``total_discount_money``.
+    """
+    discount = _cents(opt_obj(line, "total_discount_money", path), path)
+    tax = _cents(opt_obj(line, "total_tax_money", path), path)
+    total = opt_obj(line, "total_money", path)
+    if tax > 0 and total is not None and quantity > 0:
+        charge = _cents(opt_obj(line, "total_service_charge_money", path), path)
+        net = _cents(total, path) - tax - charge
+        if net >= 0:
+            unit = ((net + discount) / quantity).quantize(_CENT, rounding=ROUND_CEILING)
+            return unit, unit * quantity - net
+    return _unit_price(line, quantity, path), discount
+
+
 def _unit_price(line: JsonObject, quantity: int, path: str) -> Decimal:
     """``gross_sales_money`` / quantity when it divides (modifiers included), else base price."""
     gross = opt_obj(line, "gross_sales_money", path)
@@ -476,6 +497,12 @@ def _unit_price(line: JsonObject, quantity: int, path: str) -> Decimal:
         if cents % quantity == 0:
             return _minor(cents // quantity, opt_text(gross, "currency", gpath))
     return _cents(opt_obj(line, "base_price_money", path), path)
+
+
+def _refund_of(line: JsonObject, path: str) -> Decimal:
+    """A return line's refund without tax: ``total_money`` less ``total_tax_money``."""
+    total = _cents(opt_obj(line, "total_money", path), path)
+    return max(total - _cents(opt_obj(line, "total_tax_money", path), path), Decimal("0.00"))
 
 
 def _tenders(order: JsonObject, path: str) -> str | None:
@@ -607,7 +634,7 @@ def map_square_refund(
                         channel=mapping.channel,
                         quantity=integer(line, "quantity", lpath),
                         reason=reason,
-                        refund=_cents(opt_obj(line, "total_money", lpath), lpath),
+                        refund=_refund_of(line, lpath),
                     ),
                 )
             )

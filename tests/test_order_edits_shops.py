@@ -167,6 +167,8 @@ async def test_square_order_updated_with_changed_lines_is_an_edit(world: World) 
     line["quantity"] = "1"  # one of the two removed
     line["gross_sales_money"]["amount"] = 2250
     line["total_discount_money"]["amount"] = 173
+    line["total_tax_money"]["amount"] = 187  # as Square restates them: 2250 − 173 + 187
+    line["total_money"]["amount"] = 2264
     oid = f"square-{ORDER_ID}"
     async with serve(world) as server:
         status, _ = await post(server, notification(ORDER_ID))

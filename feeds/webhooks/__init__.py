@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from store.model import Event, Quarantined
@@ -181,6 +181,17 @@ def integer(data: JsonObject, key: str, path: str = "") -> int:
         if number.is_finite() and number == number.to_integral_value():
             return int(number)
     raise PayloadError(join(path, key), f"expected a whole number, got {value!r}")
+
+
+def priced_to_net(gross: Decimal, quantity: int, net: Decimal) -> tuple[Decimal, Decimal]:
+    """A line's unit price and discount without tax, its ``net`` kept to the cent.
+
+    ``gross`` is the line's value before discounts without tax; the unit price is
+    ``gross`` / ``quantity`` rounded up to the cent and the discount what makes quantity ×
+    unit price − discount the net, so it is never below the true discount's share.
+    """
+    unit = (gross / quantity).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
+    return unit, unit * quantity - net
 
 
 def money(data: JsonObject, key: str, path: str = "") -> Decimal:

@@ -107,7 +107,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -122,6 +122,7 @@ from feeds.webhooks import (
     opt_obj,
     opt_text,
     opt_when,
+    priced_to_net,
     when,
 )
 from feeds.webhooks.mapping import ShopifyMapping
@@ -527,8 +528,7 @@ def _net_of_tax(
             f"tax {tax} is not within the line's price less its discounts ({charged})",
         )
     net = charged - tax
-    unit = (price * net / charged).quantize(Decimal("0.01"), rounding=ROUND_CEILING)
-    return unit, unit * quantity - net
+    return priced_to_net(price * quantity * net / charged, quantity, net)
 
 
 def _edited(

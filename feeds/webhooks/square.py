@@ -65,7 +65,7 @@ the API's answers here:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 
 from feeds.webhooks import (
     JsonObject,
@@ -80,6 +80,7 @@ from feeds.webhooks import (
     opt_obj,
     opt_text,
     opt_when,
+    priced_to_net,
     text,
     when,
 )
@@ -483,8 +484,7 @@ def _price_and_discount(line: JsonObject, quantity: int, path: str) -> tuple[Dec
         charge = _cents(opt_obj(line, "total_service_charge_money", path), path)
         net = _cents(total, path) - tax - charge
         if net >= 0:
-            unit = ((net + discount) / quantity).quantize(_CENT, rounding=ROUND_CEILING)
-            return unit, unit * quantity - net
+            return priced_to_net(net + discount, quantity, net)
     return _unit_price(line, quantity, path), discount
 
 

@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import Any, Literal, cast
 
 from store.asof import resolve_node
+from store.fulfilled import DONE_SQL_EXPR, FINISHING_STATUSES, FULFILLED_SQL, NEVER
 from store.model import (
     ChannelUpserted,
     Event,
@@ -511,6 +512,13 @@ def _orders_placed(
             if delivery is None:
                 delivery = _cache_epoch(b.delivery_promised_by)
         shipping = b.shipping_charged
+        # Without a line node of its own, every line is at the order's node.
+        nodes = (
+            line_nodes(node_of_order, [line.location_id for line in order_lines]) if split else None
+        )
+        if nodes is not None and found is not None:
+            # Reports came before the placement: fulfilled once every node has reported.
+            touched.orders.add(order_id)
         orders.append(
             (
                 order_id,
@@ -522,10 +530,7 @@ def _orders_placed(
                 promised,
                 delivery,
                 None if shipping is None else cents(shipping),
-                # Without a line node of its own, every line is at the order's node.
-                line_nodes(node_of_order, [line.location_id for line in order_lines])
-                if split
-                else None,
+                nodes,
                 gross,
                 discount,
                 units,
@@ -641,7 +646,7 @@ def _orders_cancelled(
 
 _STEP_COLUMNS = tuple(STEP_COLUMN.values())
 
-_DONE_STEPS = frozenset({"shipped_ts", "ready_ts", "picked_up_ts", "delivered_ts"})
+_DONE_STEPS = frozenset(STEP_COLUMN[status] for status in FINISHING_STATUSES)
 """Step columns ``fulfilled_ts`` and ``done_ts`` are computed from."""
 
 
@@ -685,8 +690,15 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
         # A step that finishes the order: its done times in the same write (the row is
         # written once, not again by a pass over the batch's orders).  A new row has no
         # cancellation: both are the earliest finishing step, computed by the caller.
+        # A split order (``line_nodes``) is fulfilled from ``node_fulfilled``, which holds
+        # this batch's reports already (store/fulfilled.py).
         names += ["fulfilled_ts", "done_ts"]
-        sets += [f"fulfilled_ts = {_done_expr(columns)}", f"done_ts = {_done_expr(columns, True)}"]
+        sets += [
+            f"fulfilled_ts = CASE WHEN line_nodes IS NULL THEN {_done_expr(columns)}"
+            f" ELSE {_FULFILLED} END",
+            f"done_ts = CASE WHEN line_nodes IS NULL THEN {_done_expr(columns, True)}"
+            f" ELSE {_DONE} END",
+        ]
     marks = ", ".join("?" * (len(names) + 1))
     return (
         f"INSERT INTO orders (order_id, {', '.join(names)}) VALUES ({marks})"
@@ -731,6 +743,9 @@ def _fulfillment(
     # Every report of a carrier or an estimate by its time, for the carrier rows as of a
     # past moment (the order's row keeps only the latest).
     reports: list[tuple[str, int, str | None, int | None]] = []
+    # The earliest finishing report per order and reporting node ('' for none): what a
+    # split order is fulfilled from (store/fulfilled.py).
+    finished_at: dict[tuple[str, str], int] = {}
     moments = _EPOCHS
     for event, ts in events:
         b = event.body
@@ -745,6 +760,10 @@ def _fulfillment(
         column = STEP_COLUMN[status]
         if ts < order_steps.get(column, ts + 1):
             order_steps[column] = ts
+        if column in _DONE_STEPS:
+            at_node = (order_id, b.location_id or "")
+            if ts < finished_at.get(at_node, ts + 1):
+                finished_at[at_node] = ts
         if b.carrier is not None:
             acc[0] = b.carrier
         if b.tracking is not None:
@@ -786,6 +805,12 @@ def _fulfillment(
         if finished:  # fulfilled and done times of a new row (see _fulfillment_sql)
             row += (min(finished), min(finished))
         shapes[(columns, detail is not None, newest is not None)].append(row)
+    if finished_at:  # before the orders: a split order's upsert reads them
+        db.executemany(
+            "INSERT INTO node_fulfilled (order_id, location_id, ts) VALUES (?, ?, ?)"
+            " ON CONFLICT (order_id, location_id) DO UPDATE SET ts = MIN(ts, excluded.ts)",
+            [(order_id, node, ts) for (order_id, node), ts in finished_at.items()],
+        )
     for (columns, exception, estimated), rows in shapes.items():
         db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
     if costs:
@@ -1248,6 +1273,8 @@ def _settle_edits(db: sqlite3.Connection, orders: dict[str, int], touched: Touch
             [(order_id, n, *line) for n, line in enumerate(new)],
         )
         split = any(own is not None for *_, own in edit_lines)
+        if split:  # the lines' nodes may have changed: so may the order's fulfilled time
+            touched.orders.add(order_id)
         db.execute(
             "UPDATE orders SET gross_cents = ?, discount_cents = ?, units = ?,"
             " line_nodes = CASE WHEN ? THEN ? ELSE line_nodes END WHERE order_id = ?",
@@ -1388,14 +1415,10 @@ def _categorise_late(db: sqlite3.Connection, sku: str) -> None:
     db.execute("DELETE FROM category_returns_hourly WHERE category = '-' AND units = 0")
 
 
-_NEVER = 9_000_000_000_000_000_000
+_NEVER = NEVER
 
-_FULFILLED = f"""NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
-                      COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER})),
-                  {_NEVER})"""
-_DONE = f"""NULLIF(MIN(COALESCE(shipped_ts, {_NEVER}), COALESCE(ready_ts, {_NEVER}),
-                 COALESCE(picked_up_ts, {_NEVER}), COALESCE(delivered_ts, {_NEVER}),
-                 COALESCE(cancelled_ts, {_NEVER})), {_NEVER})"""
+_FULFILLED = FULFILLED_SQL
+_DONE = DONE_SQL_EXPR
 
 # Only the orders whose times change are written: a later step (delivered after shipped)
 # leaves them as they are, and rewriting the row would also rewrite its index entries.
@@ -1454,6 +1477,8 @@ def assign_node(
     nodes = line_nodes(lines[0][1], [node for _, node in lines])
     if nodes is not None:  # split by the router: every per-location figure counts each node
         db.execute("UPDATE orders SET line_nodes = ? WHERE order_id = ?", (nodes, order_id))
+        # Fulfilled once each of its nodes has reported (its reports may have come first).
+        db.execute(_DONE_SQL, (json.dumps([order_id]),))
     _update_risk(db, touched, params, sweep=False)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
+from store.fulfilled import DONE_SQL_EXPR, FULFILLED_SQL
 from store.held_schema import HELD_DDL, HELD_EDITS_DDL
 from store.outbox_schema import GROUPS_DDL, OUTBOX_DDL
 from store.pending import PENDING_DDL
@@ -542,6 +543,29 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE stock ADD COLUMN as_of_us INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE stock_counts ADD COLUMN us INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 22: the earliest finishing report (shipped, ready for pickup, picked up, delivered)
+    # of each order per reporting node ('' for a report that names none), so an order
+    # whose lines are at several nodes is fulfilled once every one of them has reported
+    # (a split order was fulfilled with its first parcel); filled from the event log, and
+    # the split orders' fulfilled and done times recomputed from it.
+    f"""
+    CREATE TABLE node_fulfilled (
+        order_id TEXT NOT NULL,
+        location_id TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY (order_id, location_id)
+    ) WITHOUT ROWID;
+    INSERT INTO node_fulfilled (order_id, location_id, ts)
+        SELECT json_extract(body, '$.order_id'), COALESCE(json_extract(body, '$.location_id'), ''),
+               MIN(ts)
+        FROM event_log
+        WHERE type = 'fulfillment.updated'
+          AND json_extract(body, '$.status') IN ('shipped', 'ready_for_pickup', 'picked_up',
+                                                  'delivered')
+        GROUP BY 1, 2;
+    UPDATE orders SET fulfilled_ts = {FULFILLED_SQL}, done_ts = {DONE_SQL_EXPR}
+        WHERE line_nodes IS NOT NULL;
     """,
 )
 """Migration scripts; index + 1 is the schema version they bring the store to."""

@@ -447,6 +447,7 @@ def test_every_parcel_of_a_split_shipment_finds_its_order(tmp_path: Path) -> Non
     # A store from before the table: the migration fills it from the event log.
     db.execute("DROP TABLE order_tracking")
     db.execute("DROP TABLE carrier_reports")
+    db.execute("DROP TABLE node_fulfilled")
     db.execute("ALTER TABLE stock DROP COLUMN as_of_us")
     db.execute("ALTER TABLE stock_counts DROP COLUMN us")
     db.execute("PRAGMA user_version = 18")

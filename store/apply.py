@@ -739,13 +739,14 @@ def _fulfillment(
     # Every report of a shipment's cost, in arrival order (of two stamped alike, the later
     # arrival stands, as one at a time).
     costs: list[tuple[str, str, int, int]] = []
-    tracked: set[tuple[str, str]] = set()  # every (tracking number, order) given
+    # Every (tracking number, order) given, with the node the first report of it named.
+    tracked: dict[tuple[str, str], str | None] = {}
     # Every report of a carrier or an estimate by its time, for the carrier rows as of a
     # past moment (the order's row keeps only the latest).
     reports: list[tuple[str, int, str | None, int | None]] = []
     # The earliest finishing report per order and reporting node ('' for none): what a
     # split order is fulfilled from (store/fulfilled.py).
-    finished_at: dict[tuple[str, str], int] = {}
+    finished_at: dict[tuple[str, str, str], int] = {}
     moments = _EPOCHS
     for event, ts in events:
         b = event.body
@@ -761,14 +762,18 @@ def _fulfillment(
         if ts < order_steps.get(column, ts + 1):
             order_steps[column] = ts
         if column in _DONE_STEPS:
-            at_node = (order_id, b.location_id or "")
+            node = b.location_id
+            # A report naming no node is kept by its parcel (store/fulfilled.py).
+            at_node = (order_id, node, "") if node else (order_id, "", b.tracking or "")
             if ts < finished_at.get(at_node, ts + 1):
                 finished_at[at_node] = ts
         if b.carrier is not None:
             acc[0] = b.carrier
         if b.tracking is not None:
             acc[1] = b.tracking
-            tracked.add((b.tracking, order_id))
+            parcel = (b.tracking, order_id)
+            if tracked.get(parcel) is None:
+                tracked[parcel] = b.location_id
         node = b.location_id
         if node is not None:
             if acc[2] is None:
@@ -805,11 +810,22 @@ def _fulfillment(
         if finished:  # fulfilled and done times of a new row (see _fulfillment_sql)
             row += (min(finished), min(finished))
         shapes[(columns, detail is not None, newest is not None)].append(row)
-    if finished_at:  # before the orders: a split order's upsert reads them
+    # Both before the orders: a split order's upsert reads them.
+    if tracked:
         db.executemany(
-            "INSERT INTO node_fulfilled (order_id, location_id, ts) VALUES (?, ?, ?)"
-            " ON CONFLICT (order_id, location_id) DO UPDATE SET ts = MIN(ts, excluded.ts)",
-            [(order_id, node, ts) for (order_id, node), ts in finished_at.items()],
+            "INSERT INTO order_tracking (tracking, order_id, location_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (tracking, order_id) DO UPDATE SET location_id = excluded.location_id"
+            " WHERE location_id IS NULL AND excluded.location_id IS NOT NULL",
+            [(tracking, order_id, node) for (tracking, order_id), node in sorted(tracked.items())],
+        )
+        # A parcel's node may now be known: its order's fulfilled time may move.
+        touched.orders.update(order_id for (_, order_id), node in tracked.items() if node)
+    if finished_at:
+        db.executemany(
+            "INSERT INTO node_fulfilled (order_id, location_id, tracking, ts) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (order_id, location_id, tracking)"
+            " DO UPDATE SET ts = MIN(ts, excluded.ts)",
+            [(*key, ts) for key, ts in finished_at.items()],
         )
     for (columns, exception, estimated), rows in shapes.items():
         db.executemany(_fulfillment_sql(columns, exception, estimated), rows)
@@ -826,11 +842,6 @@ def _fulfillment(
             " carrier = COALESCE(excluded.carrier, carrier),"
             " estimate_ts = COALESCE(excluded.estimate_ts, estimate_ts)",
             reports,
-        )
-    if tracked:
-        db.executemany(
-            "INSERT OR IGNORE INTO order_tracking (tracking, order_id) VALUES (?, ?)",
-            sorted(tracked),
         )
 
 

@@ -4,10 +4,16 @@ An order is *fulfilled* at its earliest finishing step: shipped, ready for picku
 picked up or delivered.  An order whose lines are at several nodes (``line_nodes``, a
 JSON array: a split, or lines of several sellers) is fulfilled once **every** node its
 lines are at has reported a finishing step, at the latest of those nodes' earliest
-reports, or earlier at a report that covers the whole order (one naming no node, or a
-node none of its lines is at).  Each node's earliest finishing report is kept in
-``node_fulfilled`` (``''`` for a report naming no node).  *Done* is fulfilled or
-cancelled, whichever came first.
+reports, or earlier at a report that covers the whole order (one whose node is unknown,
+or a node none of its lines is at).
+
+``node_fulfilled`` keeps each order's earliest finishing report per reporting node, or,
+for a report naming no node, per tracking number (``''`` when it has neither).  A report
+naming no node is at the node of its parcel when one is known: the node the first report
+of the same order with that tracking number named (``order_tracking.location_id``), so a
+carrier's tracker of one parcel (EasyPost's carry no node) covers that parcel's node only,
+whichever of the two reports came first.  *Done* is fulfilled or cancelled, whichever came
+first.
 
 The expressions read the row's columns unqualified and ``orders.order_id`` /
 ``orders.line_nodes`` in their sub-queries: they fit ``UPDATE orders SET ...`` and an
@@ -27,15 +33,23 @@ ONE_NODE_FULFILLED = f"""NULLIF(MIN(COALESCE(shipped_ts, {NEVER}), COALESCE(read
         COALESCE(picked_up_ts, {NEVER}), COALESCE(delivered_ts, {NEVER})), {NEVER})"""
 """Fulfilled time of an order at one node: its earliest finishing step."""
 
+REPORT_NODE = """(CASE WHEN r.location_id <> '' THEN r.location_id
+        WHEN r.tracking <> '' THEN COALESCE((SELECT t.location_id FROM order_tracking t
+                                             WHERE t.tracking = r.tracking
+                                               AND t.order_id = r.order_id), '')
+        ELSE '' END)"""
+"""The node a ``node_fulfilled`` row ``r`` is at: its own, its parcel's, or ``''``."""
+
 SPLIT_FULFILLED = f"""NULLIF(MIN(
         COALESCE((SELECT MIN(r.ts) FROM node_fulfilled r
                   WHERE r.order_id = orders.order_id
-                    AND r.location_id NOT IN (SELECT value FROM json_each(orders.line_nodes))),
+                    AND {REPORT_NODE} NOT IN (SELECT value FROM json_each(orders.line_nodes))),
                  {NEVER}),
-        COALESCE((SELECT CASE WHEN COUNT(r.ts) = COUNT(*) THEN MAX(r.ts) END
-                  FROM json_each(orders.line_nodes) j
-                  LEFT JOIN node_fulfilled r
-                    ON r.order_id = orders.order_id AND r.location_id = j.value),
+        COALESCE((SELECT CASE WHEN COUNT(first) = COUNT(*) THEN MAX(first) END
+                  FROM (SELECT (SELECT MIN(r.ts) FROM node_fulfilled r
+                                WHERE r.order_id = orders.order_id
+                                  AND {REPORT_NODE} = j.value) AS first
+                        FROM json_each(orders.line_nodes) j)),
                  {NEVER})), {NEVER})"""
 """Fulfilled time of an order whose lines are at several nodes (see the module docstring)."""
 

@@ -545,25 +545,40 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE stock_counts ADD COLUMN us INTEGER NOT NULL DEFAULT 0;
     """,
     # 22: the earliest finishing report (shipped, ready for pickup, picked up, delivered)
-    # of each order per reporting node ('' for a report that names none), so an order
-    # whose lines are at several nodes is fulfilled once every one of them has reported
-    # (a split order was fulfilled with its first parcel); filled from the event log, and
-    # the split orders' fulfilled and done times recomputed from it.
+    # of each order per reporting node, or per tracking number for a report naming no node
+    # ('' for neither), and the node each parcel was first reported at, so an order whose
+    # lines are at several nodes is fulfilled once every one of them has reported (a split
+    # order was fulfilled with its first parcel); filled from the event log, and the split
+    # orders' fulfilled and done times recomputed from it (store/fulfilled.py).
     f"""
     CREATE TABLE node_fulfilled (
         order_id TEXT NOT NULL,
         location_id TEXT NOT NULL,
+        tracking TEXT NOT NULL,
         ts INTEGER NOT NULL,
-        PRIMARY KEY (order_id, location_id)
+        PRIMARY KEY (order_id, location_id, tracking)
     ) WITHOUT ROWID;
-    INSERT INTO node_fulfilled (order_id, location_id, ts)
+    ALTER TABLE order_tracking ADD COLUMN location_id TEXT;
+    INSERT INTO order_tracking (tracking, order_id, location_id)
+        SELECT json_extract(body, '$.tracking'), json_extract(body, '$.order_id'),
+               json_extract(body, '$.location_id')
+        FROM (SELECT body, MIN(seq) FROM event_log
+              WHERE type = 'fulfillment.updated'
+                AND json_extract(body, '$.tracking') IS NOT NULL
+                AND json_extract(body, '$.location_id') IS NOT NULL
+              GROUP BY json_extract(body, '$.tracking'), json_extract(body, '$.order_id'))
+        WHERE true
+        ON CONFLICT (tracking, order_id) DO UPDATE SET location_id = excluded.location_id;
+    INSERT INTO node_fulfilled (order_id, location_id, tracking, ts)
         SELECT json_extract(body, '$.order_id'), COALESCE(json_extract(body, '$.location_id'), ''),
+               CASE WHEN json_extract(body, '$.location_id') IS NULL
+                    THEN COALESCE(json_extract(body, '$.tracking'), '') ELSE '' END,
                MIN(ts)
         FROM event_log
         WHERE type = 'fulfillment.updated'
           AND json_extract(body, '$.status') IN ('shipped', 'ready_for_pickup', 'picked_up',
                                                   'delivered')
-        GROUP BY 1, 2;
+        GROUP BY 1, 2, 3;
     UPDATE orders SET fulfilled_ts = {FULFILLED_SQL}, done_ts = {DONE_SQL_EXPR}
         WHERE line_nodes IS NOT NULL;
     """,

@@ -155,6 +155,7 @@ async def test_carrier_rows_as_of_a_moment_before_later_reports(tmp_path: Path) 
         kept = db.execute("SELECT * FROM carrier_reports ORDER BY order_id, ts").fetchall()
         db.executescript(
             "DROP TABLE carrier_reports; DROP TABLE node_fulfilled;"
+            " ALTER TABLE order_tracking DROP COLUMN location_id;"
             " ALTER TABLE stock DROP COLUMN as_of_us;"
             " ALTER TABLE stock_counts DROP COLUMN us; PRAGMA user_version = 19;"
         )

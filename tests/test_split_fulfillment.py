@@ -130,7 +130,7 @@ async def test_reports_before_the_placement_give_the_same_store(tmp_path: Path) 
     columns = "order_id, shipped_ts, fulfilled_ts, done_ts, line_nodes"
     queries = (
         f"SELECT {columns} FROM orders",
-        "SELECT * FROM node_fulfilled ORDER BY order_id, location_id",
+        "SELECT * FROM node_fulfilled ORDER BY 1, 2, 3",
     )
     got = []
     for path in (in_order, reversed_):
@@ -142,21 +142,24 @@ async def test_reports_before_the_placement_give_the_same_store(tmp_path: Path) 
 
 
 async def test_the_migration_recomputes_split_orders_from_the_event_log(db_path: Path) -> None:
-    events = day()
+    events = day() + tracker_day()[2:]  # "S" twice: a duplicate placement, more reports
     events.append(split_order("open", at(-4), at(2)))
     events.append(step("open", "shipped", at(-3), location_id="WH2"))
     await write(db_path, events)
     db = sqlite3.connect(db_path)
-    kept = db.execute("SELECT * FROM node_fulfilled ORDER BY order_id, location_id").fetchall()
+    kept = db.execute("SELECT * FROM node_fulfilled ORDER BY 1, 2, 3").fetchall()
+    parcels = db.execute("SELECT * FROM order_tracking ORDER BY 1, 2").fetchall()
+    assert ("1Z1", "S", "WH1") in parcels
     # A store from before migration 22: no node_fulfilled, split orders fulfilled with
     # their first parcel.
     db.executescript(
-        "DROP TABLE node_fulfilled;"
+        "DROP TABLE node_fulfilled; ALTER TABLE order_tracking DROP COLUMN location_id;"
         " UPDATE orders SET fulfilled_ts = shipped_ts, done_ts = shipped_ts;"
         " PRAGMA user_version = 21;"
     )
     assert migrate(db) == 21
-    assert db.execute("SELECT * FROM node_fulfilled ORDER BY 1, 2").fetchall() == kept
+    assert db.execute("SELECT * FROM node_fulfilled ORDER BY 1, 2, 3").fetchall() == kept
+    assert db.execute("SELECT * FROM order_tracking ORDER BY 1, 2").fetchall() == parcels
     times = dict(db.execute("SELECT order_id, fulfilled_ts FROM orders").fetchall())
     db.close()
     assert times == {"S": int(at(-0.5).timestamp()), "open": None}
@@ -224,3 +227,36 @@ async def test_a_router_split_is_fulfilled_when_both_nodes_have_shipped(tmp_path
         assert fulfilled == int(at(-0.5).timestamp()), name
         assert snap(path, at(-1)).fulfillment.total_late == 0, name  # due at −1 h exactly
         assert snap(path, at(-0.75)).fulfillment.total_late == 1, name
+
+
+def tracker_day() -> list[Event]:
+    """WH1 labels parcel 1Z1 at −5.5 h; a carrier's tracker (no node) ships it at −5 h;
+    WH2 ships its part at −0.5 h."""
+    return [
+        sku("A"),
+        sku("B"),
+        split_order("S", at(-6), at(-1)),
+        step("S", "packed", at(-5.5), location_id="WH1", tracking="1Z1"),
+        step("S", "shipped", at(-5), tracking="1Z1", carrier="UPS"),
+        step("S", "shipped", at(-0.5), location_id="WH2", tracking="1Z2"),
+    ]
+
+
+async def test_a_trackers_report_covers_its_parcels_node_only(tmp_path: Path) -> None:
+    events = tracker_day()
+    stores = []
+    # In order, and with the tracker's report before the report that names its node.
+    for name, arrival in (("in_order", events), ("tracker_first", [*events[:3], *events[:2:-1]])):
+        path = tmp_path / f"{name}.db"
+        for event in arrival:
+            await write(path, [event])
+        stores.append(path)
+        assert snap(path, at(-2)).fulfillment.total_open == 1, name  # WH2 has not shipped
+        db = sqlite3.connect(path)
+        (fulfilled,) = db.execute("SELECT fulfilled_ts FROM orders").fetchone()
+        db.close()
+        assert fulfilled == int(at(-0.5).timestamp()), name
+    # A tracker whose parcel no report placed at a node covers the whole order.
+    other = tmp_path / "unknown.db"
+    await write(other, [*events[:3], step("S", "shipped", at(-5), tracking="1Z9")])
+    assert snap(other, at(-2)).fulfillment.total_open == 0

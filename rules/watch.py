@@ -263,7 +263,10 @@ class FileWatcher(Generic[T, E]):
 
     async def run(self, stop_event: asyncio.Event | None = None) -> None:
         """Watch until cancelled (or ``stop_event`` is set), reloading on every change."""
-        if self.current is None and self.error is None:
+        # A value the caller loaded (``current``) is checked against the file once the
+        # watch is on: an edit saved between that load and the watch is not missed.
+        given = self.current is not None or self.error is not None
+        if not given:
             await asyncio.to_thread(self.load_initial)
             if self.current is not None:
                 await _call(self.on_reload, self.current)
@@ -273,7 +276,7 @@ class FileWatcher(Generic[T, E]):
         notify: RustNotify | None = None
         targets: WatchTargets | None = None
         started = False  # a watch was on once (a move after that re-reads the file)
-        changed = False  # a change concerning the file came since the last re-read
+        changed = given  # a change concerning the file came since the last re-read
         try:
             while not stop.is_set():
                 fresh = await asyncio.to_thread(watch_targets, self.path)

@@ -55,6 +55,23 @@ async def test_two_atomic_saves_both_reload(tmp_path: Path) -> None:
         await asyncio.wait_for(task, TIMEOUT)
 
 
+async def test_an_edit_saved_before_the_watch_started_is_applied(tmp_path: Path) -> None:
+    """A caller's load, then a save, then the watch: the save is not missed."""
+    path = tmp_path / "mapping.toml"
+    path.write_text(channel("loaded"), encoding="utf-8")
+    loaded = load_mapping(path)
+    path.write_text(channel("saved-after"), encoding="utf-8")  # before any watch is on
+    seen: asyncio.Queue[Mapping] = asyncio.Queue()
+    watcher = mapping_watcher(path, on_reload=seen.put_nowait, current=loaded)
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    try:
+        assert (await asyncio.wait_for(seen.get(), TIMEOUT)).shopify.channel == "saved-after"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, TIMEOUT)
+
+
 @pytest.mark.asyncio
 async def test_serve_reloads_every_atomic_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -744,8 +744,9 @@ def _fulfillment(
     # Every report of a carrier or an estimate by its time, for the carrier rows as of a
     # past moment (the order's row keeps only the latest).
     reports: list[tuple[str, int, str | None, int | None]] = []
-    # The earliest finishing report per order and reporting node ('' for none): what a
-    # split order is fulfilled from (store/fulfilled.py).
+    # The earliest finishing report per (order, node, ''), or (order, '', tracking number
+    # or '') for a report naming no node: what a split order is fulfilled from
+    # (store/fulfilled.py).
     finished_at: dict[tuple[str, str, str], int] = {}
     moments = _EPOCHS
     for event, ts in events:

@@ -695,9 +695,9 @@ def _fulfillment_sql(columns: tuple[str, ...], exception: bool, estimate: bool) 
         names += ["fulfilled_ts", "done_ts"]
         sets += [
             f"fulfilled_ts = CASE WHEN line_nodes IS NULL THEN {_done_expr(columns)}"
-            f" ELSE {_FULFILLED} END",
+            f" ELSE {FULFILLED_SQL} END",
             f"done_ts = CASE WHEN line_nodes IS NULL THEN {_done_expr(columns, True)}"
-            f" ELSE {_DONE} END",
+            f" ELSE {DONE_SQL_EXPR} END",
         ]
     marks = ", ".join("?" * (len(names) + 1))
     return (
@@ -710,18 +710,19 @@ def _done_expr(columns: tuple[str, ...], cancelled: bool = False) -> str:
     """``fulfilled_ts`` (or with ``cancelled``, ``done_ts``) as an upsert assigning ``columns``.
 
     In ``DO UPDATE SET`` a column names the row's old value, so each step column the
-    upsert assigns is written as its new value; the result is what :data:`_FULFILLED` and
-    :data:`_DONE` give on the row once written.
+    upsert assigns is written as its new value; the result is what
+    :data:`~store.fulfilled.FULFILLED_SQL` and :data:`~store.fulfilled.DONE_SQL_EXPR` give
+    on the row once written.
     """
     terms = [
-        f"COALESCE(COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col}), {_NEVER})"
+        f"COALESCE(COALESCE(MIN({col}, excluded.{col}), {col}, excluded.{col}), {NEVER})"
         if col in columns
-        else f"COALESCE({col}, {_NEVER})"
+        else f"COALESCE({col}, {NEVER})"
         for col in sorted(_DONE_STEPS)
     ]
     if cancelled:
-        terms.append(f"COALESCE(cancelled_ts, {_NEVER})")
-    return f"NULLIF(MIN({', '.join(terms)}), {_NEVER})"
+        terms.append(f"COALESCE(cancelled_ts, {NEVER})")
+    return f"NULLIF(MIN({', '.join(terms)}), {NEVER})"
 
 
 def _fulfillment(
@@ -1427,16 +1428,11 @@ def _categorise_late(db: sqlite3.Connection, sku: str) -> None:
     db.execute("DELETE FROM category_returns_hourly WHERE category = '-' AND units = 0")
 
 
-_NEVER = NEVER
-
-_FULFILLED = FULFILLED_SQL
-_DONE = DONE_SQL_EXPR
-
 # Only the orders whose times change are written: a later step (delivered after shipped)
 # leaves them as they are, and rewriting the row would also rewrite its index entries.
-_DONE_SQL = f"""UPDATE orders SET fulfilled_ts = {_FULFILLED}, done_ts = {_DONE}
+_DONE_SQL = f"""UPDATE orders SET fulfilled_ts = {FULFILLED_SQL}, done_ts = {DONE_SQL_EXPR}
     WHERE order_id IN (SELECT value FROM json_each(?))
-      AND (fulfilled_ts IS NOT {_FULFILLED} OR done_ts IS NOT {_DONE})"""
+      AND (fulfilled_ts IS NOT {FULFILLED_SQL} OR done_ts IS NOT {DONE_SQL_EXPR})"""
 """Keeps ``fulfilled_ts`` (shipped, ready or handed over) and ``done_ts`` (that or cancelled)."""
 
 

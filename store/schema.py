@@ -10,11 +10,14 @@ from __future__ import annotations
 import sqlite3
 
 from store.alerts_schema import ALERTS_DDL
-from store.fulfilled import DONE_SQL_EXPR, FULFILLED_SQL
+from store.fulfilled import DONE_SQL_EXPR, FINISHING_STATUSES, FULFILLED_SQL
 from store.held_schema import HELD_DDL, HELD_EDITS_DDL
 from store.outbox_schema import GROUPS_DDL, OUTBOX_DDL
 from store.pending import PENDING_DDL
 from store.routing_schema import NODES_VERSION_DDL, ROUTING_DDL
+
+_FINISHING = ", ".join(f"'{status}'" for status in FINISHING_STATUSES)
+"""The finishing statuses as an SQL list (migration 22)."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the event log, quarantine, catalogue, current state and rollups.
@@ -576,8 +579,7 @@ MIGRATIONS: tuple[str, ...] = (
                MIN(ts)
         FROM event_log
         WHERE type = 'fulfillment.updated'
-          AND json_extract(body, '$.status') IN ('shipped', 'ready_for_pickup', 'picked_up',
-                                                  'delivered')
+          AND json_extract(body, '$.status') IN ({_FINISHING})
         GROUP BY 1, 2, 3;
     UPDATE orders SET fulfilled_ts = {FULFILLED_SQL}, done_ts = {DONE_SQL_EXPR}
         WHERE line_nodes IS NOT NULL;

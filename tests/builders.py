@@ -92,7 +92,10 @@ def order(
     price: str = "10.00",
     discount: str = "0",
     id_: str | None = None,
+    line_locations: list[str | None] | None = None,
 ) -> Event:
+    """An order; ``line_locations`` gives each line a node of its own (a split)."""
+    nodes = line_locations or [None] * len(lines)
     return ev(
         "order.placed",
         ts,
@@ -105,7 +108,8 @@ def order(
             "promised_by": iso(promised or ts + timedelta(hours=8)),
             "lines": [
                 {"sku": s, "quantity": q, "unit_price": price, "discount": discount}
-                for s, q in lines
+                | ({} if node is None else {"location_id": node})
+                for (s, q), node in zip(lines, nodes, strict=True)
             ],
         },
         source=channel,

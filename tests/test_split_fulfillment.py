@@ -13,25 +13,13 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from store.metrics import compute_snapshots, open_reader
 from store.model import Event
-from store.risk import MetricParams
 from store.schema import migrate
 from store.snapshots import FulfillmentRow, Snapshots
-from tests.builders import T0, at, ev, iso, location, order, sku, snapshot, step
+from tests.builders import T0, at, location, order, sku, snapshot, step
 from tests.conftest import write
-
-P = MetricParams(timezone="America/New_York")
-
-
-def snap(db: Path, now: datetime) -> Snapshots:
-    conn = open_reader(db)
-    try:
-        return compute_snapshots(conn, now, P)
-    finally:
-        conn.close()
+from tests.test_metrics import snap
 
 
 def row(s: Snapshots, key: str) -> FulfillmentRow:
@@ -40,23 +28,13 @@ def row(s: Snapshots, key: str) -> FulfillmentRow:
 
 def split_order(order_id: str, ts: datetime, promised: datetime) -> Event:
     """Two lines, one at WH1 and one at WH2, and no node of the order's own."""
-    lines: list[dict[str, Any]] = [
-        {"sku": "A", "quantity": 1, "unit_price": "10.00", "location_id": "WH1"},
-        {"sku": "B", "quantity": 2, "unit_price": "5.00", "location_id": "WH2"},
-    ]
-    return ev(
-        "order.placed",
+    return order(
+        order_id,
         ts,
-        {
-            "order_id": order_id,
-            "channel": "webshop",
-            "method": "ship",
-            "destination_region": "NE",
-            "location_id": None,
-            "promised_by": iso(promised),
-            "lines": lines,
-        },
-        source="webshop",
+        [("A", 1), ("B", 2)],
+        loc=None,
+        promised=promised,
+        line_locations=["WH1", "WH2"],
     )
 
 
@@ -171,20 +149,7 @@ async def test_one_node_orders_are_fulfilled_with_their_first_report(db_path: Pa
         db_path,
         [
             sku("A"),
-            ev(
-                "order.placed",
-                at(-6),
-                {
-                    "order_id": "one",
-                    "channel": "webshop",
-                    "method": "ship",
-                    "destination_region": "NE",
-                    "location_id": "WH1",
-                    "promised_by": iso(at(-1)),
-                    "lines": [{"sku": "A", "quantity": 1, "unit_price": "10.00"}],
-                },
-                source="webshop",
-            ),
+            order("one", at(-6), [("A", 1)], promised=at(-1)),
             step("one", "shipped", at(-5), location_id="WH1"),
             step("one", "delivered", at(-0.5) + timedelta(minutes=1), location_id="WH1"),
         ],

@@ -272,8 +272,13 @@ class ServeConfig(Described, BaseModel):
     """A feed with nothing for this long shows as stale in ``/health``."""
     feed_health_seconds: float = Field(default=5.0, gt=0)
     """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
-    batch_wait_ms: float = Field(default=2.0, ge=0)
-    """How long the writer gathers a batch after its first event (latency vs throughput)."""
+    batch_wait_ms: float = Field(default=0.0, ge=0)
+    """How long the writer gathers a batch after its first event (latency vs throughput).
+
+    0 (the default) is group commit: no timer, a batch is whatever queued while the previous
+    one committed, so a burst still commits in few transactions and a lone event at once.
+    A wait only idles the writer while callers gated on the commit (webhooks answered once
+    durable) cannot send more (``python -m tests.bench_webhooks --batch-wait-ms 2``)."""
     events_workers: int = Field(default=0, ge=0, le=64)
     """Processes that validate ``POST /events`` batches off the writer's GIL (0: threads)."""
 

@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--mode", choices=("shopify", "events", "batch"), default="shopify")
-    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0)  # serve's default
     parser.add_argument(
         "--events-workers", type=int, help="serve's events_workers (default: its own)"
     )

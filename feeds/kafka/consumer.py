@@ -439,7 +439,14 @@ class KafkaFeed(Feed):
             # Under load, commit at most every COMMIT_EVERY s (a round trip each); when
             # idle, at once.  Revoke and close commit what is durable either way.
             if not batch or now >= next_commit:
-                await self._commit(consumer, set(consumer.assignment()))
+                # Bounded like the probe: aiokafka retries a commit whose coordinator is
+                # gone until it answers, so an unbounded one kept an unreachable cluster
+                # "connected".  A commit cut short is made again (records re-read are
+                # duplicates by event id).
+                await asyncio.wait_for(
+                    self._commit(consumer, set(consumer.assignment())),
+                    self.sub.probe_timeout_seconds,
+                )
                 next_commit = now + COMMIT_EVERY
             if now >= next_measure:
                 await self._measure(consumer)

@@ -30,7 +30,10 @@ async def test_events_queued_during_a_commit_share_the_next_transaction(db_path:
         held = asyncio.create_task(writer.run(hold))
         await asyncio.sleep(0)  # the hold is on the thread before the next batch
         lone = await writer.submit(snapshot("SKU1", "WH-NJ", 2, at(minutes=1)))
-        await asyncio.sleep(0.05)  # the writer took the lone event; it waits behind the hold
+        for _ in range(5000):  # until the writer took the lone event (it waits behind the hold)
+            if writer._queue.empty():
+                break
+            await asyncio.sleep(0.001)
         burst = [
             await writer.submit(snapshot(f"SKU{n}", "WH-NJ", n, at(minutes=n)))
             for n in range(2, 12)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
+from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import sign_shopify
 from store.writer import configure_connection
 
@@ -236,7 +237,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--mode", choices=("shopify", "events", "batch"), default="shopify")
-    parser.add_argument("--batch-wait-ms", type=float, default=0.0)  # serve's default
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=ServeConfig.model_fields["batch_wait_ms"].default,
+        help="serve's batch_wait_ms (default: serve's own)",
+    )
     parser.add_argument(
         "--events-workers", type=int, help="serve's events_workers (default: its own)"
     )

@@ -34,6 +34,8 @@ async def test_events_queued_during_a_commit_share_the_next_transaction(db_path:
             if writer._queue.empty():
                 break
             await asyncio.sleep(0.001)
+        else:
+            raise AssertionError("the writer never took the lone event")
         burst = [
             await writer.submit(snapshot(f"SKU{n}", "WH-NJ", n, at(minutes=n)))
             for n in range(2, 12)

@@ -14,7 +14,11 @@
 4. prints both rates and their ratio;
 5. sends the same requests to a bare aiohttp handler (its own process, any path: reads
    the body and answers 200) and prints events/s of both and the ratio (issue 17: batches
-   of 100 against it; one webhook a request at >= 0.5 of it).
+   of 100 against it; one webhook a request at >= 0.5 of it);
+6. in ``--mode batch``, the same events written to a JSON Lines file and loaded with
+   ``omniops ingest``'s path (:func:`feeds.runtime.ingest.ingest_paths`) into a fresh store,
+   in this process: the ingest rate of the same events, and ``POST /events`` / ingest
+   (issue 17's goal: >= 0.5).
 
 Everything stays on this machine (loopback only) and the run is bounded in count.
 """
@@ -37,6 +41,7 @@ from pathlib import Path
 
 import aiohttp
 
+from feeds.runtime.ingest import ingest_paths
 from feeds.settings import ServeConfig
 from feeds.webhooks.signatures import sign_shopify
 from store.writer import configure_connection
@@ -221,6 +226,24 @@ def raw_executemany(rows: list[tuple[object, ...]], path: Path) -> float:
     return elapsed
 
 
+def ingest_same(requests: int, root: Path) -> float:
+    """Seconds ``omniops ingest``'s path takes for the events of ``requests`` batch requests.
+
+    The events are those the load sent (the same ids, times and bodies), one JSON Lines
+    file, into a fresh store; the file is written before the clock starts.
+    """
+    lines = root / "same-events.jsonl"
+    with lines.open("wb") as out:
+        for n in range(requests):
+            out.write(batch_request(n)[1] + b"\n")
+    started = time.perf_counter()
+    counts = asyncio.run(ingest_paths([lines], root / "ingest.db"))
+    took = time.perf_counter() - started
+    if counts.get("applied") != requests * BATCH:
+        raise SystemExit(f"ingest of the same events did not apply them all: {counts}")
+    return took
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -291,6 +314,7 @@ def main() -> None:
         ).fetchall()
         conn.close()
         raw_seconds = raw_executemany(rows, root / "raw.db")
+        ingest_seconds = ingest_same(args.requests, root) if args.mode == "batch" else None
 
     rate = args.requests * per_request / elapsed
     raw_rate = len(rows) / raw_seconds
@@ -307,6 +331,12 @@ def main() -> None:
     print(f"ratio raw / webhook: {raw_rate / rate:,.1f}x")
     print(f"bare aiohttp handler, same requests: {bare_rate:,.0f} events/s")
     print(f"ratio omniops / bare aiohttp: {rate / bare_rate:.2f}")
+    if ingest_seconds is not None:
+        ingest_rate = args.requests * per_request / ingest_seconds
+        print(
+            f"omniops ingest of the same events (one JSON Lines file): {ingest_rate:,.0f} events/s"
+        )
+        print(f"ratio POST /events / ingest: {rate / ingest_rate:.2f}")
     # Wall rates move with the neighbours' load (the bare handler's most); the servers' own
     # CPU a request is steadier: the ratio of CPU the two spend on the same requests.
     mine, theirs = cpu / args.requests * 1e6, bare_cpu / args.requests * 1e6

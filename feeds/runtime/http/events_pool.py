@@ -5,8 +5,8 @@ own validators); in ``serve``'s process it competes for the GIL with the writer 
 which then applies each batch at a fraction of its own speed.  :class:`EventsPool` runs
 :func:`feeds.webhooks.canonical.read_events` (the one reader of a body: the same
 validation, limits and quarantine reasons, a bad line quarantined beside the good ones)
-in ``[serve] events_workers`` processes of their own (default 1; 0: the payload threads,
-as before).
+in ``[serve] events_workers`` processes of their own (default 0: the payload threads; the
+README's issue-17 figures say why).
 
 What comes back is cheap to rebuild: the validated models are pickled as their field
 values (``__dict__``, fields set) and rebuilt with ``object.__setattr__``, no validation

@@ -221,9 +221,12 @@ class KafkaFeed(Feed):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
         try:
-            await self._commit(consumer, revoked)
-        except KafkaError as exc:
-            log.warning("%s: commit on revoke failed (%s); the next owner re-reads", self.name, exc)
+            # Bounded like the loop's commits: aiokafka retries a commit while the group's
+            # coordinator is gone, which would hold the rebalance (and this feed) forever.
+            await asyncio.wait_for(self._commit(consumer, revoked), self.sub.probe_timeout_seconds)
+        except (KafkaError, TimeoutError) as exc:
+            why = str(exc) or f"no answer within {self.sub.probe_timeout_seconds:g} s"
+            log.warning("%s: commit on revoke failed (%s); the next owner re-reads", self.name, why)
         for tp in revoked:
             self.health.partitions.pop(partition_key(tp), None)
             self._read.pop(tp, None)

@@ -233,8 +233,19 @@ class KafkaFeed(Feed):
             self._committed.pop(tp, None)
 
     async def _on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        timeout = self.sub.probe_timeout_seconds
         for tp in assigned:
-            committed = await consumer.committed(tp)
+            try:  # bounded as every call to the coordinator (see _on_revoked)
+                committed = await asyncio.wait_for(consumer.committed(tp), timeout)
+            except (KafkaError, TimeoutError) as exc:
+                # Unknown: nothing is committed for it until records read from it are
+                # stored (they start at the group's offset, so a commit never goes back).
+                why = str(exc) or f"no answer within {timeout:g} s"
+                log.warning("%s: committed offset of %s unknown (%s)", self.name, tp, why)
+                self._committed[tp] = -1
+                self._durable.pop(tp, None)
+                self.health.partitions[partition_key(tp)] = PartitionHealth()
+                continue
             self._committed[tp] = committed if committed is not None else -1
             # What another member stored since we last held it is not ours to re-commit.
             self._durable[tp] = max(self._committed[tp], 0)

@@ -73,7 +73,8 @@ filter and sort applied), in table order."""
 
 CLOCK_TICK_SECONDS = 10.0
 ANNOUNCED = 3
-"""Alerts named one by one when they start paging; past it, one notification counts the rest."""
+"""Alerts named, a line each, in the notification of those that started paging; past it, a
+line counts the rest."""
 ANNOUNCE_SECONDS = 20.0
 """How long a started alert's notification stays on screen."""
 
@@ -328,30 +329,36 @@ class OmniopsApp(App[None]):
         self.main_screen.render_bars()
 
     def _announce(self, before: AlertCount, now: AlertCount) -> None:
-        """A notification for each alert that started paging since the last count.
+        """One notification for the alerts that started paging since the last count.
 
-        Not for those already paging when the console opened (the top bar counts them),
-        and at most three by name: a storm of them reads as one line with the count.
+        Not for those already paging when the console opened (the top bar counts them).
+        One toast however many started (at 80×24 a toast each covered half the panels):
+        at most three by name, one line each, and a line counting the rest.
         """
         from console.screens.alerts import scope_key
 
         known = {p.fingerprint for p in before.paging}
         started = [p for p in now.paging if p.fingerprint not in known]
-        for p in started[:ANNOUNCED]:
-            what = "no data" if p.state == "nodata" else "firing"
-            self.notify(
-                f"{p.rule_id} {what} at {scope_key(p.scope)}",
-                title=f"Alert ({p.severity})",
-                severity="error" if p.severity == "critical" else "warning",
-                timeout=ANNOUNCE_SECONDS,
-            )
+        if not started:
+            return
+        lines = [
+            f"{p.rule_id} {'no data' if p.state == 'nodata' else 'firing'} at {scope_key(p.scope)}"
+            for p in started[:ANNOUNCED]
+        ]
         if len(started) > ANNOUNCED:
-            self.notify(
-                f"{len(started) - ANNOUNCED} more alerts started paging: a lists them all",
-                title="Alerts",
-                severity="warning",
-                timeout=ANNOUNCE_SECONDS,
-            )
+            lines.append(f"{len(started) - ANNOUNCED} more alerts started paging: a lists them all")
+        critical = any(p.severity == "critical" for p in started)
+        title = (
+            f"Alert ({started[0].severity})"
+            if len(started) == 1
+            else f"{len(started)} alerts started paging"
+        )
+        self.notify(
+            "\n".join(lines),
+            title=title,
+            severity="error" if critical else "warning",
+            timeout=ANNOUNCE_SECONDS,
+        )
 
     def _start_warm_up(self) -> None:
         """Once, after the first refresh's result is painted: run the warm-up."""

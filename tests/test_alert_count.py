@@ -188,22 +188,32 @@ async def test_the_console_shows_the_count_after_a_refresh_and_after_a_view(
         assert top_bar(app).split(" │ ")[1].startswith("2 FIRING")
 
 
-async def test_a_storm_of_alerts_is_three_named_and_the_rest_counted() -> None:
+async def test_a_storm_of_alerts_is_one_notification_three_named_and_the_rest_counted() -> None:
     def paging(n: int) -> Paging:
         scope = f"location=WH-{n}, scope=location"
         return Paging(f"late_orders|{scope}", "late_orders", scope, "critical", "firing")
 
     app = OmniopsApp(compute=lambda: SNAP, clock=FixedClock(AS_OF), tz=UTC)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await pilot.pause()
         one = AlertCount(1, 1, 0, (paging(0),))
         six = AlertCount(6, 6, 0, tuple(paging(n) for n in range(6)))
         app._announce(one, six)
         await pilot.pause()
-        said = [(n.message, n.severity) for n in app._notifications]
+        said = [(n.title, n.message, n.severity) for n in app._notifications]
         assert said == [
-            ("late_orders firing at WH-1", "error"),
-            ("late_orders firing at WH-2", "error"),
-            ("late_orders firing at WH-3", "error"),
-            ("2 more alerts started paging: a lists them all", "warning"),
+            (
+                "5 alerts started paging",
+                "late_orders firing at WH-1\nlate_orders firing at WH-2\n"
+                "late_orders firing at WH-3\n2 more alerts started paging: a lists them all",
+                "error",
+            )
         ]
+        # At 80×24 the one toast leaves most of the panels in view.
+        await until(pilot, lambda: len(app.screen.query("Toast")) == 1)
+        toast = app.screen.query_one("Toast")
+        assert 4 <= toast.region.height <= 8, toast.region
+        # None started since: nothing more is said.
+        app._announce(six, six)
+        await pilot.pause()
+        assert len(app._notifications) == 1

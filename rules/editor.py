@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import tomlkit
-import tomlkit.exceptions
 from tomlkit.items import AoT, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
@@ -31,7 +30,7 @@ from rules.file import (
     digest_of,
     load_rules,
     parse_rules,
-    syntax_problem,
+    parse_toml,
 )
 from rules.roles import Permissions
 from rules.routing.config import FulfillmentRouting
@@ -244,10 +243,7 @@ class RulesEditor:
         """
         if save:
             self.permissions.require("edit")
-        try:
-            fragment = tomlkit.parse(text)
-        except tomlkit.exceptions.ParseError as exc:
-            raise RulesFileError([syntax_problem(Path("[notify]"), exc)]) from None
+        fragment = parse_toml(text, Path("[notify]"))
         extra = [k for k in fragment if k != "notify"]
         if extra:
             raise RulesFileError(

@@ -143,6 +143,33 @@ def syntax_problem(path: Path, exc: tomlkit.exceptions.ParseError) -> Problem:
     return Problem(path, exc.line, "", f"TOML syntax: {message}", column=exc.col + 1)
 
 
+def _defined_again(text: str, key: str) -> int | None:
+    """The line of the last table header naming ``key`` (where it is defined again)."""
+    header = re.compile(r"^\s*\[\[?\s*(?:[^\]]*\.)?\s*" + re.escape(key) + r"\s*\]\]?")
+    lines = [n for n, line in enumerate(text.splitlines(), start=1) if header.match(line)]
+    return lines[-1] if len(lines) > 1 else None
+
+
+def parse_toml(text: str, path: Path) -> TOMLDocument:
+    """``text`` as a tomlkit document, or :class:`RulesFileError` with the problem located.
+
+    tomlkit raises a :class:`~tomlkit.exceptions.ParseError` (line and column) for most
+    mistakes, but a table defined twice around an array of tables comes out as another
+    of its errors, with no line, and only when the document is read (so it is read here
+    once): that one is located by the key's last header.
+    """
+    try:
+        document = tomlkit.parse(text)
+        document.unwrap()
+        return document
+    except tomlkit.exceptions.ParseError as exc:
+        raise RulesFileError([syntax_problem(path, exc)]) from None
+    except tomlkit.exceptions.TOMLKitError as exc:
+        found = re.search(r'Key "(.+)" already exists', str(exc))
+        line = _defined_again(text, found.group(1)) if found else None
+        raise RulesFileError([Problem(path, line, "", f"TOML syntax: {exc}")]) from None
+
+
 _EMPTY = (
     "the rules file is empty; refused so alerting is not switched off by accident "
     "(write `alert = []` to turn every alert off on purpose)"
@@ -179,10 +206,7 @@ def parse_rules(
     """
     if not text.strip():
         raise RulesFileError([Problem(path, None, "", _EMPTY)])
-    try:
-        document = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as exc:
-        raise RulesFileError([syntax_problem(path, exc)]) from None
+    document = parse_toml(text, path)
     data: dict[str, Any] = document.unwrap()
     index = key_lines(text)
     if LEGACY_SECTION in data:  # [fulfilment], the British spelling: read as [fulfillment]

@@ -11,6 +11,7 @@ is seconds.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -22,6 +23,20 @@ from rules.matchers import Matcher, format_matchers, matches_all, parse_matchers
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+MAX_DURATION = timedelta(days=36_500)
+"""The longest duration a rules file may give (100 years): "now" plus or minus it stays a
+date, so no window, wait or repeat can overflow the engine's arithmetic."""
+
+_TOO_LONG = "a duration is at most 36500d (100 years)"
+
+
+def _bounded(seconds: float) -> timedelta:
+    if math.isnan(seconds):
+        raise ValueError("a duration is text like 5m, or a number of seconds (not nan)")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(_TOO_LONG)
+    return timedelta(seconds=seconds)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -44,7 +59,7 @@ def parse_duration(text: str) -> timedelta:
         pos = found.end()
     if pos != len(raw) or pos == 0:
         raise ValueError(f"bad duration {text!r}; write e.g. 30s, 5m, 1h30m, 2d or 0")
-    return timedelta(seconds=seconds)
+    return _bounded(seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -68,13 +83,15 @@ def format_duration(value: timedelta) -> str:
 
 def _validate_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
+        if abs(value) > MAX_DURATION:
+            raise ValueError(_TOO_LONG)
         return value
     if isinstance(value, bool):
         raise ValueError("a duration is text like 5m, or a number of seconds")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(value)
     if isinstance(value, str):
         return parse_duration(value)
     raise ValueError("a duration is text like 5m, or a number of seconds")
@@ -150,6 +167,7 @@ def labels_text(labels: Mapping[str, str]) -> str:
 
 
 __all__ = [
+    "MAX_DURATION",
     "Duration",
     "MatcherList",
     "check_label_names",

@@ -50,11 +50,82 @@ def _a_rate(value: float) -> None:
         raise ValueError("return_fdr_q is a false discovery rate: above 0, at most 1")
 
 
-METRIC_CHECKS: dict[str, Callable[[Any], None]] = {"return_fdr_q": _a_rate}
+_YEARS_100 = {"hours": 876_000.0, "days": 36_500.0, "minutes": 52_560_000.0}
+"""A hundred years in each unit: "now" minus any window stays a date (no overflow)."""
+
+
+def _number(x: float) -> str:
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:g}"
+
+
+def _in_range(
+    name: str, low: float, high: float, *, above: bool = False, what: str = ""
+) -> Callable[[Any], None]:
+    """A check that a number lies in ``[low, high]`` (``(low, high]`` with ``above``)."""
+    lower = f"above {_number(low)}" if above else f"at least {_number(low)}"
+    text = f"{name} must be {lower} and at most {_number(high)}{what}"
+
+    def check(value: Any) -> None:
+        number = float(value)
+        ok = (low < number if above else low <= number) and number <= high
+        if not ok:  # NaN fails both comparisons
+            raise ValueError(f"{text}, not {value!r}")
+
+    return check
+
+
+def _window(name: str, unit: str, *, zero: bool = False) -> Callable[[Any], None]:
+    return _in_range(name, 0, _YEARS_100[unit], above=not zero, what=f" {unit} (100 years)")
+
+
+def _each_value(name: str, check: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``check`` applied to every value of a per-feed or per-channel table."""
+
+    def run(table: Any) -> None:
+        for key, value in dict(table).items():
+            try:
+                check(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}[{key!r}]: {exc}") from None
+
+    return run
+
+
+def _tolerance_pair(value: Any) -> None:
+    units, pct = value
+    _in_range("units", 0, 1e12)(units)
+    _in_range("percent", 0, 1e6)(pct)
+
+
+METRIC_CHECKS: dict[str, Callable[[Any], None]] = {
+    "return_fdr_q": _a_rate,
+    "at_risk_horizon_hours": _window("at_risk_horizon_hours", "hours", zero=True),
+    "pick_window_hours": _window("pick_window_hours", "hours"),
+    "delivery_window_days": _window("delivery_window_days", "days"),
+    "velocity_window_days": _in_range("velocity_window_days", 1, _YEARS_100["days"]),
+    "return_window_days": _window("return_window_days", "days"),
+    "return_baseline_days": _in_range("return_baseline_days", 1, _YEARS_100["days"]),
+    "return_min_count": _in_range("return_min_count", 0, 1e12),
+    "return_z_threshold": _in_range("return_z_threshold", -1e6, 1e6),
+    "rolling_days": _in_range("rolling_days", 1, _YEARS_100["days"]),
+    "stale_feed_minutes": _window("stale_feed_minutes", "minutes"),
+    "stale_overrides": _each_value("stale_overrides", _window("minutes", "minutes")),
+    "stale_history_days": _in_range("stale_history_days", 0, _YEARS_100["days"]),
+    "stale_min_expected": _in_range("stale_min_expected", 0, 1e12),
+    "top_n": _in_range("top_n", 1, 1e7),
+    "oversell_tolerance_units": _in_range("oversell_tolerance_units", 0, 1e12),
+    "oversell_tolerance_pct": _in_range("oversell_tolerance_pct", 0, 1e6),
+    "oversell_channel_tolerance": _each_value("oversell_channel_tolerance", _tolerance_pair),
+    "listing_sync_minutes": _window("listing_sync_minutes", "minutes"),
+    "listing_sync_overrides": _each_value("listing_sync_overrides", _window("minutes", "minutes")),
+}
 """The checks of :class:`MetricParams`' fields beyond their types, by field: each raises
 ``ValueError`` saying what the value must be.  ``__post_init__`` runs them; the settings'
 ``[metrics]`` model (``feeds.settings``) runs them as field validators, so a bad value in
-the config file is reported under its key (``metrics.return_fdr_q``)."""
+the config file is reported under its key (``metrics.return_fdr_q``).  Every window,
+horizon and interval is positive (or, where 0 means "off", not negative) and at most a
+hundred years, so that no value can overflow the day arithmetic or divide by zero; NaN
+and infinity are refused everywhere."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -115,6 +115,19 @@ def test_key_lines_follow_arrays_of_tables_and_skip_multiline_strings() -> None:
         ),
         ('op = ">"', 'op = "=>"', "rules.toml:6: alert[late_orders].op: Input should be"),
         ('for = "5m"', 'for = "5 min"', "rules.toml:9: alert[late_orders].for: bad duration"),
+        # Durations that would overflow the engine's arithmetic are refused, located.
+        ('for = "5m"', "for = inf", "rules.toml:9: alert[late_orders].for: a duration is at most"),
+        ('for = "5m"', "for = nan", "rules.toml:9: alert[late_orders].for: a duration is text"),
+        (
+            'for = "5m"',
+            "for = 100000000000000000000",
+            "rules.toml:9: alert[late_orders].for: a duration is at most 36500d",
+        ),
+        (
+            'for = "5m"',
+            'for = "99999999999999d"',
+            "rules.toml:9: alert[late_orders].for: a duration is at most 36500d",
+        ),
         ("clear = 5", "clear = 12", "rules.toml:8: alert[late_orders].clear: clear 12 is above"),
         (
             "matchers = 'scope=location'",
@@ -157,6 +170,9 @@ def test_durations_round_trip() -> None:
     assert format_duration(timedelta(0)) == "0s"
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+    assert parse_duration("36500d") == timedelta(days=36_500)  # the longest allowed
+    with pytest.raises(ValueError, match="at most 36500d"):
+        parse_duration("36500d1s")
 
 
 def test_form_values_say_which_field_is_wrong() -> None:

@@ -254,8 +254,30 @@ def test_every_field_has_a_docstring(model: type[BaseModel]) -> None:
         ('top_n = "many"', "metrics.top_n: Input should be a valid integer"),
         ("return_fdr_q = 2", "metrics.return_fdr_q: Value error, return_fdr_q is a false"),
         ("velocty_window_days = 3", "metrics.velocty_window_days: Extra inputs"),
+        # Values that once reached the day arithmetic (an OverflowError traceback) or a
+        # division, or made a window run backwards, are refused under their key.
+        ("pick_window_hours = inf", "metrics.pick_window_hours: Value error, pick_window_hours"),
+        ("velocity_window_days = 0", "velocity_window_days must be at least 1 and at most 36,500"),
+        ("return_window_days = -1", "return_window_days must be above 0"),
+        ("stale_feed_minutes = nan", "stale_feed_minutes must be above 0 and at most 52,560,000"),
+        ("delivery_window_days = 1e300", "delivery_window_days must be above 0"),
+        ("stale_overrides = { catalog = inf }", "stale_overrides['catalog']: minutes must be"),
+        ("oversell_channel_tolerance = { web = [1, nan] }", "['web']: percent must be at least 0"),
+        ("top_n = 0", "metrics.top_n: Value error, top_n must be at least 1"),
     ],
-    ids=["type", "check", "unknown"],
+    ids=[
+        "type",
+        "check",
+        "unknown",
+        "infinite-window",
+        "zero-velocity-window",
+        "negative-window",
+        "nan-staleness",
+        "window-past-year-one",
+        "override",
+        "channel-tolerance",
+        "no-rows",
+    ],
 )
 def test_a_bad_metrics_value_is_one_line_naming_its_key(
     tmp_path: Path,

@@ -23,9 +23,15 @@ by rule evaluation and tested on its own.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
+
+# A user's pattern like ``[[a]`` compiles with a FutureWarning about what a later Python
+# may read differently; printed on stderr it would scribble over the console's screen.
+# The pattern means today what it is matched with today: the warning is not shown.
+warnings.filterwarnings("ignore", message="Possible (nested )?set", category=FutureWarning)
 
 MatchOp = Literal["=", "!=", "=~", "!~"]
 

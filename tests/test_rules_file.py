@@ -115,6 +115,9 @@ def test_key_lines_follow_arrays_of_tables_and_skip_multiline_strings() -> None:
         ),
         ('op = ">"', 'op = "=>"', "rules.toml:6: alert[late_orders].op: Input should be"),
         ('for = "5m"', 'for = "5 min"', "rules.toml:9: alert[late_orders].for: bad duration"),
+        # Non-finite levels would make a rule that never fires (nan) or never clears.
+        ("threshold = 10", "threshold = nan", "rules.toml:7: alert[late_orders].threshold: "),
+        ("clear = 5", "clear = -inf", "rules.toml:8: alert[late_orders].clear: "),
         # Durations that would overflow the engine's arithmetic are refused, located.
         ('for = "5m"', "for = inf", "rules.toml:9: alert[late_orders].for: a duration is at most"),
         ('for = "5m"', "for = nan", "rules.toml:9: alert[late_orders].for: a duration is text"),
@@ -156,6 +159,14 @@ def test_errors_name_the_file_line_and_field(old: str, new: str, expected: str) 
     assert old in GOOD
     found = problems(GOOD.replace(old, new, 1))
     assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_table_defined_twice_around_an_array_of_tables_is_located() -> None:
+    # tomlkit reports this one only when the document is read, and without a line (another
+    # table in between, so the first one's parent is defined out of order).
+    text = GOOD + "\n[f.r.m]\na = 1\n\n[g.r.w]\na = 2\n\n[[f.rules]]\nid = 1\n\n[f.r.m]\nb = 2\n"
+    last = len(text.splitlines()) - 1
+    assert problems(text) == [f'rules.toml:{last}: TOML syntax: Key "m" already exists.']
 
 
 def test_a_missing_field_points_at_its_table() -> None:
@@ -433,3 +444,12 @@ def test_deleting_the_last_alert_writes_an_explicit_empty_list(rules_path: Path)
     )
     assert [r.id for r in again.rules.alert] == ["x"]
     assert "alert = []" not in rules_path.read_text()
+
+
+@pytest.mark.parametrize("days", [float("inf"), float("nan"), 400.0])
+def test_a_carriers_transit_time_is_finite_and_at_most_a_year(days: float) -> None:
+    # Infinity reached the router's ship-by + transit sum (an OverflowError per order).
+    with pytest.raises(ValueError, match="transit_days") as caught:
+        FulfillmentRouting.model_validate({"carriers": [{"carrier": "UPS", "transit_days": days}]})
+    assert "carriers.0.transit_days" in str(caught.value).replace("\n", ".")
+    FulfillmentRouting.model_validate({"carriers": [{"carrier": "UPS", "transit_days": 365}]})

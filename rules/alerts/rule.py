@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
 
 from rules.labels import Duration, MatcherList, check_label_names, format_duration
 from rules.matchers import Matcher
@@ -58,7 +58,7 @@ class Condition(BaseModel):
     metric: str
     """A metric with the same labels as the rule's, e.g. ``stock.velocity_per_day``."""
     op: Op
-    threshold: float
+    threshold: FiniteFloat
 
     @field_validator("metric")
     @classmethod
@@ -83,8 +83,8 @@ class AlertRule(BaseModel):
     """The scope as label matchers, e.g. ``'scope=location, location=~WH-.*'``."""
     op: Op
     """The comparison that makes the condition true: ``value op threshold``."""
-    threshold: float
-    clear: float | None = None
+    threshold: FiniteFloat
+    clear: FiniteFloat | None = None
     """Hysteresis: a firing alert resolves once ``value op clear`` no longer holds.
     Default: the threshold.  Must not be past the threshold (for ``>``: clear ≤ threshold)."""
     for_: Duration = Field(default=timedelta(0), alias="for")

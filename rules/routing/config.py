@@ -191,8 +191,9 @@ class CarrierRule(StrictModel):
     """The carrier / service name, e.g. ``UPS Ground``."""
     air: bool = False
     """An air service: never used for hazmat unless ``allow_air_for_hazmat``."""
-    transit_days: float | None = Field(default=None, ge=0)
-    """Days from ship-by to delivery, for the estimated delivery; None = unknown."""
+    transit_days: float | None = Field(default=None, ge=0, le=365, allow_inf_nan=False)
+    """Days from ship-by to delivery, for the estimated delivery; None = unknown (at most
+    365: a year in transit is a typo, and infinity would overflow the estimate)."""
 
     _matchers: list[Matcher] = PrivateAttr(default_factory=list)
 

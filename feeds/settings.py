@@ -169,7 +169,7 @@ class StreamSubscription(Described, BaseModel):
     """Sent as ``Authorization: Bearer <token>`` when set."""
     cursor_param: str = "after"
     """NDJSON only: the query parameter that carries the cursor on reconnect."""
-    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    max_backoff_seconds: float = Field(default=60.0, gt=0, le=3600)
     """Longest wait between reconnection attempts."""
 
     _http = field_validator("url")(_http_url)
@@ -184,7 +184,7 @@ class PollSubscription(Described, BaseModel):
     """Feed name: where its cursor and health are kept."""
     url: str
     """The endpoint; ``?since=<cursor>`` is added."""
-    interval_seconds: float = Field(default=60.0, gt=0)
+    interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
     """Seconds between polls."""
     since_param: str = "since"
     """The query parameter that carries the cursor."""
@@ -213,7 +213,7 @@ class ServeConfig(Described, BaseModel):
     """PEM certificate chain; with ``tls_key``, serve HTTPS directly."""
     tls_key: Path | None = None
     """PEM private key of ``tls_cert``."""
-    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0, le=1024**3)
     """Largest request body accepted; larger ones are answered 413 and not read."""
     body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     """Longest a request body may take to arrive once its headers have; a slower one (a
@@ -256,23 +256,23 @@ class ServeConfig(Described, BaseModel):
     """Bearer token for the read endpoints (``GET /health``, ``GET /metrics``, ``POST /route``,
     ``GET /route/{order_id}``); unset: they are open (keep them on loopback or behind the
     proxy).  Set but empty is a configuration error: they answer 503."""
-    max_past_days: float = Field(default=3650.0, gt=0)
+    max_past_days: float = Field(default=3650.0, gt=0, le=36_500)
     """Event times (``ts``) older than this many days before the server's clock are refused
     (422, quarantined): a year-0001 order is a sender's bug, not history."""
-    max_future_days: float = Field(default=365.0, gt=0)
+    max_future_days: float = Field(default=365.0, gt=0, le=36_500)
     """Event times more than this many days after the server's clock are refused."""
-    max_promise_days: float = Field(default=730.0, gt=0)
+    max_promise_days: float = Field(default=730.0, gt=0, le=36_500)
     """Promises, ETAs and delivery estimates are accepted up to this many days either side
     of the server's clock."""
     kafka: list[KafkaSubscription] = []
     """Kafka consumer-group subscriptions (``[[serve.kafka]]``, see :mod:`feeds.kafka`)."""
     kafka_out: KafkaOut | None = None
     """Publish routing decisions and alert notifications to Kafka (``[serve.kafka_out]``)."""
-    stale_after_minutes: float = Field(default=15.0, gt=0)
+    stale_after_minutes: float = Field(default=15.0, gt=0, le=52_560_000)
     """A feed with nothing for this long shows as stale in ``/health``."""
-    feed_health_seconds: float = Field(default=5.0, gt=0)
+    feed_health_seconds: float = Field(default=5.0, gt=0, le=86_400)
     """How often the feed adapters' state is written to the store (the consoles' feeds view)."""
-    batch_wait_ms: float = Field(default=0.0, ge=0)
+    batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     """How long the writer gathers a batch after its first event (latency vs throughput).
 
     0 (the default) is group commit: no timer, a batch is whatever queued while the previous
@@ -345,11 +345,11 @@ class WebConfig(Described, BaseModel):
     proxy stands in front; default: taken from each request's own host and scheme."""
     users: dict[str, str] = {}
     """Web user → ``"$ENV_VAR"`` holding that user's token (secrets only from the env)."""
-    max_sessions: int = Field(default=8, ge=1)
+    max_sessions: int = Field(default=8, ge=1, le=100_000)
     """Most browser sessions (console processes) at once; more are refused with 503."""
-    idle_timeout_minutes: float = Field(default=30.0, gt=0)
+    idle_timeout_minutes: float = Field(default=30.0, gt=0, le=525_600)
     """A session with no key, click or resize for this long is closed (its process ends)."""
-    login_hours: float = Field(default=12.0, gt=0)
+    login_hours: float = Field(default=12.0, gt=0, le=8_760)
     """How long the session cookie set after a token check stays valid."""
     font_size: int = Field(default=16, ge=6, le=48)
     """Terminal font size in the browser (``?fontsize=`` overrides it per page)."""
@@ -488,7 +488,7 @@ class Settings(Described, BaseSettings):
 
     db: Path = Path("omniops.db")
     """The SQLite store file."""
-    refresh_interval: float = Field(default=60.0, gt=0)
+    refresh_interval: float = Field(default=60.0, gt=0, le=86_400)
     """Seconds between panel refreshes in the console (``r`` refreshes at once)."""
     display_timezone: str | None = None
     """Time zone times are shown in; default: the operator's own (the machine's) zone."""

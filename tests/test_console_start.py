@@ -40,8 +40,11 @@ def painted():
     keys.extend(k for k, b in app.active_bindings.items() if b.binding.id == "refresh")
     app.exit()
 
+asked = []
 def check():
-    if app.snapshots is not None:
+    # Once: a tick already queued when the timer stops still arrives.
+    if app.snapshots is not None and not asked:
+        asked.append(True)
         timer.stop()
         app.call_after_refresh(painted)
 

@@ -399,3 +399,33 @@ def test_a_file_or_a_variable_is_read_and_validated(
         monkeypatch.setenv(variable, "soon")
         with pytest.raises(ValidationError):
             read_settings()
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("serve", "batch_wait_ms", "inf"),  # a writer that never commits
+        ("serve", "max_past_days", "1e300"),  # the time window's arithmetic overflowed
+        ("serve", "max_body_bytes", "1000000000000000000000"),
+        ("serve", "stale_after_minutes", "nan"),
+        ("web", "login_hours", "inf"),
+        ("", "refresh_interval", "1e300"),
+    ],
+)
+def test_unbounded_numbers_are_refused_under_their_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    section: str,
+    key: str,
+    value: str,
+) -> None:
+    from console.cli import main
+
+    header = f"[{section}]\n" if section else ""
+    config = write(tmp_path / "c.toml", f"{header}{key} = {value}\n")
+    monkeypatch.setenv("OMNIOPS_CONFIG", str(config))
+    assert main(["report", "--db", str(tmp_path / "s.db")]) == 2
+    said = capsys.readouterr().err
+    named = f"{section}.{key}" if section else key
+    assert f"{named}: " in said and "Traceback" not in said and said.count("\n") == 1, said

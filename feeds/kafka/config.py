@@ -77,20 +77,20 @@ class KafkaSubscription(BaseModel):
     regions: list[str] = []
     """Scope: only events at locations of these regions (empty: every region)."""
     security: KafkaSecurity = KafkaSecurity()
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=3_600_000)
     """How long the group waits for a silent member before giving its partitions away."""
-    max_backoff_seconds: float = Field(default=30.0, gt=0)
+    max_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
     """Longest wait between reconnection attempts while the cluster is unreachable."""
-    lag_every_seconds: float = Field(default=2.0, gt=0)
+    lag_every_seconds: float = Field(default=2.0, gt=0, le=3600)
     """How often the end offsets (lag) are read; also the liveness probe."""
-    probe_timeout_seconds: float = Field(default=5.0, gt=0)
+    probe_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     """How long the lag probe waits for the cluster before the feed counts as ``retrying``."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     """Where a group without a committed offset starts."""
-    stale_lag: int = Field(default=10_000, ge=1)
+    stale_lag: int = Field(default=10_000, ge=1, le=10**15)
     """A total lag above this many records makes the feed count as stale: the sources it
     carries are then stale for the alerts (``stale_feed`` fires and inhibits as usual)."""
-    stale_lag_seconds: float = Field(default=300.0, gt=0)
+    stale_lag_seconds: float = Field(default=300.0, gt=0, le=31_536_000)
     """Lag that old also counts as stale: a partition with records left whose newest
     consumed record is older than this many seconds."""
 
@@ -106,17 +106,17 @@ class KafkaOut(BaseModel):
     alerts_topic: str | None = "omniops.alerts"
     """Alert notifications, keyed by alert fingerprint (empty: not published)."""
     security: KafkaSecurity = KafkaSecurity()
-    max_attempts: int = Field(default=0, ge=0)
+    max_attempts: int = Field(default=0, ge=0, le=1_000_000)
     """Consecutive failed sends after which a batch is dropped (counted); 0: retry for as
     long as it takes, as the other receivers do."""
-    poll_seconds: float = Field(default=1.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0, le=3600)
     """No effect (decisions are handed over by the writer as they are made); accepted so
     files that set it still load."""
-    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    retry_initial_seconds: float = Field(default=1.0, gt=0, le=3600)
     """Back-off before the first retry of a failed send (doubling each time)."""
-    retry_max_seconds: float = Field(default=60.0, gt=0)
+    retry_max_seconds: float = Field(default=60.0, gt=0, le=86_400)
     """Longest wait between retries."""
-    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    send_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     """How long one send waits for the cluster's acknowledgement before it counts as failed."""
-    max_pending: int = Field(default=100_000, ge=1)
+    max_pending: int = Field(default=100_000, ge=1, le=100_000_000)
     """Most undelivered decisions kept (one per order; the oldest are dropped, counted)."""

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,20 @@ def parse_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"--at: give a zone, e.g. {text}Z or {text}-05:00")
-    return moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        moment = AT_RANGE[0] - timedelta(days=1)
+    if not AT_RANGE[0] <= moment < AT_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"--at: give a time from 1900 to 8999, not {text!r}")
+    return moment
+
+
+AT_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+"""Moments ``--at`` may name: any window (at most a hundred years) around them is a date."""
+
+MAX_SPEED = 365 * 86_400.0
+"""The fastest ``--speed``: a simulated year a wall second."""
 
 
 def positive_speed(text: str) -> float:
@@ -56,9 +69,10 @@ def positive_speed(text: str) -> float:
         speed = float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not speed > 0 or speed == float("inf"):
+    if not 0 < speed <= MAX_SPEED:
         raise argparse.ArgumentTypeError(
-            f"{text}: give simulated seconds per wall second above 0, e.g. 60 (an hour a minute)"
+            f"{text}: give simulated seconds per wall second above 0 and at most 31536000"
+            " (a year a second), e.g. 60 (an hour a minute)"
         )
     return speed
 
@@ -69,8 +83,10 @@ def positive_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from exc
-    if not seconds > 0 or seconds == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: give wall seconds above 0, e.g. 5")
+    if not 0 < seconds <= 86_400:
+        raise argparse.ArgumentTypeError(
+            f"{text}: give wall seconds above 0 and at most 86400 (a day), e.g. 5"
+        )
     return seconds
 
 
@@ -228,7 +244,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     rep.add_argument("--db", type=Path, required=True, help="store file to report on")
     rep.add_argument("--json", action="store_true", help="print JSON")
     rep.add_argument(
-        "--at", type=parse_time, default=None, help="evaluate as of this ISO time (default: now)"
+        "--at",
+        type=parse_time,
+        default=None,
+        help="evaluate as of this ISO time with a zone, 1900 to 8999 (default: now)",
     )
     rep.add_argument(
         "--timezone", type=time_zone, default=None, help="the store's local zone for 'today'"

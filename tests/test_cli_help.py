@@ -93,6 +93,13 @@ def test_bad_db_files_get_one_clear_line(
         (["demo", "--refresh", "0"], "--refresh"),
         (["demo", "--refresh", "-1"], "--refresh"),
         (["report", "--db", "{db}", "--timezone", "Mars/Olympus"], "Mars/Olympus"),
+        # Values that once reached date arithmetic (an OverflowError traceback) or the
+        # replay clock: refused by the option, with its range.
+        (["report", "--db", "{db}", "--at", "0001-01-01T00:00:00Z"], "give a time from 1900"),
+        (["report", "--db", "{db}", "--at", "0001-01-01T00:00:00+01:00"], "from 1900 to 8999"),
+        (["report", "--db", "{db}", "--at", "9999-12-31T23:59:59Z"], "from 1900 to 8999"),
+        (["demo", "--speed", "1e300"], "at most 31536000 (a year a second)"),
+        (["demo", "--refresh", "1e9"], "at most 86400 (a day)"),
     ],
 )
 def test_a_bad_value_is_one_line_and_exit_2(

@@ -36,7 +36,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -212,7 +212,17 @@ def parse_local_time(value: str, tz: ZoneInfo, column: str) -> datetime:
         raise RowError(f"{column}: expected a date and time, got {value!r}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
+    try:  # a time near year 1 or 9999 cannot be shifted or stamped: refused here, by name
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not TIME_RANGE[0] <= utc < TIME_RANGE[1]:
+        raise RowError(f"{column}: a time from 1900 to 8999, got {value!r}")
     return moment
+
+
+TIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+"""Times a CSV row may give: anything later arithmetic (a promise, an id stamp) can shift."""
 
 
 def parse_quantity(value: str, column: str) -> int:
@@ -225,6 +235,9 @@ def parse_quantity(value: str, column: str) -> int:
         raise RowError(f"{column}: expected a whole number, got {value!r}")
     return int(number)
 
+
+MAX_AMOUNT = Decimal(10) ** 12
+"""Prices and discounts stop below a trillion (the store keeps cents in 64 bits)."""
 
 _DECIMAL_COMMA = re.compile(r"\s*\d+,\d{1,2}\s*")
 
@@ -243,6 +256,8 @@ def parse_price(value: str, column: str) -> Decimal:
         raise RowError(f"{column}: expected an amount, got {value!r}") from None
     if not amount.is_finite() or amount < 0:
         raise RowError(f"{column}: expected a non-negative amount, got {value!r}")
+    if amount >= MAX_AMOUNT:  # (and quantize would overflow the context's precision)
+        raise RowError(f"{column}: more than {MAX_AMOUNT:,} is not a price: {value!r}")
     if amount != amount.quantize(Decimal("0.01")):
         raise RowError(f"{column}: more than two decimal places: {value!r}")
     return amount.quantize(Decimal("0.01"))

@@ -52,6 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import watchfiles
@@ -163,6 +164,24 @@ def _header(path: Path) -> list[str]:
         raise FileError(f"{path.name}: not UTF-8 text (byte {exc.start})") from None
 
 
+def _cells(row: dict[str | None, Any]) -> tuple[dict[str, str], str | None]:
+    """A ``csv.DictReader`` row, names and values stripped, and what is wrong with its shape.
+
+    Cells past the header (which ``DictReader`` keeps as a list under ``None``) are kept
+    under ``""`` and make the row unreadable, never a crash.
+    """
+    extra = row.get(None)
+    cells = {
+        (k or "").strip(): (v or "").strip()
+        for k, v in row.items()
+        if k is not None and not isinstance(v, list)
+    }
+    if not extra:
+        return cells, None
+    cells[""] = ",".join(str(v) for v in extra)
+    return cells, f"{len(extra)} cell(s) more than the header has columns"
+
+
 def _safe(row: dict[str, str]) -> str:
     return json.dumps(redact_payload(dict(row)), ensure_ascii=False)
 
@@ -254,10 +273,14 @@ def read_pos(
     orders: dict[str, list[PosRow]] = {}
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        for raw in reader:
+            row, shape = _cells(raw)
             report.rows += 1
-            parsed = _pos_row(reader.line_num, row, tz)
+            parsed = (
+                _pos_row(reader.line_num, row, tz)
+                if shape is None
+                else (reader.line_num, row, None, shape)
+            )
             orders.setdefault(row.get("order_id", ""), []).append(parsed)
             if parsed[3] is not None:
                 report.problems.append(f"{path.name}:{reader.line_num}: {parsed[3]}")
@@ -319,11 +342,15 @@ def read_counts(
     """
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        for raw in reader:
+            row, shape = _cells(raw)
             report.rows += 1
             where = f"{path.name}:{reader.line_num}"
-            item = _count_row(row, where, tz)
+            item = (
+                _count_row(row, where, tz)
+                if shape is None
+                else Quarantined(source="wms", raw=_safe(row), error=f"{where}: {shape}")
+            )
             if isinstance(item, Quarantined):
                 report.problems.append(item.error)
                 if held is not None:

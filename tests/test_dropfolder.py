@@ -157,3 +157,59 @@ async def test_history_bad_row_holds_back_its_invoice(tmp_path: Path) -> None:
     assert rows(tmp_path / "store.db", "SELECT order_id FROM orders") == [("536366",)]
     raw = rows(tmp_path / "store.db", "SELECT raw FROM quarantine")[0][0]
     assert "CustomerID" not in raw and "17850" not in raw
+
+
+HOSTILE_POS = """order_id,placed_at,store_id,region,sku,quantity,unit_price,discount
+OK-1,2026-11-18 10:05:00,S-BKN,NE,APP-1,2,19.99,0
+XTRA-1,2026-11-18 10:05:00,S-BKN,NE,APP-1,2,19.99,0,surprise
+BIG-1,2026-11-18 10:05:00,S-BKN,NE,APP-1,2,1e999,0
+OLD-1,0001-01-01T00:00:00+05:00,S-BKN,NE,APP-1,2,19.99,0
+"""
+
+HOSTILE_COUNTS = """sku,location_id,on_hand,reserved,counted_at
+APP-1,S-BKN,12,1,2026-11-18 06:00:00
+APP-2,S-BKN,4,0,2026-11-18 06:00:00,extra
+APP-3,S-BKN,4,0,9999-12-31T23:59:59-05:00
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "good", "reasons"),
+    [
+        (
+            "pos.csv",
+            HOSTILE_POS,
+            {"pos:OK-1:placed", "pos:OK-1:picked_up"},
+            [
+                "pos.csv:3: 1 cell(s) more than the header has columns",
+                "pos.csv:4: unit_price: more than 1,000,000,000,000 is not a price",
+                "pos.csv:5: placed_at: a time from 1900 to 8999",
+            ],
+        ),
+        (
+            "counts.csv",
+            HOSTILE_COUNTS,
+            {"wms:count:S-BKN:APP-1:20261118T110000Z"},
+            [
+                "counts.csv:3: 1 cell(s) more than the header has columns",
+                "counts.csv:4: counted_at: a time from 1900 to 8999",
+            ],
+        ),
+    ],
+)
+def test_hostile_rows_are_quarantined_by_name_and_the_rest_read(
+    tmp_path: Path, name: str, text: str, good: set[str], reasons: list[str]
+) -> None:
+    """Extra cells, an amount past any price, a time at the calendar's edge: each once
+    crashed the whole file (AttributeError, InvalidOperation, OverflowError)."""
+    from feeds.dropfolder import read_dropped
+    from store.model import Quarantined
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    items = read_dropped(path, tz="America/New_York")
+    held = [i.error for i in items if isinstance(i, Quarantined)]
+    for reason in reasons:
+        assert any(h.startswith(reason) for h in held), (reason, held)
+    assert len(held) == len(reasons)
+    assert {i.id for i in items if not isinstance(i, Quarantined)} == good

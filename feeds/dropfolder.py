@@ -551,6 +551,11 @@ class DropFolder:
             self.monitor.health.detail = report.error
             await self.processed.put(report)
             return report
+        except Exception as exc:  # a reader's bug must not end the watch: to failed/, kept
+            log.exception("drop folder: reading %s failed", path.name)
+            report.error = f"{path.name}: could not be read ({type(exc).__name__}: {exc})"
+            items = []
+            held = []
         mark = await self.writer.run(quarantine_mark) if held else 0
         futures = [await self.writer.submit(item) for item in items]
         outcomes: list[Outcome] = list(await asyncio.gather(*futures))

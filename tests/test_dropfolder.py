@@ -213,3 +213,29 @@ def test_hostile_rows_are_quarantined_by_name_and_the_rest_read(
         assert any(h.startswith(reason) for h in held), (reason, held)
     assert len(held) == len(reasons)
     assert {i.id for i in items if not isinstance(i, Quarantined)} == good
+
+
+async def test_a_reader_bug_sends_the_file_to_failed_and_the_watch_goes_on(
+    tmp_path: Path, writer: StoreWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception no reader expects (a bug, like the three above once were) fails that
+    file, kept whole in failed/ with the reason, and the next file is read as usual."""
+    import feeds.dropfolder as dropfolder
+
+    real = dropfolder.read_dropped
+
+    def buggy(path: Path, **kw: object) -> object:
+        if path.name == "first.csv":
+            raise ArithmeticError("a reader bug")
+        return real(path, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dropfolder, "read_dropped", buggy)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    watcher = DropFolder(folder, writer, tz="America/New_York")
+    first = await watcher.process(drop(folder, "first.csv", COUNTS))
+    assert first.error == "first.csv: could not be read (ArithmeticError: a reader bug)"
+    assert (folder / "failed" / "first.csv").read_text(encoding="utf-8") == COUNTS
+    assert "could not be read" in (folder / "failed" / "first.csv.reason.txt").read_text()
+    second = await watcher.process(drop(folder, "second.csv", COUNTS))
+    assert second.ok and (folder / "done" / "second.csv").exists()

@@ -15,11 +15,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from store.clock import Clock, ReplayClock, SystemClock
+from store.clock import Clock, ReplayClock, SystemClock, within_calendar
 
 if TYPE_CHECKING:
     from console.app import OmniopsApp
@@ -47,17 +47,11 @@ def parse_time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"--at: not an ISO 8601 time: {text!r}") from exc
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"--at: give a zone, e.g. {text}Z or {text}-05:00")
-    try:
-        moment = moment.astimezone(UTC)
-    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
-        moment = AT_RANGE[0] - timedelta(days=1)
-    if not AT_RANGE[0] <= moment < AT_RANGE[1]:
+    utc = within_calendar(moment)
+    if utc is None:
         raise argparse.ArgumentTypeError(f"--at: give a time from 1900 to 8999, not {text!r}")
-    return moment
+    return utc
 
-
-AT_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
-"""Moments ``--at`` may name: any window (at most a hundred years) around them is a date."""
 
 MAX_SPEED = 365 * 86_400.0
 """The fastest ``--speed``: a simulated year a wall second."""

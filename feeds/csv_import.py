@@ -36,13 +36,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
+from store.clock import within_calendar
 from store.held import HeldDelivery
 from store.model import (
     Event,
@@ -212,17 +213,9 @@ def parse_local_time(value: str, tz: ZoneInfo, column: str) -> datetime:
         raise RowError(f"{column}: expected a date and time, got {value!r}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    try:  # a time near year 1 or 9999 cannot be shifted or stamped: refused here, by name
-        utc = moment.astimezone(UTC)
-    except OverflowError:
-        utc = None
-    if utc is None or not TIME_RANGE[0] <= utc < TIME_RANGE[1]:
+    if within_calendar(moment) is None:  # near year 1 or 9999 nothing can be shifted
         raise RowError(f"{column}: a time from 1900 to 8999, got {value!r}")
     return moment
-
-
-TIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
-"""Times a CSV row may give: anything later arithmetic (a promise, an id stamp) can shift."""
 
 
 def parse_quantity(value: str, column: str) -> int:

@@ -171,11 +171,7 @@ def _cells(row: dict[str | None, Any]) -> tuple[dict[str, str], str | None]:
     under ``""`` and make the row unreadable, never a crash.
     """
     extra = row.get(None)
-    cells = {
-        (k or "").strip(): (v or "").strip()
-        for k, v in row.items()
-        if k is not None and not isinstance(v, list)
-    }
+    cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
     if not extra:
         return cells, None
     cells[""] = ",".join(str(v) for v in extra)

@@ -243,7 +243,7 @@ class RulesEditor:
         """
         if save:
             self.permissions.require("edit")
-        fragment = parse_toml(text, Path("[notify]"))
+        fragment, _ = parse_toml(text, Path("[notify]"))
         extra = [k for k in fragment if k != "notify"]
         if extra:
             raise RulesFileError(

@@ -150,18 +150,17 @@ def _defined_again(text: str, key: str) -> int | None:
     return lines[-1] if len(lines) > 1 else None
 
 
-def parse_toml(text: str, path: Path) -> TOMLDocument:
-    """``text`` as a tomlkit document, or :class:`RulesFileError` with the problem located.
+def parse_toml(text: str, path: Path) -> tuple[TOMLDocument, dict[str, Any]]:
+    """``text`` as a tomlkit document and its plain data, or :class:`RulesFileError`.
 
     tomlkit raises a :class:`~tomlkit.exceptions.ParseError` (line and column) for most
     mistakes, but a table defined twice around an array of tables comes out as another
-    of its errors, with no line, and only when the document is read (so it is read here
-    once): that one is located by the key's last header.
+    of its errors, with no line, and only when the document is read (unwrapped here):
+    that one is located by the key's last header.
     """
     try:
         document = tomlkit.parse(text)
-        document.unwrap()
-        return document
+        return document, document.unwrap()
     except tomlkit.exceptions.ParseError as exc:
         raise RulesFileError([syntax_problem(path, exc)]) from None
     except tomlkit.exceptions.TOMLKitError as exc:
@@ -206,8 +205,7 @@ def parse_rules(
     """
     if not text.strip():
         raise RulesFileError([Problem(path, None, "", _EMPTY)])
-    document = parse_toml(text, path)
-    data: dict[str, Any] = document.unwrap()
+    _, data = parse_toml(text, path)
     index = key_lines(text)
     if LEGACY_SECTION in data:  # [fulfilment], the British spelling: read as [fulfillment]
         if SECTION in data:

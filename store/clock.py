@@ -12,6 +12,22 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+CALENDAR = (datetime(1900, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC))
+"""Moments a user may name (``report --at``, a CSV row's time): any window of up to a
+hundred years around one, and any promise after it, is still a date."""
+
+
+def within_calendar(moment: datetime) -> datetime | None:
+    """An aware ``moment`` in UTC if it lies within :data:`CALENDAR`, else None.
+
+    Year 1 with a positive offset is before year 1 in UTC: None too, not an OverflowError.
+    """
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        return None
+    return utc if CALENDAR[0] <= utc < CALENDAR[1] else None
+
 
 class Clock(Protocol):
     """Anything that can tell the current UTC time."""
